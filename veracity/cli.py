@@ -1,0 +1,129 @@
+"""The ``veracity`` command line: one Typer app; errors print as one line, never a traceback."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Any, Optional
+
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from veracity.errors import InputError, UsageError, VeracityError
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
+                  help="Veracity: verifiable AI compute on exact arithmetic.")
+err = Console(stderr=True)
+
+
+def read_jsonl(path: Path) -> list[dict[str, Any]]:
+    """Input records, one JSON object per line; blank lines are skipped."""
+    if not path.is_file():
+        raise InputError(f"input file {path} not found: pass a .jsonl file with one JSON object per line")
+    records = []
+    try:
+        lines = path.read_text(encoding="utf-8").splitlines()
+    except UnicodeDecodeError:
+        raise InputError(f"{path} is not UTF-8 text: pass a .jsonl file") from None
+    for n, line in enumerate(lines, 1):
+        if not line.strip():
+            continue
+        try:
+            rec = json.loads(line)
+        except json.JSONDecodeError as exc:
+            raise InputError(f"{path} line {n}: not valid JSON ({exc.msg})") from None
+        if not isinstance(rec, dict):
+            raise InputError(f"{path} line {n}: expected a JSON object such as {{\"text\": \"...\"}}")
+        records.append((n, rec))
+    if not records:
+        raise InputError(f"{path} has no input lines")
+    return records  # type: ignore[return-value]
+
+
+def parse_records(model: Any, path: Path, records: list[tuple[int, dict[str, Any]]]) -> list[Any]:
+    items = []
+    for n, rec in records:
+        try:
+            items.append(model.parse(rec))
+        except InputError as exc:
+            raise InputError(f"{path} line {n}: {exc}") from None
+    return items
+
+
+@app.command()
+def infer(
+    model: str = typer.Argument(..., help="digits-mlp, minilm or tiny-gpt"),
+    input: Path = typer.Option(..., "--input", "-i", help="JSONL file, one input per line"),
+    output: Path = typer.Option(..., "--output", "-o", help="JSONL file to write results to"),
+    backend: str = typer.Option("torch", help="torch (fast) or numpy (the int64 reference)"),
+    batch_size: int = typer.Option(32, min=1, help="inputs per batch (changes the trace, not outputs)"),
+    threads: Optional[int] = typer.Option(None, min=1, help="torch threads (results never change)"),
+) -> None:
+    """Run an exact model; the last line is `output <hash> trace <root> steps <n>`."""
+    from veracity import runtime
+    from veracity.models import registry
+    from veracity.workloads.infer import infer as run_infer
+
+    if backend not in ("torch", "numpy"):
+        raise UsageError(f"unknown backend {backend!r}: use torch or numpy")
+    if model not in registry.names():
+        raise UsageError(f"unknown model {model!r}: choose one of {', '.join(registry.names())}")
+    records = read_jsonl(input)
+    if not output.parent.exists():
+        raise UsageError(f"output folder {output.parent} does not exist: create it or pick another path")
+    runtime.tune_allocator()
+    runtime.set_threads(threads)
+    with err.status(f"loading {model}"):
+        m = registry.load(model)
+    items = parse_records(m, input, records)
+    with Progress(TextColumn(f"[bold]{model}[/] {backend}"), BarColumn(), MofNCompleteColumn(),
+                  TimeElapsedColumn(), console=err, transient=True) as bar:
+        task = bar.add_task("infer", total=len(items))
+        result = run_infer(m, items, backend=backend, batch_size=batch_size,
+                           progress=lambda done: bar.update(task, completed=done))
+    try:
+        with output.open("w", encoding="utf-8") as f:
+            for (_, rec), out in zip(records, result.outputs):
+                f.write(json.dumps({**rec, "output": m.present(out)}) + "\n")
+    except OSError as exc:
+        raise UsageError(f"cannot write {output}: {exc.strerror}") from None
+    err.print(f"{len(items)} inputs -> {output} ({result.ops} ops traced)")
+    print(f"output {result.output_hash.hex()} trace {result.trace_root.hex()} steps {result.steps}")
+
+
+@app.command()
+def models() -> None:
+    """List the exact models this node can run."""
+    from veracity.models import registry
+
+    table = Table("model", "what it does")
+    for name in registry.names():
+        table.add_row(name, registry.describe(name))
+    Console().print(table)
+
+
+@app.command()
+def demo(threads: int = typer.Option(2, min=1, help="threads for the fast run")) -> None:
+    """Show exact inference: the same bits across threads and backends, at float accuracy."""
+    from veracity.demo import run_demo
+
+    if not run_demo(Console(), threads):
+        raise typer.Exit(1)
+
+
+def main() -> None:
+    try:
+        app(standalone_mode=True)
+    except VeracityError as exc:
+        err.print(f"[red]error:[/] {exc}", highlight=False)
+        sys.exit(exc.exit_code)
+    except KeyboardInterrupt:
+        err.print("interrupted")
+        sys.exit(130)
+
+
+if __name__ == "__main__":
+    main()

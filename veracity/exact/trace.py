@@ -1,0 +1,107 @@
+"""Execution traces: every op output hashed, the list committed by one Merkle root.
+
+Format (version 1)
+------------------
+* **Tensor digest**: ``sha256(b"VXT1" || dtype code (u8) || ndim (u8) || dims (u32 LE each) ||
+  data)``, data being the tensor's integers in its canonical dtype, C order, little endian.
+  dtype codes: 1 int8, 2 uint8, 3 int16, 4 int32, 5 int64. SHA-256 is 4.9x faster than
+  keccak-256 here (1.56 vs 0.32 GB/s, ``bench/exact_vs_native.py`` measures it) and is an EVM
+  precompile, so a contract checks it cheaply.
+* **Record**: ``(step, op, digest)``. A step is one layer call (an embedding, an encoder layer,
+  one generated token's pass through a block); ``op`` names the op inside it
+  (``"layer.3.attn.softmax"``). Records are kept in execution order.
+* **Leaf**: ``sha256(0x00 || step (u32 BE) || len(op) (u16 BE) || op utf-8 || digest)``.
+* **Root**: a binary SHA-256 tree, node ``sha256(0x01 || left || right)``, an odd last node
+  carried up unchanged; the root of no records is ``sha256(b"")``.
+* The **output hash** of a job is ``sha256`` over the tensor digests of its per-item outputs, in
+  input order, so it does not depend on how the items were batched.
+
+Room to grow: the verification layer will replace a large tensor's flat digest by the root of a
+tree over fixed-size chunks (a new magic, ``VXT2``), so that one element can be proven to a
+contract; records, leaves and the trace root keep their shape.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import struct
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import Callable
+
+import numpy as np
+
+DTYPE_CODES = {np.dtype(np.int8): 1, np.dtype(np.uint8): 2, np.dtype(np.int16): 3,
+               np.dtype(np.int32): 4, np.dtype(np.int64): 5}
+
+
+def tensor_digest(a: np.ndarray) -> bytes:
+    """Digest of an integer tensor's canonical encoding (see the module docstring)."""
+    dt = np.dtype(a.dtype)
+    if dt not in DTYPE_CODES:
+        raise TypeError(f"only integer tensors are committed, got {dt}")
+    a = np.ascontiguousarray(a, dtype=dt.newbyteorder("<"))
+    h = hashlib.sha256(b"VXT1" + struct.pack("<BB", DTYPE_CODES[dt], a.ndim))
+    h.update(struct.pack(f"<{a.ndim}I", *a.shape))
+    h.update(memoryview(a).cast("B"))
+    return h.digest()
+
+
+def leaf_hash(step: int, op: str, digest: bytes) -> bytes:
+    name = op.encode()
+    return hashlib.sha256(b"\x00" + struct.pack(">IH", step, len(name)) + name + digest).digest()
+
+
+def merkle_root(leaves: list[bytes]) -> bytes:
+    """Root of the binary SHA-256 tree over ``leaves`` (odd last node carried up)."""
+    if not leaves:
+        return hashlib.sha256(b"").digest()
+    level = list(leaves)
+    while len(level) > 1:
+        nxt = [hashlib.sha256(b"\x01" + level[i] + level[i + 1]).digest()
+               for i in range(0, len(level) - 1, 2)]
+        if len(level) % 2:
+            nxt.append(level[-1])
+        level = nxt
+    return level[0]
+
+
+def output_hash(item_digests: list[bytes]) -> bytes:
+    return hashlib.sha256(b"".join(item_digests)).digest()
+
+
+@dataclass(frozen=True)
+class TraceRecord:
+    step: int
+    op: str
+    digest: bytes
+
+
+class Trace:
+    """Collects op digests in order; hashing may run on a worker thread (hashlib drops the GIL)."""
+
+    def __init__(self, background: bool = True) -> None:
+        self._pool = ThreadPoolExecutor(max_workers=1) if background else None
+        self._pending: list[tuple[int, str, Future[bytes] | bytes]] = []
+
+    def record(self, step: int, op: str, produce: Callable[[], np.ndarray]) -> None:
+        """Record op output; ``produce`` returns its canonical integer array."""
+        if self._pool is None:
+            self._pending.append((step, op, tensor_digest(produce())))
+        else:
+            self._pending.append((step, op, self._pool.submit(lambda: tensor_digest(produce()))))
+
+    @property
+    def records(self) -> list[TraceRecord]:
+        return [TraceRecord(s, o, d if isinstance(d, bytes) else d.result()) for s, o, d in self._pending]
+
+    def root(self) -> bytes:
+        return merkle_root([leaf_hash(r.step, r.op, r.digest) for r in self.records])
+
+    def close(self) -> None:
+        if self._pool is not None:
+            self._pool.shutdown(wait=True)
+            self._pool = None
+
+    def __len__(self) -> int:
+        return len(self._pending)

@@ -1,0 +1,1 @@
+"""Job kinds as pure functions: (spec, inputs) -> (outputs, trace)."""
