@@ -118,7 +118,7 @@ def main() -> None:
     try:
         app(standalone_mode=True)
     except VeracityError as exc:
-        err.print(f"[red]error:[/] {exc}", highlight=False)
+        print(f"error: {exc}", file=sys.stderr)  # one line, never wrapped
         sys.exit(exc.exit_code)
     except KeyboardInterrupt:
         err.print("interrupted")

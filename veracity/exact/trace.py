@@ -37,7 +37,7 @@ DTYPE_CODES = {np.dtype(np.int8): 1, np.dtype(np.uint8): 2, np.dtype(np.int16): 
 
 def tensor_digest(a: np.ndarray) -> bytes:
     """Digest of an integer tensor's canonical encoding (see the module docstring)."""
-    dt = np.dtype(a.dtype)
+    dt = np.dtype(f"{a.dtype.kind}{a.dtype.itemsize}")  # byte order is normalised below
     if dt not in DTYPE_CODES:
         raise TypeError(f"only integer tensors are committed, got {dt}")
     a = np.ascontiguousarray(a, dtype=dt.newbyteorder("<"))

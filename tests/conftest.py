@@ -1,0 +1,42 @@
+import os
+import secrets
+
+import numpy as np
+import pytest
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+
+@pytest.fixture(scope="session")
+def fresh_rng():
+    """A generator seeded fresh each run (the seed is printed so a failure can be replayed)."""
+    seed = int(os.environ.get("VERACITY_TEST_SEED", secrets.randbits(32)))
+    print(f"\nVERACITY_TEST_SEED={seed}")
+    return np.random.default_rng(seed)
+
+
+@pytest.fixture(scope="session")
+def minilm():
+    from veracity.models.registry import load
+
+    return load("minilm")
+
+
+@pytest.fixture(scope="session")
+def digits():
+    from veracity.models.registry import load
+
+    return load("digits-mlp")
+
+
+@pytest.fixture(scope="session")
+def gpt():
+    from veracity.models.registry import load
+
+    return load("tiny-gpt")
+
+
+@pytest.fixture(scope="session")
+def sentences():
+    path = os.path.join(os.path.dirname(__file__), "data", "sentences.txt")
+    return open(path, encoding="utf-8").read().splitlines()

@@ -1,0 +1,61 @@
+"""Trace format: canonical tensor digests, leaves and the Merkle root."""
+
+import hashlib
+import struct
+
+import numpy as np
+
+from veracity.exact.trace import Trace, leaf_hash, merkle_root, output_hash, tensor_digest
+
+
+def test_tensor_digest_is_the_documented_encoding():
+    a = np.array([[1, -2, 3]], dtype=np.int32)
+    expected = hashlib.sha256(b"VXT1" + bytes([4, 2]) + struct.pack("<2I", 1, 3) +
+                              struct.pack("<3i", 1, -2, 3)).digest()
+    assert tensor_digest(a) == expected
+
+
+def test_digest_depends_on_dtype_and_shape_not_on_memory_layout():
+    a = np.arange(6, dtype=np.int32).reshape(2, 3)
+    assert tensor_digest(a) != tensor_digest(a.astype(np.int16))
+    assert tensor_digest(a) != tensor_digest(a.reshape(3, 2))
+    assert tensor_digest(np.asfortranarray(a)) == tensor_digest(a)
+    assert tensor_digest(a.astype(">i4")) == tensor_digest(a)
+
+
+def test_float_tensors_are_never_committed():
+    import pytest
+
+    with pytest.raises(TypeError):
+        tensor_digest(np.zeros(3, dtype=np.float32))
+
+
+def test_merkle_root_commits_to_every_record_and_their_order():
+    leaves = [leaf_hash(i // 2, f"op{i}", hashlib.sha256(bytes([i])).digest()) for i in range(7)]
+    root = merkle_root(leaves)
+    assert merkle_root(leaves[:-1]) != root
+    swapped = leaves[:2] + [leaves[3], leaves[2]] + leaves[4:]
+    assert merkle_root(swapped) != root
+    changed = list(leaves)
+    changed[5] = leaf_hash(2, "op5", hashlib.sha256(b"other").digest())
+    assert merkle_root(changed) != root
+    l, r = leaves[0], leaves[1]
+    assert merkle_root([l, r]) == hashlib.sha256(b"\x01" + l + r).digest()
+    assert merkle_root([l]) == l
+
+
+def test_background_hashing_gives_the_same_root():
+    arrays = [np.arange(i * 10, dtype=np.int32) for i in range(1, 20)]
+    roots = []
+    for background in (False, True):
+        t = Trace(background=background)
+        for i, a in enumerate(arrays):
+            t.record(i // 3, f"op{i}", lambda a=a: a)
+        roots.append(t.root())
+        t.close()
+    assert roots[0] == roots[1]
+
+
+def test_output_hash_is_ordered():
+    d = [tensor_digest(np.array([i], dtype=np.int32)) for i in range(3)]
+    assert output_hash(d) != output_hash(d[::-1])
