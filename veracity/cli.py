@@ -58,7 +58,7 @@ def infer(
     model: str = typer.Argument(..., help="digits-mlp, minilm or tiny-gpt"),
     input: Path = typer.Option(..., "--input", "-i", help="JSONL file, one input per line"),
     output: Path = typer.Option(..., "--output", "-o", help="JSONL file to write results to"),
-    backend: str = typer.Option("torch", help="torch (fast) or numpy (the int64 reference)"),
+    backend: str = typer.Option("torch", help="torch (fast), torch-eager or numpy (the int64 reference)"),
     batch_size: int = typer.Option(32, min=1, help="inputs per batch (changes the trace, not outputs)"),
     threads: Optional[int] = typer.Option(None, min=1, help="torch threads (results never change)"),
 ) -> None:
@@ -67,8 +67,10 @@ def infer(
     from veracity.models import registry
     from veracity.workloads.infer import infer as run_infer
 
-    if backend not in ("torch", "numpy"):
-        raise UsageError(f"unknown backend {backend!r}: use torch or numpy")
+    from veracity.exact.execute import BACKENDS
+
+    if backend not in BACKENDS:
+        raise UsageError(f"unknown backend {backend!r}: use one of {', '.join(BACKENDS)}")
     if model not in registry.names():
         raise UsageError(f"unknown model {model!r}: choose one of {', '.join(registry.names())}")
     records = read_jsonl(input)

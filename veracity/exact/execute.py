@@ -17,9 +17,18 @@ from veracity.exact.trace import Trace
 I32, I16, U8 = np.dtype(np.int32), np.dtype(np.int16), np.dtype(np.uint8)
 
 
+BACKENDS = ("torch", "torch-eager", "numpy")
+
+
 def make_backend(name: str, device: str = "cpu") -> Any:
-    """'torch' (fast) or 'numpy' (the int64 reference)."""
-    if name == "torch":
+    """'torch' (fast: fused C kernels on CPU when a C compiler is present, else eager torch),
+    'torch-eager' (plain torch ops, CPU or GPU) or 'numpy' (the int64 reference)."""
+    if name == "torch" and device == "cpu":
+        from veracity.exact import ops_native
+
+        if ops_native.available():
+            return ops_native.NativeBackend()
+    if name in ("torch", "torch-eager"):
         from veracity.exact.ops_torch import TorchBackend
 
         return TorchBackend(device)
@@ -29,7 +38,7 @@ def make_backend(name: str, device: str = "cpu") -> Any:
         return NumpyBackend()
     from veracity.errors import UsageError
 
-    raise UsageError(f"unknown backend {name!r}: use 'torch' or 'numpy'")
+    raise UsageError(f"unknown backend {name!r}: use one of {', '.join(BACKENDS)}")
 
 
 class Exec:
@@ -88,8 +97,8 @@ class Exec:
         """Multi-head attention: scores, softmax, context; q, k, v are [B, T, H] activations."""
         b = self.b
         qh, kh, vh = (b.split_heads(t, heads) for t in (q, k, v))
-        z = self._rec(op + ".scores", b.attention_scores(qh, kh, key_valid, causal), I16)
-        p, psum = b.softmax(z)
+        z, p, psum = b.scores_softmax(qh, kh, key_valid, causal)
+        self._rec(op + ".scores", z, I16)
         self._rec(op + ".probs", p, U8)
         self._rec(op + ".probsum", psum, I32)
         ctx = self._rec(op + ".context", b.attention_context(p, psum, vh, key_valid), I32)

@@ -125,6 +125,11 @@ class NumpyBackend:
         z = np.clip(z, -spec.I16_MAX, spec.I16_MAX)
         return np.where(_key_mask(key_valid, z.shape, causal), z, spec.MASKED_SCORE)
 
+    def scores_softmax(self, q, k, key_valid, causal):  # type: ignore[no-untyped-def]
+        """Scores, then the softmax numerators and row sums (fused by the native backend)."""
+        z = self.attention_scores(q, k, key_valid, causal)
+        return (z, *self.softmax(z))
+
     def softmax(self, z: Array) -> tuple[Array, Array]:
         """Unnormalised probabilities p = 255 * 2**-(rowmax - z) by table, and their row sums."""
         zmax = z.max(axis=-1, keepdims=True)

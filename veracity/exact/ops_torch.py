@@ -185,6 +185,11 @@ class TorchBackend:
         z = z.clamp_(-spec.I16_MAX, spec.I16_MAX).to(torch.float32)
         return z.masked_fill_(~_key_mask(key_valid, z.shape, causal), spec.MASKED_SCORE)
 
+    def scores_softmax(self, q, k, key_valid, causal):  # type: ignore[no-untyped-def]
+        """Scores, then the softmax numerators and row sums (fused by the native backend)."""
+        z = self.attention_scores(q, k, key_valid, causal)
+        return (z, *self.softmax(z))
+
     def softmax(self, z: Tensor) -> tuple[Tensor, Tensor]:
         zmax = z.amax(dim=-1, keepdim=True)
         u = (zmax - z).clamp_(max=spec.EXP2_LUT_SIZE - 1)

@@ -1,0 +1,169 @@
+"""Native CPU backend: ``TorchBackend`` with its elementwise work fused into C kernels.
+
+Torch still runs the GEMMs (float32 on int8 values, exact); the quantization, requantization,
+softmax, LayerNorm and table lookups that follow run as one pass per row in ``native.c``,
+compiled on first use with the system C compiler and cached. Results equal ``ops_numpy`` bit
+for bit (the op tests run all backends); where no compiler is found, ``make_backend`` falls
+back to the plain torch backend, which gives the same bits, only slower.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import hashlib
+import os
+import platform
+import shutil
+import subprocess
+import tempfile
+from functools import lru_cache
+from pathlib import Path
+
+import torch
+
+from veracity.exact import spec
+from veracity.exact.ops_torch import TorchBackend, _pow2
+from veracity.exact.spec import QLinear, QNorm
+
+Tensor = torch.Tensor
+SOURCE = Path(__file__).with_name("native.c")
+FLAGS = ["-O3", "-march=native", "-ffp-contract=off", "-fno-fast-math", "-fopenmp", "-fPIC", "-shared"]
+_F64 = torch.float64
+
+
+def _cpu_id() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name") or line.startswith("flags"):
+                return line
+    except OSError:
+        pass
+    return platform.processor()
+
+
+@lru_cache(maxsize=1)
+def library() -> ctypes.CDLL | None:
+    """Compile (once per source, flags and CPU) and load the kernels; None without a compiler."""
+    if os.environ.get("VERACITY_NATIVE", "1") == "0":
+        return None
+    cc = shutil.which(os.environ.get("CC", "cc")) or shutil.which("gcc")
+    if cc is None:
+        return None
+    key = hashlib.sha256(SOURCE.read_bytes() + " ".join(FLAGS).encode() + _cpu_id().encode()).hexdigest()[:16]
+    cache = Path(os.environ.get("VERACITY_CACHE", Path.home() / ".cache" / "veracity"))
+    lib = cache / f"native-{key}.so"
+    if not lib.exists():
+        cache.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(suffix=".so", dir=cache)
+        os.close(fd)
+        proc = subprocess.run([cc, *FLAGS, str(SOURCE), "-o", tmp, "-lm"], capture_output=True, text=True)
+        if proc.returncode != 0:
+            os.unlink(tmp)
+            return None
+        os.replace(tmp, lib)  # atomic: concurrent builders never see half a file
+    return ctypes.CDLL(str(lib))
+
+
+def _p(t: Tensor | None) -> ctypes.c_void_p:
+    return ctypes.c_void_p(None if t is None else t.data_ptr())
+
+
+def _c(t: Tensor) -> Tensor:
+    return t if t.is_contiguous() else t.contiguous()
+
+
+I64, F64 = ctypes.c_int64, ctypes.c_double
+
+
+class NativeBackend(TorchBackend):
+    """The exact op set on CPU: torch GEMMs plus fused C kernels."""
+
+    name = "torch"
+
+    def __init__(self) -> None:
+        super().__init__("cpu")
+        lib = library()
+        if lib is None:
+            raise RuntimeError("native kernels unavailable (no C compiler)")
+        self.lib = lib
+
+    @staticmethod
+    def _nt() -> ctypes.c_int:
+        return ctypes.c_int(torch.get_num_threads())
+
+    def quantize_rows(self, x: Tensor, smooth: Tensor | None = None) -> tuple[Tensor, Tensor, Tensor]:
+        x = _c(x.to(torch.float32))
+        k = x.shape[-1]
+        rows = x.numel() // k
+        q = torch.empty_like(x)
+        ams = torch.empty(x.shape[:-1] + (1,), dtype=torch.float32)
+        e = torch.empty(x.shape[:-1] + (1,), dtype=torch.int32)
+        self.lib.vq_quantize_rows(_p(x), _p(smooth), I64(rows), I64(k), _p(q), _p(ams), _p(e), self._nt())
+        return q, ams, e
+
+    def linear(self, x: Tensor, lin: QLinear) -> Tensor:
+        p = self._linear_params(lin)
+        q, ams, e = self.quantize_rows(x, p["smooth"])
+        k = q.shape[-1]
+        if k <= spec.F32_EXACT_K:
+            acc32, acc64 = _c(torch.matmul(q, p["wt"])), None
+        else:
+            acc32, acc64 = None, _c(self._idot(q, p["wt"]))
+        acc = acc32 if acc32 is not None else acc64
+        n = acc.shape[-1]
+        rowf = _c((ams.to(_F64) * _pow2(e, _F64)).reshape(-1))
+        y = torch.empty(acc.shape, dtype=torch.float32)
+        self.lib.vq_requant(_p(acc32), _p(acc64), _p(rowf), _p(p["colf"]), _p(p["bias"]),
+                            I64(acc.numel() // n), I64(n), F64(lin.out_max), _p(y), self._nt())
+        return y
+
+    def layernorm(self, x: Tensor, norm: QNorm) -> Tensor:
+        p = self._norm_params(norm)
+        x = _c(x)
+        out = torch.empty_like(x)
+        h = x.shape[-1]
+        self.lib.vq_layernorm(_p(x), _p(p["gamma2"]), _p(p["beta"]), I64(x.numel() // h), I64(h),
+                              F64(spec.ACT_MAX), _p(out), self._nt())
+        return out
+
+    def gelu(self, x: Tensor) -> Tensor:
+        x = _c(x)
+        out = torch.empty_like(x)
+        self.lib.vq_lookup16(_p(x), _p(self._gelu), I64(x.numel()), _p(out), self._nt())
+        return out
+
+    def scores_softmax(self, q: Tensor, k: Tensor, key_valid: Tensor, causal: bool) -> tuple[Tensor, Tensor, Tensor]:
+        qq, amq, eq = self.quantize_rows(q)
+        kq, amk, ek = self.quantize_rows(k)
+        acc = _c(torch.matmul(qq, kq.transpose(-1, -2)))
+        b, h, t, _ = acc.shape
+        rowf = _c((amq.to(_F64) * _pow2(eq + (1 + spec.SCORE_FRAC - 2 * spec.ACT_FRAC), _F64)).reshape(-1))
+        colf = _c((amk.to(_F64) * _pow2(ek, _F64)).reshape(-1))
+        valid = _c(key_valid.to(torch.float32))
+        z, p = torch.empty_like(acc), torch.empty_like(acc)
+        psum = torch.empty((b, h, t), dtype=torch.float32)
+        self.lib.vq_scores_softmax(_p(acc), _p(rowf), _p(colf), _p(valid), I64(b * h), I64(h), I64(t),
+                                   ctypes.c_int(int(causal)), _p(self._exp2), I64(spec.EXP2_LUT_SIZE),
+                                   _p(z), _p(p), _p(psum), self._nt())
+        return z, p, psum
+
+    def attention_scores(self, q: Tensor, k: Tensor, key_valid: Tensor, causal: bool) -> Tensor:
+        return self.scores_softmax(q, k, key_valid, causal)[0]
+
+    def attention_context(self, p: Tensor, psum: Tensor, v: Tensor, key_valid: Tensor) -> Tensor:
+        v = v * key_valid[:, None, :, None].to(v.dtype)
+        vq, amv, ev = self.quantize_rows(v.transpose(-1, -2))
+        if p.shape[-1] * spec.PROB_MAX * spec.QMAX >= 1 << 24:
+            raise ValueError("attention over more than 518 keys is outside the exact op set")
+        acc = _c(torch.matmul(p, vq.transpose(-1, -2)))
+        b, h, t, d = acc.shape
+        colf = _c((amv.to(_F64) * _pow2(ev, _F64)).reshape(-1))
+        out = torch.empty_like(acc)
+        self.lib.vq_context(_p(acc), _p(colf), _p(_c(psum)), I64(b * h), I64(t), I64(d),
+                            F64(spec.ACT_MAX), _p(out), self._nt())
+        return out
+
+
+def available() -> bool:
+    return library() is not None
+
