@@ -63,7 +63,8 @@ class Exec:
     def _rec(self, op: str, x: Any, dtype: np.dtype) -> Any:
         if self.trace is not None:
             b = self.b
-            self.trace.record(self.step_index, self._prefix + op, lambda: b.canonical(x, dtype))
+            nbytes = int(np.prod(x.shape)) * dtype.itemsize
+            self.trace.record(self.step_index, self._prefix + op, lambda: b.canonical(x, dtype), nbytes)
         return x
 
     def tensor(self, a: np.ndarray) -> Any:

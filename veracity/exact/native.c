@@ -5,6 +5,7 @@
  * multiply by a power of two and floor here is exact, and floor(n / d) equals the integer
  * floor division for |n| < 2**53 (see ops_torch). Compiled with -ffp-contract=off, although no
  * result would change under contraction, since every product is exact before it is added.
+ * -fno-trapping-math lets floor() vectorize; it changes no value, only FP exception flags.
  * GEMMs stay in torch (float32 on int8 values, exact). */
 #include <math.h>
 #include <stdint.h>
@@ -23,15 +24,16 @@ static inline int bitlen(double v) {
     return e;
 }
 
-static inline double clampd(double v, double lim) { return v > lim ? lim : (v < -lim ? -lim : v); }
+static inline double maxd(double a, double b) { return a > b ? a : b; }
+static inline double mind(double a, double b) { return a < b ? a : b; }
+static inline double clampd(double v, double lim) { return mind(maxd(v, -lim), lim); }
 
 /* floor(n / d) for d > 0 and exact n, d with |n| + d < 2**53: a multiply by the reciprocal,
  * then one correction step (the estimate is off by at most one; q * d is exact). */
 static inline double fdiv(double n, double d, double inv) {
     double q = floor(n * inv);
-    if (q * d > n) return q - 1;
-    if ((q + 1) * d <= n) return q + 1;
-    return q;
+    q -= (double)(q * d > n);
+    return q + (double)((q + 1) * d <= n);
 }
 
 static double isqrt(double n) {
@@ -49,21 +51,27 @@ void vq_quantize_rows(const float *x, const double *smooth, int64_t rows, int64_
         const float *xr = x + m * k;
         float *qr = q + m * k;
         double amax = 0;
-        for (int64_t j = 0; j < k; j++) {
-            double v = smooth ? (double)xr[j] * smooth[j] : (double)xr[j];
-            v = fabs(v);
-            amax = v > amax ? v : amax;
+        if (smooth) {
+#pragma omp simd reduction(max : amax)
+            for (int64_t j = 0; j < k; j++) amax = maxd(amax, fabs((double)xr[j] * smooth[j]));
+        } else {
+#pragma omp simd reduction(max : amax)
+            for (int64_t j = 0; j < k; j++) amax = maxd(amax, fabs((double)xr[j]));
         }
         int e = bitlen(amax) - ROW_BITS;
         if (e < 0) e = 0;
-        double half = e > 0 ? ldexp(1.0, e - 1) : 0.0, sc = ldexp(1.0, -e);
-        double ams = floor((amax + half) * sc);
-        double inv = ams > 0 ? floor((double)(QMAX << RECIP_SHIFT) / ams) : 0.0;
+        const double half = e > 0 ? ldexp(1.0, e - 1) : 0.0, sc = ldexp(1.0, -e);
+        const double ams = floor((amax + half) * sc);
+        const double inv = ams > 0 ? floor((double)(QMAX << RECIP_SHIFT) / ams) : 0.0;
         const double rnd = (double)(1 << (RECIP_SHIFT - 1)), down = ldexp(1.0, -RECIP_SHIFT);
-        for (int64_t j = 0; j < k; j++) {
-            double v = smooth ? (double)xr[j] * smooth[j] : (double)xr[j];
-            double xs = floor((v + half) * sc);
-            qr[j] = (float)floor((xs * inv + rnd) * down);
+        if (smooth) {
+#pragma omp simd
+            for (int64_t j = 0; j < k; j++)
+                qr[j] = (float)floor((floor(((double)xr[j] * smooth[j] + half) * sc) * inv + rnd) * down);
+        } else {
+#pragma omp simd
+            for (int64_t j = 0; j < k; j++)
+                qr[j] = (float)floor((floor(((double)xr[j] + half) * sc) * inv + rnd) * down);
         }
         ams_out[m] = (float)ams;
         e_out[m] = e;
@@ -71,15 +79,27 @@ void vq_quantize_rows(const float *x, const double *smooth, int64_t rows, int64_
 }
 
 /* y = clamp(floor(acc * rowf[m] * colf[n] + 0.5) + bias[n]); acc float32 or float64. */
-void vq_requant(const float *acc32, const double *acc64, const double *rowf, const double *colf,
-                const double *bias, int64_t rows, int64_t n, double lim, float *y, int nt) {
+void vq_requant(const float *acc32, const float *acc32b, const double *acc64, const double *rowf,
+                const double *colf, const double *bias, int64_t rows, int64_t n, double lim, float *y,
+                int nt) {
 #pragma omp parallel for num_threads(nt) schedule(static)
     for (int64_t m = 0; m < rows; m++) {
-        double r = rowf[m];
-        for (int64_t j = 0; j < n; j++) {
-            double a = acc32 ? (double)acc32[m * n + j] : acc64[m * n + j];
-            double t = floor(a * r * colf[j] + 0.5) + bias[j];
-            y[m * n + j] = (float)clampd(t, lim);
+        const double r = rowf[m];
+        float *yr = y + m * n;
+        if (acc64) {
+            const double *a = acc64 + m * n;
+#pragma omp simd
+            for (int64_t j = 0; j < n; j++) yr[j] = (float)clampd(floor(a[j] * r * colf[j] + 0.5) + bias[j], lim);
+        } else if (acc32b) {  /* two K-chunks, each exact in float32, summed exactly in double */
+            const float *a = acc32 + m * n, *b = acc32b + m * n;
+#pragma omp simd
+            for (int64_t j = 0; j < n; j++)
+                yr[j] = (float)clampd(floor(((double)a[j] + (double)b[j]) * r * colf[j] + 0.5) + bias[j], lim);
+        } else {
+            const float *a = acc32 + m * n;
+#pragma omp simd
+            for (int64_t j = 0; j < n; j++)
+                yr[j] = (float)clampd(floor((double)a[j] * r * colf[j] + 0.5) + bias[j], lim);
         }
     }
 }
@@ -90,26 +110,26 @@ void vq_scores_softmax(const float *acc, const double *rowf, const double *colf,
                        int64_t bh, int64_t heads, int64_t t, int causal, const float *lut, int64_t lut_size,
                        float *z, float *p, float *psum, int nt) {
     const double den = (double)QMAX * QMAX, den2 = 2.0 * den, inv2 = 1.0 / den2;
+    const double umax = (double)(lut_size - 1);
 #pragma omp parallel for num_threads(nt) schedule(static)
     for (int64_t row = 0; row < bh * t; row++) {
-        int64_t g = row / t, i = row % t, b = g / heads;
-        const float *ar = acc + row * t;
+        const int64_t g = row / t, i = row % t, b = g / heads;
+        const float *ar = acc + row * t, *vr = valid + b * t;
+        const double *cr = colf + g * t;
         float *zr = z + row * t, *pr = p + row * t;
-        double r = rowf[row], zmax = -INFINITY;
+        const double r = rowf[row];
+        double zmax = MASKED;
+#pragma omp simd reduction(max : zmax)
         for (int64_t j = 0; j < t; j++) {
-            double v;
-            if (valid[b * t + j] == 0 || (causal && j > i)) {
-                v = MASKED;
-            } else {
-                v = clampd(fdiv((double)ar[j] * r * colf[g * t + j] + den, den2, inv2), I16_MAX);
-            }
+            double v = clampd(fdiv((double)ar[j] * r * cr[j] + den, den2, inv2), I16_MAX);
+            int masked = (vr[j] == 0) | (causal & (j > i));
+            v = masked ? MASKED : v;
             zr[j] = (float)v;
-            zmax = v > zmax ? v : zmax;
+            zmax = maxd(zmax, v);
         }
         double s = 0;
         for (int64_t j = 0; j < t; j++) {
-            double u = zr[j] == MASKED ? (double)(lut_size - 1) : zmax - zr[j];
-            if (u > lut_size - 1) u = (double)(lut_size - 1);
+            double u = zr[j] == MASKED ? umax : mind(zmax - zr[j], umax);
             float pv = lut[(int64_t)u];
             pr[j] = pv;
             s += pv;
@@ -125,6 +145,7 @@ void vq_context(const float *acc, const double *colf, const float *psum, int64_t
     for (int64_t row = 0; row < bh * t; row++) {
         int64_t g = row / t;
         double den = (double)psum[row] * QMAX, den2 = 2.0 * den, inv2 = 1.0 / den2;
+#pragma omp simd
         for (int64_t j = 0; j < d; j++) {
             double v = fdiv((double)acc[row * d + j] * colf[g * d + j] * 2.0 + den, den2, inv2);
             out[row * d + j] = (float)clampd(v, lim);

@@ -27,7 +27,7 @@ from veracity.exact.spec import QLinear, QNorm
 
 Tensor = torch.Tensor
 SOURCE = Path(__file__).with_name("native.c")
-FLAGS = ["-O3", "-march=native", "-ffp-contract=off", "-fno-fast-math", "-fopenmp", "-fPIC", "-shared"]
+FLAGS = ["-O3", "-march=native", "-ffp-contract=off", "-fno-trapping-math", "-fopenmp", "-fPIC", "-shared"]
 _F64 = torch.float64
 
 
@@ -104,16 +104,21 @@ class NativeBackend(TorchBackend):
     def linear(self, x: Tensor, lin: QLinear) -> Tensor:
         p = self._linear_params(lin)
         q, ams, e = self.quantize_rows(x, p["smooth"])
-        k = q.shape[-1]
-        if k <= spec.F32_EXACT_K:
-            acc32, acc64 = _c(torch.matmul(q, p["wt"])), None
+        k, ck = q.shape[-1], spec.F32_EXACT_K
+        acc32 = acc32b = acc64 = None
+        if k <= ck:
+            acc32 = _c(torch.matmul(q, p["wt"]))
+        elif k <= 2 * ck:  # two exact float32 chunks, summed in double inside the kernel
+            half = (k + 1) // 2
+            acc32 = _c(torch.matmul(q[..., :half], p["wt"][:half]))
+            acc32b = _c(torch.matmul(q[..., half:], p["wt"][half:]))
         else:
-            acc32, acc64 = None, _c(self._idot(q, p["wt"]))
-        acc = acc32 if acc32 is not None else acc64
+            acc64 = _c(self._idot(q, p["wt"]))
+        acc = next(a for a in (acc32, acc64) if a is not None)
         n = acc.shape[-1]
         rowf = _c((ams.to(_F64) * _pow2(e, _F64)).reshape(-1))
         y = torch.empty(acc.shape, dtype=torch.float32)
-        self.lib.vq_requant(_p(acc32), _p(acc64), _p(rowf), _p(p["colf"]), _p(p["bias"]),
+        self.lib.vq_requant(_p(acc32), _p(acc32b), _p(acc64), _p(rowf), _p(p["colf"]), _p(p["bias"]),
                             I64(acc.numel() // n), I64(n), F64(lin.out_max), _p(y), self._nt())
         return y
 

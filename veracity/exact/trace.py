@@ -31,6 +31,7 @@ from typing import Callable
 
 import numpy as np
 
+BACKGROUND_BYTES = 1 << 20
 DTYPE_CODES = {np.dtype(np.int8): 1, np.dtype(np.uint8): 2, np.dtype(np.int16): 3,
                np.dtype(np.int32): 4, np.dtype(np.int64): 5}
 
@@ -84,9 +85,13 @@ class Trace:
         self._pool = ThreadPoolExecutor(max_workers=1) if background else None
         self._pending: list[tuple[int, str, Future[bytes] | bytes]] = []
 
-    def record(self, step: int, op: str, produce: Callable[[], np.ndarray]) -> None:
-        """Record op output; ``produce`` returns its canonical integer array."""
-        if self._pool is None:
+    def record(self, step: int, op: str, produce: Callable[[], np.ndarray], nbytes: int = 0) -> None:
+        """Record an op output; ``produce`` returns its canonical integer array.
+
+        Outputs of ``nbytes`` >= BACKGROUND_BYTES are hashed on the worker thread, overlapping the
+        next ops; smaller ones inline, where a thread hand-off would cost more than the hash.
+        """
+        if self._pool is None or nbytes < BACKGROUND_BYTES:
             self._pending.append((step, op, tensor_digest(produce())))
         else:
             self._pending.append((step, op, self._pool.submit(lambda: tensor_digest(produce()))))
