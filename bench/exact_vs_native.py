@@ -125,7 +125,8 @@ def main() -> int:
     ap.add_argument("--repeats", type=int, default=5)
     ap.add_argument("--batch", type=int, default=32)
     ap.add_argument("--seq", type=int, default=128)
-    ap.add_argument("--mlp-batch", type=int, default=1024)
+    ap.add_argument("--mlp-batches", type=lambda v: [int(x) for x in v.split(",")], default=[32, 1024, 8192],
+                    help="MLP batch sizes; the one equal to --batch gives mlp_ratio")
     args = ap.parse_args()
     runtime.tune_allocator()
     console = Console()
@@ -140,16 +141,20 @@ def main() -> int:
     float_m.load_state_dict({k: torch.tensor(v, dtype=torch.float32) for k, v in load_safetensors(mlp.WEIGHTS).items()})
     _, data = mlp.train_float(epochs=0)
     px = np.concatenate([data["x_train"], data["x_test"]])
-    mlp_items = list(px[np.arange(args.mlp_batch) % len(px)])
-    xf = torch.tensor(np.stack(mlp_items) / 16.0, dtype=torch.float32, device=device)
+    mlp_times: dict[int, dict[str, float]] = {}
+    for mb in args.mlp_batches:
+        mlp_items = list(px[np.arange(mb) % len(px)])
+        xf = torch.tensor(np.stack(mlp_items) / 16.0, dtype=torch.float32, device=device)
 
-    def float_mlp_run() -> Any:
-        with torch.inference_mode():
-            return float_m(xf).argmax(1).cpu()
+        def float_mlp_run(xf: torch.Tensor = xf) -> Any:
+            with torch.inference_mode():
+                return float_m(xf).argmax(1).cpu()
 
-    t_mlp = interleaved({"float": float_mlp_run,
-                         "exact": exact_runner(exact_mlp, mlp_items, tb, False),
-                         "exact_trace": exact_runner(exact_mlp, mlp_items, tb, True)}, args.repeats * 4)
+        reps = max(args.repeats, 4096 // mb * args.repeats // 4)
+        mlp_times[mb] = interleaved({"float": float_mlp_run,
+                                     "exact": exact_runner(exact_mlp, mlp_items, tb, False),
+                                     "exact_trace": exact_runner(exact_mlp, mlp_items, tb, True)}, reps)
+    t_mlp = mlp_times[args.batch]
     acc_exact = float((exact_mlp.predict(Exec(tb), data["x_test"]) == data["y_test"]).mean())
     acc_float = mlp.float_accuracy(float_m.cpu(), data["x_test"], data["y_test"])
     float_m.to(device)
@@ -195,12 +200,14 @@ def main() -> int:
 
     result = {
         "device": device, "device_name": dev_name, "threads": torch.get_num_threads(),
-        "mlp_batch": args.mlp_batch, "minilm_batch": args.batch, "minilm_seq": args.seq,
+        "mlp_batch": args.batch, "minilm_batch": args.batch, "minilm_seq": args.seq,
         "mlp_ratio": t_mlp["exact_trace"] / t_mlp["float"],
         "mlp_ratio_no_trace": t_mlp["exact"] / t_mlp["float"],
+        "mlp_ratio_by_batch": {str(b): {"traced": t["exact_trace"] / t["float"], "untraced": t["exact"] / t["float"],
+                                        "float_ms": t["float"] * 1e3} for b, t in mlp_times.items()},
         "minilm_ratio": t_lm["exact_trace"] / t_lm["float"],
         "minilm_ratio_no_trace": t_lm["exact"] / t_lm["float"],
-        "seconds": {"mlp": t_mlp, "minilm": t_lm},
+        "seconds": {"mlp": {str(b): t for b, t in mlp_times.items()}, "minilm": t_lm},
         "minilm_cos_min": float(cos.min()), "minilm_cos_mean": float(cos.mean()),
         "minilm_sentences": len(sents),
         "digits_acc_float": acc_float, "digits_acc_exact": acc_exact,
@@ -212,9 +219,9 @@ def main() -> int:
 
     table = Table("measure", "value", title="exact vs native (float32 torch), same model and batch")
     table.add_row("device", f"{device} ({dev_name}), {result['threads']} threads")
-    table.add_row(f"MLP ratio, batch {args.mlp_batch} (traced / untraced)",
-                  f"{result['mlp_ratio']:.2f} / {result['mlp_ratio_no_trace']:.2f}  "
-                  f"(float {t_mlp['float'] * 1e3:.2f} ms)")
+    for b, t in mlp_times.items():
+        table.add_row(f"MLP ratio, batch {b} (traced / untraced)",
+                      f"{t['exact_trace'] / t['float']:.2f} / {t['exact'] / t['float']:.2f}  (float {t['float'] * 1e3:.2f} ms)")
     table.add_row(f"MiniLM ratio, {args.batch}x{args.seq} (traced / untraced)",
                   f"{result['minilm_ratio']:.2f} / {result['minilm_ratio_no_trace']:.2f}  "
                   f"(float {t_lm['float']:.3f} s, exact {t_lm['exact']:.3f} s, traced {t_lm['exact_trace']:.3f} s)")
@@ -229,6 +236,7 @@ def main() -> int:
         table.add_row(f"GEMM {g['shape']}", f"f32 {g['f32_ms']:.1f} ms, _int_mm {g['int_mm_ms']:.1f} ms -> {g['faster']}")
     hs = result["hash_speed"]
     table.add_row("hash speed", f"sha256 {hs['sha256_MBps']:.0f} MB/s, keccak-256 {hs['keccak256_MBps']:.0f} MB/s")
+    console.width = max(console.width, 120)
     console.print(table)
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)

@@ -84,6 +84,30 @@ def test_layernorm_matches_reference(bits):
         assert np.abs(y[1:-1] / 4096.0 - ref).max() < 0.01 * np.abs(ref).max()
 
 
+@pytest.mark.parametrize("bits", [0, 10, 16, 23])
+def test_rmsnorm_matches_reference(bits):
+    rng = np.random.default_rng(bits + 100)
+    norm = spec.quantize_norm(rng.normal(size=64) * 2, np.zeros(64))
+    x = activations(rng, (7, 64), bits)
+    (y,) = same("rmsnorm", x, norm)
+    if bits == 16:
+        xf = x[1:-1] / 4096.0
+        ref = xf / np.sqrt((xf * xf).mean(-1, keepdims=True)) * (norm.gamma / 65536.0)
+        assert np.abs(y[1:-1] / 4096.0 - ref).max() < 0.01 * np.abs(ref).max()
+
+
+def test_lookup_tables_match_the_functions():
+    from math import erf, exp, sqrt
+
+    xs = np.arange(-(1 << 15), 1 << 15) / 256.0
+    gelu = np.array([x * (1 + erf(x / sqrt(2))) / 2 for x in xs])
+    silu = np.array([x / (1 + exp(-x)) if x > -700 else 0.0 for x in xs])
+    assert np.abs(spec.gelu_lut() / 256.0 - gelu).max() <= 0.5 / 256 + 1e-9
+    assert np.abs(spec.silu_lut() / 256.0 - silu).max() <= 0.5 / 256 + 1e-9
+    u = np.arange(spec.EXP2_LUT_SIZE)
+    assert np.abs(spec.exp2_lut() - 255 * 2.0 ** (-u / 64)).max() <= 0.5 + 1e-9
+
+
 @pytest.mark.parametrize("causal", [False, True])
 @pytest.mark.parametrize("bits", [8, 14, 23])
 def test_attention_matches_reference(causal, bits):
@@ -106,6 +130,8 @@ def test_elementwise_ops_match_reference():
     x[0, :5] = [-(1 << 15) + 1, (1 << 15) - 1, 0, -1, 1]
     (g,) = same("gelu", x)
     assert g[0, 1] == (1 << 15) - 1 and g[0, 0] == 0 and g[0, 2] == 0
+    (s,) = same("silu", x)
+    assert s[0, 1] == (1 << 15) - 1 and s[0, 0] == 0 and s[0, 2] == 0
     a = activations(rng, (3, 40), 23)
     same("add", a, activations(rng, (3, 40), 23))
     same("relu", a)

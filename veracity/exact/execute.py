@@ -88,6 +88,12 @@ class Exec:
     def gelu(self, op: str, x: Any) -> Any:
         return self._rec(op, self.b.gelu(x), I16)
 
+    def silu(self, op: str, x: Any) -> Any:
+        return self._rec(op, self.b.silu(x), I16)
+
+    def rmsnorm(self, op: str, x: Any, norm: QNorm) -> Any:
+        return self._rec(op, self.b.rmsnorm(x, norm), I32)
+
     def layernorm(self, op: str, x: Any, norm: QNorm) -> Any:
         return self._rec(op, self.b.layernorm(x, norm), I32)
 

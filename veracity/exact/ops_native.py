@@ -131,11 +131,17 @@ class NativeBackend(TorchBackend):
                               F64(spec.ACT_MAX), _p(out), self._nt())
         return out
 
-    def gelu(self, x: Tensor) -> Tensor:
+    def _lookup16(self, x: Tensor, table: Tensor) -> Tensor:
         x = _c(x)
         out = torch.empty_like(x)
-        self.lib.vq_lookup16(_p(x), _p(self._gelu), I64(x.numel()), _p(out), self._nt())
+        self.lib.vq_lookup16(_p(x), _p(table), I64(x.numel()), _p(out), self._nt())
         return out
+
+    def gelu(self, x: Tensor) -> Tensor:
+        return self._lookup16(x, self._gelu)
+
+    def silu(self, x: Tensor) -> Tensor:
+        return self._lookup16(x, self._silu)
 
     def scores_softmax(self, q: Tensor, k: Tensor, key_valid: Tensor, causal: bool) -> tuple[Tensor, Tensor, Tensor]:
         qq, amq, eq = self.quantize_rows(q)

@@ -46,6 +46,7 @@ class NumpyBackend:
 
     def __init__(self) -> None:
         self._gelu = spec.gelu_lut()
+        self._silu = spec.silu_lut()
         self._exp2 = spec.exp2_lut()
 
     # conversions ------------------------------------------------------------------------
@@ -95,6 +96,18 @@ class NumpyBackend:
 
     def gelu(self, x: Array) -> Array:
         return self._gelu[x + (1 << 15)]
+
+    def silu(self, x: Array) -> Array:
+        return self._silu[x + (1 << 15)]
+
+    def rmsnorm(self, x: Array, norm: QNorm) -> Array:
+        """LayerNorm without centring: out = round(xs * gamma / D) + beta, D = isqrt(mean xs^2)."""
+        h = x.shape[-1]
+        e = np.maximum(0, _bitlen(np.abs(x).max(axis=-1, keepdims=True)) - spec.NORM_BITS)
+        half = (np.int64(1) << e) >> 1
+        xs = (x + half) >> e
+        den = np.maximum(_isqrt(((xs * xs).sum(axis=-1, keepdims=True) << (2 * spec.NORM_STD_SHIFT)) // h), 1)
+        return np.clip(_round_div(xs * norm.gamma, den) + norm.beta, -spec.ACT_MAX, spec.ACT_MAX)
 
     def layernorm(self, x: Array, norm: QNorm) -> Array:
         h = x.shape[-1]

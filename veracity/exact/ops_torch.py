@@ -65,6 +65,7 @@ class TorchBackend:
     def __init__(self, device: str = "cpu") -> None:
         self.device = torch.device(device)
         self._gelu = self._to(spec.gelu_lut())
+        self._silu = self._to(spec.silu_lut())
         self._exp2 = self._to(spec.exp2_lut())
         self._params: dict[int, tuple[object, dict[str, Tensor]]] = {}
 
@@ -156,6 +157,21 @@ class TorchBackend:
 
     def gelu(self, x: Tensor) -> Tensor:
         return self._gelu.take((x + (1 << 15)).to(torch.int64))
+
+    def silu(self, x: Tensor) -> Tensor:
+        return self._silu.take((x + (1 << 15)).to(torch.int64))
+
+    def rmsnorm(self, x: Tensor, norm: QNorm) -> Tensor:
+        p = self._norm_params(norm)
+        h = x.shape[-1]
+        x64 = x.to(_F64)
+        e = (_bitlen(x64.abs().amax(dim=-1, keepdim=True)) - spec.NORM_BITS).clamp_(min=0)
+        xs = _shift_round(x64, e)
+        var = (xs * xs).sum(dim=-1, keepdim=True)
+        den = _isqrt(_floor_div(var.mul_(1 << (2 * spec.NORM_STD_SHIFT)), torch.tensor(float(h), dtype=_F64)))
+        den = den.clamp_(min=1)
+        out = _floor_div(xs.mul_(p["gamma2"]).add_(den), den.mul(2)).add_(p["beta"])
+        return out.clamp_(-spec.ACT_MAX, spec.ACT_MAX).to(torch.float32)
 
     def layernorm(self, x: Tensor, norm: QNorm) -> Tensor:
         p = self._norm_params(norm)

@@ -31,6 +31,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 from functools import lru_cache
+from typing import Any, Callable
 
 import numpy as np
 
@@ -161,12 +162,11 @@ def quantize_norm(gamma: np.ndarray, beta: np.ndarray) -> QNorm:
     return QNorm(gamma=g, beta=to_fixed(beta, ACT_FRAC))
 
 
-@lru_cache(maxsize=None)
-def gelu_lut() -> np.ndarray:
-    """GELU over every int16 input in GELU_FRAC fixed point, computed with mpmath (no libm).
+def _lut16(fn: "Callable[[Any], Any]", limit: int) -> np.ndarray:
+    """round(fn(x) * 2**GELU_FRAC) for every int16 x in GELU_FRAC fixed point, computed in mpmath.
 
-    Index i holds round(gelu((i - 32768) / 256) * 256). Beyond |x| = 8 the exact result is x or 0
-    at this resolution, so only the middle is evaluated.
+    Beyond |x| = ``limit`` the exact result at this resolution is x (x > 0) or 0 (x < 0), so
+    only the middle of the table is evaluated (the caller's limit must make that true).
     """
     import mpmath
 
@@ -174,12 +174,26 @@ def gelu_lut() -> np.ndarray:
     xs = np.arange(-(1 << 15), 1 << 15, dtype=np.int64)
     out = np.where(xs > 0, xs, 0)
     scale = 1 << GELU_FRAC
-    lim = 8 * scale
-    for i in range(-lim, lim + 1):
-        x = mpmath.mpf(i) / scale
-        g = x * (1 + mpmath.erf(x / mpmath.sqrt(2))) / 2
-        out[i + (1 << 15)] = int(mpmath.floor(g * scale + mpmath.mpf("0.5")))
+    for i in range(-limit * scale, limit * scale + 1):
+        y = fn(mpmath.mpf(i) / scale)
+        out[i + (1 << 15)] = int(mpmath.floor(y * scale + mpmath.mpf("0.5")))
     return out
+
+
+@lru_cache(maxsize=None)
+def gelu_lut() -> np.ndarray:
+    """GELU (erf form) over the int16 range: index i holds round(gelu((i - 32768) / 256) * 256)."""
+    import mpmath
+
+    return _lut16(lambda x: x * (1 + mpmath.erf(x / mpmath.sqrt(2))) / 2, 8)
+
+
+@lru_cache(maxsize=None)
+def silu_lut() -> np.ndarray:
+    """SiLU over the int16 range: index i holds round(silu((i - 32768) / 256) * 256)."""
+    import mpmath
+
+    return _lut16(lambda x: x / (1 + mpmath.exp(-x)), 16)
 
 
 @lru_cache(maxsize=None)
