@@ -100,19 +100,10 @@ class NumpyBackend:
     def silu(self, x: Array) -> Array:
         return self._silu[x + (1 << 15)]
 
-    def rmsnorm(self, x: Array, norm: QNorm) -> Array:
-        """LayerNorm without centring: out = round(xs * gamma / D) + beta, D = isqrt(mean xs^2)."""
-        h = x.shape[-1]
-        e = np.maximum(0, _bitlen(np.abs(x).max(axis=-1, keepdims=True)) - spec.NORM_BITS)
-        half = (np.int64(1) << e) >> 1
-        xs = (x + half) >> e
-        den = np.maximum(_isqrt(((xs * xs).sum(axis=-1, keepdims=True) << (2 * spec.NORM_STD_SHIFT)) // h), 1)
-        return np.clip(_round_div(xs * norm.gamma, den) + norm.beta, -spec.ACT_MAX, spec.ACT_MAX)
-
-    def layernorm(self, x: Array, norm: QNorm) -> Array:
-        h = x.shape[-1]
-        mu = _round_div(x.sum(axis=-1, keepdims=True), np.int64(h))
-        d = x - mu
+    @staticmethod
+    def _normalize(d: Array, norm: QNorm) -> Array:
+        """round(ds * gamma / D) + beta: ds = d rescaled to 15 bits, D = isqrt(mean(ds^2) * 2**8)."""
+        h = d.shape[-1]
         e = np.maximum(0, _bitlen(np.abs(d).max(axis=-1, keepdims=True)) - spec.NORM_BITS)
         half = (np.int64(1) << e) >> 1
         ds = (d + half) >> e
@@ -120,6 +111,14 @@ class NumpyBackend:
         den = np.maximum(_isqrt((var << (2 * spec.NORM_STD_SHIFT)) // h), 1)
         out = _round_div(ds * norm.gamma, den) + norm.beta
         return np.clip(out, -spec.ACT_MAX, spec.ACT_MAX)
+
+    def rmsnorm(self, x: Array, norm: QNorm) -> Array:
+        """LayerNorm without centring (RMSNorm)."""
+        return self._normalize(x, norm)
+
+    def layernorm(self, x: Array, norm: QNorm) -> Array:
+        mu = _round_div(x.sum(axis=-1, keepdims=True), np.int64(x.shape[-1]))
+        return self._normalize(x - mu, norm)
 
     def embedding(self, table: Array, ids: Array) -> Array:
         return table[ids]

@@ -161,24 +161,10 @@ class TorchBackend:
     def silu(self, x: Tensor) -> Tensor:
         return self._silu.take((x + (1 << 15)).to(torch.int64))
 
-    def rmsnorm(self, x: Tensor, norm: QNorm) -> Tensor:
+    def _normalize(self, d: Tensor, norm: QNorm) -> Tensor:
+        """round(d * gamma / D) + beta with D = isqrt(mean(ds^2) * 2**8), ds = d shifted to 15 bits."""
         p = self._norm_params(norm)
-        h = x.shape[-1]
-        x64 = x.to(_F64)
-        e = (_bitlen(x64.abs().amax(dim=-1, keepdim=True)) - spec.NORM_BITS).clamp_(min=0)
-        xs = _shift_round(x64, e)
-        var = (xs * xs).sum(dim=-1, keepdim=True)
-        den = _isqrt(_floor_div(var.mul_(1 << (2 * spec.NORM_STD_SHIFT)), torch.tensor(float(h), dtype=_F64)))
-        den = den.clamp_(min=1)
-        out = _floor_div(xs.mul_(p["gamma2"]).add_(den), den.mul(2)).add_(p["beta"])
-        return out.clamp_(-spec.ACT_MAX, spec.ACT_MAX).to(torch.float32)
-
-    def layernorm(self, x: Tensor, norm: QNorm) -> Tensor:
-        p = self._norm_params(norm)
-        h = x.shape[-1]
-        x64 = x.to(_F64)
-        mu = _floor_div(x64.sum(dim=-1, keepdim=True).mul_(2).add_(h), torch.tensor(2.0 * h, dtype=_F64))
-        d = x64.sub_(mu)
+        h = d.shape[-1]
         e = (_bitlen(d.abs().amax(dim=-1, keepdim=True)) - spec.NORM_BITS).clamp_(min=0)
         ds = _shift_round(d, e)
         var = (ds * ds).sum(dim=-1, keepdim=True)
@@ -186,6 +172,15 @@ class TorchBackend:
         den = den.clamp_(min=1)
         out = _floor_div(ds.mul_(p["gamma2"]).add_(den), den.mul(2)).add_(p["beta"])
         return out.clamp_(-spec.ACT_MAX, spec.ACT_MAX).to(torch.float32)
+
+    def rmsnorm(self, x: Tensor, norm: QNorm) -> Tensor:
+        return self._normalize(x.to(_F64), norm)
+
+    def layernorm(self, x: Tensor, norm: QNorm) -> Tensor:
+        h = x.shape[-1]
+        x64 = x.to(_F64)
+        mu = _floor_div(x64.sum(dim=-1, keepdim=True).mul_(2).add_(h), torch.tensor(2.0 * h, dtype=_F64))
+        return self._normalize(x64.sub_(mu), norm)
 
     def embedding(self, table: Tensor, ids: Tensor) -> Tensor:
         return table[ids]
