@@ -1,4 +1,5 @@
-# `make demo` and `make test` bootstrap everything they need (a .venv with pinned packages).
+# `make demo` and `make test` bootstrap everything they need: a .venv with pinned packages, and
+# Foundry's anvil (from PATH, or npm's @foundry-rs/anvil-linux-amd64 into ~/.cache/veracity).
 PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
@@ -12,6 +13,7 @@ $(STAMP): requirements.lock pyproject.toml
 	$(PY) -m pip install -q torch==2.13.0        # the CPU wheel first, so nothing pulls CUDA
 	$(PY) -m pip install -q -r requirements.lock
 	$(PY) -m pip install -q --no-deps -e .
+	$(PY) -c "from veracity.chain.anvil import find_anvil; print('anvil:', find_anvil())"
 	touch $(STAMP)
 
 install: $(STAMP)

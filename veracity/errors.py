@@ -19,3 +19,7 @@ class InputError(UsageError):
 
 class ModelError(VeracityError):
     """A model's weights could not be loaded or converted to the exact op set."""
+
+
+class ChainError(VeracityError):
+    """A chain call failed: a contract reverted (the reason is in the message) or the node is down."""

@@ -1,0 +1,277 @@
+# pragma version ~=0.4.3
+"""
+@title Veracity Market
+@notice Orders, EIP-712 bids, leases, escrow, result commitments, challenge window, settlement.
+        A client opens an order and escrows its max price; a provider signs a bid off-chain; the
+        client accepts it here (signature, expiry, price and stake checked, collateral locked in the
+        Registry, the difference to the max price refunded); the provider commits its result
+        before the deadline; after the challenge window anyone finalizes. A missed deadline lets
+        the client reclaim the escrow and the provider's collateral. A result the Disputes contract
+        marks as challenged cannot finalize until the dispute is decided.
+"""
+
+from ethereum.ercs import IERC20
+from snekmate.auth import ownable as ow
+from snekmate.utils import ecdsa
+from snekmate.utils import eip712_domain_separator as eip712
+
+initializes: ow
+initializes: eip712
+exports: (ow.owner, ow.transfer_ownership, eip712.eip712Domain)
+
+
+interface IRegistry:
+    def lock(node: address, amount: uint256): nonpayable
+    def unlock(node: address, amount: uint256): nonpayable
+    def slash(node: address, amount: uint256, to: address): nonpayable
+    def adjust_reputation(node: address, delta: int256): nonpayable
+    def is_provider(node: address) -> bool: view
+
+
+BID_TYPEHASH: constant(bytes32) = keccak256(
+    "Bid(uint256 orderId,address provider,uint256 price,uint256 collateral,uint256 expiry)"
+)
+OPEN: constant(uint8) = 1
+ACCEPTED: constant(uint8) = 2
+COMMITTED: constant(uint8) = 3
+FINALIZED: constant(uint8) = 4
+REFUNDED: constant(uint8) = 5
+CANCELLED: constant(uint8) = 6
+MAX_BPS: constant(uint256) = 10000
+
+
+struct Order:
+    client: address
+    spec_cid: bytes32
+    kind: uint8
+    model_id: bytes32
+    max_price: uint256
+    deadline: uint256
+    challenge_window: uint256
+    spot_check_bps: uint256
+    state: uint8
+    provider: address
+    price: uint256
+    collateral: uint256
+    output_cid: bytes32
+    trace_root: bytes32
+    trace_length: uint256
+    committed_at: uint256
+
+
+event OrderOpened:
+    order_id: indexed(uint256)
+    client: indexed(address)
+    spec_cid: bytes32
+    kind: uint8
+    model_id: bytes32
+    max_price: uint256
+    deadline: uint256
+    challenge_window: uint256
+    spot_check_bps: uint256
+
+event OrderCancelled:
+    order_id: indexed(uint256)
+    refund: uint256
+
+event BidAccepted:
+    order_id: indexed(uint256)
+    provider: indexed(address)
+    price: uint256
+    collateral: uint256
+    refund: uint256
+
+event ResultCommitted:
+    order_id: indexed(uint256)
+    provider: indexed(address)
+    output_cid: bytes32
+    trace_root: bytes32
+    trace_length: uint256
+
+event Finalized:
+    order_id: indexed(uint256)
+    provider: indexed(address)
+    paid: uint256
+    fee: uint256
+
+event TimedOut:
+    order_id: indexed(uint256)
+    provider: indexed(address)
+    refund: uint256
+    slashed: uint256
+
+event ChallengeSet:
+    order_id: indexed(uint256)
+    challenged: bool
+
+event DisputesSet:
+    disputes: address
+
+
+token: public(immutable(IERC20))
+registry: public(immutable(IRegistry))
+fee_bps: public(immutable(uint256))
+orders: public(HashMap[uint256, Order])
+order_count: public(uint256)
+escrow_total: public(uint256)
+fee_pool: public(uint256)
+disputes: public(address)
+challenged: public(HashMap[uint256, bool])
+
+
+@deploy
+def __init__(token_: IERC20, registry_: IRegistry, fee_bps_: uint256):
+    assert fee_bps_ <= MAX_BPS, "market: fee above 100%"
+    ow.__init__()
+    eip712.__init__("Veracity Market", "1")
+    token = token_
+    registry = registry_
+    fee_bps = fee_bps_
+
+
+@external
+def set_disputes(disputes_: address):
+    """
+    @notice Name the Disputes contract, which alone may mark results as challenged. Once.
+    """
+    ow._check_owner()
+    assert self.disputes == empty(address), "market: the disputes contract is already set"
+    self.disputes = disputes_
+    log DisputesSet(disputes=disputes_)
+
+
+@external
+def open_order(spec_cid: bytes32, kind: uint8, model_id: bytes32, max_price: uint256, deadline: uint256,
+               challenge_window: uint256, spot_check_bps: uint256) -> uint256:
+    """
+    @notice Open an order and escrow `max_price` (approve the Market first).
+    @return The new order's id.
+    """
+    assert max_price > 0, "market: max price must be positive"
+    assert deadline > block.timestamp, "market: the deadline is already past"
+    assert spot_check_bps <= MAX_BPS, "market: spot-check rate above 10000 bps"
+    order_id: uint256 = self.order_count + 1
+    self.order_count = order_id
+    self.orders[order_id] = Order(client=msg.sender, spec_cid=spec_cid, kind=kind, model_id=model_id,
+                                  max_price=max_price, deadline=deadline, challenge_window=challenge_window,
+                                  spot_check_bps=spot_check_bps, state=OPEN, provider=empty(address), price=0,
+                                  collateral=0, output_cid=empty(bytes32), trace_root=empty(bytes32),
+                                  trace_length=0, committed_at=0)
+    self.escrow_total += max_price
+    assert extcall token.transferFrom(msg.sender, self, max_price), "market: escrow transfer failed"
+    log OrderOpened(order_id=order_id, client=msg.sender, spec_cid=spec_cid, kind=kind, model_id=model_id,
+                    max_price=max_price, deadline=deadline, challenge_window=challenge_window,
+                    spot_check_bps=spot_check_bps)
+    return order_id
+
+
+@external
+@view
+def bid_digest(order_id: uint256, provider: address, price: uint256, collateral: uint256,
+               expiry: uint256) -> bytes32:
+    """
+    @notice The EIP-712 digest a provider signs to bid on an order.
+    """
+    return eip712._hash_typed_data_v4(
+        keccak256(abi_encode(BID_TYPEHASH, order_id, provider, price, collateral, expiry)))
+
+
+@external
+def accept_bid(order_id: uint256, provider: address, price: uint256, collateral: uint256, expiry: uint256,
+               signature: Bytes[65]):
+    """
+    @notice Accept a provider's signed bid: locks its collateral and refunds max price - price.
+    """
+    o: Order = self.orders[order_id]
+    assert o.state == OPEN, "market: the order is not open for bids"
+    assert msg.sender == o.client, "market: only the order's client can accept a bid"
+    assert block.timestamp <= expiry, "market: the bid has expired"
+    assert price <= o.max_price, "market: the bid's price is above the order's max price"
+    digest: bytes32 = eip712._hash_typed_data_v4(
+        keccak256(abi_encode(BID_TYPEHASH, order_id, provider, price, collateral, expiry)))
+    assert provider != empty(address) and ecdsa._recover_sig(digest, signature) == provider, \
+        "market: the bid's signature is not the provider's"
+    assert staticcall registry.is_provider(provider), "market: the bidder is not a registered provider"
+    extcall registry.lock(provider, collateral)
+    refund: uint256 = o.max_price - price
+    self.orders[order_id].state = ACCEPTED
+    self.orders[order_id].provider = provider
+    self.orders[order_id].price = price
+    self.orders[order_id].collateral = collateral
+    self.escrow_total -= refund
+    if refund > 0:
+        assert extcall token.transfer(o.client, refund), "market: refund transfer failed"
+    log BidAccepted(order_id=order_id, provider=provider, price=price, collateral=collateral, refund=refund)
+
+
+@external
+def commit_result(order_id: uint256, output_cid: bytes32, trace_root: bytes32, trace_length: uint256):
+    """
+    @notice Commit the result of an accepted order (its provider only, before the deadline).
+    """
+    o: Order = self.orders[order_id]
+    assert o.state == ACCEPTED, "market: no accepted lease awaits a result for this order"
+    assert msg.sender == o.provider, "market: only the order's provider can commit its result"
+    assert block.timestamp <= o.deadline, "market: the deadline has passed"
+    self.orders[order_id].state = COMMITTED
+    self.orders[order_id].output_cid = output_cid
+    self.orders[order_id].trace_root = trace_root
+    self.orders[order_id].trace_length = trace_length
+    self.orders[order_id].committed_at = block.timestamp
+    log ResultCommitted(order_id=order_id, provider=msg.sender, output_cid=output_cid, trace_root=trace_root,
+                        trace_length=trace_length)
+
+
+@external
+def finalize(order_id: uint256):
+    """
+    @notice After the challenge window, pay the provider (minus the protocol fee, which goes to
+            the validator pool), release its collateral and raise its reputation. Anyone may call.
+    """
+    o: Order = self.orders[order_id]
+    assert o.state == COMMITTED, "market: the order has no committed result to finalize"
+    assert not self.challenged[order_id], "market: the result is challenged; the dispute decides"
+    assert block.timestamp >= o.committed_at + o.challenge_window, "market: the challenge window is still open"
+    fee: uint256 = o.price * fee_bps // MAX_BPS
+    self.orders[order_id].state = FINALIZED
+    self.escrow_total -= o.price
+    self.fee_pool += fee
+    extcall registry.unlock(o.provider, o.collateral)
+    extcall registry.adjust_reputation(o.provider, 1)
+    assert extcall token.transfer(o.provider, o.price - fee), "market: payment transfer failed"
+    log Finalized(order_id=order_id, provider=o.provider, paid=o.price - fee, fee=fee)
+
+
+@external
+def reclaim(order_id: uint256):
+    """
+    @notice The client takes its escrow back: at any time while no bid is accepted, or after a
+            missed deadline, when the provider's collateral is slashed to the client too.
+    """
+    o: Order = self.orders[order_id]
+    assert msg.sender == o.client, "market: only the order's client can reclaim its escrow"
+    if o.state == OPEN:
+        self.orders[order_id].state = CANCELLED
+        self.escrow_total -= o.max_price
+        assert extcall token.transfer(o.client, o.max_price), "market: refund transfer failed"
+        log OrderCancelled(order_id=order_id, refund=o.max_price)
+        return
+    assert o.state == ACCEPTED, "market: nothing to reclaim: the result was committed or settled"
+    assert block.timestamp > o.deadline, "market: the deadline has not passed yet"
+    self.orders[order_id].state = REFUNDED
+    self.escrow_total -= o.price
+    extcall registry.slash(o.provider, o.collateral, o.client)
+    extcall registry.adjust_reputation(o.provider, -1)
+    assert extcall token.transfer(o.client, o.price), "market: refund transfer failed"
+    log TimedOut(order_id=order_id, provider=o.provider, refund=o.price, slashed=o.collateral)
+
+
+@external
+def set_challenged(order_id: uint256, challenged_: bool):
+    """
+    @notice The dispute hook: a challenged result cannot finalize (Disputes contract only).
+    """
+    assert msg.sender == self.disputes, "market: only the disputes contract may challenge a result"
+    assert self.orders[order_id].state == COMMITTED, "market: only a committed result can be challenged"
+    self.challenged[order_id] = challenged_
+    log ChallengeSet(order_id=order_id, challenged=challenged_)

@@ -1,0 +1,238 @@
+"""The order lifecycle on a real anvil node: open, bid, accept, commit, finalize; the timeout
+path; and a readable revert for each bad call."""
+
+import hashlib
+
+import pytest
+
+from veracity.chain.client import PROVIDER, VALIDATOR
+from veracity.chain.events import EventStream
+from veracity.errors import ChainError
+from veracity.market.bids import Bid, bid_digest, bid_signer, sign_bid
+
+TOKEN = 10**18
+SPEC = hashlib.sha256(b"job spec").digest()
+MODEL = hashlib.sha256(b"minilm").digest()
+
+
+def register_provider(actor, stake=1000 * TOKEN):
+    actor.registry.register(PROVIDER, stake, "cpu", 24, [MODEL], 1 * TOKEN, "http://127.0.0.1:9000")
+
+
+def open_order(a, max_price=50 * TOKEN, deadline_in=600, window=60, client=None):
+    c = client or a.client
+    return c.market.open_order(SPEC, 1, MODEL, max_price, a.now() + deadline_in, window, 500)
+
+
+def bid_for(a, order_id, price=40 * TOKEN, collateral=200 * TOKEN, expiry=None, signer=None, provider=None):
+    p = provider or a.provider
+    bid = Bid(order_id=order_id, provider=p.address, price=price, collateral=collateral,
+              expiry=expiry if expiry is not None else a.now() + 300)
+    return sign_bid(bid, (signer or p).key, a.d.chain_id, a.d.market)
+
+
+def test_python_bid_digest_matches_the_contract(actors):
+    a = actors
+    bid = bid_for(a, 7, price=123, collateral=456, expiry=789)
+    assert bid_digest(bid, a.d.chain_id, a.d.market) == a.client.market.bid_digest(7, a.provider.address, 123, 456, 789)
+    assert bid_signer(bid, a.d.chain_id, a.d.market) == a.provider.address
+
+
+def test_full_lifecycle_pays_the_provider_and_the_fee_pool(actors):
+    a = actors
+    register_provider(a.provider)
+    stream = EventStream(a.stranger.chain, {"Market": a.d.market, "Registry": a.d.registry},
+                         start=a.stranger.chain.w3.eth.block_number + 1)
+    client0, provider0 = a.client.token.balance_of(a.client.address), a.provider.token.balance_of(a.provider.address)
+    oid = open_order(a)
+    assert a.client.token.balance_of(a.client.address) == client0 - 50 * TOKEN
+    a.client.market.accept_bid(bid_for(a, oid))
+    assert a.client.token.balance_of(a.client.address) == client0 - 40 * TOKEN  # 10 refunded
+    assert a.provider.registry.node(a.provider.address).locked == 200 * TOKEN
+    out, root = hashlib.sha256(b"out").digest(), hashlib.sha256(b"trace").digest()
+    a.provider.market.commit_result(oid, out, root, 84)
+    a.advance(61)
+    a.stranger.market.finalize(oid)  # anyone may finalize
+    fee = 40 * TOKEN * 500 // 10_000
+    assert a.provider.token.balance_of(a.provider.address) == provider0 + 40 * TOKEN - fee
+    assert a.client.market.fee_pool() == fee and a.client.market.escrow_total() == 0
+    node = a.provider.registry.node(a.provider.address)
+    assert node.locked == 0 and node.reputation == 1 and node.stake == 1000 * TOKEN
+    order = a.client.market.order(oid)
+    assert order.state_name == "finalized" and order.trace_root == root and order.trace_length == 84
+    names = [e.name for e in stream.poll() if e.contract == "Market"]
+    assert names == ["OrderOpened", "BidAccepted", "ResultCommitted", "Finalized"]
+
+
+def test_missed_deadline_refunds_the_client_and_slashes_collateral(actors):
+    a = actors
+    register_provider(a.provider)
+    client0 = a.client.token.balance_of(a.client.address)
+    oid = open_order(a, deadline_in=120)
+    a.client.market.accept_bid(bid_for(a, oid, price=30 * TOKEN, collateral=200 * TOKEN))
+    with pytest.raises(ChainError, match="deadline has not passed yet"):
+        a.client.market.reclaim(oid)
+    a.advance(121)
+    with pytest.raises(ChainError, match="deadline has passed"):
+        a.provider.market.commit_result(oid, b"\1" * 32, b"\2" * 32, 1)
+    a.client.market.reclaim(oid)
+    assert a.client.token.balance_of(a.client.address) == client0 + 200 * TOKEN  # escrow back + collateral
+    node = a.provider.registry.node(a.provider.address)
+    assert node.stake == 800 * TOKEN and node.locked == 0 and node.reputation == -1
+    assert a.client.market.order(oid).state_name == "refunded"
+    with pytest.raises(ChainError, match="nothing to reclaim"):
+        a.client.market.reclaim(oid)
+
+
+def test_an_open_order_can_be_cancelled(actors):
+    a = actors
+    client0 = a.client.token.balance_of(a.client.address)
+    oid = open_order(a)
+    a.client.market.reclaim(oid)
+    assert a.client.token.balance_of(a.client.address) == client0
+    assert a.client.market.order(oid).state_name == "cancelled"
+
+
+@pytest.fixture
+def open_with_provider(actors):
+    register_provider(actors.provider)
+    return actors, open_order(actors)
+
+
+def test_bad_signature_is_refused(open_with_provider):
+    a, oid = open_with_provider
+    forged = bid_for(a, oid, signer=a.stranger)  # says provider, signed by someone else
+    with pytest.raises(ChainError, match="signature is not the provider's"):
+        a.client.market.accept_bid(forged)
+    tampered = bid_for(a, oid).model_copy(update={"price": 1})
+    with pytest.raises(ChainError, match="signature is not the provider's"):
+        a.client.market.accept_bid(tampered)
+
+
+def test_expired_bid_is_refused(open_with_provider):
+    a, oid = open_with_provider
+    with pytest.raises(ChainError, match="bid has expired"):
+        a.client.market.accept_bid(bid_for(a, oid, expiry=a.now() - 1))
+
+
+def test_price_above_max_is_refused(open_with_provider):
+    a, oid = open_with_provider
+    with pytest.raises(ChainError, match="above the order's max price"):
+        a.client.market.accept_bid(bid_for(a, oid, price=51 * TOKEN))
+
+
+def test_double_accept_is_refused(open_with_provider):
+    a, oid = open_with_provider
+    a.client.market.accept_bid(bid_for(a, oid))
+    register_provider(a.provider2)
+    with pytest.raises(ChainError, match="not open for bids"):
+        a.client.market.accept_bid(bid_for(a, oid, provider=a.provider2))
+
+
+def test_only_the_client_accepts_and_only_providers_bid(open_with_provider):
+    a, oid = open_with_provider
+    with pytest.raises(ChainError, match="only the order's client"):
+        a.stranger.market.accept_bid(bid_for(a, oid))
+    with pytest.raises(ChainError, match="not a registered provider"):
+        a.client.market.accept_bid(bid_for(a, oid, provider=a.stranger))
+
+
+def test_collateral_beyond_free_stake_is_refused(open_with_provider):
+    a, oid = open_with_provider
+    with pytest.raises(ChainError, match="free stake is below the bid's collateral"):
+        a.client.market.accept_bid(bid_for(a, oid, collateral=1001 * TOKEN))
+
+
+def test_commit_by_a_stranger_is_refused(open_with_provider):
+    a, oid = open_with_provider
+    a.client.market.accept_bid(bid_for(a, oid))
+    with pytest.raises(ChainError, match="only the order's provider"):
+        a.stranger.market.commit_result(oid, b"\1" * 32, b"\2" * 32, 1)
+
+
+def test_finalize_inside_the_window_is_refused(open_with_provider):
+    a, oid = open_with_provider
+    a.client.market.accept_bid(bid_for(a, oid))
+    with pytest.raises(ChainError, match="no committed result"):
+        a.stranger.market.finalize(oid)
+    a.provider.market.commit_result(oid, b"\1" * 32, b"\2" * 32, 1)
+    with pytest.raises(ChainError, match="challenge window is still open"):
+        a.stranger.market.finalize(oid)
+
+
+def test_a_challenged_result_does_not_finalize(open_with_provider):
+    a, oid = open_with_provider
+    a.deployer.chain.send(a.deployer.market.fn.set_disputes(a.validator.address))  # stands in for Disputes
+    a.client.market.accept_bid(bid_for(a, oid))
+    a.provider.market.commit_result(oid, b"\1" * 32, b"\2" * 32, 1)
+    with pytest.raises(ChainError, match="only the disputes contract"):
+        a.stranger.chain.send(a.stranger.market.fn.set_challenged(oid, True))
+    a.validator.chain.send(a.validator.market.fn.set_challenged(oid, True))
+    a.advance(3600)
+    with pytest.raises(ChainError, match="the dispute decides"):
+        a.stranger.market.finalize(oid)
+
+
+def test_bonded_stake_cannot_be_withdrawn(open_with_provider):
+    a, oid = open_with_provider
+    a.client.market.accept_bid(bid_for(a, oid, collateral=900 * TOKEN))
+    with pytest.raises(ChainError, match="bonded to open leases"):
+        a.provider.registry.request_unbond(101 * TOKEN)
+    with pytest.raises(ChainError, match="nothing is unbonding"):
+        a.provider.registry.withdraw()
+    a.provider.registry.request_unbond(100 * TOKEN)
+    with pytest.raises(ChainError, match="still in its unbonding delay"):
+        a.provider.registry.withdraw()
+    before = a.provider.token.balance_of(a.provider.address)
+    a.advance(3600)
+    a.provider.registry.withdraw()
+    assert a.provider.token.balance_of(a.provider.address) == before + 100 * TOKEN
+    assert a.provider.registry.free_stake(a.provider.address) == 0
+
+
+def test_registration_rules(actors):
+    a = actors
+    with pytest.raises(ChainError, match="below the minimum stake"):
+        a.provider.registry.register(PROVIDER, 99 * TOKEN)
+    with pytest.raises(ChainError, match="role must be"):
+        a.provider.registry.register(3, 100 * TOKEN)
+    a.validator.registry.register(VALIDATOR, 100 * TOKEN, endpoint="http://127.0.0.1:9100")
+    with pytest.raises(ChainError, match="already registered"):
+        a.validator.registry.register(VALIDATOR, 100 * TOKEN)
+    info = a.validator.registry.node(a.validator.address)
+    assert info.role == VALIDATOR and info.endpoint == "http://127.0.0.1:9100"
+
+
+def test_bad_orders_are_refused(actors):
+    a = actors
+    with pytest.raises(ChainError, match="deadline is already past"):
+        a.client.market.open_order(SPEC, 1, MODEL, TOKEN, a.now() - 1, 60)
+    with pytest.raises(ChainError, match="max price must be positive"):
+        a.client.market.open_order(SPEC, 1, MODEL, 0, a.now() + 60, 60)
+    poor = a.stranger
+    poor.token.transfer(a.client.address, poor.token.balance_of(poor.address))
+    with pytest.raises(ChainError, match="exceeds balance"):
+        poor.market.open_order(SPEC, 1, MODEL, TOKEN, a.now() + 60, 60)
+
+
+def test_faucet_only_on_devnet_and_capped(actors):
+    a = actors
+    before = a.stranger.token.balance_of(a.stranger.address)
+    a.stranger.token.faucet(5 * TOKEN)
+    assert a.stranger.token.balance_of(a.stranger.address) == before + 5 * TOKEN
+    with pytest.raises(ChainError, match="at most 1,000,000"):
+        a.stranger.token.faucet(10**7 * TOKEN)
+
+
+def test_event_stream_resumes_from_its_cursor(actors):
+    a = actors
+    start = a.stranger.chain.w3.eth.block_number + 1
+    stream = EventStream(a.stranger.chain, {"Market": a.d.market}, start=start)
+    first = open_order(a)
+    got = stream.poll()
+    assert [(e.name, e.args["order_id"]) for e in got] == [("OrderOpened", first)]
+    cursor = stream.next_block
+    second = open_order(a)
+    resumed = EventStream(a.stranger.chain, {"Market": a.d.market}, start=cursor)  # after a restart
+    assert [(e.name, e.args["order_id"]) for e in resumed.poll()] == [("OrderOpened", second)]
+    assert resumed.poll() == []

@@ -1,0 +1,1 @@
+"""The chain layer: contract build and deploy, typed clients, event streams, the anvil devnet."""

@@ -1,0 +1,218 @@
+"""Typed clients over web3.py: one signing account, one method per contract call.
+
+Transactions are signed locally with the account's key, so any EVM JSON-RPC URL works (the
+devnet is configuration, not code). A revert becomes a ``ChainError`` carrying the contract's
+reason, which tells the user what was wrong.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from eth_account import Account
+from web3 import Web3
+from web3.exceptions import ContractLogicError, Web3Exception
+from web3.logs import DISCARD
+from web3.middleware import SignAndSendRawMiddlewareBuilder
+
+from veracity.chain.build import compile_contract
+from veracity.errors import ChainError
+
+PROVIDER, VALIDATOR = 1, 2
+ORDER_STATES = {0: "none", 1: "open", 2: "accepted", 3: "committed", 4: "finalized", 5: "refunded",
+                6: "cancelled"}
+
+
+def revert_reason(exc: Exception) -> str:
+    msg = exc.args[0] if exc.args else str(exc)
+    msg = str(msg)
+    return msg.removeprefix("execution reverted: ").removeprefix("execution reverted")
+
+
+class Chain:
+    """A connection to an EVM node with one local signing account."""
+
+    def __init__(self, rpc_url: str, private_key: str | None = None, timeout: float = 30) -> None:
+        self.rpc_url = rpc_url
+        self.w3 = Web3(Web3.HTTPProvider(rpc_url, request_kwargs={"timeout": timeout}))
+        self.account = Account.from_key(private_key) if private_key else None
+        if self.account is not None:
+            self.w3.middleware_onion.inject(SignAndSendRawMiddlewareBuilder.build(self.account), layer=0)
+
+    @property
+    def address(self) -> str:
+        if self.account is None:
+            raise ChainError("this client has no account: pass a private key to send transactions")
+        return self.account.address
+
+    def contract(self, name: str, address: str) -> Any:
+        return self.w3.eth.contract(address=Web3.to_checksum_address(address), abi=compile_contract(name).abi)
+
+    def send(self, fn: Any) -> Any:
+        """Sign, send and wait for a contract call; a revert raises ChainError with its reason."""
+        try:
+            tx = fn.transact({"from": self.address})
+            receipt = self.w3.eth.wait_for_transaction_receipt(tx, timeout=60)
+        except ContractLogicError as exc:
+            raise ChainError(revert_reason(exc)) from None
+        except (Web3Exception, OSError) as exc:
+            raise ChainError(f"the chain at {self.rpc_url} did not take the transaction: {exc}") from None
+        if receipt.status != 1:
+            raise ChainError(f"transaction {tx.hex()} reverted")
+        return receipt
+
+    def deploy(self, name: str, *args: Any) -> str:
+        art = compile_contract(name)
+        factory = self.w3.eth.contract(abi=art.abi, bytecode=art.bytecode)
+        return self.send(factory.constructor(*args)).contractAddress
+
+    def now(self) -> int:
+        return int(self.w3.eth.get_block("latest")["timestamp"])
+
+
+class _Bound:
+    name = ""
+
+    def __init__(self, chain: Chain, address: str) -> None:
+        self.chain = chain
+        self.address = Web3.to_checksum_address(address)
+        self.contract = chain.contract(self.name, address)
+        self.fn = self.contract.functions
+
+    def _send(self, fn: Any) -> Any:
+        return self.chain.send(fn)
+
+
+class TokenClient(_Bound):
+    name = "Token"
+
+    def balance_of(self, who: str) -> int:
+        return self.fn.balanceOf(Web3.to_checksum_address(who)).call()
+
+    def total_supply(self) -> int:
+        return self.fn.totalSupply().call()
+
+    def approve(self, spender: str, amount: int) -> Any:
+        return self._send(self.fn.approve(Web3.to_checksum_address(spender), amount))
+
+    def transfer(self, to: str, amount: int) -> Any:
+        return self._send(self.fn.transfer(Web3.to_checksum_address(to), amount))
+
+    def faucet(self, amount: int) -> Any:
+        return self._send(self.fn.faucet(amount))
+
+
+@dataclass(frozen=True)
+class NodeInfo:
+    address: str
+    role: int
+    stake: int
+    locked: int
+    unbonding: int
+    unbond_at: int
+    device: str
+    memory_gb: int
+    models: list[bytes]
+    price_floor: int
+    endpoint: str
+    reputation: int
+
+
+class RegistryClient(_Bound):
+    name = "Registry"
+
+    def __init__(self, chain: Chain, address: str, token: TokenClient) -> None:
+        super().__init__(chain, address)
+        self.token = token
+
+    def register(self, role: int, stake: int, device: str = "cpu", memory_gb: int = 16,
+                 models: list[bytes] | None = None, price_floor: int = 0, endpoint: str = "") -> Any:
+        self.token.approve(self.address, stake)
+        return self._send(self.fn.register(role, stake, device, memory_gb, models or [], price_floor, endpoint))
+
+    def add_stake(self, amount: int) -> Any:
+        self.token.approve(self.address, amount)
+        return self._send(self.fn.add_stake(amount))
+
+    def request_unbond(self, amount: int) -> Any:
+        return self._send(self.fn.request_unbond(amount))
+
+    def withdraw(self) -> Any:
+        return self._send(self.fn.withdraw())
+
+    def free_stake(self, who: str) -> int:
+        return self.fn.free_stake(Web3.to_checksum_address(who)).call()
+
+    def total_stake(self) -> int:
+        return self.fn.total_stake().call()
+
+    def node(self, who: str) -> NodeInfo:
+        return NodeInfo(Web3.to_checksum_address(who), *self.fn.nodes(Web3.to_checksum_address(who)).call())
+
+
+@dataclass(frozen=True)
+class OrderInfo:
+    order_id: int
+    client: str
+    spec_cid: bytes
+    kind: int
+    model_id: bytes
+    max_price: int
+    deadline: int
+    challenge_window: int
+    spot_check_bps: int
+    state: int
+    provider: str
+    price: int
+    collateral: int
+    output_cid: bytes
+    trace_root: bytes
+    trace_length: int
+    committed_at: int
+
+    @property
+    def state_name(self) -> str:
+        return ORDER_STATES.get(self.state, str(self.state))
+
+
+class MarketClient(_Bound):
+    name = "Market"
+
+    def __init__(self, chain: Chain, address: str, token: TokenClient) -> None:
+        super().__init__(chain, address)
+        self.token = token
+
+    def open_order(self, spec_cid: bytes, kind: int, model_id: bytes, max_price: int, deadline: int,
+                   challenge_window: int, spot_check_bps: int = 0) -> int:
+        """Approve the escrow, open the order, and return its id (from the OrderOpened event)."""
+        self.token.approve(self.address, max_price)
+        receipt = self._send(self.fn.open_order(spec_cid, kind, model_id, max_price, deadline,
+                                                challenge_window, spot_check_bps))
+        (event,) = self.contract.events.OrderOpened().process_receipt(receipt, errors=DISCARD)
+        return int(event["args"]["order_id"])
+
+    def accept_bid(self, bid: Any) -> Any:
+        return self._send(self.fn.accept_bid(bid.order_id, Web3.to_checksum_address(bid.provider), bid.price,
+                                             bid.collateral, bid.expiry, bytes.fromhex(bid.signature.removeprefix("0x"))))
+
+    def commit_result(self, order_id: int, output_cid: bytes, trace_root: bytes, trace_length: int) -> Any:
+        return self._send(self.fn.commit_result(order_id, output_cid, trace_root, trace_length))
+
+    def finalize(self, order_id: int) -> Any:
+        return self._send(self.fn.finalize(order_id))
+
+    def reclaim(self, order_id: int) -> Any:
+        return self._send(self.fn.reclaim(order_id))
+
+    def order(self, order_id: int) -> OrderInfo:
+        return OrderInfo(order_id, *self.fn.orders(order_id).call())
+
+    def bid_digest(self, order_id: int, provider: str, price: int, collateral: int, expiry: int) -> bytes:
+        return self.fn.bid_digest(order_id, Web3.to_checksum_address(provider), price, collateral, expiry).call()
+
+    def escrow_total(self) -> int:
+        return self.fn.escrow_total().call()
+
+    def fee_pool(self) -> int:
+        return self.fn.fee_pool().call()
