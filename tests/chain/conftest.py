@@ -51,3 +51,8 @@ def actors(devnet):
         yield a
     finally:
         a.rpc("evm_revert", [snap])
+
+
+@pytest.fixture(scope="session")
+def actors_cls():
+    return Actors

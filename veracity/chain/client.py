@@ -7,6 +7,7 @@ reason, which tells the user what was wrong.
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
 from typing import Any
 
@@ -14,7 +15,6 @@ from eth_account import Account
 from web3 import Web3
 from web3.exceptions import ContractLogicError, Web3Exception
 from web3.logs import DISCARD
-from web3.middleware import SignAndSendRawMiddlewareBuilder
 
 from veracity.chain.build import compile_contract
 from veracity.errors import ChainError
@@ -25,20 +25,28 @@ ORDER_STATES = {0: "none", 1: "open", 2: "accepted", 3: "committed", 4: "finaliz
 
 
 def revert_reason(exc: Exception) -> str:
-    msg = exc.args[0] if exc.args else str(exc)
-    msg = str(msg)
-    return msg.removeprefix("execution reverted: ").removeprefix("execution reverted")
+    msg = str(exc.args[0] if exc.args else exc)
+    reason = msg.removeprefix("execution reverted: ").removeprefix("execution reverted").strip(": ")
+    return reason or f"the contract reverted without a reason ({msg})"
 
 
 class Chain:
-    """A connection to an EVM node with one local signing account."""
+    """A connection to an EVM node with one local signing account.
+
+    Transactions are built and signed here: the nonce is tracked locally and the chain id and
+    fee are cached, so a transaction costs three round trips (estimate, which also surfaces a
+    revert's reason; send; receipt) instead of a dozen.
+    """
+
+    FEE_TTL = 5.0  # seconds a fetched gas price is reused
 
     def __init__(self, rpc_url: str, private_key: str | None = None, timeout: float = 30) -> None:
         self.rpc_url = rpc_url
         self.w3 = Web3(Web3.HTTPProvider(rpc_url, request_kwargs={"timeout": timeout}))
         self.account = Account.from_key(private_key) if private_key else None
-        if self.account is not None:
-            self.w3.middleware_onion.inject(SignAndSendRawMiddlewareBuilder.build(self.account), layer=0)
+        self._chain_id: int | None = None
+        self._nonce: int | None = None
+        self._fee: tuple[float, int] = (0.0, 0)
 
     @property
     def address(self) -> str:
@@ -46,20 +54,55 @@ class Chain:
             raise ChainError("this client has no account: pass a private key to send transactions")
         return self.account.address
 
+    @property
+    def chain_id(self) -> int:
+        if self._chain_id is None:
+            self._chain_id = self._rpc(lambda: self.w3.eth.chain_id)
+        return self._chain_id
+
+    def _rpc(self, call: Any) -> Any:
+        try:
+            return call()
+        except (Web3Exception, OSError) as exc:
+            raise ChainError(f"cannot reach the chain at {self.rpc_url}: {exc}") from None
+
+    def _fees(self) -> dict[str, int]:
+        """EIP-1559 fees: twice the latest base fee plus a 1 gwei tip, refreshed every few seconds."""
+        at, base = self._fee
+        if time.monotonic() - at > self.FEE_TTL:
+            block = self._rpc(lambda: self.w3.eth.get_block("latest"))
+            base = int(block.get("baseFeePerGas", 0))
+            self._fee = (time.monotonic(), base)
+        tip = 10**9
+        return {"maxFeePerGas": 2 * base + tip, "maxPriorityFeePerGas": tip}
+
     def contract(self, name: str, address: str) -> Any:
         return self.w3.eth.contract(address=Web3.to_checksum_address(address), abi=compile_contract(name).abi)
 
     def send(self, fn: Any) -> Any:
         """Sign, send and wait for a contract call; a revert raises ChainError with its reason."""
+        sender = self.address
+        if self._nonce is None:
+            self._nonce = self._rpc(lambda: self.w3.eth.get_transaction_count(sender, "pending"))
         try:
-            tx = fn.transact({"from": self.address})
-            receipt = self.w3.eth.wait_for_transaction_receipt(tx, timeout=60)
+            gas = fn.estimate_gas({"from": sender})
+            # headroom: storage another sender touches in between can cost more than estimated
+            tx = fn.build_transaction({"from": sender, "nonce": self._nonce, "chainId": self.chain_id,
+                                       "gas": gas * 5 // 4 + 25_000, **self._fees()})
         except ContractLogicError as exc:
             raise ChainError(revert_reason(exc)) from None
         except (Web3Exception, OSError) as exc:
+            raise ChainError(f"the chain at {self.rpc_url} refused the transaction: {exc}") from None
+        signed = self.account.sign_transaction(tx)  # type: ignore[union-attr]
+        try:
+            tx_hash = self.w3.eth.send_raw_transaction(signed.raw_transaction)
+            self._nonce += 1
+            receipt = self.w3.eth.wait_for_transaction_receipt(tx_hash, timeout=60, poll_latency=0.01)
+        except (Web3Exception, OSError) as exc:
+            self._nonce = None  # resynchronise from the chain next time
             raise ChainError(f"the chain at {self.rpc_url} did not take the transaction: {exc}") from None
         if receipt.status != 1:
-            raise ChainError(f"transaction {tx.hex()} reverted")
+            raise ChainError(f"transaction {tx_hash.hex()} reverted")
         return receipt
 
     def deploy(self, name: str, *args: Any) -> str:
