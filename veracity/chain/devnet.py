@@ -77,3 +77,79 @@ def deploy(rpc_url: str, deployer: AccountInfo, accounts: list[AccountInfo], dev
     return Deployment(rpc_url=rpc_url, chain_id=chain.w3.eth.chain_id, token=token, registry=registry,
                       market=market, deployer=deployer, accounts=accounts, min_stake=p["min_stake"],
                       unbonding_delay=p["unbonding_delay"], fee_bps=p["fee_bps"])
+
+
+# the embedded devnet: anvil as a background process, its state in a folder -----------------
+
+def home() -> Path:
+    import os
+
+    return Path(os.environ.get("VERACITY_HOME", Path.home() / ".veracity")) / "devnet"
+
+
+def _alive(pid: int) -> bool:
+    import os
+
+    try:
+        os.kill(pid, 0)
+    except OSError:
+        return False
+    return True
+
+
+def running() -> Deployment | None:
+    """The running devnet's deployment, or None (stale state is cleaned up)."""
+    state = home()
+    pid_file, dep_file = state / "anvil.pid", state / "deployment.json"
+    if not pid_file.is_file() or not dep_file.is_file():
+        return None
+    if not _alive(int(pid_file.read_text())):
+        pid_file.unlink(missing_ok=True)
+        return None
+    return Deployment.read(dep_file)
+
+
+def up(accounts: int = 10, port: int | None = None) -> tuple[Deployment, bool]:
+    """Start anvil in the background and deploy; returns (deployment, started_now)."""
+    from veracity.chain.anvil import Anvil
+
+    current = running()
+    if current is not None:
+        return current, False
+    state = home()
+    state.mkdir(parents=True, exist_ok=True)
+    node = Anvil(port=port, accounts=accounts, detach=True, log=state / "anvil.log")
+    try:
+        accts = dev_accounts(accounts)
+        dep = deploy(node.rpc_url, accts[0], accts)
+    except Exception:
+        node.stop()
+        raise
+    (state / "anvil.pid").write_text(str(node.pid))
+    dep.write(state / "deployment.json")
+    return dep, True
+
+
+def down() -> bool:
+    """Stop the background devnet; False when none was running."""
+    import os
+    import signal
+    import time
+
+    state = home()
+    pid_file = state / "anvil.pid"
+    if not pid_file.is_file():
+        return False
+    pid = int(pid_file.read_text())
+    stopped = _alive(pid)
+    if stopped:
+        os.kill(pid, signal.SIGTERM)
+        for _ in range(50):
+            if not _alive(pid):
+                break
+            time.sleep(0.1)
+        else:
+            os.kill(pid, signal.SIGKILL)
+    pid_file.unlink(missing_ok=True)
+    (state / "deployment.json").unlink(missing_ok=True)
+    return stopped
