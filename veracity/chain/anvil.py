@@ -19,6 +19,24 @@ def cache_dir() -> Path:
     return Path(os.environ.get("VERACITY_CACHE", Path.home() / ".cache" / "veracity")) / "anvil"
 
 
+def _cached(folder: Path) -> Path:
+    return folder / "node_modules" / "@foundry-rs" / "anvil-linux-amd64" / "bin" / "anvil"
+
+
+def install_anvil(folder: Path) -> Path:
+    """Install anvil from the npm registry into ``folder``; returns the binary."""
+    npm = shutil.which("npm")
+    if npm is None:
+        raise ChainError("anvil not found and npm is missing: install Node.js or put anvil on PATH")
+    folder.mkdir(parents=True, exist_ok=True)
+    proc = subprocess.run([npm, "install", "--silent", "--no-audit", "--no-fund", "--prefix", str(folder),
+                           ANVIL_PACKAGE], capture_output=True, text=True)
+    binary = _cached(folder)
+    if proc.returncode != 0 or not binary.is_file():
+        raise ChainError(f"could not install anvil from npm ({ANVIL_PACKAGE}): {proc.stderr.strip()[-300:]}")
+    return binary
+
+
 def find_anvil(install: bool = True) -> Path:
     """The anvil binary: $VERACITY_ANVIL, PATH, the cache, or a fresh npm install into the cache."""
     if os.environ.get("VERACITY_ANVIL"):
@@ -26,20 +44,11 @@ def find_anvil(install: bool = True) -> Path:
     on_path = shutil.which("anvil")
     if on_path:
         return Path(on_path)
-    cached = cache_dir() / "node_modules" / "@foundry-rs" / "anvil-linux-amd64" / "bin" / "anvil"
-    if cached.is_file():
-        return cached
+    if _cached(cache_dir()).is_file():
+        return _cached(cache_dir())
     if not install:
         raise ChainError("anvil not found: put it on PATH or run `make install`")
-    npm = shutil.which("npm")
-    if npm is None:
-        raise ChainError("anvil not found and npm is missing: install Node.js or put anvil on PATH")
-    cache_dir().mkdir(parents=True, exist_ok=True)
-    proc = subprocess.run([npm, "install", "--silent", "--no-audit", "--no-fund", "--prefix", str(cache_dir()),
-                           ANVIL_PACKAGE], capture_output=True, text=True)
-    if proc.returncode != 0 or not cached.is_file():
-        raise ChainError(f"could not install anvil from npm ({ANVIL_PACKAGE}): {proc.stderr.strip()[-300:]}")
-    return cached
+    return install_anvil(cache_dir())
 
 
 def free_port() -> int:
