@@ -1,0 +1,95 @@
+"""A content-addressed blob store on disk, and fetching blobs over HTTP with every byte checked.
+
+Blobs are files named by their CID. ``put`` writes atomically; ``get`` re-checks the digest, so
+a corrupted disk is caught, not served as truth. ``fetch`` downloads from a peer and refuses
+bytes whose hash is not the CID asked for, or more bytes than the caller allows.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from pathlib import Path
+
+import httpx
+
+from veracity.errors import VeracityError
+from veracity.node.cid import cid_of, digest_of
+
+DEFAULT_MAX_BYTES = 64 << 20
+
+
+class BlobError(VeracityError):
+    """A blob is missing, too large, or its bytes do not match its CID."""
+
+
+class BlobStore:
+    def __init__(self, root: str | Path, max_bytes: int = DEFAULT_MAX_BYTES) -> None:
+        self.root = Path(root)
+        self.root.mkdir(parents=True, exist_ok=True)
+        self.max_bytes = max_bytes
+
+    def _path(self, cid: str) -> Path:
+        digest_of(cid)  # validates the CID before it touches the file system
+        return self.root / cid
+
+    def put(self, data: bytes) -> str:
+        if len(data) > self.max_bytes:
+            raise BlobError(f"blob of {len(data)} bytes exceeds this store's limit of {self.max_bytes}")
+        cid = cid_of(data)
+        path = self._path(cid)
+        if not path.exists():
+            tmp = path.with_suffix(f".{os.getpid()}.tmp")
+            tmp.write_bytes(data)
+            os.replace(tmp, path)
+        return cid
+
+    def has(self, cid: str) -> bool:
+        return self._path(cid).is_file()
+
+    def get(self, cid: str) -> bytes:
+        path = self._path(cid)
+        if not path.is_file():
+            raise BlobError(f"blob {cid} is not in this store")
+        data = path.read_bytes()
+        if hashlib.sha256(data).digest() != digest_of(cid):
+            raise BlobError(f"blob {cid} is corrupted on disk (its bytes no longer match the CID)")
+        return data
+
+
+def fetch(base_url: str, cid: str, max_bytes: int = DEFAULT_MAX_BYTES, timeout: float = 30) -> bytes:
+    """GET ``{base_url}/blobs/{cid}``, streaming at most ``max_bytes``, and check the hash."""
+    want = digest_of(cid)
+    url = f"{base_url.rstrip('/')}/blobs/{cid}"
+    h, chunks, size = hashlib.sha256(), [], 0
+    try:
+        with httpx.stream("GET", url, timeout=timeout) as resp:
+            if resp.status_code == 404:
+                raise BlobError(f"{base_url} does not have blob {cid}")
+            if resp.status_code != 200:
+                raise BlobError(f"{base_url} answered {resp.status_code} for blob {cid}")
+            for chunk in resp.iter_bytes():
+                size += len(chunk)
+                if size > max_bytes:
+                    raise BlobError(f"blob {cid} from {base_url} is larger than the {max_bytes}-byte limit")
+                h.update(chunk)
+                chunks.append(chunk)
+    except httpx.HTTPError as exc:
+        raise BlobError(f"cannot fetch blob {cid} from {base_url}: {exc}") from None
+    if h.digest() != want:
+        raise BlobError(f"CID mismatch: {base_url} sent bytes that hash to {cid_of(b''.join(chunks))}, not {cid}")
+    return b"".join(chunks)
+
+
+def push(base_url: str, data: bytes, timeout: float = 30) -> str:
+    """PUT a blob to a node's store; returns its CID (checked against the bytes sent)."""
+    try:
+        resp = httpx.put(f"{base_url.rstrip('/')}/blobs", content=data, timeout=timeout)
+    except httpx.HTTPError as exc:
+        raise BlobError(f"cannot reach {base_url} to store a blob: {exc}") from None
+    if resp.status_code != 200:
+        raise BlobError(f"{base_url} refused the blob: {resp.json().get('detail', resp.text)}")
+    cid = resp.json()["cid"]
+    if cid != cid_of(data):
+        raise BlobError(f"{base_url} answered CID {cid} for bytes whose CID is {cid_of(data)}")
+    return cid
