@@ -1,0 +1,50 @@
+"""Job specs: the examples load; every malformed spec is a clear error naming the field."""
+
+from pathlib import Path
+
+import pytest
+
+from veracity.errors import InputError
+from veracity.node.cid import cid_of
+from veracity.workloads.spec import load_spec, parse_spec
+
+JOBS = Path(__file__).resolve().parent.parent / "examples" / "jobs"
+GOOD = "kind: infer\nmodel: minilm\ninputs: {cid: %s}\nmax_price: 2.5\ndeadline: 600\n" % cid_of(b"x")
+
+
+@pytest.mark.parametrize("name", ["digits-mlp", "minilm", "tiny-gpt"])
+def test_example_specs_load(name):
+    spec = load_spec(JOBS / f"{name}.yaml")
+    assert spec.model == name and spec.kind_code == 1 and Path(spec.inputs.path).is_file()
+    assert spec.verification.challenge_window == 60 and len(spec.model_id) == 32
+
+
+def test_defaults_and_cid_inputs():
+    spec = parse_spec(GOOD)
+    assert spec.inputs.cid == cid_of(b"x") and spec.verification.spot_check_rate == 0.1
+
+
+@pytest.mark.parametrize("text,message", [
+    ("kind: [infer", "not valid YAML"),
+    ("- a list", "must be a YAML mapping"),
+    (GOOD.replace("minilm", "gpt-17"), "model: unknown model 'gpt-17'"),
+    (GOOD.replace("infer", "mine-bitcoin"), "kind: Input should be 'infer'"),
+    (GOOD + "colour: blue\n", "colour: unknown field"),
+    (GOOD.replace("max_price: 2.5", "max_price: -1"), "max_price: Input should be greater than 0"),
+    (GOOD.replace("deadline: 600\n", ""), "deadline: missing"),
+    (GOOD.replace("{cid: %s}" % cid_of(b"x"), "{cid: Qmnope}"), "not a CIDv1"),
+    (GOOD.replace("{cid: %s}" % cid_of(b"x"), "{cid: %s, path: a.jsonl}" % cid_of(b"x")), "exactly one of"),
+    (GOOD + "verification: {spot_check_rate: 2}\n", "verification.spot_check_rate"),
+])
+def test_malformed_specs_are_refused_with_the_field_named(text, message):
+    with pytest.raises(InputError, match=message.replace("(", r"\(").replace("[", r"\[")):
+        parse_spec(text)
+
+
+def test_missing_spec_and_missing_inputs_file(tmp_path):
+    with pytest.raises(InputError, match="not found"):
+        load_spec(tmp_path / "nope.yaml")
+    spec = tmp_path / "job.yaml"
+    spec.write_text(GOOD.replace("{cid: %s}" % cid_of(b"x"), "{path: missing.jsonl}"))
+    with pytest.raises(InputError, match="inputs.path missing.jsonl not found"):
+        load_spec(spec)

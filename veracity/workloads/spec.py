@@ -1,0 +1,119 @@
+"""Job specs: YAML files validated by pydantic, with errors that name the field and the fix.
+
+    kind: infer                    # job kind (infer now; train and finetune follow)
+    model: minilm                  # a registry name: digits-mlp, minilm, tiny-gpt
+    inputs: {path: inputs.jsonl}   # a local JSONL file, or {cid: bafkrei...} already in a blob store
+    max_price: 5                   # VRC the client escrows at most
+    deadline: 600                  # seconds from acceptance for the provider to commit
+    verification:
+      challenge_window: 60         # seconds during which anyone may challenge the result
+      spot_check_rate: 0.1         # share of jobs validators re-execute
+"""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+from typing import Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from veracity.errors import InputError
+from veracity.node.cid import digest_of
+
+KIND_CODES = {"infer": 1}
+
+
+class Inputs(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    path: str | None = None
+    cid: str | None = None
+
+    @model_validator(mode="after")
+    def exactly_one(self) -> "Inputs":
+        if (self.path is None) == (self.cid is None):
+            raise ValueError("give exactly one of 'path' (a local JSONL file) or 'cid' (a stored blob)")
+        if self.cid is not None:
+            try:
+                digest_of(self.cid)
+            except InputError as exc:
+                raise ValueError(str(exc)) from None
+        return self
+
+
+class Verification(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    challenge_window: int = Field(60, ge=0, le=7 * 24 * 3600)
+    spot_check_rate: float = Field(0.1, ge=0, le=1)
+
+
+class JobSpec(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    kind: Literal["infer"]
+    model: str
+    inputs: Inputs
+    max_price: float = Field(gt=0)
+    deadline: int = Field(gt=0, le=30 * 24 * 3600)
+    verification: Verification = Verification()
+
+    @field_validator("model")
+    @classmethod
+    def known_model(cls, v: str) -> str:
+        from veracity.models.registry import names
+
+        if v not in names():
+            raise ValueError(f"unknown model {v!r}: choose one of {', '.join(names())}")
+        return v
+
+    @property
+    def kind_code(self) -> int:
+        return KIND_CODES[self.kind]
+
+    @property
+    def model_id(self) -> bytes:
+        """The 32 bytes the Market stores for the model: sha256 of its registry name."""
+        return model_id(self.model)
+
+
+def model_id(name: str) -> bytes:
+    return hashlib.sha256(name.encode()).digest()
+
+
+def _explain(err: ValidationError) -> str:
+    parts = []
+    for e in err.errors():
+        where = ".".join(str(x) for x in e["loc"]) or "spec"
+        msg = e["msg"].removeprefix("Value error, ")
+        if e["type"] == "extra_forbidden":
+            msg = "unknown field (check its spelling)"
+        elif e["type"] == "missing":
+            msg = "missing"
+        parts.append(f"{where}: {msg}")
+    return "; ".join(parts)
+
+
+def parse_spec(text: str, source: str = "spec") -> JobSpec:
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        raise InputError(f"{source} is not valid YAML ({str(exc).splitlines()[0]})") from None
+    if not isinstance(data, dict):
+        raise InputError(f"{source} must be a YAML mapping with kind, model, inputs, max_price, deadline")
+    try:
+        return JobSpec.model_validate(data)
+    except ValidationError as exc:
+        raise InputError(f"{source}: {_explain(exc)}") from None
+
+
+def load_spec(path: str | Path) -> JobSpec:
+    p = Path(path)
+    if not p.is_file():
+        raise InputError(f"job spec {p} not found")
+    spec = parse_spec(p.read_text(encoding="utf-8"), str(p))
+    if spec.inputs.path is not None:
+        inputs = (p.parent / spec.inputs.path).resolve()
+        if not inputs.is_file():
+            raise InputError(f"{p}: inputs.path {spec.inputs.path} not found (paths are relative to the spec)")
+        spec = spec.model_copy(update={"inputs": Inputs(path=str(inputs))})
+    return spec
