@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import sys
 from pathlib import Path
 from typing import Any, Optional
@@ -19,38 +18,17 @@ app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_
 err = Console(stderr=True)
 
 
-def read_jsonl(path: Path) -> list[dict[str, Any]]:
-    """Input records, one JSON object per line; blank lines are skipped."""
+def read_jsonl(path: Path) -> list[tuple[int, dict[str, Any]]]:
+    """Input records of a local JSONL file (see ``workloads.infer.parse_jsonl``)."""
+    from veracity.workloads.infer import parse_jsonl
+
     if not path.is_file():
         raise InputError(f"input file {path} not found: pass a .jsonl file with one JSON object per line")
-    records = []
     try:
-        lines = path.read_text(encoding="utf-8").splitlines()
+        text = path.read_text(encoding="utf-8")
     except UnicodeDecodeError:
         raise InputError(f"{path} is not UTF-8 text: pass a .jsonl file") from None
-    for n, line in enumerate(lines, 1):
-        if not line.strip():
-            continue
-        try:
-            rec = json.loads(line)
-        except json.JSONDecodeError as exc:
-            raise InputError(f"{path} line {n}: not valid JSON ({exc.msg})") from None
-        if not isinstance(rec, dict):
-            raise InputError(f"{path} line {n}: expected a JSON object such as {{\"text\": \"...\"}}")
-        records.append((n, rec))
-    if not records:
-        raise InputError(f"{path} has no input lines")
-    return records  # type: ignore[return-value]
-
-
-def parse_records(model: Any, path: Path, records: list[tuple[int, dict[str, Any]]]) -> list[Any]:
-    items = []
-    for n, rec in records:
-        try:
-            items.append(model.parse(rec))
-        except InputError as exc:
-            raise InputError(f"{path} line {n}: {exc}") from None
-    return items
+    return parse_jsonl(text, str(path))
 
 
 @app.command()
@@ -66,6 +44,7 @@ def infer(
     from veracity import runtime
     from veracity.models import registry
     from veracity.workloads.infer import infer as run_infer
+    from veracity.workloads.infer import output_lines, parse_items
 
     from veracity.exact.execute import BACKENDS
 
@@ -80,16 +59,14 @@ def infer(
     runtime.set_threads(threads)
     with err.status(f"loading {model}"):
         m = registry.load(model)
-    items = parse_records(m, input, records)
+    items = parse_items(m, records, str(input))
     with Progress(TextColumn(f"[bold]{model}[/] {backend}"), BarColumn(), MofNCompleteColumn(),
                   TimeElapsedColumn(), console=err, transient=True) as bar:
         task = bar.add_task("infer", total=len(items))
         result = run_infer(m, items, backend=backend, batch_size=batch_size,
                            progress=lambda done: bar.update(task, completed=done))
     try:
-        with output.open("w", encoding="utf-8") as f:
-            for (_, rec), out in zip(records, result.outputs):
-                f.write(json.dumps({**rec, "output": m.present(out)}) + "\n")
+        output.write_text(output_lines(m, records, result), encoding="utf-8")
     except OSError as exc:
         raise UsageError(f"cannot write {output}: {exc.strerror}") from None
     err.print(f"{len(items)} inputs -> {output} ({result.ops} ops traced)")

@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from typing import Any, Callable
 
 import numpy as np
 
+from veracity.errors import InputError
 from veracity.exact.execute import Exec, make_backend
 from veracity.exact.trace import Trace, output_hash, tensor_digest
+
+Record = tuple[int, dict[str, Any]]  # (line number, JSON object)
 
 
 @dataclass(frozen=True)
@@ -36,3 +40,62 @@ def infer(model: Any, items: list[Any], backend: str = "torch", batch_size: int 
     if tr:
         tr.close()
     return InferResult(outputs, output_hash(digests), root, ex.step_index + 1, ops)
+
+
+def parse_jsonl(text: str, source: str) -> list[Record]:
+    """Input records, one JSON object per line (blank lines skipped), with line numbers."""
+    records = []
+    for n, line in enumerate(text.splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            rec = json.loads(line)
+        except json.JSONDecodeError as exc:
+            raise InputError(f"{source} line {n}: not valid JSON ({exc.msg})") from None
+        if not isinstance(rec, dict):
+            raise InputError(f"{source} line {n}: expected a JSON object such as {{\"text\": \"...\"}}")
+        records.append((n, rec))
+    if not records:
+        raise InputError(f"{source} has no input lines")
+    return records
+
+
+def parse_items(model: Any, records: list[Record], source: str) -> list[Any]:
+    items = []
+    for n, rec in records:
+        try:
+            items.append(model.parse(rec))
+        except InputError as exc:
+            raise InputError(f"{source} line {n}: {exc}") from None
+    return items
+
+
+def output_lines(model: Any, records: list[Record], result: InferResult) -> str:
+    """The output JSONL: each input's fields plus ``"output"``."""
+    return "".join(json.dumps({**rec, "output": model.present(out)}) + "\n"
+                   for (_, rec), out in zip(records, result.outputs))
+
+
+@dataclass(frozen=True)
+class JobResult:
+    outputs_jsonl: bytes
+    output_hash: bytes
+    trace_root: bytes
+    steps: int
+    ops: int
+
+
+def run_infer_job(model_name: str, inputs_jsonl: bytes, backend: str = "torch", batch_size: int = 32,
+                  model: Any = None) -> JobResult:
+    """The ``infer`` job kind end to end: JSONL bytes in, output JSONL and commitments out."""
+    from veracity.models.registry import load
+
+    m = model if model is not None else load(model_name)
+    try:
+        text = inputs_jsonl.decode("utf-8")
+    except UnicodeDecodeError:
+        raise InputError("job inputs are not UTF-8 JSONL") from None
+    records = parse_jsonl(text, "inputs")
+    result = infer(m, parse_items(m, records, "inputs"), backend=backend, batch_size=batch_size)
+    return JobResult(output_lines(m, records, result).encode(), result.output_hash, result.trace_root,
+                     result.steps, result.ops)

@@ -1,0 +1,57 @@
+"""Jobs run in an isolated worker process: same bits as in-process, clear errors, hard deadlines."""
+
+import os
+import signal
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from veracity.node.worker import WorkerError, run_in_worker
+from veracity.workloads.infer import run_infer_job
+
+INPUTS = Path(__file__).resolve().parent.parent.parent / "examples" / "inputs"
+
+
+def test_worker_gives_the_same_bits_as_an_in_process_run():
+    data = (INPUTS / "digits-mlp.jsonl").read_bytes()
+    here = run_infer_job("digits-mlp", data, backend="numpy")
+    there = run_in_worker("digits-mlp", data, backend="torch", timeout=120)
+    assert (there.output_hash, there.trace_root, there.steps) == (here.output_hash, here.trace_root, here.steps)
+    assert there.outputs_jsonl == here.outputs_jsonl
+
+
+def test_bad_inputs_are_refused_with_the_reason():
+    with pytest.raises(WorkerError, match="line 2: not valid JSON"):
+        run_in_worker("digits-mlp", b'{"pixels": [0]}\n{oops\n', timeout=120)
+    with pytest.raises(WorkerError, match="unknown model"):
+        run_in_worker("no-such-model", b'{"text": "x"}\n', timeout=120)
+
+
+def test_a_hung_job_is_stopped_at_its_deadline():
+    text = b'{"text": "the provider ", "max_tokens": 100}\n' * 50  # far longer than the deadline
+    t = time.monotonic()
+    with pytest.raises(WorkerError, match="longer than 3 s"):
+        run_in_worker("tiny-gpt", text, timeout=3)
+    assert time.monotonic() - t < 20
+
+
+def test_a_killed_worker_is_reported_not_fatal():
+    import multiprocessing as mp
+
+    before = set(p.pid for p in mp.active_children())
+
+    def kill_worker():
+        for _ in range(200):
+            kids = [p for p in mp.active_children() if p.pid not in before]
+            if kids:
+                time.sleep(1.0)
+                os.kill(kids[0].pid, signal.SIGKILL)
+                return
+            time.sleep(0.05)
+
+    threading.Thread(target=kill_worker, daemon=True).start()
+    text = b'{"text": "the provider ", "max_tokens": 100}\n' * 50
+    with pytest.raises(WorkerError, match="died"):
+        run_in_worker("tiny-gpt", text, timeout=60)
