@@ -1,0 +1,56 @@
+"""A provider's bidding policy, as a pure function: bid on an order, or say why not.
+
+The reasons are what a client sees when nobody bids ("price below every provider's floor",
+"no provider serves model X"), so they are written for people.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from pydantic import BaseModel, Field
+
+
+class PricePolicy(BaseModel):
+    """How a provider prices work (amounts in token base units)."""
+
+    models: list[str]
+    price_floor: int = Field(ge=0)  # never bid below this
+    markup_bps: int = Field(0, ge=0, le=10_000)  # bid this far below the client's max, never under the floor
+    collateral_bps: int = Field(2_000, ge=0)  # collateral offered, as a share of the price
+    min_deadline_s: int = Field(60, ge=0)  # refuse orders that leave less time than this
+    max_jobs: int = Field(4, ge=1)  # concurrent leases
+    bid_ttl_s: int = Field(300, ge=1)
+
+
+@dataclass(frozen=True)
+class OrderView:
+    order_id: int
+    model: str
+    max_price: int
+    deadline: int  # unix seconds
+
+
+@dataclass(frozen=True)
+class BidTerms:
+    price: int
+    collateral: int
+    expiry: int
+
+
+def decide_bid(order: OrderView, policy: PricePolicy, now: int, running_jobs: int,
+               free_stake: int) -> BidTerms | str:
+    """Terms to bid with, or the reason this provider does not bid."""
+    if order.model not in policy.models:
+        return f"does not serve model {order.model!r} (serves {', '.join(policy.models)})"
+    if order.max_price < policy.price_floor:
+        return f"max price {order.max_price} is below its price floor {policy.price_floor}"
+    if order.deadline - now < policy.min_deadline_s:
+        return f"the deadline leaves {max(0, order.deadline - now)} s, it needs at least {policy.min_deadline_s} s"
+    if running_jobs >= policy.max_jobs:
+        return f"is at capacity ({running_jobs} of {policy.max_jobs} jobs running)"
+    price = max(policy.price_floor, order.max_price - order.max_price * policy.markup_bps // 10_000)
+    collateral = price * policy.collateral_bps // 10_000
+    if collateral > free_stake:
+        return f"its free stake {free_stake} cannot cover collateral {collateral}"
+    return BidTerms(price=price, collateral=collateral, expiry=min(order.deadline, now + policy.bid_ttl_s))
