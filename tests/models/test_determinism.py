@@ -84,3 +84,13 @@ def test_trace_changes_when_an_input_changes(digits, backend):
     items[1][10] += 1
     b = infer(digits, items, backend=backend)
     assert a.trace_root != b.trace_root
+
+
+def test_backends_created_one_after_another_never_share_tables(minilm, gpt):
+    """Models cache their embedding tables per backend; a freed backend's id may be reused."""
+    items = [minilm.parse({"text": "tables belong to one backend"})]
+    prompt = [gpt.parse({"text": "the ", "max_tokens": 1})]
+    first = infer(minilm, items, backend="torch").output_hash
+    for backend in ["numpy", "torch-eager", "numpy", "torch", "numpy", "torch-eager"] * 2:
+        assert infer(minilm, items, backend=backend, trace=False).output_hash == first
+        infer(gpt, prompt, backend=backend, trace=False)

@@ -9,6 +9,7 @@ so the exact softmax works in base 2.
 from __future__ import annotations
 
 import json
+import weakref
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -74,7 +75,7 @@ class ExactEncoder:
                  layers: list[EncoderLayer], tokenizer: Any = None) -> None:
         self.cfg, self.word, self.pos, self.ln_emb, self.layers = cfg, word, pos, ln_emb, layers
         self.tokenizer = tokenizer
-        self._tables: dict[int, tuple[Any, Any]] = {}
+        self._tables: weakref.WeakKeyDictionary[Any, tuple[Any, Any]] = weakref.WeakKeyDictionary()
 
     @classmethod
     def from_state_dict(cls, state: StateDict, cfg: EncoderConfig = EncoderConfig(),
@@ -149,10 +150,10 @@ class ExactEncoder:
         return [float(v) / (1 << OUT_FRAC) for v in out]
 
     def _params(self, ex: Exec) -> tuple[Any, Any]:
-        key = id(ex.b)
-        if key not in self._tables:
-            self._tables[key] = (ex.tensor(self.word), ex.tensor(self.pos))
-        return self._tables[key]
+        # keyed by the backend object itself: an id() could be reused by a later backend
+        if ex.b not in self._tables:
+            self._tables[ex.b] = (ex.tensor(self.word), ex.tensor(self.pos))
+        return self._tables[ex.b]
 
     def run(self, ex: Exec, items: list[list[int]]) -> list[np.ndarray]:
         """Embed a batch of token id lists (padded here; padding never changes a result)."""

@@ -8,6 +8,7 @@ the same keys) and generates greedily, token by token, one trace step per block 
 from __future__ import annotations
 
 import json
+import weakref
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -123,7 +124,7 @@ class ExactGPT:
     def __init__(self, cfg: GPTConfig, wte: np.ndarray, wpe: np.ndarray, layers: list[GPTLayer],
                  ln_f: QNorm, head: QLinear) -> None:
         self.cfg, self.wte, self.wpe, self.layers, self.ln_f, self.head = cfg, wte, wpe, layers, ln_f, head
-        self._tables: dict[int, tuple[Any, Any]] = {}
+        self._tables: weakref.WeakKeyDictionary[Any, tuple[Any, Any]] = weakref.WeakKeyDictionary()
 
     @classmethod
     def from_state_dict(cls, state: StateDict, cfg: GPTConfig) -> "ExactGPT":
@@ -187,10 +188,10 @@ class ExactGPT:
         return "".join(self.cfg.vocab[int(i)] for i in out)
 
     def _params(self, ex: Exec) -> tuple[Any, Any]:
-        key = id(ex.b)
-        if key not in self._tables:
-            self._tables[key] = (ex.tensor(self.wte), ex.tensor(self.wpe))
-        return self._tables[key]
+        # keyed by the backend object itself: an id() could be reused by a later backend
+        if ex.b not in self._tables:
+            self._tables[ex.b] = (ex.tensor(self.wte), ex.tensor(self.wpe))
+        return self._tables[ex.b]
 
     def logits(self, ex: Exec, ids: list[int]) -> np.ndarray:
         """Last-position logits for one sequence; one trace step per block."""
