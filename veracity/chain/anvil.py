@@ -58,16 +58,21 @@ def free_port() -> int:
 
 
 class Anvil:
-    """One anvil process on 127.0.0.1 (instant mining), stopped by ``stop`` or at exit."""
+    """One anvil process on 127.0.0.1, stopped by ``stop``.
+
+    Transactions are mined at once; with ``block_time`` an empty block also comes every so many
+    seconds (mixed mining), so chain time moves like a real chain's while nobody transacts.
+    """
 
     def __init__(self, port: int | None = None, accounts: int = 10, detach: bool = False,
-                 log: Path | None = None) -> None:
+                 log: Path | None = None, block_time: int | None = None) -> None:
         self.port = port or free_port()
         self.rpc_url = f"http://127.0.0.1:{self.port}"
         out = open(log, "ab") if log else subprocess.DEVNULL
         self.proc = subprocess.Popen(
             [str(find_anvil()), "--host", "127.0.0.1", "--port", str(self.port), "--accounts", str(accounts),
-             "--mnemonic", MNEMONIC, "--balance", "10000"],
+             "--mnemonic", MNEMONIC, "--balance", "10000",
+             *(["--block-time", str(block_time), "--mixed-mining"] if block_time else [])],
             stdout=out, stderr=subprocess.STDOUT, start_new_session=detach)
         self._wait_ready()
 

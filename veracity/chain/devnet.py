@@ -118,7 +118,7 @@ def up(accounts: int = 10, port: int | None = None) -> tuple[Deployment, bool]:
         return current, False
     state = home()
     state.mkdir(parents=True, exist_ok=True)
-    node = Anvil(port=port, accounts=accounts, detach=True, log=state / "anvil.log")
+    node = Anvil(port=port, accounts=accounts, detach=True, log=state / "anvil.log", block_time=1)
     try:
         accts = dev_accounts(accounts)
         dep = deploy(node.rpc_url, accts[0], accts)

@@ -1,0 +1,76 @@
+"""A job end to end with real processes: anvil, a provider daemon over HTTP, the client here."""
+
+import json
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from veracity.chain.anvil import Anvil, free_port
+from veracity.chain.devnet import deploy, dev_accounts
+from veracity.node.client import NoBidError, submit
+from veracity.workloads.infer import run_infer_job
+from veracity.workloads.spec import Verification, load_spec
+
+JOBS = Path(__file__).resolve().parent.parent.parent / "examples" / "jobs"
+TOKEN = 10**18
+
+
+@pytest.fixture
+def network(tmp_path):
+    node = Anvil(accounts=6, block_time=1)
+    accts = dev_accounts(6)
+    dep = deploy(node.rpc_url, accts[0], accts)
+    dep_file = tmp_path / "deployment.json"
+    dep.write(dep_file)
+    procs = []
+
+    def provider(i, models, floor=TOKEN // 10, behaviour="honest"):
+        port = free_port()
+        cfg = {"deployment": str(dep_file), "key": accts[i].key, "home": str(tmp_path / f"p{i}"), "port": port,
+               "behaviour": behaviour, "policy": {"models": models, "price_floor": floor, "markup_bps": 1000,
+                                                  "collateral_bps": 5000, "min_deadline_s": 30}}
+        path = tmp_path / f"p{i}.json"
+        path.write_text(json.dumps(cfg))
+        procs.append(subprocess.Popen([sys.executable, "-m", "veracity.node.provider", "--config", str(path)]))
+        _, _, reg, _ = dep.clients(accts[i].key)
+        for _ in range(300):  # registered and serving
+            if reg.node(accts[i].address).role == 1:
+                break
+            time.sleep(0.1)
+        return accts[i]
+
+    yield dep, accts, provider
+    for p in procs:
+        p.kill()
+    node.stop()
+
+
+def test_a_job_settles_and_the_output_is_the_local_exact_run(network):
+    dep, accts, provider = network
+    p = provider(3, ["digits-mlp"])
+    client = accts[1]
+    spec = load_spec(JOBS / "digits-mlp.yaml")
+    spec = spec.model_copy(update={"verification": Verification(challenge_window=2, spot_check_rate=0.1)})
+    _, token, _, _ = dep.clients(client.key)
+    before_c, before_p = token.balance_of(client.address), token.balance_of(p.address)
+    out = submit(spec, dep, client.key, bid_wait=20, result_timeout=180)
+    local = run_infer_job("digits-mlp", Path(spec.inputs.path).read_bytes(), backend="numpy")
+    assert out.outputs == local.outputs_jsonl and out.trace_root == local.trace_root
+    assert out.provider == p.address and out.price == int(5 * TOKEN * 0.9)
+    fee = out.price * dep.fee_bps // 10_000
+    assert token.balance_of(client.address) == before_c - out.price
+    assert token.balance_of(p.address) == before_p + out.price - fee
+
+
+def test_when_nobody_bids_the_client_is_told_why_and_refunded(network):
+    dep, accts, provider = network
+    provider(3, ["minilm"])
+    client = accts[1]
+    _, token, _, _ = dep.clients(client.key)
+    before = token.balance_of(client.address)
+    with pytest.raises(NoBidError, match="does not serve model 'digits-mlp'"):
+        submit(load_spec(JOBS / "digits-mlp.yaml"), dep, client.key, bid_wait=20)
+    assert token.balance_of(client.address) == before

@@ -1,0 +1,147 @@
+"""The client side of a job: upload, order, collect bids, accept, wait, fetch and verify, settle.
+
+Providers are found from the Registry's events (their endpoints); the spec and inputs are pushed
+to each provider's blob store; bids are read from each provider's ``/bids/{order}`` and checked
+locally (signature, price, expiry) before one is accepted on-chain. The output is fetched by the
+CID the provider committed, so its bytes are exactly what was committed.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+import httpx
+
+from veracity.chain.devnet import Deployment
+from veracity.chain.events import EventStream
+from veracity.errors import VeracityError
+from veracity.market.bids import Bid, bid_signer
+from veracity.node.blobs import BlobError, fetch, push
+from veracity.node.cid import cid_from_digest, cid_of, digest_of
+from veracity.workloads.spec import JobSpec
+
+TOKEN = 10**18
+
+
+class NoBidError(VeracityError):
+    """No provider bid on the order; the message lists each provider's reason."""
+
+
+@dataclass
+class JobOutcome:
+    order_id: int
+    provider: str
+    price: int
+    output_cid: str
+    trace_root: bytes
+    outputs: bytes
+    phases: dict[str, float] = field(default_factory=dict)
+
+
+def providers(dep: Deployment, key: str) -> dict[str, str]:
+    """Registered providers and their endpoints, from the Registry's events."""
+    chain, *_ = dep.clients(key)
+    stream = EventStream(chain, {"Registry": dep.registry}, start=0)
+    return {e.args["node"]: e.args["endpoint"] for e in stream.poll() if e.name == "Registered" and e.args["role"] == 1}
+
+
+def submit(spec: JobSpec, dep: Deployment, key: str, bid_wait: float = 15, result_timeout: float = 600,
+           on_phase: Callable[[str], None] | None = None) -> JobOutcome:
+    chain, token, registry, market = dep.clients(key)
+    phases: dict[str, float] = {}
+    t0 = time.monotonic()
+
+    def phase(name: str) -> None:
+        nonlocal t0
+        phases[name] = time.monotonic() - t0
+        t0 = time.monotonic()
+        if on_phase:
+            on_phase(name)
+
+    inputs = Path(spec.inputs.path).read_bytes() if spec.inputs.path else None
+    doc = spec.model_copy(update={"inputs": spec.inputs.model_copy(
+        update={"path": None, "cid": cid_of(inputs) if inputs is not None else spec.inputs.cid})})
+    spec_bytes = doc.model_dump_json(exclude_none=True).encode()
+    peers = providers(dep, key)
+    reachable: dict[str, str] = {}
+    reasons: list[str] = []
+    for addr, url in peers.items():
+        try:
+            push(url, spec_bytes)
+            if inputs is not None:
+                push(url, inputs)
+            reachable[addr] = url
+        except BlobError as exc:
+            reasons.append(f"provider {addr} unreachable ({exc})")
+    start = chain.w3.eth.block_number + 1
+    max_price = int(spec.max_price * TOKEN)
+    oid = market.open_order(digest_of(cid_of(spec_bytes)), spec.kind_code, spec.model_id, max_price,
+                            chain.now() + spec.deadline, spec.verification.challenge_window,
+                            int(spec.verification.spot_check_rate * 10_000))
+    phase("order")
+    bids, reasons = _collect_bids(dep, oid, reachable, max_price, bid_wait, reasons)
+    if not bids:
+        market.reclaim(oid)
+        why = "; ".join(reasons) or "no provider is registered"
+        raise NoBidError(f"no provider bid on order {oid} (escrow refunded): {why}")
+    best = min(bids, key=lambda b: (b.price, -registry.node(b.provider).reputation))
+    market.accept_bid(best)
+    phase("match")
+    stream = EventStream(chain, {"Market": dep.market}, start)
+    deadline = time.monotonic() + result_timeout
+    committed = None
+    while committed is None:
+        for ev in stream.poll():
+            if ev.args.get("order_id") == oid and ev.name in ("ResultCommitted", "TimedOut"):
+                committed = ev
+        if committed is None:
+            if time.monotonic() > deadline:
+                raise VeracityError(f"order {oid}: no result within {result_timeout:.0f} s; reclaim after the deadline")
+            time.sleep(0.2)
+    phase("run")
+    out_cid = cid_from_digest(bytes.fromhex(committed.args["output_cid"][2:]))
+    outputs = fetch(reachable[best.provider], out_cid)  # checked against the committed CID
+    phase("commit")
+    order = market.order(oid)
+    wait = order.committed_at + order.challenge_window - chain.now()
+    if wait > 0:
+        time.sleep(wait + 1)
+    market.finalize(oid)
+    phase("settle")
+    return JobOutcome(oid, best.provider, best.price, out_cid, bytes.fromhex(committed.args["trace_root"][2:]),
+                      outputs, phases)
+
+
+def _collect_bids(dep: Deployment, oid: int, peers: dict[str, str], max_price: int, wait: float,
+                  reasons: list[str]) -> tuple[list[Bid], list[str]]:
+    bids: list[Bid] = []
+    pending = dict(peers)
+    end = time.monotonic() + wait
+    while pending and time.monotonic() < end:
+        for addr, url in list(pending.items()):
+            try:
+                resp = httpx.get(f"{url.rstrip('/')}/bids/{oid}", timeout=5)
+            except httpx.HTTPError as exc:
+                reasons.append(f"provider {addr} unreachable ({exc})")
+                del pending[addr]
+                continue
+            if resp.status_code == 404:
+                continue  # not decided yet
+            del pending[addr]
+            if resp.status_code == 409:
+                reasons.append(resp.json().get("detail", "declined"))
+                continue
+            bid = Bid.model_validate(resp.json())
+            if bid.order_id != oid or bid.provider != addr or bid_signer(bid, dep.chain_id, dep.market) != addr:
+                reasons.append(f"provider {addr} sent an invalid bid")
+            elif bid.price > max_price:
+                reasons.append(f"provider {addr} bid above the max price")
+            else:
+                bids.append(bid)
+        if pending:
+            time.sleep(0.2)
+    reasons += [f"provider {a} did not answer in {wait:.0f} s" for a in pending]
+    return bids, reasons

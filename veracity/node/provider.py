@@ -1,0 +1,186 @@
+"""The provider daemon: follows Market events, bids by its policy, runs accepted jobs in an
+isolated worker, stores outputs as blobs, commits on-chain, and serves its blobs and bids.
+
+    python -m veracity.node.provider --config provider.json
+
+Every step is recorded in SQLite before the next, so after ``kill -9`` a restart resumes: a job
+caught running is run again (the result is the same bits), a finished one is committed, and one
+whose deadline passed is given up.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import threading
+import time
+from pathlib import Path
+from typing import Any, Literal
+
+from fastapi import HTTPException
+from pydantic import BaseModel
+
+from veracity.chain.client import PROVIDER
+from veracity.chain.devnet import Deployment
+from veracity.chain.events import EventStream
+from veracity.errors import VeracityError
+from veracity.market.bids import Bid, sign_bid
+from veracity.market.policy import OrderView, PricePolicy, decide_bid
+from veracity.node.blob_server import create_app
+from veracity.node.blobs import BlobStore
+from veracity.node.cid import cid_from_digest, digest_of
+from veracity.node.state import NodeState
+from veracity.node.worker import run_in_worker
+from veracity.workloads.spec import model_id, parse_spec
+
+TOKEN = 10**18
+
+
+class ProviderConfig(BaseModel):
+    deployment: str
+    key: str
+    home: str
+    port: int
+    policy: PricePolicy
+    stake: int = 1000 * TOKEN
+    behaviour: Literal["honest", "late"] = "honest"  # late: accepts leases, never delivers
+    backend: str = "torch"
+    job_timeout: float = 600
+    poll_interval: float = 0.3
+
+
+class ProviderNode:
+    def __init__(self, cfg: ProviderConfig) -> None:
+        self.cfg = cfg
+        self.dep = Deployment.read(Path(cfg.deployment))
+        self.chain, self.token, self.registry, self.market = self.dep.clients(cfg.key)
+        home = Path(cfg.home)
+        self.state = NodeState(home / "state.db")
+        self.blobs = BlobStore(home / "blobs")
+        self.url = f"http://127.0.0.1:{cfg.port}"
+        from veracity.models.registry import names
+
+        self.models = {"0x" + model_id(m).hex(): m for m in [*names(), *cfg.policy.models]}
+        start = self.state.cursor("chain", -1)
+        if start < 0:
+            start = self.chain.w3.eth.block_number + 1
+        self.stream = EventStream(self.chain, {"Market": self.dep.market}, start)
+        self.bids: dict[int, dict[str, Any]] = {}
+        for job in self.state.jobs("running"):  # caught mid-run by a crash: run it again
+            self.state.advance(job.order_id, "accepted")
+
+    # chain ------------------------------------------------------------------------------------
+    def register(self) -> None:
+        if self.registry.node(self.chain.address).role == 0:
+            self.registry.register(PROVIDER, self.cfg.stake, "cpu", 24,
+                                   [model_id(m) for m in self.cfg.policy.models], self.cfg.policy.price_floor,
+                                   self.url)
+
+    def tick(self) -> None:
+        for ev in self.stream.poll():
+            self.on_event(ev.name, ev.args)
+        self.state.set_cursor("chain", self.stream.next_block)
+        self.work()
+
+    def on_event(self, name: str, args: dict[str, Any]) -> None:
+        oid = int(args.get("order_id", 0))
+        job = self.state.job(oid)
+        if name == "OrderOpened":
+            self.consider(args)
+        elif name == "BidAccepted" and job is not None and job.status == "bid":
+            mine = args["provider"].lower() == self.chain.address.lower()
+            self.state.advance(oid, "accepted" if mine else "lost")
+        elif name == "Finalized" and job is not None and job.status in ("committed", "challenged"):
+            self.state.advance(oid, "settled")
+        elif name == "TimedOut" and job is not None and job.status in ("accepted", "running", "done"):
+            self.state.advance(oid, "gave_up", error="the client reclaimed after the deadline")
+
+    def consider(self, args: dict[str, Any]) -> None:
+        oid = int(args["order_id"])
+        model = self.models.get(args["model_id"], args["model_id"])
+        spec_cid = cid_from_digest(bytes.fromhex(args["spec_cid"][2:]))
+        self.state.add_job(oid, model=model, spec_cid=spec_cid, price=int(args["max_price"]),
+                           deadline=int(args["deadline"]))
+        running = len(self.state.jobs("accepted", "running", "done"))
+        terms = decide_bid(OrderView(oid, model, int(args["max_price"]), int(args["deadline"])), self.cfg.policy,
+                           self.chain.now(), running, self.registry.free_stake(self.chain.address))
+        if isinstance(terms, str):
+            self.bids[oid] = {"reason": f"provider {self.chain.address} {terms}"}
+            self.state.advance(oid, "skipped", error=terms)
+            return
+        bid = sign_bid(Bid(order_id=oid, provider=self.chain.address, price=terms.price,
+                           collateral=terms.collateral, expiry=terms.expiry),
+                       self.cfg.key, self.dep.chain_id, self.dep.market)
+        self.bids[oid] = bid.model_dump()
+        self.state.advance(oid, "bid")
+
+    # work -----------------------------------------------------------------------------------
+    def work(self) -> None:
+        now = self.chain.now()
+        for job in self.state.jobs("accepted", "done"):
+            if job.deadline is not None and now > job.deadline:
+                self.state.advance(job.order_id, "gave_up", error="deadline passed before a commit")
+            elif self.cfg.behaviour == "late":
+                continue
+            elif job.status == "accepted":
+                self.run(job.order_id)
+            else:
+                self.commit(job.order_id)
+
+    def run(self, oid: int) -> None:
+        job = self.state.advance(oid, "running")
+        try:
+            spec = parse_spec(self.blobs.get(job.spec_cid).decode(), f"spec {job.spec_cid}")
+            inputs = self.blobs.get(spec.inputs.cid)  # type: ignore[arg-type]
+            result = run_in_worker(spec.model, inputs, self.cfg.backend, self.cfg.job_timeout)
+        except VeracityError as exc:
+            self.state.advance(oid, "failed", error=str(exc))
+            return
+        out_cid = self.blobs.put(result.outputs_jsonl)
+        self.state.advance(oid, "done", output_cid=out_cid, trace_root=result.trace_root.hex(),
+                           trace_length=result.ops)
+        self.commit(oid)
+
+    def commit(self, oid: int) -> None:
+        job = self.state.job(oid)
+        self.market.commit_result(oid, digest_of(job.output_cid), bytes.fromhex(job.trace_root), job.trace_length)
+        self.state.advance(oid, "committed")
+
+    # http -----------------------------------------------------------------------------------
+    def app(self) -> Any:
+        app = create_app(self.blobs)
+
+        @app.get("/bids/{order_id}")
+        def get_bid(order_id: int) -> dict[str, Any]:
+            bid = self.bids.get(order_id)
+            if bid is None:
+                raise HTTPException(404, f"no decision yet on order {order_id}")
+            if "reason" in bid:
+                raise HTTPException(409, bid["reason"])
+            return bid
+
+        return app
+
+    def serve_forever(self) -> None:
+        import uvicorn
+
+        self.register()
+        server = uvicorn.Server(uvicorn.Config(self.app(), host="127.0.0.1", port=self.cfg.port, log_level="warning"))
+        threading.Thread(target=server.run, daemon=True).start()
+        while True:
+            try:
+                self.tick()
+            except VeracityError as exc:  # logged; the daemon keeps serving
+                print(f"provider: {exc}", flush=True)
+            time.sleep(self.cfg.poll_interval)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description="Run a Veracity provider")
+    ap.add_argument("--config", required=True)
+    cfg = ProviderConfig.model_validate(json.loads(Path(ap.parse_args().config).read_text()))
+    ProviderNode(cfg).serve_forever()
+
+
+if __name__ == "__main__":
+    main()
