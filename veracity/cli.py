@@ -164,6 +164,69 @@ def deploy(rpc_url: str = typer.Option(..., help="any EVM JSON-RPC URL"),
     Console().print(_deployment_table(dep, f"deployed; wrote {out}"))
 
 
+provider_app = typer.Typer(help="Run a provider node.", no_args_is_help=True)
+app.add_typer(provider_app, name="provider")
+job_app = typer.Typer(help="Submit jobs and follow them.", no_args_is_help=True)
+app.add_typer(job_app, name="job")
+
+
+@provider_app.command("run")
+def provider_run(config: Path = typer.Option(..., help="provider config (JSON, see veracity.node.provider)")) -> None:
+    """Register (if needed), then follow orders, bid, run, commit and serve blobs and bids."""
+    import json as _json
+
+    from pydantic import ValidationError
+
+    from veracity.node.provider import ProviderConfig, ProviderNode
+
+    if not config.is_file():
+        raise UsageError(f"provider config {config} not found")
+    try:
+        cfg = ProviderConfig.model_validate(_json.loads(config.read_text()))
+    except (ValueError, ValidationError) as exc:
+        raise UsageError(f"{config} is not a valid provider config: {exc}") from None
+    node = ProviderNode(cfg)
+    err.print(f"provider {node.chain.address} serving on {node.url}")
+    node.serve_forever()
+
+
+def _deployment(path: Optional[Path]) -> Any:
+    from veracity.chain import devnet
+
+    p = path or devnet.home() / "deployment.json"
+    if not p.is_file():
+        raise UsageError(f"no deployment file at {p}: start a devnet (`veracity devnet up`) or pass --deployment")
+    return devnet.Deployment.read(p)
+
+
+@job_app.command("submit")
+def job_submit(spec: Path = typer.Argument(..., help="job spec (YAML)"),
+               deployment: Optional[Path] = typer.Option(None, help="deployment file (default: the devnet's)"),
+               account: int = typer.Option(1, help="which deployment account pays (devnet)"),
+               bid_wait: float = typer.Option(15, help="seconds to wait for bids")) -> None:
+    """Upload inputs, open the order, pick a bid, wait, fetch and verify the output, settle."""
+    from veracity.node.client import submit
+    from veracity.workloads.spec import load_spec
+
+    job = load_spec(spec)
+    dep = _deployment(deployment)
+    if not 0 <= account < len(dep.accounts):
+        raise UsageError(f"--account must be between 0 and {len(dep.accounts) - 1}")
+    with err.status("uploading inputs and opening the order") as status:
+        labels = {"order": "collecting bids", "match": "provider running the job", "run": "fetching the output",
+                  "commit": "waiting out the challenge window", "settle": "settled"}
+        out = submit(job, dep, dep.accounts[account].key, bid_wait=bid_wait,
+                     on_phase=lambda name: status.update(labels[name]))
+    table = Table(title=f"order {out.order_id} settled", show_header=False)
+    table.add_row("provider", out.provider)
+    table.add_row("price", f"{out.price / 10**18:g} VRC")
+    table.add_row("output", out.output_cid)
+    table.add_row("trace root", out.trace_root.hex())
+    table.add_row("phases", ", ".join(f"{k} {v:.1f}s" for k, v in out.phases.items()))
+    Console().print(table)
+    sys.stdout.write(out.outputs.decode())
+
+
 def main() -> None:
     try:
         app(standalone_mode=True)
