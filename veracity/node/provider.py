@@ -43,7 +43,8 @@ class ProviderConfig(BaseModel):
     port: int
     policy: PricePolicy
     stake: int = 1000 * TOKEN
-    behaviour: Literal["honest", "late"] = "honest"  # late: accepts leases, never delivers
+    # late: accepts leases, never delivers; wrong-output: commits an altered final output
+    behaviour: Literal["honest", "late", "wrong-output"] = "honest"
     backend: str = "torch"
     job_timeout: float = 600
     poll_interval: float = 0.3
@@ -136,7 +137,10 @@ class ProviderNode:
         except VeracityError as exc:
             self.state.advance(oid, "failed", error=str(exc))
             return
-        out_cid = self.blobs.put(result.outputs_jsonl)
+        outputs = result.outputs_jsonl
+        if self.cfg.behaviour == "wrong-output":  # an adversary for tests and the demo: really cheats
+            outputs = outputs.replace(b'"output": ', b'"output": "forged", "was": ', 1)
+        out_cid = self.blobs.put(outputs)
         self.state.advance(oid, "done", output_cid=out_cid, trace_root=result.trace_root.hex(),
                            trace_length=result.ops)
         self.commit(oid)

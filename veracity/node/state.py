@@ -130,3 +130,23 @@ class NodeState:
     def unfinished(self) -> list[Job]:
         """Jobs a restarted daemon must resume: every status that is not final."""
         return self.jobs(*[s for s in NEXT if s not in FINAL])
+
+
+class CheckLog:
+    """A validator's record of spot checks: one verdict per order, kept across restarts."""
+
+    def __init__(self, state: NodeState) -> None:
+        self.db = state.db
+        self.db.execute("CREATE TABLE IF NOT EXISTS checks (order_id INTEGER PRIMARY KEY, verdict TEXT NOT NULL, "
+                        "detail TEXT, checked_at REAL NOT NULL)")
+
+    def record(self, order_id: int, verdict: str, detail: str = "") -> None:
+        self.db.execute("INSERT OR REPLACE INTO checks VALUES (?, ?, ?, ?)", (order_id, verdict, detail, time.time()))
+
+    def verdict(self, order_id: int) -> str | None:
+        row = self.db.execute("SELECT verdict FROM checks WHERE order_id = ?", (order_id,)).fetchone()
+        return None if row is None else row[0]
+
+    def all(self) -> list[dict[str, Any]]:
+        rows = self.db.execute("SELECT order_id, verdict, detail FROM checks ORDER BY order_id")
+        return [{"order_id": r[0], "verdict": r[1], "detail": r[2]} for r in rows]

@@ -1,0 +1,68 @@
+"""A validator re-executes committed results: an honest provider matches, a cheater does not."""
+
+import json
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+
+from veracity.chain.anvil import Anvil, free_port
+from veracity.chain.devnet import deploy, dev_accounts
+from veracity.node.client import submit
+from veracity.node.validator import sampled
+from veracity.workloads.spec import Verification, load_spec
+
+JOBS = Path(__file__).resolve().parent.parent.parent / "examples" / "jobs"
+
+
+def start(module, cfg, path):
+    path.write_text(json.dumps(cfg))
+    return subprocess.Popen([sys.executable, "-m", module, "--config", str(path)])
+
+
+@pytest.mark.parametrize("behaviour,verdict", [("honest", "match"), ("wrong-output", "mismatch")])
+def test_validator_checks_a_committed_result(tmp_path, behaviour, verdict):
+    node = Anvil(accounts=6, block_time=1)
+    procs = []
+    try:
+        accts = dev_accounts(6)
+        dep = deploy(node.rpc_url, accts[0], accts)
+        dep_file = tmp_path / "deployment.json"
+        dep.write(dep_file)
+        vport = free_port()
+        procs.append(start("veracity.node.provider", {
+            "deployment": str(dep_file), "key": accts[3].key, "home": str(tmp_path / "p"), "port": free_port(),
+            "behaviour": behaviour, "policy": {"models": ["digits-mlp"], "price_floor": 10**17}}, tmp_path / "p.json"))
+        procs.append(start("veracity.node.validator", {
+            "deployment": str(dep_file), "key": accts[5].key, "home": str(tmp_path / "v"), "port": vport,
+            "rate": 1.0}, tmp_path / "v.json"))
+        _, _, reg, _ = dep.clients(accts[0].key)
+        for _ in range(300):
+            if reg.node(accts[3].address).role == 1 and reg.node(accts[5].address).role == 2:
+                break
+            time.sleep(0.1)
+        spec = load_spec(JOBS / "digits-mlp.yaml")
+        spec = spec.model_copy(update={"verification": Verification(challenge_window=2)})
+        out = submit(spec, dep, accts[1].key, bid_wait=20, result_timeout=180)
+        checks = []
+        for _ in range(600):
+            checks = httpx.get(f"http://127.0.0.1:{vport}/checks", timeout=5).json()
+            if checks:
+                break
+            time.sleep(0.1)
+        assert checks and checks[0]["order_id"] == out.order_id
+        assert checks[0]["verdict"] == verdict, checks
+    finally:
+        for p in procs:
+            p.kill()
+        node.stop()
+
+
+def test_sampling_is_deterministic_and_follows_the_rate():
+    draws = [sampled("0xabc", i, 0.1) for i in range(5000)]
+    assert draws == [sampled("0xABC", i, 0.1) for i in range(5000)]
+    assert 0.08 < sum(draws) / len(draws) < 0.12
+    assert not any(sampled("0xabc", i, 0.0) for i in range(100)) and all(sampled("0xabc", i, 1.0) for i in range(100))

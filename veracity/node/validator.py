@@ -1,0 +1,146 @@
+"""The validator daemon: follows result commitments and re-executes a sample of them.
+
+    python -m veracity.node.validator --config validator.json
+
+Whether an order is checked is a deterministic draw from (validator, order id) against the
+configured rate, so a restart never changes its mind. A check fetches the spec and inputs by CID
+from the committing provider (every byte verified), runs the job in an isolated worker, and
+compares the output CID and trace root with the commitment: "match" or "mismatch" (the dispute
+game that follows a mismatch comes with the verification issue).
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, Field
+
+from veracity.chain.client import VALIDATOR
+from veracity.chain.devnet import Deployment
+from veracity.chain.events import EventStream
+from veracity.errors import VeracityError
+from veracity.node.blobs import fetch
+from veracity.node.cid import cid_from_digest, cid_of
+from veracity.node.state import CheckLog, NodeState
+from veracity.node.worker import run_in_worker
+from veracity.workloads.spec import parse_spec
+
+TOKEN = 10**18
+
+
+class ValidatorConfig(BaseModel):
+    deployment: str
+    key: str
+    home: str
+    port: int
+    rate: float = Field(0.1, ge=0, le=1)
+    stake: int = 100 * TOKEN
+    backend: str = "torch"
+    job_timeout: float = 600
+    poll_interval: float = 0.3
+
+
+def sampled(validator: str, order_id: int, rate: float) -> bool:
+    """A deterministic, uniform draw in [0, 1) from (validator, order) against ``rate``."""
+    h = hashlib.sha256(f"{validator.lower()}:{order_id}".encode()).digest()
+    return int.from_bytes(h[:8], "big") / 2**64 < rate
+
+
+class ValidatorNode:
+    def __init__(self, cfg: ValidatorConfig) -> None:
+        self.cfg = cfg
+        self.dep = Deployment.read(Path(cfg.deployment))
+        self.chain, self.token, self.registry, self.market = self.dep.clients(cfg.key)
+        self.state = NodeState(Path(cfg.home) / "state.db")
+        self.checks = CheckLog(self.state)
+        start = self.state.cursor("chain", -1)
+        if start < 0:
+            start = self.chain.w3.eth.block_number + 1
+        self.stream = EventStream(self.chain, {"Market": self.dep.market}, start)
+        self.endpoints = EventStream(self.chain, {"Registry": self.dep.registry}, 0)
+        self.providers: dict[str, str] = {}
+
+    def register(self) -> None:
+        if self.registry.node(self.chain.address).role == 0:
+            self.registry.register(VALIDATOR, self.cfg.stake, "cpu", 24, [], 0, f"http://127.0.0.1:{self.cfg.port}")
+
+    def tick(self) -> None:
+        for ev in self.endpoints.poll():
+            if ev.name == "Registered":
+                self.providers[ev.args["node"]] = ev.args["endpoint"]
+        for ev in self.stream.poll():
+            if ev.name == "ResultCommitted":
+                oid = int(ev.args["order_id"])
+                if self.checks.verdict(oid) is None and sampled(self.chain.address, oid, self.cfg.rate):
+                    self.check(oid, ev.args)
+        self.state.set_cursor("chain", self.stream.next_block)
+
+    def check(self, oid: int, args: dict[str, Any]) -> None:
+        order = self.market.order(oid)
+        url = self.providers.get(order.provider)
+        try:
+            if url is None:
+                raise VeracityError(f"provider {order.provider} has no known endpoint")
+            spec_bytes = fetch(url, cid_from_digest(order.spec_cid))
+            spec = parse_spec(spec_bytes.decode(), f"spec of order {oid}")
+            inputs = fetch(url, spec.inputs.cid)  # type: ignore[arg-type]
+            result = run_in_worker(spec.model, inputs, self.cfg.backend, self.cfg.job_timeout)
+        except VeracityError as exc:
+            self.checks.record(oid, "error", str(exc))
+            return
+        same_out = cid_of(result.outputs_jsonl) == cid_from_digest(order.output_cid)
+        same_trace = result.trace_root == order.trace_root
+        if same_out and same_trace:
+            self.checks.record(oid, "match")
+        else:
+            what = [w for w, ok in (("output", same_out), ("trace root", same_trace)) if not ok]
+            self.checks.record(oid, "mismatch", f"re-execution differs in its {' and '.join(what)}")
+
+    def app(self) -> Any:
+        from fastapi import FastAPI
+
+        app = FastAPI(title="Veracity validator")
+
+        @app.get("/checks")
+        def checks() -> list[dict[str, Any]]:
+            state = NodeState(Path(self.cfg.home) / "state.db")  # this thread's own connection
+            try:
+                return CheckLog(state).all()
+            finally:
+                state.close()
+
+        @app.get("/health")
+        def health() -> dict[str, str]:
+            return {"status": "ok"}
+
+        return app
+
+    def serve_forever(self) -> None:
+        import uvicorn
+
+        self.register()
+        server = uvicorn.Server(uvicorn.Config(self.app(), host="127.0.0.1", port=self.cfg.port, log_level="warning"))
+        threading.Thread(target=server.run, daemon=True).start()
+        while True:
+            try:
+                self.tick()
+            except VeracityError as exc:
+                print(f"validator: {exc}", flush=True)
+            time.sleep(self.cfg.poll_interval)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description="Run a Veracity validator")
+    ap.add_argument("--config", required=True)
+    cfg = ValidatorConfig.model_validate(json.loads(Path(ap.parse_args().config).read_text()))
+    ValidatorNode(cfg).serve_forever()
+
+
+if __name__ == "__main__":
+    main()
