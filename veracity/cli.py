@@ -110,13 +110,25 @@ def _deployment_table(dep: Any, title: str) -> Table:
 
 @devnet_app.command("up")
 def devnet_up(accounts: int = typer.Option(10, min=2, max=100, help="funded accounts"),
-              port: Optional[int] = typer.Option(None, help="RPC port (default: a free one)")) -> None:
-    """Start anvil on 127.0.0.1, deploy Token, Registry and Market, fund the accounts."""
+              port: Optional[int] = typer.Option(None, help="RPC port (default: a free one)"),
+              providers: int = typer.Option(0, min=0, max=20, help="provider daemons to start"),
+              validators: int = typer.Option(0, min=0, max=20, help="validator daemons to start")) -> None:
+    """Start anvil on 127.0.0.1, deploy the contracts, fund accounts, start provider/validator daemons."""
     from veracity.chain import devnet
+    from veracity.node import launcher
 
+    accounts = max(accounts, launcher.accounts_needed(providers, validators))
     with err.status("starting anvil and deploying the contracts"):
         dep, started = devnet.up(accounts, port)
+    if started and (providers or validators):
+        with err.status(f"starting {providers} providers and {validators} validators"):
+            launcher.launch(dep, providers, validators)
     Console().print(_deployment_table(dep, "devnet up" if started else "devnet already running"))
+    table = Table("daemon", "address", "serves at", "pid")
+    for d in launcher.daemons():
+        table.add_row(d["kind"], d["address"], d["url"], str(d["pid"]))
+    if launcher.daemons():
+        Console().print(table)
     Console().print(f"deployment file: {devnet.home() / 'deployment.json'}")
 
 
@@ -124,8 +136,10 @@ def devnet_up(accounts: int = typer.Option(10, min=2, max=100, help="funded acco
 def devnet_down() -> None:
     """Stop the devnet started by `veracity devnet up`."""
     from veracity.chain import devnet
+    from veracity.node import launcher
 
-    print("devnet stopped" if devnet.down() else "no devnet was running")
+    n = launcher.stop_all()
+    print(("devnet stopped" if devnet.down() else "no devnet was running") + (f" ({n} daemons stopped)" if n else ""))
 
 
 @devnet_app.command("status")
@@ -203,7 +217,9 @@ def _deployment(path: Optional[Path]) -> Any:
 def job_submit(spec: Path = typer.Argument(..., help="job spec (YAML)"),
                deployment: Optional[Path] = typer.Option(None, help="deployment file (default: the devnet's)"),
                account: int = typer.Option(1, help="which deployment account pays (devnet)"),
-               bid_wait: float = typer.Option(15, help="seconds to wait for bids")) -> None:
+               bid_wait: float = typer.Option(15, help="seconds to wait for bids"),
+               output: Optional[Path] = typer.Option(None, "--output", "-o",
+                                                     help="where to write the outputs (default order-N.out.jsonl)")) -> None:
     """Upload inputs, open the order, pick a bid, wait, fetch and verify the output, settle."""
     from veracity.node.client import submit
     from veracity.workloads.spec import load_spec
@@ -223,8 +239,10 @@ def job_submit(spec: Path = typer.Argument(..., help="job spec (YAML)"),
     table.add_row("output", out.output_cid)
     table.add_row("trace root", out.trace_root.hex())
     table.add_row("phases", ", ".join(f"{k} {v:.1f}s" for k, v in out.phases.items()))
+    target = output or Path(f"order-{out.order_id}.out.jsonl")
+    target.write_bytes(out.outputs)
+    table.add_row("outputs", f"{target} (bytes verified against the committed CID)")
     Console().print(table)
-    sys.stdout.write(out.outputs.decode())
 
 
 def main() -> None:

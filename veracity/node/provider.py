@@ -37,6 +37,7 @@ TOKEN = 10**18
 
 
 class ProviderConfig(BaseModel):
+    model_config = {"extra": "ignore"}
     deployment: str
     key: str
     home: str

@@ -35,6 +35,7 @@ TOKEN = 10**18
 
 
 class ValidatorConfig(BaseModel):
+    model_config = {"extra": "ignore"}
     deployment: str
     key: str
     home: str
