@@ -10,7 +10,7 @@ import pytest
 
 from veracity.chain.anvil import Anvil, free_port
 from veracity.chain.devnet import deploy, dev_accounts
-from veracity.node.client import NoBidError, submit
+from veracity.node.client import MissedDeadlineError, NoBidError, submit
 from veracity.workloads.infer import run_infer_job
 from veracity.workloads.spec import Verification, load_spec
 
@@ -40,7 +40,13 @@ def network(tmp_path):
             if reg.node(accts[i].address).role == 1:
                 break
             time.sleep(0.1)
+        provider.last = (procs[-1], path)
         return accts[i]
+
+    def restart(path):
+        procs.append(subprocess.Popen([sys.executable, "-m", "veracity.node.provider", "--config", str(path)]))
+
+    provider.restart = restart
 
     yield dep, accts, provider
     for p in procs:
@@ -74,3 +80,58 @@ def test_when_nobody_bids_the_client_is_told_why_and_refunded(network):
     with pytest.raises(NoBidError, match="does not serve model 'digits-mlp'"):
         submit(load_spec(JOBS / "digits-mlp.yaml"), dep, client.key, bid_wait=20)
     assert token.balance_of(client.address) == before
+
+
+def test_a_late_provider_is_slashed_and_the_client_refunded(network):
+    dep, accts, provider = network
+    p = provider(3, ["digits-mlp"], behaviour="late")
+    client = accts[1]
+    _, token, registry, _ = dep.clients(client.key)
+    before_c, stake = token.balance_of(client.address), registry.node(p.address).stake
+    spec = load_spec(JOBS / "digits-mlp.yaml").model_copy(update={"deadline": 35})
+    with pytest.raises(MissedDeadlineError, match="missed the deadline"):
+        submit(spec, dep, client.key, bid_wait=20, result_timeout=120)
+    collateral = int(5 * TOKEN * 0.9) * 5000 // 10_000
+    assert token.balance_of(client.address) == before_c + collateral  # escrow back, plus the collateral
+    node = registry.node(p.address)
+    assert node.stake == stake - collateral and node.locked == 0 and node.reputation == -1
+
+
+def test_a_provider_killed_mid_job_resumes_and_is_paid_once(network, tmp_path):
+    import sqlite3
+    import threading
+
+    dep, accts, provider = network
+    p = provider(3, ["tiny-gpt"])
+    proc, cfg = provider.last
+    client = accts[1]
+    _, token, _, market = dep.clients(client.key)
+    before_p = token.balance_of(p.address)
+    inputs = tmp_path / "long.jsonl"
+    inputs.write_text('{"text": "the provider ", "max_tokens": 90}\n' * 6)
+    spec = load_spec(JOBS / "tiny-gpt.yaml").model_copy(update={
+        "verification": Verification(challenge_window=2)})
+    spec = spec.model_copy(update={"inputs": spec.inputs.model_copy(update={"path": str(inputs)})})
+    result = {}
+    worker = threading.Thread(target=lambda: result.update(out=submit(spec, dep, client.key, bid_wait=20,
+                                                                      result_timeout=300)))
+    worker.start()
+    db = tmp_path / "p3" / "state.db"
+    for _ in range(600):  # wait until the job is running, then kill -9 the daemon
+        if db.exists():
+            row = sqlite3.connect(db).execute("SELECT status FROM jobs WHERE status = 'running'").fetchone()
+            if row:
+                break
+        time.sleep(0.05)
+    else:
+        pytest.fail("the job never started running")
+    proc.kill()
+    proc.wait()
+    provider.restart(cfg)
+    worker.join(300)
+    out = result["out"]
+    local = run_infer_job("tiny-gpt", inputs.read_bytes(), backend="torch")
+    assert out.outputs == local.outputs_jsonl
+    fee = out.price * dep.fee_bps // 10_000
+    assert token.balance_of(p.address) == before_p + out.price - fee  # paid exactly once
+    assert market.order(out.order_id).state_name == "finalized"

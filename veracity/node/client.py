@@ -30,6 +30,10 @@ class NoBidError(VeracityError):
     """No provider bid on the order; the message lists each provider's reason."""
 
 
+class MissedDeadlineError(VeracityError):
+    """The provider did not commit before the deadline; the escrow came back with its collateral."""
+
+
 @dataclass
 class JobOutcome:
     order_id: int
@@ -91,16 +95,24 @@ def submit(spec: JobSpec, dep: Deployment, key: str, bid_wait: float = 15, resul
     market.accept_bid(best)
     phase("match")
     stream = EventStream(chain, {"Market": dep.market}, start)
-    deadline = time.monotonic() + result_timeout
+    give_up = time.monotonic() + result_timeout
+    order_deadline = market.order(oid).deadline
     committed = None
     while committed is None:
         for ev in stream.poll():
-            if ev.args.get("order_id") == oid and ev.name in ("ResultCommitted", "TimedOut"):
+            if ev.args.get("order_id") == oid and ev.name == "ResultCommitted":
                 committed = ev
-        if committed is None:
-            if time.monotonic() > deadline:
-                raise VeracityError(f"order {oid}: no result within {result_timeout:.0f} s; reclaim after the deadline")
-            time.sleep(0.2)
+        if committed is not None:
+            break
+        if chain.now() > order_deadline:
+            market.reclaim(oid)
+            raise MissedDeadlineError(
+                f"order {oid}: provider {best.provider} missed the deadline; the escrow ({best.price / TOKEN:g} VRC) "
+                f"was refunded and its collateral ({best.collateral / TOKEN:g} VRC) slashed to you")
+        if time.monotonic() > give_up:
+            raise VeracityError(f"order {oid}: no result within {result_timeout:.0f} s; "
+                                f"`veracity job status {oid}` shows it, reclaim after the deadline")
+        time.sleep(0.2)
     phase("run")
     out_cid = cid_from_digest(bytes.fromhex(committed.args["output_cid"][2:]))
     outputs = fetch(reachable[best.provider], out_cid)  # checked against the committed CID
