@@ -245,6 +245,40 @@ def job_submit(spec: Path = typer.Argument(..., help="job spec (YAML)"),
     Console().print(table)
 
 
+def _order_row(o: Any) -> list[str]:
+    provider = o.provider if int(o.provider, 16) else "-"
+    return [str(o.order_id), o.state_name, f"{o.max_price / 10**18:g}", f"{o.price / 10**18:g}" if o.price else "-",
+            provider, ("0x" + o.trace_root.hex()[:16]) if any(o.trace_root) else "-"]
+
+
+@job_app.command("status")
+def job_status(order_id: int = typer.Argument(..., help="the order id `job submit` printed"),
+               deployment: Optional[Path] = typer.Option(None, help="deployment file (default: the devnet's)")) -> None:
+    """Show one order's state on-chain."""
+    dep = _deployment(deployment)
+    _, _, _, market = dep.clients(dep.deployer.key)
+    if not 1 <= order_id <= market.fn.order_count().call():
+        raise UsageError(f"there is no order {order_id} on this chain")
+    table = Table("order", "state", "max price", "price", "provider", "trace root")
+    table.add_row(*_order_row(market.order(order_id)))
+    Console().print(table)
+
+
+@job_app.command("list")
+def job_list(deployment: Optional[Path] = typer.Option(None, help="deployment file (default: the devnet's)"),
+             account: Optional[int] = typer.Option(None, help="only this deployment account's orders")) -> None:
+    """List the orders on-chain (newest first)."""
+    dep = _deployment(deployment)
+    _, _, _, market = dep.clients(dep.deployer.key)
+    who = dep.accounts[account].address if account is not None else None
+    table = Table("order", "state", "max price", "price", "provider", "trace root")
+    for oid in range(market.fn.order_count().call(), 0, -1):
+        o = market.order(oid)
+        if who is None or o.client == who:
+            table.add_row(*_order_row(o))
+    Console().print(table if table.row_count else "no orders yet")
+
+
 def main() -> None:
     try:
         app(standalone_mode=True)

@@ -47,6 +47,12 @@ def test_job_submit_through_the_cli(tmp_path):
         assert "settled" in proc.stdout
         local = run_infer_job("tiny-gpt", (ROOT / "examples" / "inputs" / "tiny-gpt.jsonl").read_bytes())
         assert out.read_bytes() == local.outputs_jsonl
+        listing = veracity("job", "list", env=env)
+        assert listing.returncode == 0 and "finalized" in listing.stdout
+        status = veracity("job", "status", "1", env=env)
+        assert status.returncode == 0 and "finalized" in status.stdout
+        nope = veracity("job", "status", "99", env=env)
+        assert nope.returncode == 2 and "no order 99" in nope.stderr
         bad = veracity("job", "submit", tmp_path / "missing.yaml", env=env)
         assert bad.returncode == 2 and "not found" in bad.stderr and "Traceback" not in bad.stderr
     finally:
