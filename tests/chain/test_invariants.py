@@ -62,7 +62,7 @@ def machine_cls(devnet, actors_cls):
         def attempt(self, fn, label=None):
             try:
                 fn()
-            except ChainError as exc:
+            except ChainError:
                 return False  # a refused call must change nothing; the invariants check that
             if label:
                 Market.successes[label] = Market.successes.get(label, 0) + 1
@@ -90,7 +90,7 @@ def machine_cls(devnet, actors_cls):
             try:
                 oid = self.by[who].market.open_order(SPEC, 1, SPEC, max_price * TOKEN, a.now() + deadline_in, window)
                 self.orders.append(oid)
-            except ChainError as exc:
+            except ChainError:
                 pass
 
         @precondition(lambda self: self.orders)

@@ -10,10 +10,6 @@ whose deadline passed is given up.
 
 from __future__ import annotations
 
-import argparse
-import json
-import threading
-import time
 from pathlib import Path
 from typing import Any, Literal
 
@@ -27,6 +23,7 @@ from veracity.errors import VeracityError
 from veracity.market.bids import Bid, sign_bid
 from veracity.market.policy import OrderView, PricePolicy, decide_bid
 from veracity.node.blob_server import create_app
+from veracity.node.daemon import config_main, serve_and_loop
 from veracity.node.blobs import BlobStore
 from veracity.node.cid import cid_from_digest, digest_of
 from veracity.node.state import NodeState
@@ -167,24 +164,12 @@ class ProviderNode:
         return app
 
     def serve_forever(self) -> None:
-        import uvicorn
-
         self.register()
-        server = uvicorn.Server(uvicorn.Config(self.app(), host="127.0.0.1", port=self.cfg.port, log_level="warning"))
-        threading.Thread(target=server.run, daemon=True).start()
-        while True:
-            try:
-                self.tick()
-            except VeracityError as exc:  # logged; the daemon keeps serving
-                print(f"provider: {exc}", flush=True)
-            time.sleep(self.cfg.poll_interval)
+        serve_and_loop("provider", self.app(), self.cfg.port, self.tick, self.cfg.poll_interval)
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description="Run a Veracity provider")
-    ap.add_argument("--config", required=True)
-    cfg = ProviderConfig.model_validate(json.loads(Path(ap.parse_args().config).read_text()))
-    ProviderNode(cfg).serve_forever()
+    config_main("Run a Veracity provider", ProviderConfig, ProviderNode)
 
 
 if __name__ == "__main__":

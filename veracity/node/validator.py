@@ -11,11 +11,7 @@ game that follows a mismatch comes with the verification issue).
 
 from __future__ import annotations
 
-import argparse
 import hashlib
-import json
-import threading
-import time
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +22,7 @@ from veracity.chain.devnet import Deployment
 from veracity.chain.events import EventStream
 from veracity.errors import VeracityError
 from veracity.node.blobs import fetch
+from veracity.node.daemon import config_main, serve_and_loop
 from veracity.node.cid import cid_from_digest, cid_of
 from veracity.node.state import CheckLog, NodeState
 from veracity.node.worker import run_in_worker
@@ -123,24 +120,12 @@ class ValidatorNode:
         return app
 
     def serve_forever(self) -> None:
-        import uvicorn
-
         self.register()
-        server = uvicorn.Server(uvicorn.Config(self.app(), host="127.0.0.1", port=self.cfg.port, log_level="warning"))
-        threading.Thread(target=server.run, daemon=True).start()
-        while True:
-            try:
-                self.tick()
-            except VeracityError as exc:
-                print(f"validator: {exc}", flush=True)
-            time.sleep(self.cfg.poll_interval)
+        serve_and_loop("validator", self.app(), self.cfg.port, self.tick, self.cfg.poll_interval)
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description="Run a Veracity validator")
-    ap.add_argument("--config", required=True)
-    cfg = ValidatorConfig.model_validate(json.loads(Path(ap.parse_args().config).read_text()))
-    ValidatorNode(cfg).serve_forever()
+    config_main("Run a Veracity validator", ValidatorConfig, ValidatorNode)
 
 
 if __name__ == "__main__":

@@ -1,0 +1,33 @@
+"""What every daemon shares: serve its HTTP app on 127.0.0.1 in a thread and run its loop,
+logging refusals and errors without ever stopping; and the ``--config FILE`` entry point."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import threading
+import time
+from pathlib import Path
+from typing import Any, Callable
+
+from veracity.errors import VeracityError
+
+
+def serve_and_loop(name: str, app: Any, port: int, tick: Callable[[], None], interval: float) -> None:
+    import uvicorn
+
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
+    threading.Thread(target=server.run, daemon=True).start()
+    while True:
+        try:
+            tick()
+        except VeracityError as exc:  # logged; the daemon keeps serving
+            print(f"{name}: {exc}", flush=True)
+        time.sleep(interval)
+
+
+def config_main(description: str, config_cls: Any, node_cls: Any) -> None:
+    ap = argparse.ArgumentParser(description=description)
+    ap.add_argument("--config", required=True)
+    cfg = config_cls.model_validate(json.loads(Path(ap.parse_args().config).read_text()))
+    node_cls(cfg).serve_forever()
