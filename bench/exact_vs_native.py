@@ -139,7 +139,7 @@ def main() -> int:
     exact_mlp = mlp.load()
     float_m = mlp.float_mlp().to(device)
     float_m.load_state_dict({k: torch.tensor(v, dtype=torch.float32) for k, v in load_safetensors(mlp.WEIGHTS).items()})
-    _, data = mlp.train_float(epochs=0)
+    data = mlp.digits_split()
     px = np.concatenate([data["x_train"], data["x_test"]])
     mlp_times: dict[int, dict[str, float]] = {}
     for mb in args.mlp_batches:

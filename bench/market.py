@@ -42,7 +42,7 @@ def lifecycle(d: Deployment, client_key: str, provider_key: str, gas: dict[str, 
     note("approve", ctok.approve(cmkt.address, 10 * TOKEN))
     receipt = cchain.send(cmkt.fn.open_order(SPEC, 1, SPEC, 10 * TOKEN, now + 3600, window, 500))
     note("open_order", receipt)
-    oid = cmkt.fn.order_count().call() if gas is not None else _order_id(cmkt, receipt)
+    oid = _order_id(cmkt, receipt)
     bid = sign_bid(Bid(order_id=oid, provider=pchain.address, price=8 * TOKEN, collateral=20 * TOKEN,
                        expiry=now + 600), provider_key, d.chain_id, d.market)
     note("accept_bid", cmkt.accept_bid(bid))

@@ -38,7 +38,7 @@ def _quality(name: str, model: object, records: list[dict], result: InferResult)
         fm = mlp.float_mlp()
         fm.load_state_dict({k: torch.tensor(v, dtype=torch.float32)
                             for k, v in load_safetensors(mlp.WEIGHTS).items()})
-        _, data = _digits_split()
+        data = mlp.digits_split()
         from veracity.exact.execute import Exec, make_backend
 
         acc_e = float((model.predict(Exec(make_backend("torch")), data["x_test"]) == data["y_test"]).mean())
@@ -58,15 +58,6 @@ def _quality(name: str, model: object, records: list[dict], result: InferResult)
         return f"cosine to the float model: min {min(cos):.4f}, mean {np.mean(cos):.4f}"
     texts = [model.present(o) for o in result.outputs]
     return "generated: " + " | ".join(repr(rec["text"] + t) for rec, t in zip(records, texts))
-
-
-def _digits_split() -> tuple[None, dict]:
-    from sklearn.datasets import load_digits
-    from sklearn.model_selection import train_test_split
-
-    x, y = load_digits(return_X_y=True)
-    xtr, xte, ytr, yte = train_test_split(x.astype(np.int64), y, test_size=0.25, random_state=0, stratify=y)
-    return None, {"x_test": xte, "y_test": yte}
 
 
 def run_demo(console: Console, threads: int = 2) -> bool:

@@ -70,6 +70,10 @@ class Exec:
     def tensor(self, a: np.ndarray) -> Any:
         return self.b.tensor(a)
 
+    def constant(self, a: np.ndarray) -> Any:
+        """A model constant on the backend, converted once per backend (weights, tables)."""
+        return self.b.constant(a)
+
     def index(self, a: np.ndarray) -> Any:
         return self.b.index(a)
 

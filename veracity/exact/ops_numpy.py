@@ -53,6 +53,9 @@ class NumpyBackend:
     def tensor(self, a: Array) -> Array:
         return np.asarray(a, dtype=np.int64)
 
+    def constant(self, a: Array) -> Array:
+        return self.tensor(a)
+
     def index(self, a: Array) -> Array:
         return np.asarray(a, dtype=np.int64)
 

@@ -96,6 +96,14 @@ class TorchBackend:
     def tensor(self, a: np.ndarray) -> Tensor:
         return self._to(a)
 
+    def constant(self, a: np.ndarray) -> Tensor:
+        """A model constant (an embedding table), converted once and kept with its array."""
+        hit = self._params.get(id(a))
+        if hit is None:
+            hit = (a, {"t": self._to(a)})
+            self._params[id(a)] = hit
+        return hit[1]["t"]
+
     def index(self, a: np.ndarray) -> Tensor:
         return torch.from_numpy(np.array(a, dtype=np.int64)).to(self.device)
 

@@ -9,7 +9,6 @@ so the exact softmax works in base 2.
 from __future__ import annotations
 
 import json
-import weakref
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -75,7 +74,6 @@ class ExactEncoder:
                  layers: list[EncoderLayer], tokenizer: Any = None) -> None:
         self.cfg, self.word, self.pos, self.ln_emb, self.layers = cfg, word, pos, ln_emb, layers
         self.tokenizer = tokenizer
-        self._tables: weakref.WeakKeyDictionary[Any, tuple[Any, Any]] = weakref.WeakKeyDictionary()
 
     @classmethod
     def from_state_dict(cls, state: StateDict, cfg: EncoderConfig = EncoderConfig(),
@@ -149,12 +147,6 @@ class ExactEncoder:
     def present(self, out: np.ndarray) -> list[float]:
         return [float(v) / (1 << OUT_FRAC) for v in out]
 
-    def _params(self, ex: Exec) -> tuple[Any, Any]:
-        # keyed by the backend object itself: an id() could be reused by a later backend
-        if ex.b not in self._tables:
-            self._tables[ex.b] = (ex.tensor(self.word), ex.tensor(self.pos))
-        return self._tables[ex.b]
-
     def run(self, ex: Exec, items: list[list[int]]) -> list[np.ndarray]:
         """Embed a batch of token id lists (padded here; padding never changes a result)."""
         t = max(len(i) for i in items)
@@ -163,7 +155,7 @@ class ExactEncoder:
         for r, seq in enumerate(items):
             ids[r, :len(seq)] = seq
             mask[r, :len(seq)] = 1
-        word, pos = self._params(ex)
+        word, pos = ex.constant(self.word), ex.constant(self.pos)
         valid = ex.tensor(mask)
         with ex.step("embed"):
             h = ex.add("sum", ex.embedding("word", word, ex.index(ids)),

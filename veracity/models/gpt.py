@@ -8,7 +8,6 @@ the same keys) and generates greedily, token by token, one trace step per block 
 from __future__ import annotations
 
 import json
-import weakref
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -124,7 +123,6 @@ class ExactGPT:
     def __init__(self, cfg: GPTConfig, wte: np.ndarray, wpe: np.ndarray, layers: list[GPTLayer],
                  ln_f: QNorm, head: QLinear) -> None:
         self.cfg, self.wte, self.wpe, self.layers, self.ln_f, self.head = cfg, wte, wpe, layers, ln_f, head
-        self._tables: weakref.WeakKeyDictionary[Any, tuple[Any, Any]] = weakref.WeakKeyDictionary()
 
     @classmethod
     def from_state_dict(cls, state: StateDict, cfg: GPTConfig) -> "ExactGPT":
@@ -187,15 +185,9 @@ class ExactGPT:
     def present(self, out: np.ndarray) -> str:
         return "".join(self.cfg.vocab[int(i)] for i in out)
 
-    def _params(self, ex: Exec) -> tuple[Any, Any]:
-        # keyed by the backend object itself: an id() could be reused by a later backend
-        if ex.b not in self._tables:
-            self._tables[ex.b] = (ex.tensor(self.wte), ex.tensor(self.wpe))
-        return self._tables[ex.b]
-
     def logits(self, ex: Exec, ids: list[int]) -> np.ndarray:
         """Last-position logits for one sequence; one trace step per block."""
-        wte, wpe = self._params(ex)
+        wte, wpe = ex.constant(self.wte), ex.constant(self.wpe)
         t, c = len(ids), self.cfg.embd
         valid = ex.tensor(np.ones((1, t), dtype=np.int64))
         with ex.step("embed"):

@@ -79,13 +79,20 @@ class ExactMLP:
         return np.argmax(np.stack(outs), axis=1)
 
 
-def train_float(seed: int = 0, epochs: int = 300) -> tuple[nn.Sequential, dict[str, np.ndarray]]:
-    """Train the float MLP on sklearn's bundled digits; returns the model and the data split."""
+def digits_split() -> dict[str, np.ndarray]:
+    """sklearn's bundled digits, split 75/25 (fixed seed, stratified): pixels 0..16 and labels."""
     from sklearn.datasets import load_digits
     from sklearn.model_selection import train_test_split
 
     x, y = load_digits(return_X_y=True)
     xtr, xte, ytr, yte = train_test_split(x.astype(np.int64), y, test_size=0.25, random_state=0, stratify=y)
+    return {"x_train": xtr, "y_train": ytr, "x_test": xte, "y_test": yte}
+
+
+def train_float(seed: int = 0, epochs: int = 300) -> tuple[nn.Sequential, dict[str, np.ndarray]]:
+    """Train the float MLP on sklearn's bundled digits; returns the model and the data split."""
+    data = digits_split()
+    xtr, ytr = data["x_train"], data["y_train"]
     torch.manual_seed(seed)
     model = float_mlp()
     opt = torch.optim.Adam(model.parameters(), lr=3e-3, weight_decay=1e-4)
@@ -98,7 +105,7 @@ def train_float(seed: int = 0, epochs: int = 300) -> tuple[nn.Sequential, dict[s
             opt.zero_grad()
             nn.functional.cross_entropy(model(xt[idx]), yt[idx]).backward()
             opt.step()
-    return model.eval(), {"x_train": xtr, "y_train": ytr, "x_test": xte, "y_test": yte}
+    return model.eval(), data
 
 
 def float_accuracy(model: nn.Module, pixels: np.ndarray, labels: np.ndarray) -> float:

@@ -52,10 +52,11 @@ def launch(dep: Deployment, providers: int, validators: int, behaviours: list[st
         acct = dep.accounts[FIRST_PROVIDER + i]
         behaviour = (behaviours or [])[i] if i < len(behaviours or []) else "honest"
         daemons.append(_spawn("provider", {
-            "deployment": dep_file, "key": acct.key, "address": acct.address, "home": "", "port": free_port(),
-            "behaviour": behaviour, "policy": {"models": names(), "price_floor": TOKEN // 10,
-                                               "markup_bps": 500 * (i + 1), "min_deadline_s": 30},
-        } | {"home": str(state / f"provider-{i}")}, state / f"provider-{i}"))
+            "deployment": dep_file, "key": acct.key, "address": acct.address, "home": str(state / f"provider-{i}"),
+            "port": free_port(), "behaviour": behaviour,
+            "policy": {"models": names(), "price_floor": TOKEN // 10, "markup_bps": 500 * (i + 1),
+                       "min_deadline_s": 30},
+        }, state / f"provider-{i}"))
     for j in range(validators):
         acct = dep.accounts[FIRST_PROVIDER + providers + j]
         daemons.append(_spawn("validator", {
