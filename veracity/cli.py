@@ -8,7 +8,13 @@ from typing import Any, Optional
 
 import typer
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    TextColumn,
+    TimeElapsedColumn,
+)
 from rich.table import Table
 
 from veracity.errors import InputError, UsageError, VeracityError
@@ -42,11 +48,10 @@ def infer(
 ) -> None:
     """Run an exact model; the last line is `output <hash> trace <root> steps <n>`."""
     from veracity import runtime
+    from veracity.exact.execute import BACKENDS
     from veracity.models import registry
     from veracity.workloads.infer import infer as run_infer
     from veracity.workloads.infer import output_lines, parse_items
-
-    from veracity.exact.execute import BACKENDS
 
     if backend not in BACKENDS:
         raise UsageError(f"unknown backend {backend!r}: use one of {', '.join(BACKENDS)}")

@@ -18,8 +18,16 @@ import numpy as np
 
 from veracity.errors import InputError, ModelError
 from veracity.exact.execute import Exec
-from veracity.exact.spec import (ACT_FRAC, GELU_FRAC, I16_MAX, QLinear, QNorm, quantize_linear,
-                                 quantize_norm, to_fixed)
+from veracity.exact.spec import (
+    ACT_FRAC,
+    GELU_FRAC,
+    I16_MAX,
+    QLinear,
+    QNorm,
+    quantize_linear,
+    quantize_norm,
+    to_fixed,
+)
 from veracity.models.weights import StateDict, load_safetensors, need
 
 LOG2E = 1.4426950408889634  # float64 nearest to log2(e), written out so no libm is involved

@@ -19,8 +19,16 @@ from torch.nn import functional as F
 
 from veracity.errors import InputError, ModelError
 from veracity.exact.execute import Exec
-from veracity.exact.spec import (ACT_FRAC, GELU_FRAC, I16_MAX, QLinear, QNorm, quantize_linear,
-                                 quantize_norm, to_fixed)
+from veracity.exact.spec import (
+    ACT_FRAC,
+    GELU_FRAC,
+    I16_MAX,
+    QLinear,
+    QNorm,
+    quantize_linear,
+    quantize_norm,
+    to_fixed,
+)
 from veracity.models.weights import StateDict, load_safetensors, need
 
 LOG2E = 1.4426950408889634

@@ -8,16 +8,17 @@ CID the provider committed, so its bytes are exactly what was committed.
 
 from __future__ import annotations
 
+import random
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
+from typing import Any, Callable
 
 import httpx
 
 from veracity.chain.devnet import Deployment
 from veracity.chain.events import EventStream
-from veracity.errors import VeracityError
+from veracity.errors import ChainError, InputError, VeracityError
 from veracity.market.bids import Bid, bid_signer
 from veracity.node.blobs import BlobError, fetch, push
 from veracity.node.cid import cid_from_digest, cid_of, digest_of
@@ -53,8 +54,18 @@ def providers(dep: Deployment, key: str) -> dict[str, str]:
 
 
 def submit(spec: JobSpec, dep: Deployment, key: str, bid_wait: float = 15, result_timeout: float = 600,
-           on_phase: Callable[[str], None] | None = None) -> JobOutcome:
+           on_phase: Callable[[str], None] | None = None, only: set[str] | None = None) -> JobOutcome:
+    """Run ``spec`` on the network and return the verified outputs once the order settled.
+
+    ``only`` limits the bids considered to these provider addresses (a client that trusts or
+    wants to test particular providers); by default every registered provider may bid.
+    """
     chain, token, registry, market = dep.clients(key)
+    max_price = int(spec.max_price * TOKEN)
+    balance = token.balance_of(chain.address)
+    if balance < max_price:
+        raise InputError(f"the escrow needs {max_price / TOKEN:g} VRC (the spec's max_price) but account "
+                         f"{chain.address} holds {balance / TOKEN:g} VRC: fund it (devnet: the faucet) or lower max_price")
     phases: dict[str, float] = {}
     t0 = time.monotonic()
 
@@ -70,6 +81,9 @@ def submit(spec: JobSpec, dep: Deployment, key: str, bid_wait: float = 15, resul
         update={"path": None, "cid": cid_of(inputs) if inputs is not None else spec.inputs.cid})})
     spec_bytes = doc.model_dump_json(exclude_none=True).encode()
     peers = providers(dep, key)
+    if only is not None:
+        wanted = {a.lower() for a in only}
+        peers = {a: u for a, u in peers.items() if a.lower() in wanted}
     reachable: dict[str, str] = {}
     reasons: list[str] = []
     for addr, url in peers.items():
@@ -79,9 +93,8 @@ def submit(spec: JobSpec, dep: Deployment, key: str, bid_wait: float = 15, resul
                 push(url, inputs)
             reachable[addr] = url
         except BlobError as exc:
-            reasons.append(f"provider {addr} unreachable ({exc})")
+            reasons.append(f"provider {addr}: {exc}")
     start = chain.w3.eth.block_number + 1
-    max_price = int(spec.max_price * TOKEN)
     oid = market.open_order(digest_of(cid_of(spec_bytes)), spec.kind_code, spec.model_id, max_price,
                             chain.now() + spec.deadline, spec.verification.challenge_window,
                             int(spec.verification.spot_check_rate * 10_000))
@@ -89,10 +102,10 @@ def submit(spec: JobSpec, dep: Deployment, key: str, bid_wait: float = 15, resul
     bids, reasons = _collect_bids(dep, oid, reachable, max_price, bid_wait, reasons)
     if not bids:
         market.reclaim(oid)
-        why = "; ".join(reasons) or "no provider is registered"
+        why = "; ".join(reasons) or ("none of the chosen providers is registered" if only is not None
+                                     else "no provider is registered")
         raise NoBidError(f"no provider bid on order {oid} (escrow refunded): {why}")
-    best = min(bids, key=lambda b: (b.price, -registry.node(b.provider).reputation))
-    market.accept_bid(best)
+    best = _accept_best(market, registry, oid, bids)
     phase("match")
     stream = EventStream(chain, {"Market": dep.market}, start)
     give_up = time.monotonic() + result_timeout
@@ -127,6 +140,22 @@ def submit(spec: JobSpec, dep: Deployment, key: str, bid_wait: float = 15, resul
                       outputs, phases)
 
 
+def _accept_best(market: Any, registry: Any, oid: int, bids: list[Bid]) -> Bid:
+    """Accept the cheapest bid (then the best reputation; ties drawn at random, so equal providers
+    share the work); if the contract refuses it (the provider's stake is now locked elsewhere, the
+    bid expired), try the next."""
+    ranked = sorted(bids, key=lambda b: (b.price, -registry.node(b.provider).reputation, random.random()))
+    refusals = []
+    for bid in ranked:
+        try:
+            market.accept_bid(bid)
+            return bid
+        except ChainError as exc:
+            refusals.append(f"{bid.provider}: {exc}")
+    market.reclaim(oid)
+    raise NoBidError(f"order {oid}: every bid was refused by the Market (escrow refunded): {'; '.join(refusals)}")
+
+
 def _collect_bids(dep: Deployment, oid: int, peers: dict[str, str], max_price: int, wait: float,
                   reasons: list[str]) -> tuple[list[Bid], list[str]]:
     bids: list[Bid] = []
@@ -137,7 +166,7 @@ def _collect_bids(dep: Deployment, oid: int, peers: dict[str, str], max_price: i
             try:
                 resp = httpx.get(f"{url.rstrip('/')}/bids/{oid}", timeout=5)
             except httpx.HTTPError as exc:
-                reasons.append(f"provider {addr} unreachable ({exc})")
+                reasons.append(f"provider {addr} is unreachable at {url} ({exc})")
                 del pending[addr]
                 continue
             if resp.status_code == 404:
@@ -146,7 +175,11 @@ def _collect_bids(dep: Deployment, oid: int, peers: dict[str, str], max_price: i
             if resp.status_code == 409:
                 reasons.append(resp.json().get("detail", "declined"))
                 continue
-            bid = Bid.model_validate(resp.json())
+            try:
+                bid = Bid.model_validate(resp.json())
+            except ValueError:
+                reasons.append(f"provider {addr} sent a malformed bid")
+                continue
             if bid.order_id != oid or bid.provider != addr or bid_signer(bid, dep.chain_id, dep.market) != addr:
                 reasons.append(f"provider {addr} sent an invalid bid")
             elif bid.price > max_price:

@@ -7,10 +7,16 @@ import argparse
 import json
 import threading
 import time
+import traceback
 from pathlib import Path
 from typing import Any, Callable
 
 from veracity.errors import VeracityError
+
+
+def log(name: str, message: str) -> None:
+    """One line in the daemon's log: time, daemon, what happened."""
+    print(f"{time.strftime('%H:%M:%S')} {name}: {message}", flush=True)
 
 
 def serve_and_loop(name: str, app: Any, port: int, tick: Callable[[], None], interval: float) -> None:
@@ -22,7 +28,9 @@ def serve_and_loop(name: str, app: Any, port: int, tick: Callable[[], None], int
         try:
             tick()
         except VeracityError as exc:  # logged; the daemon keeps serving
-            print(f"{name}: {exc}", flush=True)
+            log(name, str(exc))
+        except Exception:  # a bug, not bad input: logged with its traceback, and the daemon goes on
+            log(name, "unexpected error, continuing:\n" + traceback.format_exc())
         time.sleep(interval)
 
 

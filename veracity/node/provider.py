@@ -1,15 +1,19 @@
-"""The provider daemon: follows Market events, bids by its policy, runs accepted jobs in an
-isolated worker, stores outputs as blobs, commits on-chain, and serves its blobs and bids.
+"""The provider daemon: follows Market events, bids by its policy, runs accepted jobs in isolated
+workers (several at once, up to its policy's ``max_jobs``), stores outputs as blobs, commits
+on-chain, and serves its blobs and bids.
 
     python -m veracity.node.provider --config provider.json
 
 Every step is recorded in SQLite before the next, so after ``kill -9`` a restart resumes: a job
-caught running is run again (the result is the same bits), a finished one is committed, and one
-whose deadline passed is given up.
+caught running is run again (the result is the same bits), a finished one is committed, one whose
+deadline passed is given up, and the bids it offered are served again. Chain and database calls
+stay on the main loop's thread; worker threads only wait on worker processes.
 """
 
 from __future__ import annotations
 
+import json
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, Literal
 
@@ -23,11 +27,12 @@ from veracity.errors import VeracityError
 from veracity.market.bids import Bid, sign_bid
 from veracity.market.policy import OrderView, PricePolicy, decide_bid
 from veracity.node.blob_server import create_app
-from veracity.node.daemon import config_main, serve_and_loop
 from veracity.node.blobs import BlobStore
 from veracity.node.cid import cid_from_digest, digest_of
+from veracity.node.daemon import config_main, log, serve_and_loop
 from veracity.node.state import NodeState
-from veracity.node.worker import run_in_worker
+from veracity.node.worker import WarmWorkers
+from veracity.workloads.infer import JobResult, parse_items, parse_jsonl
 from veracity.workloads.spec import model_id, parse_spec
 
 TOKEN = 10**18
@@ -46,6 +51,7 @@ class ProviderConfig(BaseModel):
     backend: str = "torch"
     job_timeout: float = 600
     poll_interval: float = 0.3
+    max_blob_bytes: int = 64 << 20  # the largest spec, input or output this node stores
 
 
 class ProviderNode:
@@ -55,7 +61,7 @@ class ProviderNode:
         self.chain, self.token, self.registry, self.market = self.dep.clients(cfg.key)
         home = Path(cfg.home)
         self.state = NodeState(home / "state.db")
-        self.blobs = BlobStore(home / "blobs")
+        self.blobs = BlobStore(home / "blobs", cfg.max_blob_bytes)
         self.url = f"http://127.0.0.1:{cfg.port}"
         from veracity.models.registry import names
 
@@ -64,9 +70,18 @@ class ProviderNode:
         if start < 0:
             start = self.chain.w3.eth.block_number + 1
         self.stream = EventStream(self.chain, {"Market": self.dep.market}, start)
-        self.bids: dict[int, dict[str, Any]] = {}
+        self.bids: dict[int, dict[str, Any]] = {}  # what GET /bids/{order} answers, rebuilt from SQLite
+        for job in self.state.jobs("bid", "skipped"):
+            self.bids[job.order_id] = json.loads(job.bid) if job.bid else {"reason": self._who(job.error or "")}
         for job in self.state.jobs("running"):  # caught mid-run by a crash: run it again
             self.state.advance(job.order_id, "accepted")
+        self.workers: WarmWorkers | None = None
+        self.loaded: dict[str, Any] = {}  # models, for checking inputs before bidding
+        self.pool = ThreadPoolExecutor(max_workers=cfg.policy.max_jobs, thread_name_prefix="job")
+        self.running: dict[int, Future[JobResult]] = {}
+
+    def _who(self, reason: str) -> str:
+        return f"provider {self.chain.address} {reason}"
 
     # chain ------------------------------------------------------------------------------------
     def register(self) -> None:
@@ -89,64 +104,136 @@ class ProviderNode:
         elif name == "BidAccepted" and job is not None and job.status == "bid":
             mine = args["provider"].lower() == self.chain.address.lower()
             self.state.advance(oid, "accepted" if mine else "lost")
+            if mine:
+                log("provider", f"order {oid}: bid accepted")
+        elif name == "OrderCancelled" and job is not None and job.status == "bid":
+            self.state.advance(oid, "lost", error="the client cancelled the order")
         elif name == "Finalized" and job is not None and job.status in ("committed", "challenged"):
             self.state.advance(oid, "settled")
+            log("provider", f"order {oid}: settled, paid")
         elif name == "TimedOut" and job is not None and job.status in ("accepted", "running", "done"):
             self.state.advance(oid, "gave_up", error="the client reclaimed after the deadline")
+            log("provider", f"order {oid}: the client reclaimed after the deadline")
 
     def consider(self, args: dict[str, Any]) -> None:
         oid = int(args["order_id"])
         model = self.models.get(args["model_id"], args["model_id"])
         spec_cid = cid_from_digest(bytes.fromhex(args["spec_cid"][2:]))
+        seen = self.state.job(oid)
+        if seen is not None and seen.status != "seen":
+            return  # decided before a restart
         self.state.add_job(oid, model=model, spec_cid=spec_cid, price=int(args["max_price"]),
                            deadline=int(args["deadline"]))
         running = len(self.state.jobs("accepted", "running", "done"))
         terms = decide_bid(OrderView(oid, model, int(args["max_price"]), int(args["deadline"])), self.cfg.policy,
                            self.chain.now(), running, self.registry.free_stake(self.chain.address))
+        if not isinstance(terms, str):
+            terms = self.check_spec(spec_cid, model) or terms
         if isinstance(terms, str):
-            self.bids[oid] = {"reason": f"provider {self.chain.address} {terms}"}
+            self.bids[oid] = {"reason": self._who(terms)}
             self.state.advance(oid, "skipped", error=terms)
+            log("provider", f"order {oid}: no bid, {terms}")
             return
         bid = sign_bid(Bid(order_id=oid, provider=self.chain.address, price=terms.price,
                            collateral=terms.collateral, expiry=terms.expiry),
                        self.cfg.key, self.dep.chain_id, self.dep.market)
+        self.state.advance(oid, "bid", bid=bid.model_dump_json())
         self.bids[oid] = bid.model_dump()
-        self.state.advance(oid, "bid")
+        log("provider", f"order {oid}: bid {terms.price / TOKEN:g} VRC for {model}")
+
+    def check_spec(self, spec_cid: str, model: str) -> str | None:
+        """Why this order's spec cannot run here, or None: it must be in this store, parse, name the
+        order's model, and its inputs must be here too (clients push both before opening the order)."""
+        if not self.blobs.has(spec_cid):
+            return f"does not have the job spec {spec_cid} (push it to {self.url}/blobs before opening the order)"
+        try:
+            spec = parse_spec(self.blobs.get(spec_cid).decode("utf-8", "replace"), f"spec {spec_cid}")
+        except VeracityError as exc:
+            return f"cannot use the job spec: {exc}"
+        if spec.model != model:
+            return f"was sent a spec for model {spec.model!r} but the order is for {model!r}"
+        if spec.inputs.cid is None or not self.blobs.has(spec.inputs.cid):
+            return f"does not have the job inputs {spec.inputs.cid} (push them before opening the order)"
+        try:  # inputs the model cannot take are refused now, not after collateral is locked
+            text = self.blobs.get(spec.inputs.cid).decode("utf-8")
+            parse_items(self._model(model), parse_jsonl(text, "inputs"), "inputs")
+        except UnicodeDecodeError:
+            return "cannot use the job inputs: they are not UTF-8 JSONL"
+        except VeracityError as exc:
+            return f"cannot use the job inputs: {exc}"
+        return None
+
+    def _model(self, name: str) -> Any:
+        if name not in self.loaded:
+            from veracity.models.registry import load
+
+            self.loaded[name] = load(name)
+        return self.loaded[name]
 
     # work -----------------------------------------------------------------------------------
     def work(self) -> None:
         now = self.chain.now()
         for job in self.state.jobs("accepted", "done"):
-            if job.deadline is not None and now > job.deadline:
-                self.state.advance(job.order_id, "gave_up", error="deadline passed before a commit")
-            elif self.cfg.behaviour == "late":
-                continue
-            elif job.status == "accepted":
-                self.run(job.order_id)
-            else:
-                self.commit(job.order_id)
+            try:
+                if job.deadline is not None and now > job.deadline:
+                    self.state.advance(job.order_id, "gave_up", error="deadline passed before a commit")
+                    log("provider", f"order {job.order_id}: gave up, the deadline passed before a commit")
+                elif self.cfg.behaviour == "late":
+                    continue
+                elif job.status == "accepted":
+                    self.start(job.order_id)
+                else:
+                    self.commit(job.order_id)
+            except VeracityError as exc:  # logged; the other jobs go on
+                log("provider", f"order {job.order_id}: {exc}")
+        self.harvest()
 
-    def run(self, oid: int) -> None:
-        job = self.state.advance(oid, "running")
+    def start(self, oid: int) -> None:
+        job = self.state.job(oid)
         try:
             spec = parse_spec(self.blobs.get(job.spec_cid).decode(), f"spec {job.spec_cid}")
             inputs = self.blobs.get(spec.inputs.cid)  # type: ignore[arg-type]
-            result = run_in_worker(spec.model, inputs, self.cfg.backend, self.cfg.job_timeout)
         except VeracityError as exc:
             self.state.advance(oid, "failed", error=str(exc))
+            log("provider", f"order {oid}: failed, {exc}")
             return
-        outputs = result.outputs_jsonl
-        if self.cfg.behaviour == "wrong-output":  # an adversary for tests and the demo: really cheats
-            outputs = outputs.replace(b'"output": ', b'"output": "forged", "was": ', 1)
-        out_cid = self.blobs.put(outputs)
+        if self.workers is None:
+            self.workers = WarmWorkers(spares=1, backend=self.cfg.backend)
+        self.state.advance(oid, "running")
+        self.running[oid] = self.pool.submit(self.workers.run, spec.model, inputs, self.cfg.backend,
+                                             self.cfg.job_timeout)
+        log("provider", f"order {oid}: running {spec.model}")
+
+    def harvest(self) -> None:
+        for oid, fut in list(self.running.items()):
+            if fut.done():
+                del self.running[oid]
+                if self.state.job(oid).status == "running":  # not given up meanwhile
+                    self.finish(oid, fut)
+
+    def finish(self, oid: int, fut: Future[JobResult]) -> None:
+        try:
+            result = fut.result()
+            outputs = result.outputs_jsonl
+            if self.cfg.behaviour == "wrong-output":  # an adversary for tests and the demo: really cheats
+                outputs = outputs.replace(b'"output": ', b'"output": "forged", "was": ', 1)
+            out_cid = self.blobs.put(outputs)
+        except VeracityError as exc:
+            self.state.advance(oid, "failed", error=str(exc))
+            log("provider", f"order {oid}: failed, {exc}")
+            return
         self.state.advance(oid, "done", output_cid=out_cid, trace_root=result.trace_root.hex(),
                            trace_length=result.ops)
-        self.commit(oid)
+        try:
+            self.commit(oid)
+        except VeracityError as exc:  # retried next tick, or given up at the deadline
+            log("provider", f"order {oid}: commit failed, {exc}")
 
     def commit(self, oid: int) -> None:
         job = self.state.job(oid)
         self.market.commit_result(oid, digest_of(job.output_cid), bytes.fromhex(job.trace_root), job.trace_length)
         self.state.advance(oid, "committed")
+        log("provider", f"order {oid}: committed output {job.output_cid}")
 
     # http -----------------------------------------------------------------------------------
     def app(self) -> Any:
@@ -165,6 +252,7 @@ class ProviderNode:
 
     def serve_forever(self) -> None:
         self.register()
+        self.workers = WarmWorkers(spares=1, backend=self.cfg.backend)  # the first job starts warm
         serve_and_loop("provider", self.app(), self.cfg.port, self.tick, self.cfg.poll_interval)
 
 

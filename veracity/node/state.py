@@ -41,10 +41,11 @@ CREATE TABLE IF NOT EXISTS jobs (
     trace_root TEXT,
     trace_length INTEGER,
     error TEXT,
-    updated_at REAL NOT NULL
+    updated_at REAL NOT NULL,
+    bid TEXT
 );
 """
-FIELDS = ("model", "spec_cid", "price", "deadline", "output_cid", "trace_root", "trace_length", "error")
+FIELDS = ("model", "spec_cid", "price", "deadline", "output_cid", "trace_root", "trace_length", "error", "bid")
 
 
 class StateError(VeracityError):
@@ -64,6 +65,7 @@ class Job:
     trace_length: int | None
     error: str | None
     updated_at: float
+    bid: str | None  # the signed bid (JSON) this node offered, served again after a restart
 
 
 class NodeState:
@@ -74,6 +76,9 @@ class NodeState:
         self.db.execute("PRAGMA journal_mode=WAL")
         self.db.execute("PRAGMA synchronous=NORMAL")
         self.db.executescript(SCHEMA)
+        have = {r[1] for r in self.db.execute("PRAGMA table_info(jobs)")}
+        if "bid" not in have:  # a state file from before bids were kept
+            self.db.execute("ALTER TABLE jobs ADD COLUMN bid TEXT")
 
     def close(self) -> None:
         self.db.close()

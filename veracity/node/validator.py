@@ -22,10 +22,10 @@ from veracity.chain.devnet import Deployment
 from veracity.chain.events import EventStream
 from veracity.errors import VeracityError
 from veracity.node.blobs import fetch
-from veracity.node.daemon import config_main, serve_and_loop
 from veracity.node.cid import cid_from_digest, cid_of
+from veracity.node.daemon import config_main, serve_and_loop
 from veracity.node.state import CheckLog, NodeState
-from veracity.node.worker import run_in_worker
+from veracity.node.worker import WarmWorkers
 from veracity.workloads.spec import parse_spec
 
 TOKEN = 10**18
@@ -63,6 +63,7 @@ class ValidatorNode:
         self.stream = EventStream(self.chain, {"Market": self.dep.market}, start)
         self.endpoints = EventStream(self.chain, {"Registry": self.dep.registry}, 0)
         self.providers: dict[str, str] = {}
+        self.workers: WarmWorkers | None = None
 
     def register(self) -> None:
         if self.registry.node(self.chain.address).role == 0:
@@ -88,7 +89,9 @@ class ValidatorNode:
             spec_bytes = fetch(url, cid_from_digest(order.spec_cid))
             spec = parse_spec(spec_bytes.decode(), f"spec of order {oid}")
             inputs = fetch(url, spec.inputs.cid)  # type: ignore[arg-type]
-            result = run_in_worker(spec.model, inputs, self.cfg.backend, self.cfg.job_timeout)
+            if self.workers is None:
+                self.workers = WarmWorkers(spares=1, backend=self.cfg.backend)
+            result = self.workers.run(spec.model, inputs, self.cfg.backend, self.cfg.job_timeout)
         except VeracityError as exc:
             self.checks.record(oid, "error", str(exc))
             return
@@ -121,6 +124,7 @@ class ValidatorNode:
 
     def serve_forever(self) -> None:
         self.register()
+        self.workers = WarmWorkers(spares=1, backend=self.cfg.backend)
         serve_and_loop("validator", self.app(), self.cfg.port, self.tick, self.cfg.poll_interval)
 
 
