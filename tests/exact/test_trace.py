@@ -5,7 +5,13 @@ import struct
 
 import numpy as np
 
-from veracity.exact.trace import Trace, leaf_hash, merkle_root, output_hash, tensor_digest
+from veracity.exact.trace import (
+    Trace,
+    leaf_hash,
+    merkle_root,
+    output_hash,
+    tensor_digest,
+)
 
 
 def test_tensor_digest_is_the_documented_encoding():

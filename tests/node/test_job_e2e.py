@@ -1,15 +1,10 @@
 """A job end to end with real processes: anvil, a provider daemon over HTTP, the client here."""
 
-import json
-import subprocess
-import sys
 import time
 from pathlib import Path
 
 import pytest
 
-from veracity.chain.anvil import Anvil, free_port
-from veracity.chain.devnet import deploy, dev_accounts
 from veracity.node.client import MissedDeadlineError, NoBidError, submit
 from veracity.workloads.infer import run_infer_job
 from veracity.workloads.spec import Verification, load_spec
@@ -19,39 +14,14 @@ TOKEN = 10**18
 
 
 @pytest.fixture
-def network(tmp_path):
-    node = Anvil(accounts=6, block_time=1)
-    accts = dev_accounts(6)
-    dep = deploy(node.rpc_url, accts[0], accts)
-    dep_file = tmp_path / "deployment.json"
-    dep.write(dep_file)
-    procs = []
+def network(net):
+    def provider(*args, **kw):
+        acct = net.provider(*args, **kw)
+        provider.last = net.last
+        return acct
 
-    def provider(i, models, floor=TOKEN // 10, behaviour="honest"):
-        port = free_port()
-        cfg = {"deployment": str(dep_file), "key": accts[i].key, "home": str(tmp_path / f"p{i}"), "port": port,
-               "behaviour": behaviour, "policy": {"models": models, "price_floor": floor, "markup_bps": 1000,
-                                                  "collateral_bps": 5000, "min_deadline_s": 30}}
-        path = tmp_path / f"p{i}.json"
-        path.write_text(json.dumps(cfg))
-        procs.append(subprocess.Popen([sys.executable, "-m", "veracity.node.provider", "--config", str(path)]))
-        _, _, reg, _ = dep.clients(accts[i].key)
-        for _ in range(300):  # registered and serving
-            if reg.node(accts[i].address).role == 1:
-                break
-            time.sleep(0.1)
-        provider.last = (procs[-1], path)
-        return accts[i]
-
-    def restart(path):
-        procs.append(subprocess.Popen([sys.executable, "-m", "veracity.node.provider", "--config", str(path)]))
-
-    provider.restart = restart
-
-    yield dep, accts, provider
-    for p in procs:
-        p.kill()
-    node.stop()
+    provider.restart = net.restart
+    return net.dep, net.accts, provider
 
 
 def test_a_job_settles_and_the_output_is_the_local_exact_run(network):

@@ -55,3 +55,23 @@ def test_a_killed_worker_is_reported_not_fatal():
     text = b'{"text": "the provider ", "max_tokens": 100}\n' * 50
     with pytest.raises(WorkerError, match="died"):
         run_in_worker("tiny-gpt", text, timeout=60)
+
+
+def test_a_pool_runs_many_jobs_and_replaces_a_worker_that_overran():
+    from veracity.node.worker import WorkerPool
+
+    pool = WorkerPool(1)
+    try:
+        data = (INPUTS / "digits-mlp.jsonl").read_bytes()
+        here = run_infer_job("digits-mlp", data, backend="numpy")
+        first = pool.run("digits-mlp", data, timeout=120)
+        assert (first.outputs_jsonl, first.trace_root) == (here.outputs_jsonl, here.trace_root)
+        with pytest.raises(WorkerError, match="line 1"):
+            pool.run("digits-mlp", b'{"pixels": [1, 2]}\n', timeout=120)
+        hung = b'{"text": "the provider ", "max_tokens": 100}\n' * 50
+        with pytest.raises(WorkerError, match="longer than 2 s"):
+            pool.run("tiny-gpt", hung, timeout=2)
+        again = pool.run("digits-mlp", data, timeout=120)  # a fresh worker took the hung one's place
+        assert again.outputs_jsonl == here.outputs_jsonl
+    finally:
+        pool.close()

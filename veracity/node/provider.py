@@ -1,5 +1,5 @@
 """The provider daemon: follows Market events, bids by its policy, runs accepted jobs in isolated
-workers (several at once, up to its policy's ``max_jobs``), stores outputs as blobs, commits
+workers (``workers`` at once; its policy's ``max_jobs`` leases held), stores outputs as blobs, commits
 on-chain, and serves its blobs and bids.
 
     python -m veracity.node.provider --config provider.json
@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from fastapi import HTTPException
-from pydantic import BaseModel
+from pydantic import BaseModel, Field
 
 from veracity.chain.client import PROVIDER
 from veracity.chain.devnet import Deployment
@@ -31,7 +31,7 @@ from veracity.node.blobs import BlobStore
 from veracity.node.cid import cid_from_digest, digest_of
 from veracity.node.daemon import config_main, log, serve_and_loop
 from veracity.node.state import NodeState
-from veracity.node.worker import WarmWorkers
+from veracity.node.worker import WorkerPool
 from veracity.workloads.infer import JobResult, parse_items, parse_jsonl
 from veracity.workloads.spec import model_id, parse_spec
 
@@ -49,6 +49,7 @@ class ProviderConfig(BaseModel):
     # late: accepts leases, never delivers; wrong-output: commits an altered final output
     behaviour: Literal["honest", "late", "wrong-output"] = "honest"
     backend: str = "torch"
+    workers: int = Field(2, ge=1)  # jobs run at once (each in its own process); more leases wait their turn
     job_timeout: float = 600
     poll_interval: float = 0.3
     max_blob_bytes: int = 64 << 20  # the largest spec, input or output this node stores
@@ -75,9 +76,9 @@ class ProviderNode:
             self.bids[job.order_id] = json.loads(job.bid) if job.bid else {"reason": self._who(job.error or "")}
         for job in self.state.jobs("running"):  # caught mid-run by a crash: run it again
             self.state.advance(job.order_id, "accepted")
-        self.workers: WarmWorkers | None = None
+        self.workers: WorkerPool | None = None
         self.loaded: dict[str, Any] = {}  # models, for checking inputs before bidding
-        self.pool = ThreadPoolExecutor(max_workers=cfg.policy.max_jobs, thread_name_prefix="job")
+        self.pool = ThreadPoolExecutor(max_workers=cfg.workers, thread_name_prefix="job")
         self.running: dict[int, Future[JobResult]] = {}
 
     def _who(self, reason: str) -> str:
@@ -198,7 +199,7 @@ class ProviderNode:
             log("provider", f"order {oid}: failed, {exc}")
             return
         if self.workers is None:
-            self.workers = WarmWorkers(spares=1, backend=self.cfg.backend)
+            self.workers = WorkerPool(self.cfg.workers, backend=self.cfg.backend)
         self.state.advance(oid, "running")
         self.running[oid] = self.pool.submit(self.workers.run, spec.model, inputs, self.cfg.backend,
                                              self.cfg.job_timeout)
@@ -251,8 +252,12 @@ class ProviderNode:
         return app
 
     def serve_forever(self) -> None:
+        self.workers = WorkerPool(self.cfg.workers, backend=self.cfg.backend)  # warming up meanwhile
+        from veracity.models.registry import names
+
+        for name in set(self.cfg.policy.models) & set(names()):  # to check inputs before bidding
+            self._model(name)
         self.register()
-        self.workers = WarmWorkers(spares=1, backend=self.cfg.backend)  # the first job starts warm
         serve_and_loop("provider", self.app(), self.cfg.port, self.tick, self.cfg.poll_interval)
 
 

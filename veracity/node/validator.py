@@ -25,7 +25,7 @@ from veracity.node.blobs import fetch
 from veracity.node.cid import cid_from_digest, cid_of
 from veracity.node.daemon import config_main, serve_and_loop
 from veracity.node.state import CheckLog, NodeState
-from veracity.node.worker import WarmWorkers
+from veracity.node.worker import WorkerPool
 from veracity.workloads.spec import parse_spec
 
 TOKEN = 10**18
@@ -63,7 +63,7 @@ class ValidatorNode:
         self.stream = EventStream(self.chain, {"Market": self.dep.market}, start)
         self.endpoints = EventStream(self.chain, {"Registry": self.dep.registry}, 0)
         self.providers: dict[str, str] = {}
-        self.workers: WarmWorkers | None = None
+        self.workers: WorkerPool | None = None
 
     def register(self) -> None:
         if self.registry.node(self.chain.address).role == 0:
@@ -90,7 +90,7 @@ class ValidatorNode:
             spec = parse_spec(spec_bytes.decode(), f"spec of order {oid}")
             inputs = fetch(url, spec.inputs.cid)  # type: ignore[arg-type]
             if self.workers is None:
-                self.workers = WarmWorkers(spares=1, backend=self.cfg.backend)
+                self.workers = WorkerPool(1, backend=self.cfg.backend)
             result = self.workers.run(spec.model, inputs, self.cfg.backend, self.cfg.job_timeout)
         except VeracityError as exc:
             self.checks.record(oid, "error", str(exc))
@@ -124,7 +124,7 @@ class ValidatorNode:
 
     def serve_forever(self) -> None:
         self.register()
-        self.workers = WarmWorkers(spares=1, backend=self.cfg.backend)
+        self.workers = WorkerPool(1, backend=self.cfg.backend)
         serve_and_loop("validator", self.app(), self.cfg.port, self.tick, self.cfg.poll_interval)
 
 

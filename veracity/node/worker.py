@@ -1,15 +1,17 @@
-"""Run a job in an isolated worker process: a crash, a hang or a memory blow-up in the model never
+"""Run jobs in isolated worker processes: a crash, a hang or a memory blow-up in the model never
 takes the daemon down, and a deadline is enforced by killing the worker.
 
-Every job gets a fresh process (spawned, so no state leaks from the daemon or between jobs).
-``WarmWorkers`` starts those processes ahead of time: a spare has already imported torch and the
-exact kernels (about 3 s) and waits for exactly one job, so a job's latency is its own run time.
+``run_in_worker`` spawns a fresh process for one job. ``WorkerPool`` keeps a few processes that
+have imported torch and the exact kernels once and keep loaded models (read-only), each running
+one job at a time; a worker that crashes or overruns its deadline is killed and replaced, so the
+next job never sees its state. Results never depend on which worker ran a job (exact arithmetic).
 """
 
 from __future__ import annotations
 
 import multiprocessing as mp
-import threading
+import os
+import queue
 from typing import Any
 
 from veracity.errors import VeracityError
@@ -20,11 +22,11 @@ class WorkerError(VeracityError):
     """The worker process failed: the job's inputs were refused, it crashed, or it ran too long."""
 
 
-def _run(conn: Any, model: str, inputs: bytes, backend: str) -> None:
+def _run(conn: Any, model: str, inputs: bytes, backend: str, loaded: Any = None) -> None:
     from veracity.workloads.infer import run_infer_job
 
     try:
-        conn.send(("ok", run_infer_job(model, inputs, backend)))
+        conn.send(("ok", run_infer_job(model, inputs, backend, model=loaded)))
     except VeracityError as exc:
         conn.send(("refused", str(exc)))
     except BaseException as exc:  # reported to the parent, never raised across the process
@@ -46,36 +48,43 @@ def _child(conn: Any, model: str, inputs: bytes, backend: str, threads: int | No
         conn.close()
 
 
-def _spare(conn: Any, threads: int | None, backend: str) -> None:
-    """Import everything a job needs, then wait for one job (or for the pipe to close)."""
+def _serve(conn: Any, threads: int | None, backend: str) -> None:
+    """A pool worker: import everything once, then run jobs one at a time until the pipe closes."""
     try:
         _prepare(threads)
-        import veracity.workloads.infer  # noqa: F401
         from veracity.exact.execute import make_backend
+        from veracity.models.registry import load, names
 
-        make_backend(backend)  # loads (or compiles) the native kernels now, not during the job
-        try:
-            model, inputs, job_backend = conn.recv()
-        except EOFError:
-            return
-        _run(conn, model, inputs, job_backend)
+        make_backend(backend)  # loads (or compiles) the native kernels now, not during a job
+        models: dict[str, Any] = {}
+        while True:
+            try:
+                model, inputs, job_backend = conn.recv()
+            except EOFError:
+                return
+            if model in names() and model not in models:
+                try:
+                    models[model] = load(model)
+                except VeracityError:
+                    pass  # the job itself reports why
+            _run(conn, model, inputs, job_backend, models.get(model))
     finally:
         conn.close()
 
 
-def _collect(proc: Any, conn: Any, timeout: float) -> JobResult:
+def _receive(proc: Any, conn: Any, timeout: float) -> tuple[str, Any]:
+    """The worker's answer; a worker that overran or died is killed and WorkerError raised."""
     try:
         if not conn.poll(timeout):
+            proc.kill()
             raise WorkerError(f"the job ran longer than {timeout:.0f} s and was stopped")
-        status, payload = conn.recv()
+        return conn.recv()
     except (EOFError, OSError):
         proc.join(5)
         raise WorkerError(f"the worker process died (exit code {proc.exitcode}) before finishing the job") from None
-    finally:
-        if proc.is_alive():
-            proc.kill()
-        proc.join(5)
-        conn.close()
+
+
+def _outcome(status: str, payload: Any) -> JobResult:
     if status == "ok":
         return payload
     if status == "refused":
@@ -91,55 +100,63 @@ def run_in_worker(model: str, inputs: bytes, backend: str = "torch", timeout: fl
     proc = ctx.Process(target=_child, args=(child, model, inputs, backend, threads), daemon=True)
     proc.start()
     child.close()
-    return _collect(proc, parent, timeout)
+    try:
+        return _outcome(*_receive(proc, parent, timeout))
+    finally:
+        if proc.is_alive():
+            proc.kill()
+        proc.join(5)
+        parent.close()
 
 
-class WarmWorkers:
-    """Fresh worker processes started ahead of time, one job each; safe to use from many threads."""
+class WorkerPool:
+    """``size`` warm worker processes, each running one job at a time; safe to use from many threads.
 
-    def __init__(self, spares: int = 1, backend: str = "torch", threads: int | None = None) -> None:
+    A job waits for a free worker. A worker whose job crashed it or overran its deadline is killed
+    and a fresh one takes its place.
+    """
+
+    def __init__(self, size: int = 1, backend: str = "torch", threads: int | None = None) -> None:
         self.ctx = mp.get_context("spawn")
-        self.backend, self.threads, self.size = backend, threads, spares
-        self.lock = threading.Lock()
-        self.spares: list[tuple[Any, Any]] = []
-        self._refill()
+        self.backend = backend
+        self.threads = threads or max(1, (os.cpu_count() or 1) // size)  # the workers share the cores
+        self.idle: queue.Queue[tuple[Any, Any]] = queue.Queue()
+        self.closed = False
+        for _ in range(size):
+            self.idle.put(self._start())
 
     def _start(self) -> tuple[Any, Any]:
         parent, child = self.ctx.Pipe(duplex=True)
-        proc = self.ctx.Process(target=_spare, args=(child, self.threads, self.backend), daemon=True)
+        proc = self.ctx.Process(target=_serve, args=(child, self.threads, self.backend), daemon=True)
         proc.start()
         child.close()
         return proc, parent
 
-    def _refill(self) -> None:
-        with self.lock:
-            self.spares = [s for s in self.spares if s[0].is_alive()]
-            while len(self.spares) < self.size:
-                self.spares.append(self._start())
-
-    def _take(self) -> tuple[Any, Any]:
-        with self.lock:
-            while self.spares:
-                proc, conn = self.spares.pop(0)
-                if proc.is_alive():
-                    return proc, conn
-                conn.close()
-        return self._start()
-
     def run(self, model: str, inputs: bytes, backend: str | None = None, timeout: float = 600) -> JobResult:
-        proc, conn = self._take()
-        self._refill()  # the next job's process warms up while this one runs
+        proc, conn = self.idle.get()
+        healthy = False
         try:
+            if not proc.is_alive():
+                raise WorkerError(f"the worker process died (exit code {proc.exitcode}) before it was given the job")
             conn.send((model, inputs, backend or self.backend))
+            status, payload = _receive(proc, conn, timeout)
+            healthy = status != "crashed"
         except OSError:
-            proc.kill()
             raise WorkerError("the worker process died before it was given the job") from None
-        return _collect(proc, conn, timeout)
-
-    def close(self) -> None:
-        with self.lock:
-            for proc, conn in self.spares:
-                conn.close()
+        finally:
+            if not healthy:  # never reuse a worker that crashed, hung or died
                 proc.kill()
                 proc.join(5)
-            self.spares = []
+                conn.close()
+                proc, conn = self._start()
+            if not self.closed:
+                self.idle.put((proc, conn))
+        return _outcome(status, payload)
+
+    def close(self) -> None:
+        self.closed = True
+        while not self.idle.empty():
+            proc, conn = self.idle.get_nowait()
+            conn.close()
+            proc.kill()
+            proc.join(5)
