@@ -67,7 +67,8 @@ def fetch(base_url: str, cid: str, max_bytes: int = DEFAULT_MAX_BYTES, timeout: 
             if resp.status_code == 404:
                 raise BlobError(f"{base_url} does not have blob {cid}")
             if resp.status_code != 200:
-                raise BlobError(f"{base_url} answered {resp.status_code} for blob {cid}")
+                resp.read()
+                raise BlobError(f"{base_url} answered {resp.status_code} for blob {cid}: {_detail(resp)}")
             for chunk in resp.iter_bytes():
                 size += len(chunk)
                 if size > max_bytes:
@@ -81,6 +82,14 @@ def fetch(base_url: str, cid: str, max_bytes: int = DEFAULT_MAX_BYTES, timeout: 
     return b"".join(chunks)
 
 
+def _detail(resp: httpx.Response) -> str:
+    """The reason a node gave for an error answer (FastAPI's ``detail``), or its raw text."""
+    try:
+        return str(resp.json().get("detail", resp.text))
+    except ValueError:
+        return resp.text[:200]
+
+
 def push(base_url: str, data: bytes, timeout: float = 30) -> str:
     """PUT a blob to a node's store; returns its CID (checked against the bytes sent)."""
     try:
@@ -88,7 +97,7 @@ def push(base_url: str, data: bytes, timeout: float = 30) -> str:
     except httpx.HTTPError as exc:
         raise BlobError(f"cannot reach {base_url} to store a blob: {exc}") from None
     if resp.status_code != 200:
-        raise BlobError(f"{base_url} refused the blob: {resp.json().get('detail', resp.text)}")
+        raise BlobError(f"{base_url} refused the blob: {_detail(resp)}")
     cid = resp.json()["cid"]
     if cid != cid_of(data):
         raise BlobError(f"{base_url} answered CID {cid} for bytes whose CID is {cid_of(data)}")
