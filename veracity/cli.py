@@ -90,11 +90,19 @@ def models() -> None:
 
 
 @app.command()
-def demo(threads: int = typer.Option(2, min=1, help="threads for the fast run")) -> None:
-    """Show exact inference: the same bits across threads and backends, at float accuracy."""
-    from veracity.demo import run_demo
+def demo(exact: bool = typer.Option(False, "--exact", help="only the exact-inference showcase, no network"),
+         threads: int = typer.Option(2, min=1, help="threads for the showcase's fast run")) -> None:
+    """The network end to end on a throwaway devnet: jobs of each kind, a spot check, a late provider
+    slashed, and every balance before and after. Exits 0 only when every step happened as expected."""
+    if exact:
+        from veracity.showcase import run_showcase
 
-    if not run_demo(Console(), threads):
+        ok = run_showcase(Console(), threads)
+    else:
+        from veracity.demo import run_demo
+
+        ok = run_demo(Console())
+    if not ok:
         raise typer.Exit(1)
 
 

@@ -1,96 +1,264 @@
-"""``veracity demo``: the exact-inference showcase (until the network exists).
+"""``veracity demo``: the network end to end on a throwaway devnet, told as a story.
 
-For each model it runs the example inputs four ways (the fast torch backend with N threads and
-with 1 thread, plain eager torch, the int64 NumPy reference), shows that output hashes and trace roots are identical, and
-compares quality with the float model. Returns True only when every check held.
+It starts anvil with the contracts, three provider daemons and a validator as separate processes
+on 127.0.0.1 (in a temporary folder, so a devnet you run yourself is left alone), then:
+
+* one ``infer`` job per model: bids, match, run, commit, the validator's re-execution, settlement,
+  and the output compared bit for bit with a local run of the int64 NumPy reference;
+* a job whose client picks a provider that turns out to be late: the client reclaims after the
+  deadline, gets its escrow back, and the provider's collateral is slashed to it.
+
+It prints the story and every balance before and after, and returns True only when every step
+happened and every balance moved exactly as the protocol says.
 """
 
 from __future__ import annotations
 
-import json
+import os
+import tempfile
+import threading
 import time
+from contextlib import contextmanager
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any, Iterator
 
-import numpy as np
+import httpx
 from rich.console import Console
 from rich.table import Table
 
-from veracity import runtime
-from veracity.models import registry
-from veracity.workloads.infer import InferResult, infer
+from veracity.errors import VeracityError
 
-EXAMPLES = Path(__file__).resolve().parent.parent / "examples" / "inputs"
-
-
-def _examples(name: str) -> list[dict]:
-    path = EXAMPLES / f"{name}.jsonl"
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
-
-
-def _quality(name: str, model: object, records: list[dict], result: InferResult) -> str:
-    """One line comparing the exact outputs with the float model's."""
-    import torch
-
-    if name == "digits-mlp":
-        from veracity.models import mlp
-        from veracity.models.weights import load_safetensors
-
-        fm = mlp.float_mlp()
-        fm.load_state_dict({k: torch.tensor(v, dtype=torch.float32)
-                            for k, v in load_safetensors(mlp.WEIGHTS).items()})
-        data = mlp.digits_split()
-        from veracity.exact.execute import Exec, make_backend
-
-        acc_e = float((model.predict(Exec(make_backend("torch")), data["x_test"]) == data["y_test"]).mean())
-        acc_f = mlp.float_accuracy(fm, data["x_test"], data["y_test"])
-        return f"test accuracy exact {acc_e:.1%} vs float {acc_f:.1%} (450 held-out digits)"
-    if name == "minilm":
-        from veracity.models.encoder import float_bert
-
-        bert = float_bert()
-        cos = []
-        for rec, out in zip(records, result.outputs):
-            ids = torch.tensor([model.tokenizer.encode(rec["text"]).ids])
-            with torch.no_grad():
-                ref = bert(input_ids=ids).last_hidden_state[0].mean(0).double().numpy()
-            e = out / 32768.0
-            cos.append(float(e @ ref / np.linalg.norm(e) / np.linalg.norm(ref)))
-        return f"cosine to the float model: min {min(cos):.4f}, mean {np.mean(cos):.4f}"
-    texts = [model.present(o) for o in result.outputs]
-    return "generated: " + " | ".join(repr(rec["text"] + t) for rec, t in zip(records, texts))
+ROOT = Path(__file__).resolve().parent.parent
+JOBS = ROOT / "examples" / "jobs"
+TOKEN = 10**18
+BEHAVIOURS = ["honest", "honest", "late"]
+MARKUPS = [1000, 500, 0]  # provider-0 bids 10% under the max price, provider-1 5%, the late one at the max
+WINDOW = 3  # seconds of challenge window (60 in the example specs; short so the demo is quick)
+LATE_DEADLINE = 35  # seconds the late job allows (the providers' minimum is 30)
 
 
-def run_demo(console: Console, threads: int = 2) -> bool:
-    runtime.tune_allocator()
-    if console.width < 124 and not console.is_terminal:
-        console.width = 124
-    console.rule("[bold]Veracity: exact inference[/] - same model + same data = same bits")
-    table = Table("model", "inputs", "steps", "ops", "output hash", "trace root", "bit-identical runs", "time")
-    notes, ok = [], True
-    for name in registry.names():
-        model = registry.load(name)
-        records = _examples(name)
-        items = [model.parse(r) for r in records]
-        runs: dict[str, InferResult] = {}
-        t0 = time.perf_counter()
-        for label, backend, n in [("fast", "torch", threads), ("one", "torch", 1), ("eager", "torch-eager", None),
-                                  ("ref", "numpy", None)]:
-            runtime.set_threads(n or threads)
-            runs[label] = infer(model, items, backend=backend, batch_size=8)
-        runtime.set_threads(threads)
-        elapsed = time.perf_counter() - t0
-        base = runs["fast"]
-        names = {"fast": f"native {threads}T", "one": "native 1T", "eager": "torch eager", "ref": "numpy"}
-        differ = [names[k] for k in ("one", "eager", "ref")
-                  if (runs[k].output_hash, runs[k].trace_root) != (base.output_hash, base.trace_root)]
-        ok &= not differ
-        verdict = (f"[green]{' = '.join(names.values())}[/]" if not differ
-                   else f"[red]{', '.join(differ)} DIFFER[/]")
-        table.add_row(name, str(len(items)), str(base.steps), str(base.ops), base.output_hash.hex()[:12],
-                      base.trace_root.hex()[:12], verdict, f"{elapsed:.1f}s")
-        notes.append((name, _quality(name, model, records, base)))
+@dataclass
+class Story:
+    """What happened to one job, filled in as it goes."""
+
+    job: str
+    client: str
+    order_id: int = 0
+    bids: str = "-"
+    matched: str = "-"
+    run: str = "-"
+    commit: str = "-"
+    check: str = "-"
+    settle: str = "-"
+    output: str = "-"
+    ok: list[bool] = field(default_factory=list)
+    provider: str = ""
+    price: int = 0
+    fee: int = 0
+
+
+def vrc(amount: int) -> str:
+    return f"{amount / TOKEN:,.4f}".rstrip("0").rstrip(".")
+
+
+def short(addr: str) -> str:
+    return addr[:6] + ".." + addr[-4:]
+
+
+@contextmanager
+def throwaway_home() -> Iterator[Path]:
+    """Point VERACITY_HOME at a temporary folder for the demo's devnet, then restore it."""
+    old = os.environ.get("VERACITY_HOME")
+    with tempfile.TemporaryDirectory(prefix="veracity-demo-") as tmp:
+        os.environ["VERACITY_HOME"] = tmp
+        try:
+            yield Path(tmp)
+        finally:
+            if old is None:
+                os.environ.pop("VERACITY_HOME", None)
+            else:
+                os.environ["VERACITY_HOME"] = old
+
+
+def run_demo(console: Console) -> bool:
+    from veracity.chain import devnet
+    from veracity.node import launcher
+
+    if console.width < 132 and not console.is_terminal:
+        console.width = 132
+    console.rule("[bold]Veracity devnet demo[/]: jobs, bids, exact runs, spot checks, settlement, slashing")
+    with throwaway_home():
+        try:
+            with console.status("starting anvil and deploying Token, Registry and Market"):
+                dep, _ = devnet.up(accounts=launcher.accounts_needed(3, 1))
+            with console.status("starting 3 provider daemons and 1 validator (separate processes)"):
+                daemons = launcher.launch(dep, 3, 1, behaviours=BEHAVIOURS, rate=1.0, markups=MARKUPS)
+            return _story(console, dep, daemons)
+        finally:
+            launcher.stop_all()
+            devnet.down()
+
+
+def _story(console: Console, dep: Any, daemons: list[dict[str, Any]]) -> bool:
+    from veracity.node.client import MissedDeadlineError, submit
+    from veracity.workloads.spec import Verification, load_spec
+
+    provs = [d for d in daemons if d["kind"] == "provider"]
+    validator = next(d for d in daemons if d["kind"] == "validator")
+    names = {d["address"]: f"p{i}" for i, d in enumerate(provs)}
+    names[validator["address"]] = "validator"
+    table = Table("node", "address", "serves at", "behaviour", "bids", title="the devnet")
+    for i, d in enumerate(provs):
+        table.add_row(names[d["address"]], d["address"], d["url"], BEHAVIOURS[i],
+                      f"{MARKUPS[i] / 100:g}% under the max price")
+    table.add_row("validator", validator["address"], validator["url"], "re-executes every result", "-")
     console.print(table)
-    for name, line in notes:
-        console.print(f"[bold]{name}[/]: {line}", highlight=False)
-    console.print("[green]every run gave identical bits[/]" if ok else "[red]runs disagreed[/]")
+
+    clients = {"client-1": dep.accounts[1], "client-2": dep.accounts[2]}
+    names.update({a.address: n for n, a in clients.items()})
+    _, token, registry, market = dep.clients(dep.deployer.key)
+    prov_accounts = [next(a for a in dep.accounts if a.address == d["address"]) for d in provs]
+    parties = [*clients.values(), *prov_accounts]
+    before = _balances(token, registry, market, parties)
+
+    # the late job runs alongside the others: its client picks provider-2, which never delivers
+    late = Story("digits-mlp", "client-2")
+    late_spec = load_spec(JOBS / "digits-mlp.yaml").model_copy(update={"deadline": LATE_DEADLINE})
+    late_result: dict[str, Any] = {}
+
+    def run_late() -> None:
+        try:
+            submit(late_spec, dep, clients["client-2"].key, bid_wait=20, result_timeout=120,
+                   only={provs[2]["address"]})
+        except MissedDeadlineError as exc:
+            late_result["missed"] = exc
+        except VeracityError as exc:
+            late_result["error"] = exc
+
+    late_thread = threading.Thread(target=run_late, daemon=True)
+    late_thread.start()
+
+    stories: list[Story] = []
+    for model in ("digits-mlp", "minilm", "tiny-gpt"):
+        story = Story(model, "client-1")
+        stories.append(story)
+        spec = load_spec(JOBS / f"{model}.yaml").model_copy(update={
+            "deadline": 120, "verification": Verification(challenge_window=WINDOW, spot_check_rate=1.0)})
+        with console.status(f"{model}: uploading inputs and opening the order") as status:
+            labels = {"order": "collecting bids", "match": "provider running the job",
+                      "run": "fetching the output", "commit": "waiting out the challenge window", "settle": "settled"}
+            try:
+                out = submit(spec, dep, clients["client-1"].key, bid_wait=20, result_timeout=120,
+                             on_phase=lambda name, m=model: status.update(f"{m}: {labels[name]}"))
+            except VeracityError as exc:
+                story.settle, story.ok = f"[red]failed: {exc}[/]", [False]
+                continue
+        story.order_id = out.order_id
+        story.bids = " ".join(f"{names.get(b.provider, short(b.provider))}:{vrc(b.price)}"
+                              for b in sorted(out.bids, key=lambda b: b.price))
+        story.matched = f"{names.get(out.provider)} @ {vrc(out.price)}"
+        story.run = f"{out.phases['run']:.1f}s"
+        story.commit = f"{out.output_cid[:12]}.."
+        story.output = _compare_local(model, spec.inputs.path, out)
+        story.ok = [len(out.bids) >= 2, story.output.startswith("[green]")]
+        story.provider, story.price, story.fee = out.provider, out.price, out.price * dep.fee_bps // 10_000
+        story.settle = f"paid {vrc(out.price - story.fee)} + fee {vrc(story.fee)}"
+        console.print(f"[bold]{model}[/]: order {out.order_id} settled with {story.matched} VRC", highlight=False)
+
+    with console.status("waiting for the late provider's deadline to pass (the client then reclaims)"):
+        late_thread.join(LATE_DEADLINE + 90)
+    missed = late_result.get("missed")
+    if missed is not None and missed.bid is not None:
+        late.order_id, bid = missed.order_id, missed.bid
+        late.bids = " ".join(f"{names.get(b.provider)}:{vrc(b.price)}" for b in missed.bids) + " (only p2 asked)"
+        late.matched = f"{names.get(bid.provider)} @ {vrc(bid.price)}"
+        late.run, late.commit, late.check = "[red]late[/]", "[red]missed[/]", "-"
+        late.settle = f"refund {vrc(bid.price)} + slashed {vrc(bid.collateral)}"
+        late.output = "client reclaimed"
+        late.ok = [True]
+    else:
+        late.settle, late.ok = f"[red]{late_result.get('error', 'the late job did not end as expected')}[/]", [False]
+    stories.append(late)
+
+    _fill_checks(console, validator["url"], stories[:3])
+    ok = all(all(s.ok) and s.ok for s in stories)
+    story_table = Table("job", "client", "order", "bids (VRC)", "matched", "run", "commit", "check", "settle (VRC)",
+                        "output", title="the story (p = provider; output compared with a local int64 NumPy run)")
+    for s in stories:
+        story_table.add_row(s.job, s.client, str(s.order_id or "-"), s.bids, s.matched, s.run, s.commit, s.check,
+                            s.settle, s.output)
+    console.print(story_table)
+
+    after = _balances(token, registry, market, parties)
+    expected = _expected(before, stories[:3], missed, clients)
+    ok &= _print_balances(console, names, before, after, expected)
+    escrow = market.escrow_total()
+    ok &= escrow == 0
+    console.print(f"escrow left in the Market: {vrc(escrow)} VRC" + (" [green]ok[/]" if escrow == 0 else " [red]![/]"))
+    console.print("[bold green]every step happened as the protocol says[/]" if ok
+                  else "[bold red]some step did not happen as expected (see above)[/]")
+    return ok
+
+
+def _compare_local(model: str, inputs_path: str | None, out: Any) -> str:
+    from veracity.workloads.infer import run_infer_job
+
+    local = run_infer_job(model, Path(inputs_path or "").read_bytes(), backend="numpy")
+    same = local.outputs_jsonl == out.outputs and local.trace_root == out.trace_root
+    return "[green]bit-identical[/]" if same else "[red]DIFFERENT[/]"
+
+
+def _fill_checks(console: Console, url: str, stories: list[Story], timeout: float = 90) -> None:
+    """The validator's verdicts for these orders (it re-executes every result at rate 1.0)."""
+    want = {s.order_id for s in stories if s.order_id}
+    verdicts: dict[int, str] = {}
+    end = time.monotonic() + timeout
+    with console.status("waiting for the validator's re-executions"):
+        while want - set(verdicts) and time.monotonic() < end:
+            try:
+                verdicts = {c["order_id"]: c["verdict"] for c in httpx.get(f"{url}/checks", timeout=5).json()}
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.5)
+    for s in stories:
+        v = verdicts.get(s.order_id, "no verdict")
+        s.check = f"[green]{v}[/]" if v == "match" else f"[red]{v}[/]"
+        s.ok.append(v == "match")
+
+
+def _balances(token: Any, registry: Any, market: Any, parties: list[Any]) -> dict[str, int]:
+    out = {a.address: token.balance_of(a.address) for a in parties}
+    out.update({f"stake:{a.address}": registry.node(a.address).stake for a in parties[2:]})
+    out["fee pool"] = market.fee_pool()
+    return out
+
+
+def _expected(before: dict[str, int], done: list[Story], missed: Any, clients: dict[str, Any]) -> dict[str, int]:
+    """Every balance after the demo, from the protocol's rules and the prices agreed."""
+    exp = dict(before)
+    for s in done:
+        if s.price:
+            exp[clients["client-1"].address] -= s.price
+            exp[s.provider] += s.price - s.fee
+            exp["fee pool"] += s.fee
+    if missed is not None and missed.bid is not None:
+        exp[clients["client-2"].address] += missed.bid.collateral  # escrow back, plus the slashed collateral
+        exp[f"stake:{missed.bid.provider}"] -= missed.bid.collateral
+    return exp
+
+
+def _print_balances(console: Console, names: dict[str, str], before: dict[str, int], after: dict[str, int],
+                    expected: dict[str, int]) -> bool:
+    table = Table("account", "before (VRC)", "after (VRC)", "change", "as the protocol says", title="balances")
+    ok = True
+    for key in before:
+        who = key.removeprefix("stake:")
+        label = key if key == "fee pool" else names.get(who, short(who)) + (" stake" if key.startswith("stake:") else "")
+        change = after[key] - before[key]
+        good = after[key] == expected[key]
+        ok &= good
+        table.add_row(label, vrc(before[key]), vrc(after[key]), ("+" if change > 0 else "") + vrc(change) if change else "0",
+                      "[green]yes[/]" if good else f"[red]no, expected {vrc(expected[key])}[/]")
+    console.print(table)
     return ok

@@ -34,6 +34,10 @@ class NoBidError(VeracityError):
 class MissedDeadlineError(VeracityError):
     """The provider did not commit before the deadline; the escrow came back with its collateral."""
 
+    def __init__(self, message: str, order_id: int = 0, bid: Bid | None = None, bids: list[Bid] | None = None):
+        super().__init__(message)
+        self.order_id, self.bid, self.bids = order_id, bid, bids or []
+
 
 @dataclass
 class JobOutcome:
@@ -44,6 +48,7 @@ class JobOutcome:
     trace_root: bytes
     outputs: bytes
     phases: dict[str, float] = field(default_factory=dict)
+    bids: list[Bid] = field(default_factory=list)  # every valid bid the client saw
 
 
 def providers(dep: Deployment, key: str) -> dict[str, str]:
@@ -121,7 +126,7 @@ def submit(spec: JobSpec, dep: Deployment, key: str, bid_wait: float = 15, resul
             market.reclaim(oid)
             raise MissedDeadlineError(
                 f"order {oid}: provider {best.provider} missed the deadline; the escrow ({best.price / TOKEN:g} VRC) "
-                f"was refunded and its collateral ({best.collateral / TOKEN:g} VRC) slashed to you")
+                f"was refunded and its collateral ({best.collateral / TOKEN:g} VRC) slashed to you", oid, best, bids)
         if time.monotonic() > give_up:
             raise VeracityError(f"order {oid}: no result within {result_timeout:.0f} s; "
                                 f"`veracity job status {oid}` shows it, reclaim after the deadline")
@@ -137,7 +142,7 @@ def submit(spec: JobSpec, dep: Deployment, key: str, bid_wait: float = 15, resul
     market.finalize(oid)
     phase("settle")
     return JobOutcome(oid, best.provider, best.price, out_cid, bytes.fromhex(committed.args["trace_root"][2:]),
-                      outputs, phases)
+                      outputs, phases, bids)
 
 
 def _accept_best(market: Any, registry: Any, oid: int, bids: list[Bid]) -> Bid:

@@ -40,8 +40,12 @@ def _spawn(kind: str, cfg: dict[str, Any], folder: Path) -> dict[str, Any]:
 
 
 def launch(dep: Deployment, providers: int, validators: int, behaviours: list[str] | None = None,
-           rate: float = 0.5, timeout: float = 90) -> list[dict[str, Any]]:
-    """Start the daemons and wait until each is registered on-chain."""
+           rate: float = 0.5, timeout: float = 90, markups: list[int] | None = None) -> list[dict[str, Any]]:
+    """Start the daemons and wait until each is registered on-chain.
+
+    Provider i bids ``markups[i]`` basis points below a client's max price (default 5% more
+    for each provider: 5%, 10%, 15%...) and behaves as ``behaviours[i]`` (default honest).
+    """
     if len(dep.accounts) < accounts_needed(providers, validators):
         raise VeracityError(f"{providers} providers and {validators} validators need "
                             f"{accounts_needed(providers, validators)} accounts")
@@ -51,10 +55,11 @@ def launch(dep: Deployment, providers: int, validators: int, behaviours: list[st
     for i in range(providers):
         acct = dep.accounts[FIRST_PROVIDER + i]
         behaviour = (behaviours or [])[i] if i < len(behaviours or []) else "honest"
+        markup = (markups or [])[i] if i < len(markups or []) else 500 * (i + 1)
         daemons.append(_spawn("provider", {
             "deployment": dep_file, "key": acct.key, "address": acct.address, "home": str(state / f"provider-{i}"),
             "port": free_port(), "behaviour": behaviour,
-            "policy": {"models": names(), "price_floor": TOKEN // 10, "markup_bps": 500 * (i + 1),
+            "policy": {"models": names(), "price_floor": TOKEN // 10, "markup_bps": markup,
                        "min_deadline_s": 30},
         }, state / f"provider-{i}"))
     for j in range(validators):

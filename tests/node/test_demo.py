@@ -1,0 +1,21 @@
+"""`veracity demo` tells the whole network story and exits 0 only when every step held."""
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent.parent
+
+
+def test_demo_runs_the_network_story(tmp_path):
+    env = {**os.environ, "VERACITY_HOME": str(tmp_path), "COLUMNS": "160"}
+    proc = subprocess.run([sys.executable, "-m", "veracity.cli", "demo"], capture_output=True, text=True, env=env,
+                          timeout=400, cwd=ROOT)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    out = proc.stdout
+    for model in ("digits-mlp", "minilm", "tiny-gpt"):
+        assert f"{model}: order" in out and "settled with p0 @ 4.5 VRC" in out
+    assert out.count("bit-identical") == 3 and out.count("match") >= 3
+    assert "slashed 1" in out and "every step happened as the protocol says" in out
+    assert not (tmp_path / "devnet" / "deployment.json").exists()  # the user's devnet folder is untouched
