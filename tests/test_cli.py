@@ -86,3 +86,14 @@ def test_models_lists_the_registry():
     assert proc.returncode == 0
     for name in ("digits-mlp", "minilm", "tiny-gpt"):
         assert name in proc.stdout
+
+
+@pytest.mark.parametrize("kind", ["provider", "validator"])
+def test_daemon_configs_are_checked_before_starting(kind, tmp_path):
+    missing = veracity(kind, "run", "--config", tmp_path / "none.json")
+    assert missing.returncode == 2 and "not found" in missing.stderr
+    bad = tmp_path / "bad.json"
+    bad.write_text(json.dumps({"deployment": "d.json", "port": "eighty"}))
+    proc = veracity(kind, "run", "--config", bad)
+    assert proc.returncode == 2 and f"not a valid {kind} config" in proc.stderr and "key" in proc.stderr
+    assert "Traceback" not in proc.stderr

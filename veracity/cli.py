@@ -193,28 +193,42 @@ def deploy(rpc_url: str = typer.Option(..., help="any EVM JSON-RPC URL"),
 
 provider_app = typer.Typer(help="Run a provider node.", no_args_is_help=True)
 app.add_typer(provider_app, name="provider")
+validator_app = typer.Typer(help="Run a validator node.", no_args_is_help=True)
+app.add_typer(validator_app, name="validator")
 job_app = typer.Typer(help="Submit jobs and follow them.", no_args_is_help=True)
 app.add_typer(job_app, name="job")
+
+
+def _run_daemon(kind: str, config: Path, cfg_cls: Any, node_cls: Any) -> None:
+    import json as _json
+
+    from pydantic import ValidationError
+
+    if not config.is_file():
+        raise UsageError(f"{kind} config {config} not found")
+    try:
+        cfg = cfg_cls.model_validate(_json.loads(config.read_text()))
+    except (ValueError, ValidationError) as exc:
+        raise UsageError(f"{config} is not a valid {kind} config: {exc}") from None
+    node = node_cls(cfg)
+    err.print(f"{kind} {node.chain.address} serving on http://127.0.0.1:{cfg.port}")
+    node.serve_forever()
 
 
 @provider_app.command("run")
 def provider_run(config: Path = typer.Option(..., help="provider config (JSON, see veracity.node.provider)")) -> None:
     """Register (if needed), then follow orders, bid, run, commit and serve blobs and bids."""
-    import json as _json
-
-    from pydantic import ValidationError
-
     from veracity.node.provider import ProviderConfig, ProviderNode
 
-    if not config.is_file():
-        raise UsageError(f"provider config {config} not found")
-    try:
-        cfg = ProviderConfig.model_validate(_json.loads(config.read_text()))
-    except (ValueError, ValidationError) as exc:
-        raise UsageError(f"{config} is not a valid provider config: {exc}") from None
-    node = ProviderNode(cfg)
-    err.print(f"provider {node.chain.address} serving on {node.url}")
-    node.serve_forever()
+    _run_daemon("provider", config, ProviderConfig, ProviderNode)
+
+
+@validator_app.command("run")
+def validator_run(config: Path = typer.Option(..., help="validator config (JSON, see veracity.node.validator)")) -> None:
+    """Register (if needed), then follow commitments and re-execute a sample of them."""
+    from veracity.node.validator import ValidatorConfig, ValidatorNode
+
+    _run_daemon("validator", config, ValidatorConfig, ValidatorNode)
 
 
 def _deployment(path: Optional[Path]) -> Any:
@@ -231,6 +245,8 @@ def job_submit(spec: Path = typer.Argument(..., help="job spec (YAML)"),
                deployment: Optional[Path] = typer.Option(None, help="deployment file (default: the devnet's)"),
                account: int = typer.Option(1, help="which deployment account pays (devnet)"),
                bid_wait: float = typer.Option(15, help="seconds to wait for bids"),
+               provider: Optional[list[str]] = typer.Option(None, "--provider",
+                                                            help="only take bids from this provider address (repeatable)"),
                output: Optional[Path] = typer.Option(None, "--output", "-o",
                                                      help="where to write the outputs (default order-N.out.jsonl)")) -> None:
     """Upload inputs, open the order, pick a bid, wait, fetch and verify the output, settle."""
@@ -245,7 +261,7 @@ def job_submit(spec: Path = typer.Argument(..., help="job spec (YAML)"),
         labels = {"order": "collecting bids", "match": "provider running the job", "run": "fetching the output",
                   "commit": "waiting out the challenge window", "settle": "settled"}
         out = submit(job, dep, dep.accounts[account].key, bid_wait=bid_wait,
-                     on_phase=lambda name: status.update(labels[name]))
+                     on_phase=lambda name: status.update(labels[name]), only=set(provider) if provider else None)
     table = Table(title=f"order {out.order_id} settled", show_header=False)
     table.add_row("provider", out.provider)
     table.add_row("price", f"{out.price / 10**18:g} VRC")
