@@ -4,6 +4,7 @@ import hashlib
 import struct
 
 import numpy as np
+import pytest
 
 from veracity.exact.trace import (
     Trace,
@@ -65,3 +66,26 @@ def test_background_hashing_gives_the_same_root():
 def test_output_hash_is_ordered():
     d = [tensor_digest(np.array([i], dtype=np.int32)) for i in range(3)]
     assert output_hash(d) != output_hash(d[::-1])
+
+
+def test_a_stored_trace_round_trips_to_its_root_and_locates_a_difference(digits):
+    from veracity.exact.trace import (
+        decode_records,
+        encode_records,
+        first_difference,
+        records_root,
+    )
+    from veracity.workloads.infer import infer
+
+    items = [digits.parse({"pixels": [i % 17] * 64}) for i in range(5)]
+    result = infer(digits, items, backend="numpy")
+    blob = encode_records(result.records)
+    back = decode_records(blob)
+    assert back == result.records and records_root(back) == result.trace_root
+    assert first_difference(back, result.records) is None
+    altered = list(back)
+    altered[3] = type(altered[3])(altered[3].step, altered[3].op, bytes(32))
+    assert first_difference(back, altered) == 3 and records_root(altered) != result.trace_root
+    assert first_difference(back, back[:2]) == 2
+    with pytest.raises(ValueError):
+        decode_records(b'{"step": 0, "op": "x", "digest": "00"}\n')

@@ -3,9 +3,12 @@
 import time
 from pathlib import Path
 
+import httpx
 import pytest
 
-from veracity.node.client import MissedDeadlineError, NoBidError, submit
+from veracity.exact.trace import decode_records
+from veracity.node.blobs import fetch
+from veracity.node.client import MissedDeadlineError, NoBidError, providers, submit
 from veracity.workloads.infer import run_infer_job
 from veracity.workloads.spec import Verification, load_spec
 
@@ -35,6 +38,10 @@ def test_a_job_settles_and_the_output_is_the_local_exact_run(network):
     out = submit(spec, dep, client.key, bid_wait=20, result_timeout=180)
     local = run_infer_job("digits-mlp", Path(spec.inputs.path).read_bytes(), backend="numpy")
     assert out.outputs == local.outputs_jsonl and out.trace_root == local.trace_root
+    # the provider keeps the whole trace; its records hash to the committed root
+    url = providers(dep, client.key)[p.address]
+    trace_cid = httpx.get(f"{url}/traces/{out.order_id}", timeout=5).json()["trace_cid"]
+    assert decode_records(fetch(url, trace_cid)) == decode_records(local.trace)
     assert out.provider == p.address and out.price == int(5 * TOKEN * 0.9)
     fee = out.price * dep.fee_bps // 10_000
     assert token.balance_of(client.address) == before_c - out.price

@@ -78,6 +78,40 @@ class TraceRecord:
     digest: bytes
 
 
+def encode_records(records: list[TraceRecord]) -> bytes:
+    """A trace as a blob: one JSON line per record, ``{"step", "op", "digest" (hex)}``."""
+    import json
+
+    return "".join(f'{{"step": {r.step}, "op": {json.dumps(r.op)}, "digest": "{r.digest.hex()}"}}\n'
+                   for r in records).encode()
+
+
+def decode_records(blob: bytes) -> list[TraceRecord]:
+    """Records from ``encode_records``; raises ValueError on anything else."""
+    import json
+
+    out = []
+    for line in blob.decode("utf-8").splitlines():
+        rec = json.loads(line)
+        digest = bytes.fromhex(rec["digest"])
+        if len(digest) != 32:
+            raise ValueError("a record's digest must be 32 bytes")
+        out.append(TraceRecord(int(rec["step"]), str(rec["op"]), digest))
+    return out
+
+
+def records_root(records: list[TraceRecord]) -> bytes:
+    return merkle_root([leaf_hash(r.step, r.op, r.digest) for r in records])
+
+
+def first_difference(mine: list[TraceRecord], theirs: list[TraceRecord]) -> int | None:
+    """Index of the first record where two traces differ (a length difference counts), or None."""
+    for i, (a, b) in enumerate(zip(mine, theirs)):
+        if a != b:
+            return i
+    return None if len(mine) == len(theirs) else min(len(mine), len(theirs))
+
+
 class Trace:
     """Collects op digests in order; hashing may run on a worker thread (hashlib drops the GIL)."""
 
@@ -101,7 +135,7 @@ class Trace:
         return [TraceRecord(s, o, d if isinstance(d, bytes) else d.result()) for s, o, d in self._pending]
 
     def root(self) -> bytes:
-        return merkle_root([leaf_hash(r.step, r.op, r.digest) for r in self.records])
+        return records_root(self.records)
 
     def close(self) -> None:
         if self._pool is not None:

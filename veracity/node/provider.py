@@ -219,12 +219,13 @@ class ProviderNode:
             if self.cfg.behaviour == "wrong-output":  # an adversary for tests and the demo: really cheats
                 outputs = outputs.replace(b'"output": ', b'"output": "forged", "was": ', 1)
             out_cid = self.blobs.put(outputs)
+            trace_cid = self.blobs.put(result.trace)
         except VeracityError as exc:
             self.state.advance(oid, "failed", error=str(exc))
             log("provider", f"order {oid}: failed, {exc}")
             return
         self.state.advance(oid, "done", output_cid=out_cid, trace_root=result.trace_root.hex(),
-                           trace_length=result.ops)
+                           trace_length=result.ops, trace_cid=trace_cid)
         try:
             self.commit(oid)
         except VeracityError as exc:  # retried next tick, or given up at the deadline
@@ -248,6 +249,18 @@ class ProviderNode:
             if "reason" in bid:
                 raise HTTPException(409, bid["reason"])
             return bid
+
+        @app.get("/traces/{order_id}")
+        def get_trace(order_id: int) -> dict[str, Any]:
+            """The CID of the trace committed for an order (its records' root is the trace root)."""
+            state = NodeState(self.state.path)  # this thread's own connection
+            try:
+                job = state.job(order_id)
+            finally:
+                state.close()
+            if job is None or job.trace_cid is None:
+                raise HTTPException(404, f"no trace for order {order_id} here")
+            return {"order_id": order_id, "trace_cid": job.trace_cid, "trace_root": job.trace_root}
 
         return app
 

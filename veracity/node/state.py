@@ -42,10 +42,15 @@ CREATE TABLE IF NOT EXISTS jobs (
     trace_length INTEGER,
     error TEXT,
     updated_at REAL NOT NULL,
-    bid TEXT
+    bid TEXT,
+    trace_cid TEXT
 );
 """
-FIELDS = ("model", "spec_cid", "price", "deadline", "output_cid", "trace_root", "trace_length", "error", "bid")
+FIELDS = ("model", "spec_cid", "price", "deadline", "output_cid", "trace_root", "trace_length", "error", "bid",
+          "trace_cid")
+COLUMNS = ("order_id", "status", "model", "spec_cid", "price", "deadline", "output_cid", "trace_root", "trace_length",
+           "error", "updated_at", "bid", "trace_cid")  # the order of Job's fields
+SELECT = f"SELECT {', '.join(COLUMNS)} FROM jobs"
 
 
 class StateError(VeracityError):
@@ -66,6 +71,7 @@ class Job:
     error: str | None
     updated_at: float
     bid: str | None  # the signed bid (JSON) this node offered, served again after a restart
+    trace_cid: str | None  # the blob of the job's trace records
 
 
 class NodeState:
@@ -77,8 +83,9 @@ class NodeState:
         self.db.execute("PRAGMA synchronous=NORMAL")
         self.db.executescript(SCHEMA)
         have = {r[1] for r in self.db.execute("PRAGMA table_info(jobs)")}
-        if "bid" not in have:  # a state file from before bids were kept
-            self.db.execute("ALTER TABLE jobs ADD COLUMN bid TEXT")
+        for col in ("bid", "trace_cid"):  # a state file from an older version
+            if col not in have:
+                self.db.execute(f"ALTER TABLE jobs ADD COLUMN {col} TEXT")
 
     def close(self) -> None:
         self.db.close()
@@ -94,7 +101,7 @@ class NodeState:
 
     # jobs -----------------------------------------------------------------------------------
     def job(self, order_id: int) -> Job | None:
-        row = self.db.execute("SELECT * FROM jobs WHERE order_id = ?", (order_id,)).fetchone()
+        row = self.db.execute(f"{SELECT} WHERE order_id = ?", (order_id,)).fetchone()
         return None if row is None else Job(*row)
 
     def add_job(self, order_id: int, **fields: Any) -> Job:
@@ -129,7 +136,7 @@ class NodeState:
 
     def jobs(self, *statuses: str) -> list[Job]:
         marks = ", ".join("?" * len(statuses))
-        rows = self.db.execute(f"SELECT * FROM jobs WHERE status IN ({marks}) ORDER BY order_id", statuses)
+        rows = self.db.execute(f"{SELECT} WHERE status IN ({marks}) ORDER BY order_id", statuses)
         return [Job(*r) for r in rows]
 
     def unfinished(self) -> list[Job]:

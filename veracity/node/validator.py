@@ -15,15 +15,17 @@ import hashlib
 from pathlib import Path
 from typing import Any
 
+import httpx
 from pydantic import BaseModel, Field
 
 from veracity.chain.client import VALIDATOR
 from veracity.chain.devnet import Deployment
 from veracity.chain.events import EventStream
 from veracity.errors import VeracityError
+from veracity.exact.trace import decode_records, first_difference, records_root
 from veracity.node.blobs import fetch
 from veracity.node.cid import cid_from_digest, cid_of
-from veracity.node.daemon import config_main, serve_and_loop
+from veracity.node.daemon import config_main, log, serve_and_loop
 from veracity.node.state import CheckLog, NodeState
 from veracity.node.worker import WorkerPool
 from veracity.workloads.spec import parse_spec
@@ -101,7 +103,29 @@ class ValidatorNode:
             self.checks.record(oid, "match")
         else:
             what = [w for w, ok in (("output", same_out), ("trace root", same_trace)) if not ok]
-            self.checks.record(oid, "mismatch", f"re-execution differs in its {' and '.join(what)}")
+            detail = f"re-execution differs in its {' and '.join(what)}"
+            if not same_trace:
+                detail += "; " + self.locate(url, oid, order.trace_root, result.trace)
+            self.checks.record(oid, "mismatch", detail)
+            log("validator", f"order {oid}: mismatch, {detail}")
+
+    def locate(self, url: str, oid: int, committed_root: bytes, mine: bytes) -> str:
+        """Where the provider's trace first departs from this validator's (what a dispute bisects to)."""
+        try:
+            resp = httpx.get(f"{url.rstrip('/')}/traces/{oid}", timeout=10)
+            if resp.status_code != 200:
+                return f"the provider serves no trace ({resp.status_code})"
+            theirs = decode_records(fetch(url, resp.json()["trace_cid"]))
+        except (VeracityError, httpx.HTTPError, ValueError, KeyError) as exc:
+            return f"the provider's trace could not be read ({exc})"
+        if records_root(theirs) != committed_root:
+            return "the trace the provider serves is not the one it committed"
+        ours = decode_records(mine)
+        i = first_difference(ours, theirs)
+        if i is None:
+            return "the traces agree record by record"
+        r = ours[i] if i < len(ours) else theirs[i]
+        return f"the traces first differ at record {i} (step {r.step}, op {r.op})"
 
     def app(self) -> Any:
         from fastapi import FastAPI

@@ -3,14 +3,21 @@
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Callable
 
 import numpy as np
 
 from veracity.errors import InputError
 from veracity.exact.execute import Exec, make_backend
-from veracity.exact.trace import Trace, output_hash, tensor_digest
+from veracity.exact.trace import (
+    Trace,
+    TraceRecord,
+    encode_records,
+    output_hash,
+    records_root,
+    tensor_digest,
+)
 
 Record = tuple[int, dict[str, Any]]  # (line number, JSON object)
 
@@ -22,6 +29,7 @@ class InferResult:
     trace_root: bytes
     steps: int
     ops: int
+    records: list[TraceRecord] = field(default_factory=list)  # the trace, in execution order
 
 
 def infer(model: Any, items: list[Any], backend: str = "torch", batch_size: int = 32,
@@ -35,11 +43,11 @@ def infer(model: Any, items: list[Any], backend: str = "torch", batch_size: int 
         if progress:
             progress(min(lo + batch_size, len(items)))
     digests = [tensor_digest(np.asarray(o, dtype=np.int32)) for o in outputs]
-    root = tr.root() if tr else b"\0" * 32
-    ops = len(tr) if tr else 0
+    records = tr.records if tr else []
     if tr:
         tr.close()
-    return InferResult(outputs, output_hash(digests), root, ex.step_index + 1, ops)
+    root = records_root(records) if tr else b"\0" * 32
+    return InferResult(outputs, output_hash(digests), root, ex.step_index + 1, len(records), records)
 
 
 def parse_jsonl(text: str, source: str) -> list[Record]:
@@ -83,6 +91,7 @@ class JobResult:
     trace_root: bytes
     steps: int
     ops: int
+    trace: bytes = b""  # the trace records as a blob (``trace.encode_records``); its root is trace_root
 
 
 def run_infer_job(model_name: str, inputs_jsonl: bytes, backend: str = "torch", batch_size: int = 32,
@@ -98,4 +107,4 @@ def run_infer_job(model_name: str, inputs_jsonl: bytes, backend: str = "torch", 
     records = parse_jsonl(text, "inputs")
     result = infer(m, parse_items(m, records, "inputs"), backend=backend, batch_size=batch_size)
     return JobResult(output_lines(m, records, result).encode(), result.output_hash, result.trace_root,
-                     result.steps, result.ops)
+                     result.steps, result.ops, encode_records(result.records))
