@@ -7,7 +7,7 @@ step, so a model's code is the same for the torch and NumPy backends, traced or 
 from __future__ import annotations
 
 from contextlib import contextmanager
-from typing import Any, Iterator
+from typing import Any, Callable, Iterator
 
 import numpy as np
 
@@ -44,9 +44,12 @@ def make_backend(name: str, device: str = "cpu") -> Any:
 class Exec:
     """Runs exact ops on ``backend``, recording each output in ``trace`` (when given)."""
 
-    def __init__(self, backend: Any, trace: Trace | None = None) -> None:
+    def __init__(self, backend: Any, trace: Trace | None = None,
+                 tamper: Callable[[int, str, Any], Any] | None = None) -> None:
         self.b = backend
         self.trace = trace
+        self.tamper = tamper  # only adversaries in tests set this: (op index, op name, output) -> output
+        self.ops = 0
         self.step_index = -1
         self._prefix = ""
 
@@ -61,6 +64,9 @@ class Exec:
             self._prefix = ""
 
     def _rec(self, op: str, x: Any, dtype: np.dtype) -> Any:
+        if self.tamper is not None:
+            x = self.tamper(self.ops, self._prefix + op, x)
+        self.ops += 1
         if self.trace is not None:
             b = self.b
             nbytes = int(np.prod(x.shape)) * dtype.itemsize

@@ -40,7 +40,7 @@ def _spawn(kind: str, cfg: dict[str, Any], folder: Path) -> dict[str, Any]:
 
 
 def launch(dep: Deployment, providers: int, validators: int, behaviours: list[str] | None = None,
-           rate: float = 0.5, timeout: float = 90, markups: list[int] | None = None) -> list[dict[str, Any]]:
+           rate: float = 0.0, timeout: float = 90, markups: list[int] | None = None) -> list[dict[str, Any]]:
     """Start the daemons and wait until each is registered on-chain.
 
     Provider i bids ``markups[i]`` basis points below a client's max price (default 5% more

@@ -26,6 +26,7 @@ from veracity.chain.events import EventStream
 from veracity.errors import VeracityError
 from veracity.market.bids import Bid, sign_bid
 from veracity.market.policy import OrderView, PricePolicy, decide_bid
+from veracity.node.adversary import forge_output
 from veracity.node.blob_server import create_app
 from veracity.node.blobs import BlobStore
 from veracity.node.cid import cid_from_digest, digest_of
@@ -46,8 +47,8 @@ class ProviderConfig(BaseModel):
     port: int
     policy: PricePolicy
     stake: int = 1000 * TOKEN
-    # late: accepts leases, never delivers; wrong-output: commits an altered final output
-    behaviour: Literal["honest", "late", "wrong-output"] = "honest"
+    # for tests and the demo: late never delivers; the others cheat (see node.adversary)
+    behaviour: Literal["honest", "late", "wrong-output", "corrupt-op", "lazy"] = "honest"
     backend: str = "torch"
     workers: int = Field(2, ge=1)  # jobs run at once (each in its own process); more leases wait their turn
     job_timeout: float = 600
@@ -202,7 +203,7 @@ class ProviderNode:
             self.workers = WorkerPool(self.cfg.workers, backend=self.cfg.backend)
         self.state.advance(oid, "running")
         self.running[oid] = self.pool.submit(self.workers.run, spec.model, inputs, self.cfg.backend,
-                                             self.cfg.job_timeout)
+                                             self.cfg.job_timeout, self.cfg.behaviour)
         log("provider", f"order {oid}: running {spec.model}")
 
     def harvest(self) -> None:
@@ -217,7 +218,7 @@ class ProviderNode:
             result = fut.result()
             outputs = result.outputs_jsonl
             if self.cfg.behaviour == "wrong-output":  # an adversary for tests and the demo: really cheats
-                outputs = outputs.replace(b'"output": ', b'"output": "forged", "was": ', 1)
+                outputs = forge_output(outputs)
             out_cid = self.blobs.put(outputs)
             trace_cid = self.blobs.put(result.trace)
         except VeracityError as exc:

@@ -3,7 +3,9 @@
     python -m veracity.node.validator --config validator.json
 
 Whether an order is checked is a deterministic draw from (validator, order id) against the
-configured rate, so a restart never changes its mind. A check fetches the spec and inputs by CID
+order's rate, so a restart never changes its mind. The rate is the one that makes cheating a
+losing bet (``verify.sampling``: from the price, the provider's collateral and stake, and the
+number of validators), never below the client's ``spot_check_rate`` or this validator's ``rate``. A check fetches the spec and inputs by CID
 from the committing provider (every byte verified), runs the job in an isolated worker, and
 compares the output CID and trace root with the commitment: "match" or "mismatch" (the dispute
 game that follows a mismatch comes with the verification issue).
@@ -28,6 +30,7 @@ from veracity.node.cid import cid_from_digest, cid_of
 from veracity.node.daemon import config_main, log, serve_and_loop
 from veracity.node.state import CheckLog, NodeState
 from veracity.node.worker import WorkerPool
+from veracity.verify.sampling import check_rate, slashable
 from veracity.workloads.spec import parse_spec
 
 TOKEN = 10**18
@@ -39,7 +42,7 @@ class ValidatorConfig(BaseModel):
     key: str
     home: str
     port: int
-    rate: float = Field(0.1, ge=0, le=1)
+    rate: float = Field(0.0, ge=0, le=1)  # the least share of results this validator checks
     stake: int = 100 * TOKEN
     backend: str = "torch"
     job_timeout: float = 600
@@ -65,6 +68,7 @@ class ValidatorNode:
         self.stream = EventStream(self.chain, {"Market": self.dep.market}, start)
         self.endpoints = EventStream(self.chain, {"Registry": self.dep.registry}, 0)
         self.providers: dict[str, str] = {}
+        self.validators = 0  # registered validators, which share the checking
         self.workers: WorkerPool | None = None
 
     def register(self) -> None:
@@ -75,12 +79,20 @@ class ValidatorNode:
         for ev in self.endpoints.poll():
             if ev.name == "Registered":
                 self.providers[ev.args["node"]] = ev.args["endpoint"]
+                self.validators += int(ev.args["role"]) == VALIDATOR
         for ev in self.stream.poll():
             if ev.name == "ResultCommitted":
                 oid = int(ev.args["order_id"])
-                if self.checks.verdict(oid) is None and sampled(self.chain.address, oid, self.cfg.rate):
+                if self.checks.verdict(oid) is None and sampled(self.chain.address, oid, self.rate(oid)):
                     self.check(oid, ev.args)
         self.state.set_cursor("chain", self.stream.next_block)
+
+    def rate(self, oid: int) -> float:
+        """How likely this validator is to check order ``oid`` (see ``verify.sampling``)."""
+        order = self.market.order(oid)
+        slash = slashable(order.collateral, self.registry.node(order.provider).stake)
+        floor = max(self.cfg.rate, order.spot_check_bps / 10_000)
+        return check_rate(order.price, slash, self.validators, floor)
 
     def check(self, oid: int, args: dict[str, Any]) -> None:
         order = self.market.order(oid)

@@ -22,11 +22,21 @@ class WorkerError(VeracityError):
     """The worker process failed: the job's inputs were refused, it crashed, or it ran too long."""
 
 
-def _run(conn: Any, model: str, inputs: bytes, backend: str, loaded: Any = None) -> None:
+def _job(model: str, inputs: bytes, backend: str, loaded: Any, behaviour: str) -> Any:
+    """The job's result: an honest run, or (in tests and the demo) an adversary's."""
+    from veracity.node import adversary
     from veracity.workloads.infer import run_infer_job
 
+    if behaviour == "corrupt-op":
+        return adversary.corrupt_op_job(model, inputs, loaded)
+    if behaviour == "lazy":
+        return adversary.lazy_job(inputs)
+    return run_infer_job(model, inputs, backend, model=loaded)
+
+
+def _run(conn: Any, model: str, inputs: bytes, backend: str, loaded: Any = None, behaviour: str = "honest") -> None:
     try:
-        conn.send(("ok", run_infer_job(model, inputs, backend, model=loaded)))
+        conn.send(("ok", _job(model, inputs, backend, loaded, behaviour)))
     except VeracityError as exc:
         conn.send(("refused", str(exc)))
     except BaseException as exc:  # reported to the parent, never raised across the process
@@ -59,7 +69,7 @@ def _serve(conn: Any, threads: int | None, backend: str) -> None:
         models: dict[str, Any] = {}
         while True:
             try:
-                model, inputs, job_backend = conn.recv()
+                model, inputs, job_backend, behaviour = conn.recv()
             except EOFError:
                 return
             if model in names() and model not in models:
@@ -67,7 +77,7 @@ def _serve(conn: Any, threads: int | None, backend: str) -> None:
                     models[model] = load(model)
                 except VeracityError:
                     pass  # the job itself reports why
-            _run(conn, model, inputs, job_backend, models.get(model))
+            _run(conn, model, inputs, job_backend, models.get(model), behaviour)
     finally:
         conn.close()
 
@@ -132,13 +142,14 @@ class WorkerPool:
         child.close()
         return proc, parent
 
-    def run(self, model: str, inputs: bytes, backend: str | None = None, timeout: float = 600) -> JobResult:
+    def run(self, model: str, inputs: bytes, backend: str | None = None, timeout: float = 600,
+            behaviour: str = "honest") -> JobResult:
         proc, conn = self.idle.get()
         healthy = False
         try:
             if not proc.is_alive():
                 raise WorkerError(f"the worker process died (exit code {proc.exitcode}) before it was given the job")
-            conn.send((model, inputs, backend or self.backend))
+            conn.send((model, inputs, backend or self.backend, behaviour))
             status, payload = _receive(proc, conn, timeout)
             healthy = status != "crashed"
         except OSError:

@@ -33,10 +33,11 @@ class InferResult:
 
 
 def infer(model: Any, items: list[Any], backend: str = "torch", batch_size: int = 32,
-          trace: bool = True, progress: Callable[[int], None] | None = None) -> InferResult:
+          trace: bool = True, progress: Callable[[int], None] | None = None,
+          tamper: Callable[[int, str, Any], Any] | None = None) -> InferResult:
     """Run ``model`` on parsed ``items`` in batches of ``batch_size`` (in input order)."""
     tr = Trace() if trace else None
-    ex = Exec(make_backend(backend), tr)
+    ex = Exec(make_backend(backend), tr, tamper)
     outputs: list[np.ndarray] = []
     for lo in range(0, len(items), batch_size):
         outputs += model.run(ex, items[lo:lo + batch_size])
@@ -95,7 +96,7 @@ class JobResult:
 
 
 def run_infer_job(model_name: str, inputs_jsonl: bytes, backend: str = "torch", batch_size: int = 32,
-                  model: Any = None) -> JobResult:
+                  model: Any = None, tamper: Callable[[int, str, Any], Any] | None = None) -> JobResult:
     """The ``infer`` job kind end to end: JSONL bytes in, output JSONL and commitments out."""
     from veracity.models.registry import load
 
@@ -105,6 +106,6 @@ def run_infer_job(model_name: str, inputs_jsonl: bytes, backend: str = "torch", 
     except UnicodeDecodeError:
         raise InputError("job inputs are not UTF-8 JSONL") from None
     records = parse_jsonl(text, "inputs")
-    result = infer(m, parse_items(m, records, "inputs"), backend=backend, batch_size=batch_size)
+    result = infer(m, parse_items(m, records, "inputs"), backend=backend, batch_size=batch_size, tamper=tamper)
     return JobResult(output_lines(m, records, result).encode(), result.output_hash, result.trace_root,
                      result.steps, result.ops, encode_records(result.records))
