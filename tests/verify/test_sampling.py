@@ -2,7 +2,12 @@
 
 import pytest
 
-from veracity.verify.sampling import cheating_gain, check_rate, required_catch_probability, slashable
+from veracity.verify.sampling import (
+    cheating_gain,
+    check_rate,
+    required_catch_probability,
+    slashable,
+)
 
 TOKEN = 10**18
 

@@ -11,8 +11,12 @@ Format (version 1)
   one generated token's pass through a block); ``op`` names the op inside it
   (``"layer.3.attn.softmax"``). Records are kept in execution order.
 * **Leaf**: ``sha256(0x00 || step (u32 BE) || len(op) (u16 BE) || op utf-8 || digest)``.
-* **Root**: a binary SHA-256 tree, node ``sha256(0x01 || left || right)``, an odd last node
-  carried up unchanged; the root of no records is ``sha256(b"")``.
+* **Chain**: ``c_i = sha256(0x02 || c_{i-1} || leaf_i)`` with ``c_{-1}`` 32 zero bytes, so
+  ``c_i`` commits to every record up to ``i``: two traces that agree on ``c_i`` agree on all
+  records before it, which lets a dispute bisect to the *first* differing record.
+* **Root**: a binary SHA-256 tree over ``c_0 .. c_{n-1}``, node ``sha256(0x01 || left ||
+  right)``, an odd last node carried up unchanged (``verify.merkle`` proves a position in it);
+  the root of no records is ``sha256(b"")``.
 * The **output hash** of a job is ``sha256`` over the tensor digests of its per-item outputs, in
   input order, so it does not depend on how the items were batched.
 
@@ -100,8 +104,25 @@ def decode_records(blob: bytes) -> list[TraceRecord]:
     return out
 
 
+def chain_link(prev: bytes, leaf: bytes) -> bytes:
+    return hashlib.sha256(b"\x02" + prev + leaf).digest()
+
+
+GENESIS = bytes(32)
+
+
+def chained(records: list[TraceRecord]) -> list[bytes]:
+    """The chain values ``c_0 .. c_{n-1}`` of a trace (the leaves of its Merkle tree)."""
+    out, c = [], GENESIS
+    for r in records:
+        c = chain_link(c, leaf_hash(r.step, r.op, r.digest))
+        out.append(c)
+    return out
+
+
 def records_root(records: list[TraceRecord]) -> bytes:
-    return merkle_root([leaf_hash(r.step, r.op, r.digest) for r in records])
+    """The trace root: the Merkle root over the chained records."""
+    return merkle_root(chained(records))
 
 
 def first_difference(mine: list[TraceRecord], theirs: list[TraceRecord]) -> int | None:
