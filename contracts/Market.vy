@@ -24,6 +24,7 @@ interface IRegistry:
     def lock(node: address, amount: uint256): nonpayable
     def unlock(node: address, amount: uint256): nonpayable
     def slash(node: address, amount: uint256, to: address): nonpayable
+    def slash_stake(node: address, bps: uint256, to: address) -> uint256: nonpayable
     def adjust_reputation(node: address, delta: int256): nonpayable
     def is_provider(node: address) -> bool: view
 
@@ -37,6 +38,8 @@ COMMITTED: constant(uint8) = 3
 FINALIZED: constant(uint8) = 4
 REFUNDED: constant(uint8) = 5
 CANCELLED: constant(uint8) = 6
+OVERTURNED: constant(uint8) = 7  # a dispute found the result wrong
+STAKE_SLASH_BPS: constant(uint256) = 1000  # share of its stake a provider loses for a wrong result
 MAX_BPS: constant(uint256) = 10000
 
 
@@ -103,6 +106,13 @@ event TimedOut:
 event ChallengeSet:
     order_id: indexed(uint256)
     challenged: bool
+
+event Overturned:
+    order_id: indexed(uint256)
+    provider: indexed(address)
+    challenger: indexed(address)
+    refund: uint256
+    slashed: uint256
 
 event DisputesSet:
     disputes: address
@@ -275,3 +285,27 @@ def set_challenged(order_id: uint256, challenged_: bool):
     assert self.orders[order_id].state == COMMITTED, "market: only a committed result can be challenged"
     self.challenged[order_id] = challenged_
     log ChallengeSet(order_id=order_id, challenged=challenged_)
+
+
+@external
+def resolve_dispute(order_id: uint256, provider_lost: bool, challenger: address):
+    """
+    @notice The end of a dispute (Disputes contract only). A provider that lost is overturned:
+            the client gets the price back, and the provider's collateral and STAKE_SLASH_BPS of
+            its other stake go to the challenger. Otherwise the result may finalize as usual.
+    """
+    assert msg.sender == self.disputes, "market: only the disputes contract resolves disputes"
+    o: Order = self.orders[order_id]
+    assert o.state == COMMITTED and self.challenged[order_id], "market: no dispute is open on this order"
+    self.challenged[order_id] = False
+    if not provider_lost:
+        log ChallengeSet(order_id=order_id, challenged=False)
+        return
+    self.orders[order_id].state = OVERTURNED
+    self.escrow_total -= o.price
+    extcall registry.slash(o.provider, o.collateral, challenger)
+    share: uint256 = extcall registry.slash_stake(o.provider, STAKE_SLASH_BPS, challenger)
+    extcall registry.adjust_reputation(o.provider, -1)
+    assert extcall token.transfer(o.client, o.price), "market: refund transfer failed"
+    log Overturned(order_id=order_id, provider=o.provider, challenger=challenger, refund=o.price,
+                   slashed=o.collateral + share)

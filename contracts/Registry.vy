@@ -243,6 +243,23 @@ def slash(node: address, amount: uint256, to: address):
 
 
 @external
+def slash_stake(node: address, bps: uint256, to: address) -> uint256:
+    """
+    @notice Take `bps` of a provider's stake beyond its locked collateral (unbonding stake
+            included: that is what the unbonding delay is for) and pay it to `to` (Market only).
+    """
+    self._only_market()
+    n: Node = self.nodes[node]
+    amount: uint256 = (n.stake - n.locked) * bps // 10000
+    self.nodes[node].stake = n.stake - amount
+    self.nodes[node].unbonding = min(n.unbonding, n.stake - amount - n.locked)
+    self.total_stake -= amount
+    assert extcall token.transfer(to, amount), "registry: slash transfer failed"
+    log Slashed(node=node, amount=amount, to=to)
+    return amount
+
+
+@external
 def adjust_reputation(node: address, delta: int256):
     """
     @notice Move a node's reputation after a settled lease (Market only).

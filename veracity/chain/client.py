@@ -21,7 +21,7 @@ from veracity.errors import ChainError
 
 PROVIDER, VALIDATOR = 1, 2
 ORDER_STATES = {0: "none", 1: "open", 2: "accepted", 3: "committed", 4: "finalized", 5: "refunded",
-                6: "cancelled"}
+                6: "cancelled", 7: "overturned"}
 
 
 def revert_reason(exc: Exception) -> str:
@@ -259,3 +259,45 @@ class MarketClient(_Bound):
 
     def fee_pool(self) -> int:
         return self.fn.fee_pool().call()
+
+
+@dataclass(frozen=True)
+class GameInfo:
+    challenger: str
+    bond: int
+    root: bytes
+    size: int
+    agree: int
+    differ: int
+    query: int
+    provider_value: bytes
+    challenger_value: bytes
+    revealed: int
+    deadline: int
+    stage: int
+
+    @property
+    def stage_name(self) -> str:
+        return {0: "none", 1: "bisecting", 2: "located", 3: "settled"}.get(self.stage, str(self.stage))
+
+
+class DisputesClient(_Bound):
+    name = "Disputes"
+
+    def __init__(self, chain: Chain, address: str, token: TokenClient) -> None:
+        super().__init__(chain, address)
+        self.token = token
+
+    def challenge(self, order_id: int, root: bytes) -> Any:
+        """Approve the bond and challenge a committed result with your own trace root."""
+        self.token.approve(self.address, self.fn.bond().call())
+        return self._send(self.fn.challenge(order_id, root))
+
+    def reveal(self, order_id: int, chain_value: bytes, proof: list[bytes]) -> Any:
+        return self._send(self.fn.reveal(order_id, chain_value, proof))
+
+    def timeout(self, order_id: int) -> Any:
+        return self._send(self.fn.timeout(order_id))
+
+    def game(self, order_id: int) -> GameInfo:
+        return GameInfo(*self.fn.games(order_id).call())

@@ -9,11 +9,18 @@ from eth_account import Account
 from pydantic import BaseModel
 
 from veracity.chain.anvil import MNEMONIC
-from veracity.chain.client import Chain, MarketClient, RegistryClient, TokenClient
+from veracity.chain.client import (
+    Chain,
+    DisputesClient,
+    MarketClient,
+    RegistryClient,
+    TokenClient,
+)
+from veracity.errors import ChainError
 
 TOKEN = 10**18
 DEFAULTS = {"supply": 10**9 * TOKEN, "min_stake": 100 * TOKEN, "unbonding_delay": 3600, "fee_bps": 500,
-            "fund": 100_000 * TOKEN}
+            "fund": 100_000 * TOKEN, "dispute_bond": 10 * TOKEN, "move_time": 60}
 
 
 class AccountInfo(BaseModel):
@@ -34,6 +41,9 @@ class Deployment(BaseModel):
     min_stake: int
     unbonding_delay: int
     fee_bps: int
+    disputes: str | None = None  # deployments from before the dispute game have none
+    dispute_bond: int = 0
+    move_time: int = 0
 
     def write(self, path: Path) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -48,6 +58,12 @@ class Deployment(BaseModel):
         chain = Chain(self.rpc_url, key)
         token = TokenClient(chain, self.token)
         return chain, token, RegistryClient(chain, self.registry, token), MarketClient(chain, self.market, token)
+
+    def disputes_client(self, key: str) -> DisputesClient:
+        if self.disputes is None:
+            raise ChainError("this deployment has no Disputes contract: redeploy it")
+        chain = Chain(self.rpc_url, key)
+        return DisputesClient(chain, self.disputes, TokenClient(chain, self.token))
 
 
 def dev_accounts(n: int) -> list[AccountInfo]:
@@ -70,13 +86,16 @@ def deploy(rpc_url: str, deployer: AccountInfo, accounts: list[AccountInfo], dev
     market = chain.deploy("Market", token, registry, p["fee_bps"])
     reg = RegistryClient(chain, registry, TokenClient(chain, token))
     chain.send(reg.fn.set_market(market))
+    disputes = chain.deploy("Disputes", token, market, p["dispute_bond"], p["move_time"])
+    chain.send(MarketClient(chain, market, TokenClient(chain, token)).fn.set_disputes(disputes))
     tok = TokenClient(chain, token)
     for a in accounts:
         if a.address != deployer.address:
             tok.transfer(a.address, p["fund"])
     return Deployment(rpc_url=rpc_url, chain_id=chain.w3.eth.chain_id, token=token, registry=registry,
                       market=market, deployer=deployer, accounts=accounts, min_stake=p["min_stake"],
-                      unbonding_delay=p["unbonding_delay"], fee_bps=p["fee_bps"])
+                      unbonding_delay=p["unbonding_delay"], fee_bps=p["fee_bps"], disputes=disputes,
+                      dispute_bond=p["dispute_bond"], move_time=p["move_time"])
 
 
 # the embedded devnet: anvil as a background process, its state in a folder -----------------
