@@ -39,7 +39,7 @@ FINALIZED: constant(uint8) = 4
 REFUNDED: constant(uint8) = 5
 CANCELLED: constant(uint8) = 6
 OVERTURNED: constant(uint8) = 7  # a dispute found the result wrong
-STAKE_SLASH_BPS: constant(uint256) = 1000  # share of its stake a provider loses for a wrong result
+STAKE_SLASH_BPS: constant(uint256) = 2000  # share of its stake a provider loses for a wrong result
 MAX_BPS: constant(uint256) = 10000
 
 

@@ -72,7 +72,7 @@ def test_a_provider_that_stops_answering_is_overturned_and_slashed(committed):
         a.stranger.chain.send(a.d.disputes_client(a.stranger.key).fn.timeout(oid))
     a.advance(a.d.move_time + 1)
     a.d.disputes_client(a.stranger.key).timeout(oid)  # anyone may call it
-    share = (node0.stake - node0.locked) * 1000 // 10_000
+    share = (node0.stake - node0.locked) * 2000 // 10_000
     assert a.client.market.order(oid).state_name == "overturned"
     assert a.client.token.balance_of(a.client.address) == client0 + bid.price  # the price comes back
     assert a.validator.token.balance_of(a.validator.address) == chal0 + bid.collateral + share  # bond back too

@@ -26,9 +26,9 @@ def test_at_the_chosen_rate_cheating_has_negative_expected_value(price, collater
 
 def test_the_devnet_figures_and_the_floor():
     p, s = int(4.5 * TOKEN), slashable(int(0.9 * TOKEN), 1000 * TOKEN)
-    assert s == int(100.9 * TOKEN)
-    assert required_catch_probability(p, s) == pytest.approx(2 * 4.5 / 105.4)
-    assert check_rate(p, s, validators=1) == pytest.approx(0.0854, abs=1e-3)
+    assert s == int(200.9 * TOKEN)
+    assert required_catch_probability(p, s) == pytest.approx(2 * 4.5 / 205.4)
+    assert check_rate(p, s, validators=1) == pytest.approx(0.0438, abs=1e-3)
     assert check_rate(p, s, validators=1, floor=0.5) == 0.5  # the client may ask for more
     assert check_rate(p, 0) == 1.0  # nothing to slash: every job must be checked
     assert check_rate(0, s) == 0.0

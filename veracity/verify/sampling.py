@@ -16,13 +16,14 @@ colluding or mistaken estimates), and check each job with
     p  = max(p_min, 1 - (1 - q*)^(1 / V))
 
 ``p_min`` is the floor the client asked for in its order (its ``spot_check_rate``). With the
-devnet's figures (P = 4.5 VRC, S = 0.9 collateral + 10% of a 1000 VRC stake) and one validator,
-q* = 0.085: a validator re-executes about one job in twelve, and a rational provider never cheats.
+devnet's figures (P = 4.5 VRC, S = 0.9 collateral + 20% of a 1000 VRC stake, the share the
+Market slashes) and one validator, q* = 0.044: a validator re-executes about one job in 23, and
+a rational provider never cheats.
 """
 
 from __future__ import annotations
 
-STAKE_SLASH_BPS = 1_000  # share of its stake a provider caught cheating loses (with its collateral)
+STAKE_SLASH_BPS = 2_000  # share of its stake a provider caught cheating loses (with its collateral)
 SAFETY = 2.0
 
 
