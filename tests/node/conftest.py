@@ -16,11 +16,11 @@ TOKEN = 10**18
 class Net:
     """anvil + a deployment + provider daemons started on demand; everything stopped at the end."""
 
-    def __init__(self, folder, accounts=6):
+    def __init__(self, folder, accounts=6, **params):
         self.folder = folder
         self.node = Anvil(accounts=accounts, block_time=1)
         self.accts = dev_accounts(accounts)
-        self.dep = deploy(self.node.rpc_url, self.accts[0], self.accts)
+        self.dep = deploy(self.node.rpc_url, self.accts[0], self.accts, **params)
         self.dep_file = folder / "deployment.json"
         self.dep.write(self.dep_file)
         self.procs = []

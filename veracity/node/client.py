@@ -139,6 +139,13 @@ def submit(spec: JobSpec, dep: Deployment, key: str, bid_wait: float = 15, resul
     wait = order.committed_at + order.challenge_window - chain.now()
     if wait > 0:
         time.sleep(wait + 1)
+    while market.fn.challenged(oid).call():  # a dispute decides; wait for it
+        if time.monotonic() > give_up:
+            raise VeracityError(f"order {oid}: its result is still disputed; `veracity job status {oid}` follows it")
+        time.sleep(0.5)
+    if market.order(oid).state_name == "overturned":
+        raise VeracityError(f"order {oid}: a dispute found provider {best.provider}'s result wrong; your payment "
+                            f"({best.price / TOKEN:g} VRC) was refunded and the output discarded")
     market.finalize(oid)
     phase("settle")
     return JobOutcome(oid, best.provider, best.price, out_cid, bytes.fromhex(committed.args["trace_root"][2:]),

@@ -24,6 +24,7 @@ from veracity.chain.client import PROVIDER
 from veracity.chain.devnet import Deployment
 from veracity.chain.events import EventStream
 from veracity.errors import VeracityError
+from veracity.exact.trace import decode_records
 from veracity.market.bids import Bid, sign_bid
 from veracity.market.policy import OrderView, PricePolicy, decide_bid
 from veracity.node.adversary import forge_output
@@ -33,6 +34,7 @@ from veracity.node.cid import cid_from_digest, digest_of
 from veracity.node.daemon import config_main, log, serve_and_loop
 from veracity.node.state import NodeState
 from veracity.node.worker import WorkerPool
+from veracity.verify.bisection import TraceView
 from veracity.workloads.infer import JobResult, parse_items, parse_jsonl
 from veracity.workloads.spec import model_id, parse_spec
 
@@ -71,7 +73,12 @@ class ProviderNode:
         start = self.state.cursor("chain", -1)
         if start < 0:
             start = self.chain.w3.eth.block_number + 1
-        self.stream = EventStream(self.chain, {"Market": self.dep.market}, start)
+        watched = {"Market": self.dep.market}
+        if self.dep.disputes:
+            watched["Disputes"] = self.dep.disputes
+        self.stream = EventStream(self.chain, watched, start)
+        self.disputes = self.dep.disputes_client(cfg.key) if self.dep.disputes else None
+        self.views: dict[int, TraceView] = {}  # committed traces being disputed
         self.bids: dict[int, dict[str, Any]] = {}  # what GET /bids/{order} answers, rebuilt from SQLite
         for job in self.state.jobs("bid", "skipped"):
             self.bids[job.order_id] = json.loads(job.bid) if job.bid else {"reason": self._who(job.error or "")}
@@ -113,6 +120,16 @@ class ProviderNode:
         elif name == "Finalized" and job is not None and job.status in ("committed", "challenged"):
             self.state.advance(oid, "settled")
             log("provider", f"order {oid}: settled, paid")
+        elif name == "ChallengeSet" and job is not None and job.status in ("committed", "challenged"):
+            status = "challenged" if args["challenged"] else "committed"
+            if status != job.status:
+                self.state.advance(oid, status)
+                log("provider", f"order {oid}: {'challenged' if args['challenged'] else 'the challenge failed'}")
+        elif name == "Query" and job is not None and job.status in ("committed", "challenged"):
+            self.defend(oid, int(args["index"]))
+        elif name == "Overturned" and job is not None and job.status in ("committed", "challenged"):
+            self.state.advance(oid, "overturned", error="a dispute found the result wrong")
+            log("provider", f"order {oid}: overturned by a dispute, collateral and stake share slashed")
         elif name == "TimedOut" and job is not None and job.status in ("accepted", "running", "done"):
             self.state.advance(oid, "gave_up", error="the client reclaimed after the deadline")
             log("provider", f"order {oid}: the client reclaimed after the deadline")
@@ -171,6 +188,17 @@ class ProviderNode:
 
             self.loaded[name] = load(name)
         return self.loaded[name]
+
+    def defend(self, oid: int, index: int) -> None:
+        """Answer a dispute's query with the chain value of the trace this node committed."""
+        game = self.disputes.game(oid)  # type: ignore[union-attr]
+        if game.stage_name != "bisecting" or game.query != index or game.revealed & 1:
+            return  # answered before a restart, or the game moved on
+        if oid not in self.views:
+            job = self.state.job(oid)
+            self.views[oid] = TraceView(decode_records(self.blobs.get(job.trace_cid)))
+        self.disputes.reveal(oid, *self.views[oid].reveal(index))  # type: ignore[union-attr]
+        log("provider", f"order {oid}: dispute, revealed the chain value of record {index}")
 
     # work -----------------------------------------------------------------------------------
     def work(self) -> None:
