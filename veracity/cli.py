@@ -106,6 +106,42 @@ def demo(exact: bool = typer.Option(False, "--exact", help="only the exact-infer
         raise typer.Exit(1)
 
 
+@app.command()
+def plan(params: float = typer.Option(..., help="parameters in matrix multiplies, e.g. 7e9"),
+         layers: int = typer.Option(..., min=1), hidden: int = typer.Option(..., min=1),
+         seq: int = typer.Option(..., min=1, help="sequence length"),
+         tokens: float = typer.Option(..., help="tokens to process (training: tokens seen)"),
+         mode: str = typer.Option("infer", help="infer or train"),
+         devices: str = typer.Option("1xH100", help="COUNTxNAME, e.g. 8xH100"),
+         batch: Optional[int] = typer.Option(None, min=1, help="sequences per global batch (default: 1 to "
+                                             "infer, 4M tokens' worth to train)"),
+         mfu: float = typer.Option(0.4, min=0.01, max=1.0, help="share of peak FLOPs reached"),
+         json_out: bool = typer.Option(False, "--json", help="print JSON instead of a table")) -> None:
+    """Estimate FLOPs, memory, parallel split, communication and time for a job on some devices."""
+    import json as _json
+
+    from veracity.workloads import planner
+
+    if params <= 0 or tokens <= 0:
+        raise UsageError("--params and --tokens must be positive")
+    if batch is None:
+        batch = 1 if mode == "infer" else max(1, (4 << 20) // seq)
+    p = planner.plan(planner.ModelShape(params, layers, hidden, seq), mode, tokens, devices, batch, mfu)  # type: ignore[arg-type]
+    if json_out:
+        print(_json.dumps(p.to_dict(), indent=2))
+        return
+    table = Table(title=f"{mode} plan on {devices}", show_header=False)
+    table.add_row("FLOPs", f"{p.flops:.3g}")
+    table.add_row("memory per device", f"{p.memory_per_device_gb:,.1f} GB" + ("" if p.fits else "  [red](does not fit)[/]"))
+    table.add_row("parallel degrees", f"data {p.dp} x tensor {p.tp} x pipeline {p.pp}")
+    for k, v in p.comm_gb.items():
+        table.add_row(f"communication, {k}", f"{v:,.1f} GB")
+    for k, v in p.time_s.items():
+        table.add_row(f"time, {k}", planner.duration(v))
+    table.add_row("time", f"{planner.duration(p.total_time_s)} (bottleneck: {p.bottleneck})")
+    Console().print(table)
+
+
 devnet_app = typer.Typer(help="The embedded devnet: anvil with Veracity's contracts deployed.",
                          no_args_is_help=True)
 app.add_typer(devnet_app, name="devnet")

@@ -17,9 +17,31 @@ from veracity.exact.trace import (
 
 def test_tensor_digest_is_the_documented_encoding():
     a = np.array([[1, -2, 3]], dtype=np.int32)
-    expected = hashlib.sha256(b"VXT1" + bytes([4, 2]) + struct.pack("<2I", 1, 3) +
-                              struct.pack("<3i", 1, -2, 3)).digest()
+    chunk = hashlib.sha256(b"\x03" + struct.pack(">3i", 1, -2, 3)).digest()  # one chunk: its leaf is the root
+    expected = hashlib.sha256(b"VXT2" + bytes([4, 2]) + struct.pack(">2I", 1, 3) + chunk).digest()
     assert tensor_digest(a) == expected
+
+
+@pytest.mark.parametrize("shape,dtype", [((50, 300), np.int32), ((3, 4000), np.int32), ((2, 3, 7, 7), np.uint8),
+                                         ((9,), np.int16)])
+def test_any_row_is_provable_from_the_digest(shape, dtype, fresh_rng):
+    from veracity.exact.trace import chunk_leaf, chunking, header, tensor_chunks
+    from veracity.verify import merkle
+    from veracity.verify.rows import pack
+
+    info = np.iinfo(dtype)
+    a = fresh_rng.integers(info.min, int(info.max) + 1, shape).astype(dtype)
+    row_bytes, per, n = chunking(a.shape, a.dtype.itemsize)
+    chunks = [bytes(c) for c in tensor_chunks(a)]
+    tree = merkle.levels([chunk_leaf(c) for c in chunks])
+    assert len(chunks) == n and hashlib.sha256(header(a) + tree[-1][0]).digest() == tensor_digest(a)
+    rows = a.reshape(-1, a.shape[-1])
+    for r in {0, len(rows) - 1, int(fresh_rng.integers(len(rows)))}:
+        g, off = divmod(r, per)
+        assert merkle.verify(tree[-1][0], chunk_leaf(chunks[g]), g, n, merkle.prove(tree, g))
+        # the row a contract reads out of the chunk is the row in the packed encoding
+        assert chunks[g][off * row_bytes:(off + 1) * row_bytes] == pack(rows[r], a.dtype.itemsize,
+                                                                        signed=np.issubdtype(dtype, np.signedinteger))
 
 
 def test_digest_depends_on_dtype_and_shape_not_on_memory_layout():
