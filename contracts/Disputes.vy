@@ -10,7 +10,8 @@
         a share of its stake go to the challenger, who gets its bond back. Losing as the
         challenger: its bond goes to the provider, and the result may finalize.
 @dev Phases two and three (inside the located record, down to one element that `OneStep`
-     recomputes) come next; until then a game that located its record waits there.
+     recomputes) come next; until then a game that located its record ends undecided after
+     LOCATED_EXPIRY move times (the client is refunded, nobody is slashed).
 """
 
 from ethereum.ercs import IERC20
@@ -18,7 +19,7 @@ from ethereum.ercs import IERC20
 interface IMarket:
     def orders(order_id: uint256) -> Order: view
     def set_challenged(order_id: uint256, challenged_: bool): nonpayable
-    def resolve_dispute(order_id: uint256, provider_lost: bool, challenger: address): nonpayable
+    def resolve_dispute(order_id: uint256, outcome: uint8, challenger: address): nonpayable
 
 struct Order:
     client: address
@@ -38,10 +39,14 @@ struct Order:
     trace_length: uint256
     committed_at: uint256
 
-COMMITTED: constant(uint8) = 3
-BISECTING: constant(uint8) = 1
+ORDER_COMMITTED: constant(uint8) = 3  # the Market's order state
+BISECTING: constant(uint8) = 1  # game stages
 LOCATED: constant(uint8) = 2
 SETTLED: constant(uint8) = 3
+PROVIDER_WON: constant(uint8) = 1  # outcomes, as the Market names them
+PROVIDER_LOST: constant(uint8) = 2
+UNDECIDED: constant(uint8) = 3
+LOCATED_EXPIRY: constant(uint256) = 4  # move times a located game waits for the next phase
 PROVIDER: constant(uint8) = 1
 CHALLENGER: constant(uint8) = 2
 MAX_DEPTH: constant(uint256) = 64
@@ -85,7 +90,7 @@ event Located:
 
 event Settled:
     order_id: indexed(uint256)
-    provider_lost: bool
+    outcome: uint8  # 1 the provider won, 2 it lost, 3 undecided
     reason: String[80]
 
 token: public(immutable(IERC20))
@@ -135,12 +140,14 @@ def challenge(order_id: uint256, root: bytes32):
     @notice Challenge a committed result within its window, with the bond and your trace root.
     """
     o: Order = staticcall market.orders(order_id)
-    assert o.state == COMMITTED, "disputes: only a committed result can be challenged"
+    assert o.state == ORDER_COMMITTED, "disputes: only a committed result can be challenged"
     assert block.timestamp < o.committed_at + o.challenge_window, "disputes: the challenge window has closed"
-    assert self.games[order_id].stage == 0, "disputes: this result is already challenged"
+    stage: uint8 = self.games[order_id].stage
+    # a result that won a game can be challenged again: the Market restarted its window
+    assert stage == 0 or stage == SETTLED, "disputes: this result is already challenged"
     assert root != o.trace_root, "disputes: that is the committed trace root"
     assert msg.sender != o.provider, "disputes: a provider cannot challenge its own result"
-    assert o.trace_length > 0, "disputes: the result has no trace"
+    assert o.trace_length > 0 and o.trace_length <= 2**63, "disputes: the trace length is out of range"
     assert extcall token.transferFrom(msg.sender, self, bond), "disputes: bond transfer failed"
     extcall market.set_challenged(order_id, True)
     deadline: uint256 = block.timestamp + move_time
@@ -183,7 +190,7 @@ def reveal(order_id: uint256, chain_value: bytes32, proof: DynArray[bytes32, MAX
     if g.differ == g.size:  # the opening reveal, at the last record
         if same:
             self.games[order_id] = g
-            self._settle(order_id, False, "the traces agree on every record")
+            self._settle(order_id, PROVIDER_WON, "the traces agree on every record")
             return
         g.differ = g.size - 1
     elif same:
@@ -192,7 +199,7 @@ def reveal(order_id: uint256, chain_value: bytes32, proof: DynArray[bytes32, MAX
         g.differ = g.query
     if convert(g.differ, int256) == g.agree + 1:
         g.stage = LOCATED
-        g.deadline = block.timestamp + move_time
+        g.deadline = block.timestamp + LOCATED_EXPIRY * move_time
         self.games[order_id] = g
         log Located(order_id=order_id, record=g.differ)
         return
@@ -206,23 +213,29 @@ def reveal(order_id: uint256, chain_value: bytes32, proof: DynArray[bytes32, MAX
 @external
 def timeout(order_id: uint256):
     """
-    @notice After a move's deadline, the party that did not move loses (the challenger, if neither did).
+    @notice After a move's deadline, the party that did not move loses (the challenger, if
+            neither did). A game that located its record and was not judged by its deadline
+            ends undecided: the client is refunded, nobody is slashed, the bond comes back.
     """
     g: Game = self.games[order_id]
-    assert g.stage == BISECTING, "disputes: no move is pending"
+    assert g.stage == BISECTING or g.stage == LOCATED, "disputes: no move is pending"
     assert block.timestamp > g.deadline, "disputes: the move's deadline has not passed"
-    provider_lost: bool = g.revealed == CHALLENGER
-    self._settle(order_id, provider_lost, "a party missed its move's deadline")
+    if g.stage == LOCATED:
+        self._settle(order_id, UNDECIDED, "the located record was not judged in time")
+    elif g.revealed == CHALLENGER:
+        self._settle(order_id, PROVIDER_LOST, "the provider missed its move's deadline")
+    else:
+        self._settle(order_id, PROVIDER_WON, "the challenger missed its move's deadline")
 
 
 @internal
-def _settle(order_id: uint256, provider_lost: bool, reason: String[80]):
+def _settle(order_id: uint256, outcome: uint8, reason: String[80]):
     g: Game = self.games[order_id]
     self.games[order_id].stage = SETTLED
     o: Order = staticcall market.orders(order_id)
-    extcall market.resolve_dispute(order_id, provider_lost, g.challenger)
-    if provider_lost:
-        assert extcall token.transfer(g.challenger, g.bond), "disputes: bond refund failed"
-    else:
+    extcall market.resolve_dispute(order_id, outcome, g.challenger)
+    if outcome == PROVIDER_WON:
         assert extcall token.transfer(o.provider, g.bond), "disputes: bond transfer failed"
-    log Settled(order_id=order_id, provider_lost=provider_lost, reason=reason)
+    else:
+        assert extcall token.transfer(g.challenger, g.bond), "disputes: bond refund failed"
+    log Settled(order_id=order_id, outcome=outcome, reason=reason)

@@ -39,6 +39,9 @@ FINALIZED: constant(uint8) = 4
 REFUNDED: constant(uint8) = 5
 CANCELLED: constant(uint8) = 6
 OVERTURNED: constant(uint8) = 7  # a dispute found the result wrong
+PROVIDER_WON: constant(uint8) = 1  # dispute outcomes
+PROVIDER_LOST: constant(uint8) = 2
+UNDECIDED: constant(uint8) = 3
 STAKE_SLASH_BPS: constant(uint256) = 2000  # share of its stake a provider loses for a wrong result
 MAX_BPS: constant(uint256) = 10000
 
@@ -113,6 +116,10 @@ event Overturned:
     challenger: indexed(address)
     refund: uint256
     slashed: uint256
+
+event Undecided:
+    order_id: indexed(uint256)
+    refund: uint256
 
 event DisputesSet:
     disputes: address
@@ -222,6 +229,7 @@ def commit_result(order_id: uint256, output_cid: bytes32, trace_root: bytes32, t
     o: Order = self.orders[order_id]
     assert o.state == ACCEPTED, "market: no accepted lease awaits a result for this order"
     assert msg.sender == o.provider, "market: only the order's provider can commit its result"
+    assert trace_length > 0, "market: a result must commit a non-empty trace"
     assert block.timestamp <= o.deadline, "market: the deadline has passed"
     self.orders[order_id].state = COMMITTED
     self.orders[order_id].output_cid = output_cid
@@ -288,24 +296,36 @@ def set_challenged(order_id: uint256, challenged_: bool):
 
 
 @external
-def resolve_dispute(order_id: uint256, provider_lost: bool, challenger: address):
+def resolve_dispute(order_id: uint256, outcome: uint8, challenger: address):
     """
-    @notice The end of a dispute (Disputes contract only). A provider that lost is overturned:
-            the client gets the price back, and the provider's collateral and STAKE_SLASH_BPS of
-            its other stake go to the challenger. Otherwise the result may finalize as usual.
+    @notice The end of a dispute (Disputes contract only).
+            PROVIDER_WON: the result stands, and a fresh challenge window starts now, so another
+            challenger always gets a full window (a cheater's own challenge cannot shut it).
+            PROVIDER_LOST: the result is overturned: the client gets the price back, and the
+            provider's collateral and STAKE_SLASH_BPS of its other stake go to the challenger.
+            UNDECIDED: the game could not be judged; the client gets the price back and the
+            provider's collateral is released, nobody is slashed.
     """
     assert msg.sender == self.disputes, "market: only the disputes contract resolves disputes"
     o: Order = self.orders[order_id]
     assert o.state == COMMITTED and self.challenged[order_id], "market: no dispute is open on this order"
     self.challenged[order_id] = False
-    if not provider_lost:
+    if outcome == PROVIDER_WON:
+        self.orders[order_id].committed_at = block.timestamp  # the challenge window starts again
         log ChallengeSet(order_id=order_id, challenged=False)
         return
-    self.orders[order_id].state = OVERTURNED
     self.escrow_total -= o.price
-    extcall registry.slash(o.provider, o.collateral, challenger)
-    share: uint256 = extcall registry.slash_stake(o.provider, STAKE_SLASH_BPS, challenger)
-    extcall registry.adjust_reputation(o.provider, -1)
+    if outcome == PROVIDER_LOST:
+        self.orders[order_id].state = OVERTURNED
+        extcall registry.slash(o.provider, o.collateral, challenger)
+        share: uint256 = extcall registry.slash_stake(o.provider, STAKE_SLASH_BPS, challenger)
+        extcall registry.adjust_reputation(o.provider, -1)
+        assert extcall token.transfer(o.client, o.price), "market: refund transfer failed"
+        log Overturned(order_id=order_id, provider=o.provider, challenger=challenger, refund=o.price,
+                       slashed=o.collateral + share)
+        return
+    assert outcome == UNDECIDED, "market: unknown dispute outcome"
+    self.orders[order_id].state = REFUNDED
+    extcall registry.unlock(o.provider, o.collateral)
     assert extcall token.transfer(o.client, o.price), "market: refund transfer failed"
-    log Overturned(order_id=order_id, provider=o.provider, challenger=challenger, refund=o.price,
-                   slashed=o.collateral + share)
+    log Undecided(order_id=order_id, refund=o.price)

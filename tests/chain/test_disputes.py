@@ -130,3 +130,39 @@ def test_bad_challenges_are_refused(committed):
     a.advance(601)
     with pytest.raises(ChainError, match="window has closed"):
         a.d.disputes_client(a.validator.key).challenge(oid, honest.root)
+
+
+def test_a_won_game_restarts_the_window_so_a_real_challenger_still_gets_one(committed):
+    a, oid, bid, cheat, honest = committed
+    sybil = a.d.disputes_client(a.stranger.key)  # the cheater's own second address, shutting the door
+    sybil.challenge(oid, b"\x07" * 32)
+    a.d.disputes_client(a.provider.key).reveal(oid, *cheat.reveal(N - 1))
+    a.advance(a.d.move_time + 1)
+    sybil.timeout(oid)  # the provider "wins" against itself
+    assert a.client.market.order(oid).committed_at == a.now()  # a fresh window
+    a.advance(300)
+    chal = a.d.disputes_client(a.validator.key)
+    chal.challenge(oid, honest.root)  # still possible
+    assert chal.game(oid).challenger == a.validator.address and chal.game(oid).stage_name == "bisecting"
+
+
+def test_a_located_game_that_is_not_judged_ends_undecided(committed):
+    a, oid, bid, cheat, honest = committed
+    prov, chal = a.d.disputes_client(a.provider.key), a.d.disputes_client(a.validator.key)
+    client0 = a.client.token.balance_of(a.client.address)
+    chal0 = a.validator.token.balance_of(a.validator.address)
+    stake0 = a.provider.registry.node(a.provider.address).stake
+    chal.challenge(oid, honest.root)
+    while chal.game(oid).stage_name == "bisecting":
+        step(prov, "provider", cheat, oid)
+        step(chal, "challenger", honest, oid)
+    assert chal.game(oid).stage_name == "located"
+    with pytest.raises(ChainError, match="deadline has not passed"):
+        chal.timeout(oid)
+    a.advance(4 * a.d.move_time + 1)
+    chal.timeout(oid)
+    assert a.client.market.order(oid).state_name == "refunded"
+    assert a.client.token.balance_of(a.client.address) == client0 + bid.price
+    assert a.validator.token.balance_of(a.validator.address) == chal0  # the bond came back
+    node = a.provider.registry.node(a.provider.address)
+    assert node.stake == stake0 and node.locked == 0  # nobody is slashed without a judgement

@@ -157,11 +157,13 @@ def test_finalize_inside_the_window_is_refused(open_with_provider):
 def test_a_challenged_result_does_not_finalize(open_with_provider):
     a, oid = open_with_provider
     a.client.market.accept_bid(bid_for(a, oid))
+    with pytest.raises(ChainError, match="non-empty trace"):  # an empty trace could never be challenged
+        a.provider.market.commit_result(oid, b"\1" * 32, b"\2" * 32, 0)
     a.provider.market.commit_result(oid, b"\1" * 32, b"\2" * 32, 1)
     with pytest.raises(ChainError, match="only the disputes contract"):
         a.stranger.chain.send(a.stranger.market.fn.set_challenged(oid, True))
     with pytest.raises(ChainError, match="only the disputes contract"):
-        a.stranger.chain.send(a.stranger.market.fn.resolve_dispute(oid, True, a.stranger.address))
+        a.stranger.chain.send(a.stranger.market.fn.resolve_dispute(oid, 2, a.stranger.address))
     a.d.disputes_client(a.validator.key).challenge(oid, b"\3" * 32)
     assert a.client.market.fn.challenged(oid).call()
     a.advance(3600)

@@ -135,17 +135,24 @@ def submit(spec: JobSpec, dep: Deployment, key: str, bid_wait: float = 15, resul
     out_cid = cid_from_digest(bytes.fromhex(committed.args["output_cid"][2:]))
     outputs = fetch(reachable[best.provider], out_cid)  # checked against the committed CID
     phase("commit")
-    order = market.order(oid)
-    wait = order.committed_at + order.challenge_window - chain.now()
-    if wait > 0:
-        time.sleep(wait + 1)
-    while market.fn.challenged(oid).call():  # a dispute decides; wait for it
-        if time.monotonic() > give_up:
-            raise VeracityError(f"order {oid}: its result is still disputed; `veracity job status {oid}` follows it")
-        time.sleep(0.5)
-    if market.order(oid).state_name == "overturned":
-        raise VeracityError(f"order {oid}: a dispute found provider {best.provider}'s result wrong; your payment "
-                            f"({best.price / TOKEN:g} VRC) was refunded and the output discarded")
+    while True:  # wait out the challenge window, and any dispute (which restarts the window if it fails)
+        order = market.order(oid)
+        if order.state_name == "overturned":
+            raise VeracityError(f"order {oid}: a dispute found provider {best.provider}'s result wrong; your "
+                                f"payment ({best.price / TOKEN:g} VRC) was refunded and the output discarded")
+        if order.state_name == "refunded":
+            raise VeracityError(f"order {oid}: a dispute over the result ended undecided; your payment "
+                                f"({best.price / TOKEN:g} VRC) was refunded")
+        if market.fn.challenged(oid).call():
+            if time.monotonic() > give_up:
+                raise VeracityError(f"order {oid}: its result is still disputed; `veracity job status {oid}` "
+                                    "follows it")
+            time.sleep(0.5)
+            continue
+        wait = order.committed_at + order.challenge_window - chain.now()
+        if wait <= 0:
+            break
+        time.sleep(min(wait + 1, 5.0))
     market.finalize(oid)
     phase("settle")
     return JobOutcome(oid, best.provider, best.price, out_cid, bytes.fromhex(committed.args["trace_root"][2:]),

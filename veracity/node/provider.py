@@ -101,9 +101,13 @@ class ProviderNode:
 
     def tick(self) -> None:
         for ev in self.stream.poll():
-            self.on_event(ev.name, ev.args)
+            try:
+                self.on_event(ev.name, ev.args)
+            except Exception as exc:  # one event's failure never loses the others
+                log("provider", f"{ev.name} on order {ev.args.get('order_id')}: {exc}")
         self.state.set_cursor("chain", self.stream.next_block)
         self.work()
+        self.referee()
 
     def on_event(self, name: str, args: dict[str, Any]) -> None:
         oid = int(args.get("order_id", 0))
@@ -127,6 +131,9 @@ class ProviderNode:
                 log("provider", f"order {oid}: {'challenged' if args['challenged'] else 'the challenge failed'}")
         elif name == "Query" and job is not None and job.status in ("committed", "challenged"):
             self.defend(oid, int(args["index"]))
+        elif name == "Undecided" and job is not None and job.status in ("committed", "challenged"):
+            self.state.advance(oid, "undecided", error="a dispute ended undecided; the client was refunded")
+            log("provider", f"order {oid}: the dispute ended undecided, collateral released")
         elif name == "Overturned" and job is not None and job.status in ("committed", "challenged"):
             self.state.advance(oid, "overturned", error="a dispute found the result wrong")
             log("provider", f"order {oid}: overturned by a dispute, collateral and stake share slashed")
@@ -188,6 +195,23 @@ class ProviderNode:
 
             self.loaded[name] = load(name)
         return self.loaded[name]
+
+    def referee(self) -> None:
+        """Each tick, for every disputed result: answer a pending query (in case its event was
+        missed), and call ``timeout`` once the challenger missed its move or a located game expired."""
+        if self.disputes is None:
+            return
+        now = self.chain.now()
+        for job in self.state.jobs("challenged"):
+            try:
+                g = self.disputes.game(job.order_id)
+                if g.stage_name == "bisecting" and not g.revealed & 1 and now <= g.deadline:
+                    self.defend(job.order_id, g.query)
+                elif g.stage_name in ("bisecting", "located") and now > g.deadline and g.revealed != 2:
+                    self.disputes.timeout(job.order_id)
+                    log("provider", f"order {job.order_id}: dispute timed out ({g.stage_name})")
+            except VeracityError as exc:
+                log("provider", f"order {job.order_id}: dispute: {exc}")
 
     def defend(self, oid: int, index: int) -> None:
         """Answer a dispute's query with the chain value of the trace this node committed."""

@@ -23,10 +23,10 @@ NEXT = {
     "accepted": {"running", "gave_up"},
     "running": {"done", "accepted", "failed", "gave_up"},  # back to accepted: retry after a crash
     "done": {"committed", "gave_up"},
-    "committed": {"settled", "challenged", "overturned"},
-    "challenged": {"settled", "committed", "overturned"},  # back to committed: the challenger lost
+    "committed": {"settled", "challenged", "overturned", "undecided"},
+    "challenged": {"settled", "committed", "overturned", "undecided"},  # back to committed: the challenger lost
 }
-FINAL = {"skipped", "lost", "failed", "gave_up", "settled", "overturned"}
+FINAL = {"skipped", "lost", "failed", "gave_up", "settled", "overturned", "undecided"}
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS cursors (name TEXT PRIMARY KEY, block INTEGER NOT NULL);
