@@ -1,11 +1,15 @@
 """The dispute game's cost on a real anvil node, and what spot checks cost validators.
 
-For traces of 2^6 to 2^16 records whose provider diverges from the honest trace at a random
-record: the bisection rounds and gas until the first differing record is located on-chain
-(challenge + every reveal), and the wall time. Then the gas of the one-step referee's most
-expensive element (a smoothed linear row of 1536, MiniLM's widest), and the validators' CPU
-relative to the providers' at the spot-check rate ``verify.sampling`` chooses for the devnet's
-figures (a check re-executes the job, so its CPU is the provider's run, times the rate).
+Full games on real traces: digits-MLP jobs sized so their traces have 2^6 to 2^16 records, a
+provider that corrupted one element of a random record (``corrupt-op``, everything after it
+computed from it), and an honest challenger; both play through ``verify.game.Player`` against the
+deployed Disputes, Referee and OneStep contracts. For each: the rounds (bisection reveals, the
+record opened, each chunk-tree level, the chunk, the judgement), the gas of the whole game
+(challenge to settlement, both parties and the judge) and of its final one-step judgement, and
+the wall time. Then the gas of the one-step referee's most expensive element (a smoothed linear
+row of 1536, MiniLM's widest), and the validators' CPU relative to the providers' at the
+spot-check rate ``verify.sampling`` chooses for the devnet's figures (a check re-executes the job,
+so its CPU is the provider's run, times the rate).
 
     python bench/dispute.py --json bench/results/dispute.json
 """
@@ -18,6 +22,7 @@ import math
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from rich.console import Console
@@ -26,48 +31,101 @@ from rich.table import Table
 from veracity.chain.anvil import Anvil
 from veracity.chain.client import PROVIDER
 from veracity.chain.devnet import deploy, dev_accounts
+from veracity.exact import program as prog
 from veracity.exact import spec
-from veracity.exact.trace import TraceRecord
+from veracity.exact.trace import decode_records
 from veracity.market.bids import Bid, sign_bid
-from veracity.verify.bisection import TraceView
+from veracity.verify.game import CHALLENGER, Player
+from veracity.verify.game import PROVIDER as PROVIDER_PARTY
 from veracity.verify.rows import padded
 from veracity.verify.sampling import check_rate, slashable
 
 TOKEN = 10**18
 ROOT = Path(__file__).resolve().parent.parent
+MODEL = "digits-mlp"
+RECORDS_PER_BATCH = 6  # input, then linear and ReLU, linear and ReLU, linear: per batch of 32 items
 
 
-def records(n: int, diverge: int | None = None) -> list[TraceRecord]:
-    return [TraceRecord(i // 8, f"op{i % 8}", (i.to_bytes(4, "big") + (b"\1" if diverge is not None and i >= diverge
-                                                                          else b"\0")) * 6 + bytes(2))
-            for i in range(n)]
+class Metered:
+    """A DisputesClient that notes the gas of every move it sends."""
+
+    MOVES = ("challenge", "reveal", "open_record", "descend", "reveal_chunk", "judge")
+
+    def __init__(self, inner: Any, log: list[tuple[str, int]]) -> None:
+        self.inner, self.log = inner, log
+
+    def __getattr__(self, name: str) -> Any:
+        attr = getattr(self.inner, name)
+        if name not in self.MOVES:
+            return attr
+
+        def call(*args: Any) -> Any:
+            receipt = attr(*args)
+            self.log.append((name, int(receipt.gasUsed)))
+            return receipt
+
+        return call
 
 
-def game(dep, accts, n: int, rng: np.random.Generator) -> dict[str, float]:
+def job_inputs(n_records: int) -> bytes:
+    from sklearn.datasets import load_digits
+
+    images = load_digits().data.astype(int)
+    items = max(1, n_records // RECORDS_PER_BATCH) * 32
+    return "".join(json.dumps({"pixels": images[i % len(images)].tolist()}) + "\n" for i in range(items)).encode()
+
+
+def game(dep, accts, n: int, model: Any, rng: np.random.Generator) -> dict[str, Any]:
+    from veracity.node.adversary import corrupt_tamper
+    from veracity.workloads.infer import job_program, record_tensors, run_infer_job
+
     client, provider, challenger = accts[1], accts[2], accts[3]
+    inputs = job_inputs(n)
+    program = job_program(MODEL, inputs, model)
+    k = int(rng.integers(len(program)))
+    sides = {}
+    for who, at in (("provider", k), ("challenger", None)):
+        fresh = (lambda at=at: corrupt_tamper(MODEL, inputs, model, at=at)) if at is not None else (lambda: None)
+        result = run_infer_job(MODEL, inputs, backend="numpy", model=model, tamper=fresh())
+        wanted = {k, *[i for i in program[k].inputs if i < len(program)]}
+        tensors = record_tensors(MODEL, inputs, wanted, model=model, tamper=fresh())
+        sides[who] = (decode_records(result.trace), result.trace_root, tensors.get)
     _, _, creg, cmarket = dep.clients(client.key)
     _, _, preg, pmarket = dep.clients(provider.key)
     if preg.node(provider.address).role == 0:
         preg.register(PROVIDER, 1000 * TOKEN, "cpu", 8, [], 0, "http://127.0.0.1:1")
-    oid = cmarket.open_order(b"\1" * 32, 1, b"\2" * 32, 5 * TOKEN, cmarket.chain.now() + 3600, 3600, 0)
+    oid = cmarket.open_order(b"\1" * 32, 1, b"\2" * 32, 5 * TOKEN, cmarket.chain.now() + 3600, 3600, 0,
+                             prog.program_root(program), len(program))
     bid = sign_bid(Bid(order_id=oid, provider=provider.address, price=4 * TOKEN, collateral=TOKEN,
                        expiry=cmarket.chain.now() + 600), provider.key, dep.chain_id, dep.market)
     cmarket.accept_bid(bid)
-    k = int(rng.integers(n))
-    cheat, honest = TraceView(records(n, k)), TraceView(records(n))
-    pmarket.commit_result(oid, b"\3" * 32, cheat.root, n)
-    prov, chal = dep.disputes_client(provider.key), dep.disputes_client(challenger.key)
+    pmarket.commit_result(oid, b"\3" * 32, sides["provider"][1], len(program))
+    moves: list[tuple[str, int]] = []
+    prov = Metered(dep.disputes_client(provider.key), moves)
+    chal = Metered(dep.disputes_client(challenger.key), moves)
+    players = [Player(party, d, dep.referee, oid, sides[who][0], program, sides[who][2],
+                      lambda desc: prog.constants(model, desc))
+               for party, d, who in ((PROVIDER_PARTY, prov, "provider"), (CHALLENGER, chal, "challenger"))]
     t0 = time.perf_counter()
-    gas = chal.challenge(oid, honest.root).gasUsed
-    rounds = 0
-    while chal.game(oid).stage_name == "bisecting":
-        q = chal.game(oid).query
-        gas += prov.reveal(oid, *cheat.reveal(q)).gasUsed
-        gas += chal.reveal(oid, *honest.reveal(q)).gasUsed
-        rounds += 1
+    chal.challenge(oid, sides["challenger"][1])
+    for _ in range(400):
+        if chal.game(oid).stage_name == "settled":
+            break
+        for p in players:
+            p.act()
+    wall = time.perf_counter() - t0
     g = chal.game(oid)
-    assert g.differ == k, (g.differ, k)
-    return {"n": n, "rounds": rounds, "gas": gas, "wall_s": time.perf_counter() - t0, "located": k}
+    state = cmarket.order(oid).state_name
+    assert g.differ == k and state == "overturned", (g.differ, k, state)
+    kinds = [m for m, _ in moves]
+    # a round: both parties' moves at one query (bisection, opening, a chunk-tree level), the chunk, the judgement
+    rounds = kinds.count("reveal") // 2 + kinds.count("open_record") // 2 + kinds.count("descend") // 2 + \
+        (1 if "reveal_chunk" in kinds else 0) + kinds.count("judge")
+    return {"n": len(program), "items": len(program) // RECORDS_PER_BATCH * 32, "record": k,
+            "kind": prog.KIND_NAMES[program[k].kind], "rounds": rounds, "gas": sum(gas for _, gas in moves),
+            "gas_judge": sum(gas for m, gas in moves if m == "judge"),
+            "gas_bisection": sum(gas for m, gas in moves if m in ("challenge", "reveal")),
+            "wall_s": wall, "outcome": state}
 
 
 def one_step_gas(dep, rng: np.random.Generator) -> int:
@@ -110,29 +168,37 @@ def main() -> int:
     ap.add_argument("--json", type=Path)
     ap.add_argument("--seed", type=int, default=7)
     args = ap.parse_args()
+    from veracity.models.registry import load
+
     rng = np.random.default_rng(args.seed)
+    model = load(MODEL)
     node = Anvil(accounts=5)
+    console = Console(width=130)
     try:
         accts = dev_accounts(5)
         dep = deploy(node.rpc_url, accts[0], accts)
-        games = [game(dep, accts, 1 << e, rng) for e in range(6, 17, 2)]
+        games = []
+        for e in range(6, 17, 2):
+            with console.status(f"a full game over a trace of about 2^{e} records"):
+                games.append(game(dep, accts, 1 << e, model, rng))
         gas_one = one_step_gas(dep, rng)
     finally:
         node.stop()
     cost = verify_cost()
-    table = Table("records n", "first difference", "rounds", "ceil(log2 n) + 1", "gas (challenge + reveals)",
-                  "wall", title="bisection to the first differing record, on anvil")
+    table = Table("records n", "items", "corrupted record", "rounds", "ceil(log2 n) + 8", "gas, whole game",
+                  "of it bisection", "judgement", "wall", "outcome",
+                  title="full dispute games on anvil (digits-MLP traces, corrupt-op provider, honest challenger)")
     for g in games:
-        table.add_row(str(g["n"]), str(g["located"]), str(g["rounds"]), str(math.ceil(math.log2(g["n"])) + 1),
-                      f"{g['gas']:,}", f"{g['wall_s']:.2f}s")
-    console = Console(width=120)
+        table.add_row(str(g["n"]), str(g["items"]), f"{g['record']} ({g['kind']})", str(g["rounds"]),
+                      str(math.ceil(math.log2(g["n"])) + 8), f"{g['gas']:,}", f"{g['gas_bisection']:,}",
+                      f"{g['gas_judge']:,}", f"{g['wall_s']:.1f}s", g["outcome"])
     console.print(table)
     console.print(f"one-step gas, the widest element (smoothed linear, K=1536): {gas_one:,}")
     console.print(f"spot-check rate {cost['rate']:.4f}; a check costs {cost['check_cpu_s']:.2f} CPU-s for a "
                   f"{cost['provider_cpu_s']:.2f} CPU-s job -> verify_cost_ratio {cost['verify_cost_ratio']:.4f}")
     result = {"rounds_max": max(g["rounds"] for g in games), "gas_full_game": max(g["gas"] for g in games),
-              "gas_full_game_scope": "challenge and bisection to the first differing record (phases two and "
-                                     "three, inside the record, are not built yet)",
+              "gas_full_game_scope": "challenge to settlement: bisection, opening, chunk-tree descent, chunk, "
+                                     "one-step judgement (both parties and the judge)",
               "gas_one_step": gas_one, "verify_cost_ratio": cost["verify_cost_ratio"], "games": games, **cost}
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)

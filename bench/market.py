@@ -40,7 +40,7 @@ def lifecycle(d: Deployment, client_key: str, provider_key: str, gas: dict[str, 
             gas.setdefault(name, []).append(receipt.gasUsed)  # type: ignore[attr-defined]
 
     note("approve", ctok.approve(cmkt.address, 10 * TOKEN))
-    receipt = cchain.send(cmkt.fn.open_order(SPEC, 1, SPEC, 10 * TOKEN, now + 3600, window, 500))
+    receipt = cchain.send(cmkt.fn.open_order(SPEC, 1, SPEC, 10 * TOKEN, now + 3600, window, 500, bytes(32), 0))
     note("open_order", receipt)
     oid = _order_id(cmkt, receipt)
     bid = sign_bid(Bid(order_id=oid, provider=pchain.address, price=8 * TOKEN, collateral=20 * TOKEN,

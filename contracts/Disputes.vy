@@ -1,4 +1,5 @@
 # pragma version ~=0.4.3
+# pragma optimize codesize
 """
 @title Disputes
 @notice The dispute game over a committed result. During the challenge window anyone may
@@ -9,17 +10,32 @@
         loses. Losing as the provider: the client is refunded, and the provider's collateral and
         a share of its stake go to the challenger, who gets its bond back. Losing as the
         challenger: its bond goes to the provider, and the result may finalize.
-@dev Phases two and three (inside the located record, down to one element that `OneStep`
-     recomputes) come next; until then a game that located its record ends undecided after
-     LOCATED_EXPIRY move times (the client is refunded, nobody is slashed).
+        Phase two goes inside the located record: both open it against the order's program
+        (the record's descriptor, proven against the program root the client posted, fixes its
+        name, dtype and dims; the party shows its chunk root), then descend their chunk trees to
+        one differing chunk, reveal it (challenger first, then the provider with both), and the
+        contract finds the first differing element. Phase three: anyone shows the element's
+        inputs (rows of agreed earlier records, proven through the provider's trace root, and
+        rows of the descriptor's constants) and `OneStep` recomputes it; the provider loses if
+        its value is not the recomputed one. An input record is judged at once by its digest.
+@dev Kinds judged to one element today: input, linear (unsmoothed), add, relu. A record of
+     another kind ends undecided when nobody can judge it by the deadline (the client is refunded,
+     nobody is slashed).
 """
 
 from ethereum.ercs import IERC20
 
+import tensors
+
 interface IMarket:
     def orders(order_id: uint256) -> Order: view
+    def programs(order_id: uint256) -> Program: view
     def set_challenged(order_id: uint256, challenged_: bool): nonpayable
     def resolve_dispute(order_id: uint256, outcome: uint8, challenger: address): nonpayable
+
+struct Program:
+    root: bytes32
+    length: uint256
 
 struct Order:
     client: address
@@ -41,12 +57,16 @@ struct Order:
 
 ORDER_COMMITTED: constant(uint8) = 3  # the Market's order state
 BISECTING: constant(uint8) = 1  # game stages
-LOCATED: constant(uint8) = 2
+LOCATED: constant(uint8) = 2  # waiting for both to open the record
 SETTLED: constant(uint8) = 3
+DESCENDING: constant(uint8) = 4  # walking down the two chunk trees
+CHUNK: constant(uint8) = 5  # waiting for the differing chunk (challenger, then provider)
+JUDGING: constant(uint8) = 6  # one element located: waiting for its inputs
+K_INPUT: constant(uint8) = 1  # op kinds (`veracity/exact/program.py`)
 PROVIDER_WON: constant(uint8) = 1  # outcomes, as the Market names them
 PROVIDER_LOST: constant(uint8) = 2
 UNDECIDED: constant(uint8) = 3
-LOCATED_EXPIRY: constant(uint256) = 4  # move times a located game waits for the next phase
+JUDGE_TIME: constant(uint256) = 4  # move times a located element waits for its judgement
 PROVIDER: constant(uint8) = 1
 CHALLENGER: constant(uint8) = 2
 MAX_DEPTH: constant(uint256) = 64
@@ -64,6 +84,22 @@ struct Game:
     revealed: uint8
     deadline: uint256
     stage: uint8
+    agreed: bytes32  # the chain value both hold just before the differing record
+    provider_at: bytes32  # each party's chain value at the differing record
+    challenger_at: bytes32
+    desc_hash: bytes32  # the located record's descriptor
+    provider_node: bytes32  # each party's current node in its chunk tree (the chunk root when opened)
+    challenger_node: bytes32
+    provider_left: bytes32  # the children each revealed this round
+    provider_right: bytes32
+    challenger_left: bytes32
+    challenger_right: bytes32
+    chunks: uint256  # chunks in the record's tensor
+    level: uint256  # the current node's level (0: a chunk)
+    index: uint256  # its index in that level
+    element: uint256  # the differing element (flat index in the record's tensor)
+    provider_element: int256
+    challenger_element: int256
 
 event Challenged:
     order_id: indexed(uint256)
@@ -88,6 +124,23 @@ event Located:
     order_id: indexed(uint256)
     record: uint256
 
+event Opened:
+    order_id: indexed(uint256)
+    party: indexed(address)
+    chunk_root: bytes32
+
+event ChunkRevealed:
+    order_id: indexed(uint256)
+    party: indexed(address)
+    index: uint256
+    chunk: Bytes[tensors.CHUNK_MAX]
+
+event ElementLocated:
+    order_id: indexed(uint256)
+    element: uint256
+    provider_value: int256
+    challenger_value: int256
+
 event Settled:
     order_id: indexed(uint256)
     outcome: uint8  # 1 the provider won, 2 it lost, 3 undecided
@@ -97,41 +150,17 @@ token: public(immutable(IERC20))
 market: public(immutable(IMarket))
 bond: public(immutable(uint256))
 move_time: public(immutable(uint256))
+referee: public(immutable(address))
 games: public(HashMap[uint256, Game])
 
 
 @deploy
-def __init__(token_: IERC20, market_: IMarket, bond_: uint256, move_time_: uint256):
+def __init__(token_: IERC20, market_: IMarket, bond_: uint256, move_time_: uint256, referee_: address):
     token = token_
     market = market_
     bond = bond_
     move_time = move_time_
-
-
-@internal
-@pure
-def _proves(root: bytes32, leaf: bytes32, index: uint256, size: uint256, proof: DynArray[bytes32, MAX_DEPTH]) -> bool:
-    """Position-binding inclusion proof (`veracity/verify/merkle.py`)."""
-    if index >= size:
-        return False
-    h: bytes32 = leaf
-    idx: uint256 = index
-    width: uint256 = size
-    used: uint256 = 0
-    for level: uint256 in range(MAX_DEPTH):
-        if width <= 1:
-            break
-        if idx ^ 1 < width:
-            if used >= len(proof):
-                return False
-            if idx & 1 == 1:
-                h = sha256(concat(b"\x01", proof[used], h))
-            else:
-                h = sha256(concat(b"\x01", h, proof[used]))
-            used += 1
-        idx = idx >> 1
-        width = (width + 1) >> 1
-    return used == len(proof) and h == root
+    referee = referee_
 
 
 @external
@@ -152,9 +181,17 @@ def challenge(order_id: uint256, root: bytes32):
     extcall market.set_challenged(order_id, True)
     deadline: uint256 = block.timestamp + move_time
     # differ == size marks the opening query: do the traces differ at their last record at all?
-    self.games[order_id] = Game(challenger=msg.sender, bond=bond, root=root, size=o.trace_length, agree=-1,
-                                differ=o.trace_length, query=o.trace_length - 1, provider_value=empty(bytes32),
-                                challenger_value=empty(bytes32), revealed=0, deadline=deadline, stage=BISECTING)
+    g: Game = empty(Game)
+    g.challenger = msg.sender
+    g.bond = bond
+    g.root = root
+    g.size = o.trace_length
+    g.agree = -1
+    g.differ = o.trace_length
+    g.query = o.trace_length - 1
+    g.deadline = deadline
+    g.stage = BISECTING
+    self.games[order_id] = g
     log Challenged(order_id=order_id, challenger=msg.sender, bond=bond, root=root)
     log Query(order_id=order_id, index=o.trace_length - 1, agree=-1, differ=o.trace_length, deadline=deadline)
 
@@ -180,7 +217,7 @@ def reveal(order_id: uint256, chain_value: bytes32, proof: DynArray[bytes32, MAX
         g.challenger_value = chain_value
     assert party != 0, "disputes: only the provider and the challenger play"
     assert g.revealed & party == 0, "disputes: you already revealed at this index"
-    assert self._proves(root, chain_value, g.query, g.size, proof), "disputes: the proof does not match your root"
+    assert tensors._proves(root, chain_value, g.query, g.size, proof), "disputes: the proof does not match your root"
     g.revealed |= party
     log Revealed(order_id=order_id, party=msg.sender, index=g.query, chain_value=chain_value)
     if g.revealed != PROVIDER | CHALLENGER:
@@ -193,13 +230,19 @@ def reveal(order_id: uint256, chain_value: bytes32, proof: DynArray[bytes32, MAX
             self._settle(order_id, PROVIDER_WON, "the traces agree on every record")
             return
         g.differ = g.size - 1
+        g.provider_at = g.provider_value
+        g.challenger_at = g.challenger_value
     elif same:
         g.agree = convert(g.query, int256)
+        g.agreed = g.provider_value
     else:
         g.differ = g.query
+        g.provider_at = g.provider_value
+        g.challenger_at = g.challenger_value
     if convert(g.differ, int256) == g.agree + 1:
         g.stage = LOCATED
-        g.deadline = block.timestamp + LOCATED_EXPIRY * move_time
+        g.revealed = 0
+        g.deadline = block.timestamp + move_time
         self.games[order_id] = g
         log Located(order_id=order_id, record=g.differ)
         return
@@ -214,18 +257,227 @@ def reveal(order_id: uint256, chain_value: bytes32, proof: DynArray[bytes32, MAX
 def timeout(order_id: uint256):
     """
     @notice After a move's deadline, the party that did not move loses (the challenger, if
-            neither did). A game that located its record and was not judged by its deadline
+            neither did). A game that located its element and was not judged by its deadline
             ends undecided: the client is refunded, nobody is slashed, the bond comes back.
     """
     g: Game = self.games[order_id]
-    assert g.stage == BISECTING or g.stage == LOCATED, "disputes: no move is pending"
+    assert g.stage != 0 and g.stage != SETTLED, "disputes: no move is pending"
     assert block.timestamp > g.deadline, "disputes: the move's deadline has not passed"
-    if g.stage == LOCATED:
-        self._settle(order_id, UNDECIDED, "the located record was not judged in time")
+    if g.stage == JUDGING:
+        self._settle(order_id, UNDECIDED, "the located element was not judged in time")
+    elif g.stage == LOCATED and (staticcall market.programs(order_id)).length == 0:
+        self._settle(order_id, UNDECIDED, "the order has no program to judge the record by")
     elif g.revealed == CHALLENGER:
         self._settle(order_id, PROVIDER_LOST, "the provider missed its move's deadline")
     else:
         self._settle(order_id, PROVIDER_WON, "the challenger missed its move's deadline")
+
+
+# phase two: inside the located record ------------------------------------------------------------
+
+@internal
+@pure
+def _width(chunks: uint256, level: uint256) -> uint256:
+    return (chunks + (1 << level) - 1) >> level
+
+
+@internal
+def _party(order_id: uint256, g: Game) -> uint8:
+    o: Order = staticcall market.orders(order_id)
+    if msg.sender == o.provider:
+        return PROVIDER
+    assert msg.sender == g.challenger, "disputes: only the provider and the challenger play"
+    return CHALLENGER
+
+
+@internal
+def _next_move(order_id: uint256, g: Game):
+    g.revealed = 0
+    g.deadline = block.timestamp + move_time
+    self.games[order_id] = g
+
+
+@internal
+def _after_descent(order_id: uint256, g: Game):
+    """Skip levels where the node was carried up unchanged; stop at a chunk."""
+    for _: uint256 in range(MAX_DEPTH):
+        if g.level == 0 or 2 * g.index + 1 < self._width(g.chunks, g.level - 1):
+            break
+        g.level -= 1
+        g.index = 2 * g.index
+    if g.level == 0:
+        g.stage = CHUNK
+    self._next_move(order_id, g)
+
+
+@external
+def open_record(order_id: uint256, desc: tensors.OpDesc, desc_proof: DynArray[bytes32, MAX_DEPTH], chunk_root: bytes32):
+    """
+    @notice Open your differing record: its descriptor (proven against the order's program) and
+            your tensor's chunk root; they must give back your committed chain value.
+    """
+    g: Game = self.games[order_id]
+    assert g.stage == LOCATED, "disputes: no record is waiting to be opened"
+    assert block.timestamp <= g.deadline, "disputes: the move's deadline has passed"
+    party: uint8 = self._party(order_id, g)
+    assert g.revealed & party == 0, "disputes: you already opened this record"
+    p: Program = staticcall market.programs(order_id)
+    h: bytes32 = keccak256(abi_encode(desc))
+    assert p.length == g.size and tensors._proves(p.root, h, g.differ, p.length, desc_proof), \
+        "disputes: that descriptor is not the program's for this record"
+    digest: bytes32 = tensors._digest(desc.dtype, desc.dims, chunk_root)
+    mine: bytes32 = g.provider_at if party == PROVIDER else g.challenger_at
+    assert sha256(concat(b"\x02", g.agreed, tensors._leaf(desc.step, desc.op, digest))) == mine, \
+        "disputes: that record does not give your committed chain value"
+    g.desc_hash = h
+    log Opened(order_id=order_id, party=msg.sender, chunk_root=chunk_root)
+    if desc.kind == K_INPUT:  # the client posted the input's digest: judged at once
+        self.games[order_id] = g
+        right: bool = digest == desc.consts[0]
+        if (party == PROVIDER) == right:
+            self._settle(order_id, PROVIDER_WON, "the input record is the one the client posted")
+        else:
+            self._settle(order_id, PROVIDER_LOST, "the provider's input record is not the client's")
+        return
+    if party == PROVIDER:
+        g.provider_node = chunk_root
+    else:
+        g.challenger_node = chunk_root
+    g.revealed |= party
+    if g.revealed != PROVIDER | CHALLENGER:
+        self.games[order_id] = g
+        return
+    row: uint256 = 0
+    rows: uint256 = 0
+    per: uint256 = 0
+    row, rows, per, g.chunks = tensors._layout(desc.dtype, desc.dims)
+    g.level = 0
+    for _: uint256 in range(MAX_DEPTH):
+        if self._width(g.chunks, g.level) <= 1:
+            break
+        g.level += 1
+    g.index = 0
+    g.stage = DESCENDING
+    self._after_descent(order_id, g)
+
+
+@external
+def descend(order_id: uint256, left: bytes32, right: bytes32):
+    """
+    @notice Reveal the two children of your current chunk-tree node.
+    """
+    g: Game = self.games[order_id]
+    assert g.stage == DESCENDING, "disputes: no descent is waiting for a move"
+    assert block.timestamp <= g.deadline, "disputes: the move's deadline has passed"
+    party: uint8 = self._party(order_id, g)
+    assert g.revealed & party == 0, "disputes: you already moved this round"
+    node: bytes32 = sha256(concat(b"\x01", left, right))
+    if party == PROVIDER:
+        assert node == g.provider_node, "disputes: those children do not hash to your node"
+        g.provider_left = left
+        g.provider_right = right
+    else:
+        assert node == g.challenger_node, "disputes: those children do not hash to your node"
+        g.challenger_left = left
+        g.challenger_right = right
+    g.revealed |= party
+    if g.revealed != PROVIDER | CHALLENGER:
+        self.games[order_id] = g
+        return
+    g.level -= 1
+    if g.provider_left != g.challenger_left:
+        g.index = 2 * g.index
+        g.provider_node = g.provider_left
+        g.challenger_node = g.challenger_left
+    else:
+        g.index = 2 * g.index + 1
+        g.provider_node = g.provider_right
+        g.challenger_node = g.challenger_right
+    self._after_descent(order_id, g)
+
+
+@external
+def reveal_chunk(order_id: uint256, desc: tensors.OpDesc, chunk: Bytes[tensors.CHUNK_MAX], other: Bytes[tensors.CHUNK_MAX]):
+    """
+    @notice Reveal the differing chunk: the challenger first (`other` empty); then the provider,
+            with its chunk and the challenger's, and the contract finds the first differing element.
+    """
+    g: Game = self.games[order_id]
+    assert g.stage == CHUNK, "disputes: no chunk is waiting to be revealed"
+    assert block.timestamp <= g.deadline, "disputes: the move's deadline has passed"
+    assert keccak256(abi_encode(desc)) == g.desc_hash, "disputes: that is not the record's descriptor"
+    party: uint8 = self._party(order_id, g)
+    row: uint256 = 0
+    rows: uint256 = 0
+    per: uint256 = 0
+    chunks: uint256 = 0
+    row, rows, per, chunks = tensors._layout(desc.dtype, desc.dims)
+    size: uint256 = min(per, rows - g.index * per) * row
+    assert len(chunk) == size, "disputes: the chunk has the wrong length for this record"
+    if party == CHALLENGER:
+        assert g.revealed == 0, "disputes: you already revealed"
+        assert sha256(concat(b"\x03", chunk)) == g.challenger_node, "disputes: that chunk is not your committed one"
+        g.revealed = CHALLENGER
+        g.deadline = block.timestamp + move_time
+        self.games[order_id] = g
+        log ChunkRevealed(order_id=order_id, party=msg.sender, index=g.index, chunk=chunk)
+        return
+    assert g.revealed == CHALLENGER, "disputes: the challenger reveals its chunk first"
+    assert sha256(concat(b"\x03", chunk)) == g.provider_node, "disputes: that chunk is not your committed one"
+    assert sha256(concat(b"\x03", other)) == g.challenger_node, "disputes: that is not the challenger's chunk"
+    mine: Bytes[tensors.ROW_BYTES] = concat(chunk, empty(bytes32))
+    theirs: Bytes[tensors.ROW_BYTES] = concat(other, empty(bytes32))
+    w: uint256 = tensors._itemsize(desc.dtype)
+    at: uint256 = size
+    for i: uint256 in range(tensors.CHUNK_MAX // 32 + 1):
+        off: uint256 = i * 32
+        if off >= size:
+            break
+        a: uint256 = convert(extract32(mine, off), uint256)
+        b: uint256 = convert(extract32(theirs, off), uint256)
+        if a != b:
+            byte: uint256 = off + (256 - tensors._bitlen(a ^ b)) // 8
+            at = byte - byte % w
+            break
+    assert at < size, "disputes: the chunks do not differ"
+    signed: bool = desc.dtype != 2
+    g.element = g.index * per * (row // w) + at // w
+    g.provider_element = tensors._element(mine, at, w, signed)
+    g.challenger_element = tensors._element(theirs, at, w, signed)
+    g.stage = JUDGING
+    g.revealed = 0
+    g.deadline = block.timestamp + JUDGE_TIME * move_time
+    self.games[order_id] = g
+    log ElementLocated(order_id=order_id, element=g.element, provider_value=g.provider_element,
+                       challenger_value=g.challenger_element)
+
+
+# phase three: the Referee recomputes the element ---------------------------------------------------
+
+@external
+@view
+def judging(order_id: uint256) -> (bytes32, uint256, uint256, bytes32):
+    """
+    @notice What the Referee needs of a game waiting for its judgement: the record's descriptor
+            hash, the record's index, the element's flat index, and the challenger's root.
+    """
+    g: Game = self.games[order_id]
+    assert g.stage == JUDGING, "disputes: no element is waiting for its judgement"
+    return g.desc_hash, g.differ, g.element, g.root
+
+
+@external
+def judged(order_id: uint256, recomputed: int256):
+    """
+    @notice The Referee's verdict: the provider loses unless its element is the recomputed one.
+    """
+    assert msg.sender == referee, "disputes: only the Referee judges"
+    g: Game = self.games[order_id]
+    assert g.stage == JUDGING, "disputes: no element is waiting for its judgement"
+    if recomputed == g.provider_element:
+        self._settle(order_id, PROVIDER_WON, "one-step: the provider's element is the recomputed one")
+    else:
+        self._settle(order_id, PROVIDER_LOST, "one-step: the provider's element is not the recomputed one")
 
 
 @internal

@@ -65,6 +65,11 @@ struct Order:
     committed_at: uint256
 
 
+struct Program:
+    root: bytes32  # Merkle root over the descriptors of the job's records (`veracity/exact/program.py`)
+    length: uint256  # how many records its trace has; 0: no program (disputes cannot judge inside a record)
+
+
 event OrderOpened:
     order_id: indexed(uint256)
     client: indexed(address)
@@ -129,6 +134,7 @@ token: public(immutable(IERC20))
 registry: public(immutable(IRegistry))
 fee_bps: public(immutable(uint256))
 orders: public(HashMap[uint256, Order])
+programs: public(HashMap[uint256, Program])
 order_count: public(uint256)
 escrow_total: public(uint256)
 fee_pool: public(uint256)
@@ -159,9 +165,12 @@ def set_disputes(disputes_: address):
 
 @external
 def open_order(spec_cid: bytes32, kind: uint8, model_id: bytes32, max_price: uint256, deadline: uint256,
-               challenge_window: uint256, spot_check_bps: uint256) -> uint256:
+               challenge_window: uint256, spot_check_bps: uint256, program_root: bytes32,
+               program_length: uint256) -> uint256:
     """
-    @notice Open an order and escrow `max_price` (approve the Market first).
+    @notice Open an order and escrow `max_price` (approve the Market first). The program (root and
+            length) fixes what each record of the result's trace must be; providers check it
+            before they bid.
     @return The new order's id.
     """
     assert max_price > 0, "market: max price must be positive"
@@ -174,6 +183,7 @@ def open_order(spec_cid: bytes32, kind: uint8, model_id: bytes32, max_price: uin
                                   spot_check_bps=spot_check_bps, state=OPEN, provider=empty(address), price=0,
                                   collateral=0, output_cid=empty(bytes32), trace_root=empty(bytes32),
                                   trace_length=0, committed_at=0)
+    self.programs[order_id] = Program(root=program_root, length=program_length)
     self.escrow_total += max_price
     assert extcall token.transferFrom(msg.sender, self, max_price), "market: escrow transfer failed"
     log OrderOpened(order_id=order_id, client=msg.sender, spec_cid=spec_cid, kind=kind, model_id=model_id,
@@ -230,6 +240,9 @@ def commit_result(order_id: uint256, output_cid: bytes32, trace_root: bytes32, t
     assert o.state == ACCEPTED, "market: no accepted lease awaits a result for this order"
     assert msg.sender == o.provider, "market: only the order's provider can commit its result"
     assert trace_length > 0, "market: a result must commit a non-empty trace"
+    program_length: uint256 = self.programs[order_id].length
+    assert program_length == 0 or trace_length == program_length, \
+        "market: the trace's length is not the order's program length"
     assert block.timestamp <= o.deadline, "market: the deadline has passed"
     self.orders[order_id].state = COMMITTED
     self.orders[order_id].output_cid = output_cid

@@ -6,7 +6,11 @@ on 127.0.0.1 (in a temporary folder, so a devnet you run yourself is left alone)
 * one ``infer`` job per model: bids, match, run, commit, the validator's re-execution, settlement,
   and the output compared bit for bit with a local run of the int64 NumPy reference;
 * a job whose client picks a provider that turns out to be late: the client reclaims after the
-  deadline, gets its escrow back, and the provider's collateral is slashed to it.
+  deadline, gets its escrow back, and the provider's collateral is slashed to it;
+* a job whose client picks a cheater (``corrupt-op``: one element of one op altered half-way, the
+  rest computed consistently from it): the validator's re-execution differs, it challenges with a
+  bond, the dispute game runs to one element that the OneStep contract recomputes, and the cheater
+  loses its collateral and a fifth of its stake to the validator; the client is refunded.
 
 It prints the story and every balance before and after, and returns True only when every step
 happened and every balance moved exactly as the protocol says.
@@ -32,8 +36,9 @@ from veracity.errors import VeracityError
 ROOT = Path(__file__).resolve().parent.parent
 JOBS = ROOT / "examples" / "jobs"
 TOKEN = 10**18
-BEHAVIOURS = ["honest", "honest", "late"]
-MARKUPS = [1000, 500, 0]  # provider-0 bids 10% under the max price, provider-1 5%, the late one at the max
+BEHAVIOURS = ["honest", "honest", "late", "corrupt-op"]
+MARKUPS = [1000, 500, 0, 0]  # provider-0 bids 10% under the max price, provider-1 5%, the others at the max
+CHEAT_WINDOW = 40  # seconds of challenge window on the cheater's job: the validator re-runs it and challenges
 WINDOW = 3  # seconds of challenge window (60 in the example specs; short so the demo is quick)
 LATE_DEADLINE = 35  # seconds the late job allows (the providers' minimum is 30)
 
@@ -56,6 +61,7 @@ class Story:
     provider: str = ""
     price: int = 0
     fee: int = 0
+    slashed: int = 0  # what a cheater lost to the validator (collateral and stake share)
 
 
 def vrc(amount: int) -> str:
@@ -91,9 +97,9 @@ def run_demo(console: Console) -> bool:
     with throwaway_home():
         try:
             with console.status("starting anvil and deploying Token, Registry and Market"):
-                dep, _ = devnet.up(accounts=launcher.accounts_needed(3, 1))
-            with console.status("starting 3 provider daemons and 1 validator (separate processes)"):
-                daemons = launcher.launch(dep, 3, 1, behaviours=BEHAVIOURS, rate=1.0, markups=MARKUPS)
+                dep, _ = devnet.up(accounts=launcher.accounts_needed(len(BEHAVIOURS), 1))
+            with console.status(f"starting {len(BEHAVIOURS)} provider daemons and 1 validator (separate processes)"):
+                daemons = launcher.launch(dep, len(BEHAVIOURS), 1, behaviours=BEHAVIOURS, rate=1.0, markups=MARKUPS)
             return _story(console, dep, daemons)
         finally:
             launcher.stop_all()
@@ -119,7 +125,8 @@ def _story(console: Console, dep: Any, daemons: list[dict[str, Any]]) -> bool:
     names.update({a.address: n for n, a in clients.items()})
     _, token, registry, market = dep.clients(dep.deployer.key)
     prov_accounts = [next(a for a in dep.accounts if a.address == d["address"]) for d in provs]
-    parties = [*clients.values(), *prov_accounts]
+    val_account = next(a for a in dep.accounts if a.address == validator["address"])
+    parties = [*clients.values(), *prov_accounts, val_account]
     before = _balances(token, registry, market, parties)
 
     # the late job runs alongside the others: its client picks provider-2, which never delivers
@@ -181,7 +188,11 @@ def _story(console: Console, dep: Any, daemons: list[dict[str, Any]]) -> bool:
         late.settle, late.ok = f"[red]{late_result.get('error', 'the late job did not end as expected')}[/]", [False]
     stories.append(late)
 
+    cheat = _cheater(console, dep, market, clients["client-1"], provs[3]["address"], names)
+    stories.append(cheat)
+
     _fill_checks(console, validator["url"], stories[:3])
+    _fill_checks(console, validator["url"], [cheat], want_verdict="overturned")
     ok = all(all(s.ok) and s.ok for s in stories)
     story_table = Table("job", "client", "order", "bids (VRC)", "matched", "run", "commit", "check", "settle (VRC)",
                         "output", title="the story (p = provider; output compared with a local int64 NumPy run)")
@@ -192,6 +203,9 @@ def _story(console: Console, dep: Any, daemons: list[dict[str, Any]]) -> bool:
 
     after = _balances(token, registry, market, parties)
     expected = _expected(before, stories[:3], missed, clients)
+    if cheat.price:  # the client is refunded; the cheater's collateral and stake share go to the validator
+        expected[f"stake:{cheat.provider}"] -= cheat.slashed
+        expected[validator["address"]] += cheat.slashed
     ok &= _print_balances(console, names, before, after, expected)
     escrow = market.escrow_total()
     ok &= escrow == 0
@@ -199,6 +213,43 @@ def _story(console: Console, dep: Any, daemons: list[dict[str, Any]]) -> bool:
     console.print("[bold green]every step happened as the protocol says[/]" if ok
                   else "[bold red]some step did not happen as expected (see above)[/]")
     return ok
+
+
+def _cheater(console: Console, dep: Any, market: Any, client: Any, cheater: str, names: dict[str, str]) -> Story:
+    """A job sent only to the corrupt-op provider: caught by the validator, judged, slashed."""
+    from veracity.node.client import submit
+    from veracity.workloads.spec import Verification, load_spec
+
+    story = Story("digits-mlp", "client-1")
+    spec = load_spec(JOBS / "digits-mlp.yaml").model_copy(update={
+        "deadline": 120, "verification": Verification(challenge_window=CHEAT_WINDOW, spot_check_rate=1.0)})
+    _, _, registry, _ = dep.clients(dep.deployer.key)
+    stake0 = registry.node(cheater).stake
+    with console.status("a job for the cheater (p3, corrupt-op): the validator re-executes, challenges, "
+                        "and the dispute game runs to one element"):
+        try:
+            submit(spec, dep, client.key, bid_wait=20, result_timeout=300, only={cheater})
+            story.settle, story.ok = "[red]the cheater was paid[/]", [False]
+            return story
+        except VeracityError as exc:
+            refused = "a dispute found provider" in str(exc)
+    oid = next((i for i in range(market.fn.order_count().call(), 0, -1)
+                if market.order(i).provider.lower() == cheater.lower()), 0)
+    if not oid or not refused:
+        story.settle, story.ok = "[red]the cheater's job did not end in a dispute[/]", [False]
+        return story
+    order = market.order(oid)
+    slashed = stake0 - registry.node(cheater).stake
+    share = (stake0 - order.collateral) * 2000 // 10_000
+    story.order_id, story.provider, story.price = oid, cheater, order.price
+    story.slashed = order.collateral + share  # what the protocol takes: checked against the stake it lost
+    story.bids = "(only p3 asked)"
+    story.matched = f"{names.get(cheater)} @ {vrc(order.price)}"
+    story.run, story.commit = "[red]corrupt-op[/]", f"{order.output_cid.hex()[:12]}.."
+    story.settle = f"refund {vrc(order.price)}; slashed {vrc(slashed)} to the validator"
+    story.output = "discarded"
+    story.ok = [order.state_name == "overturned", slashed == story.slashed]
+    return story
 
 
 def _compare_local(model: str, inputs_path: str | None, out: Any) -> str:
@@ -209,13 +260,13 @@ def _compare_local(model: str, inputs_path: str | None, out: Any) -> str:
     return "[green]bit-identical[/]" if same else "[red]DIFFERENT[/]"
 
 
-def _fill_checks(console: Console, url: str, stories: list[Story], timeout: float = 90) -> None:
+def _fill_checks(console: Console, url: str, stories: list[Story], timeout: float = 90, want_verdict: str = "match") -> None:
     """The validator's verdicts for these orders (it re-executes every result at rate 1.0)."""
     want = {s.order_id for s in stories if s.order_id}
     verdicts: dict[int, str] = {}
     end = time.monotonic() + timeout
     with console.status("waiting for the validator's re-executions"):
-        while want - set(verdicts) and time.monotonic() < end:
+        while any(verdicts.get(o) != want_verdict for o in want) and time.monotonic() < end:
             try:
                 verdicts = {c["order_id"]: c["verdict"] for c in httpx.get(f"{url}/checks", timeout=5).json()}
             except httpx.HTTPError:
@@ -223,13 +274,13 @@ def _fill_checks(console: Console, url: str, stories: list[Story], timeout: floa
             time.sleep(0.5)
     for s in stories:
         v = verdicts.get(s.order_id, "no verdict")
-        s.check = f"[green]{v}[/]" if v == "match" else f"[red]{v}[/]"
-        s.ok.append(v == "match")
+        s.check = f"[green]{v}[/]" if v == want_verdict else f"[red]{v}[/]"
+        s.ok.append(v == want_verdict)
 
 
 def _balances(token: Any, registry: Any, market: Any, parties: list[Any]) -> dict[str, int]:
     out = {a.address: token.balance_of(a.address) for a in parties}
-    out.update({f"stake:{a.address}": registry.node(a.address).stake for a in parties[2:]})
+    out.update({f"stake:{a.address}": registry.node(a.address).stake for a in parties[2:-1]})
     out["fee pool"] = market.fee_pool()
     return out
 

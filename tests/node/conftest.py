@@ -46,16 +46,31 @@ class Net:
                 time.sleep(0.1)
         return self.accts[i]
 
-    def _spawn(self, path):
+    def validator(self, i, **cfg):
+        """Start a validator daemon as account ``i``; returns (account, its /checks URL) once registered."""
+        port = free_port()
+        config = {"deployment": str(self.dep_file), "key": self.accts[i].key, "home": str(self.folder / f"v{i}"),
+                  "port": port, "rate": 1.0, **cfg}
+        path = self.folder / f"v{i}.json"
+        path.write_text(json.dumps(config))
+        self.procs.append(self._spawn(path, "veracity.node.validator"))
+        _, _, reg, _ = self.dep.clients(self.accts[i].key)
+        for _ in range(300):
+            if reg.node(self.accts[i].address).role == 2:
+                break
+            time.sleep(0.1)
+        return self.accts[i], f"http://127.0.0.1:{port}/checks"
+
+    def _spawn(self, path, module="veracity.node.provider"):
         log = open(path.with_suffix(".log"), "ab")  # the daemon's log, next to its config
-        return subprocess.Popen([sys.executable, "-m", "veracity.node.provider", "--config", str(path)],
+        return subprocess.Popen([sys.executable, "-m", module, "--config", str(path)],
                                 stdout=log, stderr=subprocess.STDOUT)
 
     def restart(self, path):
         self.procs.append(self._spawn(path))
 
     def logs(self):
-        return "".join(f"--- {p.name}\n{p.read_text()}" for p in sorted(self.folder.glob("p*.log")))
+        return "".join(f"--- {p.name}\n{p.read_text()}" for p in sorted(self.folder.glob("[pv]*.log")))
 
     def stop(self):
         for p in self.procs:

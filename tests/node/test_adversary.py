@@ -3,7 +3,7 @@
 from pathlib import Path
 
 from veracity.exact.trace import decode_records, first_difference, records_root
-from veracity.node.adversary import corrupt_op_job, forge_output, lazy_job
+from veracity.node.adversary import corrupt_op_job, lazy_job, wrong_output_job
 from veracity.workloads.infer import run_infer_job
 
 INPUTS = Path(__file__).resolve().parent.parent.parent / "examples" / "inputs"
@@ -24,9 +24,12 @@ def test_corrupt_op_alters_one_op_and_everything_after_it_consistently():
 def test_lazy_and_wrong_output():
     data = (INPUTS / "digits-mlp.jsonl").read_bytes()
     honest = run_infer_job("digits-mlp", data, backend="numpy")
-    lazy = lazy_job(data)
+    lazy = lazy_job("digits-mlp", data)
     assert lazy.outputs_jsonl != honest.outputs_jsonl and lazy.trace_root != honest.trace_root
     assert records_root(decode_records(lazy.trace)) == lazy.trace_root  # made up, but self-consistent
+    assert len(decode_records(lazy.trace)) == honest.ops  # as long as the program, so it can commit
     assert first_difference(decode_records(honest.trace), decode_records(lazy.trace)) == 0
-    forged = forge_output(honest.outputs_jsonl)
-    assert forged != honest.outputs_jsonl and b'"forged"' in forged
+    forged = wrong_output_job("digits-mlp", data)
+    assert forged.outputs_jsonl != honest.outputs_jsonl
+    ours, theirs = decode_records(honest.trace), decode_records(forged.trace)
+    assert first_difference(ours, theirs) == len(ours) - 1  # only the final output is off

@@ -18,4 +18,5 @@ def test_demo_runs_the_network_story(tmp_path):
         assert f"{model}: order" in out and "settled with p0 @ 4.5 VRC" in out
     assert out.count("bit-identical") == 3 and out.count("match") >= 3
     assert "slashed 1" in out and "every step happened as the protocol says" in out
+    assert "overturned" in out and "to the validator" in out  # the cheater was caught, judged and slashed
     assert not (tmp_path / "devnet" / "deployment.json").exists()  # the user's devnet folder is untouched

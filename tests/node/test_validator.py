@@ -26,9 +26,10 @@ def start(module, cfg, path):
 
 @pytest.mark.parametrize("behaviour,verdict,detail", [
     ("honest", "match", None),
-    ("wrong-output", "mismatch", "re-execution differs in its output$"),  # honest trace, altered output
+    # the final output altered, and committed with the trace that ends in it
+    ("wrong-output", "mismatch", r"trace root; the traces first differ at record 5 \(step 3, op layer\.2\.fc\)"),
     # one op altered half-way: the label may survive it, the trace does not, and it names the op
-    ("corrupt-op", "mismatch", r"trace root; the traces first differ at record 2 \(step 1, op layer\.1\.fc\)"),
+    ("corrupt-op", "mismatch", r"trace root; the traces first differ at record 3 \(step 2, op layer\.1\.fc\)"),
     ("lazy", "mismatch", "trace root; the traces first differ at record 0 "),
 ])
 def test_validator_checks_a_committed_result(tmp_path, behaviour, verdict, detail):
@@ -45,7 +46,7 @@ def test_validator_checks_a_committed_result(tmp_path, behaviour, verdict, detai
             "behaviour": behaviour, "policy": {"models": ["digits-mlp"], "price_floor": 10**17}}, tmp_path / "p.json"))
         procs.append(start("veracity.node.validator", {
             "deployment": str(dep_file), "key": accts[5].key, "home": str(tmp_path / "v"), "port": vport,
-            "rate": 1.0}, tmp_path / "v.json"))
+            "rate": 1.0, "challenge": False}, tmp_path / "v.json"))  # checks only (disputes: test_slashing)
         _, _, reg, _ = dep.clients(accts[0].key)
         for _ in range(300):
             if reg.node(accts[3].address).role == 1 and reg.node(accts[5].address).role == 2:

@@ -227,11 +227,14 @@ class MarketClient(_Bound):
         self.token = token
 
     def open_order(self, spec_cid: bytes, kind: int, model_id: bytes, max_price: int, deadline: int,
-                   challenge_window: int, spot_check_bps: int = 0) -> int:
-        """Approve the escrow, open the order, and return its id (from the OrderOpened event)."""
+                   challenge_window: int, spot_check_bps: int = 0, program_root: bytes = bytes(32),
+                   program_length: int = 0) -> int:
+        """Approve the escrow, open the order, and return its id (from the OrderOpened event).
+        ``program_root``/``program_length`` (``exact.program``) fix what each trace record must be;
+        without them (length 0) a dispute can locate a record but not judge inside it."""
         self.token.approve(self.address, max_price)
         receipt = self._send(self.fn.open_order(spec_cid, kind, model_id, max_price, deadline,
-                                                challenge_window, spot_check_bps))
+                                                challenge_window, spot_check_bps, program_root, program_length))
         (event,) = self.contract.events.OrderOpened().process_receipt(receipt, errors=DISCARD)
         return int(event["args"]["order_id"])
 
@@ -251,6 +254,11 @@ class MarketClient(_Bound):
     def order(self, order_id: int) -> OrderInfo:
         return OrderInfo(order_id, *self.fn.orders(order_id).call())
 
+    def program(self, order_id: int) -> tuple[bytes, int]:
+        """The order's program: (root, length); length 0 when it has none."""
+        root, length = self.fn.programs(order_id).call()
+        return bytes(root), int(length)
+
     def bid_digest(self, order_id: int, provider: str, price: int, collateral: int, expiry: int) -> bytes:
         return self.fn.bid_digest(order_id, Web3.to_checksum_address(provider), price, collateral, expiry).call()
 
@@ -259,6 +267,9 @@ class MarketClient(_Bound):
 
     def fee_pool(self) -> int:
         return self.fn.fee_pool().call()
+
+
+GAME_STAGES = {0: "none", 1: "bisecting", 2: "located", 3: "settled", 4: "descending", 5: "chunk", 6: "judging"}
 
 
 @dataclass(frozen=True)
@@ -275,10 +286,26 @@ class GameInfo:
     revealed: int
     deadline: int
     stage: int
+    agreed: bytes = b""
+    provider_at: bytes = b""
+    challenger_at: bytes = b""
+    desc_hash: bytes = b""
+    provider_node: bytes = b""
+    challenger_node: bytes = b""
+    provider_left: bytes = b""
+    provider_right: bytes = b""
+    challenger_left: bytes = b""
+    challenger_right: bytes = b""
+    chunks: int = 0
+    level: int = 0
+    index: int = 0
+    element: int = 0
+    provider_element: int = 0
+    challenger_element: int = 0
 
     @property
     def stage_name(self) -> str:
-        return {0: "none", 1: "bisecting", 2: "located", 3: "settled"}.get(self.stage, str(self.stage))
+        return GAME_STAGES.get(self.stage, str(self.stage))
 
 
 class DisputesClient(_Bound):
@@ -298,6 +325,28 @@ class DisputesClient(_Bound):
 
     def timeout(self, order_id: int) -> Any:
         return self._send(self.fn.timeout(order_id))
+
+    def open_record(self, order_id: int, desc: tuple, desc_proof: list[bytes], chunk_root: bytes) -> Any:
+        return self._send(self.fn.open_record(order_id, desc, desc_proof, chunk_root))
+
+    def descend(self, order_id: int, left: bytes, right: bytes) -> Any:
+        return self._send(self.fn.descend(order_id, left, right))
+
+    def reveal_chunk(self, order_id: int, desc: tuple, chunk: bytes, other: bytes = b"") -> Any:
+        return self._send(self.fn.reveal_chunk(order_id, desc, chunk, other))
+
+    def revealed_chunk(self, order_id: int, index: int) -> bytes:
+        """The chunk the challenger revealed (from its ChunkRevealed event)."""
+        logs = self.contract.events.ChunkRevealed().get_logs(from_block=0, argument_filters={"order_id": order_id})
+        hits = [e for e in logs if int(e["args"]["index"]) == index]
+        if not hits:
+            raise ChainError(f"no chunk {index} was revealed in the dispute over order {order_id}")
+        return bytes(hits[-1]["args"]["chunk"])
+
+    def judge(self, referee: str, kind: str, order_id: int, *args: Any) -> Any:
+        """Call the Referee's ``judge_<kind>`` (anyone may) with the element's proven inputs."""
+        ref = self.chain.contract("Referee", referee)
+        return self._send(getattr(ref.functions, f"judge_{kind}")(order_id, *args))
 
     def game(self, order_id: int) -> GameInfo:
         return GameInfo(*self.fn.games(order_id).call())

@@ -42,6 +42,7 @@ class Deployment(BaseModel):
     unbonding_delay: int
     fee_bps: int
     disputes: str | None = None  # deployments from before the dispute game have none
+    referee: str | None = None
     dispute_bond: int = 0
     move_time: int = 0
 
@@ -86,7 +87,10 @@ def deploy(rpc_url: str, deployer: AccountInfo, accounts: list[AccountInfo], dev
     market = chain.deploy("Market", token, registry, p["fee_bps"])
     reg = RegistryClient(chain, registry, TokenClient(chain, token))
     chain.send(reg.fn.set_market(market))
-    disputes = chain.deploy("Disputes", token, market, p["dispute_bond"], p["move_time"])
+    onestep = chain.deploy("OneStep")
+    referee = chain.deploy("Referee", market, onestep)
+    disputes = chain.deploy("Disputes", token, market, p["dispute_bond"], p["move_time"], referee)
+    chain.send(chain.contract("Referee", referee).functions.set_disputes(disputes))
     chain.send(MarketClient(chain, market, TokenClient(chain, token)).fn.set_disputes(disputes))
     tok = TokenClient(chain, token)
     for a in accounts:
@@ -94,7 +98,7 @@ def deploy(rpc_url: str, deployer: AccountInfo, accounts: list[AccountInfo], dev
             tok.transfer(a.address, p["fund"])
     return Deployment(rpc_url=rpc_url, chain_id=chain.w3.eth.chain_id, token=token, registry=registry,
                       market=market, deployer=deployer, accounts=accounts, min_stake=p["min_stake"],
-                      unbonding_delay=p["unbonding_delay"], fee_bps=p["fee_bps"], disputes=disputes,
+                      unbonding_delay=p["unbonding_delay"], fee_bps=p["fee_bps"], disputes=disputes, referee=referee,
                       dispute_bond=p["dispute_bond"], move_time=p["move_time"])
 
 

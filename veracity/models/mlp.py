@@ -59,7 +59,8 @@ class ExactMLP:
         return np.array(px, dtype=np.int64)
 
     def run(self, ex: Exec, items: list[np.ndarray]) -> list[np.ndarray]:
-        h = ex.tensor(np.stack(items))
+        with ex.step("input"):
+            h = ex.input("pixels", np.stack(items))
         for i, lin in enumerate(self.layers):
             with ex.step(f"layer.{i}"):
                 h = ex.linear("fc", h, lin)

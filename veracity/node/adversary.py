@@ -1,8 +1,8 @@
 """Cheating providers, for tests and the demo. Each really cheats, each in its own way, so the
 verification layer is tested against what a dishonest node would actually do:
 
-* ``wrong-output``: runs the job honestly, then alters the final output it commits (the trace
-  root is the honest one);
+* ``wrong-output``: runs the job honestly but alters one element of its final output, and
+  commits that output with the trace that ends in it;
 * ``corrupt-op``: alters one element of one intermediate op output and computes everything after
   it from the altered value, so the outputs and the trace it commits are consistent with each
   other, and wrong from that op on;
@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import json
 import secrets
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 
@@ -24,16 +24,14 @@ BEHAVIOURS = ("honest", "late", "wrong-output", "corrupt-op", "lazy")
 ATTENTION_INTERNALS = (".scores", ".probs", ".probsum")  # recorded, but not what flows on
 
 
-def forge_output(outputs_jsonl: bytes) -> bytes:
-    """``wrong-output``: the first output replaced after an honest run."""
-    return outputs_jsonl.replace(b'"output": ', b'"output": "forged", "was": ', 1)
-
-
-def corrupt_op_job(model_name: str, inputs: bytes, model: Any = None, target: float = 0.5) -> JobResult:
-    """``corrupt-op``: one element of the op at about ``target`` of the way through is off by a
-    few units; every later op is computed from it (on the int64 reference backend)."""
-    honest_ops = run_infer_job(model_name, inputs, backend="numpy", model=model).ops
-    at = int(honest_ops * target)
+def corrupt_tamper(model_name: str, inputs: bytes, model: Any = None, target: float = 0.5,
+                   at: int | None = None) -> Callable[[int, str, Any], Any]:
+    """The ``corrupt-op`` cheat as an Exec hook: one element of the op at about ``target`` of the
+    way through (or at record ``at``) is off by a few units. A fresh hook replays the same cheat,
+    which is how the cheater shows its tensors in a dispute."""
+    if at is None:
+        ops = run_infer_job(model_name, inputs, backend="numpy", model=model).ops
+        at = min(int(ops * target), ops - 1)
 
     def tamper(index: int, op: str, x: Any) -> Any:
         nonlocal at
@@ -45,12 +43,37 @@ def corrupt_op_job(model_name: str, inputs: bytes, model: Any = None, target: fl
         y.flat[y.size // 2] += 5 if y.flat[y.size // 2] < 0 else -5
         return y
 
+    return tamper
+
+
+def corrupt_op_job(model_name: str, inputs: bytes, model: Any = None, target: float = 0.5,
+                   at: int | None = None) -> JobResult:
+    """``corrupt-op``: every op after the corrupted one is computed from it (on the int64
+    reference backend), so outputs and trace are consistent with each other and wrong."""
+    tamper = corrupt_tamper(model_name, inputs, model, target, at)
     return run_infer_job(model_name, inputs, backend="numpy", model=model, tamper=tamper)
 
 
-def lazy_job(inputs: bytes) -> JobResult:
-    """``lazy``: each input echoed with a made-up output, and a made-up trace."""
+def wrong_output_job(model_name: str, inputs: bytes, model: Any = None) -> JobResult:
+    """``wrong-output``: the last op's output (the job's final output) is off in one element."""
+    return corrupt_op_job(model_name, inputs, model, target=1.0)
+
+
+def tamper_for(behaviour: str, model_name: str, inputs: bytes, model: Any) -> Callable[[], Any] | None:
+    """A factory of fresh hooks that replay ``behaviour``'s cheat (None: an honest run)."""
+    if behaviour == "corrupt-op":
+        return lambda: corrupt_tamper(model_name, inputs, model)
+    if behaviour == "wrong-output":
+        return lambda: corrupt_tamper(model_name, inputs, model, target=1.0)
+    return None
+
+
+def lazy_job(model_name: str, inputs: bytes, model: Any = None) -> JobResult:
+    """``lazy``: each input echoed with a made-up output, and a made-up trace of the program's
+    length (so the Market takes the commitment), with the program's names and random digests."""
+    from veracity.workloads.infer import job_program
+
     lines = [json.dumps({**rec, "output": 0}) + "\n" for _, rec in parse_jsonl(inputs.decode("utf-8"), "inputs")]
-    records = [TraceRecord(0, "made-up", secrets.token_bytes(32))]
+    records = [TraceRecord(d.step, d.op, secrets.token_bytes(32)) for d in job_program(model_name, inputs, model)]
     outputs = "".join(lines).encode()
     return JobResult(outputs, secrets.token_bytes(32), records_root(records), 1, len(records), encode_records(records))

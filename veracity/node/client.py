@@ -19,9 +19,11 @@ import httpx
 from veracity.chain.devnet import Deployment
 from veracity.chain.events import EventStream
 from veracity.errors import ChainError, InputError, VeracityError
+from veracity.exact.program import program_root
 from veracity.market.bids import Bid, bid_signer
 from veracity.node.blobs import BlobError, fetch, push
 from veracity.node.cid import cid_from_digest, cid_of, digest_of
+from veracity.workloads.infer import job_program
 from veracity.workloads.spec import JobSpec
 
 TOKEN = 10**18
@@ -82,6 +84,9 @@ def submit(spec: JobSpec, dep: Deployment, key: str, bid_wait: float = 15, resul
             on_phase(name)
 
     inputs = Path(spec.inputs.path).read_bytes() if spec.inputs.path else None
+    # the program fixes what each trace record must be, so a dispute can judge inside any record;
+    # a dry run over shapes (milliseconds), which also refuses inputs the model cannot take
+    program = job_program(spec.model, inputs) if inputs is not None else []
     doc = spec.model_copy(update={"inputs": spec.inputs.model_copy(
         update={"path": None, "cid": cid_of(inputs) if inputs is not None else spec.inputs.cid})})
     spec_bytes = doc.model_dump_json(exclude_none=True).encode()
@@ -102,7 +107,8 @@ def submit(spec: JobSpec, dep: Deployment, key: str, bid_wait: float = 15, resul
     start = chain.w3.eth.block_number + 1
     oid = market.open_order(digest_of(cid_of(spec_bytes)), spec.kind_code, spec.model_id, max_price,
                             chain.now() + spec.deadline, spec.verification.challenge_window,
-                            int(spec.verification.spot_check_rate * 10_000))
+                            int(spec.verification.spot_check_rate * 10_000),
+                            program_root(program) if program else bytes(32), len(program))
     phase("order")
     bids, reasons = _collect_bids(dep, oid, reachable, max_price, bid_wait, reasons)
     if not bids:

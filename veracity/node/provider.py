@@ -24,18 +24,20 @@ from veracity.chain.client import PROVIDER
 from veracity.chain.devnet import Deployment
 from veracity.chain.events import EventStream
 from veracity.errors import VeracityError
+from veracity.exact.program import program_root
 from veracity.exact.trace import decode_records
 from veracity.market.bids import Bid, sign_bid
 from veracity.market.policy import OrderView, PricePolicy, decide_bid
-from veracity.node.adversary import forge_output
+from veracity.node import adversary
 from veracity.node.blob_server import create_app
 from veracity.node.blobs import BlobStore
 from veracity.node.cid import cid_from_digest, digest_of
 from veracity.node.daemon import config_main, log, serve_and_loop
+from veracity.node.disputer import Disputer
 from veracity.node.state import NodeState
 from veracity.node.worker import WorkerPool
-from veracity.verify.bisection import TraceView
-from veracity.workloads.infer import JobResult, parse_items, parse_jsonl
+from veracity.verify.game import PROVIDER as DEFENDER
+from veracity.workloads.infer import JobResult, job_program
 from veracity.workloads.spec import model_id, parse_spec
 
 TOKEN = 10**18
@@ -78,7 +80,8 @@ class ProviderNode:
             watched["Disputes"] = self.dep.disputes
         self.stream = EventStream(self.chain, watched, start)
         self.disputes = self.dep.disputes_client(cfg.key) if self.dep.disputes else None
-        self.views: dict[int, TraceView] = {}  # committed traces being disputed
+        self.disputer = (Disputer(DEFENDER, self.disputes, self.dep.referee or "", lambda m: log("provider", m))
+                         if self.disputes is not None else None)
         self.bids: dict[int, dict[str, Any]] = {}  # what GET /bids/{order} answers, rebuilt from SQLite
         for job in self.state.jobs("bid", "skipped"):
             self.bids[job.order_id] = json.loads(job.bid) if job.bid else {"reason": self._who(job.error or "")}
@@ -129,8 +132,6 @@ class ProviderNode:
             if status != job.status:
                 self.state.advance(oid, status)
                 log("provider", f"order {oid}: {'challenged' if args['challenged'] else 'the challenge failed'}")
-        elif name == "Query" and job is not None and job.status in ("committed", "challenged"):
-            self.defend(oid, int(args["index"]))
         elif name == "Undecided" and job is not None and job.status in ("committed", "challenged"):
             self.state.advance(oid, "undecided", error="a dispute ended undecided; the client was refunded")
             log("provider", f"order {oid}: the dispute ended undecided, collateral released")
@@ -154,7 +155,7 @@ class ProviderNode:
         terms = decide_bid(OrderView(oid, model, int(args["max_price"]), int(args["deadline"])), self.cfg.policy,
                            self.chain.now(), running, self.registry.free_stake(self.chain.address))
         if not isinstance(terms, str):
-            terms = self.check_spec(spec_cid, model) or terms
+            terms = self.check_spec(spec_cid, model, self.market.program(oid)) or terms
         if isinstance(terms, str):
             self.bids[oid] = {"reason": self._who(terms)}
             self.state.advance(oid, "skipped", error=terms)
@@ -167,7 +168,7 @@ class ProviderNode:
         self.bids[oid] = bid.model_dump()
         log("provider", f"order {oid}: bid {terms.price / TOKEN:g} VRC for {model}")
 
-    def check_spec(self, spec_cid: str, model: str) -> str | None:
+    def check_spec(self, spec_cid: str, model: str, program: tuple[bytes, int] = (bytes(32), 0)) -> str | None:
         """Why this order's spec cannot run here, or None: it must be in this store, parse, name the
         order's model, and its inputs must be here too (clients push both before opening the order)."""
         if not self.blobs.has(spec_cid):
@@ -181,12 +182,18 @@ class ProviderNode:
         if spec.inputs.cid is None or not self.blobs.has(spec.inputs.cid):
             return f"does not have the job inputs {spec.inputs.cid} (push them before opening the order)"
         try:  # inputs the model cannot take are refused now, not after collateral is locked
-            text = self.blobs.get(spec.inputs.cid).decode("utf-8")
-            parse_items(self._model(model), parse_jsonl(text, "inputs"), "inputs")
+            inputs = self.blobs.get(spec.inputs.cid)
+            inputs.decode("utf-8")
+            mine = job_program(model, inputs, self._model(model))
         except UnicodeDecodeError:
             return "cannot use the job inputs: they are not UTF-8 JSONL"
         except VeracityError as exc:
             return f"cannot use the job inputs: {exc}"
+        root, length = program
+        if length and (length != len(mine) or program_root(mine) != root):
+            return (f"computes another program for these inputs ({len(mine)} records, root "
+                    f"{program_root(mine).hex()[:12]}) than the order's ({length} records, {root.hex()[:12]}): "
+                    "a dispute could not judge it")
         return None
 
     def _model(self, name: str) -> Any:
@@ -197,32 +204,29 @@ class ProviderNode:
         return self.loaded[name]
 
     def referee(self) -> None:
-        """Each tick, for every disputed result: answer a pending query (in case its event was
-        missed), and call ``timeout`` once the challenger missed its move or a located game expired."""
-        if self.disputes is None:
+        """Each tick, defend every challenged result: the moves due in its game (from the trace this
+        node committed, and the tensors it recomputes), and ``timeout`` once the challenger is late."""
+        if self.disputer is None:
             return
-        now = self.chain.now()
         for job in self.state.jobs("challenged"):
-            try:
-                g = self.disputes.game(job.order_id)
-                if g.stage_name == "bisecting" and not g.revealed & 1 and now <= g.deadline:
-                    self.defend(job.order_id, g.query)
-                elif g.stage_name in ("bisecting", "located") and now > g.deadline and g.revealed != 2:
-                    self.disputes.timeout(job.order_id)
-                    log("provider", f"order {job.order_id}: dispute timed out ({g.stage_name})")
-            except VeracityError as exc:
-                log("provider", f"order {job.order_id}: dispute: {exc}")
+            if job.order_id not in self.disputer.players:
+                try:
+                    self.join(job.order_id)
+                except VeracityError as exc:
+                    log("provider", f"order {job.order_id}: dispute: {exc}")
+                    continue
+        self.disputer.tick(self.chain.now())
 
-    def defend(self, oid: int, index: int) -> None:
-        """Answer a dispute's query with the chain value of the trace this node committed."""
-        game = self.disputes.game(oid)  # type: ignore[union-attr]
-        if game.stage_name != "bisecting" or game.query != index or game.revealed & 1:
-            return  # answered before a restart, or the game moved on
-        if oid not in self.views:
-            job = self.state.job(oid)
-            self.views[oid] = TraceView(decode_records(self.blobs.get(job.trace_cid)))
-        self.disputes.reveal(oid, *self.views[oid].reveal(index))  # type: ignore[union-attr]
-        log("provider", f"order {oid}: dispute, revealed the chain value of record {index}")
+    def join(self, oid: int) -> None:
+        job = self.state.job(oid)
+        spec = parse_spec(self.blobs.get(job.spec_cid).decode(), f"spec {job.spec_cid}")
+        inputs = self.blobs.get(spec.inputs.cid)  # type: ignore[arg-type]
+        model = self._model(spec.model)
+        cheat = adversary.tamper_for(self.cfg.behaviour, spec.model, inputs, model)
+        assert self.disputer is not None
+        self.disputer.join(oid, decode_records(self.blobs.get(job.trace_cid)), spec.model, model, inputs,
+                           self.market.program(oid), cheat, has_tensors=self.cfg.behaviour != "lazy")
+        log("provider", f"order {oid}: defending the result in a dispute")
 
     # work -----------------------------------------------------------------------------------
     def work(self) -> None:
@@ -268,10 +272,7 @@ class ProviderNode:
     def finish(self, oid: int, fut: Future[JobResult]) -> None:
         try:
             result = fut.result()
-            outputs = result.outputs_jsonl
-            if self.cfg.behaviour == "wrong-output":  # an adversary for tests and the demo: really cheats
-                outputs = forge_output(outputs)
-            out_cid = self.blobs.put(outputs)
+            out_cid = self.blobs.put(result.outputs_jsonl)
             trace_cid = self.blobs.put(result.trace)
         except VeracityError as exc:
             self.state.advance(oid, "failed", error=str(exc))

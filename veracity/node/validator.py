@@ -7,8 +7,11 @@ order's rate, so a restart never changes its mind. The rate is the one that make
 losing bet (``verify.sampling``: from the price, the provider's collateral and stake, and the
 number of validators), never below the client's ``spot_check_rate`` or this validator's ``rate``. A check fetches the spec and inputs by CID
 from the committing provider (every byte verified), runs the job in an isolated worker, and
-compares the output CID and trace root with the commitment: "match" or "mismatch" (the dispute
-game that follows a mismatch comes with the verification issue).
+compares the output CID and trace root with the commitment: "match", or a mismatch. On a trace
+mismatch the validator challenges with its own trace root and bond and plays the dispute game
+through (``node.disputer``): verdict "disputing", then "overturned" (the provider was slashed and
+the bond came back with its collateral and stake share), "upheld" (the validator was wrong and lost
+its bond) or "undecided". A restart resumes its games.
 """
 
 from __future__ import annotations
@@ -28,6 +31,7 @@ from veracity.exact.trace import decode_records, first_difference, records_root
 from veracity.node.blobs import fetch
 from veracity.node.cid import cid_from_digest, cid_of
 from veracity.node.daemon import config_main, log, serve_and_loop
+from veracity.node.disputer import CHALLENGER, Disputer
 from veracity.node.state import CheckLog, NodeState
 from veracity.node.worker import WorkerPool
 from veracity.verify.sampling import check_rate, slashable
@@ -47,6 +51,7 @@ class ValidatorConfig(BaseModel):
     backend: str = "torch"
     job_timeout: float = 600
     poll_interval: float = 0.3
+    challenge: bool = True  # dispute results whose trace this validator's re-execution contradicts
 
 
 def sampled(validator: str, order_id: int, rate: float) -> bool:
@@ -70,6 +75,11 @@ class ValidatorNode:
         self.providers: dict[str, str] = {}
         self.validators = 0  # registered validators, which share the checking
         self.workers: WorkerPool | None = None
+        self.disputes = self.dep.disputes_client(cfg.key) if self.dep.disputes else None
+        self.disputer = (Disputer(CHALLENGER, self.disputes, self.dep.referee or "", lambda m: log("validator", m))
+                         if self.disputes is not None and cfg.challenge else None)
+        self.loaded: dict[str, Any] = {}
+        self.resumed = False
 
     def register(self) -> None:
         if self.registry.node(self.chain.address).role == 0:
@@ -86,6 +96,14 @@ class ValidatorNode:
                 if self.checks.verdict(oid) is None and sampled(self.chain.address, oid, self.rate(oid)):
                     self.check(oid, ev.args)
         self.state.set_cursor("chain", self.stream.next_block)
+        if self.disputer is not None:
+            if not self.resumed:  # games this validator was playing before a restart
+                self.resumed = True
+                for row in self.checks.all():
+                    if row["verdict"] == "disputing":
+                        self.check(row["order_id"], {}, resume=True)
+            for oid in self.disputer.tick(self.chain.now()):
+                self.settled(oid)
 
     def rate(self, oid: int) -> float:
         """How likely this validator is to check order ``oid`` (see ``verify.sampling``)."""
@@ -94,7 +112,7 @@ class ValidatorNode:
         floor = max(self.cfg.rate, order.spot_check_bps / 10_000)
         return check_rate(order.price, slash, self.validators, floor)
 
-    def check(self, oid: int, args: dict[str, Any]) -> None:
+    def check(self, oid: int, args: dict[str, Any], resume: bool = False) -> None:
         order = self.market.order(oid)
         url = self.providers.get(order.provider)
         try:
@@ -113,13 +131,42 @@ class ValidatorNode:
         same_trace = result.trace_root == order.trace_root
         if same_out and same_trace:
             self.checks.record(oid, "match")
-        else:
-            what = [w for w, ok in (("output", same_out), ("trace root", same_trace)) if not ok]
-            detail = f"re-execution differs in its {' and '.join(what)}"
-            if not same_trace:
-                detail += "; " + self.locate(url, oid, order.trace_root, result.trace)
+            return
+        what = [w for w, ok in (("output", same_out), ("trace root", same_trace)) if not ok]
+        detail = f"re-execution differs in its {' and '.join(what)}"
+        if not same_trace and not resume:
+            detail += "; " + self.locate(url, oid, order.trace_root, result.trace)
+        if same_trace or self.disputer is None:
             self.checks.record(oid, "mismatch", detail)
             log("validator", f"order {oid}: mismatch, {detail}")
+            return
+        try:
+            if not resume:
+                self.disputes.challenge(oid, result.trace_root)  # type: ignore[union-attr]
+                log("validator", f"order {oid}: mismatch, {detail}; challenged with a bond")
+            model = self._model(spec.model)
+            self.disputer.join(oid, decode_records(result.trace), spec.model, model, inputs, self.market.program(oid))
+            self.checks.record(oid, "disputing", detail)
+        except VeracityError as exc:
+            self.checks.record(oid, "mismatch", f"{detail}; could not challenge: {exc}")
+            log("validator", f"order {oid}: mismatch, {detail}; could not challenge: {exc}")
+
+    def _model(self, name: str) -> Any:
+        if name not in self.loaded:
+            from veracity.models.registry import load
+
+            self.loaded[name] = load(name)
+        return self.loaded[name]
+
+    def settled(self, oid: int) -> None:
+        """Record how a game this validator played ended."""
+        state = self.market.order(oid).state_name
+        verdict = {"overturned": "overturned", "refunded": "undecided"}.get(state, "upheld")
+        detail = {"overturned": "the provider lost the dispute: slashed, the client refunded",
+                  "undecided": "the dispute ended undecided: the client refunded, nobody slashed",
+                  "upheld": "the provider won the dispute: this validator's bond went to it"}[verdict]
+        self.checks.record(oid, verdict, detail)
+        log("validator", f"order {oid}: {detail}")
 
     def locate(self, url: str, oid: int, committed_root: bytes, mine: bytes) -> str:
         """Where the provider's trace first departs from this validator's (what a dispute bisects to)."""

@@ -29,8 +29,10 @@ def _job(model: str, inputs: bytes, backend: str, loaded: Any, behaviour: str) -
 
     if behaviour == "corrupt-op":
         return adversary.corrupt_op_job(model, inputs, loaded)
+    if behaviour == "wrong-output":
+        return adversary.wrong_output_job(model, inputs, loaded)
     if behaviour == "lazy":
-        return adversary.lazy_job(inputs)
+        return adversary.lazy_job(model, inputs, loaded)
     return run_infer_job(model, inputs, backend, model=loaded)
 
 

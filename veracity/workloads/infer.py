@@ -109,3 +109,35 @@ def run_infer_job(model_name: str, inputs_jsonl: bytes, backend: str = "torch", 
     result = infer(m, parse_items(m, records, "inputs"), backend=backend, batch_size=batch_size, tamper=tamper)
     return JobResult(output_lines(m, records, result).encode(), result.output_hash, result.trace_root,
                      result.steps, result.ops, encode_records(result.records))
+
+
+def job_program(model_name: str, inputs_jsonl: bytes, model: Any = None, batch_size: int = 32) -> list[Any]:
+    """The program of an ``infer`` job (``exact.program``): what each record of its trace must be.
+    A shape-only dry run: no arithmetic, so a client computes it in milliseconds."""
+    from veracity.exact.program import build
+    from veracity.models.registry import load
+
+    m = model if model is not None else load(model_name)
+    try:
+        text = inputs_jsonl.decode("utf-8")
+    except UnicodeDecodeError:
+        raise InputError("job inputs are not UTF-8 JSONL") from None
+    return build(m, parse_items(m, parse_jsonl(text, "inputs"), "inputs"), batch_size)
+
+
+def record_tensors(model_name: str, inputs_jsonl: bytes, indices: set[int], model: Any = None,
+                   tamper: Callable[[int, str, Any], Any] | None = None) -> dict[int, np.ndarray]:
+    """Re-run a job (exact, so the same bits) and keep the tensors of records ``indices``: what a
+    party shows in a dispute, recomputed when needed rather than stored. ``tamper`` replays an
+    adversary's run."""
+    captured: dict[int, np.ndarray] = {}
+
+    def hook(i: int, op: str, x: Any) -> Any:
+        if tamper is not None:
+            x = tamper(i, op, x)
+        if i in indices:
+            captured[i] = np.array(x, dtype=np.int64, copy=True)
+        return x
+
+    run_infer_job(model_name, inputs_jsonl, backend="numpy", model=model, tamper=hook)
+    return captured

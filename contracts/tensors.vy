@@ -1,0 +1,136 @@
+# pragma version ~=0.4.3
+"""
+@title tensors
+@notice What the dispute contracts share about committed tensors and traces (the formats of
+        `veracity/exact/trace.py` and `veracity/exact/program.py`): a record's descriptor, a
+        tensor's digest from its header and chunk root, its chunk layout, trace leaves, and
+        position-binding Merkle proofs. Pure functions only.
+"""
+
+MAX_DEPTH: constant(uint256) = 64
+CHUNK_BYTES: constant(uint256) = 8192  # chunks of whole rows
+CHUNK_MAX: constant(uint256) = 8320  # one row of MAX_ROW int32 values, when longer than a chunk
+ROW_BYTES: constant(uint256) = 8352  # OneStep's row buffers: a chunk and 32 bytes of padding
+
+struct OpDesc:  # a record's descriptor (`veracity/exact/program.py`)
+    kind: uint8
+    step: uint256
+    op: String[64]
+    dtype: uint8
+    dims: DynArray[uint256, 4]
+    inputs: DynArray[uint256, 2]
+    consts: DynArray[bytes32, 2]
+    params: DynArray[int256, 2]
+
+struct TensorRow:  # one row of a committed tensor: its chunk, proven against the tensor's chunk root
+    dtype: uint8
+    dims: DynArray[uint256, 4]
+    chunk_root: bytes32
+    chunk: Bytes[CHUNK_MAX]
+    chunk_proof: DynArray[bytes32, MAX_DEPTH]
+    row: uint256
+
+struct RecordRef:  # an earlier record of the provider's trace: its chain link, proven against the root
+    index: uint256
+    prev: bytes32
+    step: uint256
+    op: String[64]
+    chain_proof: DynArray[bytes32, MAX_DEPTH]
+
+@internal
+@pure
+def _proves(root: bytes32, leaf: bytes32, index: uint256, size: uint256, proof: DynArray[bytes32, MAX_DEPTH]) -> bool:
+    """Position-binding inclusion proof (`veracity/verify/merkle.py`)."""
+    if index >= size:
+        return False
+    h: bytes32 = leaf
+    idx: uint256 = index
+    width: uint256 = size
+    used: uint256 = 0
+    for level: uint256 in range(MAX_DEPTH):
+        if width <= 1:
+            break
+        if idx ^ 1 < width:
+            if used >= len(proof):
+                return False
+            if idx & 1 == 1:
+                h = sha256(concat(b"\x01", proof[used], h))
+            else:
+                h = sha256(concat(b"\x01", h, proof[used]))
+            used += 1
+        idx = idx >> 1
+        width = (width + 1) >> 1
+    return used == len(proof) and h == root
+
+
+@internal
+@pure
+def _itemsize(dtype: uint8) -> uint256:
+    assert dtype >= 1 and dtype <= 5, "disputes: unknown dtype code"
+    if dtype <= 2:
+        return 1
+    if dtype == 3:
+        return 2
+    if dtype == 4:
+        return 4
+    return 8
+
+
+@internal
+@pure
+def _digest(dtype: uint8, dims: DynArray[uint256, 4], chunk_root: bytes32) -> bytes32:
+    """A tensor's digest from its header and chunk root (`veracity/exact/trace.py`, VXT2)."""
+    assert len(dims) >= 1, "disputes: a committed tensor has at least one dimension"
+    d: uint256[4] = empty(uint256[4])
+    for i: uint256 in range(4):
+        if i < len(dims):
+            assert dims[i] < 2**32, "disputes: a dimension is out of range"
+            d[i] = dims[i]
+    full: Bytes[22] = concat(b"VXT2", slice(convert(convert(dtype, uint256), bytes32), 31, 1),
+                             slice(convert(len(dims), bytes32), 31, 1), slice(convert(d[0], bytes32), 28, 4),
+                             slice(convert(d[1], bytes32), 28, 4), slice(convert(d[2], bytes32), 28, 4),
+                             slice(convert(d[3], bytes32), 28, 4))
+    return sha256(concat(slice(full, 0, 6 + 4 * len(dims)), chunk_root))
+
+
+@internal
+@pure
+def _layout(dtype: uint8, dims: DynArray[uint256, 4]) -> (uint256, uint256, uint256, uint256):
+    """(row bytes, rows, rows per chunk, chunks), as `trace.chunking`."""
+    row: uint256 = dims[len(dims) - 1] * self._itemsize(dtype)
+    rows: uint256 = 1
+    for i: uint256 in range(3):
+        if i + 1 < len(dims):
+            rows *= dims[i]
+    per: uint256 = max(1, CHUNK_BYTES // max(row, 1))
+    return row, rows, per, max(1, (rows + per - 1) // per)
+
+
+@internal
+@pure
+def _leaf(step: uint256, op: String[64], digest: bytes32) -> bytes32:
+    assert step < 2**32, "disputes: a step is out of range"
+    return sha256(concat(b"\x00", slice(convert(step, bytes32), 28, 4), slice(convert(len(op), bytes32), 30, 2), convert(op, Bytes[64]), digest))
+
+
+@internal
+@pure
+def _element(buf: Bytes[ROW_BYTES], offset: uint256, size: uint256, signed: bool) -> int256:
+    word: bytes32 = extract32(buf, offset)
+    if signed:
+        return convert(word, int256) >> (256 - 8 * size)
+    return convert(convert(word, uint256) >> (256 - 8 * size), int256)
+
+
+@internal
+@pure
+def _bitlen(x: uint256) -> uint256:
+    n: uint256 = 0
+    v: uint256 = x
+    for s: uint256 in [128, 64, 32, 16, 8, 4, 2, 1]:
+        if v >= 1 << s:
+            v = v >> s
+            n += s
+    if v > 0:
+        n += 1
+    return n

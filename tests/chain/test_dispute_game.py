@@ -1,0 +1,151 @@
+"""The whole dispute game on a real anvil node, with real digits-MLP traces: bisection to the first
+differing record, opening it against the order's program, descending the chunk trees to one
+element, and the Referee recomputing that element with OneStep. A provider that corrupted a
+linear, a ReLU or its input record loses its collateral and stake share; an honest provider
+challenged with a corrupted trace keeps its pay and takes the challenger's bond."""
+
+import json
+
+import numpy as np
+import pytest
+from sklearn.datasets import load_digits
+from test_market import MODEL, SPEC, TOKEN, bid_for, register_provider
+
+from veracity.errors import ChainError
+from veracity.exact import program as prog
+from veracity.exact.trace import decode_records
+from veracity.models.registry import load
+from veracity.node.adversary import corrupt_tamper
+from veracity.verify.game import CHALLENGER, PROVIDER, Player
+from veracity.workloads.infer import job_program, record_tensors, run_infer_job
+
+MODEL_NAME = "digits-mlp"
+
+
+@pytest.fixture(scope="module")
+def job():
+    digits = load_digits()
+    inputs = "".join(json.dumps({"pixels": [int(v) for v in digits.data[i]]}) + "\n" for i in range(40)).encode()
+    model = load(MODEL_NAME)
+    return model, inputs, job_program(MODEL_NAME, inputs, model)
+
+
+def side(model, inputs, n, at=None):
+    """A party's trace and its record tensors: honest, or corrupted at record ``at``."""
+    fresh = (lambda: corrupt_tamper(MODEL_NAME, inputs, model, at=at)) if at is not None else (lambda: None)
+    result = run_infer_job(MODEL_NAME, inputs, backend="numpy", model=model, tamper=fresh())
+    tensors = record_tensors(MODEL_NAME, inputs, set(range(n)), model=model, tamper=fresh())
+    return decode_records(result.trace), result.trace_root, tensors.get
+
+
+def play(a, oid, players, limit=200):
+    """Both parties move until the game settles; returns the moves made."""
+    moves = []
+    chal = a.d.disputes_client(a.validator.key)
+    for _ in range(limit):
+        if chal.game(oid).stage_name == "settled":
+            return moves
+        acted = False
+        for p in players:
+            try:
+                m = p.act()
+            except ChainError as exc:
+                if "stage" in str(exc) or "no element" in str(exc):
+                    m = None
+                else:
+                    raise
+            if m:
+                moves.append(m)
+                acted = True
+        assert acted, f"nobody could move in stage {chal.game(oid).stage_name}"
+    raise AssertionError("the game did not settle")
+
+
+def committed_order(a, program, root, n):
+    register_provider(a.provider)
+    oid = a.client.market.open_order(SPEC, 1, MODEL, 50 * TOKEN, a.now() + 600, 600, 500,
+                                     prog.program_root(program), len(program))
+    bid = bid_for(a, oid)
+    a.client.market.accept_bid(bid)
+    a.provider.market.commit_result(oid, b"\1" * 32, root, n)
+    return oid, bid
+
+
+def players(a, oid, model, program, prov, chal):
+    make = lambda party, key, s: Player(party, a.d.disputes_client(key), a.d.referee, oid, s[0], program, s[2],
+                                        lambda d: prog.constants(model, d))
+    return [make(PROVIDER, a.provider.key, prov), make(CHALLENGER, a.validator.key, chal)]
+
+
+@pytest.mark.parametrize("at,kind", [(3, "linear"), (2, "relu"), (0, "input"), (11, "linear")])
+def test_a_provider_that_corrupted_one_op_is_judged_and_slashed(actors, job, at, kind):
+    a = actors
+    model, inputs, program = job
+    assert prog.KIND_NAMES[program[at].kind] == kind
+    cheat, honest = side(model, inputs, len(program), at), side(model, inputs, len(program))
+    oid, bid = committed_order(a, program, cheat[1], len(program))
+    client0 = a.client.token.balance_of(a.client.address)
+    chal0 = a.validator.token.balance_of(a.validator.address)
+    node0 = a.provider.registry.node(a.provider.address)
+    a.d.disputes_client(a.validator.key).challenge(oid, honest[1])
+    moves = play(a, oid, players(a, oid, model, program, cheat, honest))
+    g = a.d.disputes_client(a.validator.key).game(oid)
+    assert g.differ == at
+    if kind != "input":
+        assert any("referee" in m for m in moves) and g.provider_element != g.challenger_element
+    share = (node0.stake - node0.locked) * 2000 // 10_000
+    assert a.client.market.order(oid).state_name == "overturned"
+    assert a.client.token.balance_of(a.client.address) == client0 + bid.price
+    assert a.validator.token.balance_of(a.validator.address) == chal0 + bid.collateral + share
+    node = a.provider.registry.node(a.provider.address)
+    assert node.stake == node0.stake - bid.collateral - share and node.locked == 0
+
+
+def test_an_honest_provider_wins_against_a_corrupted_challenge(actors, job):
+    a = actors
+    model, inputs, program = job
+    honest, liar = side(model, inputs, len(program)), side(model, inputs, len(program), 3)
+    oid, bid = committed_order(a, program, honest[1], len(program))
+    prov0 = a.provider.token.balance_of(a.provider.address)
+    chal0 = a.validator.token.balance_of(a.validator.address)
+    a.d.disputes_client(a.validator.key).challenge(oid, liar[1])
+    moves = play(a, oid, players(a, oid, model, program, honest, liar))
+    assert any("referee" in m for m in moves)
+    assert a.validator.token.balance_of(a.validator.address) == chal0 - a.d.dispute_bond
+    assert a.provider.token.balance_of(a.provider.address) == prov0 + a.d.dispute_bond
+    a.advance(601)
+    a.stranger.market.finalize(oid)
+    assert a.client.market.order(oid).state_name == "finalized"
+
+
+def test_a_record_opened_against_another_descriptor_is_refused(actors, job):
+    a = actors
+    model, inputs, program = job
+    cheat, honest = side(model, inputs, len(program), 3), side(model, inputs, len(program))
+    oid, _ = committed_order(a, program, cheat[1], len(program))
+    chal = a.d.disputes_client(a.validator.key)
+    chal.challenge(oid, honest[1])
+    ps = players(a, oid, model, program, cheat, honest)
+    while chal.game(oid).stage_name == "bisecting":
+        for p in ps:
+            p.act()
+    from veracity.verify.game import desc_proof
+
+    wrong = program[2]  # a relu's descriptor, shown for the linear at record 3
+    with pytest.raises(ChainError, match="not the program's"):
+        chal.open_record(oid, wrong.as_tuple(), desc_proof(program, 2), b"\0" * 32)
+    real = program[3]
+    with pytest.raises(ChainError, match="does not give your committed chain value"):
+        chal.open_record(oid, real.as_tuple(), desc_proof(program, 3), b"\5" * 32)
+
+
+def test_the_trace_must_have_the_programs_length(actors, job):
+    a = actors
+    model, inputs, program = job
+    register_provider(a.provider)
+    oid = a.client.market.open_order(SPEC, 1, MODEL, 50 * TOKEN, a.now() + 600, 600, 500,
+                                     prog.program_root(program), len(program))
+    a.client.market.accept_bid(bid_for(a, oid))
+    with pytest.raises(ChainError, match="program length"):
+        a.provider.market.commit_result(oid, b"\1" * 32, b"\2" * 32, len(program) + 1)
+    assert np.all(np.array([d.dims[0] for d in program]) > 0)

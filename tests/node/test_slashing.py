@@ -1,0 +1,78 @@
+"""Cheaters are caught and slashed end to end: three cheating provider daemons (corrupt-op,
+wrong-output, lazy) each take a job; a validator daemon re-executes each result, challenges it with
+its bond, and plays the dispute game through (bisection, the record opened against the order's
+program, the chunk trees, one element judged on-chain by OneStep, or the cheater unable to show
+its tensors, or its made-up input record judged against the client's). Every client gets its payment back, every cheater loses its collateral and a fifth of
+its free stake to the validator, which also gets its bond back: exact balances."""
+
+import threading
+import time
+from pathlib import Path
+
+import httpx
+
+from veracity.errors import VeracityError
+from veracity.node.client import submit
+from veracity.workloads.spec import Verification, load_spec
+
+from .conftest import TOKEN, Net
+
+JOBS = Path(__file__).resolve().parent.parent.parent / "examples" / "jobs"
+CHEATS = ("corrupt-op", "wrong-output", "lazy")
+STAKE = 1000 * TOKEN  # each provider's registered stake (the daemon's default)
+
+
+def test_each_cheater_is_caught_by_the_validator_and_slashed(tmp_path):
+    net = Net(tmp_path, accounts=9, move_time=8)
+    try:
+        cheaters = {b: net.provider(3 + i, ["digits-mlp"], behaviour=b) for i, b in enumerate(CHEATS)}
+        validator, checks_url = net.validator(8)
+        dep = net.dep
+        _, token, reg, market = dep.clients(dep.accounts[0].key)
+        clients = {b: net.accts[i] for b, i in zip(CHEATS, (1, 2, 6))}
+        before = {b: token.balance_of(c.address) for b, c in clients.items()}
+        v_before = token.balance_of(validator.address)
+        spec = load_spec(JOBS / "digits-mlp.yaml").model_copy(
+            update={"verification": Verification(challenge_window=40)})
+        errors = {}
+
+        def run(b):
+            try:
+                submit(spec, dep, clients[b].key, bid_wait=20, result_timeout=400, only={cheaters[b].address})
+            except VeracityError as exc:
+                errors[b] = str(exc)
+
+        threads = [threading.Thread(target=run, args=(b,)) for b in CHEATS]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(500)
+        assert set(errors) == set(CHEATS), (errors, net.logs())
+        for b in CHEATS:
+            assert "a dispute found provider" in errors[b] and "was refunded" in errors[b], errors[b]
+        orders = {market.order(i).provider: market.order(i) for i in range(1, market.fn.order_count().call() + 1)}
+        gained = 0
+        for b, acct in cheaters.items():
+            order = orders[acct.address]
+            assert order.state_name == "overturned", b
+            assert token.balance_of(clients[b].address) == before[b], b  # paid, then refunded in full
+            share = (STAKE - order.collateral) * 2000 // 10_000
+            node = reg.node(acct.address)
+            assert node.stake == STAKE - order.collateral - share and node.locked == 0, b
+            gained += order.collateral + share
+        assert token.balance_of(validator.address) == v_before + gained  # and every bond came back
+        for _ in range(100):  # the validator records how each game ended
+            checks = httpx.get(checks_url, timeout=5).json()
+            if len(checks) == 3 and all(c["verdict"] == "overturned" for c in checks):
+                break
+            time.sleep(0.2)
+        assert [c["verdict"] for c in checks] == ["overturned"] * 3, checks
+        logs = net.logs()
+        assert "called the referee on element" in logs  # corrupt-op and wrong-output: judged by OneStep
+        assert "opened record 0 (input.pixels)" in logs  # lazy: its made-up input record is not the client's
+    except AssertionError:
+        print(net.logs())
+        raise
+    finally:
+        net.stop()
+

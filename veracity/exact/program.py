@@ -1,0 +1,208 @@
+"""A job's program: what each trace record is, fixed before anything runs.
+
+The trace says *what values* a provider computed; the program says *what each record must be*:
+its op kind, its step and name, its dtype and dims, which earlier records are its inputs, the
+digests of the constants it reads (weights, requantization), and its parameters. The client
+computes the program with a shape-only dry run (``ShapeBackend``: no arithmetic, milliseconds)
+and posts its root and length with the order; providers recompute it before they bid and decline
+an order whose program is not the one their model gives. So every record of a committed trace has
+a descriptor both sides of a dispute agree on, and the referee knows, for the one element in
+dispute, which op to recompute and where its inputs are proven.
+
+Descriptor hash ``keccak256(abi_encode(desc))`` with ``desc`` the tuple ``(uint8 kind, uint256
+step, string op, uint8 dtype, uint256[] dims, uint256[] inputs, bytes32[] consts, int256[]
+params)`` (the struct ``OpDesc`` of ``contracts/Disputes.vy``); program root: the trace format's
+Merkle tree (``exact.trace.merkle_root``) over the descriptor hashes, in record order.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from veracity.exact.trace import DTYPE_CODES, merkle_root, tensor_digest
+
+# op kinds (the contract's numbering)
+INPUT, LINEAR, ADD, RELU, GELU, SILU, LAYERNORM, RMSNORM, EMBEDDING = 1, 2, 3, 4, 5, 6, 7, 8, 9
+SCORES, PROBS, PROBSUM, CONTEXT, MEAN_POOL, L2_NORMALIZE = 10, 11, 12, 13, 14, 15
+KIND_NAMES = {INPUT: "input", LINEAR: "linear", ADD: "add", RELU: "relu", GELU: "gelu", SILU: "silu",
+              LAYERNORM: "layernorm", RMSNORM: "rmsnorm", EMBEDDING: "embedding", SCORES: "scores",
+              PROBS: "probs", PROBSUM: "probsum", CONTEXT: "context", MEAN_POOL: "mean_pool",
+              L2_NORMALIZE: "l2_normalize"}
+JUDGED = (INPUT, LINEAR, ADD, RELU)  # kinds the Disputes contract adjudicates to one element today
+NO_INPUT = 2**256 - 1  # an input that is not a whole earlier record (a view, a slice, a constant)
+DESC_ABI = "(uint8,uint256,string,uint8,uint256[],uint256[],bytes32[],int256[])"
+
+
+@dataclass(frozen=True)
+class OpDesc:
+    kind: int
+    step: int
+    op: str
+    dtype: int  # trace.DTYPE_CODES
+    dims: tuple[int, ...]
+    inputs: tuple[int, ...] = ()  # record indices (NO_INPUT where the input is not a record)
+    consts: tuple[bytes, ...] = ()  # digests of constant tensors
+    params: tuple[int, ...] = ()
+
+    def as_tuple(self) -> tuple[Any, ...]:
+        return (self.kind, self.step, self.op, self.dtype, list(self.dims), list(self.inputs),
+                list(self.consts), list(self.params))
+
+    def hash(self) -> bytes:
+        from eth_abi import encode
+        from eth_utils import keccak
+
+        return keccak(encode([DESC_ABI], [self.as_tuple()]))
+
+
+def program_root(program: list[OpDesc]) -> bytes:
+    return merkle_root([d.hash() for d in program])
+
+
+# constants a linear reads, as tensors with digests -----------------------------------------------
+_LINEAR_CONSTS: dict[int, tuple[Any, tuple[bytes, bytes]]] = {}
+
+
+def linear_tensors(lin: Any) -> tuple[np.ndarray, np.ndarray]:
+    """A linear's constants as the referee reads them: the int8 weights [N, K] and, per output
+    channel, (mult, shift, bias) as int32 [N, 3]."""
+    w = np.asarray(lin.weight, dtype=np.int8)
+    req = np.stack([lin.mult, lin.shift, lin.bias], axis=1).astype(np.int32)
+    return w, req
+
+
+def linear_consts(lin: Any) -> tuple[bytes, bytes]:
+    """Digests of ``linear_tensors`` (cached per layer object)."""
+    hit = _LINEAR_CONSTS.get(id(lin))
+    if hit is None or hit[0] is not lin:
+        w, req = linear_tensors(lin)
+        hit = (lin, (tensor_digest(w), tensor_digest(req)))
+        _LINEAR_CONSTS[id(lin)] = hit
+    return hit[1]
+
+
+def model_linears(model: Any) -> list[Any]:
+    """Every ``QLinear`` a model holds (found by walking its attributes)."""
+    from veracity.exact.spec import QLinear
+
+    found: list[Any] = []
+    seen: set[int] = set()
+
+    def walk(x: Any, depth: int) -> None:
+        if id(x) in seen or depth > 4:
+            return
+        seen.add(id(x))
+        if isinstance(x, QLinear):
+            found.append(x)
+        elif isinstance(x, (list, tuple)):
+            for v in x:
+                walk(v, depth + 1)
+        elif hasattr(x, "__dict__") and not isinstance(x, (np.ndarray, type)):
+            for v in vars(x).values():
+                walk(v, depth + 1)
+
+    walk(model, 0)
+    return found
+
+
+def constants(model: Any, desc: OpDesc) -> tuple[np.ndarray, ...]:
+    """The constant tensors a descriptor names by digest, from the model's own weights."""
+    if desc.kind == LINEAR:
+        for lin in model_linears(model):
+            if linear_consts(lin) == tuple(desc.consts):
+                return linear_tensors(lin)
+    raise LookupError(f"the model has no constants with the digests record {desc.op!r} names")
+
+
+# the shape-only backend ---------------------------------------------------------------------------
+class Shaped:
+    """A tensor of which only the shape is known."""
+
+    __slots__ = ("shape",)
+
+    def __init__(self, shape: tuple[int, ...]) -> None:
+        self.shape = tuple(int(d) for d in shape)
+
+    @property
+    def ndim(self) -> int:
+        return len(self.shape)
+
+    def __getitem__(self, key: Any) -> "Shaped":
+        return Shaped(np.broadcast_to(np.empty((), dtype=np.int8), self.shape)[key].shape)
+
+
+def _shape(x: Any) -> tuple[int, ...]:
+    return tuple(np.shape(x)) if not isinstance(x, Shaped) else x.shape
+
+
+class ShapeBackend:
+    """Runs a model's code for the shapes of every op output, computing nothing."""
+
+    name = "shape"
+
+    def tensor(self, a: Any) -> Shaped:
+        return Shaped(_shape(a))
+
+    constant = index = tensor
+
+    def canonical(self, x: Shaped, dtype: np.dtype) -> np.ndarray:
+        return np.zeros(x.shape, dtype=dtype)
+
+    def split_heads(self, x: Shaped, heads: int) -> Shaped:
+        b, t, h = x.shape
+        return Shaped((b, heads, t, h // heads))
+
+    def merge_heads(self, x: Shaped) -> Shaped:
+        b, nh, t, d = x.shape
+        return Shaped((b, t, nh * d))
+
+    def linear(self, x: Shaped, lin: Any) -> Shaped:
+        return Shaped(x.shape[:-1] + (lin.weight.shape[0],))
+
+    def add(self, a: Shaped, b: Shaped) -> Shaped:
+        return Shaped(np.broadcast_shapes(a.shape, b.shape))
+
+    def relu(self, x: Shaped) -> Shaped:
+        return x
+
+    gelu = silu = relu
+
+    def rmsnorm(self, x: Shaped, norm: Any) -> Shaped:
+        return x
+
+    layernorm = rmsnorm
+
+    def l2_normalize(self, x: Shaped) -> Shaped:
+        return x
+
+    def embedding(self, table: Shaped, ids: Shaped) -> Shaped:
+        return Shaped(ids.shape + table.shape[1:])
+
+    def scores_softmax(self, q: Shaped, k: Shaped, key_valid: Any, causal: bool) -> tuple[Shaped, ...]:
+        b, h, t, _ = q.shape
+        z = Shaped((b, h, t, k.shape[2]))
+        return z, z, Shaped((b, h, t))
+
+    def attention_context(self, p: Shaped, psum: Shaped, v: Shaped, key_valid: Any) -> Shaped:
+        return Shaped(p.shape[:-1] + (v.shape[-1],))
+
+    def mean_pool(self, h: Shaped, mask: Any) -> Shaped:
+        return Shaped((h.shape[0], h.shape[2]))
+
+
+def dtype_code(dtype: np.dtype) -> int:
+    return DTYPE_CODES[np.dtype(dtype)]
+
+
+def build(model: Any, items: list[Any], batch_size: int = 32) -> list[OpDesc]:
+    """The program of an ``infer`` job: ``model`` on parsed ``items``, batched as providers run it."""
+    from veracity.exact.execute import Exec
+
+    ex = Exec(ShapeBackend(), program=[])
+    for lo in range(0, len(items), batch_size):
+        model.run(ex, items[lo:lo + batch_size])
+    assert ex.program is not None
+    return ex.program

@@ -1,0 +1,163 @@
+"""Phases two and three of a dispute, off-chain: what a party shows the contracts, and a player.
+
+Phase one (``verify.bisection``) ends at the first record ``k`` the two traces disagree on, with
+both agreeing on every record before it. Then (``contracts/Disputes.vy``):
+
+1. **Open**: each party shows record ``k``'s descriptor (proven against the order's program
+   root) and its tensor's chunk root; with the agreed chain value they must give back its
+   committed chain value. An input record is judged here, by the digest the client posted.
+2. **Descend**: each round both reveal the two children of their current node in the tensor's
+   chunk tree; the game follows a child where they differ, down to one chunk.
+3. **Chunk**: the challenger reveals its chunk, then the provider its own and the challenger's;
+   the contract finds the first differing element.
+4. **Judge**: anyone shows the element's inputs (rows of agreed earlier records, proven through
+   the provider's trace root, and rows of the descriptor's constants) to the ``Referee``, which
+   recomputes the element with ``OneStep``; the provider loses unless its element is that value.
+
+``TensorSide`` holds one committed tensor ready to reveal; ``Player`` makes one party's moves on a
+live game from its trace, the job's program and a way to get any record's tensor.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Callable
+
+import numpy as np
+
+from veracity.exact import program as prog
+from veracity.exact.trace import TraceRecord, chunk_leaf, tensor_chunks
+from veracity.verify import merkle
+from veracity.verify.bisection import TraceView
+
+CODES_DTYPE = {1: np.int8, 2: np.uint8, 3: np.int16, 4: np.int32, 5: np.int64}
+PROVIDER, CHALLENGER = 1, 2
+
+
+class TensorSide:
+    """A committed tensor: its chunks and chunk tree, ready to reveal any node, chunk or row."""
+
+    def __init__(self, tensor: np.ndarray) -> None:
+        self.tensor = np.ascontiguousarray(tensor)
+        self.chunks = [bytes(c) for c in tensor_chunks(self.tensor)]
+        self.tree = merkle.levels([chunk_leaf(c) for c in self.chunks])
+        self.root = self.tree[-1][0]
+        shape = self.tensor.shape
+        self.per = len(self.chunks[0]) // (shape[-1] * self.tensor.dtype.itemsize)
+
+    def children(self, level: int, index: int) -> tuple[bytes, bytes]:
+        below = self.tree[level - 1]
+        return below[2 * index], below[2 * index + 1]
+
+    def row(self, r: int) -> tuple[Any, ...]:
+        """The contract's ``TensorRow`` for row ``r``."""
+        ci = r // self.per
+        code = {np.dtype(v): k for k, v in CODES_DTYPE.items()}[self.tensor.dtype]
+        return (code, list(self.tensor.shape), self.root, self.chunks[ci], merkle.prove(self.tree, ci), r)
+
+
+def record_ref(view: TraceView, k: int) -> tuple[Any, ...]:
+    """The contract's ``RecordRef`` for record ``k`` of a trace: its chain link and proof."""
+    rec = view.records[k]
+    prev = view.chain[k - 1] if k > 0 else bytes(32)
+    return (k, prev, rec.step, rec.op, merkle.prove(view.tree, k))
+
+
+def desc_proof(program: list[prog.OpDesc], i: int) -> list[bytes]:
+    return merkle.prove(merkle.levels([d.hash() for d in program]), i)
+
+
+def judge_args(desc: prog.OpDesc, element: int, view: TraceView, tensor: Callable[[int], np.ndarray],
+               constants: Callable[[prog.OpDesc], tuple[np.ndarray, ...]]) -> tuple[str, tuple[Any, ...]] | None:
+    """The Referee call that judges ``element`` of a record with ``desc``: (kind, arguments), or
+    None for a kind not judged to one element yet."""
+    n = desc.dims[-1]
+    r, c = divmod(element, n)
+    if desc.kind == prog.LINEAR:
+        w, req = (TensorSide(t) for t in constants(desc))
+        x = TensorSide(tensor(desc.inputs[0]))
+        return "linear", (desc.as_tuple(), record_ref(view, desc.inputs[0]), x.row(r), w.row(c), req.row(c))
+    if desc.kind == prog.RELU:
+        return "relu", (desc.as_tuple(), record_ref(view, desc.inputs[0]), TensorSide(tensor(desc.inputs[0])).row(r))
+    if desc.kind == prog.ADD:
+        a, b = desc.inputs
+        return "add", (desc.as_tuple(), record_ref(view, a), TensorSide(tensor(a)).row(r),
+                       record_ref(view, b), TensorSide(tensor(b)).row(r))
+    return None
+
+
+@dataclass
+class Player:
+    """One party's moves in a live game (``party``: PROVIDER or CHALLENGER).
+
+    ``tensor(i)`` gives record ``i``'s tensor as this party computed it (None if it cannot: a
+    lazy provider has none); ``constants(desc)`` a linear's weight and requantization tensors.
+    """
+
+    party: int
+    disputes: Any  # chain.client.DisputesClient acting as this party
+    referee: str
+    order_id: int
+    records: list[TraceRecord]
+    program: list[prog.OpDesc]
+    tensor: Callable[[int], np.ndarray | None]
+    constants: Callable[[prog.OpDesc], tuple[np.ndarray, ...]]
+
+    def __post_init__(self) -> None:
+        self.view = TraceView(self.records)
+        self._sides: dict[int, TensorSide] = {}
+
+    def side(self, i: int) -> TensorSide | None:
+        if i not in self._sides:
+            t = self.tensor(i)
+            if t is None:
+                return None
+            self._sides[i] = TensorSide(np.asarray(t).astype(CODES_DTYPE[self.program[i].dtype]))
+        return self._sides[i]
+
+    def act(self) -> str | None:
+        """Make this party's move if one is due; returns what it did (None: nothing to do)."""
+        g = self.disputes.game(self.order_id)
+        mine = not (g.revealed & self.party)
+        k = g.differ
+        if g.stage == 1 and mine:  # bisecting
+            self.disputes.reveal(self.order_id, *self.view.reveal(g.query))
+            return f"revealed the chain value of record {g.query}"
+        if g.stage == 2 and mine:  # located: open the record
+            side = self.side(k)
+            if side is None:
+                return None
+            self.disputes.open_record(self.order_id, self.program[k].as_tuple(), desc_proof(self.program, k), side.root)
+            return f"opened record {k} ({self.program[k].op})"
+        if g.stage == 4 and mine:  # descending
+            side = self.side(k)
+            if side is None:
+                return None
+            self.disputes.descend(self.order_id, *side.children(g.level, g.index))
+            return f"revealed the children of chunk-tree node {g.level}/{g.index}"
+        if g.stage == 5:  # chunk: the challenger first, then the provider with both
+            side = self.side(k)
+            if side is None:
+                return None
+            desc = self.program[k].as_tuple()
+            if self.party == CHALLENGER and g.revealed == 0:
+                self.disputes.reveal_chunk(self.order_id, desc, side.chunks[g.index])
+                return f"revealed chunk {g.index}"
+            if self.party == PROVIDER and g.revealed == CHALLENGER:
+                other = self.disputes.revealed_chunk(self.order_id, g.index)
+                self.disputes.reveal_chunk(self.order_id, desc, side.chunks[g.index], other)
+                return f"revealed chunk {g.index} and the challenger's"
+            return None
+        if g.stage == 6:  # judging: anyone may call, the verdict depends only on the proofs
+            call = judge_args(self.program[k], g.element, self.view, self._agreed_tensor, self.constants)
+            if call is None:
+                return None
+            self.disputes.judge(self.referee, call[0], self.order_id, *call[1])
+            return f"called the referee on element {g.element} of record {k}"
+        return None
+
+    def _agreed_tensor(self, i: int) -> np.ndarray:
+        side = self.side(i)
+        if side is None:
+            raise ValueError(f"record {i}'s tensor is not available")
+        return side.tensor
