@@ -1,13 +1,14 @@
 """The dispute game's cost on a real anvil node, and what spot checks cost validators.
 
 Full games on real traces: digits-MLP jobs sized so their traces have 2^6 to 2^16 records, a
-provider that corrupted one element of a random record (``corrupt-op``, everything after it
-computed from it), and an honest challenger; both play through ``verify.game.Player`` against the
+provider that altered one element of a random record (everything after it computed from it),
+and an honest challenger; both play through ``verify.game.Player`` against the
 deployed Disputes, Referee and OneStep contracts. For each: the rounds (bisection reveals, the
 record opened, each chunk-tree level, the chunk, the judgement), the gas of the whole game
 (challenge to settlement, both parties and the judge) and of its final one-step judgement, and
-the wall time. Then the gas of the one-step referee's most expensive element (a smoothed linear
-row of 1536, MiniLM's widest), and the validators' CPU relative to the providers' at the
+the wall time. Then a full game at the first record of every kind MiniLM's trace has (the
+final step's gas for each: the referee's call, proofs included), OneStep alone on its most
+expensive element (a smoothed linear row of 1536), and the validators' CPU relative to the providers' at the
 spot-check rate ``verify.sampling`` chooses for the devnet's figures (a check re-executes the job,
 so its CPU is the provider's run, times the rate).
 
@@ -75,20 +76,30 @@ def job_inputs(n_records: int) -> bytes:
     return "".join(json.dumps({"pixels": images[i % len(images)].tolist()}) + "\n" for i in range(items)).encode()
 
 
-def game(dep, accts, n: int, model: Any, rng: np.random.Generator) -> dict[str, Any]:
-    from veracity.node.adversary import corrupt_tamper
+def altered_at(k: int) -> Any:
+    """A cheat that changes one element of record ``k``."""
+    def tamper(index: int, op: str, x: Any) -> Any:
+        if index != k:
+            return x
+        y = np.array(x, dtype=np.int64, copy=True)
+        y.flat[y.size // 3] += -3 if y.flat[y.size // 3] > 0 else 3
+        return y
+    return tamper
+
+
+def game(dep, accts, n: int, model: Any, rng: np.random.Generator, model_name: str = MODEL,
+         inputs: bytes | None = None, k: int | None = None) -> dict[str, Any]:
     from veracity.workloads.infer import job_program, record_tensors, run_infer_job
 
     client, provider, challenger = accts[1], accts[2], accts[3]
-    inputs = job_inputs(n)
-    program = job_program(MODEL, inputs, model)
-    k = int(rng.integers(len(program)))
+    inputs = inputs if inputs is not None else job_inputs(n)
+    program = job_program(model_name, inputs, model)
+    k = int(rng.integers(len(program))) if k is None else k
     sides = {}
-    for who, at in (("provider", k), ("challenger", None)):
-        fresh = (lambda at=at: corrupt_tamper(MODEL, inputs, model, at=at)) if at is not None else (lambda: None)
-        result = run_infer_job(MODEL, inputs, backend="numpy", model=model, tamper=fresh())
+    for who, cheat in (("provider", True), ("challenger", False)):
+        result = run_infer_job(model_name, inputs, backend="numpy", model=model, tamper=altered_at(k) if cheat else None)
         wanted = {k, *[i for i in program[k].inputs if i < len(program)]}
-        tensors = record_tensors(MODEL, inputs, wanted, model=model, tamper=fresh())
+        tensors = record_tensors(model_name, inputs, wanted, model=model, tamper=altered_at(k) if cheat else None)
         sides[who] = (decode_records(result.trace), result.trace_root, tensors.get)
     _, _, creg, cmarket = dep.clients(client.key)
     _, _, preg, pmarket = dep.clients(provider.key)
@@ -103,7 +114,7 @@ def game(dep, accts, n: int, model: Any, rng: np.random.Generator) -> dict[str, 
     moves: list[tuple[str, int]] = []
     prov = Metered(dep.disputes_client(provider.key), moves)
     chal = Metered(dep.disputes_client(challenger.key), moves)
-    players = [Player(party, d, dep.referee, oid, sides[who][0], program, sides[who][2],
+    players = [Player(party, d, dep.referees, oid, sides[who][0], program, sides[who][2],
                       lambda desc: prog.constants(model, desc))
                for party, d, who in ((PROVIDER_PARTY, prov, "provider"), (CHALLENGER, chal, "challenger"))]
     t0 = time.perf_counter()
@@ -125,7 +136,22 @@ def game(dep, accts, n: int, model: Any, rng: np.random.Generator) -> dict[str, 
             "kind": prog.KIND_NAMES[program[k].kind], "rounds": rounds, "gas": sum(gas for _, gas in moves),
             "gas_judge": sum(gas for m, gas in moves if m == "judge"),
             "gas_bisection": sum(gas for m, gas in moves if m in ("challenge", "reveal")),
-            "wall_s": wall, "outcome": state}
+            "wall_s": wall, "outcome": state, "op": program[k].op}
+
+
+def minilm_judgements(dep, accts, rng: np.random.Generator) -> list[dict[str, Any]]:
+    """A full game at the first record of every kind MiniLM's trace has: the judgement's gas."""
+    from veracity.models.registry import load
+    from veracity.workloads.infer import job_program
+
+    model = load("minilm")
+    inputs = (ROOT / "examples" / "inputs" / "minilm.jsonl").read_bytes()
+    program = job_program("minilm", inputs, model)
+    firsts: dict[int, int] = {}
+    for i, d in enumerate(program):
+        if d.kind != prog.INPUT:
+            firsts.setdefault(d.kind, i)
+    return [game(dep, accts, len(program), model, rng, "minilm", inputs, k) for k in firsts.values()]
 
 
 def one_step_gas(dep, rng: np.random.Generator) -> int:
@@ -182,24 +208,36 @@ def main() -> int:
             with console.status(f"a full game over a trace of about 2^{e} records"):
                 games.append(game(dep, accts, 1 << e, model, rng))
         gas_one = one_step_gas(dep, rng)
+        with console.status("a full game at each kind of MiniLM record"):
+            judged = minilm_judgements(dep, accts, rng)
     finally:
         node.stop()
     cost = verify_cost()
     table = Table("records n", "items", "corrupted record", "rounds", "ceil(log2 n) + 8", "gas, whole game",
                   "of it bisection", "judgement", "wall", "outcome",
-                  title="full dispute games on anvil (digits-MLP traces, corrupt-op provider, honest challenger)")
+                  title="full dispute games on anvil (digits-MLP traces, a provider that altered one element, honest challenger)")
     for g in games:
         table.add_row(str(g["n"]), str(g["items"]), f"{g['record']} ({g['kind']})", str(g["rounds"]),
                       str(math.ceil(math.log2(g["n"])) + 8), f"{g['gas']:,}", f"{g['gas_bisection']:,}",
                       f"{g['gas_judge']:,}", f"{g['wall_s']:.1f}s", g["outcome"])
     console.print(table)
-    console.print(f"one-step gas, the widest element (smoothed linear, K=1536): {gas_one:,}")
+    jt = Table("MiniLM record", "kind", "rounds", "gas, whole game", "judgement (the final step)",
+               title="the final step for every kind of record (MiniLM, 5 sentences; the referee's whole call)")
+    for g in judged:
+        jt.add_row(f"{g['record']} {g['op']}", g["kind"], str(g["rounds"]), f"{g['gas']:,}", f"{g['gas_judge']:,}")
+    console.print(jt)
+    console.print(f"OneStep alone, the widest element (smoothed linear, K=1536): {gas_one:,}")
     console.print(f"spot-check rate {cost['rate']:.4f}; a check costs {cost['check_cpu_s']:.2f} CPU-s for a "
                   f"{cost['provider_cpu_s']:.2f} CPU-s job -> verify_cost_ratio {cost['verify_cost_ratio']:.4f}")
-    result = {"rounds_max": max(g["rounds"] for g in games), "gas_full_game": max(g["gas"] for g in games),
+    every = games + judged
+    result = {"rounds_max": max(g["rounds"] for g in every), "gas_full_game": max(g["gas"] for g in every),
               "gas_full_game_scope": "challenge to settlement: bisection, opening, chunk-tree descent, chunk, "
                                      "one-step judgement (both parties and the judge)",
-              "gas_one_step": gas_one, "verify_cost_ratio": cost["verify_cost_ratio"], "games": games, **cost}
+              "gas_one_step": max(g["gas_judge"] for g in every),
+              "gas_one_step_scope": "the referee's whole judgement call (proofs of every input row and OneStep), "
+                                    "the largest over every kind of record",
+              "gas_onestep_widest_linear": gas_one, "verify_cost_ratio": cost["verify_cost_ratio"],
+              "games": games, "minilm_judgements": judged, **cost}
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text(json.dumps(result, indent=2))

@@ -151,16 +151,19 @@ market: public(immutable(IMarket))
 bond: public(immutable(uint256))
 move_time: public(immutable(uint256))
 referee: public(immutable(address))
+attention_referee: public(immutable(address))
 games: public(HashMap[uint256, Game])
 
 
 @deploy
-def __init__(token_: IERC20, market_: IMarket, bond_: uint256, move_time_: uint256, referee_: address):
+def __init__(token_: IERC20, market_: IMarket, bond_: uint256, move_time_: uint256, referee_: address,
+             attention_referee_: address):
     token = token_
     market = market_
     bond = bond_
     move_time = move_time_
     referee = referee_
+    attention_referee = attention_referee_
 
 
 @external
@@ -471,7 +474,7 @@ def judged(order_id: uint256, recomputed: int256):
     """
     @notice The Referee's verdict: the provider loses unless its element is the recomputed one.
     """
-    assert msg.sender == referee, "disputes: only the Referee judges"
+    assert msg.sender == referee or msg.sender == attention_referee, "disputes: only the referees judge"
     g: Game = self.games[order_id]
     assert g.stage == JUDGING, "disputes: no element is waiting for its judgement"
     if recomputed == g.provider_element:

@@ -189,11 +189,14 @@ def request_unbond(amount: uint256):
 @external
 def withdraw():
     """
-    @notice Withdraw your unbonded stake once the unbonding delay has passed.
+    @notice Withdraw your unbonded stake once the unbonding delay has passed and no lease of
+            yours is open: a result still in its challenge window or in a dispute keeps the whole
+            stake slashable, however short the unbonding delay.
     """
     n: Node = self.nodes[msg.sender]
     assert n.unbonding > 0, "registry: nothing is unbonding; call request_unbond first"
     assert block.timestamp >= n.unbond_at, "registry: stake is still in its unbonding delay"
+    assert n.locked == 0, "registry: a lease of yours is still open (in its window or a dispute); withdraw after it settles"
     amount: uint256 = n.unbonding
     self.nodes[msg.sender].unbonding = 0
     self.nodes[msg.sender].stake = n.stake - amount

@@ -18,9 +18,16 @@ struct OpDesc:  # a record's descriptor (`veracity/exact/program.py`)
     op: String[64]
     dtype: uint8
     dims: DynArray[uint256, 4]
-    inputs: DynArray[uint256, 2]
-    consts: DynArray[bytes32, 2]
+    inputs: DynArray[uint256, 4]
+    consts: DynArray[bytes32, 3]
     params: DynArray[int256, 2]
+
+struct Judging:  # a game waiting for its judgement, as a referee reads it
+    record: uint256  # the disputed record (inputs must come before it)
+    element: uint256  # the disputed element's flat index
+    trace_root: bytes32  # the provider's committed root, and the challenger's
+    challenger_root: bytes32
+    trace_length: uint256
 
 struct TensorRow:  # one row of a committed tensor: its chunk, proven against the tensor's chunk root
     dtype: uint8
@@ -134,3 +141,62 @@ def _bitlen(x: uint256) -> uint256:
     if v > 0:
         n += 1
     return n
+
+
+@internal
+@pure
+def _row(t: TensorRow, digest: bytes32) -> Bytes[ROW_BYTES]:
+    """Row `t.row` of the tensor with `digest`, padded with 32 zero bytes for reading."""
+    assert self._digest(t.dtype, t.dims, t.chunk_root) == digest, "referee: that tensor is not the one named"
+    row: uint256 = 0
+    rows: uint256 = 0
+    per: uint256 = 0
+    chunks: uint256 = 0
+    row, rows, per, chunks = self._layout(t.dtype, t.dims)
+    assert t.row < rows, "referee: no such row"
+    assert self._proves(t.chunk_root, sha256(concat(b"\x03", t.chunk)), t.row // per, chunks, t.chunk_proof), \
+        "referee: the chunk is not in the tensor"
+    return concat(slice(t.chunk, (t.row % per) * row, row), empty(bytes32))
+
+
+@internal
+@pure
+def _record_row(j: Judging, ref: RecordRef, index: uint256, t: TensorRow) -> Bytes[ROW_BYTES]:
+    """Row of an agreed earlier record (`index`), proven through either party's trace root: both
+    hold the same chain values before the differing record, so either proof shows the record."""
+    assert ref.index == index and index < j.record, "referee: an input must be an earlier, agreed record"
+    digest: bytes32 = self._digest(t.dtype, t.dims, t.chunk_root)
+    link: bytes32 = sha256(concat(b"\x02", ref.prev, self._leaf(ref.step, ref.op, digest)))
+    assert self._proves(j.trace_root, link, index, j.trace_length, ref.chain_proof) or \
+        self._proves(j.challenger_root, link, index, j.trace_length, ref.chain_proof), \
+        "referee: that record is not in the committed trace"
+    return self._row(t, digest)
+
+
+@internal
+@pure
+def _at(row: Bytes[ROW_BYTES], t: TensorRow, i: uint256) -> int256:
+    """Element `i` of a row of tensor `t` (uint8 unsigned, the rest signed)."""
+    w: uint256 = self._itemsize(t.dtype)
+    return self._element(row, i * w, w, t.dtype != 2)
+
+
+@internal
+@pure
+def _part(row: Bytes[ROW_BYTES], t: TensorRow, start: uint256, n: uint256) -> Bytes[ROW_BYTES]:
+    """Elements [start, start + n) of a row, then 32 more bytes (the elements after them, or the
+    row's padding): a head's slice of a fused projection row, readable as OneStep reads rows."""
+    w: uint256 = self._itemsize(t.dtype)
+    return slice(row, start * w, n * w + 32)
+
+
+@internal
+@pure
+def _last(dims: DynArray[uint256, 4]) -> uint256:
+    return dims[len(dims) - 1]
+
+
+@internal
+@pure
+def _same(a: DynArray[uint256, 4], b: DynArray[uint256, 4]) -> bool:
+    return keccak256(abi_encode(a)) == keccak256(abi_encode(b))

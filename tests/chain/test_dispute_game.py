@@ -1,8 +1,8 @@
-"""The whole dispute game on a real anvil node, with real digits-MLP traces: bisection to the first
-differing record, opening it against the order's program, descending the chunk trees to one
-element, and the Referee recomputing that element with OneStep. A provider that corrupted a
-linear, a ReLU or its input record loses its collateral and stake share; an honest provider
-challenged with a corrupted trace keeps its pay and takes the challenger's bond."""
+"""The whole dispute game on a real anvil node, with real digits-MLP and MiniLM traces: bisection
+to the first differing record, opening it against the order's program, descending the chunk trees
+to one element, and a referee recomputing that element with OneStep. A provider that corrupted
+one element of a record of any kind the models use loses its collateral and stake share; an honest
+provider challenged with a corrupted trace keeps its pay and takes the challenger's bond."""
 
 import json
 
@@ -72,7 +72,7 @@ def committed_order(a, program, root, n):
 
 
 def players(a, oid, model, program, prov, chal):
-    make = lambda party, key, s: Player(party, a.d.disputes_client(key), a.d.referee, oid, s[0], program, s[2],
+    make = lambda party, key, s: Player(party, a.d.disputes_client(key), a.d.referees, oid, s[0], program, s[2],
                                         lambda d: prog.constants(model, d))
     return [make(PROVIDER, a.provider.key, prov), make(CHALLENGER, a.validator.key, chal)]
 
@@ -149,3 +149,78 @@ def test_the_trace_must_have_the_programs_length(actors, job):
     with pytest.raises(ChainError, match="program length"):
         a.provider.market.commit_result(oid, b"\1" * 32, b"\2" * 32, len(program) + 1)
     assert np.all(np.array([d.dims[0] for d in program]) > 0)
+
+
+MINILM_TEXTS = ["The cat sat on the mat.", "Exact arithmetic makes checking a hash comparison.",
+                "Validators re-execute a sample of the results."]
+
+
+@pytest.fixture(scope="module")
+def minilm_job():
+    model = load("minilm")
+    inputs = "".join(json.dumps({"text": t}) + "\n" for t in MINILM_TEXTS).encode()
+    program = job_program("minilm", inputs, model)
+    honest = run_infer_job("minilm", inputs, backend="numpy", model=model)
+    tensors = record_tensors("minilm", inputs, set(range(len(program))), model=model)
+    return model, inputs, program, (decode_records(honest.trace), honest.trace_root, tensors.get)
+
+
+def altered_at(k):
+    """A cheat that changes one element of record ``k`` (whether or not later ops read it)."""
+    def tamper(index, op, x):
+        if index != k:
+            return x
+        y = np.array(x, dtype=np.int64, copy=True)
+        y.flat[y.size // 3] += -3 if y.flat[y.size // 3] > 0 else 3
+        return y
+    return tamper
+
+
+MINILM_KINDS = ["input", "embedding", "add", "layernorm", "linear", "scores", "probs", "probsum", "vt", "context",
+                "gelu", "transpose", "mean_pool", "l2_normalize"]
+
+
+@pytest.mark.parametrize("kind", MINILM_KINDS)
+def test_every_minilm_op_is_judged_to_one_element(actors, minilm_job, kind):
+    a = actors
+    model, inputs, program, honest = minilm_job
+    k = next(i for i, d in enumerate(program) if prog.KIND_NAMES[d.kind] == kind and (kind != "input" or i > 0))
+    result = run_infer_job("minilm", inputs, backend="numpy", model=model, tamper=altered_at(k))
+    tensors = record_tensors("minilm", inputs, set(range(len(program))), model=model, tamper=altered_at(k))
+    cheat = (decode_records(result.trace), result.trace_root, tensors.get)
+    oid, bid = committed_order(a, program, cheat[1], len(program))
+    chal0 = a.validator.token.balance_of(a.validator.address)
+    a.d.disputes_client(a.validator.key).challenge(oid, honest[1])
+    moves = play(a, oid, players(a, oid, model, program, cheat, honest))
+    g = a.d.disputes_client(a.validator.key).game(oid)
+    assert g.differ == k and a.client.market.order(oid).state_name == "overturned", (moves, g)
+    if kind != "input":
+        assert any("called the referee" in m for m in moves)
+    assert a.validator.token.balance_of(a.validator.address) > chal0 + bid.collateral
+
+
+@pytest.fixture(scope="module")
+def gpt_job():
+    model = load("tiny-gpt")
+    inputs = (json.dumps({"text": "the cat ", "max_tokens": 3}) + "\n").encode()
+    program = job_program("tiny-gpt", inputs, model)
+    honest = run_infer_job("tiny-gpt", inputs, backend="numpy", model=model)
+    tensors = record_tensors("tiny-gpt", inputs, set(range(len(program))), model=model)
+    return model, inputs, program, (decode_records(honest.trace), honest.trace_root, tensors.get)
+
+
+@pytest.mark.parametrize("kind,nth", [("argmax", 0), ("append", 0), ("select_last", 1), ("embedding", 2)])
+def test_generation_is_judged_token_by_token(actors, gpt_job, kind, nth):
+    """tiny-GPT: a wrong next token, a wrong id appended, a wrong last position, and an embedding
+    of the ids a later pass reads (which earlier passes chose) are each judged to one element."""
+    a = actors
+    model, inputs, program, honest = gpt_job
+    k = [i for i, d in enumerate(program) if prog.KIND_NAMES[d.kind] == kind][nth]
+    result = run_infer_job("tiny-gpt", inputs, backend="numpy", model=model, tamper=altered_at(k))
+    tensors = record_tensors("tiny-gpt", inputs, set(range(len(program))), model=model, tamper=altered_at(k))
+    cheat = (decode_records(result.trace), result.trace_root, tensors.get)
+    oid, _ = committed_order(a, program, cheat[1], len(program))
+    a.d.disputes_client(a.validator.key).challenge(oid, honest[1])
+    moves = play(a, oid, players(a, oid, model, program, cheat, honest))
+    assert a.d.disputes_client(a.validator.key).game(oid).differ == k
+    assert a.client.market.order(oid).state_name == "overturned" and any("called the referee" in m for m in moves)

@@ -182,10 +182,14 @@ def test_bonded_stake_cannot_be_withdrawn(open_with_provider):
     with pytest.raises(ChainError, match="still in its unbonding delay"):
         a.provider.registry.withdraw()
     before = a.provider.token.balance_of(a.provider.address)
-    a.advance(3600)
+    a.provider.market.commit_result(oid, b"\1" * 32, b"\2" * 32, 3)
+    a.advance(3600)  # past the unbonding delay, but the result is not settled: it could still be disputed
+    with pytest.raises(ChainError, match="a lease of yours is still open"):
+        a.provider.registry.withdraw()
+    a.stranger.market.finalize(oid)
     a.provider.registry.withdraw()
-    assert a.provider.token.balance_of(a.provider.address) == before + 100 * TOKEN
-    assert a.provider.registry.free_stake(a.provider.address) == 0
+    assert a.provider.token.balance_of(a.provider.address) == before + 100 * TOKEN + 40 * TOKEN * 9500 // 10_000
+    assert a.provider.registry.free_stake(a.provider.address) == 900 * TOKEN  # the collateral, free again
 
 
 def test_registration_rules(actors):

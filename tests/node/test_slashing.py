@@ -10,6 +10,7 @@ import time
 from pathlib import Path
 
 import httpx
+import pytest
 
 from veracity.errors import VeracityError
 from veracity.node.client import submit
@@ -76,3 +77,18 @@ def test_each_cheater_is_caught_by_the_validator_and_slashed(tmp_path):
     finally:
         net.stop()
 
+
+
+def test_served_outputs_that_are_not_the_committed_trace_are_refused(tmp_path):
+    """A provider that commits the honest trace but serves other output JSONL: the client reads
+    the outputs back into integers, finds they do not hash to the trace's output records, and
+    refuses them (the committed result stands for what the job computed)."""
+    net = Net(tmp_path, accounts=6)
+    try:
+        forger = net.provider(3, ["digits-mlp", "minilm"], behaviour="forged-output")
+        for model in ("digits-mlp", "minilm"):
+            spec = load_spec(JOBS / f"{model}.yaml").model_copy(update={"verification": Verification(challenge_window=5)})
+            with pytest.raises(VeracityError, match="served outputs that are not its committed result"):
+                submit(spec, net.dep, net.accts[1].key, bid_wait=20, result_timeout=120, only={forger.address})
+    finally:
+        net.stop()

@@ -269,6 +269,7 @@ class MarketClient(_Bound):
         return self.fn.fee_pool().call()
 
 
+ATTENTION_JUDGES = ("scores", "probs", "probsum", "vt", "context", "argmax", "append", "select_last")
 GAME_STAGES = {0: "none", 1: "bisecting", 2: "located", 3: "settled", 4: "descending", 5: "chunk", 6: "judging"}
 
 
@@ -343,9 +344,11 @@ class DisputesClient(_Bound):
             raise ChainError(f"no chunk {index} was revealed in the dispute over order {order_id}")
         return bytes(hits[-1]["args"]["chunk"])
 
-    def judge(self, referee: str, kind: str, order_id: int, *args: Any) -> Any:
-        """Call the Referee's ``judge_<kind>`` (anyone may) with the element's proven inputs."""
-        ref = self.chain.contract("Referee", referee)
+    def judge(self, referees: tuple[str, str], kind: str, order_id: int, *args: Any) -> Any:
+        """Call ``judge_<kind>`` (anyone may) with the element's proven inputs, on the Referee or,
+        for the attention ops, the AttentionReferee (``referees``: their addresses)."""
+        attention = kind in ATTENTION_JUDGES
+        ref = self.chain.contract("AttentionReferee" if attention else "Referee", referees[attention])
         return self._send(getattr(ref.functions, f"judge_{kind}")(order_id, *args))
 
     def game(self, order_id: int) -> GameInfo:

@@ -43,6 +43,7 @@ class Deployment(BaseModel):
     fee_bps: int
     disputes: str | None = None  # deployments from before the dispute game have none
     referee: str | None = None
+    attention_referee: str | None = None
     dispute_bond: int = 0
     move_time: int = 0
 
@@ -59,6 +60,11 @@ class Deployment(BaseModel):
         chain = Chain(self.rpc_url, key)
         token = TokenClient(chain, self.token)
         return chain, token, RegistryClient(chain, self.registry, token), MarketClient(chain, self.market, token)
+
+    @property
+    def referees(self) -> tuple[str, str]:
+        """(Referee, AttentionReferee): the contracts that judge a located element."""
+        return self.referee or "", self.attention_referee or ""
 
     def disputes_client(self, key: str) -> DisputesClient:
         if self.disputes is None:
@@ -89,8 +95,10 @@ def deploy(rpc_url: str, deployer: AccountInfo, accounts: list[AccountInfo], dev
     chain.send(reg.fn.set_market(market))
     onestep = chain.deploy("OneStep")
     referee = chain.deploy("Referee", market, onestep)
-    disputes = chain.deploy("Disputes", token, market, p["dispute_bond"], p["move_time"], referee)
-    chain.send(chain.contract("Referee", referee).functions.set_disputes(disputes))
+    attention_referee = chain.deploy("AttentionReferee", market, onestep)
+    disputes = chain.deploy("Disputes", token, market, p["dispute_bond"], p["move_time"], referee, attention_referee)
+    for name, address in (("Referee", referee), ("AttentionReferee", attention_referee)):
+        chain.send(chain.contract(name, address).functions.set_disputes(disputes))
     chain.send(MarketClient(chain, market, TokenClient(chain, token)).fn.set_disputes(disputes))
     tok = TokenClient(chain, token)
     for a in accounts:
@@ -99,6 +107,7 @@ def deploy(rpc_url: str, deployer: AccountInfo, accounts: list[AccountInfo], dev
     return Deployment(rpc_url=rpc_url, chain_id=chain.w3.eth.chain_id, token=token, registry=registry,
                       market=market, deployer=deployer, accounts=accounts, min_stake=p["min_stake"],
                       unbonding_delay=p["unbonding_delay"], fee_bps=p["fee_bps"], disputes=disputes, referee=referee,
+                      attention_referee=attention_referee,
                       dispute_bond=p["dispute_bond"], move_time=p["move_time"])
 
 

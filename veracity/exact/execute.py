@@ -12,6 +12,7 @@ from typing import Any, Callable, Iterator
 import numpy as np
 
 from veracity.exact import program as prog
+from veracity.exact import spec
 from veracity.exact.spec import I16_MAX, QLinear, QNorm
 from veracity.exact.trace import Trace, tensor_digest
 
@@ -55,6 +56,7 @@ class Exec:
         self.tamper = tamper
         self.program = program
         self._where: dict[int, tuple[int, Any]] = {}  # id(tensor) -> (record index, tensor)
+        self.outputs: list[int] = []  # the records that are the job's outputs (with ``program``)
         self.ops = 0
         self.step_index = -1
         self._prefix = ""
@@ -93,11 +95,12 @@ class Exec:
                                         tuple(x.shape), tuple(refs), consts, params))
         self._where[id(x)] = (self.ops, x)
 
-    def input(self, op: str, a: np.ndarray, dtype: np.dtype = I32) -> Any:
-        """A job input as a trace record, so later ops read it as they read any record; its
-        descriptor carries the digest the client computed from the inputs it posted."""
+    def input(self, op: str, a: np.ndarray, dtype: np.dtype = I32, index: bool = False) -> Any:
+        """A job input (pixels, token ids, a mask, positions) as a trace record, so later ops read
+        it as they read any record; its descriptor carries the digest the client computed from the
+        inputs it posted. ``index``: the tensor indexes a table (token ids)."""
         arr = np.asarray(a)
-        return self._rec(op, self.b.tensor(arr), dtype, prog.INPUT,
+        return self._rec(op, self.b.index(arr) if index else self.b.tensor(arr), dtype, prog.INPUT,
                          consts=lambda: (tensor_digest(arr.astype(dtype)),))
 
     def tensor(self, a: np.ndarray) -> Any:
@@ -110,12 +113,20 @@ class Exec:
     def index(self, a: np.ndarray) -> Any:
         return self.b.index(a)
 
+    def output(self, x: Any) -> np.ndarray:
+        """A job output (a record): its integers; with a program, its record is noted as an output,
+        so a client can check the outputs it is served against the committed trace."""
+        if self.program is not None:
+            hit = self._where.get(id(x))
+            if hit is not None and hit[1] is x:
+                self.outputs.append(hit[0])
+        return self.to_numpy(x)
+
     def to_numpy(self, x: Any, dtype: np.dtype = I32) -> np.ndarray:
         return np.asarray(self.b.canonical(x, dtype)).astype(np.int64)
 
     def linear(self, op: str, x: Any, lin: QLinear) -> Any:
-        kind = prog.LINEAR if lin.smooth is None else 0  # smoothed linears: judged in a later phase
-        return self._rec(op, self.b.linear(x, lin), I16 if lin.out_max <= I16_MAX else I32, kind, (x,),
+        return self._rec(op, self.b.linear(x, lin), I16 if lin.out_max <= I16_MAX else I32, prog.LINEAR, (x,),
                          lambda: prog.linear_consts(lin), (lin.out_max,))
 
     def add(self, op: str, a: Any, b: Any) -> Any:
@@ -125,33 +136,53 @@ class Exec:
         return self._rec(op, self.b.relu(x), I32, prog.RELU, (x,))
 
     def gelu(self, op: str, x: Any) -> Any:
-        return self._rec(op, self.b.gelu(x), I16, prog.GELU, (x,))
+        return self._rec(op, self.b.gelu(x), I16, prog.GELU, (x,), lambda: prog.lut_consts(spec.gelu_lut()))
 
     def silu(self, op: str, x: Any) -> Any:
-        return self._rec(op, self.b.silu(x), I16, prog.SILU, (x,))
+        return self._rec(op, self.b.silu(x), I16, prog.SILU, (x,), lambda: prog.lut_consts(spec.silu_lut()))
 
     def rmsnorm(self, op: str, x: Any, norm: QNorm) -> Any:
-        return self._rec(op, self.b.rmsnorm(x, norm), I32, prog.RMSNORM, (x,))
+        return self._rec(op, self.b.rmsnorm(x, norm), I32, prog.RMSNORM, (x,), lambda: prog.norm_consts(norm))
 
     def layernorm(self, op: str, x: Any, norm: QNorm) -> Any:
-        return self._rec(op, self.b.layernorm(x, norm), I32, prog.LAYERNORM, (x,))
+        return self._rec(op, self.b.layernorm(x, norm), I32, prog.LAYERNORM, (x,), lambda: prog.norm_consts(norm))
 
-    def embedding(self, op: str, table: Any, ids: Any) -> Any:
-        return self._rec(op, self.b.embedding(table, ids), I32, prog.EMBEDDING, (ids,))
+    def embedding(self, op: str, table: np.ndarray, ids: Any) -> Any:
+        """Rows of ``table`` (a model constant, as a NumPy array) at ``ids`` (an index record)."""
+        return self._rec(op, self.b.embedding(self.b.constant(table), ids), I32, prog.EMBEDDING, (ids,),
+                         lambda: prog.table_consts(table))
 
-    def attention(self, op: str, q: Any, k: Any, v: Any, key_valid: Any, heads: int, causal: bool) -> Any:
-        """Multi-head attention: scores, softmax, context; q, k, v are [B, T, H] activations."""
+    def attention(self, op: str, qkv: Any, key_valid: Any, heads: int, causal: bool) -> Any:
+        """Multi-head attention from the fused projection ``qkv`` ([B, T, 3H]: q, k, v side by
+        side) and the key mask record: scores, softmax, V transposed per head, and the context
+        with the heads merged back ([B, T, H]). Each is a record whose inputs are whole records,
+        so a dispute can judge any element of any of them."""
         b = self.b
-        qh, kh, vh = (b.split_heads(t, heads) for t in (q, k, v))
+        h = qkv.shape[-1] // 3
+        qh, kh, vh = (b.split_heads(qkv[..., j * h:(j + 1) * h], heads) for j in range(3))
         z, p, psum = b.scores_softmax(qh, kh, key_valid, causal)
-        self._rec(op + ".scores", z, I16, prog.SCORES)
-        self._rec(op + ".probs", p, U8, prog.PROBS, (z,))
-        self._rec(op + ".probsum", psum, I32, prog.PROBSUM, (p,))
-        ctx = self._rec(op + ".context", b.attention_context(p, psum, vh, key_valid), I32, prog.CONTEXT, (p, psum))
-        return b.merge_heads(ctx)
+        z = self._rec(op + ".scores", z, I16, prog.SCORES, (qkv, key_valid), params=(heads, int(causal)))
+        p = self._rec(op + ".probs", p, U8, prog.PROBS, (z,), lambda: prog.lut_consts(spec.exp2_lut()))
+        psum = self._rec(op + ".probsum", psum, I32, prog.PROBSUM, (p,))
+        vt = self._rec(op + ".vt", b.transpose_last(vh), I32, prog.VT, (qkv,), params=(heads,))
+        ctx = b.merge_heads(b.attention_context(p, psum, vh, key_valid))
+        return self._rec(op + ".context", ctx, I32, prog.CONTEXT, (p, psum, vt, key_valid), params=(heads,))
+
+    def argmax(self, op: str, x: Any) -> Any:
+        """The index of each row's largest value (ties: the lowest index): [..., V] -> [...]."""
+        return self._rec(op, self.b.argmax(x), I32, prog.ARGMAX, (x,))
+
+    def append(self, op: str, tokens: Any, token: Any) -> Any:
+        """Token ids [B, T] with one more column [B, 1] appended (a generated token)."""
+        return self._rec(op, self.b.append(tokens, token), I32, prog.APPEND, (tokens, token))
+
+    def last_row(self, op: str, x: Any) -> Any:
+        """x[:, -1:, :], the last position of each sequence, as a record."""
+        return self._rec(op, x[:, -1:, :], I32, prog.SELECT_LAST, (x,))
 
     def mean_pool(self, op: str, h: Any, mask: Any) -> Any:
-        return self._rec(op, self.b.mean_pool(h, mask), I32, prog.MEAN_POOL, (h,))
+        ht = self._rec(op + ".ht", self.b.transpose_last(h), I32, prog.TRANSPOSE, (h,))
+        return self._rec(op, self.b.mean_pool(h, mask), I32, prog.MEAN_POOL, (ht, mask))
 
     def l2_normalize(self, op: str, x: Any) -> Any:
         return self._rec(op, self.b.l2_normalize(x), I32, prog.L2_NORMALIZE, (x,))

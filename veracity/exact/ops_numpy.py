@@ -66,6 +66,17 @@ class NumpyBackend:
         b, t, h = x.shape
         return x.reshape(b, t, heads, h // heads).transpose(0, 2, 1, 3)
 
+    def argmax(self, x):  # type: ignore[no-untyped-def]
+        """Each row's first largest value's index (np.argmax returns the first)."""
+        return np.argmax(x, axis=-1).astype(np.int64)
+
+    def append(self, tokens, token):  # type: ignore[no-untyped-def]
+        return np.concatenate([tokens, token], axis=-1)
+
+    def transpose_last(self, x):  # type: ignore[no-untyped-def]
+        """The last two axes swapped (a layout record: V per head, h per feature)."""
+        return np.swapaxes(x, -1, -2)
+
     def merge_heads(self, x: Array) -> Array:
         b, nh, t, d = x.shape
         return x.transpose(0, 2, 1, 3).reshape(b, t, nh * d)

@@ -114,6 +114,17 @@ class TorchBackend:
         b, t, h = x.shape
         return x.reshape(b, t, heads, h // heads).transpose(1, 2)
 
+    def argmax(self, x):  # type: ignore[no-untyped-def]
+        """Each row's first largest value's index (torch.argmax returns the first)."""
+        return torch.argmax(x, dim=-1)
+
+    def append(self, tokens, token):  # type: ignore[no-untyped-def]
+        return torch.cat([tokens, token.to(tokens.dtype)], dim=-1)
+
+    def transpose_last(self, x):  # type: ignore[no-untyped-def]
+        """The last two axes swapped (a layout record: V per head, h per feature)."""
+        return x.transpose(-1, -2)
+
     def merge_heads(self, x: Tensor) -> Tensor:
         b, nh, t, d = x.shape
         return x.transpose(1, 2).reshape(b, t, nh * d)

@@ -27,11 +27,13 @@ from veracity.exact.trace import DTYPE_CODES, merkle_root, tensor_digest
 # op kinds (the contract's numbering)
 INPUT, LINEAR, ADD, RELU, GELU, SILU, LAYERNORM, RMSNORM, EMBEDDING = 1, 2, 3, 4, 5, 6, 7, 8, 9
 SCORES, PROBS, PROBSUM, CONTEXT, MEAN_POOL, L2_NORMALIZE = 10, 11, 12, 13, 14, 15
+TRANSPOSE, VT = 16, 17  # layout records: a tensor with its last two axes swapped; the heads' V transposed
+ARGMAX, APPEND, SELECT_LAST = 18, 19, 20  # generation: the next token, the ids grown by it, the last position
 KIND_NAMES = {INPUT: "input", LINEAR: "linear", ADD: "add", RELU: "relu", GELU: "gelu", SILU: "silu",
               LAYERNORM: "layernorm", RMSNORM: "rmsnorm", EMBEDDING: "embedding", SCORES: "scores",
               PROBS: "probs", PROBSUM: "probsum", CONTEXT: "context", MEAN_POOL: "mean_pool",
-              L2_NORMALIZE: "l2_normalize"}
-JUDGED = (INPUT, LINEAR, ADD, RELU)  # kinds the Disputes contract adjudicates to one element today
+              L2_NORMALIZE: "l2_normalize", TRANSPOSE: "transpose", VT: "vt", ARGMAX: "argmax",
+              APPEND: "append", SELECT_LAST: "select_last"}
 NO_INPUT = 2**256 - 1  # an input that is not a whole earlier record (a view, a slice, a constant)
 DESC_ABI = "(uint8,uint256,string,uint8,uint256[],uint256[],bytes32[],int256[])"
 
@@ -62,59 +64,116 @@ def program_root(program: list[OpDesc]) -> bytes:
     return merkle_root([d.hash() for d in program])
 
 
-# constants a linear reads, as tensors with digests -----------------------------------------------
-_LINEAR_CONSTS: dict[int, tuple[Any, tuple[bytes, bytes]]] = {}
+# constants, as the referee reads them: each a tensor named by its digest -------------------------
+_CONSTS: dict[tuple[str, int], tuple[Any, tuple[bytes, ...]]] = {}
 
 
-def linear_tensors(lin: Any) -> tuple[np.ndarray, np.ndarray]:
-    """A linear's constants as the referee reads them: the int8 weights [N, K] and, per output
-    channel, (mult, shift, bias) as int32 [N, 3]."""
+def linear_tensors(lin: Any) -> tuple[np.ndarray, ...]:
+    """A linear's constants: the int8 weights [N, K]; per output channel (mult, shift, bias) as
+    int32 [N, 3]; and, for a smoothed linear, the per-input-channel multipliers as int32 [1, K]."""
     w = np.asarray(lin.weight, dtype=np.int8)
     req = np.stack([lin.mult, lin.shift, lin.bias], axis=1).astype(np.int32)
-    return w, req
+    if lin.smooth is None:
+        return w, req
+    return w, req, np.asarray(lin.smooth, dtype=np.int32)[None, :]
 
 
-def linear_consts(lin: Any) -> tuple[bytes, bytes]:
-    """Digests of ``linear_tensors`` (cached per layer object)."""
-    hit = _LINEAR_CONSTS.get(id(lin))
-    if hit is None or hit[0] is not lin:
-        w, req = linear_tensors(lin)
-        hit = (lin, (tensor_digest(w), tensor_digest(req)))
-        _LINEAR_CONSTS[id(lin)] = hit
+def norm_tensors(norm: Any) -> tuple[np.ndarray, ...]:
+    """A norm's constants: per channel (gamma, beta) as int32 [H, 2]."""
+    return (np.stack([norm.gamma, norm.beta], axis=1).astype(np.int32),)
+
+
+def table_tensors(table: np.ndarray) -> tuple[np.ndarray, ...]:
+    """An embedding table as int32 [V, H]."""
+    return (np.asarray(table, dtype=np.int32),)
+
+
+def lut_tensors(lut: np.ndarray) -> tuple[np.ndarray, ...]:
+    """A 65536-entry int16 table as [256, 256] (entry i: row i // 256, column i % 256), or the
+    exp2 table as uint8 [1, 1024]."""
+    if lut.size == 1 << 16:
+        return (np.asarray(lut, dtype=np.int16).reshape(256, 256),)
+    return (np.asarray(lut, dtype=np.uint8)[None, :],)
+
+
+def _digests(kind: str, obj: Any, tensors: Any) -> tuple[bytes, ...]:
+    hit = _CONSTS.get((kind, id(obj)))
+    if hit is None or hit[0] is not obj:
+        hit = (obj, tuple(tensor_digest(t) for t in tensors(obj)))
+        _CONSTS[(kind, id(obj))] = hit
     return hit[1]
 
 
-def model_linears(model: Any) -> list[Any]:
-    """Every ``QLinear`` a model holds (found by walking its attributes)."""
-    from veracity.exact.spec import QLinear
+def linear_consts(lin: Any) -> tuple[bytes, ...]:
+    return _digests("linear", lin, linear_tensors)
 
-    found: list[Any] = []
+
+def norm_consts(norm: Any) -> tuple[bytes, ...]:
+    return _digests("norm", norm, norm_tensors)
+
+
+def table_consts(table: np.ndarray) -> tuple[bytes, ...]:
+    return _digests("table", table, table_tensors)
+
+
+def lut_consts(lut: np.ndarray) -> tuple[bytes, ...]:
+    return _digests("lut", lut, lut_tensors)
+
+
+_MODEL_CONSTS: dict[int, tuple[Any, dict[bytes, np.ndarray]]] = {}
+
+
+def model_constants(model: Any) -> dict[bytes, np.ndarray]:
+    """Every constant tensor a model's records may name, by digest (weights, norms, tables, LUTs);
+    built once per model object."""
+    hit = _MODEL_CONSTS.get(id(model))
+    if hit is None or hit[0] is not model:
+        hit = (model, _collect_constants(model))
+        _MODEL_CONSTS[id(model)] = hit
+    return hit[1]
+
+
+def _collect_constants(model: Any) -> dict[bytes, np.ndarray]:
+    from veracity.exact import spec
+    from veracity.exact.spec import QLinear, QNorm
+
+    found: dict[bytes, np.ndarray] = {}
     seen: set[int] = set()
+
+    def add(digests: tuple[bytes, ...], tensors: tuple[np.ndarray, ...]) -> None:
+        found.update(zip(digests, tensors))
 
     def walk(x: Any, depth: int) -> None:
         if id(x) in seen or depth > 4:
             return
         seen.add(id(x))
         if isinstance(x, QLinear):
-            found.append(x)
+            add(linear_consts(x), linear_tensors(x))
+        elif isinstance(x, QNorm):
+            add(norm_consts(x), norm_tensors(x))
+        elif isinstance(x, np.ndarray):
+            if x.ndim == 2 and x.dtype.kind == "i":
+                add(table_consts(x), table_tensors(x))
         elif isinstance(x, (list, tuple)):
             for v in x:
                 walk(v, depth + 1)
-        elif hasattr(x, "__dict__") and not isinstance(x, (np.ndarray, type)):
+        elif hasattr(x, "__dict__") and not isinstance(x, type):
             for v in vars(x).values():
                 walk(v, depth + 1)
 
     walk(model, 0)
+    for lut in (spec.gelu_lut(), spec.silu_lut(), spec.exp2_lut()):
+        add(lut_consts(lut), lut_tensors(lut))
     return found
 
 
-def constants(model: Any, desc: OpDesc) -> tuple[np.ndarray, ...]:
+def constants(model: Any, desc: OpDesc, table: dict[bytes, np.ndarray] | None = None) -> tuple[np.ndarray, ...]:
     """The constant tensors a descriptor names by digest, from the model's own weights."""
-    if desc.kind == LINEAR:
-        for lin in model_linears(model):
-            if linear_consts(lin) == tuple(desc.consts):
-                return linear_tensors(lin)
-    raise LookupError(f"the model has no constants with the digests record {desc.op!r} names")
+    have = table if table is not None else model_constants(model)
+    missing = [d for d in desc.consts if d not in have]
+    if missing:
+        raise LookupError(f"the model has no constant with digest {missing[0].hex()[:16]} (record {desc.op!r})")
+    return tuple(have[d] for d in desc.consts)
 
 
 # the shape-only backend ---------------------------------------------------------------------------
@@ -154,6 +213,15 @@ class ShapeBackend:
     def split_heads(self, x: Shaped, heads: int) -> Shaped:
         b, t, h = x.shape
         return Shaped((b, heads, t, h // heads))
+
+    def argmax(self, x: Shaped) -> Shaped:
+        return Shaped(x.shape[:-1])
+
+    def append(self, tokens: Shaped, token: Shaped) -> Shaped:
+        return Shaped(tokens.shape[:-1] + (tokens.shape[-1] + token.shape[-1],))
+
+    def transpose_last(self, x: Shaped) -> Shaped:
+        return Shaped(x.shape[:-2] + (x.shape[-1], x.shape[-2]))
 
     def merge_heads(self, x: Shaped) -> Shaped:
         b, nh, t, d = x.shape
@@ -199,10 +267,15 @@ def dtype_code(dtype: np.dtype) -> int:
 
 def build(model: Any, items: list[Any], batch_size: int = 32) -> list[OpDesc]:
     """The program of an ``infer`` job: ``model`` on parsed ``items``, batched as providers run it."""
+    return build_with_outputs(model, items, batch_size)[0]
+
+
+def build_with_outputs(model: Any, items: list[Any], batch_size: int = 32) -> tuple[list[OpDesc], list[int]]:
+    """The program, and which of its records hold the job's outputs (in item order)."""
     from veracity.exact.execute import Exec
 
     ex = Exec(ShapeBackend(), program=[])
     for lo in range(0, len(items), batch_size):
         model.run(ex, items[lo:lo + batch_size])
     assert ex.program is not None
-    return ex.program
+    return ex.program, ex.outputs

@@ -37,6 +37,7 @@ import numpy as np
 BACKGROUND_BYTES = 1 << 20
 DTYPE_CODES = {np.dtype(np.int8): 1, np.dtype(np.uint8): 2, np.dtype(np.int16): 3,
                np.dtype(np.int32): 4, np.dtype(np.int64): 5}
+CODE_DTYPES = {code: dt for dt, code in DTYPE_CODES.items()}
 
 
 CHUNK_BYTES = 8192  # a chunk holds whole rows, as many as fit (at least one)

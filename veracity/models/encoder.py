@@ -155,6 +155,10 @@ class ExactEncoder:
     def present(self, out: np.ndarray) -> list[float]:
         return [float(v) / (1 << OUT_FRAC) for v in out]
 
+    def unpresent(self, shown: Any) -> np.ndarray:
+        """The integers ``present`` showed (exact: they are k / 2**15 in binary floating point)."""
+        return np.round(np.asarray(shown, dtype=np.float64) * (1 << OUT_FRAC)).astype(np.int64)
+
     def run(self, ex: Exec, items: list[list[int]]) -> list[np.ndarray]:
         """Embed a batch of token id lists (padded here; padding never changes a result)."""
         t = max(len(i) for i in items)
@@ -163,23 +167,23 @@ class ExactEncoder:
         for r, seq in enumerate(items):
             ids[r, :len(seq)] = seq
             mask[r, :len(seq)] = 1
-        word, pos = ex.constant(self.word), ex.constant(self.pos)
-        valid = ex.tensor(mask)
+        with ex.step("input"):
+            tokens = ex.input("ids", ids, index=True)
+            positions = ex.input("positions", np.broadcast_to(np.arange(t), ids.shape), index=True)
+            valid = ex.input("mask", mask)
         with ex.step("embed"):
-            h = ex.add("sum", ex.embedding("word", word, ex.index(ids)),
-                       ex.embedding("pos", pos, ex.index(np.broadcast_to(np.arange(t), ids.shape))))
+            h = ex.add("sum", ex.embedding("word", self.word, tokens), ex.embedding("pos", self.pos, positions))
             h = ex.layernorm("ln", h, self.ln_emb)
         for i, layer in enumerate(self.layers):
             with ex.step(f"layer.{i}"):
                 qkv = ex.linear("qkv", h, layer.qkv)
-                q, k, v = (qkv[..., j * self.cfg.hidden:(j + 1) * self.cfg.hidden] for j in range(3))
-                a = ex.attention("attn", q, k, v, valid, self.cfg.heads, causal=False)
+                a = ex.attention("attn", qkv, valid, self.cfg.heads, causal=False)
                 h = ex.layernorm("ln1", ex.add("res1", h, ex.linear("o", a, layer.o)), layer.ln1)
                 f = ex.linear("ffn_out", ex.gelu("gelu", ex.linear("ffn_in", h, layer.ffn_in)), layer.ffn_out)
                 h = ex.layernorm("ln2", ex.add("res2", h, f), layer.ln2)
         with ex.step("pool"):
             e = ex.l2_normalize("normalize", ex.mean_pool("mean", h, valid))
-        return list(ex.to_numpy(e))
+        return list(ex.output(e))
 
 
 def float_bert(folder: str | Path | None = None) -> Any:

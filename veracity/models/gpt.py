@@ -193,33 +193,51 @@ class ExactGPT:
     def present(self, out: np.ndarray) -> str:
         return "".join(self.cfg.vocab[int(i)] for i in out)
 
+    def unpresent(self, shown: Any) -> np.ndarray:
+        """The token ids ``present`` showed as text."""
+        return np.array([self.cfg.vocab.index(ch) for ch in shown], dtype=np.int64)
+
     def logits(self, ex: Exec, ids: list[int]) -> np.ndarray:
-        """Last-position logits for one sequence; one trace step per block."""
-        wte, wpe = ex.constant(self.wte), ex.constant(self.wpe)
-        t, c = len(ids), self.cfg.embd
-        valid = ex.tensor(np.ones((1, t), dtype=np.int64))
+        """Last-position logits for one sequence (a pass on its own, the ids taken as given)."""
+        with ex.step("prompt"):
+            tokens = ex.input("ids", np.array([ids]), index=True)
+        return ex.to_numpy(self._pass(ex, tokens, len(ids)))[0, 0]
+
+    def _pass(self, ex: Exec, tokens: Any, t: int) -> Any:
+        """One forward pass over the ``t`` tokens so far (a record): its last position's logits
+        record [1, 1, V]. One trace step per block."""
+        with ex.step("input"):
+            positions = ex.input("positions", np.arange(t)[None, :], index=True)
+            valid = ex.input("mask", np.ones((1, t), dtype=np.int64))
         with ex.step("embed"):
-            x = ex.add("sum", ex.embedding("wte", wte, ex.index(np.array([ids]))),
-                       ex.embedding("wpe", wpe, ex.index(np.arange(t)[None, :])))
+            x = ex.add("sum", ex.embedding("wte", self.wte, tokens), ex.embedding("wpe", self.wpe, positions))
         for i, layer in enumerate(self.layers):
             with ex.step(f"block.{i}"):
                 qkv = ex.linear("qkv", ex.layernorm("ln1", x, layer.ln1), layer.qkv)
-                q, k, v = (qkv[..., j * c:(j + 1) * c] for j in range(3))
-                a = ex.attention("attn", q, k, v, valid, self.cfg.heads, causal=True)
+                a = ex.attention("attn", qkv, valid, self.cfg.heads, causal=True)
                 x = ex.add("res1", x, ex.linear("proj", a, layer.proj))
                 f = ex.gelu("gelu", ex.linear("fc", ex.layernorm("ln2", x, layer.ln2), layer.fc))
                 x = ex.add("res2", x, ex.linear("fc_proj", f, layer.fc_proj))
         with ex.step("head"):
-            out = ex.linear("logits", ex.layernorm("ln_f", x[:, -1:, :], self.ln_f), self.head)
-        return ex.to_numpy(out)[0, 0]
+            return ex.linear("logits", ex.layernorm("ln_f", ex.last_row("last", x), self.ln_f), self.head)
 
     def run(self, ex: Exec, items: list[tuple[list[int], int]]) -> list[np.ndarray]:
+        """Greedy generation. The prompt is an input record; each pass's next token is a record
+        (the argmax of its logits, ties to the lowest id), and the next pass's ids are the
+        previous ids with it appended: every token a pass reads is a record a dispute can judge."""
         outs = []
         for ids, n in items:
-            seq = list(ids)
-            for _ in range(n):
-                seq.append(int(np.argmax(self.logits(ex, seq))))  # ties: lowest id
-            outs.append(np.array(seq[len(ids):], dtype=np.int64))
+            with ex.step("prompt"):
+                tokens = ex.input("ids", np.array([ids]), index=True)
+            generated = []
+            for s in range(n):
+                logits = self._pass(ex, tokens, len(ids) + s)
+                with ex.step("next"):
+                    token = ex.argmax("token", logits)
+                    if s + 1 < n:
+                        tokens = ex.append("ids", tokens, token)
+                generated.append(int(ex.output(token).reshape(-1)[0]))
+            outs.append(np.array(generated, dtype=np.int64))
         return outs
 
 

@@ -66,11 +66,15 @@ class ExactMLP:
                 h = ex.linear("fc", h, lin)
                 if i < len(self.layers) - 1:
                     h = ex.relu("relu", h)
-        logits = ex.to_numpy(h)
+        logits = ex.output(h)
         return list(logits)
 
     def present(self, out: np.ndarray) -> dict[str, Any]:
         return {"class": int(np.argmax(out)), "logits": [float(v) / (1 << ACT_FRAC) for v in out]}
+
+    def unpresent(self, shown: Any) -> np.ndarray:
+        """The integers ``present`` showed (exact: the logits are k / 2**12 in floating point)."""
+        return np.round(np.asarray(shown["logits"], dtype=np.float64) * (1 << ACT_FRAC)).astype(np.int64)
 
     def predict(self, ex: Exec, pixels: np.ndarray, batch: int = 512) -> np.ndarray:
         """Classes for an [N, 64] pixel array (used by tests and the bench)."""

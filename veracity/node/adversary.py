@@ -6,7 +6,9 @@ verification layer is tested against what a dishonest node would actually do:
 * ``corrupt-op``: alters one element of one intermediate op output and computes everything after
   it from the altered value, so the outputs and the trace it commits are consistent with each
   other, and wrong from that op on;
-* ``lazy``: runs nothing; commits made-up outputs and a made-up trace.
+* ``lazy``: runs nothing; commits made-up outputs and a made-up trace;
+* ``forged-output``: commits the honest trace but serves output JSONL that is not what it says
+  (clients check the outputs against the trace's output records and refuse them).
 """
 
 from __future__ import annotations
@@ -20,14 +22,14 @@ import numpy as np
 from veracity.exact.trace import TraceRecord, encode_records, records_root
 from veracity.workloads.infer import JobResult, parse_jsonl, run_infer_job
 
-BEHAVIOURS = ("honest", "late", "wrong-output", "corrupt-op", "lazy")
-ATTENTION_INTERNALS = (".scores", ".probs", ".probsum")  # recorded, but not what flows on
+BEHAVIOURS = ("honest", "late", "wrong-output", "corrupt-op", "lazy", "forged-output")
+ATTENTION_INTERNALS = (".scores", ".vt", ".ht")  # recorded, but not what flows on
 
 
 def corrupt_tamper(model_name: str, inputs: bytes, model: Any = None, target: float = 0.5,
                    at: int | None = None) -> Callable[[int, str, Any], Any]:
     """The ``corrupt-op`` cheat as an Exec hook: one element of the op at about ``target`` of the
-    way through (or at record ``at``) is off by a few units. A fresh hook replays the same cheat,
+    way through (or at record ``at``) is off by 64 units (1/64 in activation fixed point). A fresh hook replays the same cheat,
     which is how the cheater shows its tensors in a dispute."""
     if at is None:
         ops = run_infer_job(model_name, inputs, backend="numpy", model=model).ops
@@ -40,7 +42,7 @@ def corrupt_tamper(model_name: str, inputs: bytes, model: Any = None, target: fl
         if index != at:
             return x
         y = np.array(x, dtype=np.int64, copy=True)
-        y.flat[y.size // 2] += 5 if y.flat[y.size // 2] < 0 else -5
+        y.flat[0] += 64 if y.flat[0] <= 0 else -64  # the first item's first position: never padding
         return y
 
     return tamper
@@ -52,6 +54,21 @@ def corrupt_op_job(model_name: str, inputs: bytes, model: Any = None, target: fl
     reference backend), so outputs and trace are consistent with each other and wrong."""
     tamper = corrupt_tamper(model_name, inputs, model, target, at)
     return run_infer_job(model_name, inputs, backend="numpy", model=model, tamper=tamper)
+
+
+def forge_output(outputs_jsonl: bytes) -> bytes:
+    """``forged-output``: the first output's first number changed in the JSONL served."""
+    first, _, rest = outputs_jsonl.partition(b"\n")
+    rec = json.loads(first)
+    out = rec["output"]
+    if isinstance(out, dict):
+        out["logits"][0] += 1.0
+    elif isinstance(out, list):
+        out[0] = -out[0] if out[0] else 0.5
+    else:
+        out = out[::-1] + " "
+    rec["output"] = out
+    return json.dumps(rec).encode() + b"\n" + rest
 
 
 def wrong_output_job(model_name: str, inputs: bytes, model: Any = None) -> JobResult:

@@ -20,10 +20,11 @@ from veracity.chain.devnet import Deployment
 from veracity.chain.events import EventStream
 from veracity.errors import ChainError, InputError, VeracityError
 from veracity.exact.program import program_root
+from veracity.exact.trace import decode_records, records_root
 from veracity.market.bids import Bid, bid_signer
 from veracity.node.blobs import BlobError, fetch, push
 from veracity.node.cid import cid_from_digest, cid_of, digest_of
-from veracity.workloads.infer import job_program
+from veracity.workloads.infer import check_outputs, job_program
 from veracity.workloads.spec import JobSpec
 
 TOKEN = 10**18
@@ -140,6 +141,13 @@ def submit(spec: JobSpec, dep: Deployment, key: str, bid_wait: float = 15, resul
     phase("run")
     out_cid = cid_from_digest(bytes.fromhex(committed.args["output_cid"][2:]))
     outputs = fetch(reachable[best.provider], out_cid)  # checked against the committed CID
+    if inputs is not None:  # and against the committed trace, whose records hold the outputs
+        wrong = _served_wrong(reachable[best.provider], oid, spec.model, inputs, outputs,
+                              bytes.fromhex(committed.args["trace_root"][2:]))
+        if wrong:
+            raise VeracityError(f"order {oid}: provider {best.provider} served outputs that are not its committed "
+                                f"result ({wrong}); they were discarded. The committed trace stands for the "
+                                f"result: a validator or you may challenge it until the window closes")
     phase("commit")
     while True:  # wait out the challenge window, and any dispute (which restarts the window if it fails)
         order = market.order(oid)
@@ -163,6 +171,20 @@ def submit(spec: JobSpec, dep: Deployment, key: str, bid_wait: float = 15, resul
     phase("settle")
     return JobOutcome(oid, best.provider, best.price, out_cid, bytes.fromhex(committed.args["trace_root"][2:]),
                       outputs, phases, bids)
+
+
+def _served_wrong(url: str, oid: int, model: str, inputs: bytes, outputs: bytes, trace_root: bytes) -> str | None:
+    """What is wrong with served outputs, checked against the committed trace (None: nothing)."""
+    try:
+        resp = httpx.get(f"{url.rstrip('/')}/traces/{oid}", timeout=10)
+        if resp.status_code != 200:
+            return f"no trace is served for the order ({resp.status_code})"
+        records = decode_records(fetch(url, resp.json()["trace_cid"]))
+    except (VeracityError, httpx.HTTPError, ValueError, KeyError) as exc:
+        return f"the trace could not be read: {exc}"
+    if records_root(records) != trace_root:
+        return "the trace served is not the one committed"
+    return check_outputs(model, inputs, outputs, records)
 
 
 def _accept_best(market: Any, registry: Any, oid: int, bids: list[Bid]) -> Bid:

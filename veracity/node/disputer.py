@@ -31,7 +31,7 @@ class Disputer:
 
     party: int
     disputes: DisputesClient
-    referee: str
+    referees: tuple[str, str]
     log: Callable[[str], None]
     players: dict[int, Player] = field(default_factory=dict)
 
@@ -47,6 +47,7 @@ class Disputer:
             self.log(f"order {order_id}: the order's program is not this model's; its records cannot be judged")
             program = []
         cache: dict[int, np.ndarray] = {}
+        table = prog.model_constants(model) if program else {}
 
         def tensor(i: int) -> np.ndarray | None:
             if not has_tensors or not program:
@@ -56,8 +57,8 @@ class Disputer:
                                             tamper=tamper() if tamper else None))
             return cache.get(i)
 
-        self.players[order_id] = Player(self.party, self.disputes, self.referee, order_id, records, program,
-                                        tensor, lambda d: prog.constants(model, d))
+        self.players[order_id] = Player(self.party, self.disputes, self.referees, order_id, records, program,
+                                        tensor, lambda d: prog.constants(model, d, table))
 
     def tick(self, now: int) -> list[int]:
         """Moves due in every game; returns the orders whose games have settled (and forgets them)."""

@@ -52,7 +52,7 @@ class ProviderConfig(BaseModel):
     policy: PricePolicy
     stake: int = 1000 * TOKEN
     # for tests and the demo: late never delivers; the others cheat (see node.adversary)
-    behaviour: Literal["honest", "late", "wrong-output", "corrupt-op", "lazy"] = "honest"
+    behaviour: Literal["honest", "late", "wrong-output", "corrupt-op", "lazy", "forged-output"] = "honest"
     backend: str = "torch"
     workers: int = Field(2, ge=1)  # jobs run at once (each in its own process); more leases wait their turn
     job_timeout: float = 600
@@ -80,7 +80,7 @@ class ProviderNode:
             watched["Disputes"] = self.dep.disputes
         self.stream = EventStream(self.chain, watched, start)
         self.disputes = self.dep.disputes_client(cfg.key) if self.dep.disputes else None
-        self.disputer = (Disputer(DEFENDER, self.disputes, self.dep.referee or "", lambda m: log("provider", m))
+        self.disputer = (Disputer(DEFENDER, self.disputes, self.dep.referees, lambda m: log("provider", m))
                          if self.disputes is not None else None)
         self.bids: dict[int, dict[str, Any]] = {}  # what GET /bids/{order} answers, rebuilt from SQLite
         for job in self.state.jobs("bid", "skipped"):
@@ -272,7 +272,10 @@ class ProviderNode:
     def finish(self, oid: int, fut: Future[JobResult]) -> None:
         try:
             result = fut.result()
-            out_cid = self.blobs.put(result.outputs_jsonl)
+            outputs = result.outputs_jsonl
+            if self.cfg.behaviour == "forged-output":  # an adversary for tests: serves what it did not commit
+                outputs = adversary.forge_output(outputs)
+            out_cid = self.blobs.put(outputs)
             trace_cid = self.blobs.put(result.trace)
         except VeracityError as exc:
             self.state.advance(oid, "failed", error=str(exc))

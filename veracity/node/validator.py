@@ -76,7 +76,7 @@ class ValidatorNode:
         self.validators = 0  # registered validators, which share the checking
         self.workers: WorkerPool | None = None
         self.disputes = self.dep.disputes_client(cfg.key) if self.dep.disputes else None
-        self.disputer = (Disputer(CHALLENGER, self.disputes, self.dep.referee or "", lambda m: log("validator", m))
+        self.disputer = (Disputer(CHALLENGER, self.disputes, self.dep.referees, lambda m: log("validator", m))
                          if self.disputes is not None and cfg.challenge else None)
         self.loaded: dict[str, Any] = {}
         self.resumed = False

@@ -26,11 +26,12 @@ from typing import Any, Callable
 import numpy as np
 
 from veracity.exact import program as prog
-from veracity.exact.trace import TraceRecord, chunk_leaf, tensor_chunks
+from veracity.exact import spec
+from veracity.exact.trace import CODE_DTYPES, TraceRecord, chunk_leaf, tensor_chunks
 from veracity.verify import merkle
 from veracity.verify.bisection import TraceView
 
-CODES_DTYPE = {1: np.int8, 2: np.uint8, 3: np.int16, 4: np.int32, 5: np.int64}
+CODES_DTYPE = CODE_DTYPES
 PROVIDER, CHALLENGER = 1, 2
 
 
@@ -67,22 +68,78 @@ def desc_proof(program: list[prog.OpDesc], i: int) -> list[bytes]:
     return merkle.prove(merkle.levels([d.hash() for d in program]), i)
 
 
-def judge_args(desc: prog.OpDesc, element: int, view: TraceView, tensor: Callable[[int], np.ndarray],
-               constants: Callable[[prog.OpDesc], tuple[np.ndarray, ...]]) -> tuple[str, tuple[Any, ...]] | None:
-    """The Referee call that judges ``element`` of a record with ``desc``: (kind, arguments), or
-    None for a kind not judged to one element yet."""
-    n = desc.dims[-1]
+EMPTY_ROW = (4, [1], bytes(32), b"", [], 0)  # a TensorRow argument the judge does not read
+
+
+def judge_args(desc: prog.OpDesc, element: int, view: TraceView, side: Callable[[int], TensorSide],
+               const: Callable[[int], TensorSide]) -> tuple[str, tuple[Any, ...]] | None:
+    """The referee call that judges ``element`` of a record with ``desc``: (judge, arguments).
+    ``side(i)`` is record ``i``'s tensor (an agreed input), ``const(k)`` the descriptor's k-th
+    constant. None for a record whose inputs are not whole records (a token id chosen by an
+    earlier pass, a row picked from a record), which cannot be judged to one element yet."""
+    if any(i == prog.NO_INPUT for i in desc.inputs):
+        return None
+    dims, kind, ins = desc.dims, desc.kind, desc.inputs
+    n = dims[-1]
     r, c = divmod(element, n)
-    if desc.kind == prog.LINEAR:
-        w, req = (TensorSide(t) for t in constants(desc))
-        x = TensorSide(tensor(desc.inputs[0]))
-        return "linear", (desc.as_tuple(), record_ref(view, desc.inputs[0]), x.row(r), w.row(c), req.row(c))
-    if desc.kind == prog.RELU:
-        return "relu", (desc.as_tuple(), record_ref(view, desc.inputs[0]), TensorSide(tensor(desc.inputs[0])).row(r))
-    if desc.kind == prog.ADD:
-        a, b = desc.inputs
-        return "add", (desc.as_tuple(), record_ref(view, a), TensorSide(tensor(a)).row(r),
-                       record_ref(view, b), TensorSide(tensor(b)).row(r))
+
+    def rec(i: int, row: int) -> tuple[Any, Any]:
+        return record_ref(view, i), side(i).row(row)
+
+    d = desc.as_tuple()
+    if kind == prog.LINEAR:
+        smooth = const(2).row(0) if len(desc.consts) == 3 else EMPTY_ROW
+        return "linear", (d, *rec(ins[0], r), const(0).row(c), const(1).row(c), smooth)
+    if kind == prog.RELU:
+        return "relu", (d, *rec(ins[0], r))
+    if kind == prog.ADD:
+        return "add", (d, *rec(ins[0], r), *rec(ins[1], r))
+    if kind in (prog.GELU, prog.SILU):
+        index = int(side(ins[0]).tensor.flat[element]) + (1 << 15)
+        return "lut", (d, *rec(ins[0], r), const(0).row(index // 256))
+    if kind in (prog.LAYERNORM, prog.RMSNORM):
+        return "norm", (d, *rec(ins[0], r), const(0).row(c))
+    if kind == prog.EMBEDDING:
+        ids = side(ins[0]).tensor
+        token = int(ids.flat[r])
+        return "embedding", (d, *rec(ins[0], r // ids.shape[-1]), const(0).row(token))
+    if kind == prog.L2_NORMALIZE:
+        return "l2_normalize", (d, *rec(ins[0], r))
+    if kind == prog.TRANSPOSE:
+        p, q = dims[-2], dims[-1]
+        return "transpose", (d, *rec(ins[0], element // (p * q) * q + element % q))
+    if kind == prog.SCORES:
+        b, _, i, j = np.unravel_index(element, dims)
+        t = dims[-1]
+        return "scores", (d, record_ref(view, ins[0]), side(ins[0]).row(int(b * t + i)),
+                          side(ins[0]).row(int(b * t + j)), *rec(ins[1], int(b)))
+    if kind == prog.PROBS:
+        z = side(ins[0]).tensor.reshape(-1, n)[r].astype(np.int64)
+        u = spec.EXP2_LUT_SIZE - 1 if z[c] == spec.MASKED_SCORE else min(int(z.max() - z[c]), spec.EXP2_LUT_SIZE - 1)
+        return "probs", (d, *rec(ins[0], r), const(0).row(0), u)
+    if kind == prog.PROBSUM:
+        return "probsum", (d, *rec(ins[0], element))
+    if kind == prog.VT:
+        b, _, _, t = np.unravel_index(element, dims)
+        return "vt", (d, *rec(ins[0], int(b * dims[3] + t)))
+    if kind == prog.CONTEXT:
+        b, tok, cc = (int(v) for v in np.unravel_index(element, dims))
+        heads = desc.params[0]
+        dh = n // heads
+        bh = b * heads + cc // dh
+        return "context", (d, *rec(ins[0], bh * dims[1] + tok), *rec(ins[1], bh), *rec(ins[2], bh * dh + cc % dh),
+                           *rec(ins[3], b))
+    if kind == prog.MEAN_POOL:
+        return "mean_pool", (d, *rec(ins[0], element), *rec(ins[1], element // n))
+    if kind == prog.ARGMAX:
+        return "argmax", (d, *rec(ins[0], element))
+    if kind == prog.APPEND:
+        ids = rec(ins[0], r) if c + 1 < n else (record_ref(view, ins[0]), EMPTY_ROW)
+        token = rec(ins[1], r) if c + 1 == n else (record_ref(view, ins[1]), EMPTY_ROW)
+        return "append", (d, *ids, *token)
+    if kind == prog.SELECT_LAST:
+        t = side(ins[0]).tensor.shape[1]
+        return "select_last", (d, *rec(ins[0], r * t + t - 1))
     return None
 
 
@@ -96,7 +153,7 @@ class Player:
 
     party: int
     disputes: Any  # chain.client.DisputesClient acting as this party
-    referee: str
+    referees: tuple[str, str]  # the Referee and the AttentionReferee
     order_id: int
     records: list[TraceRecord]
     program: list[prog.OpDesc]
@@ -106,6 +163,7 @@ class Player:
     def __post_init__(self) -> None:
         self.view = TraceView(self.records)
         self._sides: dict[int, TensorSide] = {}
+        self._consts: dict[bytes, TensorSide] = {}
 
     def side(self, i: int) -> TensorSide | None:
         if i not in self._sides:
@@ -149,15 +207,23 @@ class Player:
                 return f"revealed chunk {g.index} and the challenger's"
             return None
         if g.stage == 6:  # judging: anyone may call, the verdict depends only on the proofs
-            call = judge_args(self.program[k], g.element, self.view, self._agreed_tensor, self.constants)
+            desc = self.program[k]
+
+            def const(i: int) -> TensorSide:
+                digest = desc.consts[i]
+                if digest not in self._consts:
+                    self._consts[digest] = TensorSide(self.constants(desc)[i])
+                return self._consts[digest]
+
+            call = judge_args(desc, g.element, self.view, self._agreed, const)
             if call is None:
                 return None
-            self.disputes.judge(self.referee, call[0], self.order_id, *call[1])
-            return f"called the referee on element {g.element} of record {k}"
+            self.disputes.judge(self.referees, call[0], self.order_id, *call[1])
+            return f"called the referee on element {g.element} of record {k} ({desc.op})"
         return None
 
-    def _agreed_tensor(self, i: int) -> np.ndarray:
+    def _agreed(self, i: int) -> TensorSide:
         side = self.side(i)
         if side is None:
             raise ValueError(f"record {i}'s tensor is not available")
-        return side.tensor
+        return side

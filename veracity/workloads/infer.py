@@ -11,6 +11,7 @@ import numpy as np
 from veracity.errors import InputError
 from veracity.exact.execute import Exec, make_backend
 from veracity.exact.trace import (
+    CODE_DTYPES,
     Trace,
     TraceRecord,
     encode_records,
@@ -141,3 +142,34 @@ def record_tensors(model_name: str, inputs_jsonl: bytes, indices: set[int], mode
 
     run_infer_job(model_name, inputs_jsonl, backend="numpy", model=model, tamper=hook)
     return captured
+
+
+def check_outputs(model_name: str, inputs_jsonl: bytes, outputs_jsonl: bytes, records: list[TraceRecord],
+                  model: Any = None, batch_size: int = 32) -> str | None:
+    """Whether served output JSONL is what a committed trace says: the outputs are records of the
+    trace (``Exec.output``), so each one's integers, read back from the JSONL, must hash to its
+    record's digest. Returns what is wrong, or None when every output matches."""
+    from veracity.exact.program import build_with_outputs
+    from veracity.models.registry import load
+
+    m = model if model is not None else load(model_name)
+    program, outputs = build_with_outputs(m, parse_items(m, parse_jsonl(inputs_jsonl.decode("utf-8"), "inputs"),
+                                                         "inputs"), batch_size)
+    if len(records) != len(program):
+        return f"the trace has {len(records)} records, the job's program {len(program)}"
+    try:
+        shown = [json.loads(line)["output"] for line in outputs_jsonl.decode("utf-8").splitlines() if line.strip()]
+        flat = np.concatenate([np.asarray(m.unpresent(s), dtype=np.int64).reshape(-1) for s in shown])
+    except (ValueError, KeyError, TypeError, IndexError) as exc:
+        return f"the outputs cannot be read ({exc})"
+    at = 0
+    for i in outputs:
+        d = program[i]
+        size = int(np.prod(d.dims))
+        part = flat[at:at + size]
+        at += size
+        if part.size != size or tensor_digest(part.reshape(d.dims).astype(CODE_DTYPES[d.dtype])) != records[i].digest:
+            return f"the outputs differ from record {i} ({d.op}) of the committed trace"
+    if at != flat.size:
+        return "there are more outputs than the committed trace holds"
+    return None
