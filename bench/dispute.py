@@ -151,7 +151,9 @@ def minilm_judgements(dep, accts, rng: np.random.Generator) -> list[dict[str, An
     for i, d in enumerate(program):
         if d.kind != prog.INPUT:
             firsts.setdefault(d.kind, i)
-    return [game(dep, accts, len(program), model, rng, "minilm", inputs, k) for k in firsts.values()]
+    widest = next(i for i, d in enumerate(program) if d.op.endswith("ffn_out"))  # K = 1536, smoothed
+    picks = sorted({*firsts.values(), widest})
+    return [game(dep, accts, len(program), model, rng, "minilm", inputs, k) for k in picks]
 
 
 def one_step_gas(dep, rng: np.random.Generator) -> int:

@@ -141,13 +141,10 @@ def submit(spec: JobSpec, dep: Deployment, key: str, bid_wait: float = 15, resul
     phase("run")
     out_cid = cid_from_digest(bytes.fromhex(committed.args["output_cid"][2:]))
     outputs = fetch(reachable[best.provider], out_cid)  # checked against the committed CID
-    if inputs is not None:  # and against the committed trace, whose records hold the outputs
+    wrong = None  # and against the committed trace, whose records hold the outputs
+    if inputs is not None:
         wrong = _served_wrong(reachable[best.provider], oid, spec.model, inputs, outputs,
                               bytes.fromhex(committed.args["trace_root"][2:]))
-        if wrong:
-            raise VeracityError(f"order {oid}: provider {best.provider} served outputs that are not its committed "
-                                f"result ({wrong}); they were discarded. The committed trace stands for the "
-                                f"result: a validator or you may challenge it until the window closes")
     phase("commit")
     while True:  # wait out the challenge window, and any dispute (which restarts the window if it fails)
         order = market.order(oid)
@@ -167,6 +164,10 @@ def submit(spec: JobSpec, dep: Deployment, key: str, bid_wait: float = 15, resul
         if wait <= 0:
             break
         time.sleep(min(wait + 1, 5.0))
+    if wrong:  # the trace stood, but what was served is not what it says: this client does not finalize
+        raise VeracityError(f"order {oid}: provider {best.provider} served outputs that are not its committed "
+                            f"result ({wrong}); they were discarded. Its committed trace stood through the "
+                            f"challenge window; fetch the outputs again or run the job yourself")
     market.finalize(oid)
     phase("settle")
     return JobOutcome(oid, best.provider, best.price, out_cid, bytes.fromhex(committed.args["trace_root"][2:]),

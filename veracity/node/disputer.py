@@ -52,8 +52,9 @@ class Disputer:
         def tensor(i: int) -> np.ndarray | None:
             if not has_tensors or not program:
                 return None
-            if i not in cache:  # one replay gives every record this game may need
-                cache.update(record_tensors(model_name, inputs, set(range(len(program))), model=model,
+            if i not in cache:  # one replay keeps the record and the inputs its judgement reads
+                wanted = {i, *(j for j in program[i].inputs if j < len(program))}
+                cache.update(record_tensors(model_name, inputs, wanted, model=model,
                                             tamper=tamper() if tamper else None))
             return cache.get(i)
 
