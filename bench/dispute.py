@@ -1,6 +1,7 @@
 """The dispute game's cost on a real anvil node, and what spot checks cost validators.
 
-Full games on real traces: digits-MLP jobs sized so their traces have 2^6 to 2^16 records, a
+Full games on real traces: digits-MLP jobs sized so their traces have 2^6 to 2^16 records (n,
+the trace's elements, from 2^17 to 2^27), a
 provider that altered one element of a random record (everything after it computed from it),
 and an honest challenger; both play through ``verify.game.Player`` against the
 deployed Disputes, Referee and OneStep contracts. For each: the rounds (bisection reveals, the
@@ -132,7 +133,9 @@ def game(dep, accts, n: int, model: Any, rng: np.random.Generator, model_name: s
     # a round: both parties' moves at one query (bisection, opening, a chunk-tree level), the chunk, the judgement
     rounds = kinds.count("reveal") // 2 + kinds.count("open_record") // 2 + kinds.count("descend") // 2 + \
         (1 if "reveal_chunk" in kinds else 0) + kinds.count("judge")
-    return {"n": len(program), "items": len(program) // RECORDS_PER_BATCH * 32, "record": k,
+    elements = sum(int(np.prod(d.dims)) for d in program)
+    return {"n": len(program), "elements": elements, "bound": math.ceil(math.log2(elements)) + 8,
+            "items": len(program) // RECORDS_PER_BATCH * 32, "record": k,
             "kind": prog.KIND_NAMES[program[k].kind], "rounds": rounds, "gas": sum(gas for _, gas in moves),
             "gas_judge": sum(gas for m, gas in moves if m == "judge"),
             "gas_bisection": sum(gas for m, gas in moves if m in ("challenge", "reveal")),
@@ -215,24 +218,28 @@ def main() -> int:
     finally:
         node.stop()
     cost = verify_cost()
-    table = Table("records n", "items", "corrupted record", "rounds", "ceil(log2 n) + 8", "gas, whole game",
+    table = Table("records", "elements n", "items", "corrupted record", "rounds", "ceil(log2 n) + 8", "gas, whole game",
                   "of it bisection", "judgement", "wall", "outcome",
                   title="full dispute games on anvil (digits-MLP traces, a provider that altered one element, honest challenger)")
     for g in games:
-        table.add_row(str(g["n"]), str(g["items"]), f"{g['record']} ({g['kind']})", str(g["rounds"]),
-                      str(math.ceil(math.log2(g["n"])) + 8), f"{g['gas']:,}", f"{g['gas_bisection']:,}",
+        table.add_row(str(g["n"]), f"{g['elements']:,}", str(g["items"]), f"{g['record']} ({g['kind']})",
+                      str(g["rounds"]), str(g["bound"]), f"{g['gas']:,}", f"{g['gas_bisection']:,}",
                       f"{g['gas_judge']:,}", f"{g['wall_s']:.1f}s", g["outcome"])
     console.print(table)
-    jt = Table("MiniLM record", "kind", "rounds", "gas, whole game", "judgement (the final step)",
+    jt = Table("MiniLM record", "kind", "rounds", "ceil(log2 n) + 8", "gas, whole game", "judgement (the final step)",
                title="the final step for every kind of record (MiniLM, 5 sentences; the referee's whole call)")
     for g in judged:
-        jt.add_row(f"{g['record']} {g['op']}", g["kind"], str(g["rounds"]), f"{g['gas']:,}", f"{g['gas_judge']:,}")
+        jt.add_row(f"{g['record']} {g['op']}", g["kind"], str(g["rounds"]), str(g["bound"]), f"{g['gas']:,}",
+                   f"{g['gas_judge']:,}")
     console.print(jt)
     console.print(f"OneStep alone, the widest element (smoothed linear, K=1536): {gas_one:,}")
     console.print(f"spot-check rate {cost['rate']:.4f}; a check costs {cost['check_cpu_s']:.2f} CPU-s for a "
                   f"{cost['provider_cpu_s']:.2f} CPU-s job -> verify_cost_ratio {cost['verify_cost_ratio']:.4f}")
     every = games + judged
+    assert all(g["rounds"] <= g["bound"] for g in every), "a game took more rounds than ceil(log2 n) + 8"
     result = {"rounds_max": max(g["rounds"] for g in every), "gas_full_game": max(g["gas"] for g in every),
+              "rounds_scope": "n is the trace's elements (every record's tensor); a round is both parties' "
+                              "moves at one query, the chunk reveal, or the judgement",
               "gas_full_game_scope": "challenge to settlement: bisection, opening, chunk-tree descent, chunk, "
                                      "one-step judgement (both parties and the judge)",
               "gas_one_step": max(g["gas_judge"] for g in every),

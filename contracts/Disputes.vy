@@ -15,12 +15,13 @@
         name, dtype and dims; the party shows its chunk root), then descend their chunk trees to
         one differing chunk, reveal it (challenger first, then the provider with both), and the
         contract finds the first differing element. Phase three: anyone shows the element's
-        inputs (rows of agreed earlier records, proven through the provider's trace root, and
-        rows of the descriptor's constants) and `OneStep` recomputes it; the provider loses if
-        its value is not the recomputed one. An input record is judged at once by its digest.
-@dev Kinds judged to one element today: input, linear (unsmoothed), add, relu. A record of
-     another kind ends undecided when nobody can judge it by the deadline (the client is refunded,
-     nobody is slashed).
+        inputs to a referee (`Referee`, `AttentionReferee`): rows of earlier records, each proven
+        by chain links forward to the agreed chain value, and rows of the descriptor's
+        constants; `OneStep` recomputes it, and the provider loses if its value is not the
+        recomputed one. An input record is judged at once, by the digest the client posted.
+@dev Every op kind the models use is judged. An element nobody judges by its deadline, or a
+     record of an order without a program, ends undecided: the client is refunded, nobody is
+     slashed, and the challenger's bond goes to the provider (an undecided game is never free).
 """
 
 from ethereum.ercs import IERC20
@@ -261,7 +262,8 @@ def timeout(order_id: uint256):
     """
     @notice After a move's deadline, the party that did not move loses (the challenger, if
             neither did). A game that located its element and was not judged by its deadline
-            ends undecided: the client is refunded, nobody is slashed, the bond comes back.
+            ends undecided: the client is refunded, nobody is slashed, the bond goes to the
+            provider.
     """
     g: Game = self.games[order_id]
     assert g.stage != 0 and g.stage != SETTLED, "disputes: no move is pending"
@@ -461,12 +463,13 @@ def reveal_chunk(order_id: uint256, desc: tensors.OpDesc, chunk: Bytes[tensors.C
 @view
 def judging(order_id: uint256) -> (bytes32, uint256, uint256, bytes32):
     """
-    @notice What the Referee needs of a game waiting for its judgement: the record's descriptor
-            hash, the record's index, the element's flat index, and the challenger's root.
+    @notice What the referees need of a game waiting for its judgement: the record's descriptor
+            hash, the record's index, the element's flat index, and the chain value both parties
+            revealed just before the record (which commits to every record before it).
     """
     g: Game = self.games[order_id]
     assert g.stage == JUDGING, "disputes: no element is waiting for its judgement"
-    return g.desc_hash, g.differ, g.element, g.root
+    return g.desc_hash, g.differ, g.element, g.agreed
 
 
 @external
@@ -489,7 +492,7 @@ def _settle(order_id: uint256, outcome: uint8, reason: String[80]):
     self.games[order_id].stage = SETTLED
     o: Order = staticcall market.orders(order_id)
     extcall market.resolve_dispute(order_id, outcome, g.challenger)
-    if outcome == PROVIDER_WON:
+    if outcome != PROVIDER_LOST:  # won, or undecided: the challenger started a game nobody judged
         assert extcall token.transfer(o.provider, g.bond), "disputes: bond transfer failed"
     else:
         assert extcall token.transfer(g.challenger, g.bond), "disputes: bond refund failed"

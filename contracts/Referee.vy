@@ -36,47 +36,27 @@ K_MEAN_POOL: constant(uint8) = 14
 K_L2: constant(uint8) = 15
 K_TRANSPOSE: constant(uint8) = 16
 
-interface IMarket:
-    def orders(order_id: uint256) -> Order: view
-
 interface IDisputes:
     def judging(order_id: uint256) -> (bytes32, uint256, uint256, bytes32): view
     def judged(order_id: uint256, recomputed: int256): nonpayable
 
-struct Order:
-    client: address
-    spec_cid: bytes32
-    kind: uint8
-    model_id: bytes32
-    max_price: uint256
-    deadline: uint256
-    challenge_window: uint256
-    spot_check_bps: uint256
-    state: uint8
-    provider: address
-    price: uint256
-    collateral: uint256
-    output_cid: bytes32
-    trace_root: bytes32
-    trace_length: uint256
-    committed_at: uint256
-
-market: public(immutable(IMarket))
 onestep: public(immutable(IOneStep))
+deployer: immutable(address)
 disputes: public(IDisputes)
 
 
 @deploy
-def __init__(market_: IMarket, onestep_: IOneStep):
-    market = market_
+def __init__(onestep_: IOneStep):
     onestep = onestep_
+    deployer = msg.sender
 
 
 @external
 def set_disputes(disputes_: IDisputes):
     """
-    @notice Set once, at deployment, to the Disputes contract this referee judges for.
+    @notice Set once, by the deployer, to the Disputes contract this referee judges for.
     """
+    assert msg.sender == deployer, "referee: only the deployer sets the disputes contract"
     assert self.disputes.address == empty(address), "referee: the disputes contract is already set"
     self.disputes = disputes_
 
@@ -87,13 +67,11 @@ def _judging(order_id: uint256, desc: tensors.OpDesc, kind: uint8) -> tensors.Ju
     h: bytes32 = empty(bytes32)
     record: uint256 = 0
     element: uint256 = 0
-    root: bytes32 = empty(bytes32)
-    h, record, element, root = staticcall self.disputes.judging(order_id)
+    agreed: bytes32 = empty(bytes32)
+    h, record, element, agreed = staticcall self.disputes.judging(order_id)
     assert keccak256(abi_encode(desc)) == h, "referee: that is not the record's descriptor"
     assert desc.kind == kind, "referee: the record is of another kind"
-    o: Order = staticcall market.orders(order_id)
-    return tensors.Judging(record=record, element=element, trace_root=o.trace_root, challenger_root=root,
-                           trace_length=o.trace_length)
+    return tensors.Judging(record=record, element=element, agreed=agreed)
 
 
 @internal

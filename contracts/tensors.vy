@@ -8,6 +8,7 @@
 """
 
 MAX_DEPTH: constant(uint256) = 64
+MAX_LINKS: constant(uint256) = 1024  # how far back an op's input record may be (`exact/program.py`)
 CHUNK_BYTES: constant(uint256) = 8192  # chunks of whole rows
 CHUNK_MAX: constant(uint256) = 8320  # one row of MAX_ROW int32 values, when longer than a chunk
 ROW_BYTES: constant(uint256) = 8352  # OneStep's row buffers: a chunk and 32 bytes of padding
@@ -25,9 +26,7 @@ struct OpDesc:  # a record's descriptor (`veracity/exact/program.py`)
 struct Judging:  # a game waiting for its judgement, as a referee reads it
     record: uint256  # the disputed record (inputs must come before it)
     element: uint256  # the disputed element's flat index
-    trace_root: bytes32  # the provider's committed root, and the challenger's
-    challenger_root: bytes32
-    trace_length: uint256
+    agreed: bytes32  # the chain value both parties revealed just before it
 
 struct TensorRow:  # one row of a committed tensor: its chunk, proven against the tensor's chunk root
     dtype: uint8
@@ -37,12 +36,12 @@ struct TensorRow:  # one row of a committed tensor: its chunk, proven against th
     chunk_proof: DynArray[bytes32, MAX_DEPTH]
     row: uint256
 
-struct RecordRef:  # an earlier record of the provider's trace: its chain link, proven against the root
+struct RecordRef:  # an earlier record: its chain link, and the leaves after it up to the agreed value
     index: uint256
     prev: bytes32
     step: uint256
     op: String[64]
-    chain_proof: DynArray[bytes32, MAX_DEPTH]
+    links: DynArray[bytes32, MAX_LINKS]  # the leaf hashes of records index + 1 .. record - 1
 
 @internal
 @pure
@@ -162,14 +161,18 @@ def _row(t: TensorRow, digest: bytes32) -> Bytes[ROW_BYTES]:
 @internal
 @pure
 def _record_row(j: Judging, ref: RecordRef, index: uint256, t: TensorRow) -> Bytes[ROW_BYTES]:
-    """Row of an agreed earlier record (`index`), proven through either party's trace root: both
-    hold the same chain values before the differing record, so either proof shows the record."""
+    """Row of an agreed earlier record (`index`). The record is proven by the chain itself: its
+    link, then the leaves of every record after it, must hash forward to the chain value both
+    parties revealed just before the disputed record, which commits to every record before it.
+    (A Merkle proof against a trace root would not do: bisection checks only the leaves it
+    queries, so a tree may hold other leaves elsewhere.)"""
     assert ref.index == index and index < j.record, "referee: an input must be an earlier, agreed record"
+    assert len(ref.links) == j.record - 1 - index, "referee: give the leaves of every record up to the agreed one"
     digest: bytes32 = self._digest(t.dtype, t.dims, t.chunk_root)
-    link: bytes32 = sha256(concat(b"\x02", ref.prev, self._leaf(ref.step, ref.op, digest)))
-    assert self._proves(j.trace_root, link, index, j.trace_length, ref.chain_proof) or \
-        self._proves(j.challenger_root, link, index, j.trace_length, ref.chain_proof), \
-        "referee: that record is not in the committed trace"
+    c: bytes32 = sha256(concat(b"\x02", ref.prev, self._leaf(ref.step, ref.op, digest)))
+    for leaf: bytes32 in ref.links:
+        c = sha256(concat(b"\x02", c, leaf))
+    assert c == j.agreed, "referee: that record is not the one both parties agreed on"
     return self._row(t, digest)
 
 

@@ -224,3 +224,41 @@ def test_generation_is_judged_token_by_token(actors, gpt_job, kind, nth):
     moves = play(a, oid, players(a, oid, model, program, cheat, honest))
     assert a.d.disputes_client(a.validator.key).game(oid).differ == k
     assert a.client.market.order(oid).state_name == "overturned" and any("called the referee" in m for m in moves)
+
+
+def test_an_input_record_must_be_the_agreed_one(actors, minilm_job):
+    """A judge call that shows a made-up earlier record (an all-zero mask, as a party could hide
+    at a leaf the bisection never queried) is refused: an input is proven by chain links forward
+    to the chain value both parties revealed, not by a tree either could have filled."""
+    from veracity.exact.trace import TraceRecord, tensor_digest
+    from veracity.verify.bisection import TraceView
+    from veracity.verify.game import TensorSide, judge_args
+
+    a = actors
+    model, inputs, program, honest = minilm_job
+    k = next(i for i, d in enumerate(program) if d.kind == prog.SCORES)
+    mask = program[k].inputs[1]
+    result = run_infer_job("minilm", inputs, backend="numpy", model=model, tamper=altered_at(k))
+    tensors = record_tensors("minilm", inputs, set(range(len(program))), model=model, tamper=altered_at(k))
+    cheat = (decode_records(result.trace), result.trace_root, tensors.get)
+    oid, _ = committed_order(a, program, cheat[1], len(program))
+    chal = a.d.disputes_client(a.validator.key)
+    chal.challenge(oid, honest[1])
+    ps = players(a, oid, model, program, cheat, honest)
+    while chal.game(oid).stage_name != "judging":
+        for p in ps:
+            p.act()
+    g = chal.game(oid)
+    fake_mask = np.zeros(program[mask].dims, dtype=np.int32)
+    records = list(honest[0])
+    records[mask] = TraceRecord(records[mask].step, records[mask].op, tensor_digest(fake_mask))
+    sides = {mask: TensorSide(fake_mask)}
+
+    def side(i):
+        return sides.get(i) or TensorSide(honest[2](i).astype(np.int16))
+
+    kind, args = judge_args(program[k], k, g.element, TraceView(records), side, None)
+    with pytest.raises(ChainError, match="not the one both parties agreed on"):
+        chal.judge(a.d.referees, kind, oid, *args)
+    play(a, oid, ps)  # the real inputs still judge it
+    assert a.client.market.order(oid).state_name == "overturned"

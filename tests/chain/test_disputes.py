@@ -147,9 +147,11 @@ def test_a_won_game_restarts_the_window_so_a_real_challenger_still_gets_one(comm
 
 
 def test_a_located_game_that_is_not_judged_ends_undecided(committed):
+    """An order without a program: the record cannot be opened, so the game ends undecided."""
     a, oid, bid, cheat, honest = committed
     prov, chal = a.d.disputes_client(a.provider.key), a.d.disputes_client(a.validator.key)
     client0 = a.client.token.balance_of(a.client.address)
+    prov0 = a.provider.token.balance_of(a.provider.address)
     chal0 = a.validator.token.balance_of(a.validator.address)
     stake0 = a.provider.registry.node(a.provider.address).stake
     chal.challenge(oid, honest.root)
@@ -163,6 +165,7 @@ def test_a_located_game_that_is_not_judged_ends_undecided(committed):
     chal.timeout(oid)
     assert a.client.market.order(oid).state_name == "refunded"
     assert a.client.token.balance_of(a.client.address) == client0 + bid.price
-    assert a.validator.token.balance_of(a.validator.address) == chal0  # the bond came back
+    assert a.validator.token.balance_of(a.validator.address) == chal0 - a.d.dispute_bond  # a game nobody judged
+    assert a.provider.token.balance_of(a.provider.address) == prov0 + a.d.dispute_bond  # is never free
     node = a.provider.registry.node(a.provider.address)
     assert node.stake == stake0 and node.locked == 0  # nobody is slashed without a judgement

@@ -94,8 +94,8 @@ def deploy(rpc_url: str, deployer: AccountInfo, accounts: list[AccountInfo], dev
     reg = RegistryClient(chain, registry, TokenClient(chain, token))
     chain.send(reg.fn.set_market(market))
     onestep = chain.deploy("OneStep")
-    referee = chain.deploy("Referee", market, onestep)
-    attention_referee = chain.deploy("AttentionReferee", market, onestep)
+    referee = chain.deploy("Referee", onestep)
+    attention_referee = chain.deploy("AttentionReferee", onestep)
     disputes = chain.deploy("Disputes", token, market, p["dispute_bond"], p["move_time"], referee, attention_referee)
     for name, address in (("Referee", referee), ("AttentionReferee", attention_referee)):
         chain.send(chain.contract(name, address).functions.set_disputes(disputes))

@@ -87,6 +87,10 @@ class Exec:
     def _describe(self, op: str, x: Any, dtype: np.dtype, kind: int, inputs: tuple[Any, ...],
                   consts: tuple[bytes, ...], params: tuple[int, ...]) -> None:
         assert self.program is not None
+        seen = self._where.get(id(x))
+        if seen is not None and seen[1] is x:
+            raise AssertionError(f"op {self._prefix + op} returned the tensor of record {seen[0]}: "
+                                 "each record must be a new tensor, or its readers would name the wrong one")
         refs = []
         for t in inputs:
             hit = self._where.get(id(t))

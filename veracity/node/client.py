@@ -85,13 +85,15 @@ def submit(spec: JobSpec, dep: Deployment, key: str, bid_wait: float = 15, resul
             on_phase(name)
 
     inputs = Path(spec.inputs.path).read_bytes() if spec.inputs.path else None
+    peers = providers(dep, key)
+    if inputs is None and spec.inputs.cid:  # inputs named by CID only: fetch them (every byte checked)
+        inputs = _fetch_any(peers.values(), spec.inputs.cid)
     # the program fixes what each trace record must be, so a dispute can judge inside any record;
     # a dry run over shapes (milliseconds), which also refuses inputs the model cannot take
     program = job_program(spec.model, inputs) if inputs is not None else []
     doc = spec.model_copy(update={"inputs": spec.inputs.model_copy(
         update={"path": None, "cid": cid_of(inputs) if inputs is not None else spec.inputs.cid})})
     spec_bytes = doc.model_dump_json(exclude_none=True).encode()
-    peers = providers(dep, key)
     if only is not None:
         wanted = {a.lower() for a in only}
         peers = {a: u for a, u in peers.items() if a.lower() in wanted}
@@ -172,6 +174,15 @@ def submit(spec: JobSpec, dep: Deployment, key: str, bid_wait: float = 15, resul
     phase("settle")
     return JobOutcome(oid, best.provider, best.price, out_cid, bytes.fromhex(committed.args["trace_root"][2:]),
                       outputs, phases, bids)
+
+
+def _fetch_any(urls: Any, cid: str) -> bytes | None:
+    for url in urls:
+        try:
+            return fetch(url, cid)
+        except VeracityError:
+            continue
+    return None
 
 
 def _served_wrong(url: str, oid: int, model: str, inputs: bytes, outputs: bytes, trace_root: bytes) -> str | None:

@@ -190,7 +190,9 @@ class ProviderNode:
         except VeracityError as exc:
             return f"cannot use the job inputs: {exc}"
         root, length = program
-        if length and (length != len(mine) or program_root(mine) != root):
+        if length == 0:  # a dispute could locate a record but not judge it: an undecided game
+            return "declines an order without a program: a dispute could not judge its records"
+        if length != len(mine) or program_root(mine) != root:
             return (f"computes another program for these inputs ({len(mine)} records, root "
                     f"{program_root(mine).hex()[:12]}) than the order's ({length} records, {root.hex()[:12]}): "
                     "a dispute could not judge it")

@@ -27,7 +27,13 @@ import numpy as np
 
 from veracity.exact import program as prog
 from veracity.exact import spec
-from veracity.exact.trace import CODE_DTYPES, TraceRecord, chunk_leaf, tensor_chunks
+from veracity.exact.trace import (
+    CODE_DTYPES,
+    TraceRecord,
+    chunk_leaf,
+    leaf_hash,
+    tensor_chunks,
+)
 from veracity.verify import merkle
 from veracity.verify.bisection import TraceView
 
@@ -57,11 +63,13 @@ class TensorSide:
         return (code, list(self.tensor.shape), self.root, self.chunks[ci], merkle.prove(self.tree, ci), r)
 
 
-def record_ref(view: TraceView, k: int) -> tuple[Any, ...]:
-    """The contract's ``RecordRef`` for record ``k`` of a trace: its chain link and proof."""
+def record_ref(view: TraceView, k: int, upto: int) -> tuple[Any, ...]:
+    """The contract's ``RecordRef`` for record ``k`` read by record ``upto``: its chain link, and
+    the leaf hashes of the records between, which hash forward to the agreed chain value."""
     rec = view.records[k]
     prev = view.chain[k - 1] if k > 0 else bytes(32)
-    return (k, prev, rec.step, rec.op, merkle.prove(view.tree, k))
+    links = [leaf_hash(r.step, r.op, r.digest) for r in view.records[k + 1:upto]]
+    return (k, prev, rec.step, rec.op, links)
 
 
 def desc_proof(program: list[prog.OpDesc], i: int) -> list[bytes]:
@@ -71,7 +79,7 @@ def desc_proof(program: list[prog.OpDesc], i: int) -> list[bytes]:
 EMPTY_ROW = (4, [1], bytes(32), b"", [], 0)  # a TensorRow argument the judge does not read
 
 
-def judge_args(desc: prog.OpDesc, element: int, view: TraceView, side: Callable[[int], TensorSide],
+def judge_args(desc: prog.OpDesc, record: int, element: int, view: TraceView, side: Callable[[int], TensorSide],
                const: Callable[[int], TensorSide]) -> tuple[str, tuple[Any, ...]] | None:
     """The referee call that judges ``element`` of a record with ``desc``: (judge, arguments).
     ``side(i)`` is record ``i``'s tensor (an agreed input), ``const(k)`` the descriptor's k-th
@@ -83,8 +91,11 @@ def judge_args(desc: prog.OpDesc, element: int, view: TraceView, side: Callable[
     n = dims[-1]
     r, c = divmod(element, n)
 
+    def ref(i: int) -> tuple[Any, ...]:
+        return record_ref(view, i, record)
+
     def rec(i: int, row: int) -> tuple[Any, Any]:
-        return record_ref(view, i), side(i).row(row)
+        return ref(i), side(i).row(row)
 
     d = desc.as_tuple()
     if kind == prog.LINEAR:
@@ -111,7 +122,7 @@ def judge_args(desc: prog.OpDesc, element: int, view: TraceView, side: Callable[
     if kind == prog.SCORES:
         b, _, i, j = np.unravel_index(element, dims)
         t = dims[-1]
-        return "scores", (d, record_ref(view, ins[0]), side(ins[0]).row(int(b * t + i)),
+        return "scores", (d, ref(ins[0]), side(ins[0]).row(int(b * t + i)),
                           side(ins[0]).row(int(b * t + j)), *rec(ins[1], int(b)))
     if kind == prog.PROBS:
         z = side(ins[0]).tensor.reshape(-1, n)[r].astype(np.int64)
@@ -134,13 +145,90 @@ def judge_args(desc: prog.OpDesc, element: int, view: TraceView, side: Callable[
     if kind == prog.ARGMAX:
         return "argmax", (d, *rec(ins[0], element))
     if kind == prog.APPEND:
-        ids = rec(ins[0], r) if c + 1 < n else (record_ref(view, ins[0]), EMPTY_ROW)
-        token = rec(ins[1], r) if c + 1 == n else (record_ref(view, ins[1]), EMPTY_ROW)
+        ids = rec(ins[0], r) if c + 1 < n else (ref(ins[0]), EMPTY_ROW)
+        token = rec(ins[1], r) if c + 1 == n else (ref(ins[1]), EMPTY_ROW)
         return "append", (d, *ids, *token)
     if kind == prog.SELECT_LAST:
         t = side(ins[0]).tensor.shape[1]
         return "select_last", (d, *rec(ins[0], r * t + t - 1))
     return None
+
+
+def recompute(desc: prog.OpDesc, element: int, record: Callable[[int], np.ndarray],
+              consts: tuple[np.ndarray, ...]) -> int:
+    """What the referees compute for ``element`` of a record with ``desc``, in Python: from its
+    input records' tensors (``record(i)``) and its constants, by ``verify.onestep``. A program's
+    wiring is right when this gives every record's own values (the tests check it)."""
+    from veracity.verify import onestep
+
+    dims, kind, ins, e = desc.dims, desc.kind, desc.inputs, element
+    n = dims[-1]
+    r, c = divmod(e, n)
+
+    def row(i: int, rr: int) -> list[int]:
+        t = record(i)
+        return [int(v) for v in t.reshape(-1, t.shape[-1])[rr]]
+
+    def at(i: int) -> int:
+        return int(record(i).flat[e])
+
+    if kind == prog.LINEAR:
+        req = consts[1][c]
+        smooth = [int(v) for v in consts[2][0]] if len(consts) == 3 else None
+        return onestep.linear(row(ins[0], r), [int(v) for v in consts[0][c]], int(req[0]), int(req[1]), int(req[2]),
+                              desc.params[0], smooth)
+    if kind == prog.RELU:
+        return onestep.relu(at(ins[0]))
+    if kind == prog.ADD:
+        return onestep.add(at(ins[0]), at(ins[1]))
+    if kind in (prog.GELU, prog.SILU):
+        index = at(ins[0]) + (1 << 15)
+        return onestep.lut(at(ins[0]), index, int(consts[0].flat[index]))
+    if kind in (prog.LAYERNORM, prog.RMSNORM):
+        return onestep.norm(row(ins[0], r), c, int(consts[0][c, 0]), int(consts[0][c, 1]), kind == prog.LAYERNORM)
+    if kind == prog.EMBEDDING:
+        token = int(record(ins[0]).flat[r])
+        return onestep.embedding([int(v) for v in consts[0][token]], token, token, c)
+    if kind == prog.L2_NORMALIZE:
+        return onestep.l2_normalize(row(ins[0], r), c)
+    if kind == prog.TRANSPOSE:
+        p, q = dims[-2], dims[-1]
+        return row(ins[0], e // (p * q) * q + e % q)[(e // q) % p]
+    if kind in (prog.SCORES, prog.VT, prog.CONTEXT):
+        qkv = record(ins[0]) if kind != prog.CONTEXT else None
+        heads = desc.params[0]
+        if kind == prog.SCORES:
+            b, hh, i, j = (int(v) for v in np.unravel_index(e, dims))
+            h = qkv.shape[-1] // 3  # type: ignore[union-attr]
+            dh = h // heads
+            q = [int(v) for v in qkv[b, i, hh * dh:(hh + 1) * dh]]  # type: ignore[index]
+            k = [int(v) for v in qkv[b, j, h + hh * dh:h + (hh + 1) * dh]]  # type: ignore[index]
+            return onestep.score(q, k, i, j, int(record(ins[1])[b, j]), bool(desc.params[1]))
+        if kind == prog.VT:
+            b, hh, d, t = (int(v) for v in np.unravel_index(e, dims))
+            h = qkv.shape[-1] // 3  # type: ignore[union-attr]
+            return int(qkv[b, t, 2 * h + hh * (h // heads) + d])  # type: ignore[index]
+        b, tok, cc = (int(v) for v in np.unravel_index(e, dims))
+        hh, d = divmod(cc, n // heads)
+        p = [int(v) for v in record(ins[0])[b, hh, tok]]
+        return onestep.context(p, int(record(ins[1])[b, hh, tok]), [int(v) for v in record(ins[2])[b, hh, d]],
+                               [int(v) for v in record(ins[3])[b]])
+    if kind == prog.PROBS:
+        z = row(ins[0], r)
+        u = spec.EXP2_LUT_SIZE - 1 if z[c] == spec.MASKED_SCORE else min(max(z) - z[c], spec.EXP2_LUT_SIZE - 1)
+        return onestep.prob(z, c, u, int(consts[0].flat[u]))
+    if kind == prog.PROBSUM:
+        return onestep.prob_sum(row(ins[0], e))
+    if kind == prog.MEAN_POOL:
+        return onestep.mean_pool(row(ins[0], e), row(ins[1], e // n))
+    if kind == prog.ARGMAX:
+        return int(np.argmax(row(ins[0], e)))
+    if kind == prog.APPEND:
+        return row(ins[0], r)[c] if c + 1 < n else row(ins[1], r)[0]
+    if kind == prog.SELECT_LAST:
+        t = record(ins[0]).shape[1]
+        return row(ins[0], r * t + t - 1)[c]
+    raise ValueError(f"record {desc.op!r} of kind {desc.kind} is judged by its digest, not element by element")
 
 
 @dataclass
@@ -215,7 +303,7 @@ class Player:
                     self._consts[digest] = TensorSide(self.constants(desc)[i])
                 return self._consts[digest]
 
-            call = judge_args(desc, g.element, self.view, self._agreed, const)
+            call = judge_args(desc, k, g.element, self.view, self._agreed, const)
             if call is None:
                 return None
             self.disputes.judge(self.referees, call[0], self.order_id, *call[1])

@@ -1,0 +1,63 @@
+"""Each job's program says what every trace record is: recomputing elements of every record from
+the inputs and constants its descriptor names (as the referees do) gives the record's own values,
+for every record of every model; and the program matches the trace record for record."""
+
+import json
+
+import numpy as np
+import pytest
+
+from veracity.exact import program as prog
+from veracity.exact.trace import CODE_DTYPES, decode_records, tensor_digest
+from veracity.models.registry import load
+from veracity.verify.game import recompute
+from veracity.workloads.infer import job_program, record_tensors, run_infer_job
+
+JOBS = {
+    "digits-mlp": [{"pixels": [(i * 7 + j) % 17 for j in range(64)]} for i in range(3)],
+    "minilm": [{"text": "Exact arithmetic makes checking a hash comparison."}, {"text": "A short one."}],
+    "tiny-gpt": [{"text": "the cat ", "max_tokens": 2}],
+}
+
+
+@pytest.mark.parametrize("name", sorted(JOBS))
+def test_every_record_is_what_its_descriptor_says(name, fresh_rng):
+    rng = fresh_rng
+    model = load(name)
+    inputs = "".join(json.dumps(r) + "\n" for r in JOBS[name]).encode()
+    program = job_program(name, inputs, model)
+    trace = decode_records(run_infer_job(name, inputs, backend="numpy", model=model).trace)
+    tensors = record_tensors(name, inputs, set(range(len(program))), model=model)
+    consts = prog.model_constants(model)
+    assert [(d.step, d.op) for d in program] == [(r.step, r.op) for r in trace]
+    kinds = set()
+
+    def record(i):
+        return tensors[i].astype(CODE_DTYPES[program[i].dtype])
+
+    for i, d in enumerate(program):
+        t = record(i)
+        assert tuple(t.shape) == d.dims and tensor_digest(t) == trace[i].digest, d.op
+        assert all(j < i for j in d.inputs), f"{d.op} reads a record that is not earlier"
+        if d.kind == prog.INPUT:
+            assert d.consts[0] == trace[i].digest  # what the client posted
+            continue
+        kinds.add(d.kind)
+        for e in {0, t.size - 1, *rng.integers(0, t.size, 3).tolist()}:
+            got = recompute(d, int(e), record, prog.constants(model, d, consts))
+            assert got == int(t.flat[e]), f"record {i} {d.op} element {e}: recomputed {got}, traced {int(t.flat[e])}"
+    assert kinds  # every model has records judged element by element
+
+
+def test_a_shape_only_run_tells_records_apart():
+    """An op that handed back its input tensor would make its readers name the wrong record."""
+    from veracity.exact.execute import Exec
+
+    class Lazy(prog.ShapeBackend):
+        def relu(self, x):
+            return x
+
+    ex = Exec(Lazy(), program=[])
+    x = ex.input("x", np.zeros((2, 3)))
+    with pytest.raises(AssertionError, match="returned the tensor of record 0"):
+        ex.relu("relu", x)
