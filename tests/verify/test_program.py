@@ -61,3 +61,17 @@ def test_a_shape_only_run_tells_records_apart():
     x = ex.input("x", np.zeros((2, 3)))
     with pytest.raises(AssertionError, match="returned the tensor of record 0"):
         ex.relu("relu", x)
+
+
+def test_a_program_a_dispute_could_not_judge_is_refused():
+    from veracity.errors import InputError
+
+    wide = [prog.OpDesc(prog.INPUT, 0, "x", 4, (2, prog.MAX_ROW + 1))]
+    with pytest.raises(InputError, match="rows of 2081 values"):
+        prog.check_disputable(wide)
+    far = [prog.OpDesc(prog.INPUT, 0, "x", 4, (2, 3))] + \
+        [prog.OpDesc(prog.RELU, 0, f"r{i}", 4, (2, 3), (i,)) for i in range(prog.MAX_LINKS + 1)] + \
+        [prog.OpDesc(prog.ADD, 0, "late", 4, (2, 3), (0, prog.MAX_LINKS + 1))]
+    with pytest.raises(InputError, match="more than 1024 records back"):
+        prog.check_disputable(far)
+    prog.check_disputable(far[:-1])

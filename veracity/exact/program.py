@@ -22,7 +22,7 @@ from typing import Any
 
 import numpy as np
 
-from veracity.exact.trace import DTYPE_CODES, merkle_root, tensor_digest
+from veracity.exact.trace import CODE_DTYPES, DTYPE_CODES, merkle_root, tensor_digest
 
 # op kinds (the contract's numbering)
 INPUT, LINEAR, ADD, RELU, GELU, SILU, LAYERNORM, RMSNORM, EMBEDDING = 1, 2, 3, 4, 5, 6, 7, 8, 9
@@ -278,4 +278,23 @@ def build_with_outputs(model: Any, items: list[Any], batch_size: int = 32) -> tu
     for lo in range(0, len(items), batch_size):
         model.run(ex, items[lo:lo + batch_size])
     assert ex.program is not None
+    check_disputable(ex.program)
     return ex.program, ex.outputs
+
+
+MAX_ROW, CHUNK_MAX, MAX_LINKS = 2080, 8320, 1024  # the contracts' bounds (OneStep, tensors.vy)
+
+
+def check_disputable(program: list[OpDesc]) -> None:
+    """Refuse a program a dispute could not judge: rows longer than the referees read, or an
+    input further back than the chain links a judgement may show."""
+    from veracity.errors import InputError
+
+    for i, d in enumerate(program):
+        width = d.dims[-1] if d.dims else 1
+        if width > MAX_ROW or width * CODE_DTYPES[d.dtype].itemsize > CHUNK_MAX:
+            raise InputError(f"record {d.op} has rows of {width} values; disputes read rows of at most {MAX_ROW}")
+        far = [j for j in d.inputs if j != NO_INPUT and i - 1 - j > MAX_LINKS]
+        if far:
+            raise InputError(f"record {d.op} reads record {far[0]}, more than {MAX_LINKS} records back; "
+                             "split the job into smaller batches")
