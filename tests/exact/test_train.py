@@ -1,0 +1,57 @@
+"""Exact training of the digits MLP: the same checkpoint bits with the NumPy backend and with
+torch on 1 and 2 threads; a job split into 4 work units (each resuming from the previous unit's
+checkpoint blob) ends at the unsplit job's checkpoint hash; and the exact run's test accuracy is
+within 2 points of the same training in float32."""
+
+import numpy as np
+import pytest
+import torch
+from sklearn.datasets import load_digits
+
+from veracity.exact import train as T
+
+
+@pytest.fixture(scope="module")
+def digits():
+    d = load_digits()
+    perm = np.random.Generator(np.random.PCG64(1)).permutation(len(d.target))
+    x, y = d.data.astype(np.int64), d.target.astype(np.int64)
+    return x[perm[:1437]], y[perm[:1437]], x[perm[1437:]], y[perm[1437:]]
+
+
+def test_checkpoints_are_bit_identical_across_backends_and_threads(digits):
+    x, y, _, _ = digits
+    cfg = T.SGDConfig(seed=3)
+    start = T.MLPState.init(seed=5)
+    hashes = {"numpy": T.checkpoint_hash(T.train(start, x, y, 60, cfg, "numpy"))}
+    threads = torch.get_num_threads()
+    try:
+        for n in (1, 2):
+            torch.set_num_threads(n)
+            hashes[f"torch-{n}"] = T.checkpoint_hash(T.train(start, x, y, 60, cfg, "torch"))
+    finally:
+        torch.set_num_threads(threads)
+    assert len(set(hashes.values())) == 1, hashes
+    assert T.checkpoint_hash(start) != hashes["numpy"]  # it did train
+
+
+def test_four_work_units_end_at_the_unsplit_checkpoint(digits):
+    x, y, _, _ = digits
+    cfg = T.SGDConfig(seed=2)
+    whole = T.train(T.MLPState.init(seed=1), x, y, 120, cfg)
+    blob = T.checkpoint_bytes(T.MLPState.init(seed=1))
+    for _ in range(4):  # each unit starts from the previous unit's committed checkpoint
+        blob = T.checkpoint_bytes(T.train(T.load_checkpoint(blob), x, y, 30, cfg))
+    assert T.checkpoint_hash(T.load_checkpoint(blob)) == T.checkpoint_hash(whole)
+    assert T.load_checkpoint(blob).step == 120
+
+
+def test_exact_training_is_within_two_points_of_float32(digits):
+    x, y, xt, yt = digits
+    cfg = T.SGDConfig(seed=0)
+    start = T.MLPState.init(seed=0)
+    steps = 12 * -(-len(y) // cfg.batch)  # 12 epochs
+    exact = (T.predict(T.train(start, x, y, steps, cfg), xt) == yt).mean()
+    ref = (T.predict_float(T.train_float(start, x, y, steps, cfg), xt) == yt).mean()
+    print(f"test accuracy: exact {exact:.4f}, float32 {ref:.4f}")
+    assert ref > 0.93 and exact >= ref - 0.02

@@ -1,0 +1,264 @@
+"""Exact training: every value an optimizer step computes is an integer, so a checkpoint's hash is
+the same on any machine, thread count or backend, and a training step can be re-executed and
+disputed like an inference op.
+
+The digits MLP's step (``mlp_step``), all in integers:
+
+* **Master weights and optimizer state** are int64 fixed point (``W_FRAC`` fractional bits).
+* **Forward**: each layer's master weights are quantized per output channel to int8 (the
+  inference op set's per-row quantizer: a max, a 12-bit rescale and a reciprocal, all exact),
+  activations per row (per sample); the GEMM runs on the int8 operands (``gemm``: int64 in
+  NumPy, or float32 in torch, exact because every partial sum is an integer below 2**24 for
+  contractions up to 1040), and the integer accumulator is rescaled to ``ACT_FRAC`` by a rounding
+  division; ReLU; logits.
+* **Loss gradient**: softmax cross-entropy, with exp from a table (``exp_table``, computed with
+  mpmath): ``dz = p / sum(p) - onehot`` in ``ACT_FRAC``.
+* **Backward**: ``dW = dz^T x`` (contracting over the batch, operands quantized per row of the
+  transposes), ``dx = dz W`` (contracting over the outputs, the weights quantized per input
+  column), the ReLU mask, bias gradients as exact integer sums; each gradient is clipped
+  elementwise in integers.
+* **Update**: SGD with momentum, ``v = v * mu_num >> MU_SHIFT + g; W -= v * lr_num >> LR_SHIFT``.
+* **Data order**: the epoch's permutation from a PCG64 generator seeded by (seed, epoch), which
+  NumPy specifies bit for bit on every platform.
+
+A checkpoint is the state's tensors in canonical form (``checkpoint_bytes``); its hash
+(``checkpoint_hash``) is what a training job commits. A job of N steps split into work units of K
+steps, each starting from the previous unit's checkpoint, ends at the same hash as the unsplit
+job, because the state carries everything a step reads (the step counter included).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+from dataclasses import dataclass, field, replace
+from functools import lru_cache
+from typing import Any
+
+import numpy as np
+
+from veracity.exact import spec
+from veracity.exact.trace import tensor_digest
+
+W_FRAC = 20  # master weights and optimizer state: value * 2**20
+ACT_FRAC = spec.ACT_FRAC  # activations and their gradients: value * 2**12
+PIX_FRAC = 4  # pixels 0..16 are value * 16
+EXP_FRAC = 8  # the exp table's argument, base 2: u / 2**8
+EXP_SIZE = 24 << EXP_FRAC  # 2**-24 is below the table's resolution
+EXP_ONE = 1 << 16
+LOG2E = 94548  # round(log2(e) * 2**16)
+MU_SHIFT = 10
+LR_SHIFT = 16
+
+
+@lru_cache(maxsize=None)
+def exp_table() -> np.ndarray:
+    """round(2**16 * 2**(-u / 2**8)) for u in [0, EXP_SIZE), computed with mpmath (no libm)."""
+    import mpmath
+
+    mpmath.mp.dps = 30
+    return np.array([int(mpmath.floor(EXP_ONE * mpmath.power(2, -mpmath.mpf(u) / (1 << EXP_FRAC)) + mpmath.mpf("0.5")))
+                     for u in range(EXP_SIZE)], dtype=np.int64)
+
+
+def quantize_rows(x: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Per-row int8 as in inference: x ~ q * ams * 2**e / 127 (``ops_numpy.quantize_rows``)."""
+    from veracity.exact.ops_numpy import NumpyBackend
+
+    return NumpyBackend.quantize_rows(None, np.asarray(x, dtype=np.int64))  # type: ignore[arg-type]
+
+
+def gemm(a: np.ndarray, b: np.ndarray, backend: str) -> np.ndarray:
+    """a @ b.T for int8-valued int64 operands: int64 in NumPy, or float32 in torch (exact: every
+    partial sum is an integer below 2**24 while the contraction is at most 1040 long)."""
+    if a.shape[1] > spec.F32_EXACT_K:
+        raise ValueError(f"a contraction of {a.shape[1]} exceeds the exact float32 bound {spec.F32_EXACT_K}")
+    if backend == "numpy":
+        return a @ b.T
+    import torch
+
+    out = torch.from_numpy(a.astype(np.float32)) @ torch.from_numpy(b.astype(np.float32)).T
+    return out.numpy().astype(np.int64)
+
+
+def _round_shift(num: np.ndarray, den: np.ndarray | int, shift: np.ndarray | int) -> np.ndarray:
+    """round_half_up(num * 2**shift / den) in integers (shift may be negative)."""
+    shift = np.asarray(shift, dtype=np.int64)
+    den = np.asarray(den, dtype=np.int64)
+    pos, neg = np.maximum(shift, 0), np.maximum(-shift, 0)
+    n2 = (num << pos) * 2
+    d2 = (den << neg) * 2
+    return (n2 + d2 // 2) // d2
+
+
+def qmatmul(x: np.ndarray, fx: int, w: np.ndarray, fw: int, fout: int, backend: str) -> np.ndarray:
+    """x @ w.T (x [M, K] with ``fx`` fractional bits, w [N, K] with ``fw``) in ``fout`` bits: both
+    quantized per row to int8, one exact GEMM, then one rounding rescale per element."""
+    qx, ax, ex = quantize_rows(x)
+    qw, aw, ew = quantize_rows(w)
+    acc = gemm(qx, qw, backend)
+    scale = ax * aw.T  # < 2**24
+    return _round_shift(acc * scale, spec.QMAX * spec.QMAX, ex + ew.T + fout - fx - fw)
+
+
+@dataclass
+class SGDConfig:
+    lr_num: int = 3277  # learning rate lr_num / 2**16 (0.05)
+    mu_num: int = 922  # momentum mu_num / 2**10 (0.9)
+    clip: int = 1 << W_FRAC  # each gradient element clipped to +-1.0
+    batch: int = 32
+    seed: int = 0
+
+
+@dataclass
+class MLPState:
+    """Master weights and biases (``W_FRAC``), momenta, and the step counter."""
+
+    weights: list[np.ndarray]
+    biases: list[np.ndarray]
+    vw: list[np.ndarray] = field(default_factory=list)
+    vb: list[np.ndarray] = field(default_factory=list)
+    step: int = 0
+
+    @classmethod
+    def init(cls, sizes: tuple[int, ...] = (64, 128, 64, 10), seed: int = 0) -> "MLPState":
+        """He-uniform weights drawn from a seeded PCG64 (bit for bit on every platform), zero biases."""
+        rng = np.random.Generator(np.random.PCG64(seed))
+        ws = [rng.integers(-(1 << W_FRAC), 1 << W_FRAC, (b, a)) * int(np.sqrt(6 / a) * 1024) >> 10
+              for a, b in zip(sizes, sizes[1:])]
+        bs = [np.zeros(b, dtype=np.int64) for b in sizes[1:]]
+        return cls(ws, bs, [np.zeros_like(w) for w in ws], [np.zeros_like(b) for b in bs], 0)
+
+    def tensors(self) -> list[np.ndarray]:
+        return [*self.weights, *self.biases, *self.vw, *self.vb, np.array([self.step], dtype=np.int64)]
+
+    def copy(self) -> "MLPState":
+        return replace(self, weights=[w.copy() for w in self.weights], biases=[b.copy() for b in self.biases],
+                       vw=[v.copy() for v in self.vw], vb=[v.copy() for v in self.vb])
+
+
+def checkpoint_bytes(state: MLPState) -> bytes:
+    """The state as a blob (NumPy .npz of int64 arrays in a fixed order; a checkpoint's CID)."""
+    buf = io.BytesIO()
+    np.savez(buf, *[np.ascontiguousarray(t, dtype=np.int64) for t in state.tensors()])
+    return buf.getvalue()
+
+
+def load_checkpoint(blob: bytes) -> MLPState:
+    with np.load(io.BytesIO(blob)) as z:
+        ts = [z[f"arr_{i}"].astype(np.int64) for i in range(len(z.files))]
+    n = (len(ts) - 1) // 4
+    return MLPState(ts[:n], ts[n:2 * n], ts[2 * n:3 * n], ts[3 * n:4 * n], int(ts[-1][0]))
+
+
+def checkpoint_hash(state: MLPState) -> bytes:
+    """sha256 over the tensor digests of the state (independent of the blob's container)."""
+    return hashlib.sha256(b"".join(tensor_digest(t) for t in state.tensors())).digest()
+
+
+def forward(state: MLPState, pixels: np.ndarray, backend: str) -> tuple[list[np.ndarray], np.ndarray]:
+    """Activations of every layer's input (``ACT_FRAC``; the pixels in ``PIX_FRAC``) and the logits."""
+    acts = [np.asarray(pixels, dtype=np.int64)]
+    frac = PIX_FRAC
+    h = acts[0]
+    for i, (w, b) in enumerate(zip(state.weights, state.biases)):
+        z = qmatmul(h, frac, w, W_FRAC, ACT_FRAC, backend) + (b >> (W_FRAC - ACT_FRAC))
+        frac = ACT_FRAC
+        if i < len(state.weights) - 1:
+            h = np.maximum(z, 0)
+            acts.append(h)
+        else:
+            return acts, z
+    raise AssertionError("unreachable")
+
+
+def softmax_grad(z: np.ndarray, labels: np.ndarray) -> np.ndarray:
+    """d(cross-entropy)/d(logits) = softmax(z) - onehot, in ``ACT_FRAC``, from the exp table."""
+    u = ((z.max(axis=1, keepdims=True) - z) * LOG2E) >> (ACT_FRAC + 16 - EXP_FRAC)
+    p = exp_table()[np.minimum(u, EXP_SIZE - 1)]
+    g = _round_shift(p, p.sum(axis=1, keepdims=True), ACT_FRAC)
+    g[np.arange(len(labels)), labels] -= 1 << ACT_FRAC
+    return g
+
+
+def mlp_step(state: MLPState, pixels: np.ndarray, labels: np.ndarray, cfg: SGDConfig, backend: str = "numpy") -> MLPState:
+    """One SGD-with-momentum step on a batch (a new state; ``state`` is not changed)."""
+    s = state.copy()
+    acts, z = forward(s, pixels, backend)
+    dz = softmax_grad(z, labels)  # ACT_FRAC; the mean over the batch is folded into the update
+    n = len(s.weights)
+    for i in reversed(range(n)):
+        x = acts[i]
+        fx = PIX_FRAC if i == 0 else ACT_FRAC
+        gw = qmatmul(dz.T, ACT_FRAC, x.T, fx, W_FRAC, backend)  # [out, in]: contraction over the batch
+        gb = dz.sum(axis=0) << (W_FRAC - ACT_FRAC)
+        if i > 0:
+            dx = qmatmul(dz, ACT_FRAC, s.weights[i].T, W_FRAC, ACT_FRAC, backend)  # over the outputs
+            dz = np.where(acts[i] > 0, dx, 0)
+        batch = len(labels)
+        for w, v, g in ((s.weights, s.vw, gw), (s.biases, s.vb, gb)):
+            g = np.clip(_round_shift(g, batch, 0), -cfg.clip, cfg.clip)
+            v[i] = ((v[i] * cfg.mu_num) >> MU_SHIFT) + g
+            w[i] = w[i] - ((v[i] * cfg.lr_num) >> LR_SHIFT)
+    s.step += 1
+    return s
+
+
+def batch_indices(n: int, step: int, cfg: SGDConfig) -> np.ndarray:
+    """The samples of step ``step``: its epoch's seeded permutation, sliced (the last batch of an
+    epoch may be short)."""
+    per_epoch = -(-n // cfg.batch)
+    epoch, j = divmod(step, per_epoch)
+    order = np.random.Generator(np.random.PCG64([cfg.seed, epoch])).permutation(n)
+    return order[j * cfg.batch:(j + 1) * cfg.batch]
+
+
+def train(state: MLPState, pixels: np.ndarray, labels: np.ndarray, steps: int, cfg: SGDConfig,
+          backend: str = "numpy", progress: Any = None) -> MLPState:
+    """``steps`` steps from ``state`` (which carries its step counter, so a work unit resumes)."""
+    for _ in range(steps):
+        idx = batch_indices(len(labels), state.step, cfg)
+        state = mlp_step(state, pixels[idx], labels[idx], cfg, backend)
+        if progress:
+            progress(state.step)
+    return state
+
+
+def predict(state: MLPState, pixels: np.ndarray, backend: str = "numpy") -> np.ndarray:
+    return np.argmax(forward(state, pixels, backend)[1], axis=1)
+
+
+def train_float(state: MLPState, pixels: np.ndarray, labels: np.ndarray, steps: int, cfg: SGDConfig) -> list[Any]:
+    """The same MLP, initial weights, data order and SGD with momentum, in float32 torch: the
+    reference an exact run's accuracy is compared with. Returns [(W, b), ...] as float arrays."""
+    import torch
+
+    ws = [torch.tensor(w / (1 << W_FRAC), dtype=torch.float32, requires_grad=True) for w in state.weights]
+    bs = [torch.tensor(b / (1 << W_FRAC), dtype=torch.float32, requires_grad=True) for b in state.biases]
+    vel = [torch.zeros_like(p) for p in (*ws, *bs)]
+    lr, mu, clip = cfg.lr_num / (1 << LR_SHIFT), cfg.mu_num / (1 << MU_SHIFT), cfg.clip / (1 << W_FRAC)
+    x_all = torch.tensor(pixels / (1 << PIX_FRAC), dtype=torch.float32)
+    y_all = torch.tensor(labels, dtype=torch.int64)
+    for step in range(state.step, state.step + steps):
+        idx = torch.from_numpy(batch_indices(len(labels), step, cfg))
+        h = x_all[idx]
+        for i, (w, b) in enumerate(zip(ws, bs)):
+            h = h @ w.T + b
+            if i < len(ws) - 1:
+                h = torch.relu(h)
+        loss = torch.nn.functional.cross_entropy(h, y_all[idx])
+        grads = torch.autograd.grad(loss, [*ws, *bs])
+        with torch.no_grad():
+            for p, v, g in zip((*ws, *bs), vel, grads):
+                v.mul_(mu).add_(g.clamp(-clip, clip))
+                p.sub_(lr * v)
+    return [(w.detach().numpy(), b.detach().numpy()) for w, b in zip(ws, bs)]
+
+
+def predict_float(params: list[Any], pixels: np.ndarray) -> np.ndarray:
+    h = pixels / (1 << PIX_FRAC)
+    for i, (w, b) in enumerate(params):
+        h = h @ w.T + b
+        if i < len(params) - 1:
+            h = np.maximum(h, 0)
+    return np.argmax(h, axis=1)
