@@ -55,3 +55,24 @@ def test_exact_training_is_within_two_points_of_float32(digits):
     ref = (T.predict_float(T.train_float(start, x, y, steps, cfg), xt) == yt).mean()
     print(f"test accuracy: exact {exact:.4f}, float32 {ref:.4f}")
     assert ref > 0.93 and exact >= ref - 0.02
+
+
+@pytest.mark.parametrize("optimizer,lr", [("sgd", 6554), ("adam", 66)])
+def test_plain_sgd_and_adam_train_and_stay_exact(digits, optimizer, lr):
+    x, y, xt, yt = digits
+    cfg = T.SGDConfig(seed=4, optimizer=optimizer, lr_num=lr)
+    start = T.MLPState.init(seed=2)
+    steps = 4 * -(-len(y) // cfg.batch)
+    a, b = T.train(start, x, y, steps, cfg, "numpy"), T.train(start, x, y, steps, cfg, "torch")
+    assert T.checkpoint_hash(a) == T.checkpoint_hash(b)
+    assert (T.predict(a, xt) == yt).mean() > 0.9
+    if optimizer == "adam":
+        assert any(s.any() for s in a.sw)  # the second moment is carried in the checkpoint
+        assert T.checkpoint_hash(T.load_checkpoint(T.checkpoint_bytes(a))) == T.checkpoint_hash(a)
+
+
+def test_an_unknown_optimizer_is_a_clear_error():
+    from veracity.errors import InputError
+
+    with pytest.raises(InputError, match="unknown optimizer 'lion'"):
+        T.SGDConfig(optimizer="lion")

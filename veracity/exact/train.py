@@ -17,7 +17,9 @@ The digits MLP's step (``mlp_step``), all in integers:
   transposes), ``dx = dz W`` (contracting over the outputs, the weights quantized per input
   column), the ReLU mask, bias gradients as exact integer sums; each gradient is clipped
   elementwise in integers.
-* **Update**: SGD with momentum, ``v = v * mu_num >> MU_SHIFT + g; W -= v * lr_num >> LR_SHIFT``.
+* **Update**: SGD (``mu_num = 0``), SGD with momentum, ``v = v * mu_num >> MU_SHIFT + g;
+  W -= v * lr_num >> LR_SHIFT``, or Adam, ``m = b1 m + (1 - b1) g; s = b2 s + (1 - b2) g^2;
+  W -= lr m / (isqrt(s) + eps)`` with an integer square root (no bias correction: a warm start).
 * **Data order**: the epoch's permutation from a PCG64 generator seeded by (seed, epoch), which
   NumPy specifies bit for bit on every platform.
 
@@ -81,6 +83,12 @@ def gemm(a: np.ndarray, b: np.ndarray, backend: str) -> np.ndarray:
     return out.numpy().astype(np.int64)
 
 
+def _isqrt(a: np.ndarray) -> np.ndarray:
+    from veracity.exact.ops_numpy import _isqrt as isqrt
+
+    return isqrt(np.asarray(a, dtype=np.int64))
+
+
 def _round_shift(num: np.ndarray, den: np.ndarray | int, shift: np.ndarray | int) -> np.ndarray:
     """round_half_up(num * 2**shift / den) in integers (shift may be negative)."""
     shift = np.asarray(shift, dtype=np.int64)
@@ -104,10 +112,22 @@ def qmatmul(x: np.ndarray, fx: int, w: np.ndarray, fw: int, fout: int, backend: 
 @dataclass
 class SGDConfig:
     lr_num: int = 3277  # learning rate lr_num / 2**16 (0.05)
-    mu_num: int = 922  # momentum mu_num / 2**10 (0.9)
+    mu_num: int = 922  # momentum mu_num / 2**10 (0.9); 0 is plain SGD
     clip: int = 1 << W_FRAC  # each gradient element clipped to +-1.0
     batch: int = 32
     seed: int = 0
+    optimizer: str = "momentum"  # "sgd", "momentum" or "adam"
+    b1_num: int = 922  # Adam's beta1 = b1_num / 2**10 (0.9)
+    b2_num: int = 1023  # Adam's beta2 = b2_num / 2**10 (0.999)
+    eps: int = 1 << 10  # Adam's epsilon in W_FRAC (about 1e-3)
+
+    def __post_init__(self) -> None:
+        if self.optimizer not in ("sgd", "momentum", "adam"):
+            from veracity.errors import InputError
+
+            raise InputError(f"unknown optimizer {self.optimizer!r}: use sgd, momentum or adam")
+        if self.optimizer == "sgd":
+            self.mu_num = 0
 
 
 @dataclass
@@ -116,8 +136,10 @@ class MLPState:
 
     weights: list[np.ndarray]
     biases: list[np.ndarray]
-    vw: list[np.ndarray] = field(default_factory=list)
+    vw: list[np.ndarray] = field(default_factory=list)  # momentum, or Adam's first moment
     vb: list[np.ndarray] = field(default_factory=list)
+    sw: list[np.ndarray] = field(default_factory=list)  # Adam's second moment (W_FRAC * 2 bits)
+    sb: list[np.ndarray] = field(default_factory=list)
     step: int = 0
 
     @classmethod
@@ -127,14 +149,17 @@ class MLPState:
         ws = [rng.integers(-(1 << W_FRAC), 1 << W_FRAC, (b, a)) * int(np.sqrt(6 / a) * 1024) >> 10
               for a, b in zip(sizes, sizes[1:])]
         bs = [np.zeros(b, dtype=np.int64) for b in sizes[1:]]
-        return cls(ws, bs, [np.zeros_like(w) for w in ws], [np.zeros_like(b) for b in bs], 0)
+        zeros = lambda ts: [np.zeros_like(t) for t in ts]  # noqa: E731
+        return cls(ws, bs, zeros(ws), zeros(bs), zeros(ws), zeros(bs), 0)
 
     def tensors(self) -> list[np.ndarray]:
-        return [*self.weights, *self.biases, *self.vw, *self.vb, np.array([self.step], dtype=np.int64)]
+        return [*self.weights, *self.biases, *self.vw, *self.vb, *self.sw, *self.sb,
+                np.array([self.step], dtype=np.int64)]
 
     def copy(self) -> "MLPState":
-        return replace(self, weights=[w.copy() for w in self.weights], biases=[b.copy() for b in self.biases],
-                       vw=[v.copy() for v in self.vw], vb=[v.copy() for v in self.vb])
+        cp = lambda ts: [t.copy() for t in ts]  # noqa: E731
+        return replace(self, weights=cp(self.weights), biases=cp(self.biases), vw=cp(self.vw), vb=cp(self.vb),
+                       sw=cp(self.sw), sb=cp(self.sb))
 
 
 def checkpoint_bytes(state: MLPState) -> bytes:
@@ -147,8 +172,8 @@ def checkpoint_bytes(state: MLPState) -> bytes:
 def load_checkpoint(blob: bytes) -> MLPState:
     with np.load(io.BytesIO(blob)) as z:
         ts = [z[f"arr_{i}"].astype(np.int64) for i in range(len(z.files))]
-    n = (len(ts) - 1) // 4
-    return MLPState(ts[:n], ts[n:2 * n], ts[2 * n:3 * n], ts[3 * n:4 * n], int(ts[-1][0]))
+    n = (len(ts) - 1) // 6
+    return MLPState(*(ts[k * n:(k + 1) * n] for k in range(6)), step=int(ts[-1][0]))
 
 
 def checkpoint_hash(state: MLPState) -> bytes:
@@ -196,10 +221,15 @@ def mlp_step(state: MLPState, pixels: np.ndarray, labels: np.ndarray, cfg: SGDCo
             dx = qmatmul(dz, ACT_FRAC, s.weights[i].T, W_FRAC, ACT_FRAC, backend)  # over the outputs
             dz = np.where(acts[i] > 0, dx, 0)
         batch = len(labels)
-        for w, v, g in ((s.weights, s.vw, gw), (s.biases, s.vb, gb)):
+        for w, v, sq, g in ((s.weights, s.vw, s.sw, gw), (s.biases, s.vb, s.sb, gb)):
             g = np.clip(_round_shift(g, batch, 0), -cfg.clip, cfg.clip)
-            v[i] = ((v[i] * cfg.mu_num) >> MU_SHIFT) + g
-            w[i] = w[i] - ((v[i] * cfg.lr_num) >> LR_SHIFT)
+            if cfg.optimizer == "adam":
+                v[i] = (v[i] * cfg.b1_num + g * ((1 << MU_SHIFT) - cfg.b1_num)) >> MU_SHIFT
+                sq[i] = (sq[i] * cfg.b2_num + g * g * ((1 << MU_SHIFT) - cfg.b2_num)) >> MU_SHIFT
+                w[i] = w[i] - _round_shift(v[i] * cfg.lr_num, (_isqrt(sq[i]) + cfg.eps) << LR_SHIFT, W_FRAC)
+            else:
+                v[i] = ((v[i] * cfg.mu_num) >> MU_SHIFT) + g
+                w[i] = w[i] - ((v[i] * cfg.lr_num) >> LR_SHIFT)
     s.step += 1
     return s
 
