@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from _common import write_json  # bench/_common.py (the script folder is on sys.path)
 from rich.console import Console
 from rich.table import Table
 
@@ -77,19 +78,9 @@ def job_inputs(n_records: int) -> bytes:
     return "".join(json.dumps({"pixels": images[i % len(images)].tolist()}) + "\n" for i in range(items)).encode()
 
 
-def altered_at(k: int) -> Any:
-    """A cheat that changes one element of record ``k``."""
-    def tamper(index: int, op: str, x: Any) -> Any:
-        if index != k:
-            return x
-        y = np.array(x, dtype=np.int64, copy=True)
-        y.flat[y.size // 3] += -3 if y.flat[y.size // 3] > 0 else 3
-        return y
-    return tamper
-
-
 def game(dep, accts, n: int, model: Any, rng: np.random.Generator, model_name: str = MODEL,
          inputs: bytes | None = None, k: int | None = None) -> dict[str, Any]:
+    from veracity.node.adversary import alter_record
     from veracity.workloads.infer import job_program, record_tensors, run_infer_job
 
     client, provider, challenger = accts[1], accts[2], accts[3]
@@ -98,9 +89,9 @@ def game(dep, accts, n: int, model: Any, rng: np.random.Generator, model_name: s
     k = int(rng.integers(len(program))) if k is None else k
     sides = {}
     for who, cheat in (("provider", True), ("challenger", False)):
-        result = run_infer_job(model_name, inputs, backend="numpy", model=model, tamper=altered_at(k) if cheat else None)
+        result = run_infer_job(model_name, inputs, backend="numpy", model=model, tamper=alter_record(k) if cheat else None)
         wanted = {k, *[i for i in program[k].inputs if i < len(program)]}
-        tensors = record_tensors(model_name, inputs, wanted, model=model, tamper=altered_at(k) if cheat else None)
+        tensors = record_tensors(model_name, inputs, wanted, model=model, tamper=alter_record(k) if cheat else None)
         sides[who] = (decode_records(result.trace), result.trace_root, tensors.get)
     _, _, creg, cmarket = dep.clients(client.key)
     _, _, preg, pmarket = dep.clients(provider.key)
@@ -247,9 +238,7 @@ def main() -> int:
                                     "the largest over every kind of record",
               "gas_onestep_widest_linear": gas_one, "verify_cost_ratio": cost["verify_cost_ratio"],
               "games": games, "minilm_judgements": judged, **cost}
-    if args.json:
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps(result, indent=2))
+    write_json(args.json, result)
     return 0
 
 

@@ -11,7 +11,6 @@ from __future__ import annotations
 import argparse
 import collections
 import hashlib
-import json
 import os
 import platform
 import statistics
@@ -24,6 +23,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
+from _common import write_json  # bench/_common.py (the script folder is on sys.path)
 from rich.console import Console  # noqa: E402
 from rich.table import Table  # noqa: E402
 
@@ -238,10 +238,7 @@ def main() -> int:
     table.add_row("hash speed", f"sha256 {hs['sha256_MBps']:.0f} MB/s, keccak-256 {hs['keccak256_MBps']:.0f} MB/s")
     console.width = max(console.width, 120)
     console.print(table)
-    if args.json:
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps(result, indent=2))
-        console.print(f"wrote {args.json}")
+    write_json(args.json, result)
     return 0 if deterministic else 1
 
 

@@ -11,11 +11,11 @@ from __future__ import annotations
 
 import argparse
 import hashlib
-import json
 import sys
 import time
 from pathlib import Path
 
+from _common import write_json  # bench/_common.py (the script folder is on sys.path)
 from rich.console import Console
 from rich.table import Table
 
@@ -120,10 +120,7 @@ def main() -> int:
     table.add_row("lifecycles/s, 1 client", f"{one:.1f}")
     table.add_row("lifecycles/s, 4 concurrent clients", f"{four:.1f}")
     console.print(table)
-    if args.json:
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps(result, indent=2))
-        console.print(f"wrote {args.json}")
+    write_json(args.json, result)
     return 0
 
 

@@ -19,6 +19,7 @@ import threading
 import time
 from pathlib import Path
 
+from _common import write_json  # bench/_common.py (the script folder is on sys.path)
 from rich.console import Console
 from rich.table import Table
 
@@ -114,9 +115,7 @@ def main() -> int:
     console.print(table)
     console.print(f"jobs settled per minute, 3 providers, {args.clients} concurrent clients: {jobs_per_min:.1f}; "
                   f"overall overhead ratio {overall:.0f}x")
-    if args.json:
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps(result, indent=2))
+    write_json(args.json, result)
     return 0
 
 

@@ -12,12 +12,12 @@ the held-out accuracy each reaches after 12 epochs. The MiniLM LoRA fine-tune is
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import time
 from pathlib import Path
 
 import numpy as np
+from _common import write_json  # bench/_common.py (the script folder is on sys.path)
 from rich.console import Console
 from rich.table import Table
 from sklearn.datasets import load_digits
@@ -64,9 +64,7 @@ def main() -> int:
     result = {"train_ratio_mlp": ratio, "acc_exact": acc_exact, "acc_float": acc_float,
               "step_s": step, "train_ratio_lora": None,
               "train_ratio_lora_note": "the MiniLM LoRA fine-tune is not built yet"}
-    if args.json:
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps(result, indent=2))
+    write_json(args.json, result)
     return 0
 
 

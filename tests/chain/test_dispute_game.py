@@ -15,7 +15,7 @@ from veracity.errors import ChainError
 from veracity.exact import program as prog
 from veracity.exact.trace import decode_records
 from veracity.models.registry import load
-from veracity.node.adversary import corrupt_tamper
+from veracity.node.adversary import alter_record, corrupt_tamper
 from veracity.verify.game import CHALLENGER, PROVIDER, Player
 from veracity.workloads.infer import job_program, record_tensors, run_infer_job
 
@@ -165,17 +165,6 @@ def minilm_job():
     return model, inputs, program, (decode_records(honest.trace), honest.trace_root, tensors.get)
 
 
-def altered_at(k):
-    """A cheat that changes one element of record ``k`` (whether or not later ops read it)."""
-    def tamper(index, op, x):
-        if index != k:
-            return x
-        y = np.array(x, dtype=np.int64, copy=True)
-        y.flat[y.size // 3] += -3 if y.flat[y.size // 3] > 0 else 3
-        return y
-    return tamper
-
-
 MINILM_KINDS = ["input", "embedding", "add", "layernorm", "linear", "scores", "probs", "probsum", "vt", "context",
                 "gelu", "transpose", "mean_pool", "l2_normalize"]
 
@@ -185,8 +174,8 @@ def test_every_minilm_op_is_judged_to_one_element(actors, minilm_job, kind):
     a = actors
     model, inputs, program, honest = minilm_job
     k = next(i for i, d in enumerate(program) if prog.KIND_NAMES[d.kind] == kind and (kind != "input" or i > 0))
-    result = run_infer_job("minilm", inputs, backend="numpy", model=model, tamper=altered_at(k))
-    tensors = record_tensors("minilm", inputs, set(range(len(program))), model=model, tamper=altered_at(k))
+    result = run_infer_job("minilm", inputs, backend="numpy", model=model, tamper=alter_record(k))
+    tensors = record_tensors("minilm", inputs, set(range(len(program))), model=model, tamper=alter_record(k))
     cheat = (decode_records(result.trace), result.trace_root, tensors.get)
     oid, bid = committed_order(a, program, cheat[1], len(program))
     chal0 = a.validator.token.balance_of(a.validator.address)
@@ -216,8 +205,8 @@ def test_generation_is_judged_token_by_token(actors, gpt_job, kind, nth):
     a = actors
     model, inputs, program, honest = gpt_job
     k = [i for i, d in enumerate(program) if prog.KIND_NAMES[d.kind] == kind][nth]
-    result = run_infer_job("tiny-gpt", inputs, backend="numpy", model=model, tamper=altered_at(k))
-    tensors = record_tensors("tiny-gpt", inputs, set(range(len(program))), model=model, tamper=altered_at(k))
+    result = run_infer_job("tiny-gpt", inputs, backend="numpy", model=model, tamper=alter_record(k))
+    tensors = record_tensors("tiny-gpt", inputs, set(range(len(program))), model=model, tamper=alter_record(k))
     cheat = (decode_records(result.trace), result.trace_root, tensors.get)
     oid, _ = committed_order(a, program, cheat[1], len(program))
     a.d.disputes_client(a.validator.key).challenge(oid, honest[1])
@@ -238,8 +227,8 @@ def test_an_input_record_must_be_the_agreed_one(actors, minilm_job):
     model, inputs, program, honest = minilm_job
     k = next(i for i, d in enumerate(program) if d.kind == prog.SCORES)
     mask = program[k].inputs[1]
-    result = run_infer_job("minilm", inputs, backend="numpy", model=model, tamper=altered_at(k))
-    tensors = record_tensors("minilm", inputs, set(range(len(program))), model=model, tamper=altered_at(k))
+    result = run_infer_job("minilm", inputs, backend="numpy", model=model, tamper=alter_record(k))
+    tensors = record_tensors("minilm", inputs, set(range(len(program))), model=model, tamper=alter_record(k))
     cheat = (decode_records(result.trace), result.trace_root, tensors.get)
     oid, _ = committed_order(a, program, cheat[1], len(program))
     chal = a.d.disputes_client(a.validator.key)

@@ -48,6 +48,18 @@ def corrupt_tamper(model_name: str, inputs: bytes, model: Any = None, target: fl
     return tamper
 
 
+def alter_record(k: int) -> Callable[[int, str, Any], Any]:
+    """A cheat for tests and benchmarks that changes one element of record ``k``, whether or not
+    later ops read it (so a dispute over it lands exactly there)."""
+    def tamper(index: int, op: str, x: Any) -> Any:
+        if index != k:
+            return x
+        y = np.array(x, dtype=np.int64, copy=True)
+        y.flat[y.size // 3] += -3 if y.flat[y.size // 3] > 0 else 3
+        return y
+    return tamper
+
+
 def corrupt_op_job(model_name: str, inputs: bytes, model: Any = None, target: float = 0.5,
                    at: int | None = None) -> JobResult:
     """``corrupt-op``: every op after the corrupted one is computed from it (on the int64

@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import os
 from pathlib import Path
+from typing import Any
 
 import httpx
 
@@ -102,3 +103,20 @@ def push(base_url: str, data: bytes, timeout: float = 30) -> str:
     if cid != cid_of(data):
         raise BlobError(f"{base_url} answered CID {cid} for bytes whose CID is {cid_of(data)}")
     return cid
+
+
+def fetch_trace(url: str, order_id: int, committed_root: bytes) -> list[Any]:
+    """The trace records a provider serves for an order (``GET /traces/{order}``), checked
+    against the trace root it committed; a VeracityError says what is wrong."""
+    from veracity.exact.trace import decode_records, records_root
+
+    try:
+        resp = httpx.get(f"{url.rstrip('/')}/traces/{order_id}", timeout=10)
+        if resp.status_code != 200:
+            raise BlobError(f"the provider serves no trace for order {order_id} ({resp.status_code})")
+        records = decode_records(fetch(url, resp.json()["trace_cid"]))
+    except (httpx.HTTPError, ValueError, KeyError) as exc:
+        raise BlobError(f"the provider's trace could not be read ({exc})") from None
+    if records_root(records) != committed_root:
+        raise BlobError("the trace the provider serves is not the one it committed")
+    return records

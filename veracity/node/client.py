@@ -20,9 +20,8 @@ from veracity.chain.devnet import Deployment
 from veracity.chain.events import EventStream
 from veracity.errors import ChainError, InputError, VeracityError
 from veracity.exact.program import program_root
-from veracity.exact.trace import decode_records, records_root
 from veracity.market.bids import Bid, bid_signer
-from veracity.node.blobs import BlobError, fetch, push
+from veracity.node.blobs import BlobError, fetch, fetch_trace, push
 from veracity.node.cid import cid_from_digest, cid_of, digest_of
 from veracity.workloads.infer import check_outputs, job_program
 from veracity.workloads.spec import JobSpec
@@ -188,14 +187,9 @@ def _fetch_any(urls: Any, cid: str) -> bytes | None:
 def _served_wrong(url: str, oid: int, model: str, inputs: bytes, outputs: bytes, trace_root: bytes) -> str | None:
     """What is wrong with served outputs, checked against the committed trace (None: nothing)."""
     try:
-        resp = httpx.get(f"{url.rstrip('/')}/traces/{oid}", timeout=10)
-        if resp.status_code != 200:
-            return f"no trace is served for the order ({resp.status_code})"
-        records = decode_records(fetch(url, resp.json()["trace_cid"]))
-    except (VeracityError, httpx.HTTPError, ValueError, KeyError) as exc:
-        return f"the trace could not be read: {exc}"
-    if records_root(records) != trace_root:
-        return "the trace served is not the one committed"
+        records = fetch_trace(url, oid, trace_root)
+    except VeracityError as exc:
+        return str(exc)
     return check_outputs(model, inputs, outputs, records)
 
 

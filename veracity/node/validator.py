@@ -20,15 +20,14 @@ import hashlib
 from pathlib import Path
 from typing import Any
 
-import httpx
 from pydantic import BaseModel, Field
 
 from veracity.chain.client import VALIDATOR
 from veracity.chain.devnet import Deployment
 from veracity.chain.events import EventStream
 from veracity.errors import VeracityError
-from veracity.exact.trace import decode_records, first_difference, records_root
-from veracity.node.blobs import fetch
+from veracity.exact.trace import decode_records, first_difference
+from veracity.node.blobs import fetch, fetch_trace
 from veracity.node.cid import cid_from_digest, cid_of
 from veracity.node.daemon import config_main, log, serve_and_loop
 from veracity.node.disputer import CHALLENGER, Disputer
@@ -171,14 +170,9 @@ class ValidatorNode:
     def locate(self, url: str, oid: int, committed_root: bytes, mine: bytes) -> str:
         """Where the provider's trace first departs from this validator's (what a dispute bisects to)."""
         try:
-            resp = httpx.get(f"{url.rstrip('/')}/traces/{oid}", timeout=10)
-            if resp.status_code != 200:
-                return f"the provider serves no trace ({resp.status_code})"
-            theirs = decode_records(fetch(url, resp.json()["trace_cid"]))
-        except (VeracityError, httpx.HTTPError, ValueError, KeyError) as exc:
-            return f"the provider's trace could not be read ({exc})"
-        if records_root(theirs) != committed_root:
-            return "the trace the provider serves is not the one it committed"
+            theirs = fetch_trace(url, oid, committed_root)
+        except VeracityError as exc:
+            return str(exc)
         ours = decode_records(mine)
         i = first_difference(ours, theirs)
         if i is None:
