@@ -87,17 +87,19 @@ class Exec:
     def _describe(self, op: str, x: Any, dtype: np.dtype, kind: int, inputs: tuple[Any, ...],
                   consts: tuple[bytes, ...], params: tuple[int, ...]) -> None:
         assert self.program is not None
-        seen = self._where.get(id(x))
-        if seen is not None and seen[1] is x:
-            raise AssertionError(f"op {self._prefix + op} returned the tensor of record {seen[0]}: "
+        seen = self._record_of(x)
+        if seen is not None:
+            raise AssertionError(f"op {self._prefix + op} returned the tensor of record {seen}: "
                                  "each record must be a new tensor, or its readers would name the wrong one")
-        refs = []
-        for t in inputs:
-            hit = self._where.get(id(t))
-            refs.append(hit[0] if hit is not None and hit[1] is t else prog.NO_INPUT)
+        refs = tuple(prog.NO_INPUT if (i := self._record_of(t)) is None else i for t in inputs)
         self.program.append(prog.OpDesc(kind, self.step_index, self._prefix + op, prog.dtype_code(dtype),
-                                        tuple(x.shape), tuple(refs), consts, params))
+                                        tuple(x.shape), refs, consts, params))
         self._where[id(x)] = (self.ops, x)
+
+    def _record_of(self, x: Any) -> int | None:
+        """The record ``x`` is (in a program run), or None for a view, a slice or a constant."""
+        hit = self._where.get(id(x))
+        return hit[0] if hit is not None and hit[1] is x else None
 
     def input(self, op: str, a: np.ndarray, dtype: np.dtype = I32, index: bool = False) -> Any:
         """A job input (pixels, token ids, a mask, positions) as a trace record, so later ops read
@@ -120,10 +122,8 @@ class Exec:
     def output(self, x: Any) -> np.ndarray:
         """A job output (a record): its integers; with a program, its record is noted as an output,
         so a client can check the outputs it is served against the committed trace."""
-        if self.program is not None:
-            hit = self._where.get(id(x))
-            if hit is not None and hit[1] is x:
-                self.outputs.append(hit[0])
+        if self.program is not None and (i := self._record_of(x)) is not None:
+            self.outputs.append(i)
         return self.to_numpy(x)
 
     def to_numpy(self, x: Any, dtype: np.dtype = I32) -> np.ndarray:

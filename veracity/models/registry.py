@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from functools import lru_cache
 from typing import Any, Callable
 
 from veracity.errors import UsageError
@@ -45,3 +46,9 @@ def load(name: str) -> Any:
     if name not in MODELS:
         raise UsageError(f"unknown model {name!r}: choose one of {', '.join(MODELS)}")
     return MODELS[name][0]()
+
+
+@lru_cache(maxsize=None)
+def loaded(name: str) -> Any:
+    """``load(name)``, once per process: the daemons' models are read-only and shared."""
+    return load(name)

@@ -26,6 +26,14 @@ BEHAVIOURS = ("honest", "late", "wrong-output", "corrupt-op", "lazy", "forged-ou
 ATTENTION_INTERNALS = (".scores", ".vt", ".ht")  # recorded, but not what flows on
 
 
+def nudged(x: Any, i: int, amount: int) -> np.ndarray:
+    """A copy of ``x`` with flat element ``i`` moved by ``amount`` toward zero (away from it when
+    it is zero or negative), so it stays in range."""
+    y = np.array(x, dtype=np.int64, copy=True)
+    y.flat[i] += -amount if y.flat[i] > 0 else amount
+    return y
+
+
 def corrupt_tamper(model_name: str, inputs: bytes, model: Any = None, target: float = 0.5,
                    at: int | None = None) -> Callable[[int, str, Any], Any]:
     """The ``corrupt-op`` cheat as an Exec hook: one element of the op at about ``target`` of the
@@ -41,9 +49,7 @@ def corrupt_tamper(model_name: str, inputs: bytes, model: Any = None, target: fl
             at += 1  # those values do not flow on: corrupt the next op instead
         if index != at:
             return x
-        y = np.array(x, dtype=np.int64, copy=True)
-        y.flat[0] += 64 if y.flat[0] <= 0 else -64  # the first item's first position: never padding
-        return y
+        return nudged(x, 0, 64)  # the first item's first position: never padding
 
     return tamper
 
@@ -54,9 +60,7 @@ def alter_record(k: int) -> Callable[[int, str, Any], Any]:
     def tamper(index: int, op: str, x: Any) -> Any:
         if index != k:
             return x
-        y = np.array(x, dtype=np.int64, copy=True)
-        y.flat[y.size // 3] += -3 if y.flat[y.size // 3] > 0 else 3
-        return y
+        return nudged(x, np.size(x) // 3, 3)
     return tamper
 
 

@@ -76,7 +76,7 @@ class Disputer:
                         self.disputes.timeout(oid)
                         self.log(f"order {oid}: dispute, the other side missed its move ({g.stage_name})")
                     continue
-                move = player.act()
+                move = player.act(g)
                 if move:
                     self.log(f"order {oid}: dispute, {move}")
             except ChainError as exc:

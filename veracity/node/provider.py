@@ -28,6 +28,7 @@ from veracity.exact.program import program_root
 from veracity.exact.trace import decode_records
 from veracity.market.bids import Bid, sign_bid
 from veracity.market.policy import OrderView, PricePolicy, decide_bid
+from veracity.models.registry import loaded
 from veracity.node import adversary
 from veracity.node.blob_server import create_app
 from veracity.node.blobs import BlobStore
@@ -88,7 +89,6 @@ class ProviderNode:
         for job in self.state.jobs("running"):  # caught mid-run by a crash: run it again
             self.state.advance(job.order_id, "accepted")
         self.workers: WorkerPool | None = None
-        self.loaded: dict[str, Any] = {}  # models, for checking inputs before bidding
         self.pool = ThreadPoolExecutor(max_workers=cfg.workers, thread_name_prefix="job")
         self.running: dict[int, Future[JobResult]] = {}
 
@@ -182,28 +182,19 @@ class ProviderNode:
         if spec.inputs.cid is None or not self.blobs.has(spec.inputs.cid):
             return f"does not have the job inputs {spec.inputs.cid} (push them before opening the order)"
         try:  # inputs the model cannot take are refused now, not after collateral is locked
-            inputs = self.blobs.get(spec.inputs.cid)
-            inputs.decode("utf-8")
-            mine = job_program(model, inputs, self._model(model))
-        except UnicodeDecodeError:
-            return "cannot use the job inputs: they are not UTF-8 JSONL"
-        except VeracityError as exc:
+            mine = job_program(model, self.blobs.get(spec.inputs.cid), loaded(model))
+        except VeracityError as exc:  # not UTF-8 JSONL, or items the model cannot take
             return f"cannot use the job inputs: {exc}"
         root, length = program
         if length == 0:  # a dispute could locate a record but not judge it: an undecided game
             return "declines an order without a program: a dispute could not judge its records"
-        if length != len(mine) or program_root(mine) != root:
+        ours = program_root(mine)
+        if length != len(mine) or ours != root:
             return (f"computes another program for these inputs ({len(mine)} records, root "
-                    f"{program_root(mine).hex()[:12]}) than the order's ({length} records, {root.hex()[:12]}): "
+                    f"{ours.hex()[:12]}) than the order's ({length} records, {root.hex()[:12]}): "
                     "a dispute could not judge it")
         return None
 
-    def _model(self, name: str) -> Any:
-        if name not in self.loaded:
-            from veracity.models.registry import load
-
-            self.loaded[name] = load(name)
-        return self.loaded[name]
 
     def referee(self) -> None:
         """Each tick, defend every challenged result: the moves due in its game (from the trace this
@@ -223,7 +214,7 @@ class ProviderNode:
         job = self.state.job(oid)
         spec = parse_spec(self.blobs.get(job.spec_cid).decode(), f"spec {job.spec_cid}")
         inputs = self.blobs.get(spec.inputs.cid)  # type: ignore[arg-type]
-        model = self._model(spec.model)
+        model = loaded(spec.model)
         cheat = adversary.tamper_for(self.cfg.behaviour, spec.model, inputs, model)
         assert self.disputer is not None
         self.disputer.join(oid, decode_records(self.blobs.get(job.trace_cid)), spec.model, model, inputs,
@@ -328,7 +319,7 @@ class ProviderNode:
         from veracity.models.registry import names
 
         for name in set(self.cfg.policy.models) & set(names()):  # to check inputs before bidding
-            self._model(name)
+            loaded(name)
         self.register()
         serve_and_loop("provider", self.app(), self.cfg.port, self.tick, self.cfg.poll_interval)
 

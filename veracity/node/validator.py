@@ -27,6 +27,7 @@ from veracity.chain.devnet import Deployment
 from veracity.chain.events import EventStream
 from veracity.errors import VeracityError
 from veracity.exact.trace import decode_records, first_difference
+from veracity.models.registry import loaded
 from veracity.node.blobs import fetch, fetch_trace
 from veracity.node.cid import cid_from_digest, cid_of
 from veracity.node.daemon import config_main, log, serve_and_loop
@@ -77,7 +78,6 @@ class ValidatorNode:
         self.disputes = self.dep.disputes_client(cfg.key) if self.dep.disputes else None
         self.disputer = (Disputer(CHALLENGER, self.disputes, self.dep.referees, lambda m: log("validator", m))
                          if self.disputes is not None and cfg.challenge else None)
-        self.loaded: dict[str, Any] = {}
         self.resumed = False
 
     def register(self) -> None:
@@ -143,19 +143,13 @@ class ValidatorNode:
             if not resume:
                 self.disputes.challenge(oid, result.trace_root)  # type: ignore[union-attr]
                 log("validator", f"order {oid}: mismatch, {detail}; challenged with a bond")
-            model = self._model(spec.model)
+            model = loaded(spec.model)
             self.disputer.join(oid, decode_records(result.trace), spec.model, model, inputs, self.market.program(oid))
             self.checks.record(oid, "disputing", detail)
         except VeracityError as exc:
             self.checks.record(oid, "mismatch", f"{detail}; could not challenge: {exc}")
             log("validator", f"order {oid}: mismatch, {detail}; could not challenge: {exc}")
 
-    def _model(self, name: str) -> Any:
-        if name not in self.loaded:
-            from veracity.models.registry import load
-
-            self.loaded[name] = load(name)
-        return self.loaded[name]
 
     def settled(self, oid: int) -> None:
         """Record how a game this validator played ended."""

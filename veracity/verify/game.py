@@ -10,9 +10,10 @@ both agreeing on every record before it. Then (``contracts/Disputes.vy``):
    chunk tree; the game follows a child where they differ, down to one chunk.
 3. **Chunk**: the challenger reveals its chunk, then the provider its own and the challenger's;
    the contract finds the first differing element.
-4. **Judge**: anyone shows the element's inputs (rows of agreed earlier records, proven through
-   the provider's trace root, and rows of the descriptor's constants) to the ``Referee``, which
-   recomputes the element with ``OneStep``; the provider loses unless its element is that value.
+4. **Judge**: anyone shows the element's inputs (rows of agreed earlier records, each proven by
+   chain links forward to the agreed chain value, and rows of the descriptor's constants) to the
+   ``Referee`` or ``AttentionReferee``, which recomputes the element with ``OneStep``; the
+   provider loses unless its element is that value.
 
 ``TensorSide`` holds one committed tensor ready to reveal; ``Player`` makes one party's moves on a
 live game from its trace, the job's program and a way to get any record's tensor.
@@ -29,6 +30,7 @@ from veracity.exact import program as prog
 from veracity.exact import spec
 from veracity.exact.trace import (
     CODE_DTYPES,
+    DTYPE_CODES,
     TraceRecord,
     chunk_leaf,
     leaf_hash,
@@ -37,7 +39,6 @@ from veracity.exact.trace import (
 from veracity.verify import merkle
 from veracity.verify.bisection import TraceView
 
-CODES_DTYPE = CODE_DTYPES
 PROVIDER, CHALLENGER = 1, 2
 
 
@@ -59,8 +60,7 @@ class TensorSide:
     def row(self, r: int) -> tuple[Any, ...]:
         """The contract's ``TensorRow`` for row ``r``."""
         ci = r // self.per
-        code = {np.dtype(v): k for k, v in CODES_DTYPE.items()}[self.tensor.dtype]
-        return (code, list(self.tensor.shape), self.root, self.chunks[ci], merkle.prove(self.tree, ci), r)
+        return (DTYPE_CODES[self.tensor.dtype], list(self.tensor.shape), self.root, self.chunks[ci], merkle.prove(self.tree, ci), r)
 
 
 def record_ref(view: TraceView, k: int, upto: int) -> tuple[Any, ...]:
@@ -236,7 +236,7 @@ class Player:
     """One party's moves in a live game (``party``: PROVIDER or CHALLENGER).
 
     ``tensor(i)`` gives record ``i``'s tensor as this party computed it (None if it cannot: a
-    lazy provider has none); ``constants(desc)`` a linear's weight and requantization tensors.
+    lazy provider has none); ``constants(desc)`` the constant tensors a descriptor names.
     """
 
     party: int
@@ -258,30 +258,32 @@ class Player:
             t = self.tensor(i)
             if t is None:
                 return None
-            self._sides[i] = TensorSide(np.asarray(t).astype(CODES_DTYPE[self.program[i].dtype]))
+            self._sides[i] = TensorSide(np.asarray(t).astype(CODE_DTYPES[self.program[i].dtype]))
         return self._sides[i]
 
-    def act(self) -> str | None:
-        """Make this party's move if one is due; returns what it did (None: nothing to do)."""
-        g = self.disputes.game(self.order_id)
+    def act(self, g: Any = None) -> str | None:
+        """Make this party's move if one is due in game state ``g`` (read from the chain when not
+        given); returns what it did (None: nothing to do)."""
+        g = g if g is not None else self.disputes.game(self.order_id)
         mine = not (g.revealed & self.party)
         k = g.differ
-        if g.stage == 1 and mine:  # bisecting
+        stage = g.stage_name
+        if stage == "bisecting" and mine:
             self.disputes.reveal(self.order_id, *self.view.reveal(g.query))
             return f"revealed the chain value of record {g.query}"
-        if g.stage == 2 and mine:  # located: open the record
+        if stage == "located" and mine:  # open the record
             side = self.side(k)
             if side is None:
                 return None
             self.disputes.open_record(self.order_id, self.program[k].as_tuple(), desc_proof(self.program, k), side.root)
             return f"opened record {k} ({self.program[k].op})"
-        if g.stage == 4 and mine:  # descending
+        if stage == "descending" and mine:
             side = self.side(k)
             if side is None:
                 return None
             self.disputes.descend(self.order_id, *side.children(g.level, g.index))
             return f"revealed the children of chunk-tree node {g.level}/{g.index}"
-        if g.stage == 5:  # chunk: the challenger first, then the provider with both
+        if stage == "chunk":  # the challenger first, then the provider with both
             side = self.side(k)
             if side is None:
                 return None
@@ -294,7 +296,7 @@ class Player:
                 self.disputes.reveal_chunk(self.order_id, desc, side.chunks[g.index], other)
                 return f"revealed chunk {g.index} and the challenger's"
             return None
-        if g.stage == 6:  # judging: anyone may call, the verdict depends only on the proofs
+        if stage == "judging":  # anyone may call: the verdict depends only on the proofs
             desc = self.program[k]
 
             def const(i: int) -> TensorSide:

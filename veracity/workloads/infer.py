@@ -70,6 +70,15 @@ def parse_jsonl(text: str, source: str) -> list[Record]:
     return records
 
 
+def input_records(inputs_jsonl: bytes) -> list[Record]:
+    """A job's input bytes as JSONL records (``parse_jsonl``), refusing bytes that are not UTF-8."""
+    try:
+        text = inputs_jsonl.decode("utf-8")
+    except UnicodeDecodeError:
+        raise InputError("job inputs are not UTF-8 JSONL") from None
+    return parse_jsonl(text, "inputs")
+
+
 def parse_items(model: Any, records: list[Record], source: str) -> list[Any]:
     items = []
     for n, rec in records:
@@ -102,11 +111,7 @@ def run_infer_job(model_name: str, inputs_jsonl: bytes, backend: str = "torch", 
     from veracity.models.registry import load
 
     m = model if model is not None else load(model_name)
-    try:
-        text = inputs_jsonl.decode("utf-8")
-    except UnicodeDecodeError:
-        raise InputError("job inputs are not UTF-8 JSONL") from None
-    records = parse_jsonl(text, "inputs")
+    records = input_records(inputs_jsonl)
     result = infer(m, parse_items(m, records, "inputs"), backend=backend, batch_size=batch_size, tamper=tamper)
     return JobResult(output_lines(m, records, result).encode(), result.output_hash, result.trace_root,
                      result.steps, result.ops, encode_records(result.records))
@@ -119,11 +124,7 @@ def job_program(model_name: str, inputs_jsonl: bytes, model: Any = None, batch_s
     from veracity.models.registry import load
 
     m = model if model is not None else load(model_name)
-    try:
-        text = inputs_jsonl.decode("utf-8")
-    except UnicodeDecodeError:
-        raise InputError("job inputs are not UTF-8 JSONL") from None
-    return build(m, parse_items(m, parse_jsonl(text, "inputs"), "inputs"), batch_size)
+    return build(m, parse_items(m, input_records(inputs_jsonl), "inputs"), batch_size)
 
 
 def record_tensors(model_name: str, inputs_jsonl: bytes, indices: set[int], model: Any = None,
@@ -153,8 +154,7 @@ def check_outputs(model_name: str, inputs_jsonl: bytes, outputs_jsonl: bytes, re
     from veracity.models.registry import load
 
     m = model if model is not None else load(model_name)
-    program, outputs = build_with_outputs(m, parse_items(m, parse_jsonl(inputs_jsonl.decode("utf-8"), "inputs"),
-                                                         "inputs"), batch_size)
+    program, outputs = build_with_outputs(m, parse_items(m, input_records(inputs_jsonl), "inputs"), batch_size)
     if len(records) != len(program):
         return f"the trace has {len(records)} records, the job's program {len(program)}"
     try:
