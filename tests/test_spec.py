@@ -35,10 +35,27 @@ def test_defaults_and_cid_inputs():
     (GOOD.replace("{cid: %s}" % cid_of(b"x"), "{cid: Qmnope}"), "not a CIDv1"),
     (GOOD.replace("{cid: %s}" % cid_of(b"x"), "{cid: %s, path: a.jsonl}" % cid_of(b"x")), "exactly one of"),
     (GOOD + "verification: {spot_check_rate: 2}\n", "verification.spot_check_rate"),
+    (GOOD.replace("infer", "train"), "a train job needs a 'training' section"),
+    (GOOD.replace("infer", "train") + "training: {steps: 5}\n", "model 'minilm' cannot be trained by a train job"),
+    (GOOD + "training: {steps: 5}\n", "a infer job takes no 'training' section"),
+    (GOOD.replace("infer", "train").replace("minilm", "digits-mlp") + "training: {steps: 0}\n",
+     "training.steps: Input should be greater than 0"),
+    (GOOD.replace("infer", "train").replace("minilm", "digits-mlp") + "training: {steps: 5, optimizer: lion}\n",
+     "training.optimizer: Input should be 'sgd', 'momentum' or 'adam'"),
+    (GOOD.replace("infer", "train").replace("minilm", "digits-mlp") + "training: {steps: 5, start: ckpt-1}\n",
+     "training.start: 'ckpt-1' is not a CIDv1"),
 ])
 def test_malformed_specs_are_refused_with_the_field_named(text, message):
     with pytest.raises(InputError, match=message.replace("(", r"\(").replace("[", r"\[")):
         parse_spec(text)
+
+
+def test_a_train_spec_names_its_steps_and_start():
+    text = GOOD.replace("infer", "train").replace("minilm", "digits-mlp")
+    spec = parse_spec(text + "training: {steps: 30, optimizer: adam, lr: 0.001, start: %s}\n" % cid_of(b"ck"))
+    assert spec.kind_code == 2 and spec.training.start == cid_of(b"ck")
+    params = spec.training.params()
+    assert (params.steps, params.optimizer, params.lr, params.batch) == (30, "adam", 0.001, 32)
 
 
 def test_missing_spec_and_missing_inputs_file(tmp_path):

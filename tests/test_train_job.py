@@ -28,9 +28,9 @@ def test_a_training_job_is_exact_and_splits_into_work_units(data):
     blob = None
     for _ in range(3):  # three units of 30 steps, each from the previous unit's checkpoint
         unit = run_train_job(train, TrainParams(steps=30, seed=1), start=blob)
-        blob = unit.outputs_jsonl
-    assert unit.output_hash == whole.output_hash and blob == whole.outputs_jsonl
-    assert accuracy(whole.outputs_jsonl, held_out) > 0.8  # two epochs, on the harder tail of the set
+        blob = unit.outputs
+    assert unit.output_hash == whole.output_hash and blob == whole.outputs
+    assert accuracy(whole.outputs, held_out) > 0.8  # two epochs, on the harder tail of the set
 
 
 def test_bad_training_inputs_are_clear_errors(data):
@@ -40,3 +40,21 @@ def test_bad_training_inputs_are_clear_errors(data):
         run_train_job(data[0], TrainParams(steps=1, lr=2))
     with pytest.raises(InputError, match="start checkpoint cannot be read"):
         run_train_job(data[0], TrainParams(steps=1), start=b"not a checkpoint")
+
+
+def test_the_program_names_every_record_and_a_served_checkpoint_is_checked_against_the_trace(data):
+    from veracity.exact.program import STATE
+    from veracity.workloads.train import check_checkpoint, train_program
+
+    train, _ = data
+    first = run_train_job(train, TrainParams(steps=2, seed=3))
+    records = decode_records(first.trace)
+    program = train_program(TrainParams(steps=2, seed=3), None)
+    assert [(d.step, d.op) for d in program] == [(r.step, r.op) for r in records]
+    per = len(program) // 2  # 18: w, b and their momenta and second moments, for 3 layers
+    assert {d.kind for d in program} == {STATE} and program[per].inputs == (0,)  # step 2's w0 reads step 1's
+    assert check_checkpoint(first.outputs, records) is None
+    later = run_train_job(train, TrainParams(steps=1, seed=3), start=first.outputs)
+    assert train_program(TrainParams(steps=1, seed=3), first.outputs)[0].step == 3  # a unit counts on
+    assert "not the state the committed trace ends at" in check_checkpoint(later.outputs, records)
+    assert "cannot be read (truncated)" in check_checkpoint(first.outputs[:-3], records)

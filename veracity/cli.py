@@ -284,29 +284,44 @@ def job_submit(spec: Path = typer.Argument(..., help="job spec (YAML)"),
                provider: Optional[list[str]] = typer.Option(None, "--provider",
                                                             help="only take bids from this provider address (repeatable)"),
                output: Optional[Path] = typer.Option(None, "--output", "-o",
-                                                     help="where to write the outputs (default order-N.out.jsonl)")) -> None:
+                                                     help="where to write the outputs (default order-N.out.jsonl, "
+                                                          "or order-N.ckpt for a train job)"),
+               units: int = typer.Option(1, min=1, help="a train job: split it into this many work units, each an "
+                                                        "order that resumes from the unit before's checkpoint")) -> None:
     """Upload inputs, open the order, pick a bid, wait, fetch and verify the output, settle."""
-    from veracity.node.client import submit
+    from veracity.node.client import submit, submit_units, unit_specs
     from veracity.workloads.spec import load_spec
 
     job = load_spec(spec)
     dep = _deployment(deployment)
     if not 0 <= account < len(dep.accounts):
         raise UsageError(f"--account must be between 0 and {len(dep.accounts) - 1}")
+    if units > 1:
+        unit_specs(job, units)  # a spec that cannot split says why before anything is posted
     with err.status("uploading inputs and opening the order") as status:
         labels = {"order": "collecting bids", "match": "provider running the job", "run": "fetching the output",
                   "commit": "waiting out the challenge window", "settle": "settled"}
-        out = submit(job, dep, dep.accounts[account].key, bid_wait=bid_wait,
-                     on_phase=lambda name: status.update(labels[name]), only=set(provider) if provider else None)
-    table = Table(title=f"order {out.order_id} settled", show_header=False)
+        only = set(provider) if provider else None
+        if units > 1:
+            outs = submit_units(job, dep, dep.accounts[account].key, units, bid_wait=bid_wait, only=only,
+                                on_unit=lambda i, o: err.print(f"work unit {i + 1}/{units}: order {o.order_id} "
+                                                               f"settled with {o.provider}, checkpoint {o.output_cid}"),
+                                on_phase=lambda name: status.update(labels[name]))
+        else:
+            outs = [submit(job, dep, dep.accounts[account].key, bid_wait=bid_wait,
+                           on_phase=lambda name: status.update(labels[name]), only=only)]
+    out = outs[-1]
+    table = Table(title=f"order {out.order_id} settled" if units == 1 else
+                  f"{units} work units settled (orders {', '.join(str(o.order_id) for o in outs)})", show_header=False)
     table.add_row("provider", out.provider)
     table.add_row("price", f"{out.price / 10**18:g} VRC")
     table.add_row("output", out.output_cid)
     table.add_row("trace root", out.trace_root.hex())
     table.add_row("phases", ", ".join(f"{k} {v:.1f}s" for k, v in out.phases.items()))
-    target = output or Path(f"order-{out.order_id}.out.jsonl")
+    target = output or Path(f"order-{out.order_id}." + ("ckpt" if job.kind == "train" else "out.jsonl"))
     target.write_bytes(out.outputs)
-    table.add_row("outputs", f"{target} (bytes verified against the committed CID)")
+    what = "checkpoint" if job.kind == "train" else "outputs"
+    table.add_row(what, f"{target} (bytes verified against the committed CID and trace)")
     Console().print(table)
 
 

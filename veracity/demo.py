@@ -5,6 +5,9 @@ on 127.0.0.1 (in a temporary folder, so a devnet you run yourself is left alone)
 
 * one ``infer`` job per model: bids, match, run, commit, the validator's re-execution, settlement,
   and the output compared bit for bit with a local run of the int64 NumPy reference;
+* a training job (the digits MLP, exactly, 120 optimizer steps), and the same job split into two
+  work units on two providers, the second resuming from the first's committed checkpoint: it ends
+  at the unsplit job's checkpoint, bit for bit;
 * a job whose client picks a provider that turns out to be late: the client reclaims after the
   deadline, gets its escrow back, and the provider's collateral is slashed to it;
 * a job whose client picks a cheater (``corrupt-op``: one element of one op altered half-way, the
@@ -161,17 +164,12 @@ def _story(console: Console, dep: Any, daemons: list[dict[str, Any]]) -> bool:
             except VeracityError as exc:
                 story.settle, story.ok = f"[red]failed: {exc}[/]", [False]
                 continue
-        story.order_id = out.order_id
-        story.bids = " ".join(f"{names.get(b.provider, short(b.provider))}:{vrc(b.price)}"
-                              for b in sorted(out.bids, key=lambda b: b.price))
-        story.matched = f"{names.get(out.provider)} @ {vrc(out.price)}"
-        story.run = f"{out.phases['run']:.1f}s"
-        story.commit = f"{out.output_cid[:12]}.."
+        _settled(story, out, names, dep.fee_bps)
         story.output = _compare_local(model, spec.inputs.path, out)
         story.ok = [len(out.bids) >= 2, story.output.startswith("[green]")]
-        story.provider, story.price, story.fee = out.provider, out.price, out.price * dep.fee_bps // 10_000
-        story.settle = f"paid {vrc(out.price - story.fee)} + fee {vrc(story.fee)}"
         console.print(f"[bold]{model}[/]: order {out.order_id} settled with {story.matched} VRC", highlight=False)
+
+    stories += _training(console, dep, clients["client-1"], provs[:2], names)
 
     with console.status("waiting for the late provider's deadline to pass (the client then reclaims)"):
         late_thread.join(LATE_DEADLINE + 90)
@@ -186,23 +184,25 @@ def _story(console: Console, dep: Any, daemons: list[dict[str, Any]]) -> bool:
         late.ok = [True]
     else:
         late.settle, late.ok = f"[red]{late_result.get('error', 'the late job did not end as expected')}[/]", [False]
+    done = list(stories)
     stories.append(late)
 
     cheat = _cheater(console, dep, market, clients["client-1"], provs[3]["address"], names)
     stories.append(cheat)
 
-    _fill_checks(console, validator["url"], stories[:3])
+    _fill_checks(console, validator["url"], done)
     _fill_checks(console, validator["url"], [cheat], want_verdict="overturned")
     ok = all(all(s.ok) and s.ok for s in stories)
     story_table = Table("job", "client", "order", "bids (VRC)", "matched", "run", "commit", "check", "settle (VRC)",
-                        "output", title="the story (p = provider; output compared with a local int64 NumPy run)")
+                        "output", title="the story (p = provider; output compared with a local int64 NumPy run; acc: the "
+                        "checkpoint's accuracy on 297 held-out digits)")
     for s in stories:
         story_table.add_row(s.job, s.client, str(s.order_id or "-"), s.bids, s.matched, s.run, s.commit, s.check,
                             s.settle, s.output)
     console.print(story_table)
 
     after = _balances(token, registry, market, parties)
-    expected = _expected(before, stories[:3], missed, clients)
+    expected = _expected(before, done, missed, clients)
     if cheat.price:  # the client is refunded; the cheater's collateral and stake share go to the validator
         expected[f"stake:{cheat.provider}"] -= cheat.slashed
         expected[validator["address"]] += cheat.slashed
@@ -213,6 +213,58 @@ def _story(console: Console, dep: Any, daemons: list[dict[str, Any]]) -> bool:
     console.print("[bold green]every step happened as the protocol says[/]" if ok
                   else "[bold red]some step did not happen as expected (see above)[/]")
     return ok
+
+
+def _settled(story: Story, out: Any, names: dict[str, str], fee_bps: int) -> None:
+    story.order_id = out.order_id
+    story.bids = " ".join(f"{names.get(b.provider, short(b.provider))}:{vrc(b.price)}"
+                          for b in sorted(out.bids, key=lambda b: b.price))
+    story.matched = f"{names.get(out.provider)} @ {vrc(out.price)}"
+    story.run = f"{out.phases['run']:.1f}s"
+    story.commit = f"{out.output_cid[:12]}.."
+    story.provider, story.price, story.fee = out.provider, out.price, out.price * fee_bps // 10_000
+    story.settle = f"paid {vrc(out.price - story.fee)} + fee {vrc(story.fee)}"
+
+
+def _training(console: Console, dep: Any, client: Any, provs: list[dict[str, Any]], names: dict[str, str]) -> list[Story]:
+    """A train job, then the same job as two work units on p0 and p1: one checkpoint at the end."""
+    from veracity.node.client import submit, submit_units
+    from veracity.workloads.jobs import Job
+    from veracity.workloads.spec import Verification, load_spec
+    from veracity.workloads.train import accuracy
+
+    spec = load_spec(JOBS / "digits-train.yaml").model_copy(update={
+        "deadline": 120, "verification": Verification(challenge_window=WINDOW, spot_check_rate=1.0)})
+    steps = spec.training.steps  # type: ignore[union-attr]
+    whole = Story(f"digits-train ({steps} steps)", "client-1")
+    units = [Story(f"  work unit {i + 1}/2", "client-1") for i in range(2)]
+    data = Path(spec.inputs.path or "").read_bytes()
+    try:
+        with console.status(f"digits-train: {steps} exact optimizer steps on one provider"):
+            out = submit(spec, dep, client.key, bid_wait=20, result_timeout=180)
+        _settled(whole, out, names, dep.fee_bps)
+        local = Job(spec, data).run("numpy")
+        held_out = accuracy(out.outputs, (JOBS.parent / "inputs" / "digits-heldout.jsonl").read_bytes())
+        same = out.outputs == local.outputs and out.trace_root == local.trace_root
+        whole.output = f"[green]bit-identical[/]; acc {held_out:.3f}" if same else "[red]DIFFERENT[/]"
+        whole.ok = [same]
+        with console.status("digits-train as two work units: p0 trains the first half, p1 resumes from its "
+                            "committed checkpoint"):
+            outs = submit_units(spec, dep, client.key, 2, rotate=[p["address"] for p in provs], bid_wait=20,
+                                result_timeout=180)
+        for story, o in zip(units, outs):
+            _settled(story, o, names, dep.fee_bps)
+            story.ok = [True]
+        units[0].output = f"step {steps // 2}: unit 2 starts here"
+        one = outs[-1].output_cid == out.output_cid
+        units[1].output = f"[green]= order {out.order_id}'s[/]" if one else "[red]another checkpoint[/]"
+        units[1].ok = [one, [o.provider for o in outs] == [p["address"] for p in provs]]
+        console.print(f"[bold]digits-train[/]: order {out.order_id} and its work units (orders "
+                      f"{', '.join(str(o.order_id) for o in outs)}) ended at checkpoint {out.output_cid[:16]}..",
+                      highlight=False)
+    except VeracityError as exc:
+        whole.settle, whole.ok = f"[red]failed: {exc}[/]", [False]
+    return [whole, *(u for u in units if u.order_id)]
 
 
 def _cheater(console: Console, dep: Any, market: Any, client: Any, cheater: str, names: dict[str, str]) -> Story:
@@ -256,7 +308,7 @@ def _compare_local(model: str, inputs_path: str | None, out: Any) -> str:
     from veracity.workloads.infer import run_infer_job
 
     local = run_infer_job(model, Path(inputs_path or "").read_bytes(), backend="numpy")
-    same = local.outputs_jsonl == out.outputs and local.trace_root == out.trace_root
+    same = local.outputs == out.outputs and local.trace_root == out.trace_root
     return "[green]bit-identical[/]" if same else "[red]DIFFERENT[/]"
 
 

@@ -1,6 +1,7 @@
 """`veracity demo` tells the whole network story and exits 0 only when every step held."""
 
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -16,7 +17,10 @@ def test_demo_runs_the_network_story(tmp_path):
     out = proc.stdout
     for model in ("digits-mlp", "minilm", "tiny-gpt"):
         assert f"{model}: order" in out and "settled with p0 @ 4.5 VRC" in out
-    assert out.count("bit-identical") == 3 and out.count("match") >= 3
+    assert out.count("bit-identical") == 4 and out.count("match") >= 6
+    # a training job, and the same job as two work units on p0 and p1, end at one checkpoint
+    m = re.search(r"digits-train: order (\d+) and its work units \(orders \d+, \d+\) ended at checkpoint", out)
+    assert m and f"= order {m.group(1)}'s" in out and "p1 @ 2.375" in out
     assert "slashed 1" in out and "every step happened as the protocol says" in out
     assert "overturned" in out and "to the validator" in out  # the cheater was caught, judged and slashed
     assert not (tmp_path / "devnet" / "deployment.json").exists()  # the user's devnet folder is untouched

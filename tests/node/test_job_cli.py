@@ -46,7 +46,7 @@ def test_job_submit_through_the_cli(tmp_path):
         assert proc.returncode == 0, proc.stderr
         assert "settled" in proc.stdout
         local = run_infer_job("tiny-gpt", (ROOT / "examples" / "inputs" / "tiny-gpt.jsonl").read_bytes())
-        assert out.read_bytes() == local.outputs_jsonl
+        assert out.read_bytes() == local.outputs
         listing = veracity("job", "list", env=env)
         assert listing.returncode == 0 and "finalized" in listing.stdout
         status = veracity("job", "status", "1", env=env)

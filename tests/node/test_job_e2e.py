@@ -37,7 +37,7 @@ def test_a_job_settles_and_the_output_is_the_local_exact_run(network):
     before_c, before_p = token.balance_of(client.address), token.balance_of(p.address)
     out = submit(spec, dep, client.key, bid_wait=20, result_timeout=180)
     local = run_infer_job("digits-mlp", Path(spec.inputs.path).read_bytes(), backend="numpy")
-    assert out.outputs == local.outputs_jsonl and out.trace_root == local.trace_root
+    assert out.outputs == local.outputs and out.trace_root == local.trace_root
     # the provider keeps the whole trace; its records hash to the committed root
     url = providers(dep, client.key)[p.address]
     trace_cid = httpx.get(f"{url}/traces/{out.order_id}", timeout=5).json()["trace_cid"]
@@ -108,7 +108,7 @@ def test_a_provider_killed_mid_job_resumes_and_is_paid_once(network, tmp_path):
     worker.join(300)
     out = result["out"]
     local = run_infer_job("tiny-gpt", inputs.read_bytes(), backend="torch")
-    assert out.outputs == local.outputs_jsonl
+    assert out.outputs == local.outputs
     fee = out.price * dep.fee_bps // 10_000
     assert token.balance_of(p.address) == before_p + out.price - fee  # paid exactly once
     assert market.order(out.order_id).state_name == "finalized"

@@ -48,7 +48,7 @@ def test_twenty_jobs_in_flight_across_three_providers_all_settle(tmp_path):
 
         local = {m: run_infer_job(m, Path(load_spec(JOBS / f"{m}.yaml").inputs.path).read_bytes()) for m in names()}
         for i, out in outcomes.items():
-            assert out.outputs == local[models[i]].outputs_jsonl and out.trace_root == local[models[i]].trace_root
+            assert out.outputs == local[models[i]].outputs and out.trace_root == local[models[i]].trace_root
             assert market.order(out.order_id).state_name == "finalized"
         assert len({out.provider for out in outcomes.values()}) >= 2  # the work was shared
 

@@ -29,11 +29,12 @@ INPUT, LINEAR, ADD, RELU, GELU, SILU, LAYERNORM, RMSNORM, EMBEDDING = 1, 2, 3, 4
 SCORES, PROBS, PROBSUM, CONTEXT, MEAN_POOL, L2_NORMALIZE = 10, 11, 12, 13, 14, 15
 TRANSPOSE, VT = 16, 17  # layout records: a tensor with its last two axes swapped; the heads' V transposed
 ARGMAX, APPEND, SELECT_LAST = 18, 19, 20  # generation: the next token, the ids grown by it, the last position
+STATE = 21  # training: a state tensor after an optimizer step (judged by no referee yet)
 KIND_NAMES = {INPUT: "input", LINEAR: "linear", ADD: "add", RELU: "relu", GELU: "gelu", SILU: "silu",
               LAYERNORM: "layernorm", RMSNORM: "rmsnorm", EMBEDDING: "embedding", SCORES: "scores",
               PROBS: "probs", PROBSUM: "probsum", CONTEXT: "context", MEAN_POOL: "mean_pool",
               L2_NORMALIZE: "l2_normalize", TRANSPOSE: "transpose", VT: "vt", ARGMAX: "argmax",
-              APPEND: "append", SELECT_LAST: "select_last"}
+              APPEND: "append", SELECT_LAST: "select_last", STATE: "state"}
 NO_INPUT = 2**256 - 1  # an input that is not a whole earlier record (a view, a slice, a constant)
 DESC_ABI = "(uint8,uint256,string,uint8,uint256[],uint256[],bytes32[],int256[])"
 

@@ -32,7 +32,7 @@ job, because the state carries everything a step reads (the step counter include
 from __future__ import annotations
 
 import hashlib
-import io
+import struct
 from dataclasses import dataclass, field, replace
 from functools import lru_cache
 from typing import Any
@@ -162,17 +162,43 @@ class MLPState:
                        sw=cp(self.sw), sb=cp(self.sb))
 
 
+CHECKPOINT_MAGIC = b"VRCKPT1\n"
+
+
 def checkpoint_bytes(state: MLPState) -> bytes:
-    """The state as a blob (NumPy .npz of int64 arrays in a fixed order; a checkpoint's CID)."""
-    buf = io.BytesIO()
-    np.savez(buf, *[np.ascontiguousarray(t, dtype=np.int64) for t in state.tensors()])
-    return buf.getvalue()
+    """The state as a blob (a checkpoint's CID is this blob's): the magic, the tensor count, then
+    each tensor's rank, dims and little-endian int64 values. Nothing else (no timestamps, no
+    container metadata), so the same state gives the same bytes, and the same CID, everywhere."""
+    ts = [np.ascontiguousarray(t, dtype="<i8") for t in state.tensors()]
+    parts = [CHECKPOINT_MAGIC, struct.pack("<I", len(ts))]
+    for t in ts:
+        parts += [struct.pack(f"<B{t.ndim}I", t.ndim, *t.shape), t.tobytes()]
+    return b"".join(parts)
 
 
 def load_checkpoint(blob: bytes) -> MLPState:
-    with np.load(io.BytesIO(blob)) as z:
-        ts = [z[f"arr_{i}"].astype(np.int64) for i in range(len(z.files))]
-    n = (len(ts) - 1) // 6
+    """The state a checkpoint blob holds; ValueError (what is wrong) for bytes that are not one."""
+    if not blob.startswith(CHECKPOINT_MAGIC):
+        raise ValueError("not a Veracity checkpoint (bad magic)")
+    at = len(CHECKPOINT_MAGIC)
+    try:
+        (count,) = struct.unpack_from("<I", blob, at)
+        at += 4
+        ts = []
+        for _ in range(count):
+            (ndim,) = struct.unpack_from("<B", blob, at)
+            dims = struct.unpack_from(f"<{ndim}I", blob, at + 1)
+            at += 1 + 4 * ndim
+            size = 8 * int(np.prod(dims, dtype=np.int64))
+            if at + size > len(blob):
+                raise ValueError("truncated")
+            ts.append(np.frombuffer(blob, dtype="<i8", count=size // 8, offset=at).reshape(dims).astype(np.int64))
+            at += size
+    except struct.error:
+        raise ValueError("truncated") from None
+    if at != len(blob) or count % 6 != 1 or ts[-1].shape != (1,):
+        raise ValueError("malformed: not six groups of state tensors and a step counter")
+    n = (count - 1) // 6
     return MLPState(*(ts[k * n:(k + 1) * n] for k in range(6)), step=int(ts[-1][0]))
 
 

@@ -23,7 +23,7 @@ from veracity.exact.program import program_root
 from veracity.market.bids import Bid, bid_signer
 from veracity.node.blobs import BlobError, fetch, fetch_trace, push
 from veracity.node.cid import cid_from_digest, cid_of, digest_of
-from veracity.workloads.infer import check_outputs, job_program
+from veracity.workloads.jobs import Job
 from veracity.workloads.spec import JobSpec
 
 TOKEN = 10**18
@@ -87,9 +87,15 @@ def submit(spec: JobSpec, dep: Deployment, key: str, bid_wait: float = 15, resul
     peers = providers(dep, key)
     if inputs is None and spec.inputs.cid:  # inputs named by CID only: fetch them (every byte checked)
         inputs = _fetch_any(peers.values(), spec.inputs.cid)
+    start_cid = spec.training.start if spec.training is not None else None
+    start = _fetch_any(peers.values(), start_cid) if start_cid else None
+    if start_cid and start is None:
+        raise InputError(f"the start checkpoint {start_cid} is on no registered provider: push it to one "
+                         "(it is the output of the work unit before this one) or drop training.start")
+    job = Job(spec, inputs, start) if inputs is not None else None
     # the program fixes what each trace record must be, so a dispute can judge inside any record;
-    # a dry run over shapes (milliseconds), which also refuses inputs the model cannot take
-    program = job_program(spec.model, inputs) if inputs is not None else []
+    # a dry run over shapes (milliseconds), which also refuses inputs the job cannot take
+    program = job.program() if job is not None else []
     doc = spec.model_copy(update={"inputs": spec.inputs.model_copy(
         update={"path": None, "cid": cid_of(inputs) if inputs is not None else spec.inputs.cid})})
     spec_bytes = doc.model_dump_json(exclude_none=True).encode()
@@ -100,9 +106,9 @@ def submit(spec: JobSpec, dep: Deployment, key: str, bid_wait: float = 15, resul
     reasons: list[str] = []
     for addr, url in peers.items():
         try:
-            push(url, spec_bytes)
-            if inputs is not None:
-                push(url, inputs)
+            for blob in (spec_bytes, inputs, start):
+                if blob is not None:
+                    push(url, blob)
             reachable[addr] = url
         except BlobError as exc:
             reasons.append(f"provider {addr}: {exc}")
@@ -143,8 +149,8 @@ def submit(spec: JobSpec, dep: Deployment, key: str, bid_wait: float = 15, resul
     out_cid = cid_from_digest(bytes.fromhex(committed.args["output_cid"][2:]))
     outputs = fetch(reachable[best.provider], out_cid)  # checked against the committed CID
     wrong = None  # and against the committed trace, whose records hold the outputs
-    if inputs is not None:
-        wrong = _served_wrong(reachable[best.provider], oid, spec.model, inputs, outputs,
+    if job is not None:
+        wrong = _served_wrong(reachable[best.provider], oid, job, outputs,
                               bytes.fromhex(committed.args["trace_root"][2:]))
     phase("commit")
     while True:  # wait out the challenge window, and any dispute (which restarts the window if it fails)
@@ -184,13 +190,46 @@ def _fetch_any(urls: Any, cid: str) -> bytes | None:
     return None
 
 
-def _served_wrong(url: str, oid: int, model: str, inputs: bytes, outputs: bytes, trace_root: bytes) -> str | None:
+def _served_wrong(url: str, oid: int, job: Job, outputs: bytes, trace_root: bytes) -> str | None:
     """What is wrong with served outputs, checked against the committed trace (None: nothing)."""
     try:
         records = fetch_trace(url, oid, trace_root)
     except VeracityError as exc:
         return str(exc)
-    return check_outputs(model, inputs, outputs, records)
+    return job.check_served(outputs, records)
+
+
+def unit_specs(spec: JobSpec, units: int) -> list[JobSpec]:
+    """A train job split into ``units`` work units of (nearly) equal steps, each escrowing its share
+    of the max price; each unit's ``training.start`` is filled in as the one before it settles."""
+    if spec.training is None:
+        raise InputError("only a train job splits into work units (this spec has no training section)")
+    steps = spec.training.steps
+    if not 1 <= units <= steps:
+        raise InputError(f"a job of {steps} steps splits into 1 to {steps} units, not {units}")
+    sizes = [steps // units + (i < steps % units) for i in range(units)]
+    return [spec.model_copy(update={"max_price": spec.max_price * n / steps,
+                                    "training": spec.training.model_copy(update={"steps": n})}) for n in sizes]
+
+
+def submit_units(spec: JobSpec, dep: Deployment, key: str, units: int, rotate: list[str] | None = None,
+                 on_unit: Callable[[int, JobOutcome], None] | None = None, **kw: Any) -> list[JobOutcome]:
+    """Run a train job as ``units`` work units, one order each, each starting from the checkpoint
+    the unit before it committed; ``rotate`` sends unit i only to provider ``rotate[i % len]``
+    (by default each unit goes to the best bid). The last outcome's output is the job's checkpoint:
+    the same bits as the unsplit job's."""
+    done: list[JobOutcome] = []
+    start = spec.training.start if spec.training is not None else None
+    only_all = kw.pop("only", None)
+    for i, unit in enumerate(unit_specs(spec, units)):
+        unit = unit.model_copy(update={"training": unit.training.model_copy(update={"start": start})})  # type: ignore[union-attr]
+        only = {rotate[i % len(rotate)]} if rotate else only_all
+        out = submit(unit, dep, key, only=only, **kw)
+        done.append(out)
+        start = out.output_cid
+        if on_unit:
+            on_unit(i, out)
+    return done
 
 
 def _accept_best(market: Any, registry: Any, oid: int, bids: list[Bid]) -> Bid:

@@ -20,7 +20,7 @@ from veracity.errors import ChainError
 from veracity.exact import program as prog
 from veracity.exact.trace import TraceRecord
 from veracity.verify.game import CHALLENGER, PROVIDER, Player
-from veracity.workloads.infer import job_program, record_tensors
+from veracity.workloads.jobs import Job
 
 Tamper = Callable[[int, str, Any], Any]
 
@@ -35,27 +35,26 @@ class Disputer:
     log: Callable[[str], None]
     players: dict[int, Player] = field(default_factory=dict)
 
-    def join(self, order_id: int, records: list[TraceRecord], model_name: str, model: Any, inputs: bytes,
-             order_program: tuple[bytes, int], tamper: Callable[[], Tamper | None] | None = None,
-             has_tensors: bool = True) -> None:
+    def join(self, order_id: int, records: list[TraceRecord], job: Job, order_program: tuple[bytes, int],
+             tamper: Callable[[], Tamper | None] | None = None, has_tensors: bool = True) -> None:
         """Start playing the game over ``order_id`` with this party's trace of the job."""
         if order_id in self.players:
             return
         root, length = order_program
-        program = job_program(model_name, inputs, model) if length else []
+        model = None if job.trains else job.model()
+        program = job.program(model) if length else []
         if length and prog.program_root(program) != root:
-            self.log(f"order {order_id}: the order's program is not this model's; its records cannot be judged")
+            self.log(f"order {order_id}: the order's program is not this job's; its records cannot be judged")
             program = []
         cache: dict[int, np.ndarray] = {}
-        table = prog.model_constants(model) if program else {}
+        table = prog.model_constants(model) if program and model is not None else {}
 
         def tensor(i: int) -> np.ndarray | None:
             if not has_tensors or not program:
                 return None
             if i not in cache:  # one replay keeps the record and the inputs its judgement reads
                 wanted = {i, *(j for j in program[i].inputs if j < len(program))}
-                cache.update(record_tensors(model_name, inputs, wanted, model=model,
-                                            tamper=tamper() if tamper else None))
+                cache.update(job.tensors(wanted, model=model, tamper=tamper() if tamper else None))
             return cache.get(i)
 
         self.players[order_id] = Player(self.party, self.disputes, self.referees, order_id, records, program,

@@ -23,7 +23,7 @@ from pydantic import BaseModel, Field
 from veracity.chain.client import PROVIDER
 from veracity.chain.devnet import Deployment
 from veracity.chain.events import EventStream
-from veracity.errors import VeracityError
+from veracity.errors import InputError, VeracityError
 from veracity.exact.program import program_root
 from veracity.exact.trace import decode_records
 from veracity.market.bids import Bid, sign_bid
@@ -38,8 +38,9 @@ from veracity.node.disputer import Disputer
 from veracity.node.state import NodeState
 from veracity.node.worker import WorkerPool
 from veracity.verify.game import PROVIDER as DEFENDER
-from veracity.workloads.infer import JobResult, job_program
-from veracity.workloads.spec import model_id, parse_spec
+from veracity.workloads.infer import JobResult
+from veracity.workloads.jobs import Job, job_from_blobs
+from veracity.workloads.spec import model_id
 
 TOKEN = 10**18
 
@@ -168,22 +169,33 @@ class ProviderNode:
         self.bids[oid] = bid.model_dump()
         log("provider", f"order {oid}: bid {terms.price / TOKEN:g} VRC for {model}")
 
+    def load_job(self, spec_cid: str, source: str = "") -> Job:
+        """The job an order's spec names, from this node's blob store (spec, inputs, start checkpoint)."""
+        def get(cid: str, what: str) -> bytes:
+            if not self.blobs.has(cid):
+                raise InputError(f"does not have the job {what} {cid} (push them to {self.url}/blobs before "
+                                 "opening the order)")
+            return self.blobs.get(cid)
+
+        return job_from_blobs(get(spec_cid, "spec"), get, source or f"spec {spec_cid}")
+
     def check_spec(self, spec_cid: str, model: str, program: tuple[bytes, int] = (bytes(32), 0)) -> str | None:
         """Why this order's spec cannot run here, or None: it must be in this store, parse, name the
-        order's model, and its inputs must be here too (clients push both before opening the order)."""
+        order's model, and the blobs it names (inputs, a start checkpoint) must be here too (clients
+        push them before opening the order), and the job's program must be the order's."""
         if not self.blobs.has(spec_cid):
             return f"does not have the job spec {spec_cid} (push it to {self.url}/blobs before opening the order)"
         try:
-            spec = parse_spec(self.blobs.get(spec_cid).decode("utf-8", "replace"), f"spec {spec_cid}")
+            job = self.load_job(spec_cid)
+        except InputError as exc:
+            return str(exc) if str(exc).startswith("does not have") else f"cannot use the job spec: {exc}"
         except VeracityError as exc:
             return f"cannot use the job spec: {exc}"
-        if spec.model != model:
-            return f"was sent a spec for model {spec.model!r} but the order is for {model!r}"
-        if spec.inputs.cid is None or not self.blobs.has(spec.inputs.cid):
-            return f"does not have the job inputs {spec.inputs.cid} (push them before opening the order)"
-        try:  # inputs the model cannot take are refused now, not after collateral is locked
-            mine = job_program(model, self.blobs.get(spec.inputs.cid), loaded(model))
-        except VeracityError as exc:  # not UTF-8 JSONL, or items the model cannot take
+        if job.model_name != model:
+            return f"was sent a spec for model {job.model_name!r} but the order is for {model!r}"
+        try:  # inputs the job cannot take are refused now, not after collateral is locked
+            mine = job.program(None if job.trains else loaded(model))
+        except VeracityError as exc:  # not UTF-8 JSONL, items the model cannot take, an unreadable checkpoint
             return f"cannot use the job inputs: {exc}"
         root, length = program
         if length == 0:  # a dispute could locate a record but not judge it: an undecided game
@@ -194,7 +206,6 @@ class ProviderNode:
                     f"{ours.hex()[:12]}) than the order's ({length} records, {root.hex()[:12]}): "
                     "a dispute could not judge it")
         return None
-
 
     def referee(self) -> None:
         """Each tick, defend every challenged result: the moves due in its game (from the trace this
@@ -211,14 +222,13 @@ class ProviderNode:
         self.disputer.tick(self.chain.now())
 
     def join(self, oid: int) -> None:
-        job = self.state.job(oid)
-        spec = parse_spec(self.blobs.get(job.spec_cid).decode(), f"spec {job.spec_cid}")
-        inputs = self.blobs.get(spec.inputs.cid)  # type: ignore[arg-type]
-        model = loaded(spec.model)
-        cheat = adversary.tamper_for(self.cfg.behaviour, spec.model, inputs, model)
+        row = self.state.job(oid)
+        job = self.load_job(row.spec_cid)
+        cheat = None if job.trains else adversary.tamper_for(self.cfg.behaviour, job.model_name, job.inputs,
+                                                             job.model())
         assert self.disputer is not None
-        self.disputer.join(oid, decode_records(self.blobs.get(job.trace_cid)), spec.model, model, inputs,
-                           self.market.program(oid), cheat, has_tensors=self.cfg.behaviour != "lazy")
+        self.disputer.join(oid, decode_records(self.blobs.get(row.trace_cid)), job, self.market.program(oid), cheat,
+                           has_tensors=self.cfg.behaviour != "lazy")
         log("provider", f"order {oid}: defending the result in a dispute")
 
     # work -----------------------------------------------------------------------------------
@@ -240,10 +250,9 @@ class ProviderNode:
         self.harvest()
 
     def start(self, oid: int) -> None:
-        job = self.state.job(oid)
+        row = self.state.job(oid)
         try:
-            spec = parse_spec(self.blobs.get(job.spec_cid).decode(), f"spec {job.spec_cid}")
-            inputs = self.blobs.get(spec.inputs.cid)  # type: ignore[arg-type]
+            job = self.load_job(row.spec_cid)
         except VeracityError as exc:
             self.state.advance(oid, "failed", error=str(exc))
             log("provider", f"order {oid}: failed, {exc}")
@@ -251,9 +260,9 @@ class ProviderNode:
         if self.workers is None:
             self.workers = WorkerPool(self.cfg.workers, backend=self.cfg.backend)
         self.state.advance(oid, "running")
-        self.running[oid] = self.pool.submit(self.workers.run, spec.model, inputs, self.cfg.backend,
-                                             self.cfg.job_timeout, self.cfg.behaviour)
-        log("provider", f"order {oid}: running {spec.model}")
+        self.running[oid] = self.pool.submit(self.workers.run, job, self.cfg.backend, self.cfg.job_timeout,
+                                             self.cfg.behaviour)
+        log("provider", f"order {oid}: {'training' if job.trains else 'running'} {job.model_name}")
 
     def harvest(self) -> None:
         for oid, fut in list(self.running.items()):
@@ -265,7 +274,7 @@ class ProviderNode:
     def finish(self, oid: int, fut: Future[JobResult]) -> None:
         try:
             result = fut.result()
-            outputs = result.outputs_jsonl
+            outputs = result.outputs
             if self.cfg.behaviour == "forged-output":  # an adversary for tests: serves what it did not commit
                 outputs = adversary.forge_output(outputs)
             out_cid = self.blobs.put(outputs)

@@ -27,7 +27,6 @@ from veracity.chain.devnet import Deployment
 from veracity.chain.events import EventStream
 from veracity.errors import VeracityError
 from veracity.exact.trace import decode_records, first_difference
-from veracity.models.registry import loaded
 from veracity.node.blobs import fetch, fetch_trace
 from veracity.node.cid import cid_from_digest, cid_of
 from veracity.node.daemon import config_main, log, serve_and_loop
@@ -35,7 +34,7 @@ from veracity.node.disputer import CHALLENGER, Disputer
 from veracity.node.state import CheckLog, NodeState
 from veracity.node.worker import WorkerPool
 from veracity.verify.sampling import check_rate, slashable
-from veracity.workloads.spec import parse_spec
+from veracity.workloads.jobs import job_from_blobs
 
 TOKEN = 10**18
 
@@ -117,16 +116,15 @@ class ValidatorNode:
         try:
             if url is None:
                 raise VeracityError(f"provider {order.provider} has no known endpoint")
-            spec_bytes = fetch(url, cid_from_digest(order.spec_cid))
-            spec = parse_spec(spec_bytes.decode(), f"spec of order {oid}")
-            inputs = fetch(url, spec.inputs.cid)  # type: ignore[arg-type]
+            job = job_from_blobs(fetch(url, cid_from_digest(order.spec_cid)), lambda cid, _: fetch(url, cid),
+                                 f"spec of order {oid}")
             if self.workers is None:
                 self.workers = WorkerPool(1, backend=self.cfg.backend)
-            result = self.workers.run(spec.model, inputs, self.cfg.backend, self.cfg.job_timeout)
+            result = self.workers.run(job, self.cfg.backend, self.cfg.job_timeout)
         except VeracityError as exc:
             self.checks.record(oid, "error", str(exc))
             return
-        same_out = cid_of(result.outputs_jsonl) == cid_from_digest(order.output_cid)
+        same_out = cid_of(result.outputs) == cid_from_digest(order.output_cid)
         same_trace = result.trace_root == order.trace_root
         if same_out and same_trace:
             self.checks.record(oid, "match")
@@ -135,7 +133,9 @@ class ValidatorNode:
         detail = f"re-execution differs in its {' and '.join(what)}"
         if not same_trace and not resume:
             detail += "; " + self.locate(url, oid, order.trace_root, result.trace)
-        if same_trace or self.disputer is None:
+        if job.trains:  # no referee judges inside an optimizer step yet: a challenge would end undecided
+            detail += "; training steps are not yet judged on-chain, so this validator does not challenge"
+        if same_trace or self.disputer is None or job.trains:
             self.checks.record(oid, "mismatch", detail)
             log("validator", f"order {oid}: mismatch, {detail}")
             return
@@ -143,8 +143,7 @@ class ValidatorNode:
             if not resume:
                 self.disputes.challenge(oid, result.trace_root)  # type: ignore[union-attr]
                 log("validator", f"order {oid}: mismatch, {detail}; challenged with a bond")
-            model = loaded(spec.model)
-            self.disputer.join(oid, decode_records(result.trace), spec.model, model, inputs, self.market.program(oid))
+            self.disputer.join(oid, decode_records(result.trace), job, self.market.program(oid))
             self.checks.record(oid, "disputing", detail)
         except VeracityError as exc:
             self.checks.record(oid, "mismatch", f"{detail}; could not challenge: {exc}")

@@ -16,29 +16,32 @@ from typing import Any
 
 from veracity.errors import VeracityError
 from veracity.workloads.infer import JobResult
+from veracity.workloads.jobs import Job
 
 
 class WorkerError(VeracityError):
     """The worker process failed: the job's inputs were refused, it crashed, or it ran too long."""
 
 
-def _job(model: str, inputs: bytes, backend: str, loaded: Any, behaviour: str) -> Any:
+def _job(job: Job, backend: str, loaded: Any, behaviour: str) -> Any:
     """The job's result: an honest run, or (in tests and the demo) an adversary's."""
     from veracity.node import adversary
-    from veracity.workloads.infer import run_infer_job
 
+    model, inputs = job.model_name, job.inputs
+    if job.trains:  # the adversaries cheat on inference; training jobs run honestly
+        return job.run(backend)
     if behaviour == "corrupt-op":
         return adversary.corrupt_op_job(model, inputs, loaded)
     if behaviour == "wrong-output":
         return adversary.wrong_output_job(model, inputs, loaded)
     if behaviour == "lazy":
         return adversary.lazy_job(model, inputs, loaded)
-    return run_infer_job(model, inputs, backend, model=loaded)
+    return job.run(backend, model=loaded)
 
 
-def _run(conn: Any, model: str, inputs: bytes, backend: str, loaded: Any = None, behaviour: str = "honest") -> None:
+def _run(conn: Any, job: Job, backend: str, loaded: Any = None, behaviour: str = "honest") -> None:
     try:
-        conn.send(("ok", _job(model, inputs, backend, loaded, behaviour)))
+        conn.send(("ok", _job(job, backend, loaded, behaviour)))
     except VeracityError as exc:
         conn.send(("refused", str(exc)))
     except BaseException as exc:  # reported to the parent, never raised across the process
@@ -52,10 +55,10 @@ def _prepare(threads: int | None) -> None:
     runtime.set_threads(threads)
 
 
-def _child(conn: Any, model: str, inputs: bytes, backend: str, threads: int | None) -> None:
+def _child(conn: Any, job: Job, backend: str, threads: int | None) -> None:
     try:
         _prepare(threads)
-        _run(conn, model, inputs, backend)
+        _run(conn, job, backend)
     finally:
         conn.close()
 
@@ -71,15 +74,16 @@ def _serve(conn: Any, threads: int | None, backend: str) -> None:
         models: dict[str, Any] = {}
         while True:
             try:
-                model, inputs, job_backend, behaviour = conn.recv()
+                job, job_backend, behaviour = conn.recv()
             except EOFError:
                 return
-            if model in names() and model not in models:
+            model = job.model_name
+            if not job.trains and model in names() and model not in models:
                 try:
                     models[model] = load(model)
                 except VeracityError:
                     pass  # the job itself reports why
-            _run(conn, model, inputs, job_backend, models.get(model), behaviour)
+            _run(conn, job, job_backend, models.get(model), behaviour)
     finally:
         conn.close()
 
@@ -104,12 +108,11 @@ def _outcome(status: str, payload: Any) -> JobResult:
     raise WorkerError(f"the worker crashed: {payload}")
 
 
-def run_in_worker(model: str, inputs: bytes, backend: str = "torch", timeout: float = 600,
-                  threads: int | None = None) -> JobResult:
-    """Run an ``infer`` job in a fresh process and return its result (or raise WorkerError)."""
+def run_in_worker(job: Job, backend: str = "torch", timeout: float = 600, threads: int | None = None) -> JobResult:
+    """Run a job in a fresh process and return its result (or raise WorkerError)."""
     ctx = mp.get_context("spawn")
     parent, child = ctx.Pipe(duplex=False)
-    proc = ctx.Process(target=_child, args=(child, model, inputs, backend, threads), daemon=True)
+    proc = ctx.Process(target=_child, args=(child, job, backend, threads), daemon=True)
     proc.start()
     child.close()
     try:
@@ -144,14 +147,13 @@ class WorkerPool:
         child.close()
         return proc, parent
 
-    def run(self, model: str, inputs: bytes, backend: str | None = None, timeout: float = 600,
-            behaviour: str = "honest") -> JobResult:
+    def run(self, job: Job, backend: str | None = None, timeout: float = 600, behaviour: str = "honest") -> JobResult:
         proc, conn = self.idle.get()
         healthy = False
         try:
             if not proc.is_alive():
                 raise WorkerError(f"the worker process died (exit code {proc.exitcode}) before it was given the job")
-            conn.send((model, inputs, backend or self.backend, behaviour))
+            conn.send((job, backend or self.backend, behaviour))
             status, payload = _receive(proc, conn, timeout)
             healthy = status != "crashed"
         except OSError:

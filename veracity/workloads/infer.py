@@ -97,7 +97,7 @@ def output_lines(model: Any, records: list[Record], result: InferResult) -> str:
 
 @dataclass(frozen=True)
 class JobResult:
-    outputs_jsonl: bytes
+    outputs: bytes  # an infer job: the output JSONL; a train job: the checkpoint blob
     output_hash: bytes
     trace_root: bytes
     steps: int

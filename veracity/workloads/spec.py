@@ -1,6 +1,6 @@
 """Job specs: YAML files validated by pydantic, with errors that name the field and the fix.
 
-    kind: infer                    # job kind (infer now; train and finetune follow)
+    kind: infer                    # job kind: infer, or train (exact training; see below)
     model: minilm                  # a registry name: digits-mlp, minilm, tiny-gpt
     inputs: {path: inputs.jsonl}   # a local JSONL file, or {cid: bafkrei...} already in a blob store
     max_price: 5                   # VRC the client escrows at most
@@ -8,13 +8,27 @@
     verification:
       challenge_window: 60         # seconds during which anyone may challenge the result
       spot_check_rate: 0.1         # share of jobs validators re-execute
+
+A ``train`` job (the digits MLP, from labelled JSONL ``{"pixels": [...], "label": 3}``) adds:
+
+    training:
+      steps: 60                    # optimizer steps this job runs (one trace step each)
+      batch: 32
+      optimizer: momentum          # sgd, momentum or adam
+      lr: 0.05
+      seed: 1                      # the data order
+      init_seed: 0                 # the initial weights (unused when resuming)
+      start: bafkrei...            # optional: the checkpoint CID a work unit resumes from
+
+Its output is the checkpoint blob; a long job is split into work units, each starting from the
+previous unit's committed checkpoint (``node.client.submit_units``).
 """
 
 from __future__ import annotations
 
 import hashlib
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 import yaml
 from pydantic import (
@@ -29,7 +43,9 @@ from pydantic import (
 from veracity.errors import InputError
 from veracity.node.cid import digest_of
 
-KIND_CODES = {"infer": 1}
+KIND_CODES = {"infer": 1, "train": 2}
+TRAINABLE = ("digits-mlp",)  # the models a train job can train (the MiniLM fine-tune is its own kind)
+MAX_STEPS = 100_000
 
 
 class Inputs(BaseModel):
@@ -55,14 +71,54 @@ class Verification(BaseModel):
     spot_check_rate: float = Field(0.1, ge=0, le=1)
 
 
+class Training(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    steps: int = Field(gt=0, le=MAX_STEPS)
+    batch: int = Field(32, gt=0, le=1024)
+    optimizer: Literal["sgd", "momentum", "adam"] = "momentum"
+    lr: float = Field(0.05, gt=0, lt=1)
+    seed: int = Field(0, ge=0, lt=2**63)
+    init_seed: int = Field(0, ge=0, lt=2**63)
+    start: str | None = None  # the checkpoint CID a work unit resumes from
+
+    @field_validator("start")
+    @classmethod
+    def start_is_cid(cls, v: str | None) -> str | None:
+        if v is not None:
+            try:
+                digest_of(v)
+            except InputError as exc:
+                raise ValueError(str(exc)) from None
+        return v
+
+    def params(self) -> "Any":
+        from veracity.workloads.train import TrainParams
+
+        return TrainParams(steps=self.steps, seed=self.seed, init_seed=self.init_seed, optimizer=self.optimizer,
+                           lr=self.lr, batch=self.batch)
+
+
 class JobSpec(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    kind: Literal["infer"]
+    kind: Literal["infer", "train"]
     model: str
     inputs: Inputs
     max_price: float = Field(gt=0)
     deadline: int = Field(gt=0, le=30 * 24 * 3600)
     verification: Verification = Verification()
+    training: Training | None = None
+
+    @model_validator(mode="after")
+    def training_fits_kind(self) -> "JobSpec":
+        if self.kind == "train":
+            if self.training is None:
+                raise ValueError("a train job needs a 'training' section (steps, and optionally batch, optimizer, "
+                                 "lr, seed, init_seed, start)")
+            if self.model not in TRAINABLE:
+                raise ValueError(f"model {self.model!r} cannot be trained by a train job: use {', '.join(TRAINABLE)}")
+        elif self.training is not None:
+            raise ValueError(f"a {self.kind} job takes no 'training' section (use kind: train)")
+        return self
 
     @field_validator("model")
     @classmethod

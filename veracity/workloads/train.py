@@ -5,8 +5,9 @@ Inputs are JSONL, one example per line: ``{"pixels": [64 ints 0..16], "label": 0
 runs ``steps`` optimizer steps from its start: a fresh, seeded initialisation, or (a work unit) a
 checkpoint blob, which carries its step counter, so a long job split into units ends at the same
 checkpoint as the unsplit job. The output is the checkpoint blob; the output hash is its
-``exact.train.checkpoint_hash``. Step ``s``'s trace records are the state's tensors after it.
-(Network wiring and disputes inside a training step come next: see the issue's note.)
+``exact.train.checkpoint_hash``. Step ``s``'s trace records are the state's tensors after it,
+and the job's program (``train_program``) names each of them: its step, tensor, shape, the same
+tensor's record of the step before, and the step's hyper-parameters.
 """
 
 from __future__ import annotations
@@ -72,15 +73,58 @@ def step_records(state: T.MLPState) -> list[TraceRecord]:
             for name, ts in zip(STATE_NAMES, groups) for i, t in enumerate(ts)]
 
 
+def start_state(params: TrainParams, start: bytes | None) -> T.MLPState:
+    """The state a job starts from: the ``start`` checkpoint, or the seeded initialisation."""
+    try:
+        return T.load_checkpoint(start) if start is not None else T.MLPState.init(seed=params.init_seed)
+    except (ValueError, OSError, KeyError) as exc:
+        raise InputError(f"the start checkpoint cannot be read ({exc})") from None
+
+
+OPTIMIZER_CODES = {"sgd": 1, "momentum": 2, "adam": 3}
+
+
+def train_program(params: TrainParams, start: bytes | None) -> list[Any]:
+    """The program of a train job: one ``STATE`` descriptor per state tensor per step, naming the
+    same tensor's record of the step before (none for the job's first step, which reads the start
+    checkpoint) and the hyper-parameters every step applies."""
+    from veracity.exact.program import NO_INPUT, STATE, OpDesc, dtype_code
+
+    cfg = params.config()
+    state = start_state(params, start)
+    shapes = [(f"state.{name}{i}", t.shape) for name, ts in
+              zip(STATE_NAMES, (state.weights, state.biases, state.vw, state.vb, state.sw, state.sb))
+              for i, t in enumerate(ts)]
+    hyper = (OPTIMIZER_CODES[cfg.optimizer], cfg.lr_num, cfg.mu_num, cfg.clip, cfg.batch, cfg.seed,
+             cfg.b1_num, cfg.b2_num, cfg.eps)
+    code = dtype_code(np.dtype(np.int64))
+    program = []
+    for k in range(params.steps):
+        for j, (name, dims) in enumerate(shapes):
+            prev = (k - 1) * len(shapes) + j if k else NO_INPUT
+            program.append(OpDesc(STATE, state.step + k + 1, name, code, tuple(dims), (prev,), (), hyper))
+    return program
+
+
+def check_checkpoint(blob: bytes, records: list[TraceRecord]) -> str | None:
+    """Whether a served checkpoint is the one a committed trace ends at: its tensors must hash to
+    the last step's records. Returns what is wrong, or None."""
+    try:
+        state = T.load_checkpoint(blob)
+    except ValueError as exc:
+        return f"the checkpoint cannot be read ({exc})"
+    last = step_records(state)
+    if records[-len(last):] != last:
+        return "the checkpoint is not the state the committed trace ends at"
+    return None
+
+
 def run_train_job(data: bytes, params: TrainParams, start: bytes | None = None, backend: str = "numpy",
                   progress: Callable[[int], None] | None = None) -> JobResult:
     """Train from ``start`` (a checkpoint blob) or a fresh initialisation for ``params.steps``."""
     pixels, labels = parse_examples(data)
     cfg = params.config()
-    try:
-        state = T.load_checkpoint(start) if start is not None else T.MLPState.init(seed=params.init_seed)
-    except (ValueError, OSError, KeyError) as exc:
-        raise InputError(f"the start checkpoint cannot be read ({exc})") from None
+    state = start_state(params, start)
     records: list[TraceRecord] = []
     for _ in range(params.steps):
         state = T.train(state, pixels, labels, 1, cfg, backend)
@@ -97,4 +141,19 @@ def accuracy(checkpoint: bytes, data: bytes) -> float:
     return float((T.predict(T.load_checkpoint(checkpoint), pixels) == labels).mean())
 
 
-__all__: list[Any] = ["TrainParams", "run_train_job", "parse_examples", "accuracy"]
+__all__: list[Any] = ["TrainParams", "run_train_job", "train_program", "check_checkpoint", "parse_examples", "accuracy"]
+
+
+def record_tensors(data: bytes, params: TrainParams, start: bytes | None, indices: set[int]) -> dict[int, np.ndarray]:
+    """Re-run a train job (exact, so the same bits) as far as the last of records ``indices`` and
+    keep their tensors: what a party shows in a dispute, recomputed rather than stored."""
+    pixels, labels = parse_examples(data)
+    cfg = params.config()
+    state = start_state(params, start)
+    per = len(step_records(state))
+    out: dict[int, np.ndarray] = {}
+    for k in range(min(params.steps, max(indices, default=-1) // per + 1)):
+        state = T.train(state, pixels, labels, 1, cfg)
+        tensors = state.tensors()
+        out.update({i: tensors[i - k * per].copy() for i in indices if k * per <= i < (k + 1) * per})
+    return out

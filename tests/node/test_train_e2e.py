@@ -1,0 +1,67 @@
+"""A training job through the network: provider daemons train exactly, commit the checkpoint and
+its trace, a validator re-executes it; the same job split into work units on two providers ends
+at the unsplit job's checkpoint, bit for bit."""
+
+from pathlib import Path
+
+import httpx
+import pytest
+
+from veracity.errors import InputError
+from veracity.exact import train as T
+from veracity.node.client import submit, submit_units
+from veracity.workloads.jobs import Job
+from veracity.workloads.spec import Verification, load_spec
+
+EXAMPLES = Path(__file__).resolve().parent.parent.parent / "examples"
+
+
+def _checks(url, orders, timeout=120):
+    import time
+
+    end = time.monotonic() + timeout
+    verdicts = {}
+    while time.monotonic() < end:
+        verdicts = {c["order_id"]: c["verdict"] for c in httpx.get(url, timeout=5).json()}
+        if all(o in verdicts for o in orders):
+            break
+        time.sleep(0.5)
+    return verdicts
+
+
+def test_a_training_job_and_its_work_units_settle_at_one_checkpoint(net):
+    p1 = net.provider(2, ["digits-mlp"])
+    p2 = net.provider(3, ["digits-mlp"])
+    _, checks = net.validator(5)
+    client = net.accts[1]
+    spec = load_spec(EXAMPLES / "jobs" / "digits-train.yaml")
+    spec = spec.model_copy(update={"verification": Verification(challenge_window=2, spot_check_rate=1.0),
+                                   "training": spec.training.model_copy(update={"steps": 40})})
+    data = Path(spec.inputs.path).read_bytes()
+    local = Job(spec, data).run("numpy")
+
+    whole = submit(spec, net.dep, client.key, bid_wait=20, result_timeout=180)
+    assert whole.outputs == local.outputs and whole.trace_root == local.trace_root
+    assert T.load_checkpoint(whole.outputs).step == 40
+
+    units = submit_units(spec, net.dep, client.key, 2, rotate=[p1.address, p2.address], bid_wait=20,
+                         result_timeout=180)
+    assert [u.provider for u in units] == [p1.address, p2.address]  # two providers shared the job
+    assert T.load_checkpoint(units[0].outputs).step == 20
+    assert units[-1].output_cid == whole.output_cid and units[-1].outputs == whole.outputs
+    assert units[0].trace_root != whole.trace_root  # each unit committed its own 20 steps
+
+    verdicts = _checks(checks, [whole.order_id, *(u.order_id for u in units)])
+    assert [verdicts.get(o) for o in (whole.order_id, *(u.order_id for u in units))] == ["match"] * 3, net.logs()
+
+
+def test_a_unit_whose_start_checkpoint_is_nowhere_is_refused_before_any_order(net):
+    net.provider(3, ["digits-mlp"])
+    spec = load_spec(EXAMPLES / "jobs" / "digits-train.yaml")
+    missing = "bafkreigh2akiscaildcqabsyg3dfr6chu3fgpregiymsck7e7aqa4s52zy"
+    spec = spec.model_copy(update={"training": spec.training.model_copy(update={"start": missing})})
+    _, _, _, market = net.dep.clients(net.accts[1].key)
+    before = market.fn.order_count().call()
+    with pytest.raises(InputError, match=f"start checkpoint {missing} is on no registered provider"):
+        submit(spec, net.dep, net.accts[1].key, bid_wait=5)
+    assert market.fn.order_count().call() == before

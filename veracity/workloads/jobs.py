@@ -1,0 +1,87 @@
+"""A job of any kind, as the nodes handle it: its spec and the blobs it reads, and the four things
+a node does with one (run it, compute its program, recompute records for a dispute, check what
+a provider served against its committed trace), dispatched on the spec's kind.
+
+    job = Job(spec, inputs, start)   # start: the checkpoint a training work unit resumes from
+    job.run("torch")                 # JobResult: outputs (JSONL or a checkpoint), output hash, trace
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Callable
+
+import numpy as np
+
+from veracity.errors import InputError
+from veracity.exact.trace import TraceRecord
+from veracity.workloads import infer as I
+from veracity.workloads import train as T
+from veracity.workloads.spec import JobSpec, parse_spec
+
+Tamper = Callable[[int, str, Any], Any]
+
+
+@dataclass(frozen=True)
+class Job:
+    spec: JobSpec
+    inputs: bytes
+    start: bytes | None = None  # a train job's start checkpoint (None: a fresh initialisation)
+
+    @property
+    def model_name(self) -> str:
+        return self.spec.model
+
+    @property
+    def trains(self) -> bool:
+        return self.spec.kind == "train"
+
+    def model(self) -> Any:
+        from veracity.models.registry import loaded
+
+        return loaded(self.spec.model)
+
+    def run(self, backend: str = "torch", model: Any = None, tamper: Tamper | None = None) -> I.JobResult:
+        if self.trains:
+            return T.run_train_job(self.inputs, self.spec.training.params(), self.start, backend)  # type: ignore[union-attr]
+        return I.run_infer_job(self.spec.model, self.inputs, backend, model=model, tamper=tamper)
+
+    def program(self, model: Any = None) -> list[Any]:
+        """What each record of the job's trace must be (``exact.program``)."""
+        if self.trains:
+            T.parse_examples(self.inputs)  # data the job cannot use is refused before anything is locked
+            return T.train_program(self.spec.training.params(), self.start)  # type: ignore[union-attr]
+        return I.job_program(self.spec.model, self.inputs, model)
+
+    def tensors(self, indices: set[int], model: Any = None, tamper: Tamper | None = None) -> dict[int, np.ndarray]:
+        """The tensors of records ``indices``, recomputed by re-running the job (exact)."""
+        if self.trains:
+            return T.record_tensors(self.inputs, self.spec.training.params(), self.start, indices)  # type: ignore[union-attr]
+        return I.record_tensors(self.spec.model, self.inputs, indices, model=model, tamper=tamper)
+
+    def check_served(self, outputs: bytes, records: list[TraceRecord], model: Any = None) -> str | None:
+        """What is wrong with outputs a provider served, against its committed trace (None: nothing)."""
+        if self.trains:
+            return T.check_checkpoint(outputs, records)
+        return I.check_outputs(self.spec.model, self.inputs, outputs, records, model)
+
+
+def infer_job(model: str, inputs: bytes) -> Job:
+    """A bare ``infer`` job (no order terms): what a local run or a test hands a worker. The model
+    name is checked when it runs, so an unknown one is refused there like any bad input."""
+    from veracity.node.cid import cid_of
+    from veracity.workloads.spec import Inputs
+
+    spec = JobSpec.model_construct(kind="infer", model=model, inputs=Inputs(cid=cid_of(inputs)), max_price=1.0,
+                                   deadline=1, training=None)
+    return Job(spec, inputs)
+
+
+def job_from_blobs(spec_bytes: bytes, get: Callable[[str, str], bytes], source: str = "spec") -> Job:
+    """A job from its spec blob, reading the blobs it names with ``get(cid, what)`` (what: "inputs"
+    or "start checkpoint")."""
+    spec = parse_spec(spec_bytes.decode("utf-8", "replace"), source)
+    if spec.inputs.cid is None:
+        raise InputError(f"{source} names its inputs by a local path, not a CID: the client must upload them")
+    start = spec.training.start if spec.training is not None else None
+    return Job(spec, get(spec.inputs.cid, "inputs"), get(start, "start checkpoint") if start else None)
