@@ -21,6 +21,7 @@ def test_demo_runs_the_network_story(tmp_path):
     # a training job, and the same job as two work units on p0 and p1, end at one checkpoint
     m = re.search(r"digits-train: order (\d+) and its work units \(orders \d+, \d+\) ended at checkpoint", out)
     assert m and f"= order {m.group(1)}'s" in out and "p1 @ 2.375" in out
-    assert "slashed 1" in out and "every step happened as the protocol says" in out
+    assert re.search(r"p2 stake\s*│\s*1,000\s*│\s*999\s*│\s*-1\s*│\s*yes", out)  # the late provider's collateral
+    assert "every step happened as the protocol says" in out
     assert "overturned" in out and "to the validator" in out  # the cheater was caught, judged and slashed
     assert not (tmp_path / "devnet" / "deployment.json").exists()  # the user's devnet folder is untouched

@@ -19,14 +19,32 @@ from veracity.exact.spec import QLinear, QNorm
 Array = np.ndarray
 
 
+_VEC_LIMIT = 1 << 62  # below it the vectorised forms are exact; above, the reference loops run
+
+
 def _bitlen(a: Array) -> Array:
-    flat = [int(v).bit_length() for v in np.asarray(a).ravel()]
-    return np.array(flat, dtype=np.int64).reshape(np.shape(a))
+    """int.bit_length of each (non-negative) element. Vectorised: the float64 exponent, then one
+    integer check for a conversion that rounded up to the next power of two."""
+    a = np.asarray(a, dtype=np.int64)
+    if a.size and (a.max() >= _VEC_LIMIT or a.min() < 0):
+        flat = [int(v).bit_length() for v in a.ravel()]
+        return np.array(flat, dtype=np.int64).reshape(a.shape)
+    e = np.frexp(a.astype(np.float64))[1].astype(np.int64)  # a == 0 gives 0
+    return np.where((e > 0) & (a < (np.int64(1) << np.maximum(e - 1, 0))), e - 1, e)
 
 
 def _isqrt(a: Array) -> Array:
-    flat = [math.isqrt(int(v)) for v in np.asarray(a).ravel()]
-    return np.array(flat, dtype=np.int64).reshape(np.shape(a))
+    """math.isqrt of each (non-negative) element. Vectorised: the float64 root, then integer
+    corrections so that r*r <= a < (r+1)*(r+1) holds exactly."""
+    a = np.asarray(a, dtype=np.int64)
+    if a.size and (a.max() >= _VEC_LIMIT or a.min() < 0):
+        flat = [math.isqrt(int(v)) for v in a.ravel()]
+        return np.array(flat, dtype=np.int64).reshape(a.shape)
+    r = np.sqrt(a.astype(np.float64)).astype(np.int64)
+    r = np.where(r * r > a, r - 1, r)
+    r = np.where(r * r > a, r - 1, r)
+    r = np.where((r + 1) * (r + 1) <= a, r + 1, r)
+    return np.where((r + 1) * (r + 1) <= a, r + 1, r)
 
 
 def _idot(a: Array, b: Array) -> Array:

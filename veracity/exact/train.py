@@ -72,15 +72,19 @@ def quantize_rows(x: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
 
 def gemm(a: np.ndarray, b: np.ndarray, backend: str) -> np.ndarray:
     """a @ b.T for int8-valued int64 operands: int64 in NumPy, or float32 in torch (exact: every
-    partial sum is an integer below 2**24 while the contraction is at most 1040 long)."""
-    if a.shape[1] > spec.F32_EXACT_K:
-        raise ValueError(f"a contraction of {a.shape[1]} exceeds the exact float32 bound {spec.F32_EXACT_K}")
+    partial sum is an integer below 2**24 while the contraction is at most 1040 long; a longer one
+    is cut into such chunks, whose integer results add up exactly)."""
     if backend == "numpy":
         return a @ b.T
     import torch
 
-    out = torch.from_numpy(a.astype(np.float32)) @ torch.from_numpy(b.astype(np.float32)).T
-    return out.numpy().astype(np.int64)
+    k = spec.F32_EXACT_K
+    out = np.zeros((a.shape[0], b.shape[0]), dtype=np.int64)
+    for lo in range(0, a.shape[1], k):
+        part = (torch.from_numpy(a[:, lo:lo + k].astype(np.float32, copy=False))
+                @ torch.from_numpy(b[:, lo:lo + k].astype(np.float32, copy=False)).T)
+        out += part.numpy().astype(np.int64)
+    return out
 
 
 def _isqrt(a: np.ndarray) -> np.ndarray:
@@ -91,6 +95,8 @@ def _isqrt(a: np.ndarray) -> np.ndarray:
 
 def _round_shift(num: np.ndarray, den: np.ndarray | int, shift: np.ndarray | int) -> np.ndarray:
     """round_half_up(num * 2**shift / den) in integers (shift may be negative)."""
+    if isinstance(den, int) and den == 1 and isinstance(shift, int):  # a power of two: shifts alone
+        return num << shift if shift >= 0 else (num + (1 << (-shift - 1))) >> -shift
     shift = np.asarray(shift, dtype=np.int64)
     den = np.asarray(den, dtype=np.int64)
     pos, neg = np.maximum(shift, 0), np.maximum(-shift, 0)
@@ -99,10 +105,12 @@ def _round_shift(num: np.ndarray, den: np.ndarray | int, shift: np.ndarray | int
     return (n2 + d2 // 2) // d2
 
 
-def qmatmul(x: np.ndarray, fx: int, w: np.ndarray, fw: int, fout: int, backend: str) -> np.ndarray:
+def qmatmul(x: np.ndarray | None, fx: int, w: np.ndarray, fw: int, fout: int, backend: str,
+            xq: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None) -> np.ndarray:
     """x @ w.T (x [M, K] with ``fx`` fractional bits, w [N, K] with ``fw``) in ``fout`` bits: both
-    quantized per row to int8, one exact GEMM, then one rounding rescale per element."""
-    qx, ax, ex = quantize_rows(x)
+    quantized per row to int8, one exact GEMM, then one rounding rescale per element. ``xq``: x's
+    quantization (``quantize_rows``), when x is frozen and it was computed once."""
+    qx, ax, ex = xq if xq is not None else quantize_rows(x)
     qw, aw, ew = quantize_rows(w)
     acc = gemm(qx, qw, backend)
     scale = ax * aw.T  # < 2**24
@@ -165,19 +173,19 @@ class MLPState:
 CHECKPOINT_MAGIC = b"VRCKPT1\n"
 
 
-def checkpoint_bytes(state: MLPState) -> bytes:
-    """The state as a blob (a checkpoint's CID is this blob's): the magic, the tensor count, then
-    each tensor's rank, dims and little-endian int64 values. Nothing else (no timestamps, no
-    container metadata), so the same state gives the same bytes, and the same CID, everywhere."""
-    ts = [np.ascontiguousarray(t, dtype="<i8") for t in state.tensors()]
+def pack_tensors(tensors: list[np.ndarray]) -> bytes:
+    """Tensors as a checkpoint blob: the magic, the tensor count, then each tensor's rank, dims and
+    little-endian int64 values. Nothing else (no timestamps, no container metadata), so the same
+    state gives the same bytes, and the same CID, everywhere."""
+    ts = [np.ascontiguousarray(t, dtype="<i8") for t in tensors]
     parts = [CHECKPOINT_MAGIC, struct.pack("<I", len(ts))]
     for t in ts:
         parts += [struct.pack(f"<B{t.ndim}I", t.ndim, *t.shape), t.tobytes()]
     return b"".join(parts)
 
 
-def load_checkpoint(blob: bytes) -> MLPState:
-    """The state a checkpoint blob holds; ValueError (what is wrong) for bytes that are not one."""
+def unpack_tensors(blob: bytes) -> list[np.ndarray]:
+    """The tensors of a checkpoint blob; ValueError (what is wrong) for bytes that are not one."""
     if not blob.startswith(CHECKPOINT_MAGIC):
         raise ValueError("not a Veracity checkpoint (bad magic)")
     at = len(CHECKPOINT_MAGIC)
@@ -196,9 +204,22 @@ def load_checkpoint(blob: bytes) -> MLPState:
             at += size
     except struct.error:
         raise ValueError("truncated") from None
-    if at != len(blob) or count % 6 != 1 or ts[-1].shape != (1,):
+    if at != len(blob):
+        raise ValueError("trailing bytes after the last tensor")
+    return ts
+
+
+def checkpoint_bytes(state: MLPState) -> bytes:
+    """The state as a blob (a checkpoint's CID is this blob's; ``pack_tensors``)."""
+    return pack_tensors(state.tensors())
+
+
+def load_checkpoint(blob: bytes) -> MLPState:
+    """The MLP state a checkpoint blob holds; ValueError (what is wrong) for bytes that are not one."""
+    ts = unpack_tensors(blob)
+    if len(ts) % 6 != 1 or ts[-1].shape != (1,):
         raise ValueError("malformed: not six groups of state tensors and a step counter")
-    n = (count - 1) // 6
+    n = (len(ts) - 1) // 6
     return MLPState(*(ts[k * n:(k + 1) * n] for k in range(6)), step=int(ts[-1][0]))
 
 
@@ -246,18 +267,23 @@ def mlp_step(state: MLPState, pixels: np.ndarray, labels: np.ndarray, cfg: SGDCo
         if i > 0:
             dx = qmatmul(dz, ACT_FRAC, s.weights[i].T, W_FRAC, ACT_FRAC, backend)  # over the outputs
             dz = np.where(acts[i] > 0, dx, 0)
-        batch = len(labels)
         for w, v, sq, g in ((s.weights, s.vw, s.sw, gw), (s.biases, s.vb, s.sb, gb)):
-            g = np.clip(_round_shift(g, batch, 0), -cfg.clip, cfg.clip)
-            if cfg.optimizer == "adam":
-                v[i] = (v[i] * cfg.b1_num + g * ((1 << MU_SHIFT) - cfg.b1_num)) >> MU_SHIFT
-                sq[i] = (sq[i] * cfg.b2_num + g * g * ((1 << MU_SHIFT) - cfg.b2_num)) >> MU_SHIFT
-                w[i] = w[i] - _round_shift(v[i] * cfg.lr_num, (_isqrt(sq[i]) + cfg.eps) << LR_SHIFT, W_FRAC)
-            else:
-                v[i] = ((v[i] * cfg.mu_num) >> MU_SHIFT) + g
-                w[i] = w[i] - ((v[i] * cfg.lr_num) >> LR_SHIFT)
+            w[i], v[i], sq[i] = update(w[i], v[i], sq[i], g, len(labels), cfg)
     s.step += 1
     return s
+
+
+def update(w: np.ndarray, v: np.ndarray, sq: np.ndarray, g: np.ndarray, batch: int,
+           cfg: SGDConfig) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """One optimizer update of a tensor from its summed gradient ``g`` (all in ``W_FRAC``): the
+    batch mean, the clip, then SGD, momentum or Adam. Returns the new (weights, moment, second moment)."""
+    g = np.clip(_round_shift(g, batch, 0), -cfg.clip, cfg.clip)
+    if cfg.optimizer == "adam":
+        v = (v * cfg.b1_num + g * ((1 << MU_SHIFT) - cfg.b1_num)) >> MU_SHIFT
+        sq = (sq * cfg.b2_num + g * g * ((1 << MU_SHIFT) - cfg.b2_num)) >> MU_SHIFT
+        return w - _round_shift(v * cfg.lr_num, (_isqrt(sq) + cfg.eps) << LR_SHIFT, W_FRAC), v, sq
+    v = ((v * cfg.mu_num) >> MU_SHIFT) + g
+    return w - ((v * cfg.lr_num) >> LR_SHIFT), v, sq
 
 
 def batch_indices(n: int, step: int, cfg: SGDConfig) -> np.ndarray:

@@ -1,0 +1,177 @@
+"""The ``finetune`` job kind: exact LoRA fine-tuning of the MiniLM encoder for text classification
+(``exact.finetune``), a checkpoint out, every optimizer step one trace step.
+
+Inputs are JSONL, one labelled text per line: ``{"text": "...", "label": 0..classes-1}``. The job
+runs the frozen encoder exactly over the texts once (the same ops and bits as an ``infer`` job),
+then ``steps`` optimizer steps of the adapter (rank ``rank``; 0 trains the head alone) and the
+head, from a seeded initialisation or a checkpoint blob (a work unit). The output is the
+checkpoint blob, its hash the output hash; step ``s``'s trace records are the trained tensors and
+their optimizer moments after it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Callable
+
+import numpy as np
+
+from veracity.errors import InputError
+from veracity.exact import finetune as F
+from veracity.exact import train as T
+from veracity.exact.trace import (
+    TraceRecord,
+    encode_records,
+    records_root,
+    tensor_digest,
+)
+from veracity.workloads.infer import JobResult, parse_jsonl
+
+LORA_LR_SHIFT = 2  # the adapter learns at a quarter of the head's rate (it starts at zero, as LoRA does)
+STATE_NAMES = ("", "m.", "s.")  # parameters, first and second moments
+
+
+@dataclass(frozen=True)
+class FinetuneParams:
+    steps: int
+    rank: int = 8
+    classes: int = 2
+    seed: int = 0  # the data order
+    init_seed: int = 0
+    optimizer: str = "adam"
+    lr: float = 0.01
+    batch: int = 16
+
+    def config(self) -> T.SGDConfig:
+        if self.steps <= 0 or self.batch <= 0:
+            raise InputError("fine-tuning needs a positive number of steps and a positive batch size")
+        if not 0 < self.lr < 1:
+            raise InputError(f"learning rate {self.lr} is outside (0, 1)")
+        if not 0 <= self.rank <= 64 or not 2 <= self.classes <= 64:
+            raise InputError("rank must be 0..64 (0: the head alone) and classes 2..64")
+        return T.SGDConfig(lr_num=max(1, round(self.lr * (1 << T.LR_SHIFT))), batch=self.batch, seed=self.seed,
+                           optimizer=self.optimizer)
+
+
+def parse_labelled(data: bytes, classes: int) -> tuple[list[str], np.ndarray]:
+    """(texts, labels) from the job's JSONL, with the line of any bad example."""
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError:
+        raise InputError("fine-tuning data is not UTF-8 JSONL") from None
+    texts, labels = [], []
+    for n, rec in parse_jsonl(text, "fine-tuning data"):
+        t, label = rec.get("text"), rec.get("label")
+        if not isinstance(t, str) or not t.strip():
+            raise InputError(f'fine-tuning data line {n}: "text" must be a non-empty string')
+        if not (isinstance(label, int) and 0 <= label < classes):
+            raise InputError(f'fine-tuning data line {n}: "label" must be an integer 0..{classes - 1}')
+        texts.append(t)
+        labels.append(label)
+    return texts, np.array(labels, dtype=np.int64)
+
+
+def start_state(params: FinetuneParams, start: bytes | None, model: Any) -> F.LoraState:
+    try:
+        if start is None:
+            return F.LoraState.init(params.rank, params.classes, model.cfg.hidden, model.cfg.intermediate,
+                                    seed=params.init_seed)
+        state = F.load_checkpoint(start)
+    except (ValueError, OSError) as exc:
+        raise InputError(f"the start checkpoint cannot be read ({exc})") from None
+    if state.rank != params.rank or state.params[2].shape[0] != params.classes:
+        raise InputError(f"the start checkpoint has rank {state.rank} and {state.params[2].shape[0]} classes, "
+                         f"the job asks for rank {params.rank} and {params.classes}")
+    return state
+
+
+def step_records(state: F.LoraState) -> list[TraceRecord]:
+    groups = (state.params, state.m, state.s)
+    return [TraceRecord(state.step, f"state.{prefix}{name}", tensor_digest(t))
+            for prefix, ts in zip(STATE_NAMES, groups) for name, t in zip(F.LoraState.NAMES, ts)]
+
+
+def _load(model: Any) -> Any:
+    if model is not None:
+        return model
+    from veracity.models.registry import loaded
+
+    return loaded("minilm")
+
+
+def prepare(data: bytes, params: FinetuneParams, model: Any = None, backend: str = "torch",
+            progress: Callable[[int], None] | None = None) -> tuple[Any, F.Features, np.ndarray]:
+    """The model, the frozen encoder's exact features of the job's texts, and the labels."""
+    model = _load(model)
+    texts, labels = parse_labelled(data, params.classes)
+    for n, t in enumerate(texts, 1):
+        try:
+            model.parse({"text": t})
+        except InputError as exc:
+            raise InputError(f"fine-tuning data line {n}: {exc}") from None
+    return model, F.features(model, texts, backend, progress=progress), labels
+
+
+def run_finetune_job(data: bytes, params: FinetuneParams, start: bytes | None = None, backend: str = "torch",
+                     model: Any = None, progress: Callable[[int], None] | None = None) -> JobResult:
+    """Fine-tune from ``start`` (a checkpoint blob) or a fresh initialisation for ``params.steps``."""
+    cfg = params.config()
+    model, feats, labels = prepare(data, params, model, backend)
+    state = start_state(params, start, model)
+    norm = model.layers[-1].ln2
+    records: list[TraceRecord] = []
+    for _ in range(params.steps):
+        state = F.finetune(state, feats, labels, norm.gamma, norm.beta, 1, cfg, backend, lora_lr_shift=LORA_LR_SHIFT)
+        records += step_records(state)
+        if progress:
+            progress(state.step)
+    return JobResult(F.checkpoint_bytes(state), F.checkpoint_hash(state), records_root(records), params.steps,
+                     len(records), encode_records(records))
+
+
+def finetune_program(params: FinetuneParams, start: bytes | None, model: Any = None) -> list[Any]:
+    """One ``STATE`` descriptor per trained tensor and moment per step (as ``train.train_program``)."""
+    from veracity.exact.program import NO_INPUT, STATE, OpDesc, dtype_code
+
+    cfg = params.config()
+    state = start_state(params, start, _load(model))
+    shapes = [(r.op, t.shape) for r, t in zip(step_records(state), [*state.params, *state.m, *state.s])]
+    hyper = (cfg.lr_num, cfg.batch, cfg.seed, params.rank, params.classes, LORA_LR_SHIFT)
+    code = dtype_code(np.dtype(np.int64))
+    return [OpDesc(STATE, state.step + k + 1, name, code, tuple(dims),
+                   ((k - 1) * len(shapes) + j if k else NO_INPUT,), (), hyper)
+            for k in range(params.steps) for j, (name, dims) in enumerate(shapes)]
+
+
+def check_checkpoint(blob: bytes, records: list[TraceRecord]) -> str | None:
+    """Whether a served checkpoint is the one a committed trace ends at (None: it is)."""
+    try:
+        state = F.load_checkpoint(blob)
+    except ValueError as exc:
+        return f"the checkpoint cannot be read ({exc})"
+    last = step_records(state)
+    return None if records[-len(last):] == last else "the checkpoint is not the state the committed trace ends at"
+
+
+def record_tensors(data: bytes, params: FinetuneParams, start: bytes | None, indices: set[int],
+                   model: Any = None) -> dict[int, np.ndarray]:
+    """Re-run the job as far as the last of records ``indices`` and keep their tensors."""
+    cfg = params.config()
+    model, feats, labels = prepare(data, params, model, "numpy")
+    state = start_state(params, start, model)
+    norm = model.layers[-1].ln2
+    per = len(step_records(state))
+    out: dict[int, np.ndarray] = {}
+    for k in range(min(params.steps, max(indices, default=-1) // per + 1)):
+        state = F.finetune(state, feats, labels, norm.gamma, norm.beta, 1, cfg, "numpy", lora_lr_shift=LORA_LR_SHIFT)
+        tensors = [*state.params, *state.m, *state.s]
+        out.update({i: tensors[i - k * per].copy() for i in indices if k * per <= i < (k + 1) * per})
+    return out
+
+
+def accuracy(checkpoint: bytes, data: bytes, classes: int = 2, model: Any = None) -> float:
+    model = _load(model)
+    texts, labels = parse_labelled(data, classes)
+    feats = F.features(model, texts)
+    norm = model.layers[-1].ln2
+    return float((F.predict(F.load_checkpoint(checkpoint), feats, norm.gamma, norm.beta) == labels).mean())
