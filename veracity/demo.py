@@ -8,6 +8,7 @@ on 127.0.0.1 (in a temporary folder, so a devnet you run yourself is left alone)
 * a training job (the digits MLP, exactly, 120 optimizer steps), and the same job split into two
   work units on two providers, the second resuming from the first's committed checkpoint: it ends
   at the unsplit job's checkpoint, bit for bit;
+* a LoRA fine-tune of MiniLM on the shipped reviews, settled the same way;
 * a job whose client picks a provider that turns out to be late: the client reclaims after the
   deadline, gets its escrow back, and the provider's collateral is slashed to it;
 * a job whose client picks a cheater (``corrupt-op``: one element of one op altered half-way, the
@@ -32,7 +33,7 @@ from typing import Any, Iterator
 
 import httpx
 from rich.console import Console
-from rich.table import Table
+from rich.table import Column, Table
 
 from veracity.errors import VeracityError
 
@@ -194,8 +195,8 @@ def _story(console: Console, dep: Any, daemons: list[dict[str, Any]]) -> bool:
     _fill_checks(console, validator["url"], [cheat], want_verdict="overturned")
     ok = all(all(s.ok) and s.ok for s in stories)
     story_table = Table("job", "client", "order", "bids (VRC)", "matched", "run", "commit", "check", "settle (VRC)",
-                        "output", title="the story (p = provider; output compared with a local int64 NumPy run; acc: the "
-                        "checkpoint's accuracy on 297 held-out digits)")
+                        Column("output", min_width=14), title="the story (p = provider; output compared with a local int64 NumPy run; acc: the "
+                        "checkpoint's accuracy on held-out digits or reviews)")
     for s in stories:
         story_table.add_row(s.job, s.client, str(s.order_id or "-"), s.bids, s.matched, s.run, s.commit, s.check,
                             s.settle, s.output)
@@ -264,7 +265,32 @@ def _training(console: Console, dep: Any, client: Any, provs: list[dict[str, Any
                       highlight=False)
     except VeracityError as exc:
         whole.settle, whole.ok = f"[red]failed: {exc}[/]", [False]
-    return [whole, *(u for u in units if u.order_id)]
+    return [whole, *(u for u in units if u.order_id), _finetune(console, dep, client, names)]
+
+
+def _finetune(console: Console, dep: Any, client: Any, names: dict[str, str]) -> Story:
+    """A LoRA fine-tune of MiniLM on the shipped reviews, settled like any job."""
+    from veracity.node.client import submit
+    from veracity.workloads.finetune import accuracy
+    from veracity.workloads.jobs import Job
+    from veracity.workloads.spec import Verification, load_spec
+
+    spec = load_spec(JOBS / "reviews-finetune.yaml").model_copy(update={
+        "deadline": 120, "verification": Verification(challenge_window=WINDOW, spot_check_rate=1.0)})
+    story = Story(f"minilm LoRA ({spec.training.steps} steps)", "client-1")  # type: ignore[union-attr]
+    try:
+        with console.status("reviews-finetune: the exact encoder's features, then LoRA and head steps"):
+            out = submit(spec, dep, client.key, bid_wait=20, result_timeout=180)
+    except VeracityError as exc:
+        story.settle, story.ok = f"[red]failed: {exc}[/]", [False]
+        return story
+    _settled(story, out, names, dep.fee_bps)
+    same = out.outputs == Job(spec, Path(spec.inputs.path or "").read_bytes()).run("numpy").outputs
+    acc = accuracy(out.outputs, (JOBS.parent / "inputs" / "reviews-heldout.jsonl").read_bytes())
+    story.output = f"[green]bit-identical[/]; acc {acc:.3f}" if same else "[red]DIFFERENT[/]"
+    story.ok = [same]
+    console.print(f"[bold]reviews-finetune[/]: order {out.order_id} settled with {story.matched} VRC", highlight=False)
+    return story
 
 
 def _cheater(console: Console, dep: Any, market: Any, client: Any, cheater: str, names: dict[str, str]) -> Story:

@@ -17,10 +17,11 @@ def test_demo_runs_the_network_story(tmp_path):
     out = proc.stdout
     for model in ("digits-mlp", "minilm", "tiny-gpt"):
         assert f"{model}: order" in out and "settled with p0 @ 4.5 VRC" in out
-    assert out.count("bit-identical") == 4 and out.count("match") >= 6
+    assert out.count("bit-identical") == 5 and out.count("match") >= 6
     # a training job, and the same job as two work units on p0 and p1, end at one checkpoint
     m = re.search(r"digits-train: order (\d+) and its work units \(orders \d+, \d+\) ended at checkpoint", out)
     assert m and f"= order {m.group(1)}'s" in out and "p1 @ 2.375" in out
+    assert re.search(r"reviews-finetune: order \d+ settled with p0 @ 4.5 VRC", out)  # the MiniLM LoRA fine-tune
     assert re.search(r"p2 stake\s*│\s*1,000\s*│\s*999\s*│\s*-1\s*│\s*yes", out)  # the late provider's collateral
     assert "every step happened as the protocol says" in out
     assert "overturned" in out and "to the validator" in out  # the cheater was caught, judged and slashed

@@ -1,6 +1,6 @@
-"""A training job through the network: provider daemons train exactly, commit the checkpoint and
+"""Training jobs through the network: provider daemons train exactly, commit the checkpoint and
 its trace, a validator re-executes it; the same job split into work units on two providers ends
-at the unsplit job's checkpoint, bit for bit."""
+at the unsplit job's checkpoint, bit for bit; a MiniLM LoRA fine-tune settles the same way."""
 
 from pathlib import Path
 
@@ -31,7 +31,7 @@ def _checks(url, orders, timeout=120):
 
 def test_a_training_job_and_its_work_units_settle_at_one_checkpoint(net):
     p1 = net.provider(2, ["digits-mlp"])
-    p2 = net.provider(3, ["digits-mlp"])
+    p2 = net.provider(3, ["digits-mlp", "minilm"])
     _, checks = net.validator(5)
     client = net.accts[1]
     spec = load_spec(EXAMPLES / "jobs" / "digits-train.yaml")
@@ -51,8 +51,19 @@ def test_a_training_job_and_its_work_units_settle_at_one_checkpoint(net):
     assert units[-1].output_cid == whole.output_cid and units[-1].outputs == whole.outputs
     assert units[0].trace_root != whole.trace_root  # each unit committed its own 20 steps
 
-    verdicts = _checks(checks, [whole.order_id, *(u.order_id for u in units)])
-    assert [verdicts.get(o) for o in (whole.order_id, *(u.order_id for u in units))] == ["match"] * 3, net.logs()
+    # a LoRA fine-tune of MiniLM, the same way: the exact encoder's features, then the adapter's steps
+    tune = load_spec(EXAMPLES / "jobs" / "reviews-finetune.yaml")
+    few = b"".join(Path(tune.inputs.path).read_bytes().splitlines(keepends=True)[:48])
+    (net.folder / "few.jsonl").write_bytes(few)
+    tune = tune.model_copy(update={"inputs": tune.inputs.model_copy(update={"path": str(net.folder / "few.jsonl")}),
+                                   "verification": Verification(challenge_window=2, spot_check_rate=1.0),
+                                   "training": tune.training.model_copy(update={"steps": 12})})
+    tuned = submit(tune, net.dep, client.key, bid_wait=20, result_timeout=180)
+    assert tuned.outputs == Job(tune, few).run("numpy").outputs
+
+    orders = [whole.order_id, *(u.order_id for u in units), tuned.order_id]
+    verdicts = _checks(checks, orders)
+    assert [verdicts.get(o) for o in orders] == ["match"] * 4, net.logs()
 
 
 def test_a_unit_whose_start_checkpoint_is_nowhere_is_refused_before_any_order(net):

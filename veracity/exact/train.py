@@ -71,19 +71,23 @@ def quantize_rows(x: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
 
 
 def gemm(a: np.ndarray, b: np.ndarray, backend: str) -> np.ndarray:
-    """a @ b.T for int8-valued int64 operands: int64 in NumPy, or float32 in torch (exact: every
+    """a @ b.T for int8-valued int64 operands: int64 in NumPy, or float32 in torch on the CPU or
+    (backend "cuda") a GPU (exact: every
     partial sum is an integer below 2**24 while the contraction is at most 1040 long; a longer one
     is cut into such chunks, whose integer results add up exactly)."""
     if backend == "numpy":
         return a @ b.T
     import torch
 
+    device = "cuda" if backend == "cuda" else "cpu"  # on a GPU: no TF32, which would round the operands
+    if device == "cuda":
+        torch.backends.cuda.matmul.allow_tf32 = False
     k = spec.F32_EXACT_K
     out = np.zeros((a.shape[0], b.shape[0]), dtype=np.int64)
     for lo in range(0, a.shape[1], k):
-        part = (torch.from_numpy(a[:, lo:lo + k].astype(np.float32, copy=False))
-                @ torch.from_numpy(b[:, lo:lo + k].astype(np.float32, copy=False)).T)
-        out += part.numpy().astype(np.int64)
+        ta = torch.from_numpy(a[:, lo:lo + k].astype(np.float32, copy=False)).to(device)
+        tb = torch.from_numpy(b[:, lo:lo + k].astype(np.float32, copy=False)).to(device)
+        out += (ta @ tb.T).cpu().numpy().astype(np.int64)
     return out
 
 

@@ -15,6 +15,7 @@ import numpy as np
 
 from veracity.errors import InputError
 from veracity.exact.trace import TraceRecord
+from veracity.workloads import finetune as FT
 from veracity.workloads import infer as I
 from veracity.workloads import train as T
 from veracity.workloads.spec import JobSpec, parse_spec
@@ -34,7 +35,12 @@ class Job:
 
     @property
     def trains(self) -> bool:
-        return self.spec.kind == "train"
+        """A training job (train or finetune): its output is a checkpoint."""
+        return self.spec.kind in ("train", "finetune")
+
+    @property
+    def params(self) -> Any:
+        return self.spec.training.params(self.spec.kind)  # type: ignore[union-attr]
 
     def model(self) -> Any:
         from veracity.models.registry import loaded
@@ -42,25 +48,34 @@ class Job:
         return loaded(self.spec.model)
 
     def run(self, backend: str = "torch", model: Any = None, tamper: Tamper | None = None) -> I.JobResult:
+        if self.spec.kind == "finetune":
+            return FT.run_finetune_job(self.inputs, self.params, self.start, backend, model)
         if self.trains:
-            return T.run_train_job(self.inputs, self.spec.training.params(), self.start, backend)  # type: ignore[union-attr]
+            return T.run_train_job(self.inputs, self.params, self.start, backend)
         return I.run_infer_job(self.spec.model, self.inputs, backend, model=model, tamper=tamper)
 
     def program(self, model: Any = None) -> list[Any]:
         """What each record of the job's trace must be (``exact.program``)."""
+        if self.spec.kind == "finetune":  # data the job cannot use is refused before anything is locked
+            FT.parse_labelled(self.inputs, self.params.classes)
+            return FT.finetune_program(self.params, self.start, model)
         if self.trains:
-            T.parse_examples(self.inputs)  # data the job cannot use is refused before anything is locked
-            return T.train_program(self.spec.training.params(), self.start)  # type: ignore[union-attr]
+            T.parse_examples(self.inputs)
+            return T.train_program(self.params, self.start)
         return I.job_program(self.spec.model, self.inputs, model)
 
     def tensors(self, indices: set[int], model: Any = None, tamper: Tamper | None = None) -> dict[int, np.ndarray]:
         """The tensors of records ``indices``, recomputed by re-running the job (exact)."""
+        if self.spec.kind == "finetune":
+            return FT.record_tensors(self.inputs, self.params, self.start, indices, model)
         if self.trains:
-            return T.record_tensors(self.inputs, self.spec.training.params(), self.start, indices)  # type: ignore[union-attr]
+            return T.record_tensors(self.inputs, self.params, self.start, indices)
         return I.record_tensors(self.spec.model, self.inputs, indices, model=model, tamper=tamper)
 
     def check_served(self, outputs: bytes, records: list[TraceRecord], model: Any = None) -> str | None:
         """What is wrong with outputs a provider served, against its committed trace (None: nothing)."""
+        if self.spec.kind == "finetune":
+            return FT.check_checkpoint(outputs, records)
         if self.trains:
             return T.check_checkpoint(outputs, records)
         return I.check_outputs(self.spec.model, self.inputs, outputs, records, model)

@@ -9,7 +9,9 @@
       challenge_window: 60         # seconds during which anyone may challenge the result
       spot_check_rate: 0.1         # share of jobs validators re-execute
 
-A ``train`` job (the digits MLP, from labelled JSONL ``{"pixels": [...], "label": 3}``) adds:
+A ``train`` job (the digits MLP, from labelled JSONL ``{"pixels": [...], "label": 3}``) or a
+``finetune`` job (MiniLM with a LoRA adapter and a head, from ``{"text": "...", "label": 1}``;
+also ``rank`` and ``classes``) adds:
 
     training:
       steps: 60                    # optimizer steps this job runs (one trace step each)
@@ -43,8 +45,8 @@ from pydantic import (
 from veracity.errors import InputError
 from veracity.node.cid import digest_of
 
-KIND_CODES = {"infer": 1, "train": 2}
-TRAINABLE = ("digits-mlp",)  # the models a train job can train (the MiniLM fine-tune is its own kind)
+KIND_CODES = {"infer": 1, "train": 2, "finetune": 3}
+TRAINABLE = {"train": ("digits-mlp",), "finetune": ("minilm",)}  # the models each training kind trains
 MAX_STEPS = 100_000
 
 
@@ -72,14 +74,19 @@ class Verification(BaseModel):
 
 
 class Training(BaseModel):
+    """Defaults by kind: train (the digits MLP) batch 32, momentum, lr 0.05; finetune (MiniLM,
+    LoRA rank 8 and a head over 2 classes) batch 16, Adam, lr 0.01."""
+
     model_config = ConfigDict(extra="forbid")
     steps: int = Field(gt=0, le=MAX_STEPS)
-    batch: int = Field(32, gt=0, le=1024)
-    optimizer: Literal["sgd", "momentum", "adam"] = "momentum"
-    lr: float = Field(0.05, gt=0, lt=1)
+    batch: int | None = Field(None, gt=0, le=1024)
+    optimizer: Literal["sgd", "momentum", "adam"] | None = None
+    lr: float | None = Field(None, gt=0, lt=1)
     seed: int = Field(0, ge=0, lt=2**63)
     init_seed: int = Field(0, ge=0, lt=2**63)
     start: str | None = None  # the checkpoint CID a work unit resumes from
+    rank: int | None = Field(None, ge=0, le=64)  # finetune: the adapter's rank (0: the head alone)
+    classes: int | None = Field(None, ge=2, le=64)  # finetune: the labels are 0..classes-1
 
     @field_validator("start")
     @classmethod
@@ -91,16 +98,23 @@ class Training(BaseModel):
                 raise ValueError(str(exc)) from None
         return v
 
-    def params(self) -> "Any":
+    def params(self, kind: str = "train") -> "Any":
+        """The job's parameters: ``TrainParams`` (train) or ``FinetuneParams`` (finetune)."""
+        given = {k: v for k, v in (("batch", self.batch), ("optimizer", self.optimizer), ("lr", self.lr))
+                 if v is not None}
+        if kind == "finetune":
+            from veracity.workloads.finetune import FinetuneParams
+
+            extra = {k: v for k, v in (("rank", self.rank), ("classes", self.classes)) if v is not None}
+            return FinetuneParams(steps=self.steps, seed=self.seed, init_seed=self.init_seed, **given, **extra)
         from veracity.workloads.train import TrainParams
 
-        return TrainParams(steps=self.steps, seed=self.seed, init_seed=self.init_seed, optimizer=self.optimizer,
-                           lr=self.lr, batch=self.batch)
+        return TrainParams(steps=self.steps, seed=self.seed, init_seed=self.init_seed, **given)
 
 
 class JobSpec(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    kind: Literal["infer", "train"]
+    kind: Literal["infer", "train", "finetune"]
     model: str
     inputs: Inputs
     max_price: float = Field(gt=0)
@@ -110,14 +124,17 @@ class JobSpec(BaseModel):
 
     @model_validator(mode="after")
     def training_fits_kind(self) -> "JobSpec":
-        if self.kind == "train":
+        if self.kind in TRAINABLE:
             if self.training is None:
-                raise ValueError("a train job needs a 'training' section (steps, and optionally batch, optimizer, "
-                                 "lr, seed, init_seed, start)")
-            if self.model not in TRAINABLE:
-                raise ValueError(f"model {self.model!r} cannot be trained by a train job: use {', '.join(TRAINABLE)}")
+                raise ValueError(f"a {self.kind} job needs a 'training' section (steps, and optionally batch, "
+                                 "optimizer, lr, seed, init_seed, start)")
+            if self.model not in TRAINABLE[self.kind]:
+                raise ValueError(f"model {self.model!r} cannot be trained by a {self.kind} job: use "
+                                 f"{', '.join(TRAINABLE[self.kind])}")
+            if self.kind == "train" and (self.training.rank is not None or self.training.classes is not None):
+                raise ValueError("training.rank and training.classes belong to finetune jobs")
         elif self.training is not None:
-            raise ValueError(f"a {self.kind} job takes no 'training' section (use kind: train)")
+            raise ValueError(f"a {self.kind} job takes no 'training' section (use kind: train or finetune)")
         return self
 
     @field_validator("model")
