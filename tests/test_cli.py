@@ -97,3 +97,13 @@ def test_daemon_configs_are_checked_before_starting(kind, tmp_path):
     proc = veracity(kind, "run", "--config", bad)
     assert proc.returncode == 2 and f"not a valid {kind} config" in proc.stderr and "key" in proc.stderr
     assert "Traceback" not in proc.stderr
+
+
+def test_job_estimate_prices_a_job_before_it_is_posted():
+    jobs = EXAMPLES.parent / "jobs"
+    proc = veracity("job", "estimate", jobs / "digits-train.yaml", "--devices", "1xCPU", "--devices", "8xH100")
+    assert proc.returncode == 0, proc.stderr
+    assert "train digits-mlp: 17 k parameters, 120 steps of 32" in proc.stdout
+    assert re.search(r"8xH100\s*│\s*392 M", proc.stdout)  # 6 x 17,024 parameters x 32 x 120 FLOPs
+    bad = veracity("job", "estimate", jobs / "minilm.yaml", "--devices", "3xTPU")
+    assert bad.returncode != 0 and "write COUNTxNAME, e.g. 8xH100" in bad.stderr and "Traceback" not in bad.stderr

@@ -3,6 +3,7 @@
 import json
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 import torch
@@ -19,6 +20,8 @@ from veracity.workloads.planner import (
 
 GPT3 = ModelShape(175e9, 96, 12288, 2048)
 LLAMA7B = ModelShape(7e9, 32, 4096, 4096)
+
+EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
 
 
 def test_gpt3_training_flops_are_the_published_figure():
@@ -90,3 +93,28 @@ def test_the_cli_prints_a_table_or_json():
     bad = subprocess.run([sys.executable, "-m", "veracity.cli", "plan", *args[:-1], "8xNothing"], capture_output=True,
                          text=True, timeout=120)
     assert bad.returncode == 2 and "COUNTxNAME" in bad.stderr and "Traceback" not in bad.stderr
+
+
+def test_a_job_estimate_counts_what_the_exact_run_computes():
+    """An inference job's FLOPs from its program (padded batches included) are torch's count of
+    the float model on the same padded batch, within 10%."""
+    from veracity.models.encoder import float_bert
+    from veracity.models.registry import loaded
+    from veracity.workloads.jobs import Job
+    from veracity.workloads.planner import estimate_job
+    from veracity.workloads.spec import load_spec
+
+    model = loaded("minilm")
+    spec = load_spec(EXAMPLES / "jobs" / "minilm.yaml")
+    data = Path(spec.inputs.path).read_bytes()
+    ids = [model.parse(json.loads(line)) for line in data.decode().splitlines()]
+    width = max(map(len, ids))
+    x = torch.tensor([i + [0] * (width - len(i)) for i in ids])
+    with FlopCounterMode(display=False) as counter:
+        float_bert()(input_ids=x, attention_mask=(x != 0).long())
+    ours = estimate_job(Job(spec, data))
+    assert abs(ours.flops / counter.get_total_flops() - 1) < 0.10
+    assert ours.fits("1xCPU") and ours.seconds("1xCPU", 0.05) < 1
+    train = load_spec(EXAMPLES / "jobs" / "digits-train.yaml")
+    est = estimate_job(Job(train, Path(train.inputs.path).read_bytes()))
+    assert est.flops == 6 * (64 * 128 + 128 * 64 + 64 * 10) * 32 * 120  # 6N per example, 120 steps of 32

@@ -32,3 +32,22 @@ def test_every_refusal_says_why():
         args = {"now": 1_000, "running_jobs": 0, "free_stake": 10**6, **over}
         got = decide_bid(o, POLICY, **args)
         assert isinstance(got, str) and reason in got, (got, reason)
+
+
+def test_the_planner_refuses_what_the_devices_cannot_do_and_prices_the_compute():
+    from veracity.market.policy import check_capacity
+    from veracity.workloads.planner import JobEstimate
+
+    terms = decide_bid(order(), POLICY, now=1_000, running_jobs=0, free_stake=10**6)
+    small = JobEstimate(flops=1e9, memory_bytes=1e6, detail="")
+    assert check_capacity(terms, small, POLICY, order(), 1_000, 10**6) == terms  # cheap, quick, fits
+    huge = JobEstimate(flops=1e18, memory_bytes=1e6, detail="")  # 1e7 s on one CPU at 5% of its 2 TFLOP/s
+    assert "needs about 116 days" in check_capacity(terms, huge, POLICY, order(), 1_000, 10**6)
+    big = JobEstimate(flops=1e9, memory_bytes=1e12, detail="")
+    assert "cannot hold the job (1 TB at once) on its 1xCPU" in check_capacity(terms, big, POLICY, order(), 1_000, 10**6)
+    hourly = POLICY.model_copy(update={"price_per_device_hour": 3_600_000})  # 1_000 a second
+    one_s = JobEstimate(flops=1e11, memory_bytes=1e6, detail="")  # 1 s on one CPU at 5%
+    raised = check_capacity(terms, one_s, hourly, order(), 1_000, 10**6)
+    assert raised == BidTerms(price=1_000, collateral=500, expiry=terms.expiry)  # its cost, up to the max
+    dear = JobEstimate(flops=2e11, memory_bytes=1e6, detail="")
+    assert "costs about 2000" in check_capacity(terms, dear, hourly, order(), 1_000, 10**6)

@@ -325,6 +325,32 @@ def job_submit(spec: Path = typer.Argument(..., help="job spec (YAML)"),
     Console().print(table)
 
 
+@job_app.command("estimate")
+def job_estimate(spec: Path = typer.Argument(..., help="job spec (YAML)"),
+                 devices: list[str] = typer.Option(["1xCPU"], "--devices",
+                                                   help="COUNTxNAME to estimate for (repeatable), e.g. 8xH100"),
+                 mfu: float = typer.Option(0.05, help="share of peak the exact run reaches (CPU NumPy: a few %)")) -> None:
+    """What a job costs before you post it: FLOPs, memory and time on each set of devices (the
+    planner, from the job's own shapes; providers run the same estimate before they bid)."""
+    from veracity.workloads.jobs import Job
+    from veracity.workloads.planner import duration, estimate_job, human
+    from veracity.workloads.spec import load_spec
+
+    job_spec = load_spec(spec)
+    if job_spec.inputs.path is None:
+        raise UsageError("estimate reads the inputs from a local path (inputs.path), not a CID")
+    if job_spec.training is not None and job_spec.training.start is not None:
+        raise UsageError("estimate a work unit from its own steps: drop training.start (the estimate does not "
+                         "depend on it)")
+    est = estimate_job(Job(job_spec, Path(job_spec.inputs.path).read_bytes()))
+    table = Table("devices", "FLOPs", "memory", "fits", f"time at {mfu:.0%} of peak",
+                  title=f"{job_spec.kind} {job_spec.model}: {est.detail}")
+    for d in devices:
+        table.add_row(d, human(est.flops), human(est.memory_bytes, "B"), "yes" if est.fits(d) else "no",
+                      duration(est.seconds(d, mfu)))
+    Console().print(table)
+
+
 def _order_row(o: Any) -> list[str]:
     provider = o.provider if int(o.provider, 16) else "-"
     return [str(o.order_id), o.state_name, f"{o.max_price / 10**18:g}", f"{o.price / 10**18:g}" if o.price else "-",

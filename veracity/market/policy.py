@@ -7,6 +7,7 @@ The reasons are what a client sees when nobody bids ("price below every provider
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 from pydantic import BaseModel, Field
 
@@ -21,6 +22,9 @@ class PricePolicy(BaseModel):
     min_deadline_s: int = Field(60, ge=0)  # refuse orders that leave less time than this
     max_jobs: int = Field(4, ge=1)  # concurrent leases
     bid_ttl_s: int = Field(300, ge=1)
+    devices: str = "1xCPU"  # what it runs jobs on (the planner's COUNTxNAME)
+    price_per_device_hour: int = Field(0, ge=0)  # its cost of compute; 0: only the floor prices work
+    mfu: float = Field(0.05, gt=0, le=1)  # the share of peak its exact runs reach (CPU NumPy: a few %)
 
 
 @dataclass(frozen=True)
@@ -54,3 +58,30 @@ def decide_bid(order: OrderView, policy: PricePolicy, now: int, running_jobs: in
     if collateral > free_stake:
         return f"its free stake {free_stake} cannot cover collateral {collateral}"
     return BidTerms(price=price, collateral=collateral, expiry=min(order.deadline, now + policy.bid_ttl_s))
+
+
+def check_capacity(terms: BidTerms, estimate: Any, policy: PricePolicy, order: OrderView, now: int,
+                   free_stake: int) -> BidTerms | str:
+    """The planner's say on terms ``decide_bid`` offered, for a job ``estimate``
+    (``workloads.planner.JobEstimate``): refuse a job that does not fit this provider's devices or
+    would not finish before the deadline, and raise the price to the compute's cost (never above
+    the client's max, which ``decide_bid`` already met)."""
+    from veracity.workloads.planner import duration, human, parse_devices
+
+    if not estimate.fits(policy.devices):
+        return (f"cannot hold the job ({human(estimate.memory_bytes, 'B')} at once) on its {policy.devices}")
+    seconds = estimate.seconds(policy.devices, policy.mfu)
+    if seconds > order.deadline - now:
+        return (f"needs about {duration(seconds)} for {human(estimate.flops, 'FLOP')} on its {policy.devices}; "
+                f"the deadline leaves {max(0, order.deadline - now)} s")
+    count, _ = parse_devices(policy.devices)
+    cost = -(-int(seconds * count * policy.price_per_device_hour) // 3600)
+    if cost > order.max_price:
+        return (f"its compute for this job costs about {cost} (about {duration(seconds)} on {policy.devices}), "
+                f"above the max price {order.max_price}")
+    if cost <= terms.price:
+        return terms
+    collateral = cost * policy.collateral_bps // 10_000
+    if collateral > free_stake:
+        return f"its free stake {free_stake} cannot cover collateral {collateral}"
+    return BidTerms(price=cost, collateral=collateral, expiry=terms.expiry)

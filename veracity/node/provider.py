@@ -27,7 +27,7 @@ from veracity.errors import InputError, VeracityError
 from veracity.exact.program import program_root
 from veracity.exact.trace import decode_records
 from veracity.market.bids import Bid, sign_bid
-from veracity.market.policy import OrderView, PricePolicy, decide_bid
+from veracity.market.policy import OrderView, PricePolicy, check_capacity, decide_bid
 from veracity.models.registry import loaded
 from veracity.node import adversary
 from veracity.node.blob_server import create_app
@@ -40,6 +40,7 @@ from veracity.node.worker import WorkerPool
 from veracity.verify.game import PROVIDER as DEFENDER
 from veracity.workloads.infer import JobResult
 from veracity.workloads.jobs import Job, job_from_blobs
+from veracity.workloads.planner import estimate_job
 from veracity.workloads.spec import model_id
 
 TOKEN = 10**18
@@ -153,10 +154,16 @@ class ProviderNode:
         self.state.add_job(oid, model=model, spec_cid=spec_cid, price=int(args["max_price"]),
                            deadline=int(args["deadline"]))
         running = len(self.state.jobs("accepted", "running", "done"))
-        terms = decide_bid(OrderView(oid, model, int(args["max_price"]), int(args["deadline"])), self.cfg.policy,
-                           self.chain.now(), running, self.registry.free_stake(self.chain.address))
+        view = OrderView(oid, model, int(args["max_price"]), int(args["deadline"]))
+        terms = decide_bid(view, self.cfg.policy, self.chain.now(), running, self.registry.free_stake(self.chain.address))
         if not isinstance(terms, str):
-            terms = self.check_spec(spec_cid, model, self.market.program(oid)) or terms
+            checked = self.check_spec(spec_cid, model, self.market.program(oid))
+            if isinstance(checked, str):
+                terms = checked
+            else:  # the planner: can this node's devices run it in time, and at what cost
+                job, program = checked
+                terms = check_capacity(terms, estimate_job(job, program), self.cfg.policy, view, self.chain.now(),
+                                       self.registry.free_stake(self.chain.address))
         if isinstance(terms, str):
             self.bids[oid] = {"reason": self._who(terms)}
             self.state.advance(oid, "skipped", error=terms)
@@ -179,10 +186,12 @@ class ProviderNode:
 
         return job_from_blobs(get(spec_cid, "spec"), get, source or f"spec {spec_cid}")
 
-    def check_spec(self, spec_cid: str, model: str, program: tuple[bytes, int] = (bytes(32), 0)) -> str | None:
-        """Why this order's spec cannot run here, or None: it must be in this store, parse, name the
-        order's model, and the blobs it names (inputs, a start checkpoint) must be here too (clients
-        push them before opening the order), and the job's program must be the order's."""
+    def check_spec(self, spec_cid: str, model: str,
+                   program: tuple[bytes, int] = (bytes(32), 0)) -> str | tuple[Job, list[Any]]:
+        """Why this order's spec cannot run here, or the job and its program: the spec must be in
+        this store, parse, name the order's model, and the blobs it names (inputs, a start
+        checkpoint) must be here too (clients push them before opening the order), and the job's
+        program must be the order's."""
         if not self.blobs.has(spec_cid):
             return f"does not have the job spec {spec_cid} (push it to {self.url}/blobs before opening the order)"
         try:
@@ -205,7 +214,7 @@ class ProviderNode:
             return (f"computes another program for these inputs ({len(mine)} records, root "
                     f"{ours.hex()[:12]}) than the order's ({length} records, {root.hex()[:12]}): "
                     "a dispute could not judge it")
-        return None
+        return job, mine
 
     def referee(self) -> None:
         """Each tick, defend every challenged result: the moves due in its game (from the trace this

@@ -20,13 +20,18 @@ Estimates (per token; ``N`` = parameters in matrix multiplies, ``L`` layers, ``H
   when training).
 * Time: the largest of compute (FLOPs at ``mfu`` of peak), memory traffic (inference decodes
   read every weight once per token) and communication; that one is the bottleneck.
+
+``estimate_job`` does the same for one of our jobs from its own shapes (an inference job's
+program, a training job's steps and batch): what ``market.policy`` checks before a provider bids.
 """
 
 from __future__ import annotations
 
 import re
 from dataclasses import asdict, dataclass
-from typing import Literal
+from typing import Any, Literal
+
+import numpy as np
 
 from veracity.errors import UsageError
 
@@ -176,3 +181,74 @@ def duration(seconds: float) -> str:
         if seconds >= div:
             return f"{seconds / div:.3g} {unit}"
     return f"{seconds:.3g} s"
+
+
+# a job's own estimate: what a provider checks before it bids, and a client before it posts ---------
+@dataclass(frozen=True)
+class JobEstimate:
+    flops: float  # the job's multiply-adds times two (its GEMMs and attention; training: 3x forward)
+    memory_bytes: float  # parameters and state, plus the largest activation, held at once
+    detail: str  # what was counted, for people
+
+    def seconds(self, devices: str, mfu: float = 0.4) -> float:
+        """The time the job takes on ``devices`` at ``mfu`` of their peak."""
+        count, dev = parse_devices(devices)
+        return self.flops / (count * dev.tflops * 1e12 * mfu)
+
+    def fits(self, devices: str) -> bool:
+        count, dev = parse_devices(devices)
+        return self.memory_bytes <= count * dev.memory_gb * 1e9
+
+
+def _program_flops(program: list[Any]) -> tuple[float, int]:
+    """2 x the multiply-adds of an inference program's linears and attention, and its largest record."""
+    from veracity.exact import program as prog
+
+    flops, largest = 0.0, 0
+    for d in program:
+        size = int(np.prod(d.dims))
+        largest = max(largest, size)
+        if d.kind == prog.LINEAR:
+            flops += 2.0 * size * program[d.inputs[0]].dims[-1]
+        elif d.kind == prog.SCORES:  # [B, H, T, T] from qkv [B, T, 3 * hidden]: each a dot of hidden / H
+            flops += 2.0 * size * program[d.inputs[0]].dims[-1] / 3 / d.dims[1]
+        elif d.kind == prog.CONTEXT:  # [B, T, hidden]: each a sum over the T keys
+            flops += 2.0 * size * d.dims[1]
+    return flops, largest
+
+
+def _params(model: Any) -> int:
+    """The parameters in a model's matrix multiplies (its QLinear weights, or an MLP's matrices)."""
+    from veracity.exact.program import model_constants
+
+    return int(sum(t.size for t in model_constants(model).values() if t.dtype == np.int8))
+
+
+def estimate_job(job: Any, program: list[Any] | None = None) -> JobEstimate:
+    """FLOPs and memory of a ``workloads.jobs.Job``: inference from its program's records (exact
+    shapes); ``train`` as 6 x parameters per example per step; ``finetune`` as the frozen
+    encoder's forward over every text once, plus the adapter's and head's steps."""
+    kind = job.spec.kind
+    if kind == "infer":
+        program = program if program is not None else job.program(job.model())
+        flops, largest = _program_flops(program)
+        params = _params(job.model())
+        return JobEstimate(flops, params + 8.0 * largest * 4, f"{len(program)} records, {human(params)} weights")
+    p = job.params
+    if kind == "train":
+        from veracity.exact import train as T
+
+        state = T.MLPState.init()
+        n = sum(w.size for w in state.weights)
+        return JobEstimate(6.0 * n * p.batch * p.steps, 8.0 * n * 6 + 8.0 * p.batch * 128 * 8,
+                           f"{human(n)} parameters, {p.steps} steps of {p.batch}")
+    from veracity.workloads.finetune import parse_labelled
+
+    model = job.model()
+    texts, _ = parse_labelled(job.inputs, p.classes)
+    tokens = sum(len(model.parse({"text": t})) for t in texts)
+    n = _params(model)
+    trained = p.rank * (model.cfg.intermediate + model.cfg.hidden) + p.classes * model.cfg.hidden
+    per_step = 6.0 * trained * p.batch * tokens / max(1, len(texts))
+    return JobEstimate(2.0 * n * tokens + per_step * p.steps, n + 8.0 * tokens * model.cfg.intermediate * 2,
+                       f"{human(n)} frozen weights over {tokens} tokens, {p.steps} steps of {human(trained)} parameters")
