@@ -185,6 +185,70 @@ def verify_cost() -> dict[str, float]:
             "verify_cost_ratio": rate * check_cpu / provider_cpu}
 
 
+def train_judgements(dep, accts) -> list[dict[str, Any]]:
+    """A full game at the last record of every training kind of a digits-MLP training job's second
+    step (Adam, batch 32): the provider altered that element and trained on; the judgement's gas."""
+    from veracity.exact.train import exp_table_digest, exp_table_tensor
+    from veracity.node.adversary import train_tamper
+    from veracity.workloads.train import (
+        TrainParams,
+        record_tensors,
+        run_train_job,
+        train_program,
+    )
+
+    data = (ROOT / "examples" / "inputs" / "digits-train.jsonl").read_bytes()
+    params = TrainParams(steps=2, seed=1, optimizer="adam", lr=0.01)
+    program = train_program(params, None, data)
+    table = {exp_table_digest(): exp_table_tensor()}
+    client, provider, challenger = accts[1], accts[2], accts[3]
+    out = []
+    kinds = sorted({d.kind for d in program if d.kind != prog.INPUT})
+    rpc = dep.clients(client.key)[0].w3.provider.make_request
+    for kind in kinds:
+        snap = rpc("evm_snapshot", [])["result"]  # each game from the same chain state (stakes intact)
+        k = max(i for i, d in enumerate(program) if d.kind == kind and d.step == 2)
+        sides = {}
+        for who, cheat in (("provider", True), ("challenger", False)):
+            result = run_train_job(data, params, tamper=train_tamper(k) if cheat else None)
+            wanted = {k, *program[k].inputs}
+            tensors = record_tensors(data, params, None, wanted, tamper=train_tamper(k) if cheat else None)
+            sides[who] = (decode_records(result.trace), result.trace_root, tensors.get)
+        _, _, _, cmarket = dep.clients(client.key)
+        _, _, preg, pmarket = dep.clients(provider.key)
+        if preg.node(provider.address).role == 0:
+            preg.register(PROVIDER, 1000 * TOKEN, "cpu", 8, [], 0, "http://127.0.0.1:1")
+        oid = cmarket.open_order(b"\1" * 32, 2, b"\2" * 32, 5 * TOKEN, cmarket.chain.now() + 3600, 3600, 0,
+                                 prog.program_root(program), len(program))
+        bid = sign_bid(Bid(order_id=oid, provider=provider.address, price=4 * TOKEN, collateral=TOKEN,
+                           expiry=cmarket.chain.now() + 600), provider.key, dep.chain_id, dep.market)
+        cmarket.accept_bid(bid)
+        pmarket.commit_result(oid, b"\3" * 32, sides["provider"][1], len(program))
+        moves: list[tuple[str, int]] = []
+        prov = Metered(dep.disputes_client(provider.key), moves)
+        chal = Metered(dep.disputes_client(challenger.key), moves)
+        players = [Player(party, d, dep.referees, oid, sides[who][0], program, sides[who][2],
+                          lambda desc: prog.constants(None, desc, table))
+                   for party, d, who in ((PROVIDER_PARTY, prov, "provider"), (CHALLENGER, chal, "challenger"))]
+        chal.challenge(oid, sides["challenger"][1])
+        for _ in range(400):
+            if chal.game(oid).stage_name == "settled":
+                break
+            for pl in players:
+                pl.act()
+        g, state = chal.game(oid), cmarket.order(oid).state_name
+        assert g.differ == k and state == "overturned", (g.differ, k, state)
+        names = [m for m, _ in moves]
+        rounds = names.count("reveal") // 2 + names.count("open_record") // 2 + names.count("descend") // 2 + \
+            (1 if "reveal_chunk" in names else 0) + names.count("judge")
+        elements = sum(int(np.prod(d.dims)) for d in program)
+        out.append({"record": k, "op": program[k].op, "kind": prog.KIND_NAMES[kind], "rounds": rounds,
+                    "bound": math.ceil(math.log2(elements)) + 8, "gas": sum(gas for _, gas in moves),
+                    "gas_judge": sum(gas for m, gas in moves if m == "judge"), "n": len(program)})
+        rpc("evm_revert", [snap])
+    return out
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--json", type=Path)
@@ -206,6 +270,8 @@ def main() -> int:
         gas_one = one_step_gas(dep, rng)
         with console.status("a full game at each kind of MiniLM record"):
             judged = minilm_judgements(dep, accts, rng)
+        with console.status("a full game at each kind of training record"):
+            trained = train_judgements(dep, accts)
     finally:
         node.stop()
     cost = verify_cost()
@@ -223,10 +289,16 @@ def main() -> int:
         jt.add_row(f"{g['record']} {g['op']}", g["kind"], str(g["rounds"]), str(g["bound"]), f"{g['gas']:,}",
                    f"{g['gas_judge']:,}")
     console.print(jt)
+    tt = Table("training record", "kind", "rounds", "ceil(log2 n) + 8", "gas, whole game", "judgement (the final step)",
+               title="the final step for every kind of training record (digits MLP, Adam, batch 32, step 2 of 2)")
+    for g in trained:
+        tt.add_row(f"{g['record']} {g['op']}", g["kind"], str(g["rounds"]), str(g["bound"]), f"{g['gas']:,}",
+                   f"{g['gas_judge']:,}")
+    console.print(tt)
     console.print(f"OneStep alone, the widest element (smoothed linear, K=1536): {gas_one:,}")
     console.print(f"spot-check rate {cost['rate']:.4f}; a check costs {cost['check_cpu_s']:.2f} CPU-s for a "
                   f"{cost['provider_cpu_s']:.2f} CPU-s job -> verify_cost_ratio {cost['verify_cost_ratio']:.4f}")
-    every = games + judged
+    every = games + judged + trained
     assert all(g["rounds"] <= g["bound"] for g in every), "a game took more rounds than ceil(log2 n) + 8"
     result = {"rounds_max": max(g["rounds"] for g in every), "gas_full_game": max(g["gas"] for g in every),
               "rounds_scope": "n is the trace's elements (every record's tensor); a round is both parties' "
@@ -237,7 +309,8 @@ def main() -> int:
               "gas_one_step_scope": "the referee's whole judgement call (proofs of every input row and OneStep), "
                                     "the largest over every kind of record",
               "gas_onestep_widest_linear": gas_one, "verify_cost_ratio": cost["verify_cost_ratio"],
-              "games": games, "minilm_judgements": judged, **cost}
+              "games": games, "minilm_judgements": judged, "train_judgements": trained,
+              "gas_one_step_train": max(g["gas_judge"] for g in trained), **cost}
     write_json(args.json, result)
     return 0
 

@@ -15,7 +15,7 @@
         name, dtype and dims; the party shows its chunk root), then descend their chunk trees to
         one differing chunk, reveal it (challenger first, then the provider with both), and the
         contract finds the first differing element. Phase three: anyone shows the element's
-        inputs to a referee (`Referee`, `AttentionReferee`): rows of earlier records, each proven
+        inputs to a referee (`Referee`, `AttentionReferee`, `TrainReferee`): rows of earlier records, each proven
         by chain links forward to the agreed chain value, and rows of the descriptor's
         constants; `OneStep` recomputes it, and the provider loses if its value is not the
         recomputed one. An input record is judged at once, by the digest the client posted.
@@ -153,18 +153,20 @@ bond: public(immutable(uint256))
 move_time: public(immutable(uint256))
 referee: public(immutable(address))
 attention_referee: public(immutable(address))
+train_referee: public(immutable(address))
 games: public(HashMap[uint256, Game])
 
 
 @deploy
 def __init__(token_: IERC20, market_: IMarket, bond_: uint256, move_time_: uint256, referee_: address,
-             attention_referee_: address):
+             attention_referee_: address, train_referee_: address):
     token = token_
     market = market_
     bond = bond_
     move_time = move_time_
     referee = referee_
     attention_referee = attention_referee_
+    train_referee = train_referee_
 
 
 @external
@@ -477,7 +479,8 @@ def judged(order_id: uint256, recomputed: int256):
     """
     @notice The Referee's verdict: the provider loses unless its element is the recomputed one.
     """
-    assert msg.sender == referee or msg.sender == attention_referee, "disputes: only the referees judge"
+    assert msg.sender == referee or msg.sender == attention_referee or msg.sender == train_referee, \
+        "disputes: only the referees judge"
     g: Game = self.games[order_id]
     assert g.stage == JUDGING, "disputes: no element is waiting for its judgement"
     if recomputed == g.provider_element:

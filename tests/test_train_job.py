@@ -24,7 +24,7 @@ def test_a_training_job_is_exact_and_splits_into_work_units(data):
     whole = run_train_job(train, p)
     assert run_train_job(train, p, backend="torch").trace_root == whole.trace_root
     records = decode_records(whole.trace)
-    assert {r.step for r in records} == set(range(1, 91))  # every optimizer step is one trace step
+    assert {r.step for r in records} == set(range(91))  # the start state (step 0), then one trace step per step
     blob = None
     for _ in range(3):  # three units of 30 steps, each from the previous unit's checkpoint
         unit = run_train_job(train, TrainParams(steps=30, seed=1), start=blob)
@@ -43,18 +43,46 @@ def test_bad_training_inputs_are_clear_errors(data):
 
 
 def test_the_program_names_every_record_and_a_served_checkpoint_is_checked_against_the_trace(data):
-    from veracity.exact.program import STATE
+    from veracity.exact.program import INPUT, QMM, WEIGHT
     from veracity.workloads.train import check_checkpoint, train_program
 
     train, _ = data
     first = run_train_job(train, TrainParams(steps=2, seed=3))
     records = decode_records(first.trace)
-    program = train_program(TrainParams(steps=2, seed=3), None)
+    program = train_program(TrainParams(steps=2, seed=3), None, train)
     assert [(d.step, d.op) for d in program] == [(r.step, r.op) for r in records]
-    per = len(program) // 2  # 18: w, b and their momenta and second moments, for 3 layers
-    assert {d.kind for d in program} == {STATE} and program[per].inputs == (0,)  # step 2's w0 reads step 1's
+    starts = [d for d in program if d.step == 0]
+    assert len(starts) == 18 and {d.kind for d in starts} == {INPUT}  # the start state: 6 tensors of 3 layers
+    w0 = [i for i, d in enumerate(program) if d.op == "state.w0"]
+    z0 = next(d for d in program if d.step == 2 and d.op == "fwd.0.z")
+    assert program[w0[0]].kind == WEIGHT and z0.kind == QMM and z0.inputs[1] == w0[0]  # step 2 reads step 1's w0
     assert check_checkpoint(first.outputs, records) is None
     later = run_train_job(train, TrainParams(steps=1, seed=3), start=first.outputs)
-    assert train_program(TrainParams(steps=1, seed=3), first.outputs)[0].step == 3  # a unit counts on
+    unit = train_program(TrainParams(steps=1, seed=3), first.outputs, train)
+    assert unit[0].step == 2 and unit[-1].step == 3  # a unit starts from the checkpoint's step
     assert "not the state the committed trace ends at" in check_checkpoint(later.outputs, records)
     assert "cannot be read (truncated)" in check_checkpoint(first.outputs[:-3], records)
+
+
+def test_values_a_referee_would_judge_differently_never_reach_a_trace(data):
+    """int64 intermediates that would wrap are computed exactly (as the referee's int256 does), and
+    start checkpoints with other shapes or out-of-range values are refused before anything runs."""
+    import numpy as np
+
+    from veracity.exact import train as T
+    from veracity.verify.onestep import round_shift
+
+    num = np.array([[3 << 50, -(5 << 49)], [7, -7]], dtype=np.int64)
+    shift = np.array([[12, 14], [3, 0]])
+    got = T._round_shift(num, 16129, shift)
+    assert [int(v) for v in got.ravel()] == [round_shift(int(n), 16129, int(s))
+                                             for n, s in zip(num.ravel(), shift.ravel())]
+    state = T.MLPState.init()
+    state.weights[0][0, 0] = 1 << 50
+    with pytest.raises(InputError, match="values out of range"):
+        run_train_job(data[0], TrainParams(steps=1), start=T.checkpoint_bytes(state))
+    wide = T.MLPState.init(sizes=(64, 2000, 10))
+    with pytest.raises(InputError, match="not the digits MLP's shapes"):
+        run_train_job(data[0], TrainParams(steps=1), start=T.checkpoint_bytes(wide))
+    with pytest.raises(InputError, match="batch size of 1 to 1024"):
+        run_train_job(data[0], TrainParams(steps=1, batch=4096))

@@ -194,8 +194,8 @@ def _story(console: Console, dep: Any, daemons: list[dict[str, Any]]) -> bool:
     _fill_checks(console, validator["url"], done)
     _fill_checks(console, validator["url"], [cheat], want_verdict="overturned")
     ok = all(all(s.ok) and s.ok for s in stories)
-    story_table = Table("job", "client", "order", "bids (VRC)", "matched", "run", "commit", "check", "settle (VRC)",
-                        Column("output", min_width=14), title="the story (p = provider; output compared with a local int64 NumPy run; acc: the "
+    story_table = Table("job", "client", "order", "bids (VRC)", "matched", "run", "commit", Column("check", min_width=10),
+                        "settle (VRC)", Column("output", min_width=14), title="the story (p = provider; output compared with a local int64 NumPy run; acc: the "
                         "checkpoint's accuracy on held-out digits or reviews)")
     for s in stories:
         story_table.add_row(s.job, s.client, str(s.order_id or "-"), s.bids, s.matched, s.run, s.commit, s.check,

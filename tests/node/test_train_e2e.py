@@ -7,7 +7,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from veracity.errors import InputError
+from veracity.errors import InputError, VeracityError
 from veracity.exact import train as T
 from veracity.node.client import submit, submit_units
 from veracity.workloads.jobs import Job
@@ -76,3 +76,36 @@ def test_a_unit_whose_start_checkpoint_is_nowhere_is_refused_before_any_order(ne
     with pytest.raises(InputError, match=f"start checkpoint {missing} is on no registered provider"):
         submit(spec, net.dep, net.accts[1].key, bid_wait=5)
     assert market.fn.order_count().call() == before
+
+
+def test_a_cheating_trainer_is_caught_judged_and_slashed(tmp_path):
+    """A provider daemon that alters one element of a weight gradient half-way through a training
+    job (and trains on from it) commits a consistent, wrong checkpoint; the validator daemon's
+    re-execution differs, it challenges, the game runs to that element inside the optimizer step,
+    the TrainReferee recomputes it, and the cheater loses its collateral and a fifth of its stake."""
+    from .conftest import TOKEN, Net
+
+    net = Net(tmp_path, accounts=6, move_time=8)
+    try:
+        cheater = net.provider(3, ["digits-mlp"], behaviour="corrupt-op")
+        validator, checks = net.validator(5)
+        _, token, reg, market = net.dep.clients(net.dep.accounts[0].key)
+        client = net.accts[1]
+        spec = load_spec(EXAMPLES / "jobs" / "digits-train.yaml")
+        spec = spec.model_copy(update={"verification": Verification(challenge_window=40),
+                                       "training": spec.training.model_copy(update={"steps": 6})})
+        before, v_before = token.balance_of(client.address), token.balance_of(validator.address)
+        with pytest.raises(VeracityError, match="a dispute found provider"):
+            submit(spec, net.dep, client.key, bid_wait=20, result_timeout=400)
+        order = market.order(market.fn.order_count().call())
+        assert order.state_name == "overturned" and order.provider == cheater.address
+        share = (1000 * TOKEN - order.collateral) * 2000 // 10_000
+        assert token.balance_of(client.address) == before  # refunded in full
+        assert reg.node(cheater.address).stake == 1000 * TOKEN - order.collateral - share
+        assert token.balance_of(validator.address) == v_before + order.collateral + share
+        assert ".gw" in net.logs() and "called the referee on element" in net.logs()
+    except AssertionError:
+        print(net.logs())
+        raise
+    finally:
+        net.stop()

@@ -75,3 +75,41 @@ def test_a_program_a_dispute_could_not_judge_is_refused():
     with pytest.raises(InputError, match="more than 1024 records back"):
         prog.check_disputable(far)
     prog.check_disputable(far[:-1])
+
+
+@pytest.mark.parametrize("optimizer,lr", [("momentum", 0.05), ("adam", 0.01), ("sgd", 0.05)])
+def test_every_training_record_is_what_its_descriptor_says(optimizer, lr, fresh_rng):
+    """A train job's program (built from shapes and the data alone) is what a traced run records,
+    and every element of every record of its steps recomputes from the records it names."""
+    from pathlib import Path
+
+    from veracity.exact.train import exp_table_digest, exp_table_tensor
+    from veracity.workloads.train import (
+        TrainParams,
+        record_tensors,
+        run_train_job,
+        train_program,
+    )
+
+    data = (Path(__file__).resolve().parent.parent.parent / "examples" / "inputs" / "digits-train.jsonl").read_bytes()
+    params = TrainParams(steps=2, seed=1, optimizer=optimizer, lr=lr, batch=16)
+    program = train_program(params, None, data)
+    prog.check_disputable(program)
+    trace = decode_records(run_train_job(data, params).trace)
+    assert [(d.step, d.op) for d in program] == [(r.step, r.op) for r in trace]
+    tensors = record_tensors(data, params, None, set(range(len(program))))
+    table = {exp_table_digest(): exp_table_tensor()}
+    kinds = set()
+    for i, d in enumerate(program):
+        t = tensors[i]
+        assert tuple(t.shape) == d.dims and tensor_digest(t) == trace[i].digest, d.op
+        assert all(j < i for j in d.inputs), f"{d.op} reads a record that is not earlier"
+        if d.kind == prog.INPUT:
+            assert d.consts[0] == trace[i].digest
+            continue
+        kinds.add(d.kind)
+        for e in {0, t.size - 1, *fresh_rng.integers(0, t.size, 4).tolist()}:
+            got = recompute(d, int(e), tensors.__getitem__, prog.constants(None, d, table))
+            assert got == int(t.flat[e]), f"record {i} {d.op} element {e}: recomputed {got}, traced {int(t.flat[e])}"
+    assert kinds == {prog.QMM, prog.RELU, prog.EXP_ROWS, prog.LOSS_GRAD, prog.TRANSPOSE, prog.ROW_SUM,
+                     prog.RELU_MASK, prog.MOMENT, prog.SECOND, prog.WEIGHT}

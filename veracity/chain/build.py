@@ -15,7 +15,7 @@ from typing import Any
 from veracity.errors import ChainError
 
 CONTRACTS = Path(__file__).resolve().parent.parent.parent / "contracts"
-NAMES = ("Token", "Registry", "Market", "OneStep", "Referee", "AttentionReferee", "Disputes")
+NAMES = ("Token", "Registry", "Market", "OneStep", "Referee", "AttentionReferee", "TrainReferee", "Disputes")
 
 
 @dataclass(frozen=True)

@@ -344,9 +344,13 @@ class DisputesClient(_Bound):
             raise ChainError(f"no chunk {index} was revealed in the dispute over order {order_id}")
         return bytes(hits[-1]["args"]["chunk"])
 
-    def judge(self, referees: tuple[str, str], kind: str, order_id: int, *args: Any) -> Any:
+    def judge(self, referees: tuple[str, ...], kind: str, order_id: int, *args: Any) -> Any:
         """Call ``judge_<kind>`` (anyone may) with the element's proven inputs, on the Referee or,
-        for the attention ops, the AttentionReferee (``referees``: their addresses)."""
+        for the attention ops, the AttentionReferee; a training record (``kind`` "train") goes to
+        the TrainReferee's one ``judge`` (``referees``: the three addresses)."""
+        if kind == "train":
+            ref = self.chain.contract("TrainReferee", referees[2])
+            return self._send(ref.functions.judge(order_id, *args))
         attention = kind in ATTENTION_JUDGES
         ref = self.chain.contract("AttentionReferee" if attention else "Referee", referees[attention])
         return self._send(getattr(ref.functions, f"judge_{kind}")(order_id, *args))

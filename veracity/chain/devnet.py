@@ -44,6 +44,7 @@ class Deployment(BaseModel):
     disputes: str | None = None  # deployments from before the dispute game have none
     referee: str | None = None
     attention_referee: str | None = None
+    train_referee: str | None = None
     dispute_bond: int = 0
     move_time: int = 0
 
@@ -62,9 +63,9 @@ class Deployment(BaseModel):
         return chain, token, RegistryClient(chain, self.registry, token), MarketClient(chain, self.market, token)
 
     @property
-    def referees(self) -> tuple[str, str]:
-        """(Referee, AttentionReferee): the contracts that judge a located element."""
-        return self.referee or "", self.attention_referee or ""
+    def referees(self) -> tuple[str, str, str]:
+        """(Referee, AttentionReferee, TrainReferee): the contracts that judge a located element."""
+        return self.referee or "", self.attention_referee or "", self.train_referee or ""
 
     def disputes_client(self, key: str) -> DisputesClient:
         if self.disputes is None:
@@ -96,8 +97,11 @@ def deploy(rpc_url: str, deployer: AccountInfo, accounts: list[AccountInfo], dev
     onestep = chain.deploy("OneStep")
     referee = chain.deploy("Referee", onestep)
     attention_referee = chain.deploy("AttentionReferee", onestep)
-    disputes = chain.deploy("Disputes", token, market, p["dispute_bond"], p["move_time"], referee, attention_referee)
-    for name, address in (("Referee", referee), ("AttentionReferee", attention_referee)):
+    train_referee = chain.deploy("TrainReferee")
+    disputes = chain.deploy("Disputes", token, market, p["dispute_bond"], p["move_time"], referee, attention_referee,
+                            train_referee)
+    for name, address in (("Referee", referee), ("AttentionReferee", attention_referee),
+                          ("TrainReferee", train_referee)):
         chain.send(chain.contract(name, address).functions.set_disputes(disputes))
     chain.send(MarketClient(chain, market, TokenClient(chain, token)).fn.set_disputes(disputes))
     tok = TokenClient(chain, token)
@@ -107,7 +111,7 @@ def deploy(rpc_url: str, deployer: AccountInfo, accounts: list[AccountInfo], dev
     return Deployment(rpc_url=rpc_url, chain_id=chain.w3.eth.chain_id, token=token, registry=registry,
                       market=market, deployer=deployer, accounts=accounts, min_stake=p["min_stake"],
                       unbonding_delay=p["unbonding_delay"], fee_bps=p["fee_bps"], disputes=disputes, referee=referee,
-                      attention_referee=attention_referee,
+                      attention_referee=attention_referee, train_referee=train_referee,
                       dispute_bond=p["dispute_bond"], move_time=p["move_time"])
 
 

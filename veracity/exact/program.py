@@ -29,12 +29,16 @@ INPUT, LINEAR, ADD, RELU, GELU, SILU, LAYERNORM, RMSNORM, EMBEDDING = 1, 2, 3, 4
 SCORES, PROBS, PROBSUM, CONTEXT, MEAN_POOL, L2_NORMALIZE = 10, 11, 12, 13, 14, 15
 TRANSPOSE, VT = 16, 17  # layout records: a tensor with its last two axes swapped; the heads' V transposed
 ARGMAX, APPEND, SELECT_LAST = 18, 19, 20  # generation: the next token, the ids grown by it, the last position
-STATE = 21  # training: a state tensor after an optimizer step (judged by no referee yet)
+STATE = 21  # training: a state tensor after an optimizer step (judged by no referee yet: finetune)
+# training (the digits MLP's step, every op a record; judged by TrainReferee)
+QMM, EXP_ROWS, LOSS_GRAD, ROW_SUM, RELU_MASK, MOMENT, SECOND, WEIGHT = 22, 23, 24, 25, 26, 27, 28, 29
 KIND_NAMES = {INPUT: "input", LINEAR: "linear", ADD: "add", RELU: "relu", GELU: "gelu", SILU: "silu",
               LAYERNORM: "layernorm", RMSNORM: "rmsnorm", EMBEDDING: "embedding", SCORES: "scores",
               PROBS: "probs", PROBSUM: "probsum", CONTEXT: "context", MEAN_POOL: "mean_pool",
               L2_NORMALIZE: "l2_normalize", TRANSPOSE: "transpose", VT: "vt", ARGMAX: "argmax",
-              APPEND: "append", SELECT_LAST: "select_last", STATE: "state"}
+              APPEND: "append", SELECT_LAST: "select_last", STATE: "state", QMM: "qmm", EXP_ROWS: "exp_rows",
+              LOSS_GRAD: "loss_grad", ROW_SUM: "row_sum", RELU_MASK: "relu_mask", MOMENT: "moment",
+              SECOND: "second", WEIGHT: "weight"}
 NO_INPUT = 2**256 - 1  # an input that is not a whole earlier record (a view, a slice, a constant)
 DESC_ABI = "(uint8,uint256,string,uint8,uint256[],uint256[],bytes32[],int256[])"
 
@@ -292,6 +296,10 @@ def check_disputable(program: list[OpDesc]) -> None:
     from veracity.errors import InputError
 
     for i, d in enumerate(program):
+        if (len(d.dims) > 4 or len(d.inputs) > 4 or len(d.consts) > 3 or len(d.params) > 2
+                or len(d.op.encode()) > 64):
+            raise InputError(f"record {d.op} has a descriptor larger than a dispute reads (at most 4 dims, "
+                             "4 inputs, 3 constants, 2 parameters and a 64-byte name)")
         width = d.dims[-1] if d.dims else 1
         if width > MAX_ROW or width * CODE_DTYPES[d.dtype].itemsize > CHUNK_MAX:
             raise InputError(f"record {d.op} has rows of {width} values; disputes read rows of at most {MAX_ROW}")

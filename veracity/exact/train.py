@@ -35,7 +35,7 @@ import hashlib
 import struct
 from dataclasses import dataclass, field, replace
 from functools import lru_cache
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 
@@ -51,6 +51,16 @@ EXP_ONE = 1 << 16
 LOG2E = 94548  # round(log2(e) * 2**16)
 MU_SHIFT = 10
 LR_SHIFT = 16
+
+
+def exp_table_tensor() -> np.ndarray:
+    """The exp table as the constant a referee reads: int32 rows of 256 entries."""
+    return exp_table().astype(np.int32).reshape(-1, 256)
+
+
+@lru_cache(maxsize=None)
+def exp_table_digest() -> bytes:
+    return tensor_digest(exp_table_tensor())
 
 
 @lru_cache(maxsize=None)
@@ -104,9 +114,24 @@ def _round_shift(num: np.ndarray, den: np.ndarray | int, shift: np.ndarray | int
     shift = np.asarray(shift, dtype=np.int64)
     den = np.asarray(den, dtype=np.int64)
     pos, neg = np.maximum(shift, 0), np.maximum(-shift, 0)
+    top = int(np.abs(num).max(initial=0)).bit_length() + int(pos.max(initial=0)) + 2
+    if top >= 63 or int(np.abs(den).max(initial=0)).bit_length() + int(neg.max(initial=0)) + 2 >= 63:
+        return _round_shift_exact(num, den, pos, neg)  # int64 would wrap: the referee's int256 would not
     n2 = (num << pos) * 2
     d2 = (den << neg) * 2
     return (n2 + d2 // 2) // d2
+
+
+def _round_shift_exact(num: np.ndarray, den: np.ndarray, pos: np.ndarray, neg: np.ndarray) -> np.ndarray:
+    """``_round_shift`` in Python integers, for values whose intermediates exceed int64: the same
+    result as the referee's int256 arithmetic, or a clear error if the result itself does not fit."""
+    o = lambda a: np.asarray(a).astype(object)  # noqa: E731
+    n2 = (o(num) << o(pos)) * 2
+    d2 = (o(den) << o(neg)) * 2
+    out = (n2 + d2 // 2) // d2
+    if any(abs(int(v)) >= 1 << 62 for v in np.asarray(out).ravel()):
+        raise ValueError("training diverged: a value no longer fits exact int64 arithmetic (lower the learning rate)")
+    return np.asarray(out).astype(np.int64)
 
 
 def qmatmul(x: np.ndarray | None, fx: int, w: np.ndarray, fw: int, fout: int, backend: str,
@@ -224,7 +249,14 @@ def load_checkpoint(blob: bytes) -> MLPState:
     if len(ts) % 6 != 1 or ts[-1].shape != (1,):
         raise ValueError("malformed: not six groups of state tensors and a step counter")
     n = (len(ts) - 1) // 6
-    return MLPState(*(ts[k * n:(k + 1) * n] for k in range(6)), step=int(ts[-1][0]))
+    state = MLPState(*(ts[k * n:(k + 1) * n] for k in range(6)), step=int(ts[-1][0]))
+    init = MLPState.init()
+    if [t.shape for t in state.tensors()] != [t.shape for t in init.tensors()]:
+        raise ValueError("not the digits MLP's shapes (64-128-64-10)")
+    if any(int(np.abs(t).max(initial=0)) >= 1 << 44 for t in state.tensors()[:-1]) or \
+            any(int(t.min(initial=0)) < 0 for t in (*state.sw, *state.sb)) or not 0 <= state.step < 1 << 32:
+        raise ValueError("values out of range: |weights and moments| < 2**44, second moments >= 0")
+    return state
 
 
 def checkpoint_hash(state: MLPState) -> bytes:
@@ -248,31 +280,146 @@ def forward(state: MLPState, pixels: np.ndarray, backend: str) -> tuple[list[np.
     raise AssertionError("unreachable")
 
 
-def softmax_grad(z: np.ndarray, labels: np.ndarray) -> np.ndarray:
-    """d(cross-entropy)/d(logits) = softmax(z) - onehot, in ``ACT_FRAC``, from the exp table."""
+def exp_rows(z: np.ndarray) -> np.ndarray:
+    """The softmax's numerators from the exp table: ``table[min(((max_r - z) * LOG2E) >> 20, size - 1)]``."""
     u = ((z.max(axis=1, keepdims=True) - z) * LOG2E) >> (ACT_FRAC + 16 - EXP_FRAC)
-    p = exp_table()[np.minimum(u, EXP_SIZE - 1)]
+    return exp_table()[np.minimum(u, EXP_SIZE - 1)]
+
+
+def loss_grad(p: np.ndarray, labels: np.ndarray) -> np.ndarray:
+    """d(cross-entropy)/d(logits) = p / sum(p) - onehot, in ``ACT_FRAC``."""
     g = _round_shift(p, p.sum(axis=1, keepdims=True), ACT_FRAC)
     g[np.arange(len(labels)), labels] -= 1 << ACT_FRAC
     return g
 
 
-def mlp_step(state: MLPState, pixels: np.ndarray, labels: np.ndarray, cfg: SGDConfig, backend: str = "numpy") -> MLPState:
-    """One SGD-with-momentum step on a batch (a new state; ``state`` is not changed)."""
+def softmax_grad(z: np.ndarray, labels: np.ndarray) -> np.ndarray:
+    """d(cross-entropy)/d(logits) = softmax(z) - onehot, in ``ACT_FRAC``, from the exp table."""
+    return loss_grad(exp_rows(z), labels)
+
+
+class Tape:
+    """A training step's ops as trace records (``rec``: kind, name, value, input records, and the
+    parameters the referee reads), each with the descriptor a dispute judges it by. ``at`` maps a
+    state tensor's name to the record that holds its current value. The null tape (``Tape(False)``)
+    records nothing, so an untraced step pays nothing."""
+
+    def __init__(self, on: bool = True, keep: set[int] | None = None,
+                 tamper: Callable[[int, str, np.ndarray], None] | None = None) -> None:
+        self.on = on
+        self.tamper = tamper  # an adversary's hook (tests, the demo): alters a value in place
+        self.records: list[Any] = []  # TraceRecord
+        self.descs: list[Any] = []  # program.OpDesc
+        self.at: dict[str, int] = {}
+        self.keep = keep if keep is not None else set()
+        self.kept: dict[int, np.ndarray] = {}
+
+    def rec(self, kind: int, step: int, op: str, x: np.ndarray, inputs: tuple[int, ...] = (),
+            consts: tuple[bytes, ...] = (), params: tuple[int, ...] = ()) -> int:
+        if not self.on:
+            return -1
+        from veracity.exact.program import OpDesc, dtype_code
+        from veracity.exact.trace import TraceRecord
+
+        i = len(self.records)
+        if self.tamper is not None:
+            self.tamper(i, op, x)  # in place, so every later op reads the altered value
+        t = np.ascontiguousarray(x, dtype=np.int64)
+        self.records.append(TraceRecord(step, op, tensor_digest(t)))
+        self.descs.append(OpDesc(kind, step, op, dtype_code(t.dtype), tuple(t.shape), inputs, consts, params))
+        if i in self.keep:
+            self.kept[i] = t.copy()
+        return i
+
+    def input(self, step: int, op: str, x: np.ndarray) -> int:
+        from veracity.exact.program import INPUT
+
+        return self.rec(INPUT, step, op, x, consts=(tensor_digest(np.asarray(x, dtype=np.int64)),))
+
+    def start(self, state: "MLPState") -> None:
+        """The state a job starts from, as input records (the client computes their digests from
+        the initialisation seed or the start checkpoint)."""
+        for name, t in state_tensors(state):
+            self.at[name] = self.input(state.step, "start." + name.removeprefix("state."), t)
+
+
+def state_tensors(state: "MLPState") -> list[tuple[str, np.ndarray]]:
+    """The state's tensors by record name: ``state.w0``, ``state.b0``, ``state.m0`` (the weights'
+    momentum or first moment), ``state.mb0``, ``state.s0`` (second moment), ``state.sb0``, ..."""
+    groups = (("w", state.weights), ("b", state.biases), ("m", state.vw), ("mb", state.vb), ("s", state.sw),
+              ("sb", state.sb))
+    return [(f"state.{name}{i}", t) for name, ts in groups for i, t in enumerate(ts)]
+
+
+OPT_CODES = {"sgd": 1, "momentum": 2, "adam": 3}
+
+
+def update_params(cfg: SGDConfig, batch: int) -> dict[str, tuple[int, int]]:
+    """The two parameters each update record's descriptor carries (the contract reads two)."""
+    code = OPT_CODES[cfg.optimizer]
+    grad = batch | cfg.clip << 16  # the batch mean and the clip, applied to the summed gradient
+    first = cfg.b1_num if cfg.optimizer == "adam" else cfg.mu_num
+    return {"moment": (code | first << 8, grad), "second": (code | cfg.b2_num << 8, grad),
+            "weight": (code | cfg.lr_num << 8, cfg.eps)}
+
+
+NULL_TAPE = Tape(False)
+
+
+def mlp_step(state: MLPState, pixels: np.ndarray, labels: np.ndarray, cfg: SGDConfig, backend: str = "numpy",
+             tape: Tape = NULL_TAPE) -> MLPState:
+    """One optimizer step on a batch (a new state; ``state`` is not changed). With a tape, every
+    op is a record: the batch (inputs), each layer's GEMM and ReLU, the exp rows and the loss
+    gradient, the transposes the backward GEMMs contract over, the weight and bias gradients, the
+    ReLU mask, and each state tensor's update (its moment, second moment, then the tensor)."""
+    from veracity.exact import program as P
+
     s = state.copy()
-    acts, z = forward(s, pixels, backend)
-    dz = softmax_grad(z, labels)  # ACT_FRAC; the mean over the batch is folded into the update
-    n = len(s.weights)
-    for i in reversed(range(n)):
-        x = acts[i]
-        fx = PIX_FRAC if i == 0 else ACT_FRAC
+    step, n, t = s.step + 1, len(s.weights), tape
+    ix, iy = t.input(step, "batch.x", pixels), t.input(step, "batch.y", labels)
+    acts, ids = [np.asarray(pixels, dtype=np.int64)], [ix]
+    frac, h, ih = PIX_FRAC, acts[0], ix
+    for i, (w, b) in enumerate(zip(s.weights, s.biases)):  # forward
+        z = qmatmul(h, frac, w, W_FRAC, ACT_FRAC, backend) + (b >> (W_FRAC - ACT_FRAC))
+        iz = t.rec(P.QMM, step, f"fwd.{i}.z", z, (ih, t.at.get(f"state.w{i}", -1), t.at.get(f"state.b{i}", -1)),
+                   params=(ACT_FRAC - frac - W_FRAC, W_FRAC - ACT_FRAC))
+        if i < n - 1:
+            h = np.maximum(z, 0)
+            ih = t.rec(P.RELU, step, f"fwd.{i}.relu", h, (iz,))
+            acts.append(h)
+            ids.append(ih)
+            frac = ACT_FRAC
+    p = exp_rows(z)
+    ip = t.rec(P.EXP_ROWS, step, "loss.exp", p, (iz,), consts=(exp_table_digest(),) if t.on else ())
+    dz = loss_grad(p, labels)  # ACT_FRAC; the mean over the batch is folded into the update
+    idz = t.rec(P.LOSS_GRAD, step, "loss.dz", dz, (ip, iy))
+    ups = update_params(cfg, len(labels))
+    for i in reversed(range(n)):  # backward
+        x, fx = acts[i], PIX_FRAC if i == 0 else ACT_FRAC
+        idzt = t.rec(P.TRANSPOSE, step, f"bwd.{i}.dz_t", dz.T, (idz,))
+        ixt = t.rec(P.TRANSPOSE, step, f"bwd.{i}.x_t", x.T, (ids[i],))
         gw = qmatmul(dz.T, ACT_FRAC, x.T, fx, W_FRAC, backend)  # [out, in]: contraction over the batch
+        igw = t.rec(P.QMM, step, f"bwd.{i}.gw", gw, (idzt, ixt), params=(W_FRAC - ACT_FRAC - fx, -1))
         gb = dz.sum(axis=0) << (W_FRAC - ACT_FRAC)
+        igb = t.rec(P.ROW_SUM, step, f"bwd.{i}.gb", gb, (idzt,), params=(W_FRAC - ACT_FRAC,))
         if i > 0:
-            dx = qmatmul(dz, ACT_FRAC, s.weights[i].T, W_FRAC, ACT_FRAC, backend)  # over the outputs
+            wt = s.weights[i].T
+            iwt = t.rec(P.TRANSPOSE, step, f"bwd.{i}.w_t", wt, (t.at.get(f"state.w{i}", -1),))
+            dx = qmatmul(dz, ACT_FRAC, wt, W_FRAC, ACT_FRAC, backend)  # over the outputs
+            idx = t.rec(P.QMM, step, f"bwd.{i}.dx", dx, (idz, iwt), params=(-W_FRAC, -1))
             dz = np.where(acts[i] > 0, dx, 0)
-        for w, v, sq, g in ((s.weights, s.vw, s.sw, gw), (s.biases, s.vb, s.sb, gb)):
+            idz = t.rec(P.RELU_MASK, step, f"bwd.{i}.dz", dz, (idx, ids[i]))
+        for (wn, mn, sn), (w, v, sq), g, ig in ((("w", "m", "s"), (s.weights, s.vw, s.sw), gw, igw),
+                                                (("b", "mb", "sb"), (s.biases, s.vb, s.sb), gb, igb)):
             w[i], v[i], sq[i] = update(w[i], v[i], sq[i], g, len(labels), cfg)
+            if t.on:
+                m_at = t.rec(P.MOMENT, step, f"state.{mn}{i}", v[i], (t.at[f"state.{mn}{i}"], ig),
+                             params=ups["moment"])
+                s_at = t.rec(P.SECOND, step, f"state.{sn}{i}", sq[i], (t.at[f"state.{sn}{i}"], ig),
+                             params=ups["second"])
+                w_at = t.rec(P.WEIGHT, step, f"state.{wn}{i}", w[i], (t.at[f"state.{wn}{i}"], m_at, s_at),
+                             params=ups["weight"])
+                t.at.update({f"state.{mn}{i}": m_at, f"state.{sn}{i}": s_at, f"state.{wn}{i}": w_at})
     s.step += 1
     return s
 
@@ -282,6 +429,8 @@ def update(w: np.ndarray, v: np.ndarray, sq: np.ndarray, g: np.ndarray, batch: i
     """One optimizer update of a tensor from its summed gradient ``g`` (all in ``W_FRAC``): the
     batch mean, the clip, then SGD, momentum or Adam. Returns the new (weights, moment, second moment)."""
     g = np.clip(_round_shift(g, batch, 0), -cfg.clip, cfg.clip)
+    if max(int(np.abs(w).max(initial=0)), int(np.abs(v).max(initial=0)), int(np.abs(sq).max(initial=0))) >= 1 << 46:
+        raise ValueError("training diverged: a weight or moment passed 2**46 in fixed point (lower the learning rate)")
     if cfg.optimizer == "adam":
         v = (v * cfg.b1_num + g * ((1 << MU_SHIFT) - cfg.b1_num)) >> MU_SHIFT
         sq = (sq * cfg.b2_num + g * g * ((1 << MU_SHIFT) - cfg.b2_num)) >> MU_SHIFT
@@ -300,11 +449,11 @@ def batch_indices(n: int, step: int, cfg: SGDConfig) -> np.ndarray:
 
 
 def train(state: MLPState, pixels: np.ndarray, labels: np.ndarray, steps: int, cfg: SGDConfig,
-          backend: str = "numpy", progress: Any = None) -> MLPState:
+          backend: str = "numpy", progress: Any = None, tape: Tape = NULL_TAPE) -> MLPState:
     """``steps`` steps from ``state`` (which carries its step counter, so a work unit resumes)."""
     for _ in range(steps):
         idx = batch_indices(len(labels), state.step, cfg)
-        state = mlp_step(state, pixels[idx], labels[idx], cfg, backend)
+        state = mlp_step(state, pixels[idx], labels[idx], cfg, backend, tape)
         if progress:
             progress(state.step)
     return state

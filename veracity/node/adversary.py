@@ -9,6 +9,10 @@ verification layer is tested against what a dishonest node would actually do:
 * ``lazy``: runs nothing; commits made-up outputs and a made-up trace;
 * ``forged-output``: commits the honest trace but serves output JSONL that is not what it says
   (clients check the outputs against the trace's output records and refuse them).
+
+On a ``train`` job, ``corrupt-op`` alters one element of one op of a step half-way through the
+job (``train_tamper``) and trains on from it: the checkpoint and the trace it commits agree with
+each other and are wrong from that op on.
 """
 
 from __future__ import annotations
@@ -110,3 +114,21 @@ def lazy_job(model_name: str, inputs: bytes, model: Any = None) -> JobResult:
     records = [TraceRecord(d.step, d.op, secrets.token_bytes(32)) for d in job_program(model_name, inputs, model)]
     outputs = "".join(lines).encode()
     return JobResult(outputs, secrets.token_bytes(32), records_root(records), 1, len(records), encode_records(records))
+
+
+def train_tamper(at: int) -> Callable[[int, str, np.ndarray], None]:
+    """The ``corrupt-op`` cheat on a training job, as a tape hook: element 0 of record ``at`` is
+    moved by 64 units, in place, so every later op of the job reads the altered value."""
+    def tamper(index: int, op: str, x: np.ndarray) -> None:
+        if index == at:
+            x.flat[0] += -64 if x.flat[0] > 0 else 64
+    return tamper
+
+
+def train_cheat_at(job: Any) -> int:
+    """The record a training cheater alters: a weight gradient about half-way through the job."""
+    from veracity.exact import program as P
+
+    program = job.program()
+    grads = [i for i, d in enumerate(program) if d.kind == P.QMM and d.op.endswith(".gw")]
+    return grads[len(grads) // 2]

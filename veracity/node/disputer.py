@@ -31,7 +31,7 @@ class Disputer:
 
     party: int
     disputes: DisputesClient
-    referees: tuple[str, str]
+    referees: tuple[str, ...]
     log: Callable[[str], None]
     players: dict[int, Player] = field(default_factory=dict)
 
@@ -47,7 +47,7 @@ class Disputer:
             self.log(f"order {order_id}: the order's program is not this job's; its records cannot be judged")
             program = []
         cache: dict[int, np.ndarray] = {}
-        table = prog.model_constants(model) if program and model is not None else {}
+        table = job.constants(model) if program else {}
 
         def tensor(i: int) -> np.ndarray | None:
             if not has_tensors or not program:
@@ -58,7 +58,7 @@ class Disputer:
             return cache.get(i)
 
         self.players[order_id] = Player(self.party, self.disputes, self.referees, order_id, records, program,
-                                        tensor, lambda d: prog.constants(model, d, table))
+                                        tensor, lambda d: prog.constants(None, d, table))
 
     def tick(self, now: int) -> list[int]:
         """Moves due in every game; returns the orders whose games have settled (and forgets them)."""

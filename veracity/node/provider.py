@@ -233,8 +233,11 @@ class ProviderNode:
     def join(self, oid: int) -> None:
         row = self.state.job(oid)
         job = self.load_job(row.spec_cid)
-        cheat = None if job.trains else adversary.tamper_for(self.cfg.behaviour, job.model_name, job.inputs,
-                                                             job.model())
+        cheat = adversary.tamper_for(self.cfg.behaviour, job.model_name, job.inputs, job.model()) \
+            if not job.trains else None
+        if job.spec.kind == "train" and self.cfg.behaviour in ("corrupt-op", "wrong-output"):
+            at = adversary.train_cheat_at(job)
+            cheat = lambda: adversary.train_tamper(at)  # noqa: E731  (replayed to show its tensors)
         assert self.disputer is not None
         self.disputer.join(oid, decode_records(self.blobs.get(row.trace_cid)), job, self.market.program(oid), cheat,
                            has_tensors=self.cfg.behaviour != "lazy")

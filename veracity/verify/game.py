@@ -77,6 +77,8 @@ def desc_proof(program: list[prog.OpDesc], i: int) -> list[bytes]:
 
 
 EMPTY_ROW = (4, [1], bytes(32), b"", [], 0)  # a TensorRow argument the judge does not read
+TRAIN_KINDS = (prog.QMM, prog.EXP_ROWS, prog.LOSS_GRAD, prog.ROW_SUM, prog.RELU_MASK, prog.MOMENT, prog.SECOND,
+               prog.WEIGHT)
 
 
 def judge_args(desc: prog.OpDesc, record: int, element: int, view: TraceView, side: Callable[[int], TensorSide],
@@ -151,6 +153,23 @@ def judge_args(desc: prog.OpDesc, record: int, element: int, view: TraceView, si
     if kind == prog.SELECT_LAST:
         t = side(ins[0]).tensor.shape[1]
         return "select_last", (d, *rec(ins[0], r * t + t - 1))
+    if kind in TRAIN_KINDS:  # the TrainReferee's one judge: a row of each input, and a table row
+        table = EMPTY_ROW
+        if kind == prog.QMM:  # row r of x, row c of w, the bias
+            rows = [r, c, 0][:len(ins)]
+        elif kind == prog.EXP_ROWS:
+            from veracity.verify.onestep import exp_index
+
+            rows = [r]
+            table = const(0).row(exp_index([int(v) for v in side(ins[0]).tensor.reshape(-1, n)[r]], c) // 256)
+        elif kind == prog.LOSS_GRAD:
+            rows = [r, 0]
+        elif kind == prog.ROW_SUM:
+            rows = [element]
+        else:  # elementwise
+            rows = [r] * len(ins)
+        pairs = [rec(i, rr) for i, rr in zip(ins, rows)]
+        return "train", (d, [p[0] for p in pairs], [p[1] for p in pairs], table)
     return None
 
 
@@ -228,6 +247,23 @@ def recompute(desc: prog.OpDesc, element: int, record: Callable[[int], np.ndarra
     if kind == prog.SELECT_LAST:
         t = record(ins[0]).shape[1]
         return row(ins[0], r * t + t - 1)[c]
+    if kind == prog.QMM:
+        bias = int(record(ins[2]).flat[c]) if len(ins) == 3 else None
+        return onestep.qmm(row(ins[0], r), row(ins[1], c), desc.params[0], bias, desc.params[1])
+    if kind == prog.EXP_ROWS:
+        return int(consts[0].flat[onestep.exp_index(row(ins[0], r), c)])
+    if kind == prog.LOSS_GRAD:
+        return onestep.loss_grad(row(ins[0], r), c, int(record(ins[1]).flat[r]))
+    if kind == prog.ROW_SUM:
+        return sum(row(ins[0], e)) << desc.params[0]
+    if kind == prog.RELU_MASK:
+        return at(ins[0]) if at(ins[1]) > 0 else 0
+    if kind == prog.MOMENT:
+        return onestep.moment(at(ins[0]), at(ins[1]), *desc.params)
+    if kind == prog.SECOND:
+        return onestep.second(at(ins[0]), at(ins[1]), *desc.params)
+    if kind == prog.WEIGHT:
+        return onestep.weight(at(ins[0]), at(ins[1]), at(ins[2]), *desc.params)
     raise ValueError(f"record {desc.op!r} of kind {desc.kind} is judged by its digest, not element by element")
 
 
@@ -241,7 +277,7 @@ class Player:
 
     party: int
     disputes: Any  # chain.client.DisputesClient acting as this party
-    referees: tuple[str, str]  # the Referee and the AttentionReferee
+    referees: tuple[str, ...]  # the Referee, the AttentionReferee and the TrainReferee
     order_id: int
     records: list[TraceRecord]
     program: list[prog.OpDesc]

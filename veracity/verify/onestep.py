@@ -162,3 +162,65 @@ def l2_normalize(x: Row, c: int) -> int:
     xs = [(v + half) >> e for v in x]
     n = math.isqrt(sum(v * v for v in xs))
     return round_div(xs[c] << 15, n) if n > 0 else 0
+
+
+# training (``exact.train.mlp_step``): the digits MLP's step, one element at a time -----------------
+def round_shift(num: int, den: int, shift: int) -> int:
+    """round_half_up(num * 2**shift / den), as ``exact.train._round_shift``."""
+    pos, neg = max(shift, 0), max(-shift, 0)
+    d2 = (den << neg) * 2
+    return ((num << pos) * 2 + d2 // 2) // d2
+
+
+def qmm(x: Row, w: Row, shift: int, bias: int | None, bias_shift: int) -> int:
+    """y[r, c] of ``train.qmatmul`` (row r of x, row c of w, both quantized per row) plus bias."""
+    if len(x) != len(w):
+        raise OneStepError("qmm: rows of different lengths")
+    qx, ax, ex = quantize_row(x)
+    qw, aw, ew = quantize_row(w)
+    acc = sum(a * b for a, b in zip(qx, qw))
+    y = round_shift(acc * ax * aw, spec.QMAX * spec.QMAX, ex + ew + shift)
+    return y + (bias >> bias_shift) if bias is not None else y
+
+
+EXP_SHIFT, EXP_SIZE, LOG2E_16 = 20, 24 << 8, 94548  # ``exact.train``: the exp table's index
+
+
+def exp_index(z: Row, c: int) -> int:
+    """The exp table entry of logit c: ((max - z_c) * log2(e)) >> 20, capped at the table's end."""
+    return min(((max(z) - z[c]) * LOG2E_16) >> EXP_SHIFT, EXP_SIZE - 1)
+
+
+def loss_grad(p: Row, c: int, label: int) -> int:
+    """p_c / sum(p) - onehot, in ACT_FRAC."""
+    return round_shift(p[c], sum(p), spec.ACT_FRAC) - ((1 << spec.ACT_FRAC) if c == label else 0)
+
+
+def clipped_mean(g: int, grad: int) -> int:
+    """The summed gradient's batch mean, clipped (``grad`` packs batch | clip << 16)."""
+    batch, limit = grad & 0xFFFF, grad >> 16
+    return clip(round_shift(g, batch, 0), limit)
+
+
+def moment(v: int, g: int, opt: int, grad: int) -> int:
+    """The first moment's update (``opt`` packs optimizer | mu or beta1 << 8)."""
+    code, k = opt & 0xFF, opt >> 8
+    g = clipped_mean(g, grad)
+    return (v * k + g * (1024 - k)) >> 10 if code == 3 else ((v * k) >> 10) + g
+
+
+def second(s: int, g: int, opt: int, grad: int) -> int:
+    """Adam's second moment (``opt`` packs optimizer | beta2 << 8); other optimizers keep it."""
+    code, k = opt & 0xFF, opt >> 8
+    if code != 3:
+        return s
+    g = clipped_mean(g, grad)
+    return (s * k + g * g * (1024 - k)) >> 10
+
+
+def weight(w: int, m: int, s: int, opt: int, eps: int) -> int:
+    """The tensor's update (``opt`` packs optimizer | lr << 8): w - lr m, or Adam's lr m / (sqrt(s) + eps)."""
+    code, lr = opt & 0xFF, opt >> 8
+    if code == 3:
+        return w - round_shift(m * lr, (math.isqrt(s) + eps) << 16, 20)
+    return w - ((m * lr) >> 16)

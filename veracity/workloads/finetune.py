@@ -136,7 +136,9 @@ def finetune_program(params: FinetuneParams, start: bytes | None, model: Any = N
     cfg = params.config()
     state = start_state(params, start, _load(model))
     shapes = [(r.op, t.shape) for r, t in zip(step_records(state), [*state.params, *state.m, *state.s])]
-    hyper = (cfg.lr_num, cfg.batch, cfg.seed, params.rank, params.classes, LORA_LR_SHIFT)
+    # two parameters (the contract's bound): the learning rate, batch, rank, classes and the
+    # adapter's rate shift packed in one, the data seed in the other
+    hyper = (cfg.lr_num | cfg.batch << 32 | params.rank << 48 | params.classes << 56 | LORA_LR_SHIFT << 62, cfg.seed)
     code = dtype_code(np.dtype(np.int64))
     return [OpDesc(STATE, state.step + k + 1, name, code, tuple(dims),
                    ((k - 1) * len(shapes) + j if k else NO_INPUT,), (), hyper)

@@ -103,6 +103,7 @@ class JobResult:
     steps: int
     ops: int
     trace: bytes = b""  # the trace records as a blob (``trace.encode_records``); its root is trace_root
+    kept: dict[int, Any] = field(default_factory=dict)  # tensors of records asked for (disputes)
 
 
 def run_infer_job(model_name: str, inputs_jsonl: bytes, backend: str = "torch", batch_size: int = 32,

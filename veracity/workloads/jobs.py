@@ -60,17 +60,29 @@ class Job:
             FT.parse_labelled(self.inputs, self.params.classes)
             return FT.finetune_program(self.params, self.start, model)
         if self.trains:
-            T.parse_examples(self.inputs)
-            return T.train_program(self.params, self.start)
+            return T.train_program(self.params, self.start, self.inputs)
         return I.job_program(self.spec.model, self.inputs, model)
 
-    def tensors(self, indices: set[int], model: Any = None, tamper: Tamper | None = None) -> dict[int, np.ndarray]:
-        """The tensors of records ``indices``, recomputed by re-running the job (exact)."""
+    def tensors(self, indices: set[int], model: Any = None, tamper: Any = None) -> dict[int, np.ndarray]:
+        """The tensors of records ``indices``, recomputed by re-running the job (exact); ``tamper``
+        replays a cheat (an Exec hook for inference, a state hook for training)."""
         if self.spec.kind == "finetune":
             return FT.record_tensors(self.inputs, self.params, self.start, indices, model)
         if self.trains:
-            return T.record_tensors(self.inputs, self.params, self.start, indices)
+            return T.record_tensors(self.inputs, self.params, self.start, indices, tamper)
         return I.record_tensors(self.spec.model, self.inputs, indices, model=model, tamper=tamper)
+
+    def constants(self, model: Any = None) -> dict[bytes, np.ndarray]:
+        """Every constant tensor the job's records may name, by digest (weights and tables)."""
+        from veracity.exact import program as P
+
+        if self.spec.kind == "train":
+            from veracity.exact.train import exp_table_digest, exp_table_tensor
+
+            return {exp_table_digest(): exp_table_tensor()}
+        if self.trains:
+            return {}
+        return P.model_constants(model if model is not None else self.model())
 
     def check_served(self, outputs: bytes, records: list[TraceRecord], model: Any = None) -> str | None:
         """What is wrong with outputs a provider served, against its committed trace (None: nothing)."""

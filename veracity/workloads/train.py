@@ -5,9 +5,12 @@ Inputs are JSONL, one example per line: ``{"pixels": [64 ints 0..16], "label": 0
 runs ``steps`` optimizer steps from its start: a fresh, seeded initialisation, or (a work unit) a
 checkpoint blob, which carries its step counter, so a long job split into units ends at the same
 checkpoint as the unsplit job. The output is the checkpoint blob; the output hash is its
-``exact.train.checkpoint_hash``. Step ``s``'s trace records are the state's tensors after it,
-and the job's program (``train_program``) names each of them: its step, tensor, shape, the same
-tensor's record of the step before, and the step's hyper-parameters.
+``exact.train.checkpoint_hash``. The trace starts with the start state's tensors
+(inputs whose digests the client computes), then each step's ops, every one a record
+(``exact.train.mlp_step``): the batch, the forward GEMMs and ReLUs, the loss gradient, the
+backward GEMMs, transposes and masks, and the updates, which end in the state's new tensors. The
+job's program (``train_program``) names each record from shapes alone, so a dispute over a
+training job is judged to one element of one op like an inference job's.
 """
 
 from __future__ import annotations
@@ -27,8 +30,6 @@ from veracity.exact.trace import (
 )
 from veracity.workloads.infer import JobResult, parse_jsonl
 
-STATE_NAMES = ("w", "b", "m", "mb", "s", "sb")  # weights, biases, first and second moments
-
 
 @dataclass(frozen=True)
 class TrainParams:
@@ -40,8 +41,8 @@ class TrainParams:
     batch: int = 32
 
     def config(self) -> T.SGDConfig:
-        if self.steps <= 0 or self.batch <= 0:
-            raise InputError("training needs a positive number of steps and a positive batch size")
+        if self.steps <= 0 or not 0 < self.batch <= 1024:
+            raise InputError("training needs a positive number of steps and a batch size of 1 to 1024")
         if not 0 < self.lr < 1:
             raise InputError(f"learning rate {self.lr} is outside (0, 1)")
         return T.SGDConfig(lr_num=max(1, round(self.lr * (1 << T.LR_SHIFT))), batch=self.batch, seed=self.seed,
@@ -66,13 +67,6 @@ def parse_examples(data: bytes) -> tuple[np.ndarray, np.ndarray]:
     return np.array(pixels, dtype=np.int64), np.array(labels, dtype=np.int64)
 
 
-def step_records(state: T.MLPState) -> list[TraceRecord]:
-    """The trace records of one step: each state tensor after it."""
-    groups = (state.weights, state.biases, state.vw, state.vb, state.sw, state.sb)
-    return [TraceRecord(state.step, f"state.{name}{i}", tensor_digest(t))
-            for name, ts in zip(STATE_NAMES, groups) for i, t in enumerate(ts)]
-
-
 def start_state(params: TrainParams, start: bytes | None) -> T.MLPState:
     """The state a job starts from: the ``start`` checkpoint, or the seeded initialisation."""
     try:
@@ -81,29 +75,70 @@ def start_state(params: TrainParams, start: bytes | None) -> T.MLPState:
         raise InputError(f"the start checkpoint cannot be read ({exc})") from None
 
 
-OPTIMIZER_CODES = {"sgd": 1, "momentum": 2, "adam": 3}
-
-
-def train_program(params: TrainParams, start: bytes | None) -> list[Any]:
-    """The program of a train job: one ``STATE`` descriptor per state tensor per step, naming the
-    same tensor's record of the step before (none for the job's first step, which reads the start
-    checkpoint) and the hyper-parameters every step applies."""
-    from veracity.exact.program import NO_INPUT, STATE, OpDesc, dtype_code
+def train_program(params: TrainParams, start: bytes | None, data: bytes) -> list[Any]:
+    """The program of a train job, from shapes and the data alone (no arithmetic): the start
+    state's tensors as inputs, then every step's records as ``exact.train.mlp_step`` makes them,
+    each naming its input records, the batch's digests and the parameters its referee reads. A
+    test holds it to the descriptors a traced run records."""
+    from veracity.exact import program as P
 
     cfg = params.config()
+    pixels, labels = parse_examples(data)
     state = start_state(params, start)
-    shapes = [(f"state.{name}{i}", t.shape) for name, ts in
-              zip(STATE_NAMES, (state.weights, state.biases, state.vw, state.vb, state.sw, state.sb))
-              for i, t in enumerate(ts)]
-    hyper = (OPTIMIZER_CODES[cfg.optimizer], cfg.lr_num, cfg.mu_num, cfg.clip, cfg.batch, cfg.seed,
-             cfg.b1_num, cfg.b2_num, cfg.eps)
-    code = dtype_code(np.dtype(np.int64))
-    program = []
+    prog: list[Any] = []
+    at: dict[str, int] = {}
+    i64 = P.dtype_code(np.dtype(np.int64))
+
+    def rec(kind: int, step: int, op: str, dims: tuple[int, ...], inputs: tuple[int, ...] = (),
+            consts: tuple[bytes, ...] = (), params_: tuple[int, ...] = ()) -> int:
+        prog.append(P.OpDesc(kind, step, op, i64, tuple(int(d) for d in dims), inputs, consts, params_))
+        return len(prog) - 1
+
+    def inp(step: int, op: str, x: np.ndarray) -> int:
+        return rec(P.INPUT, step, op, x.shape, consts=(tensor_digest(np.asarray(x, dtype=np.int64)),))
+
+    shapes = {}
+    for name, t in T.state_tensors(state):
+        at[name] = inp(state.step, "start." + name.removeprefix("state."), t)
+        shapes[name] = t.shape
+    n = len(state.weights)
+    widths = [state.weights[0].shape[1], *(w.shape[0] for w in state.weights)]
     for k in range(params.steps):
-        for j, (name, dims) in enumerate(shapes):
-            prev = (k - 1) * len(shapes) + j if k else NO_INPUT
-            program.append(OpDesc(STATE, state.step + k + 1, name, code, tuple(dims), (prev,), (), hyper))
-    return program
+        step = state.step + k + 1
+        idx = T.batch_indices(len(labels), step - 1, cfg)
+        bsz = len(idx)
+        ups = T.update_params(cfg, bsz)
+        ix, iy = inp(step, "batch.x", pixels[idx]), inp(step, "batch.y", labels[idx])
+        ids, ih, frac = [ix], ix, T.PIX_FRAC
+        for i in range(n):
+            iz = rec(P.QMM, step, f"fwd.{i}.z", (bsz, widths[i + 1]), (ih, at[f"state.w{i}"], at[f"state.b{i}"]),
+                     params_=(T.ACT_FRAC - frac - T.W_FRAC, T.W_FRAC - T.ACT_FRAC))
+            if i < n - 1:
+                ih = rec(P.RELU, step, f"fwd.{i}.relu", (bsz, widths[i + 1]), (iz,))
+                ids.append(ih)
+                frac = T.ACT_FRAC
+        ip = rec(P.EXP_ROWS, step, "loss.exp", (bsz, widths[-1]), (iz,), consts=(T.exp_table_digest(),))
+        idz = rec(P.LOSS_GRAD, step, "loss.dz", (bsz, widths[-1]), (ip, iy))
+        for i in reversed(range(n)):
+            fx = T.PIX_FRAC if i == 0 else T.ACT_FRAC
+            idzt = rec(P.TRANSPOSE, step, f"bwd.{i}.dz_t", (widths[i + 1], bsz), (idz,))
+            ixt = rec(P.TRANSPOSE, step, f"bwd.{i}.x_t", (widths[i], bsz), (ids[i],))
+            igw = rec(P.QMM, step, f"bwd.{i}.gw", (widths[i + 1], widths[i]), (idzt, ixt),
+                      params_=(T.W_FRAC - T.ACT_FRAC - fx, -1))
+            igb = rec(P.ROW_SUM, step, f"bwd.{i}.gb", (widths[i + 1],), (idzt,), params_=(T.W_FRAC - T.ACT_FRAC,))
+            if i > 0:
+                iwt = rec(P.TRANSPOSE, step, f"bwd.{i}.w_t", (widths[i], widths[i + 1]), (at[f"state.w{i}"],))
+                idx_ = rec(P.QMM, step, f"bwd.{i}.dx", (bsz, widths[i]), (idz, iwt), params_=(-T.W_FRAC, -1))
+                idz = rec(P.RELU_MASK, step, f"bwd.{i}.dz", (bsz, widths[i]), (idx_, ids[i]))
+            for (wn, mn, sn), ig in ((("w", "m", "s"), igw), (("b", "mb", "sb"), igb)):
+                dims = shapes[f"state.{wn}{i}"]
+                m_at = rec(P.MOMENT, step, f"state.{mn}{i}", dims, (at[f"state.{mn}{i}"], ig), params_=ups["moment"])
+                s_at = rec(P.SECOND, step, f"state.{sn}{i}", dims, (at[f"state.{sn}{i}"], ig), params_=ups["second"])
+                w_at = rec(P.WEIGHT, step, f"state.{wn}{i}", dims, (at[f"state.{wn}{i}"], m_at, s_at),
+                           params_=ups["weight"])
+                at.update({f"state.{mn}{i}": m_at, f"state.{sn}{i}": s_at, f"state.{wn}{i}": w_at})
+    P.check_disputable(prog)  # every record within what the contracts read
+    return prog
 
 
 def check_checkpoint(blob: bytes, records: list[TraceRecord]) -> str | None:
@@ -113,27 +148,35 @@ def check_checkpoint(blob: bytes, records: list[TraceRecord]) -> str | None:
         state = T.load_checkpoint(blob)
     except ValueError as exc:
         return f"the checkpoint cannot be read ({exc})"
-    last = step_records(state)
-    if records[-len(last):] != last:
+    final = {r.op: r.digest for r in records}  # each state tensor's last record
+    if any(final.get(name) != tensor_digest(t) for name, t in T.state_tensors(state)):
         return "the checkpoint is not the state the committed trace ends at"
     return None
 
 
 def run_train_job(data: bytes, params: TrainParams, start: bytes | None = None, backend: str = "numpy",
-                  progress: Callable[[int], None] | None = None) -> JobResult:
+                  progress: Callable[[int], None] | None = None, keep: set[int] | None = None,
+                  tamper: Callable[[int, str, np.ndarray], None] | None = None) -> JobResult:
     """Train from ``start`` (a checkpoint blob) or a fresh initialisation for ``params.steps``."""
     pixels, labels = parse_examples(data)
     cfg = params.config()
     state = start_state(params, start)
-    records: list[TraceRecord] = []
-    for _ in range(params.steps):
-        state = T.train(state, pixels, labels, 1, cfg, backend)
-        records += step_records(state)
-        if progress:
-            progress(state.step)
+    tape = T.Tape(keep=keep, tamper=tamper)
+    tape.start(state)
+    try:
+        for _ in range(params.steps):
+            state = T.train(state, pixels, labels, 1, cfg, backend, tape=tape)
+            if progress:
+                progress(state.step)
+    except ValueError as exc:  # a diverged run stops rather than commit values a referee would not
+        raise InputError(f"step {state.step + 1}: {exc}") from None
     blob = T.checkpoint_bytes(state)
-    return JobResult(blob, T.checkpoint_hash(state), records_root(records), params.steps, len(records),
-                     encode_records(records))
+    records = tape.records
+    result = JobResult(blob, T.checkpoint_hash(state), records_root(records), params.steps, len(records),
+                       encode_records(records))
+    if keep is not None:
+        result.kept.update(tape.kept)  # type: ignore[attr-defined]
+    return result
 
 
 def accuracy(checkpoint: bytes, data: bytes) -> float:
@@ -144,16 +187,8 @@ def accuracy(checkpoint: bytes, data: bytes) -> float:
 __all__: list[Any] = ["TrainParams", "run_train_job", "train_program", "check_checkpoint", "parse_examples", "accuracy"]
 
 
-def record_tensors(data: bytes, params: TrainParams, start: bytes | None, indices: set[int]) -> dict[int, np.ndarray]:
-    """Re-run a train job (exact, so the same bits) as far as the last of records ``indices`` and
-    keep their tensors: what a party shows in a dispute, recomputed rather than stored."""
-    pixels, labels = parse_examples(data)
-    cfg = params.config()
-    state = start_state(params, start)
-    per = len(step_records(state))
-    out: dict[int, np.ndarray] = {}
-    for k in range(min(params.steps, max(indices, default=-1) // per + 1)):
-        state = T.train(state, pixels, labels, 1, cfg)
-        tensors = state.tensors()
-        out.update({i: tensors[i - k * per].copy() for i in indices if k * per <= i < (k + 1) * per})
-    return out
+def record_tensors(data: bytes, params: TrainParams, start: bytes | None, indices: set[int],
+                   tamper: Callable[[int, str, np.ndarray], None] | None = None) -> dict[int, np.ndarray]:
+    """Re-run a train job (exact, so the same bits) and keep the tensors of records ``indices``:
+    what a party shows in a dispute, recomputed rather than stored. ``tamper`` replays a cheat."""
+    return run_train_job(data, params, start, "numpy", keep=set(indices), tamper=tamper).kept  # type: ignore[attr-defined]
