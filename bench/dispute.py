@@ -78,12 +78,50 @@ def job_inputs(n_records: int) -> bytes:
     return "".join(json.dumps({"pixels": images[i % len(images)].tolist()}) + "\n" for i in range(items)).encode()
 
 
+def settle(dep, accts, program: list[Any], sides: dict[str, Any], constants: Any, kind_code: int = 1
+           ) -> tuple[list[tuple[str, int]], Any, str, float]:
+    """Open an order for ``program``, have the provider commit its (cheating) side's trace, and
+    play the game against the honest challenger to settlement: (metered moves, game, order
+    state, wall seconds)."""
+    client, provider, challenger = accts[1], accts[2], accts[3]
+    _, _, _, cmarket = dep.clients(client.key)
+    _, _, preg, pmarket = dep.clients(provider.key)
+    if preg.node(provider.address).role == 0:
+        preg.register(PROVIDER, 1000 * TOKEN, "cpu", 8, [], 0, "http://127.0.0.1:1")
+    oid = cmarket.open_order(b"\1" * 32, kind_code, b"\2" * 32, 5 * TOKEN, cmarket.chain.now() + 3600, 3600, 0,
+                             prog.program_root(program), len(program))
+    bid = sign_bid(Bid(order_id=oid, provider=provider.address, price=4 * TOKEN, collateral=TOKEN,
+                       expiry=cmarket.chain.now() + 600), provider.key, dep.chain_id, dep.market)
+    cmarket.accept_bid(bid)
+    pmarket.commit_result(oid, b"\3" * 32, sides["provider"][1], len(program))
+    moves: list[tuple[str, int]] = []
+    prov = Metered(dep.disputes_client(provider.key), moves)
+    chal = Metered(dep.disputes_client(challenger.key), moves)
+    players = [Player(party, d, dep.referees, oid, sides[who][0], program, sides[who][2], constants)
+               for party, d, who in ((PROVIDER_PARTY, prov, "provider"), (CHALLENGER, chal, "challenger"))]
+    t0 = time.perf_counter()
+    chal.challenge(oid, sides["challenger"][1])
+    for _ in range(400):
+        if chal.game(oid).stage_name == "settled":
+            break
+        for pl in players:
+            pl.act()
+    return moves, chal.game(oid), cmarket.order(oid).state_name, time.perf_counter() - t0
+
+
+def rounds_of(moves: list[tuple[str, int]]) -> int:
+    """A round: both parties' moves at one query (bisection, opening, a chunk-tree level), the
+    chunk, the judgement."""
+    kinds = [m for m, _ in moves]
+    return kinds.count("reveal") // 2 + kinds.count("open_record") // 2 + kinds.count("descend") // 2 + \
+        (1 if "reveal_chunk" in kinds else 0) + kinds.count("judge")
+
+
 def game(dep, accts, n: int, model: Any, rng: np.random.Generator, model_name: str = MODEL,
          inputs: bytes | None = None, k: int | None = None) -> dict[str, Any]:
     from veracity.node.adversary import alter_record
     from veracity.workloads.infer import job_program, record_tensors, run_infer_job
 
-    client, provider, challenger = accts[1], accts[2], accts[3]
     inputs = inputs if inputs is not None else job_inputs(n)
     program = job_program(model_name, inputs, model)
     k = int(rng.integers(len(program))) if k is None else k
@@ -93,37 +131,9 @@ def game(dep, accts, n: int, model: Any, rng: np.random.Generator, model_name: s
         wanted = {k, *[i for i in program[k].inputs if i < len(program)]}
         tensors = record_tensors(model_name, inputs, wanted, model=model, tamper=alter_record(k) if cheat else None)
         sides[who] = (decode_records(result.trace), result.trace_root, tensors.get)
-    _, _, creg, cmarket = dep.clients(client.key)
-    _, _, preg, pmarket = dep.clients(provider.key)
-    if preg.node(provider.address).role == 0:
-        preg.register(PROVIDER, 1000 * TOKEN, "cpu", 8, [], 0, "http://127.0.0.1:1")
-    oid = cmarket.open_order(b"\1" * 32, 1, b"\2" * 32, 5 * TOKEN, cmarket.chain.now() + 3600, 3600, 0,
-                             prog.program_root(program), len(program))
-    bid = sign_bid(Bid(order_id=oid, provider=provider.address, price=4 * TOKEN, collateral=TOKEN,
-                       expiry=cmarket.chain.now() + 600), provider.key, dep.chain_id, dep.market)
-    cmarket.accept_bid(bid)
-    pmarket.commit_result(oid, b"\3" * 32, sides["provider"][1], len(program))
-    moves: list[tuple[str, int]] = []
-    prov = Metered(dep.disputes_client(provider.key), moves)
-    chal = Metered(dep.disputes_client(challenger.key), moves)
-    players = [Player(party, d, dep.referees, oid, sides[who][0], program, sides[who][2],
-                      lambda desc: prog.constants(model, desc))
-               for party, d, who in ((PROVIDER_PARTY, prov, "provider"), (CHALLENGER, chal, "challenger"))]
-    t0 = time.perf_counter()
-    chal.challenge(oid, sides["challenger"][1])
-    for _ in range(400):
-        if chal.game(oid).stage_name == "settled":
-            break
-        for p in players:
-            p.act()
-    wall = time.perf_counter() - t0
-    g = chal.game(oid)
-    state = cmarket.order(oid).state_name
+    moves, g, state, wall = settle(dep, accts, program, sides, lambda desc: prog.constants(model, desc))
     assert g.differ == k and state == "overturned", (g.differ, k, state)
-    kinds = [m for m, _ in moves]
-    # a round: both parties' moves at one query (bisection, opening, a chunk-tree level), the chunk, the judgement
-    rounds = kinds.count("reveal") // 2 + kinds.count("open_record") // 2 + kinds.count("descend") // 2 + \
-        (1 if "reveal_chunk" in kinds else 0) + kinds.count("judge")
+    rounds = rounds_of(moves)
     elements = sum(int(np.prod(d.dims)) for d in program)
     return {"n": len(program), "elements": elements, "bound": math.ceil(math.log2(elements)) + 8,
             "items": len(program) // RECORDS_PER_BATCH * 32, "record": k,
@@ -201,10 +211,9 @@ def train_judgements(dep, accts) -> list[dict[str, Any]]:
     params = TrainParams(steps=2, seed=1, optimizer="adam", lr=0.01)
     program = train_program(params, None, data)
     table = {exp_table_digest(): exp_table_tensor()}
-    client, provider, challenger = accts[1], accts[2], accts[3]
     out = []
     kinds = sorted({d.kind for d in program if d.kind != prog.INPUT})
-    rpc = dep.clients(client.key)[0].w3.provider.make_request
+    rpc = dep.clients(accts[1].key)[0].w3.provider.make_request
     for kind in kinds:
         snap = rpc("evm_snapshot", [])["result"]  # each game from the same chain state (stakes intact)
         k = max(i for i, d in enumerate(program) if d.kind == kind and d.step == 2)
@@ -214,33 +223,9 @@ def train_judgements(dep, accts) -> list[dict[str, Any]]:
             wanted = {k, *program[k].inputs}
             tensors = record_tensors(data, params, None, wanted, tamper=train_tamper(k) if cheat else None)
             sides[who] = (decode_records(result.trace), result.trace_root, tensors.get)
-        _, _, _, cmarket = dep.clients(client.key)
-        _, _, preg, pmarket = dep.clients(provider.key)
-        if preg.node(provider.address).role == 0:
-            preg.register(PROVIDER, 1000 * TOKEN, "cpu", 8, [], 0, "http://127.0.0.1:1")
-        oid = cmarket.open_order(b"\1" * 32, 2, b"\2" * 32, 5 * TOKEN, cmarket.chain.now() + 3600, 3600, 0,
-                                 prog.program_root(program), len(program))
-        bid = sign_bid(Bid(order_id=oid, provider=provider.address, price=4 * TOKEN, collateral=TOKEN,
-                           expiry=cmarket.chain.now() + 600), provider.key, dep.chain_id, dep.market)
-        cmarket.accept_bid(bid)
-        pmarket.commit_result(oid, b"\3" * 32, sides["provider"][1], len(program))
-        moves: list[tuple[str, int]] = []
-        prov = Metered(dep.disputes_client(provider.key), moves)
-        chal = Metered(dep.disputes_client(challenger.key), moves)
-        players = [Player(party, d, dep.referees, oid, sides[who][0], program, sides[who][2],
-                          lambda desc: prog.constants(None, desc, table))
-                   for party, d, who in ((PROVIDER_PARTY, prov, "provider"), (CHALLENGER, chal, "challenger"))]
-        chal.challenge(oid, sides["challenger"][1])
-        for _ in range(400):
-            if chal.game(oid).stage_name == "settled":
-                break
-            for pl in players:
-                pl.act()
-        g, state = chal.game(oid), cmarket.order(oid).state_name
+        moves, g, state, _ = settle(dep, accts, program, sides, lambda desc: prog.constants(None, desc, table), 2)
         assert g.differ == k and state == "overturned", (g.differ, k, state)
-        names = [m for m, _ in moves]
-        rounds = names.count("reveal") // 2 + names.count("open_record") // 2 + names.count("descend") // 2 + \
-            (1 if "reveal_chunk" in names else 0) + names.count("judge")
+        rounds = rounds_of(moves)
         elements = sum(int(np.prod(d.dims)) for d in program)
         out.append({"record": k, "op": program[k].op, "kind": prog.KIND_NAMES[kind], "rounds": rounds,
                     "bound": math.ceil(math.log2(elements)) + 8, "gas": sum(gas for _, gas in moves),

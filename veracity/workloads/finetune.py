@@ -25,7 +25,7 @@ from veracity.exact.trace import (
     records_root,
     tensor_digest,
 )
-from veracity.workloads.infer import JobResult, parse_jsonl
+from veracity.workloads.infer import JobResult, input_records
 
 LORA_LR_SHIFT = 2  # the adapter learns at a quarter of the head's rate (it starts at zero, as LoRA does)
 STATE_NAMES = ("", "m.", "s.")  # parameters, first and second moments
@@ -55,12 +55,8 @@ class FinetuneParams:
 
 def parse_labelled(data: bytes, classes: int) -> tuple[list[str], np.ndarray]:
     """(texts, labels) from the job's JSONL, with the line of any bad example."""
-    try:
-        text = data.decode("utf-8")
-    except UnicodeDecodeError:
-        raise InputError("fine-tuning data is not UTF-8 JSONL") from None
     texts, labels = [], []
-    for n, rec in parse_jsonl(text, "fine-tuning data"):
+    for n, rec in input_records(data, "fine-tuning data"):
         t, label = rec.get("text"), rec.get("label")
         if not isinstance(t, str) or not t.strip():
             raise InputError(f'fine-tuning data line {n}: "text" must be a non-empty string')

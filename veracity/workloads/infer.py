@@ -70,13 +70,13 @@ def parse_jsonl(text: str, source: str) -> list[Record]:
     return records
 
 
-def input_records(inputs_jsonl: bytes) -> list[Record]:
+def input_records(inputs_jsonl: bytes, source: str = "inputs") -> list[Record]:
     """A job's input bytes as JSONL records (``parse_jsonl``), refusing bytes that are not UTF-8."""
     try:
         text = inputs_jsonl.decode("utf-8")
     except UnicodeDecodeError:
-        raise InputError("job inputs are not UTF-8 JSONL") from None
-    return parse_jsonl(text, "inputs")
+        raise InputError(f"{'job inputs' if source == 'inputs' else source} is not UTF-8 JSONL") from None
+    return parse_jsonl(text, source)
 
 
 def parse_items(model: Any, records: list[Record], source: str) -> list[Any]:

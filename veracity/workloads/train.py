@@ -28,7 +28,7 @@ from veracity.exact.trace import (
     records_root,
     tensor_digest,
 )
-from veracity.workloads.infer import JobResult, parse_jsonl
+from veracity.workloads.infer import JobResult, input_records
 
 
 @dataclass(frozen=True)
@@ -51,12 +51,8 @@ class TrainParams:
 
 def parse_examples(data: bytes) -> tuple[np.ndarray, np.ndarray]:
     """(pixels [N, 64], labels [N]) from the job's JSONL, with the line of any bad example."""
-    try:
-        text = data.decode("utf-8")
-    except UnicodeDecodeError:
-        raise InputError("training data is not UTF-8 JSONL") from None
     pixels, labels = [], []
-    for n, rec in parse_jsonl(text, "training data"):
+    for n, rec in input_records(data, "training data"):
         px, label = rec.get("pixels"), rec.get("label")
         if not (isinstance(px, list) and len(px) == 64 and all(isinstance(v, int) and 0 <= v <= 16 for v in px)):
             raise InputError(f"training data line {n}: \"pixels\" must be 64 integers 0..16")
