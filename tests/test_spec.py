@@ -65,3 +65,11 @@ def test_missing_spec_and_missing_inputs_file(tmp_path):
     spec.write_text(GOOD.replace("{cid: %s}" % cid_of(b"x"), "{path: missing.jsonl}"))
     with pytest.raises(InputError, match="inputs.path missing.jsonl not found"):
         load_spec(spec)
+
+
+def test_training_defaults_follow_the_model():
+    text = GOOD.replace("infer", "train").replace("minilm", "tiny-gpt") + "training: {steps: 3}\n"
+    p = parse_spec(text).training.params("train", "tiny-gpt")
+    assert (p.batch, p.optimizer, p.lr) == (8, "adam", 0.003)
+    mlp = parse_spec(text.replace("tiny-gpt", "digits-mlp")).training.params("train", "digits-mlp")
+    assert (mlp.batch, mlp.optimizer, mlp.lr) == (32, "momentum", 0.05)

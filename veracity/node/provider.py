@@ -235,7 +235,7 @@ class ProviderNode:
         job = self.load_job(row.spec_cid)
         cheat = adversary.tamper_for(self.cfg.behaviour, job.model_name, job.inputs, job.model()) \
             if not job.trains else None
-        if job.spec.kind == "train" and self.cfg.behaviour in ("corrupt-op", "wrong-output"):
+        if job.spec.kind == "train" and not job.gpt and self.cfg.behaviour in ("corrupt-op", "wrong-output"):
             at = adversary.train_cheat_at(job)
             cheat = lambda: adversary.train_tamper(at)  # noqa: E731  (replayed to show its tensors)
         assert self.disputer is not None

@@ -133,9 +133,9 @@ class ValidatorNode:
         detail = f"re-execution differs in its {' and '.join(what)}"
         if not same_trace and not resume:
             detail += "; " + self.locate(url, oid, order.trace_root, result.trace)
-        if job.spec.kind == "finetune":  # no referee judges inside a fine-tuning step yet: it would end undecided
-            detail += "; fine-tuning steps are not yet judged on-chain, so this validator does not challenge"
-        if same_trace or self.disputer is None or job.spec.kind == "finetune":
+        if not job.disputable:  # no referee judges inside these steps yet: a game would end undecided
+            detail += "; this job's steps are not yet judged on-chain, so this validator does not challenge"
+        if same_trace or self.disputer is None or not job.disputable:
             self.checks.record(oid, "mismatch", detail)
             log("validator", f"order {oid}: mismatch, {detail}")
             return

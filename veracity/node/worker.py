@@ -28,12 +28,12 @@ def _job(job: Job, backend: str, loaded: Any, behaviour: str) -> Any:
     from veracity.node import adversary
 
     model, inputs = job.model_name, job.inputs
-    if job.spec.kind == "train" and behaviour in ("corrupt-op", "wrong-output"):
+    if job.spec.kind == "train" and not job.gpt and behaviour in ("corrupt-op", "wrong-output"):
         from veracity.workloads.train import run_train_job
 
         return run_train_job(inputs, job.params, job.start, "numpy", tamper=adversary.train_tamper(
             adversary.train_cheat_at(job)))
-    if job.trains:  # the other adversaries cheat on inference; fine-tuning runs honestly
+    if job.trains:  # the other adversaries cheat on inference; fine-tuning and tiny-GPT training run honestly
         return job.run(backend)
     if behaviour == "corrupt-op":
         return adversary.corrupt_op_job(model, inputs, loaded)

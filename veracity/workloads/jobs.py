@@ -16,6 +16,7 @@ import numpy as np
 from veracity.errors import InputError
 from veracity.exact.trace import TraceRecord
 from veracity.workloads import finetune as FT
+from veracity.workloads import gpt_train as GPT
 from veracity.workloads import infer as I
 from veracity.workloads import train as T
 from veracity.workloads.spec import JobSpec, parse_spec
@@ -40,7 +41,18 @@ class Job:
 
     @property
     def params(self) -> Any:
-        return self.spec.training.params(self.spec.kind)  # type: ignore[union-attr]
+        return self.spec.training.params(self.spec.kind, self.spec.model)  # type: ignore[union-attr]
+
+    @property
+    def gpt(self) -> bool:
+        """Training the tiny GPT (its steps are trace steps of state records)."""
+        return self.spec.kind == "train" and self.spec.model == "tiny-gpt"
+
+    @property
+    def disputable(self) -> bool:
+        """Whether a dispute can be judged inside every record (inference, the digits MLP's
+        training); fine-tuning and tiny-GPT steps are re-executed and compared, not yet judged."""
+        return self.spec.kind == "infer" or (self.spec.kind == "train" and not self.gpt)
 
     def model(self) -> Any:
         from veracity.models.registry import loaded
@@ -50,6 +62,8 @@ class Job:
     def run(self, backend: str = "torch", model: Any = None, tamper: Tamper | None = None) -> I.JobResult:
         if self.spec.kind == "finetune":
             return FT.run_finetune_job(self.inputs, self.params, self.start, backend, model)
+        if self.gpt:
+            return GPT.run_gpt_train_job(self.inputs, self.params, self.start, backend)
         if self.trains:
             return T.run_train_job(self.inputs, self.params, self.start, backend)
         return I.run_infer_job(self.spec.model, self.inputs, backend, model=model, tamper=tamper)
@@ -59,6 +73,8 @@ class Job:
         if self.spec.kind == "finetune":  # data the job cannot use is refused before anything is locked
             FT.parse_labelled(self.inputs, self.params.classes)
             return FT.finetune_program(self.params, self.start, model)
+        if self.gpt:
+            return GPT.gpt_train_program(self.params, self.start, self.inputs)
         if self.trains:
             return T.train_program(self.params, self.start, self.inputs)
         return I.job_program(self.spec.model, self.inputs, model)
@@ -68,6 +84,8 @@ class Job:
         replays a cheat (an Exec hook for inference, a state hook for training)."""
         if self.spec.kind == "finetune":
             return FT.record_tensors(self.inputs, self.params, self.start, indices, model)
+        if self.gpt:
+            return GPT.record_tensors(self.inputs, self.params, self.start, indices)
         if self.trains:
             return T.record_tensors(self.inputs, self.params, self.start, indices, tamper)
         return I.record_tensors(self.spec.model, self.inputs, indices, model=model, tamper=tamper)
@@ -76,7 +94,7 @@ class Job:
         """Every constant tensor the job's records may name, by digest (weights and tables)."""
         from veracity.exact import program as P
 
-        if self.spec.kind == "train":
+        if self.spec.kind == "train" and not self.gpt:
             from veracity.exact.train import exp_table_digest, exp_table_tensor
 
             return {exp_table_digest(): exp_table_tensor()}
@@ -88,6 +106,8 @@ class Job:
         """What is wrong with outputs a provider served, against its committed trace (None: nothing)."""
         if self.spec.kind == "finetune":
             return FT.check_checkpoint(outputs, records)
+        if self.gpt:
+            return GPT.check_checkpoint(outputs, records)
         if self.trains:
             return T.check_checkpoint(outputs, records)
         return I.check_outputs(self.spec.model, self.inputs, outputs, records, model)

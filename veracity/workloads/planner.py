@@ -235,6 +235,15 @@ def estimate_job(job: Any, program: list[Any] | None = None) -> JobEstimate:
         params = _params(job.model())
         return JobEstimate(flops, params + 8.0 * largest * 4, f"{len(program)} records, {human(params)} weights")
     p = job.params
+    if kind == "train" and job.spec.model == "tiny-gpt":
+        from veracity.workloads.gpt_train import CTX, shape
+
+        sh = shape()
+        n = 12 * sh.layers * sh.embd ** 2 + sh.vocab * sh.embd  # the blocks' matrices and the LM head
+        tokens = p.batch * CTX
+        attention = 12 * sh.layers * CTX * sh.embd  # per token: scores and context, forward and backward
+        return JobEstimate((6.0 * n + attention) * tokens * p.steps, 8.0 * 3 * n + 8.0 * tokens * sh.embd * 16,
+                           f"{human(n)} parameters, {p.steps} steps of {p.batch} x {CTX} characters")
     if kind == "train":
         from veracity.exact import train as T
 

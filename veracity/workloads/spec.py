@@ -46,7 +46,9 @@ from veracity.errors import InputError
 from veracity.node.cid import digest_of
 
 KIND_CODES = {"infer": 1, "train": 2, "finetune": 3}
-TRAINABLE = {"train": ("digits-mlp",), "finetune": ("minilm",)}  # the models each training kind trains
+TRAINABLE = {"train": ("digits-mlp", "tiny-gpt"), "finetune": ("minilm",)}  # the models each training kind trains
+DEFAULTS = {  # (batch, optimizer, lr) by model, where a spec leaves them out
+    "digits-mlp": (32, "momentum", 0.05), "tiny-gpt": (8, "adam", 0.003), "minilm": (16, "adam", 0.01)}
 MAX_STEPS = 100_000
 
 
@@ -74,8 +76,9 @@ class Verification(BaseModel):
 
 
 class Training(BaseModel):
-    """Defaults by kind: train (the digits MLP) batch 32, momentum, lr 0.05; finetune (MiniLM,
-    LoRA rank 8 and a head over 2 classes) batch 16, Adam, lr 0.01."""
+    """Defaults by model (``DEFAULTS``): the digits MLP batch 32, momentum, lr 0.05; the tiny GPT
+    batch 8 windows of 64 characters, Adam, lr 0.003; MiniLM's fine-tune (LoRA rank 8 and a head
+    over 2 classes) batch 16, Adam, lr 0.01."""
 
     model_config = ConfigDict(extra="forbid")
     steps: int = Field(gt=0, le=MAX_STEPS)
@@ -98,10 +101,10 @@ class Training(BaseModel):
                 raise ValueError(str(exc)) from None
         return v
 
-    def params(self, kind: str = "train") -> "Any":
+    def params(self, kind: str = "train", model: str = "digits-mlp") -> "Any":
         """The job's parameters: ``TrainParams`` (train) or ``FinetuneParams`` (finetune)."""
-        given = {k: v for k, v in (("batch", self.batch), ("optimizer", self.optimizer), ("lr", self.lr))
-                 if v is not None}
+        given = {k: v if v is not None else d for k, v, d in
+                 zip(("batch", "optimizer", "lr"), (self.batch, self.optimizer, self.lr), DEFAULTS[model])}
         if kind == "finetune":
             from veracity.workloads.finetune import FinetuneParams
 

@@ -1,0 +1,155 @@
+"""The ``train`` job kind for the tiny GPT: exact next-character training from scratch on a text
+(``exact.gpt_train``), a checkpoint out, every optimizer step one trace step.
+
+Inputs are JSONL, one ``{"text": "..."}`` per line; the lines joined by newlines are the corpus
+(the shipped one is ``examples/inputs/tiny-corpus.jsonl``). Every character must be in the tiny
+GPT's vocabulary (the shipped model's). The model's shape is the shipped tiny GPT's (2 layers of
+128, 4 heads) with a context of ``CTX`` characters. Step ``s``'s trace records are every
+parameter and its two Adam moments after it; no referee judges inside a transformer step yet
+(the digits MLP's steps are judged op by op), so validators re-execute these jobs and report a
+mismatch without challenging.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from typing import Any, Callable
+
+import numpy as np
+
+from veracity.errors import InputError
+from veracity.exact import gpt_train as GT
+from veracity.exact.trace import (
+    TraceRecord,
+    encode_records,
+    records_root,
+    tensor_digest,
+)
+from veracity.workloads.infer import JobResult, input_records
+
+CTX = 64
+HEADS = 4
+
+
+def shape() -> GT.Shape:
+    from veracity.models.registry import loaded
+
+    cfg = loaded("tiny-gpt").cfg
+    return GT.Shape(vocab=len(cfg.vocab), block=CTX, layers=cfg.layers, heads=cfg.heads, embd=cfg.embd)
+
+
+def corpus_ids(data: bytes) -> np.ndarray:
+    """The corpus as token ids: the JSONL lines' texts joined by newlines, in the model's vocabulary."""
+    from veracity.models.registry import loaded
+
+    vocab = loaded("tiny-gpt").cfg.vocab
+    texts = []
+    for n, rec in input_records(data, "training text"):
+        t = rec.get("text")
+        if not isinstance(t, str):
+            raise InputError(f'training text line {n}: "text" must be a string')
+        bad = sorted(set(t) - set(vocab))
+        if bad:
+            raise InputError(f"training text line {n}: characters {''.join(bad)!r} are not in tiny-gpt's vocabulary")
+        texts.append(t)
+    text = "\n".join(texts)
+    if len(text) < CTX + 2:
+        raise InputError(f"training text has {len(text)} characters; tiny-gpt trains on windows of {CTX + 1}")
+    index = {c: i for i, c in enumerate(vocab)}
+    return np.array([index[c] for c in text], dtype=np.int64)
+
+
+def start_state(params: Any, start: bytes | None) -> GT.GPTState:
+    try:
+        return GT.load_checkpoint(start, shape()) if start is not None else GT.GPTState.init(shape(), params.init_seed)
+    except ValueError as exc:
+        raise InputError(f"the start checkpoint cannot be read ({exc})") from None
+
+
+def step_records(state: GT.GPTState) -> list[TraceRecord]:
+    return [TraceRecord(state.step, f"state.{group}{name}", tensor_digest(t))
+            for group, ts in (("", state.params), ("m.", state.m), ("s.", state.s)) for name, t in ts.items()]
+
+
+def run_gpt_train_job(data: bytes, params: Any, start: bytes | None = None, backend: str = "torch",
+                      progress: Callable[[int], None] | None = None, keep: set[int] | None = None) -> JobResult:
+    """Train from ``start`` or a fresh initialisation for ``params.steps`` (``TrainParams``)."""
+    cfg = params.config()
+    ids = corpus_ids(data)
+    state = start_state(params, start)
+    records: list[TraceRecord] = []
+    kept: dict[int, np.ndarray] = {}
+    try:
+        for _ in range(params.steps):
+            state = GT.train(state, ids, 1, cfg, HEADS, CTX, backend)
+            if keep:
+                flat = [*state.params.values(), *state.m.values(), *state.s.values()]
+                kept.update({i: flat[i - len(records)].copy() for i in keep
+                             if len(records) <= i < len(records) + len(flat)})
+            records += step_records(state)
+            if progress:
+                progress(state.step)
+    except ValueError as exc:
+        raise InputError(f"step {state.step + 1}: {exc}") from None
+    result = JobResult(GT.checkpoint_bytes(state), GT.checkpoint_hash(state), records_root(records), params.steps,
+                       len(records), encode_records(records))
+    result.kept.update(kept)
+    return result
+
+
+def gpt_train_program(params: Any, start: bytes | None, data: bytes) -> list[Any]:
+    """One ``STATE`` descriptor per parameter and moment per step, each naming the same tensor's
+    record of the step before (two parameters, the contract's bound: the packed hyper-parameters
+    and a hash of the corpus)."""
+    from veracity.exact.program import (
+        NO_INPUT,
+        STATE,
+        OpDesc,
+        check_disputable,
+        dtype_code,
+    )
+
+    cfg = params.config()
+    corpus = int.from_bytes(hashlib.sha256(corpus_ids(data).tobytes()).digest()[:7], "big")
+    state = start_state(params, start)
+    shapes = [(r.op, t.shape) for r, t in zip(step_records(state), [*state.params.values(), *state.m.values(),
+                                                                     *state.s.values()])]
+    hyper = (cfg.lr_num | cfg.batch << 32 | CTX << 48, cfg.seed % (1 << 62) ^ corpus)
+    code = dtype_code(np.dtype(np.int64))
+    program = [OpDesc(STATE, state.step + k + 1, name, code, tuple(dims),
+                      ((k - 1) * len(shapes) + j if k else NO_INPUT,), (), hyper)
+               for k in range(params.steps) for j, (name, dims) in enumerate(shapes)]
+    check_disputable(program)
+    return program
+
+
+def check_checkpoint(blob: bytes, records: list[TraceRecord]) -> str | None:
+    try:
+        state = GT.load_checkpoint(blob, shape())
+    except ValueError as exc:
+        return f"the checkpoint cannot be read ({exc})"
+    final = {r.op: r.digest for r in records}
+    if any(final.get(r.op) != r.digest for r in step_records(state)):
+        return "the checkpoint is not the state the committed trace ends at"
+    return None
+
+
+def record_tensors(data: bytes, params: Any, start: bytes | None, indices: set[int]) -> dict[int, np.ndarray]:
+    return run_gpt_train_job(data, params, start, "numpy", keep=set(indices)).kept
+
+
+def generate(checkpoint: bytes, prompt: str, n: int) -> str:
+    """Greedy continuation of ``prompt`` by a trained checkpoint (the exact forward, no trace)."""
+    from veracity.models.registry import loaded
+
+    vocab = loaded("tiny-gpt").cfg.vocab
+    state = GT.load_checkpoint(checkpoint, shape())
+    ids = [vocab.index(c) for c in prompt]
+    for _ in range(n):
+        window = np.array([ids[-CTX:]])
+        logits = GT.forward(state, window, HEADS, "numpy")[0]
+        ids.append(int(np.argmax(logits[-1])))
+    return "".join(vocab[i] for i in ids[len(prompt):])
+
+
+__all__: list[Any] = ["run_gpt_train_job", "gpt_train_program", "check_checkpoint", "corpus_ids", "generate"]
