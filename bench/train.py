@@ -1,8 +1,9 @@
 """Exact training against float32 training, side by side on this machine.
 
 The digits MLP (64 -> 128 -> 64 -> 10), SGD with momentum, batch 32, the same initial weights and
-data order: the time of one optimizer step, exact (the NumPy int64 backend and torch's float32
-GEMMs on int8 operands) and float32 (torch with autograd), interleaved and the median taken; and
+data order: the time of one optimizer step, exact (the NumPy int64 backend, torch's float32
+GEMMs on int8 operands, and ``native.c``'s fused quantize-GEMM-rescale) and float32 (torch with
+autograd), interleaved and the median taken; and
 the held-out accuracy each reaches after 12 epochs.
 
 The MiniLM LoRA fine-tune (rank 8 on the last layer's FFN down-projection, and the head; Adam,
@@ -45,7 +46,9 @@ def lora(repeats: int) -> dict[str, float]:
     cfg = T.SGDConfig(lr_num=655, batch=16, seed=1, optimizer="adam")
     start = F.LoraState.init(8, 2)
     steps = 40
-    runs: dict[str, list[float]] = {"exact (numpy)": [], "exact (torch)": [], "float32 (torch)": []}
+    runs: dict[str, list[float]] = {"exact (numpy)": [], "exact (torch)": [], "exact (native)": [],
+                                    "float32 (torch)": []}
+    F.finetune(start, feats["train"], labels["train"], norm.gamma, norm.beta, 3, cfg, "native", lora_lr_shift=2)
     for _ in range(repeats):
         for name in runs:
             t = time.perf_counter()
@@ -53,7 +56,7 @@ def lora(repeats: int) -> dict[str, float]:
                 F.finetune_float(start, feats["train"], labels["train"], norm.gamma, norm.beta, steps, cfg)
             else:
                 F.finetune(start, feats["train"], labels["train"], norm.gamma, norm.beta, steps, cfg,
-                           "numpy" if "numpy" in name else "torch", lora_lr_shift=2)
+                           name[7:-1], lora_lr_shift=2)
             runs[name].append((time.perf_counter() - t) / steps)
     out = {f"lora {k}": float(np.median(v)) for k, v in runs.items()}
     held = feats["heldout"]
@@ -78,8 +81,10 @@ def main() -> int:
     cfg = T.SGDConfig()
     start = T.MLPState.init()
     steps = 50
-    runs: dict[str, list[float]] = {"exact (numpy)": [], "exact (torch)": [], "float32 (torch)": []}
+    runs: dict[str, list[float]] = {"exact (numpy)": [], "exact (torch)": [], "exact (native)": [],
+                                    "float32 (torch)": []}
     T.train(start, xs, ys, 3, cfg, "torch")
+    T.train(start, xs, ys, 3, cfg, "native")  # compiles native.c once
     T.train_float(start, xs, ys, 3, cfg)
     for _ in range(args.repeats):  # interleaved, so load on the machine hits all alike
         for name in runs:
@@ -87,21 +92,21 @@ def main() -> int:
             if name.startswith("float"):
                 T.train_float(start, xs, ys, steps, cfg)
             else:
-                T.train(start, xs, ys, steps, cfg, "numpy" if "numpy" in name else "torch")
+                T.train(start, xs, ys, steps, cfg, name[7:-1])
             runs[name].append((time.perf_counter() - t) / steps)
     step = {k: float(np.median(v)) for k, v in runs.items()}
     epochs = 12 * -(-len(ys) // cfg.batch)
     acc_exact = float((T.predict(T.train(start, xs, ys, epochs, cfg), xt) == yt).mean())
     acc_float = float((T.predict_float(T.train_float(start, xs, ys, epochs, cfg), xt) == yt).mean())
-    best_exact = min(step["exact (numpy)"], step["exact (torch)"])
+    best_exact = min(v for k, v in step.items() if k.startswith("exact"))
     ratio = best_exact / step["float32 (torch)"]
     lo = lora(args.repeats)
-    best_lora = min(lo["lora exact (numpy)"], lo["lora exact (torch)"])
+    best_lora = min(v for k, v in lo.items() if k.startswith("lora exact"))
     ratio_lora = best_lora / lo["lora float32 (torch)"]
     table = Table("job", "step", "ms per step", "/ float32", title="exact training vs float32 (this CPU)")
     for k, v in step.items():
         table.add_row("digits MLP, batch 32", k, f"{v * 1e3:.2f}", f"{v / step['float32 (torch)']:.2f}")
-    for k in ("exact (numpy)", "exact (torch)", "float32 (torch)"):
+    for k in ("exact (numpy)", "exact (torch)", "exact (native)", "float32 (torch)"):
         v = lo[f"lora {k}"]
         table.add_row("MiniLM LoRA r=8, batch 16", k, f"{v * 1e3:.2f}", f"{v / lo['lora float32 (torch)']:.2f}")
     console = Console(width=110)

@@ -85,6 +85,7 @@ def test_checkpoints_are_bit_identical_across_backends_threads_and_work_units():
         for n in (1, 2):
             torch.set_num_threads(n)
             assert run_finetune_job(data, p, backend="torch").trace_root == whole.trace_root
+            assert run_finetune_job(data, p, backend="native").trace_root == whole.trace_root
     finally:
         torch.set_num_threads(threads)
     first = run_finetune_job(data, FinetuneParams(steps=4, batch=8, seed=1))
@@ -115,3 +116,20 @@ def test_bad_fine_tuning_inputs_are_clear_errors():
         run_finetune_job(b'{"text": "fine", "label": 1}\n{"label": 0}\n', FinetuneParams(steps=1))
     with pytest.raises(InputError, match="start checkpoint cannot be read"):
         run_finetune_job(b'{"text": "fine", "label": 1}\n', FinetuneParams(steps=1), start=b"junk")
+
+
+def test_the_native_layernorm_kernels_are_the_reference():
+    """``native.c``'s LayerNorm forward and backward give NumPy's integers (zero rows, large and
+    negative values, rows whose centred values need a shift)."""
+    rng = np.random.default_rng(1)
+    gamma = rng.integers(1 << 14, 1 << 17, 384)
+    beta = rng.integers(-(1 << 12), 1 << 12, 384)
+    for scale in (1, 1 << 8, 1 << 22):
+        x = rng.integers(-scale * 4096, scale * 4096, (37, 384))
+        x[0] = 0
+        x[1] = 7
+        ref, rc = F.layernorm(x, gamma, beta)
+        nat, nc = F.layernorm(x, gamma, beta, "native")
+        assert np.array_equal(ref, nat) and np.array_equal(rc.den, nc.den) and np.array_equal(rc.ds, nc.ds)
+        dz = rng.integers(-(1 << 24), 1 << 24, x.shape)
+        assert np.array_equal(F.layernorm_backward(dz, gamma, rc), F.layernorm_backward(dz, gamma, nc, "native"))

@@ -29,10 +29,24 @@ def test_checkpoints_are_bit_identical_across_backends_and_threads(digits):
         for n in (1, 2):
             torch.set_num_threads(n)
             hashes[f"torch-{n}"] = T.checkpoint_hash(T.train(start, x, y, 60, cfg, "torch"))
+            hashes[f"native-{n}"] = T.checkpoint_hash(T.train(start, x, y, 60, cfg, "native"))
     finally:
         torch.set_num_threads(threads)
     assert len(set(hashes.values())) == 1, hashes
     assert T.checkpoint_hash(start) != hashes["numpy"]  # it did train
+
+
+def test_the_native_gemm_kernel_is_the_reference_on_every_shape_and_scale():
+    """``native.c``'s fused quantize-GEMM-rescale gives NumPy's integers, including rows of zeros,
+    contractions past the float32 bound, and values whose rescale needs more than 64 bits."""
+    rng = np.random.default_rng(0)
+    for m, k, n, fx, fw, fo in [(32, 64, 128, 4, 20, 12), (128, 32, 64, 12, 12, 20), (7, 1500, 9, 8, 20, 12),
+                                (8, 200, 300, 20, 8, 20)]:
+        for scale in (1, 1 << 12, 1 << 24):
+            x = rng.integers(-scale * 4096, scale * 4096, (m, k))
+            w = rng.integers(-(1 << 20), 1 << 20, (n, k))
+            x[0] = 0
+            assert np.array_equal(T.qmatmul(x, fx, w, fw, fo, "numpy"), T.qmatmul(x, fx, w, fw, fo, "native"))
 
 
 def test_four_work_units_end_at_the_unsplit_checkpoint(digits):

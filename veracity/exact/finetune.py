@@ -87,7 +87,7 @@ def features(model: Any, texts: list[str], backend: str = "torch", batch_size: i
             kept[name].append(np.array(x.numpy() if hasattr(x, "numpy") else x, dtype=np.int64))
         return x
 
-    ex = Exec(make_backend(backend), None, hook)
+    ex = Exec(make_backend("torch" if backend in ("native", "cuda") else backend), None, hook)
     items = [model.parse({"text": t}) for t in texts]
     for lo in range(0, len(items), batch_size):
         model.run(ex, items[lo:lo + batch_size])
@@ -111,8 +111,18 @@ class NormCache:
     den: np.ndarray  # [tokens, 1] D = isqrt(mean(ds^2) * 2**8), about 16 * std(ds)
 
 
-def layernorm(x: np.ndarray, gamma: np.ndarray, beta: np.ndarray) -> tuple[np.ndarray, NormCache]:
-    """The inference op set's LayerNorm (``ops_numpy.layernorm``), keeping what its backward reads."""
+def layernorm(x: np.ndarray, gamma: np.ndarray, beta: np.ndarray, backend: str = "numpy") -> tuple[np.ndarray, NormCache]:
+    """The inference op set's LayerNorm (``ops_numpy.layernorm``), keeping what its backward reads
+    (the native backend: one C pass per row, ``native.c: vt_layernorm``, the same integers)."""
+    if backend == "native" and (lib := T._native()) is not None:
+        a = np.ascontiguousarray(x, dtype=np.int64)
+        rows, h = a.shape
+        out, ds = np.empty_like(a), np.empty_like(a)
+        e, den = np.empty((rows, 1), dtype=np.int64), np.empty((rows, 1), dtype=np.int64)
+        g, b = np.ascontiguousarray(gamma, dtype=np.int64), np.ascontiguousarray(beta, dtype=np.int64)
+        lib.vt_layernorm(a.ctypes.data, rows, h, g.ctypes.data, b.ctypes.data, out.ctypes.data, ds.ctypes.data,
+                         e.ctypes.data, den.ctypes.data, 1)
+        return out, NormCache(ds, e, den)
     h = x.shape[-1]
     d = x - _round_div(x.sum(axis=-1, keepdims=True), np.int64(h))
     e = np.maximum(0, _bitlen(np.abs(d).max(axis=-1, keepdims=True)) - spec.NORM_BITS)
@@ -122,10 +132,19 @@ def layernorm(x: np.ndarray, gamma: np.ndarray, beta: np.ndarray) -> tuple[np.nd
     return out, NormCache(ds, e, den)
 
 
-def layernorm_backward(dz: np.ndarray, gamma: np.ndarray, c: NormCache) -> np.ndarray:
+def layernorm_backward(dz: np.ndarray, gamma: np.ndarray, c: NormCache, backend: str = "numpy") -> np.ndarray:
     """dx from dz (both in the same fixed point): ``(g - mean(g) - xhat * mean(g * xhat)) / sigma``,
     with ``g = gamma * dz``, ``xhat = 16 ds / D`` and ``sigma = D * 2**e / (16 * 2**ACT_FRAC)``
     (the input is ``ACT_FRAC``), in integers."""
+    if backend == "native" and (lib := T._native()) is not None:
+        d = np.ascontiguousarray(dz, dtype=np.int64)
+        rows, h = d.shape
+        dx, scratch = np.empty_like(d), np.empty((rows, 2 * h), dtype=np.int64)
+        g = np.ascontiguousarray(gamma, dtype=np.int64)
+        lib.vt_layernorm_backward(d.ctypes.data, rows, h, g.ctypes.data, np.ascontiguousarray(c.ds).ctypes.data,
+                                  np.ascontiguousarray(c.e).ctypes.data, np.ascontiguousarray(c.den).ctypes.data,
+                                  dx.ctypes.data, scratch.ctypes.data, 1)
+        return dx
     h = dz.shape[-1]
     shift = ACT + spec.NORM_STD_SHIFT  # gamma's fixed point
     g = T._round_shift(dz * gamma, 1, -shift)
@@ -205,7 +224,7 @@ def forward(state: LoraState, f: Features, gamma: np.ndarray, beta: np.ndarray, 
     if state.rank:
         out["v"] = T.qmatmul(None, spec.GELU_FRAC, a, W, ACT, backend, xq=f.uq)  # [tokens, r]
         x = x + T.qmatmul(out["v"], ACT, b, W, ACT, backend)
-    z, out["norm"] = layernorm(x, gamma, beta)
+    z, out["norm"] = layernorm(x, gamma, beta, backend)
     out["pooled"] = _pool(z, f.starts)
     out["logits"] = T.qmatmul(out["pooled"], ACT, w, W, ACT, backend) + (hb >> (W - ACT))
     return out
@@ -234,16 +253,16 @@ def lora_step(state: LoraState, f: Features, labels: np.ndarray, gamma: np.ndarr
              dlogits.sum(axis=0) << (W - ACT)]
     if s.rank:
         dpooled = T.qmatmul(dlogits, ACT, w.T, W, G, backend)  # [sentences, hidden]
-        counts = np.diff(f.starts)
-        sentence = np.repeat(np.arange(len(counts)), counts)
-        dz = T._round_shift(dpooled[sentence], counts[sentence][:, None], 0)
-        dx = layernorm_backward(dz, gamma, fw["norm"])  # [tokens, hidden]
+        counts = np.diff(f.starts)  # the mean's gradient: the same for every token of a sentence
+        dz = np.repeat(T._round_shift(dpooled, counts[:, None], 0), counts, axis=0)
+        dx = layernorm_backward(dz, gamma, fw["norm"], backend)  # [tokens, hidden]
         grads[1] = T.qmatmul(dx.T, G, fw["v"].T, ACT, W, backend)  # over the tokens
         dv = T.qmatmul(dx, G, b.T, W, G, backend)
         grads[0] = _grad_a(dv, f.uq, backend)
     lora_cfg = replace(cfg, lr_num=max(1, cfg.lr_num >> lora_lr_shift))
     for i, g in enumerate(grads):
-        s.params[i], s.m[i], s.s[i] = T.update(s.params[i], s.m[i], s.s[i], g, len(labels), lora_cfg if i < 2 else cfg)
+        s.params[i], s.m[i], s.s[i] = T.update(s.params[i], s.m[i], s.s[i], g, len(labels), lora_cfg if i < 2 else cfg,
+                                                        backend)
     s.step += 1
     return s
 

@@ -147,11 +147,11 @@ def _linear_back(dy: np.ndarray, x: np.ndarray, state: GPTState, name: str, grad
 
 
 def _norm_back(dz: np.ndarray, cache: FT.NormCache, gamma: np.ndarray, name: str,
-               grads: dict[str, np.ndarray]) -> np.ndarray:
+               grads: dict[str, np.ndarray], backend: str = "numpy") -> np.ndarray:
     xhat = T._round_shift(cache.ds, cache.den, spec.NORM_STD_SHIFT + ACT)
     grads[name + ".g"] = T._round_shift((dz * xhat).sum(axis=0), 1, -ACT) << (W - G)
     grads[name + ".b"] = dz.sum(axis=0) << (W - G)
-    return FT.layernorm_backward(dz, gamma, cache)
+    return FT.layernorm_backward(dz, gamma, cache, backend)
 
 
 def _attention(qkv: np.ndarray, heads: int, backend: str) -> tuple[np.ndarray, list[Any]]:
@@ -204,19 +204,19 @@ def forward(state: GPTState, ids: np.ndarray, heads: int, backend: str, keep: bo
     cache: dict[str, Any] = {}
     for i in range(sum(1 for k in p if k.endswith(".ln1.g"))):
         g1, b1 = _norm_params(state, f"h{i}.ln1")
-        a, cache[f"h{i}.ln1"] = FT.layernorm(x, g1, b1)
+        a, cache[f"h{i}.ln1"] = FT.layernorm(x, g1, b1, backend)
         qkv = _linear(a, state, f"h{i}.attn", backend)
         ctx, cache[f"h{i}.att"] = _attention(qkv.reshape(b, t, -1), heads, backend)
         ctx = ctx.reshape(b * t, -1)
         x = x + _linear(ctx, state, f"h{i}.proj", backend)
         g2, b2 = _norm_params(state, f"h{i}.ln2")
-        a2, cache[f"h{i}.ln2"] = FT.layernorm(x, g2, b2)
+        a2, cache[f"h{i}.ln2"] = FT.layernorm(x, g2, b2, backend)
         hfc = _linear(a2, state, f"h{i}.fc", backend)
         f, idx = _gelu(hfc)
         x = x + _linear(f, state, f"h{i}.fc_proj", backend)
         cache[f"h{i}.acts"] = (a, (b, t, qkv.shape[-1]), ctx, a2, f, idx)
     gf, bf = _norm_params(state, "ln_f")
-    z, cache["ln_f"] = FT.layernorm(x, gf, bf)
+    z, cache["ln_f"] = FT.layernorm(x, gf, bf, backend)
     cache["z"] = z
     return T.qmatmul(z, ACT, p["head.w"], W, ACT, backend), cache
 
@@ -232,26 +232,26 @@ def gpt_step(state: GPTState, ids: np.ndarray, targets: np.ndarray, cfg: T.SGDCo
     grads["head.w"] = T.qmatmul(dlogits.T, G, cache["z"].T, ACT, W, backend)
     dz = T.qmatmul(dlogits, G, s.params["head.w"].T, W, G, backend)
     gf, _ = _norm_params(s, "ln_f")
-    dx = _norm_back(dz, cache["ln_f"], gf, "ln_f", grads)
+    dx = _norm_back(dz, cache["ln_f"], gf, "ln_f", grads, backend)
     for i in reversed(range(sum(1 for k in s.params if k.endswith(".ln1.g")))):
         a, qkv_shape, ctx, a2, f, idx = cache[f"h{i}.acts"]
         df = _linear_back(dx, f, s, f"h{i}.fc_proj", grads, backend)
         dh = T._round_shift(df * gelu_slope()[idx], 1, -ACT)
         da2 = _linear_back(dh, a2, s, f"h{i}.fc", grads, backend)
         g2, _ = _norm_params(s, f"h{i}.ln2")
-        dx = dx + _norm_back(da2, cache[f"h{i}.ln2"], g2, f"h{i}.ln2", grads)
+        dx = dx + _norm_back(da2, cache[f"h{i}.ln2"], g2, f"h{i}.ln2", grads, backend)
         dctx = _linear_back(dx, ctx, s, f"h{i}.proj", grads, backend)
         dqkv = _attention_back(dctx.reshape(b, t, -1), cache[f"h{i}.att"], heads, backend, qkv_shape)
         da = _linear_back(dqkv.reshape(b * t, -1), a, s, f"h{i}.attn", grads, backend)
         g1, _ = _norm_params(s, f"h{i}.ln1")
-        dx = dx + _norm_back(da, cache[f"h{i}.ln1"], g1, f"h{i}.ln1", grads)
+        dx = dx + _norm_back(da, cache[f"h{i}.ln1"], g1, f"h{i}.ln1", grads, backend)
     dx = (dx << (W - G)).reshape(b, t, -1)
     grads["wte"] = np.zeros_like(s.params["wte"])
     np.add.at(grads["wte"], ids.reshape(-1), dx.reshape(b * t, -1))
     grads["wpe"] = np.zeros_like(s.params["wpe"])
     grads["wpe"][:t] = dx.sum(axis=0)
     for k in s.params:
-        s.params[k], s.m[k], s.s[k] = T.update(s.params[k], s.m[k], s.s[k], grads[k], b * t, cfg)
+        s.params[k], s.m[k], s.s[k] = T.update(s.params[k], s.m[k], s.s[k], grads[k], b * t, cfg, backend)
     s.step += 1
     return s
 

@@ -9,6 +9,7 @@
  * GEMMs stay in torch (float32 on int8 values, exact). */
 #include <math.h>
 #include <stdint.h>
+#include <stdlib.h>
 
 #define ROW_BITS 12
 #define RECIP_SHIFT 17
@@ -189,4 +190,200 @@ void vq_layernorm(const float *x, const double *gamma2, const double *beta, int6
 void vq_lookup16(const float *x, const float *lut, int64_t n, float *out, int nt) {
 #pragma omp parallel for num_threads(nt) schedule(static)
     for (int64_t i = 0; i < n; i++) out[i] = lut[(int64_t)x[i] + 32768];
+}
+
+/* Exact training (exact/train.py): integers held in int64, products that may pass 64 bits in
+ * __int128. Signed >> is arithmetic (floor) with gcc and clang, as in NumPy and the referees. */
+
+static inline int64_t bitlen64(uint64_t v) { return v ? 64 - __builtin_clzll(v) : 0; }
+
+/* ops_numpy.quantize_rows on one row: q, the rescaled max and the shift. */
+static void vt_quant_row(const int64_t *x, int64_t k, int8_t *q, int64_t *ams_out, int64_t *e_out) {
+    uint64_t amax = 0;
+    for (int64_t j = 0; j < k; j++) {
+        uint64_t a = x[j] < 0 ? (uint64_t)(-x[j]) : (uint64_t)x[j];
+        if (a > amax) amax = a;
+    }
+    int64_t b = bitlen64(amax);
+    int64_t e = b > ROW_BITS ? b - ROW_BITS : 0;
+    int64_t half = ((int64_t)1 << e) >> 1;
+    int64_t ams = ((int64_t)amax + half) >> e;
+    int64_t inv = ams > 0 ? ((int64_t)QMAX << RECIP_SHIFT) / ams : 0;
+    for (int64_t j = 0; j < k; j++)
+        q[j] = (int8_t)((((x[j] + half) >> e) * inv + ((int64_t)1 << (RECIP_SHIFT - 1))) >> RECIP_SHIFT);
+    *ams_out = ams;
+    *e_out = e;
+}
+
+static inline __int128 floor_div128(__int128 n, __int128 d) { /* d > 0 */
+    __int128 q = n / d;
+    return (n % d != 0 && n < 0) ? q - 1 : q;
+}
+
+/* floor(n / (2 * 127**2)), by a constant the compiler turns into a multiply. */
+static inline int64_t floor_div_qq(int64_t n) {
+    const int64_t d = 2 * QMAX * QMAX;
+    int64_t q = n / d;
+    return (n % d != 0 && n < 0) ? q - 1 : q;
+}
+
+/* train.qmatmul: out[m, n] = round_half_up(dot(q(x_m), q(w_n)) * ax_m * aw_n * 2**(ex_m + ew_n +
+ * shift) / 127**2) for x [M, K] and w [N, K] (contiguous int64). Returns 0, or 1 if a result does
+ * not fit int64 (the caller then computes in Python integers and reports it). */
+int vt_qmatmul(const int64_t *x, int64_t m_rows, int64_t k, const int64_t *w, int64_t n_rows, int64_t shift,
+               int64_t *out, int nt) {
+    int8_t *qx = (int8_t *)malloc((size_t)(m_rows * k + n_rows * k) + 1);
+    int64_t *sc = (int64_t *)malloc(sizeof(int64_t) * 2 * (size_t)(m_rows + n_rows) + 8);
+    if (!qx || !sc) { free(qx); free(sc); return 2; }
+    int8_t *qw = qx + m_rows * k;
+    int64_t *ax = sc, *ex = sc + m_rows, *aw = sc + 2 * m_rows, *ew = sc + 2 * m_rows + n_rows;
+    for (int64_t i = 0; i < m_rows; i++) vt_quant_row(x + i * k, k, qx + i * k, ax + i, ex + i);
+    for (int64_t i = 0; i < n_rows; i++) vt_quant_row(w + i * k, k, qw + i * k, aw + i, ew + i);
+    int bad = 0;
+    const __int128 den = (__int128)QMAX * QMAX;
+#pragma omp parallel for num_threads(nt) schedule(static) reduction(| : bad)
+    for (int64_t i = 0; i < m_rows; i++) {
+        const int8_t *a = qx + i * k;
+        for (int64_t j = 0; j < n_rows; j++) {
+            const int8_t *b = qw + j * k;
+            int32_t acc = 0; /* |acc| <= k * 127**2 < 2**31 for k below 133,000 */
+            for (int64_t t = 0; t < k; t++) acc += (int32_t)a[t] * (int32_t)b[t];
+            int64_t num = (int64_t)acc * ax[i] * aw[j]; /* < 2**31 * 2**24 */
+            int64_t s = ex[i] + ew[j] + shift;
+            uint64_t mag = num < 0 ? (uint64_t)(-num) : (uint64_t)num;
+            int64_t nb = bitlen64(mag);
+            if (s >= 0 && nb + s + 1 <= 61) { /* floor((num 2**(s+1) + 127**2) / (2 * 127**2)) */
+                out[i * n_rows + j] = floor_div_qq(num * ((int64_t)2 << s) + QMAX * QMAX);
+                continue;
+            }
+            if (s < 0 && -s <= 46 && nb + 1 <= 60) { /* the power of two first, then the constant */
+                out[i * n_rows + j] = floor_div_qq((num * 2 + ((int64_t)(QMAX * QMAX) << -s)) >> -s);
+                continue;
+            }
+            __int128 n2, d2;
+            if (s > 60 || s < -60) { bad = 1; continue; }
+            if (s >= 0) { n2 = ((__int128)num << s) * 2; d2 = den * 2; }
+            else { n2 = (__int128)num * 2; d2 = (den << -s) * 2; }
+            __int128 r = floor_div128(n2 + d2 / 2, d2);
+            if (r > INT64_MAX || r < INT64_MIN) { bad = 1; continue; }
+            out[i * n_rows + j] = (int64_t)r;
+        }
+    }
+    free(qx);
+    free(sc);
+    return bad;
+}
+
+/* floor(n / d) for d > 0: by a reciprocal and one correction where |n| < 2**50 (exact: q * d is
+ * then exact), else in 128 bits. */
+static inline int64_t fdiv_rec(__int128 n, int64_t d, double inv) {
+    if (n > -((__int128)1 << 50) && n < ((__int128)1 << 50)) {
+        int64_t m = (int64_t)n, q = (int64_t)floor((double)m * inv);
+        if ((__int128)q * d > m) q -= 1;
+        else if ((__int128)(q + 1) * d <= m) q += 1;
+        return q;
+    }
+    return (int64_t)floor_div128(n, d);
+}
+
+static inline int64_t isqrt64(int64_t n) { /* n >= 0, n < 2**62 */
+    int64_t r = (int64_t)sqrt((double)n);
+    while (r * r > n) r--;
+    while ((r + 1) * (r + 1) <= n) r++;
+    return r;
+}
+
+/* train.update on n elements, in place: the summed gradient's batch mean, clipped, then SGD or
+ * momentum (opt 1, 2: v = ((v mu) >> 10) + g; w -= (v lr) >> 16) or Adam (opt 3). Returns 1,
+ * before changing anything, if a weight or moment has reached 2**46 (the run diverged). */
+int vt_update(int64_t *w, int64_t *v, int64_t *s, const int64_t *g, int64_t n, int64_t batch, int64_t clip,
+              int64_t opt, int64_t mu, int64_t b1, int64_t b2, int64_t lr, int64_t eps) {
+    const int64_t lim = (int64_t)1 << 46;
+    for (int64_t i = 0; i < n; i++)
+        if (w[i] >= lim || w[i] <= -lim || v[i] >= lim || v[i] <= -lim || s[i] >= lim || s[i] <= -lim) return 1;
+    for (int64_t i = 0; i < n; i++) {
+        __int128 gq = floor_div128(2 * (__int128)g[i] + batch, 2 * (__int128)batch);
+        int64_t gm = gq > clip ? clip : (gq < -clip ? -clip : (int64_t)gq);
+        if (opt == 3) {
+            v[i] = (v[i] * b1 + gm * (1024 - b1)) >> 10;
+            s[i] = (s[i] * b2 + gm * gm * (1024 - b2)) >> 10;
+            /* round(v lr 2**20 / ((isqrt(s) + eps) 2**16)): the common 2**16 taken out of both */
+            int64_t den = isqrt64(s[i]) + eps;
+            w[i] -= fdiv_rec((__int128)v[i] * lr * 32 + den, 2 * den, 1.0 / (double)(2 * den));
+        } else {
+            v[i] = ((v[i] * mu) >> 10) + gm;
+            w[i] -= (v[i] * lr) >> 16;
+        }
+    }
+    return 0;
+}
+
+/* finetune.layernorm on rows of h int64 values: the op set's LayerNorm, keeping the centred
+ * values shifted to NORM_BITS (ds), the shift (e) and D = isqrt(mean(ds^2) 2**8) for the backward. */
+void vt_layernorm(const int64_t *x, int64_t rows, int64_t h, const int64_t *gamma, const int64_t *beta, int64_t *out,
+                  int64_t *ds, int64_t *e_out, int64_t *den_out, int nt) {
+    const int64_t act_max = ((int64_t)1 << 23) - 1;
+#pragma omp parallel for num_threads(nt) schedule(static)
+    for (int64_t r = 0; r < rows; r++) {
+        const int64_t *xr = x + r * h;
+        int64_t *dr = ds + r * h, *orow = out + r * h;
+        __int128 sum = 0;
+        for (int64_t j = 0; j < h; j++) sum += xr[j];
+        int64_t mu = (int64_t)floor_div128(2 * sum + h, 2 * (__int128)h);
+        uint64_t amax = 0;
+        for (int64_t j = 0; j < h; j++) {
+            int64_t d = xr[j] - mu;
+            uint64_t a = d < 0 ? (uint64_t)(-d) : (uint64_t)d;
+            if (a > amax) amax = a;
+        }
+        int64_t b = bitlen64(amax), e = b > NORM_BITS ? b - NORM_BITS : 0, half = ((int64_t)1 << e) >> 1;
+        __int128 var = 0;
+        for (int64_t j = 0; j < h; j++) {
+            dr[j] = (xr[j] - mu + half) >> e;
+            var += (__int128)dr[j] * dr[j];
+        }
+        int64_t den = isqrt64((int64_t)floor_div128(var << (2 * NORM_STD_SHIFT), h));
+        if (den < 1) den = 1;
+        const double inv = 1.0 / (double)(2 * den);
+        for (int64_t j = 0; j < h; j++) {
+            int64_t v = fdiv_rec(2 * (__int128)dr[j] * gamma[j] + den, 2 * den, inv) + beta[j];
+            orow[j] = v > act_max ? act_max : (v < -act_max ? -act_max : v);
+        }
+        e_out[r] = e;
+        den_out[r] = den;
+    }
+}
+
+/* finetune.layernorm_backward: dx = (g - mean(g) - xhat mean(g xhat)) / sigma per row, with
+ * g = round(dz gamma / 2**16), xhat = round(ds 2**16 / D), sigma = D 2**e / 2**16. */
+void vt_layernorm_backward(const int64_t *dz, int64_t rows, int64_t h, const int64_t *gamma, const int64_t *ds,
+                           const int64_t *e_in, const int64_t *den_in, int64_t *dx, int64_t *scratch, int nt) {
+    const int64_t sh = 12 + NORM_STD_SHIFT; /* ACT_FRAC + NORM_STD_SHIFT */
+#pragma omp parallel for num_threads(nt) schedule(static)
+    for (int64_t r = 0; r < rows; r++) {
+        const int64_t *dzr = dz + r * h, *dr = ds + r * h;
+        int64_t *g = scratch + r * 2 * h, *xh = scratch + r * 2 * h + h;
+        int64_t den = den_in[r], e = e_in[r];
+        const double inv = 1.0 / (double)(2 * den);
+        __int128 s1 = 0, s2 = 0;
+        for (int64_t j = 0; j < h; j++) {
+            __int128 gn = 2 * (__int128)dzr[j] * gamma[j] + ((__int128)1 << sh);
+            g[j] = (int64_t)(gn >> (sh + 1)); /* floor division by 2**17 */
+            xh[j] = fdiv_rec(((__int128)dr[j] << (sh + 1)) + den, 2 * den, inv);
+            s1 += g[j];
+            s2 += (__int128)g[j] * xh[j];
+        }
+        int64_t m1 = (int64_t)floor_div128(2 * s1 + h, 2 * (__int128)h);
+        int64_t m2 = (int64_t)floor_div128(2 * s2 + ((__int128)h << 12), (__int128)h << 13);
+        int64_t pos = 12 + NORM_STD_SHIFT - e;
+        for (int64_t j = 0; j < h; j++) {
+            __int128 t = (__int128)g[j] - m1 - ((2 * (__int128)xh[j] * m2 + ((__int128)1 << 12)) >> 13);
+            if (pos >= 0) {
+                dx[r * h + j] = fdiv_rec((t << pos) * 2 + den, 2 * den, inv);
+            } else {
+                __int128 d2 = ((__int128)den << -pos) * 2;
+                dx[r * h + j] = (int64_t)floor_div128(t * 2 + d2 / 2, d2);
+            }
+        }
+    }
 }

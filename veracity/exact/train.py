@@ -134,11 +134,61 @@ def _round_shift_exact(num: np.ndarray, den: np.ndarray, pos: np.ndarray, neg: n
     return np.asarray(out).astype(np.int64)
 
 
+@lru_cache(maxsize=1)
+def _native() -> Any:
+    """The native kernels with the training entry points' signatures declared (None without a
+    C compiler: the NumPy and torch paths then answer, with the same integers)."""
+    import ctypes
+
+    from veracity.exact.ops_native import library
+
+    lib = library()
+    if lib is not None:
+        p, i64 = ctypes.c_void_p, ctypes.c_int64
+        lib.vt_qmatmul.argtypes = [p, i64, i64, p, i64, i64, p, ctypes.c_int]
+        lib.vt_update.argtypes = [p, p, p, p, *[i64] * 9]
+        lib.vt_layernorm.argtypes = [p, i64, i64, p, p, p, p, p, p, ctypes.c_int]
+        lib.vt_layernorm_backward.argtypes = [p, i64, i64, p, p, p, p, p, p, ctypes.c_int]
+    return lib
+
+
+def _native_qmatmul(lib: Any, x: np.ndarray, w: np.ndarray, shift: int) -> np.ndarray | None:
+    """``qmatmul`` in one C pass (``native.c: vt_qmatmul``): the same integers, or None when a
+    value leaves the int64 range the kernel handles (the NumPy path then answers)."""
+
+    import torch
+
+    a = np.ascontiguousarray(x, dtype=np.int64)
+    b = np.ascontiguousarray(w, dtype=np.int64)
+    out = np.empty((a.shape[0], b.shape[0]), dtype=np.int64)
+    work = a.shape[0] * a.shape[1] * b.shape[0]  # small products run on one thread: no wake-up cost
+    threads = torch.get_num_threads() if work > 1 << 22 else 1
+    bad = lib.vt_qmatmul(a.ctypes.data, a.shape[0], a.shape[1], b.ctypes.data, b.shape[0], shift, out.ctypes.data,
+                         threads)
+    return None if bad else out
+
+
+def _native_update(lib: Any, w: np.ndarray, v: np.ndarray, sq: np.ndarray, g: np.ndarray, batch: int,
+                   cfg: SGDConfig) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+
+    out = [np.array(t, dtype=np.int64, order="C", copy=True) for t in (w, v, sq)]
+    gg = np.ascontiguousarray(g, dtype=np.int64)
+    bad = lib.vt_update(out[0].ctypes.data, out[1].ctypes.data, out[2].ctypes.data, gg.ctypes.data, gg.size, batch,
+                        cfg.clip, OPT_CODES[cfg.optimizer], cfg.mu_num, cfg.b1_num, cfg.b2_num, cfg.lr_num, cfg.eps)
+    if bad:
+        raise ValueError("training diverged: a weight or moment passed 2**46 in fixed point (lower the learning rate)")
+    return out[0], out[1], out[2]
+
+
 def qmatmul(x: np.ndarray | None, fx: int, w: np.ndarray, fw: int, fout: int, backend: str,
             xq: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None) -> np.ndarray:
     """x @ w.T (x [M, K] with ``fx`` fractional bits, w [N, K] with ``fw``) in ``fout`` bits: both
     quantized per row to int8, one exact GEMM, then one rounding rescale per element. ``xq``: x's
     quantization (``quantize_rows``), when x is frozen and it was computed once."""
+    if backend == "native" and xq is None and (lib := _native()) is not None:
+        out = _native_qmatmul(lib, x, w, fout - fx - fw)
+        if out is not None:
+            return out
     qx, ax, ex = xq if xq is not None else quantize_rows(x)
     qw, aw, ew = quantize_rows(w)
     acc = gemm(qx, qw, backend)
@@ -374,45 +424,49 @@ def mlp_step(state: MLPState, pixels: np.ndarray, labels: np.ndarray, cfg: SGDCo
     ReLU mask, and each state tensor's update (its moment, second moment, then the tensor)."""
     from veracity.exact import program as P
 
-    s = state.copy()
+    s = replace(state, weights=list(state.weights), biases=list(state.biases), vw=list(state.vw),
+                vb=list(state.vb), sw=list(state.sw), sb=list(state.sb))  # updates make new arrays
     step, n, t = s.step + 1, len(s.weights), tape
-    ix, iy = t.input(step, "batch.x", pixels), t.input(step, "batch.y", labels)
+    on = t.on  # an untraced step builds no record arguments
+    ix = t.input(step, "batch.x", pixels) if on else -1
+    iy = t.input(step, "batch.y", labels) if on else -1
     acts, ids = [np.asarray(pixels, dtype=np.int64)], [ix]
     frac, h, ih = PIX_FRAC, acts[0], ix
     for i, (w, b) in enumerate(zip(s.weights, s.biases)):  # forward
         z = qmatmul(h, frac, w, W_FRAC, ACT_FRAC, backend) + (b >> (W_FRAC - ACT_FRAC))
         iz = t.rec(P.QMM, step, f"fwd.{i}.z", z, (ih, t.at.get(f"state.w{i}", -1), t.at.get(f"state.b{i}", -1)),
-                   params=(ACT_FRAC - frac - W_FRAC, W_FRAC - ACT_FRAC))
+                   params=(ACT_FRAC - frac - W_FRAC, W_FRAC - ACT_FRAC)) if on else -1
         if i < n - 1:
             h = np.maximum(z, 0)
-            ih = t.rec(P.RELU, step, f"fwd.{i}.relu", h, (iz,))
+            ih = t.rec(P.RELU, step, f"fwd.{i}.relu", h, (iz,)) if on else -1
             acts.append(h)
             ids.append(ih)
             frac = ACT_FRAC
     p = exp_rows(z)
-    ip = t.rec(P.EXP_ROWS, step, "loss.exp", p, (iz,), consts=(exp_table_digest(),) if t.on else ())
+    ip = t.rec(P.EXP_ROWS, step, "loss.exp", p, (iz,), consts=(exp_table_digest(),)) if on else -1
     dz = loss_grad(p, labels)  # ACT_FRAC; the mean over the batch is folded into the update
-    idz = t.rec(P.LOSS_GRAD, step, "loss.dz", dz, (ip, iy))
-    ups = update_params(cfg, len(labels))
+    idz = t.rec(P.LOSS_GRAD, step, "loss.dz", dz, (ip, iy)) if on else -1
+    ups = update_params(cfg, len(labels)) if on else {}
     for i in reversed(range(n)):  # backward
         x, fx = acts[i], PIX_FRAC if i == 0 else ACT_FRAC
-        idzt = t.rec(P.TRANSPOSE, step, f"bwd.{i}.dz_t", dz.T, (idz,))
-        ixt = t.rec(P.TRANSPOSE, step, f"bwd.{i}.x_t", x.T, (ids[i],))
+        idzt = t.rec(P.TRANSPOSE, step, f"bwd.{i}.dz_t", dz.T, (idz,)) if on else -1
+        ixt = t.rec(P.TRANSPOSE, step, f"bwd.{i}.x_t", x.T, (ids[i],)) if on else -1
         gw = qmatmul(dz.T, ACT_FRAC, x.T, fx, W_FRAC, backend)  # [out, in]: contraction over the batch
-        igw = t.rec(P.QMM, step, f"bwd.{i}.gw", gw, (idzt, ixt), params=(W_FRAC - ACT_FRAC - fx, -1))
+        igw = t.rec(P.QMM, step, f"bwd.{i}.gw", gw, (idzt, ixt),
+                    params=(W_FRAC - ACT_FRAC - fx, -1)) if on else -1
         gb = dz.sum(axis=0) << (W_FRAC - ACT_FRAC)
-        igb = t.rec(P.ROW_SUM, step, f"bwd.{i}.gb", gb, (idzt,), params=(W_FRAC - ACT_FRAC,))
+        igb = t.rec(P.ROW_SUM, step, f"bwd.{i}.gb", gb, (idzt,), params=(W_FRAC - ACT_FRAC,)) if on else -1
         if i > 0:
             wt = s.weights[i].T
-            iwt = t.rec(P.TRANSPOSE, step, f"bwd.{i}.w_t", wt, (t.at.get(f"state.w{i}", -1),))
+            iwt = t.rec(P.TRANSPOSE, step, f"bwd.{i}.w_t", wt, (t.at.get(f"state.w{i}", -1),)) if on else -1
             dx = qmatmul(dz, ACT_FRAC, wt, W_FRAC, ACT_FRAC, backend)  # over the outputs
-            idx = t.rec(P.QMM, step, f"bwd.{i}.dx", dx, (idz, iwt), params=(-W_FRAC, -1))
+            idx = t.rec(P.QMM, step, f"bwd.{i}.dx", dx, (idz, iwt), params=(-W_FRAC, -1)) if on else -1
             dz = np.where(acts[i] > 0, dx, 0)
-            idz = t.rec(P.RELU_MASK, step, f"bwd.{i}.dz", dz, (idx, ids[i]))
+            idz = t.rec(P.RELU_MASK, step, f"bwd.{i}.dz", dz, (idx, ids[i])) if on else -1
         for (wn, mn, sn), (w, v, sq), g, ig in ((("w", "m", "s"), (s.weights, s.vw, s.sw), gw, igw),
                                                 (("b", "mb", "sb"), (s.biases, s.vb, s.sb), gb, igb)):
-            w[i], v[i], sq[i] = update(w[i], v[i], sq[i], g, len(labels), cfg)
-            if t.on:
+            w[i], v[i], sq[i] = update(w[i], v[i], sq[i], g, len(labels), cfg, backend)
+            if on:
                 m_at = t.rec(P.MOMENT, step, f"state.{mn}{i}", v[i], (t.at[f"state.{mn}{i}"], ig),
                              params=ups["moment"])
                 s_at = t.rec(P.SECOND, step, f"state.{sn}{i}", sq[i], (t.at[f"state.{sn}{i}"], ig),
@@ -425,9 +479,12 @@ def mlp_step(state: MLPState, pixels: np.ndarray, labels: np.ndarray, cfg: SGDCo
 
 
 def update(w: np.ndarray, v: np.ndarray, sq: np.ndarray, g: np.ndarray, batch: int,
-           cfg: SGDConfig) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+           cfg: SGDConfig, backend: str = "numpy") -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """One optimizer update of a tensor from its summed gradient ``g`` (all in ``W_FRAC``): the
-    batch mean, the clip, then SGD, momentum or Adam. Returns the new (weights, moment, second moment)."""
+    batch mean, the clip, then SGD, momentum or Adam. Returns the new (weights, moment, second
+    moment). The native backend runs it in one C pass (``native.c: vt_update``), same integers."""
+    if backend == "native" and (lib := _native()) is not None:
+        return _native_update(lib, w, v, sq, g, batch, cfg)
     g = np.clip(_round_shift(g, batch, 0), -cfg.clip, cfg.clip)
     if max(int(np.abs(w).max(initial=0)), int(np.abs(v).max(initial=0)), int(np.abs(sq).max(initial=0))) >= 1 << 46:
         raise ValueError("training diverged: a weight or moment passed 2**46 in fixed point (lower the learning rate)")
@@ -444,8 +501,14 @@ def batch_indices(n: int, step: int, cfg: SGDConfig) -> np.ndarray:
     epoch may be short)."""
     per_epoch = -(-n // cfg.batch)
     epoch, j = divmod(step, per_epoch)
-    order = np.random.Generator(np.random.PCG64([cfg.seed, epoch])).permutation(n)
-    return order[j * cfg.batch:(j + 1) * cfg.batch]
+    return _epoch_order(n, cfg.seed, epoch)[j * cfg.batch:(j + 1) * cfg.batch].copy()
+
+
+@lru_cache(maxsize=4)
+def _epoch_order(n: int, seed: int, epoch: int) -> np.ndarray:
+    order = np.random.Generator(np.random.PCG64([seed, epoch])).permutation(n)
+    order.flags.writeable = False
+    return order
 
 
 def train(state: MLPState, pixels: np.ndarray, labels: np.ndarray, steps: int, cfg: SGDConfig,
