@@ -1,9 +1,10 @@
 """Exact training against float32 training, side by side on this machine.
 
 The digits MLP (64 -> 128 -> 64 -> 10), SGD with momentum, batch 32, the same initial weights and
-data order: the time of one optimizer step, exact (the NumPy int64 backend, torch's float32
-GEMMs on int8 operands, and ``native.c``'s fused quantize-GEMM-rescale) and float32 (torch with
-autograd), interleaved and the median taken; and
+data order: the time of one optimizer step, exact (the NumPy int64 backend; torch-eager, torch's
+float32 GEMMs on int8 operands; and torch, which like inference uses ``native.c``'s fused kernels
+when a C compiler is present: quantize-GEMM-rescale, the update, the LayerNorm) and float32
+(torch with autograd), interleaved and the median taken; and
 the held-out accuracy each reaches after 12 epochs.
 
 The MiniLM LoRA fine-tune (rank 8 on the last layer's FFN down-projection, and the head; Adam,
@@ -46,9 +47,9 @@ def lora(repeats: int) -> dict[str, float]:
     cfg = T.SGDConfig(lr_num=655, batch=16, seed=1, optimizer="adam")
     start = F.LoraState.init(8, 2)
     steps = 40
-    runs: dict[str, list[float]] = {"exact (numpy)": [], "exact (torch)": [], "exact (native)": [],
+    runs: dict[str, list[float]] = {"exact (numpy)": [], "exact (torch-eager)": [], "exact (torch)": [],
                                     "float32 (torch)": []}
-    F.finetune(start, feats["train"], labels["train"], norm.gamma, norm.beta, 3, cfg, "native", lora_lr_shift=2)
+    F.finetune(start, feats["train"], labels["train"], norm.gamma, norm.beta, 3, cfg, "torch", lora_lr_shift=2)
     for _ in range(repeats):
         for name in runs:
             t = time.perf_counter()
@@ -81,10 +82,10 @@ def main() -> int:
     cfg = T.SGDConfig()
     start = T.MLPState.init()
     steps = 50
-    runs: dict[str, list[float]] = {"exact (numpy)": [], "exact (torch)": [], "exact (native)": [],
+    runs: dict[str, list[float]] = {"exact (numpy)": [], "exact (torch-eager)": [], "exact (torch)": [],
                                     "float32 (torch)": []}
     T.train(start, xs, ys, 3, cfg, "torch")
-    T.train(start, xs, ys, 3, cfg, "native")  # compiles native.c once
+    T.train(start, xs, ys, 3, cfg, "torch-eager")
     T.train_float(start, xs, ys, 3, cfg)
     for _ in range(args.repeats):  # interleaved, so load on the machine hits all alike
         for name in runs:
@@ -106,7 +107,7 @@ def main() -> int:
     table = Table("job", "step", "ms per step", "/ float32", title="exact training vs float32 (this CPU)")
     for k, v in step.items():
         table.add_row("digits MLP, batch 32", k, f"{v * 1e3:.2f}", f"{v / step['float32 (torch)']:.2f}")
-    for k in ("exact (numpy)", "exact (torch)", "exact (native)", "float32 (torch)"):
+    for k in ("exact (numpy)", "exact (torch-eager)", "exact (torch)", "float32 (torch)"):
         v = lo[f"lora {k}"]
         table.add_row("MiniLM LoRA r=8, batch 16", k, f"{v * 1e3:.2f}", f"{v / lo['lora float32 (torch)']:.2f}")
     console = Console(width=110)

@@ -29,7 +29,7 @@ def test_checkpoints_are_bit_identical_across_backends_and_threads(digits):
         for n in (1, 2):
             torch.set_num_threads(n)
             hashes[f"torch-{n}"] = T.checkpoint_hash(T.train(start, x, y, 60, cfg, "torch"))
-            hashes[f"native-{n}"] = T.checkpoint_hash(T.train(start, x, y, 60, cfg, "native"))
+            hashes[f"eager-{n}"] = T.checkpoint_hash(T.train(start, x, y, 60, cfg, "torch-eager"))
     finally:
         torch.set_num_threads(threads)
     assert len(set(hashes.values())) == 1, hashes

@@ -87,7 +87,7 @@ def features(model: Any, texts: list[str], backend: str = "torch", batch_size: i
             kept[name].append(np.array(x.numpy() if hasattr(x, "numpy") else x, dtype=np.int64))
         return x
 
-    ex = Exec(make_backend("torch" if backend in ("native", "cuda") else backend), None, hook)
+    ex = Exec(make_backend("torch" if backend in ("native", "cuda", "torch-eager") else backend), None, hook)
     items = [model.parse({"text": t}) for t in texts]
     for lo in range(0, len(items), batch_size):
         model.run(ex, items[lo:lo + batch_size])
@@ -114,7 +114,7 @@ class NormCache:
 def layernorm(x: np.ndarray, gamma: np.ndarray, beta: np.ndarray, backend: str = "numpy") -> tuple[np.ndarray, NormCache]:
     """The inference op set's LayerNorm (``ops_numpy.layernorm``), keeping what its backward reads
     (the native backend: one C pass per row, ``native.c: vt_layernorm``, the same integers)."""
-    if backend == "native" and (lib := T._native()) is not None:
+    if (lib := T._fast(backend)) is not None:
         a = np.ascontiguousarray(x, dtype=np.int64)
         rows, h = a.shape
         out, ds = np.empty_like(a), np.empty_like(a)
@@ -136,7 +136,7 @@ def layernorm_backward(dz: np.ndarray, gamma: np.ndarray, c: NormCache, backend:
     """dx from dz (both in the same fixed point): ``(g - mean(g) - xhat * mean(g * xhat)) / sigma``,
     with ``g = gamma * dz``, ``xhat = 16 ds / D`` and ``sigma = D * 2**e / (16 * 2**ACT_FRAC)``
     (the input is ``ACT_FRAC``), in integers."""
-    if backend == "native" and (lib := T._native()) is not None:
+    if (lib := T._fast(backend)) is not None:
         d = np.ascontiguousarray(dz, dtype=np.int64)
         rows, h = d.shape
         dx, scratch = np.empty_like(d), np.empty((rows, 2 * h), dtype=np.int64)

@@ -90,6 +90,7 @@ def gemm(a: np.ndarray, b: np.ndarray, backend: str) -> np.ndarray:
     import torch
 
     device = "cuda" if backend == "cuda" else "cpu"  # on a GPU: no TF32, which would round the operands
+    # (torch, torch-eager, native without a compiler: float32 GEMMs on the CPU)
     if device == "cuda":
         torch.backends.cuda.matmul.allow_tf32 = False
     k = spec.F32_EXACT_K
@@ -132,6 +133,12 @@ def _round_shift_exact(num: np.ndarray, den: np.ndarray, pos: np.ndarray, neg: n
     if any(abs(int(v)) >= 1 << 62 for v in np.asarray(out).ravel()):
         raise ValueError("training diverged: a value no longer fits exact int64 arithmetic (lower the learning rate)")
     return np.asarray(out).astype(np.int64)
+
+
+def _fast(backend: str) -> Any:
+    """The native kernels, where the backend takes them: "torch" (as in inference, fused C kernels
+    when a C compiler is present) and "native"; "torch-eager", "cuda" and "numpy" never do."""
+    return _native() if backend in ("torch", "native") else None
 
 
 @lru_cache(maxsize=1)
@@ -185,7 +192,7 @@ def qmatmul(x: np.ndarray | None, fx: int, w: np.ndarray, fw: int, fout: int, ba
     """x @ w.T (x [M, K] with ``fx`` fractional bits, w [N, K] with ``fw``) in ``fout`` bits: both
     quantized per row to int8, one exact GEMM, then one rounding rescale per element. ``xq``: x's
     quantization (``quantize_rows``), when x is frozen and it was computed once."""
-    if backend == "native" and xq is None and (lib := _native()) is not None:
+    if xq is None and (lib := _fast(backend)) is not None:
         out = _native_qmatmul(lib, x, w, fout - fx - fw)
         if out is not None:
             return out
@@ -483,7 +490,7 @@ def update(w: np.ndarray, v: np.ndarray, sq: np.ndarray, g: np.ndarray, batch: i
     """One optimizer update of a tensor from its summed gradient ``g`` (all in ``W_FRAC``): the
     batch mean, the clip, then SGD, momentum or Adam. Returns the new (weights, moment, second
     moment). The native backend runs it in one C pass (``native.c: vt_update``), same integers."""
-    if backend == "native" and (lib := _native()) is not None:
+    if (lib := _fast(backend)) is not None:
         return _native_update(lib, w, v, sq, g, batch, cfg)
     g = np.clip(_round_shift(g, batch, 0), -cfg.clip, cfg.clip)
     if max(int(np.abs(w).max(initial=0)), int(np.abs(v).max(initial=0)), int(np.abs(sq).max(initial=0))) >= 1 << 46:
