@@ -193,7 +193,8 @@ void vq_lookup16(const float *x, const float *lut, int64_t n, float *out, int nt
 }
 
 /* Exact training (exact/train.py): integers held in int64, products that may pass 64 bits in
- * __int128. Signed >> is arithmetic (floor) with gcc and clang, as in NumPy and the referees. */
+ * __int128. Signed >> is arithmetic (floor) with gcc and clang, as in NumPy and the referees;
+ * values that may be negative are scaled by multiplying, never by << (undefined in C). */
 
 static inline int64_t bitlen64(uint64_t v) { return v ? 64 - __builtin_clzll(v) : 0; }
 
@@ -262,7 +263,7 @@ int vt_qmatmul(const int64_t *x, int64_t m_rows, int64_t k, const int64_t *w, in
             }
             __int128 n2, d2;
             if (s > 60 || s < -60) { bad = 1; continue; }
-            if (s >= 0) { n2 = ((__int128)num << s) * 2; d2 = den * 2; }
+            if (s >= 0) { n2 = (__int128)num * ((__int128)2 << s); d2 = den * 2; } /* no << of negatives (UB) */
             else { n2 = (__int128)num * 2; d2 = (den << -s) * 2; }
             __int128 r = floor_div128(n2 + d2 / 2, d2);
             if (r > INT64_MAX || r < INT64_MIN) { bad = 1; continue; }
@@ -369,7 +370,7 @@ void vt_layernorm_backward(const int64_t *dz, int64_t rows, int64_t h, const int
         for (int64_t j = 0; j < h; j++) {
             __int128 gn = 2 * (__int128)dzr[j] * gamma[j] + ((__int128)1 << sh);
             g[j] = (int64_t)(gn >> (sh + 1)); /* floor division by 2**17 */
-            xh[j] = fdiv_rec(((__int128)dr[j] << (sh + 1)) + den, 2 * den, inv);
+            xh[j] = fdiv_rec((__int128)dr[j] * ((__int128)1 << (sh + 1)) + den, 2 * den, inv);
             s1 += g[j];
             s2 += (__int128)g[j] * xh[j];
         }
@@ -379,7 +380,7 @@ void vt_layernorm_backward(const int64_t *dz, int64_t rows, int64_t h, const int
         for (int64_t j = 0; j < h; j++) {
             __int128 t = (__int128)g[j] - m1 - ((2 * (__int128)xh[j] * m2 + ((__int128)1 << 12)) >> 13);
             if (pos >= 0) {
-                dx[r * h + j] = fdiv_rec((t << pos) * 2 + den, 2 * den, inv);
+                dx[r * h + j] = fdiv_rec(t * ((__int128)2 << pos) + den, 2 * den, inv);
             } else {
                 __int128 d2 = ((__int128)den << -pos) * 2;
                 dx[r * h + j] = (int64_t)floor_div128(t * 2 + d2 / 2, d2);
