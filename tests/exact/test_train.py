@@ -47,6 +47,12 @@ def test_the_native_gemm_kernel_is_the_reference_on_every_shape_and_scale():
             w = rng.integers(-(1 << 20), 1 << 20, (n, k))
             x[0] = 0
             assert np.array_equal(T.qmatmul(x, fx, w, fw, fo, "numpy"), T.qmatmul(x, fx, w, fw, fo, "native"))
+    long = np.full((1, 140_000), 1 << 20)  # past the kernel's int32 accumulator: NumPy answers
+    assert np.array_equal(T.qmatmul(long, 20, long, 20, 20, "numpy"), T.qmatmul(long, 20, long, 20, 20, "native"))
+    big = np.array([[2**24 - 1]])  # a result of 2**62: both paths refuse it (the run diverged)
+    for backend in ("numpy", "native"):
+        with pytest.raises(ValueError, match="diverged"):
+            T.qmatmul(big, 0, big, 0, 14, backend)
 
 
 def test_four_work_units_end_at_the_unsplit_checkpoint(digits):

@@ -141,8 +141,8 @@ def layernorm_backward(dz: np.ndarray, gamma: np.ndarray, c: NormCache, backend:
         rows, h = d.shape
         dx, scratch = np.empty_like(d), np.empty((rows, 2 * h), dtype=np.int64)
         g = np.ascontiguousarray(gamma, dtype=np.int64)
-        lib.vt_layernorm_backward(d.ctypes.data, rows, h, g.ctypes.data, np.ascontiguousarray(c.ds).ctypes.data,
-                                  np.ascontiguousarray(c.e).ctypes.data, np.ascontiguousarray(c.den).ctypes.data,
+        lib.vt_layernorm_backward(d.ctypes.data, rows, h, g.ctypes.data, np.ascontiguousarray(c.ds, dtype=np.int64).ctypes.data,
+                                  np.ascontiguousarray(c.e, dtype=np.int64).ctypes.data, np.ascontiguousarray(c.den, dtype=np.int64).ctypes.data,
                                   dx.ctypes.data, scratch.ctypes.data, 1)
         return dx
     h = dz.shape[-1]

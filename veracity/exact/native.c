@@ -202,7 +202,7 @@ static inline int64_t bitlen64(uint64_t v) { return v ? 64 - __builtin_clzll(v) 
 static void vt_quant_row(const int64_t *x, int64_t k, int8_t *q, int64_t *ams_out, int64_t *e_out) {
     uint64_t amax = 0;
     for (int64_t j = 0; j < k; j++) {
-        uint64_t a = x[j] < 0 ? (uint64_t)(-x[j]) : (uint64_t)x[j];
+        uint64_t a = x[j] < 0 ? 0 - (uint64_t)x[j] : (uint64_t)x[j];
         if (a > amax) amax = a;
     }
     int64_t b = bitlen64(amax);
@@ -233,6 +233,7 @@ static inline int64_t floor_div_qq(int64_t n) {
  * not fit int64 (the caller then computes in Python integers and reports it). */
 int vt_qmatmul(const int64_t *x, int64_t m_rows, int64_t k, const int64_t *w, int64_t n_rows, int64_t shift,
                int64_t *out, int nt) {
+    if (k > 133143) return 1; /* the int32 accumulator's bound: NumPy answers */
     int8_t *qx = (int8_t *)malloc((size_t)(m_rows * k + n_rows * k) + 1);
     int64_t *sc = (int64_t *)malloc(sizeof(int64_t) * 2 * (size_t)(m_rows + n_rows) + 8);
     if (!qx || !sc) { free(qx); free(sc); return 2; }
@@ -251,7 +252,7 @@ int vt_qmatmul(const int64_t *x, int64_t m_rows, int64_t k, const int64_t *w, in
             for (int64_t t = 0; t < k; t++) acc += (int32_t)a[t] * (int32_t)b[t];
             int64_t num = (int64_t)acc * ax[i] * aw[j]; /* < 2**31 * 2**24 */
             int64_t s = ex[i] + ew[j] + shift;
-            uint64_t mag = num < 0 ? (uint64_t)(-num) : (uint64_t)num;
+            uint64_t mag = num < 0 ? 0 - (uint64_t)num : (uint64_t)num;
             int64_t nb = bitlen64(mag);
             if (s >= 0 && nb + s + 1 <= 61) { /* floor((num 2**(s+1) + 127**2) / (2 * 127**2)) */
                 out[i * n_rows + j] = floor_div_qq(num * ((int64_t)2 << s) + QMAX * QMAX);
@@ -266,7 +267,7 @@ int vt_qmatmul(const int64_t *x, int64_t m_rows, int64_t k, const int64_t *w, in
             if (s >= 0) { n2 = (__int128)num * ((__int128)2 << s); d2 = den * 2; } /* no << of negatives (UB) */
             else { n2 = (__int128)num * 2; d2 = (den << -s) * 2; }
             __int128 r = floor_div128(n2 + d2 / 2, d2);
-            if (r > INT64_MAX || r < INT64_MIN) { bad = 1; continue; }
+            if (r >= ((__int128)1 << 62) || r <= -((__int128)1 << 62)) { bad = 1; continue; } /* as NumPy's bound */
             out[i * n_rows + j] = (int64_t)r;
         }
     }
@@ -334,7 +335,7 @@ void vt_layernorm(const int64_t *x, int64_t rows, int64_t h, const int64_t *gamm
         uint64_t amax = 0;
         for (int64_t j = 0; j < h; j++) {
             int64_t d = xr[j] - mu;
-            uint64_t a = d < 0 ? (uint64_t)(-d) : (uint64_t)d;
+            uint64_t a = d < 0 ? 0 - (uint64_t)d : (uint64_t)d;
             if (a > amax) amax = a;
         }
         int64_t b = bitlen64(amax), e = b > NORM_BITS ? b - NORM_BITS : 0, half = ((int64_t)1 << e) >> 1;

@@ -216,10 +216,12 @@ class SGDConfig:
     eps: int = 1 << 10  # Adam's epsilon in W_FRAC (about 1e-3)
 
     def __post_init__(self) -> None:
-        if self.optimizer not in ("sgd", "momentum", "adam"):
-            from veracity.errors import InputError
+        from veracity.errors import InputError
 
+        if self.optimizer not in ("sgd", "momentum", "adam"):
             raise InputError(f"unknown optimizer {self.optimizer!r}: use sgd, momentum or adam")
+        if self.eps < 1 or not 0 < self.batch <= 1 << 15 or self.clip < 1:
+            raise InputError("eps and clip must be at least 1 and the batch 1 to 32768 (fixed point)")
         if self.optimizer == "sgd":
             self.mu_num = 0
 
