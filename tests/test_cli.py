@@ -107,3 +107,22 @@ def test_job_estimate_prices_a_job_before_it_is_posted():
     assert re.search(r"8xH100\s*│\s*392 M", proc.stdout)  # 6 x 17,024 parameters x 32 x 120 FLOPs
     bad = veracity("job", "estimate", jobs / "minilm.yaml", "--devices", "3xTPU")
     assert bad.returncode != 0 and "write COUNTxNAME, e.g. 8xH100" in bad.stderr and "Traceback" not in bad.stderr
+
+
+def test_train_runs_a_training_job_here_and_work_units_meet(tmp_path):
+    """`veracity train` gives the checkpoint a provider would commit; two units of 30 steps, the
+    second resumed from the first's checkpoint file, end at the 60-step run's hash."""
+    spec = EXAMPLES.parent / "jobs" / "digits-train.yaml"
+    whole = veracity("train", spec, "--steps", 60, "-o", tmp_path / "whole.ckpt",
+                     "--eval", EXAMPLES / "digits-heldout.jsonl")
+    assert whole.returncode == 0, whole.stderr
+    assert re.search(r"held-out digits-heldout.jsonl: accuracy 0\.\d{4}", whole.stderr)
+    last = whole.stdout.strip().splitlines()[-1]
+    assert re.match(r"^checkpoint [0-9a-f]{64} cid bafkrei[a-z2-7]+ trace [0-9a-f]{64} steps 60$", last)
+    first = veracity("train", spec, "--steps", 30, "-o", tmp_path / "a.ckpt")
+    second = veracity("train", spec, "--steps", 30, "--start", tmp_path / "a.ckpt", "-o", tmp_path / "b.ckpt")
+    assert first.returncode == 0 and second.returncode == 0, first.stderr + second.stderr
+    assert second.stdout.split()[1] == last.split()[1] and second.stdout.split()[3] == last.split()[3]
+    assert (tmp_path / "b.ckpt").read_bytes() == (tmp_path / "whole.ckpt").read_bytes()
+    bad = veracity("train", EXAMPLES.parent / "jobs" / "minilm.yaml", "-o", tmp_path / "x.ckpt")
+    assert bad.returncode != 0 and "is a job of kind 'infer'" in bad.stderr and "Traceback" not in bad.stderr

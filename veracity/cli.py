@@ -79,6 +79,60 @@ def infer(
 
 
 @app.command()
+def train(
+    spec: Path = typer.Argument(..., help="a train or finetune job spec (YAML)"),
+    output: Path = typer.Option(..., "--output", "-o", help="where to write the checkpoint"),
+    start: Optional[Path] = typer.Option(None, help="a checkpoint file to resume from (a work unit)"),
+    steps: Optional[int] = typer.Option(None, min=1, help="run this many steps instead of the spec's (a work unit)"),
+    evaluate: Optional[Path] = typer.Option(None, "--eval", help="held-out JSONL to score the checkpoint on"),
+    backend: str = typer.Option("torch", help="torch (native kernels when a compiler is present), torch-eager, numpy"),
+) -> None:
+    """Run a training job here, exactly: the checkpoint a provider would commit, bit for bit. The
+    last line is `checkpoint <hash> cid <cid> trace <root> steps <n>`."""
+    from veracity.node.cid import cid_of
+    from veracity.workloads.jobs import Job
+    from veracity.workloads.spec import load_spec
+
+    job_spec = load_spec(spec)
+    if job_spec.training is None:
+        raise UsageError(f"{spec} is a job of kind {job_spec.kind!r}: `veracity train` runs train and finetune jobs "
+                         "(`veracity infer` runs models)")
+    if job_spec.inputs.path is None:
+        raise UsageError("veracity train reads its data from inputs.path, not a CID")
+    if backend not in ("torch", "torch-eager", "numpy"):
+        raise UsageError(f"unknown backend {backend!r}: use torch, torch-eager or numpy")
+    if start is not None and not start.is_file():
+        raise UsageError(f"start checkpoint {start} not found")
+    if not output.parent.exists():
+        raise UsageError(f"output folder {output.parent} does not exist: create it or pick another path")
+    if steps is not None:
+        job_spec = job_spec.model_copy(update={"training": job_spec.training.model_copy(update={"steps": steps})})
+    steps = job_spec.training.steps
+    job = Job(job_spec, Path(job_spec.inputs.path).read_bytes(), start.read_bytes() if start else None)
+    with Progress(TextColumn(f"[bold]{job_spec.model}[/] {job_spec.kind}"), BarColumn(), MofNCompleteColumn(),
+                  TimeElapsedColumn(), console=err, transient=True) as bar:
+        task = bar.add_task("train", total=steps)
+        done = [0]
+
+        def step(_: int) -> None:
+            done[0] += 1
+            bar.update(task, completed=done[0])
+
+        result = job.run(backend, progress=step)
+    try:
+        output.write_bytes(result.outputs)
+    except OSError as exc:
+        raise UsageError(f"cannot write {output}: {exc.strerror}") from None
+    err.print(f"{steps} steps -> {output} ({result.ops} records traced)")
+    if evaluate is not None:
+        if not evaluate.is_file():
+            raise UsageError(f"held-out data {evaluate} not found")
+        err.print(f"held-out {evaluate.name}: {job.evaluate(result.outputs, evaluate.read_bytes())}")
+    print(f"checkpoint {result.output_hash.hex()} cid {cid_of(result.outputs)} trace {result.trace_root.hex()} "
+          f"steps {steps}")
+
+
+@app.command()
 def models() -> None:
     """List the exact models this node can run."""
     from veracity.models import registry

@@ -138,6 +138,13 @@ def record_tensors(data: bytes, params: Any, start: bytes | None, indices: set[i
     return run_gpt_train_job(data, params, start, "numpy", keep=set(indices)).kept
 
 
+def heldout_loss(checkpoint: bytes, data: bytes, windows: int = 32) -> float:
+    """The checkpoint's mean next-character loss on windows of another text (seeded, fixed)."""
+    ids = corpus_ids(data)
+    x, y = GT.windows(ids, 0, windows, CTX, 12345)
+    return GT.loss(GT.load_checkpoint(checkpoint, shape()), x, y, HEADS)
+
+
 def generate(checkpoint: bytes, prompt: str, n: int) -> str:
     """Greedy continuation of ``prompt`` by a trained checkpoint (the exact forward, no trace)."""
     from veracity.models.registry import loaded

@@ -59,13 +59,15 @@ class Job:
 
         return loaded(self.spec.model)
 
-    def run(self, backend: str = "torch", model: Any = None, tamper: Tamper | None = None) -> I.JobResult:
+    def run(self, backend: str = "torch", model: Any = None, tamper: Tamper | None = None,
+            progress: Callable[[int], None] | None = None) -> I.JobResult:
+        """The job's result; ``progress`` hears each finished optimizer step of a training job."""
         if self.spec.kind == "finetune":
-            return FT.run_finetune_job(self.inputs, self.params, self.start, backend, model)
+            return FT.run_finetune_job(self.inputs, self.params, self.start, backend, model, progress)
         if self.gpt:
-            return GPT.run_gpt_train_job(self.inputs, self.params, self.start, backend)
+            return GPT.run_gpt_train_job(self.inputs, self.params, self.start, backend, progress)
         if self.trains:
-            return T.run_train_job(self.inputs, self.params, self.start, backend)
+            return T.run_train_job(self.inputs, self.params, self.start, backend, progress)
         return I.run_infer_job(self.spec.model, self.inputs, backend, model=model, tamper=tamper)
 
     def program(self, model: Any = None) -> list[Any]:
@@ -101,6 +103,17 @@ class Job:
         if self.trains:
             return {}
         return P.model_constants(model if model is not None else self.model())
+
+    def evaluate(self, checkpoint: bytes, data: bytes) -> str:
+        """A trained checkpoint's quality on held-out data, for people: accuracy on labelled
+        examples (the digits MLP, a fine-tune) or the mean next-character loss (the tiny GPT)."""
+        if self.spec.kind == "finetune":
+            return f"accuracy {FT.accuracy(checkpoint, data, self.params.classes):.4f}"
+        if self.gpt:
+            return f"loss {GPT.heldout_loss(checkpoint, data):.4f} nats per character"
+        if self.trains:
+            return f"accuracy {T.accuracy(checkpoint, data):.4f}"
+        raise InputError("only a training job's checkpoint is evaluated")
 
     def check_served(self, outputs: bytes, records: list[TraceRecord], model: Any = None) -> str | None:
         """What is wrong with outputs a provider served, against its committed trace (None: nothing)."""
