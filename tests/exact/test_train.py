@@ -96,3 +96,13 @@ def test_an_unknown_optimizer_is_a_clear_error():
 
     with pytest.raises(InputError, match="unknown optimizer 'lion'"):
         T.SGDConfig(optimizer="lion")
+
+
+def test_the_native_loss_kernel_is_the_reference():
+    rng = np.random.default_rng(2)
+    for scale in (1, 1 << 10, 1 << 20):
+        z = rng.integers(-scale * 4096, scale * 4096, (50, 10))
+        y = rng.integers(0, 10, 50)
+        p = T.exp_rows(z)
+        got = T.loss_pair(z, y, "torch")
+        assert np.array_equal(got[0], p) and np.array_equal(got[1], T.loss_grad(p, y))

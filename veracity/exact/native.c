@@ -252,7 +252,7 @@ int vt_qmatmul(const int64_t *x, int64_t m_rows, int64_t k, const int64_t *w, in
             for (int64_t t = 0; t < k; t++) acc += (int32_t)a[t] * (int32_t)b[t];
             int64_t num = (int64_t)acc * ax[i] * aw[j]; /* < 2**31 * 2**24 */
             int64_t s = ex[i] + ew[j] + shift;
-            uint64_t mag = num < 0 ? 0 - (uint64_t)num : (uint64_t)num;
+            uint64_t mag = (uint64_t)(num < 0 ? -num : num); /* |num| < 2**55: no overflow */
             int64_t nb = bitlen64(mag);
             if (s >= 0 && nb + s + 1 <= 61) { /* floor((num 2**(s+1) + 127**2) / (2 * 127**2)) */
                 out[i * n_rows + j] = floor_div_qq(num * ((int64_t)2 << s) + QMAX * QMAX);
@@ -387,5 +387,24 @@ void vt_layernorm_backward(const int64_t *dz, int64_t rows, int64_t h, const int
                 dx[r * h + j] = (int64_t)floor_div128(t * 2 + d2 / 2, d2);
             }
         }
+    }
+}
+
+/* train.exp_rows then train.loss_grad on rows of c logits: the softmax numerators from the exp
+ * table and d(cross-entropy)/d(logits) = round(p 2**12 / sum(p)) - 2**12 at the label. */
+void vt_loss_grad(const int64_t *z, const int64_t *labels, int64_t rows, int64_t c, const int64_t *table,
+                  int64_t size, int64_t *p, int64_t *g) {
+    for (int64_t r = 0; r < rows; r++) {
+        const int64_t *zr = z + r * c;
+        int64_t top = zr[0], sum = 0;
+        for (int64_t j = 1; j < c; j++) top = zr[j] > top ? zr[j] : top;
+        for (int64_t j = 0; j < c; j++) {
+            int64_t u = (int64_t)(((__int128)(top - zr[j]) * 94548) >> 20); /* LOG2E in 2**16, to EXP_FRAC */
+            p[r * c + j] = table[u < size - 1 ? u : size - 1];
+            sum += p[r * c + j];
+        }
+        for (int64_t j = 0; j < c; j++)
+            g[r * c + j] = (int64_t)floor_div128((__int128)p[r * c + j] * 8192 + sum, 2 * (__int128)sum) -
+                           (j == labels[r] ? 4096 : 0);
     }
 }
