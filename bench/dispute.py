@@ -109,12 +109,17 @@ def settle(dep, accts, program: list[Any], sides: dict[str, Any], constants: Any
     return moves, chal.game(oid), cmarket.order(oid).state_name, time.perf_counter() - t0
 
 
-def rounds_of(moves: list[tuple[str, int]]) -> int:
-    """A round: both parties' moves at one query (bisection, opening, a chunk-tree level), the
-    chunk, the judgement."""
+def summary(program: list[Any], k: int, moves: list[tuple[str, int]]) -> dict[str, Any]:
+    """A settled game over record ``k``: its rounds (both parties' moves at one query: bisection,
+    opening, a chunk-tree level; the chunk; the judgement) against ceil(log2 n) + 8 for the
+    trace's n elements, and its gas, whole and in the judgement."""
     kinds = [m for m, _ in moves]
-    return kinds.count("reveal") // 2 + kinds.count("open_record") // 2 + kinds.count("descend") // 2 + \
+    rounds = kinds.count("reveal") // 2 + kinds.count("open_record") // 2 + kinds.count("descend") // 2 + \
         (1 if "reveal_chunk" in kinds else 0) + kinds.count("judge")
+    elements = sum(int(np.prod(d.dims)) for d in program)
+    return {"n": len(program), "elements": elements, "bound": math.ceil(math.log2(elements)) + 8, "record": k,
+            "op": program[k].op, "kind": prog.KIND_NAMES[program[k].kind], "rounds": rounds,
+            "gas": sum(gas for _, gas in moves), "gas_judge": sum(gas for m, gas in moves if m == "judge")}
 
 
 def game(dep, accts, n: int, model: Any, rng: np.random.Generator, model_name: str = MODEL,
@@ -133,14 +138,9 @@ def game(dep, accts, n: int, model: Any, rng: np.random.Generator, model_name: s
         sides[who] = (decode_records(result.trace), result.trace_root, tensors.get)
     moves, g, state, wall = settle(dep, accts, program, sides, lambda desc: prog.constants(model, desc))
     assert g.differ == k and state == "overturned", (g.differ, k, state)
-    rounds = rounds_of(moves)
-    elements = sum(int(np.prod(d.dims)) for d in program)
-    return {"n": len(program), "elements": elements, "bound": math.ceil(math.log2(elements)) + 8,
-            "items": len(program) // RECORDS_PER_BATCH * 32, "record": k,
-            "kind": prog.KIND_NAMES[program[k].kind], "rounds": rounds, "gas": sum(gas for _, gas in moves),
-            "gas_judge": sum(gas for m, gas in moves if m == "judge"),
+    return {**summary(program, k, moves), "items": len(program) // RECORDS_PER_BATCH * 32,
             "gas_bisection": sum(gas for m, gas in moves if m in ("challenge", "reveal")),
-            "wall_s": wall, "outcome": state, "op": program[k].op}
+            "wall_s": wall, "outcome": state}
 
 
 def minilm_judgements(dep, accts, rng: np.random.Generator) -> list[dict[str, Any]]:
@@ -225,11 +225,7 @@ def train_judgements(dep, accts) -> list[dict[str, Any]]:
             sides[who] = (decode_records(result.trace), result.trace_root, tensors.get)
         moves, g, state, _ = settle(dep, accts, program, sides, lambda desc: prog.constants(None, desc, table), 2)
         assert g.differ == k and state == "overturned", (g.differ, k, state)
-        rounds = rounds_of(moves)
-        elements = sum(int(np.prod(d.dims)) for d in program)
-        out.append({"record": k, "op": program[k].op, "kind": prog.KIND_NAMES[kind], "rounds": rounds,
-                    "bound": math.ceil(math.log2(elements)) + 8, "gas": sum(gas for _, gas in moves),
-                    "gas_judge": sum(gas for m, gas in moves if m == "judge"), "n": len(program)})
+        out.append(summary(program, k, moves))
         rpc("evm_revert", [snap])
     return out
 
@@ -268,18 +264,17 @@ def main() -> int:
                       str(g["rounds"]), str(g["bound"]), f"{g['gas']:,}", f"{g['gas_bisection']:,}",
                       f"{g['gas_judge']:,}", f"{g['wall_s']:.1f}s", g["outcome"])
     console.print(table)
-    jt = Table("MiniLM record", "kind", "rounds", "ceil(log2 n) + 8", "gas, whole game", "judgement (the final step)",
-               title="the final step for every kind of record (MiniLM, 5 sentences; the referee's whole call)")
-    for g in judged:
-        jt.add_row(f"{g['record']} {g['op']}", g["kind"], str(g["rounds"]), str(g["bound"]), f"{g['gas']:,}",
-                   f"{g['gas_judge']:,}")
-    console.print(jt)
-    tt = Table("training record", "kind", "rounds", "ceil(log2 n) + 8", "gas, whole game", "judgement (the final step)",
-               title="the final step for every kind of training record (digits MLP, Adam, batch 32, step 2 of 2)")
-    for g in trained:
-        tt.add_row(f"{g['record']} {g['op']}", g["kind"], str(g["rounds"]), str(g["bound"]), f"{g['gas']:,}",
-                   f"{g['gas_judge']:,}")
-    console.print(tt)
+    for first, title, rows in (
+            ("MiniLM record", "the final step for every kind of record (MiniLM, 5 sentences; the referee's whole call)",
+             judged),
+            ("training record", "the final step for every kind of training record (digits MLP, Adam, batch 32, "
+             "step 2 of 2)", trained)):
+        jt = Table(first, "kind", "rounds", "ceil(log2 n) + 8", "gas, whole game", "judgement (the final step)",
+                   title=title)
+        for g in rows:
+            jt.add_row(f"{g['record']} {g['op']}", g["kind"], str(g["rounds"]), str(g["bound"]), f"{g['gas']:,}",
+                       f"{g['gas_judge']:,}")
+        console.print(jt)
     console.print(f"OneStep alone, the widest element (smoothed linear, K=1536): {gas_one:,}")
     console.print(f"spot-check rate {cost['rate']:.4f}; a check costs {cost['check_cpu_s']:.2f} CPU-s for a "
                   f"{cost['provider_cpu_s']:.2f} CPU-s job -> verify_cost_ratio {cost['verify_cost_ratio']:.4f}")

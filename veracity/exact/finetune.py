@@ -14,7 +14,7 @@ The step (``lora_step``), all in integers, with ``exact.train``'s primitives:
   exactly as the inference op set computes it (``layernorm``), keeping its per-token centre shift,
   scale ``D`` and normalised values for the backward; the mean over each sentence's tokens (a
   rounding division); the head's logits.
-* **Backward**: softmax cross-entropy (``train.softmax_grad``), the head's gradients, the pooled
+* **Backward**: softmax cross-entropy (``train.loss_pair``), the head's gradients, the pooled
   gradient spread over the tokens, the LayerNorm's backward
   ``dx = (g - mean(g) - xhat * mean(g * xhat)) / sigma`` with ``g = gamma * dz`` (every term a
   rounding integer division; ``sigma`` from the forward's integer square root), then the adapter's
@@ -37,7 +37,7 @@ import numpy as np
 
 from veracity.exact import spec
 from veracity.exact import train as T
-from veracity.exact.ops_numpy import _bitlen, _isqrt, _round_div
+from veracity.exact.ops_numpy import _round_div, normalize
 from veracity.exact.trace import tensor_digest
 
 ACT = spec.ACT_FRAC
@@ -123,12 +123,7 @@ def layernorm(x: np.ndarray, gamma: np.ndarray, beta: np.ndarray, backend: str =
         lib.vt_layernorm(a.ctypes.data, rows, h, g.ctypes.data, b.ctypes.data, out.ctypes.data, ds.ctypes.data,
                          e.ctypes.data, den.ctypes.data, 1)
         return out, NormCache(ds, e, den)
-    h = x.shape[-1]
-    d = x - _round_div(x.sum(axis=-1, keepdims=True), np.int64(h))
-    e = np.maximum(0, _bitlen(np.abs(d).max(axis=-1, keepdims=True)) - spec.NORM_BITS)
-    ds = (d + ((np.int64(1) << e) >> 1)) >> e
-    den = np.maximum(_isqrt(((ds * ds).sum(axis=-1, keepdims=True) << (2 * spec.NORM_STD_SHIFT)) // h), 1)
-    out = np.clip(_round_div(ds * gamma, den) + beta, -spec.ACT_MAX, spec.ACT_MAX)
+    out, ds, e, den = normalize(x - _round_div(x.sum(axis=-1, keepdims=True), np.int64(x.shape[-1])), gamma, beta)
     return out, NormCache(ds, e, den)
 
 
@@ -247,7 +242,7 @@ def lora_step(state: LoraState, f: Features, labels: np.ndarray, gamma: np.ndarr
     s = state.copy()
     a, b, w, hb = s.params
     fw = forward(s, f, gamma, beta, backend)
-    dlogits = T.softmax_grad(fw["logits"], labels)
+    dlogits = T.loss_pair(fw["logits"], labels, backend)[1]
     grads = [np.zeros_like(a), np.zeros_like(b),
              T.qmatmul(dlogits.T, ACT, fw["pooled"].T, ACT, W, backend),
              dlogits.sum(axis=0) << (W - ACT)]

@@ -228,7 +228,7 @@ def gpt_step(state: GPTState, ids: np.ndarray, targets: np.ndarray, cfg: T.SGDCo
     b, t = ids.shape
     logits, cache = forward(s, ids, heads, backend)
     grads: dict[str, np.ndarray] = {}
-    dlogits = T.loss_grad(T.exp_rows(logits), targets.reshape(-1)) << (G - ACT)
+    dlogits = T.loss_pair(logits, targets.reshape(-1), backend)[1] << (G - ACT)
     grads["head.w"] = T.qmatmul(dlogits.T, G, cache["z"].T, ACT, W, backend)
     dz = T.qmatmul(dlogits, G, s.params["head.w"].T, W, G, backend)
     gf, _ = _norm_params(s, "ln_f")

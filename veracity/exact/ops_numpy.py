@@ -57,6 +57,19 @@ def _round_div(num: Array, den: Array) -> Array:
     return (2 * num + den) // (2 * den)
 
 
+def normalize(d: Array, gamma: Array, beta: Array) -> tuple[Array, Array, Array, Array]:
+    """round(ds * gamma / D) + beta (clipped): ds = d rescaled to 15 bits, D = isqrt(mean(ds^2) * 2**8).
+    Returns (out, ds, e, D): training's LayerNorm backward reads the last three."""
+    h = d.shape[-1]
+    e = np.maximum(0, _bitlen(np.abs(d).max(axis=-1, keepdims=True)) - spec.NORM_BITS)
+    half = (np.int64(1) << e) >> 1
+    ds = (d + half) >> e
+    var = (ds * ds).sum(axis=-1, keepdims=True)
+    den = np.maximum(_isqrt((var << (2 * spec.NORM_STD_SHIFT)) // h), 1)
+    out = _round_div(ds * gamma, den) + beta
+    return np.clip(out, -spec.ACT_MAX, spec.ACT_MAX), ds, e, den
+
+
 class NumpyBackend:
     """The int64 reference implementation of the exact op set."""
 
@@ -134,15 +147,7 @@ class NumpyBackend:
 
     @staticmethod
     def _normalize(d: Array, norm: QNorm) -> Array:
-        """round(ds * gamma / D) + beta: ds = d rescaled to 15 bits, D = isqrt(mean(ds^2) * 2**8)."""
-        h = d.shape[-1]
-        e = np.maximum(0, _bitlen(np.abs(d).max(axis=-1, keepdims=True)) - spec.NORM_BITS)
-        half = (np.int64(1) << e) >> 1
-        ds = (d + half) >> e
-        var = (ds * ds).sum(axis=-1, keepdims=True)
-        den = np.maximum(_isqrt((var << (2 * spec.NORM_STD_SHIFT)) // h), 1)
-        out = _round_div(ds * norm.gamma, den) + norm.beta
-        return np.clip(out, -spec.ACT_MAX, spec.ACT_MAX)
+        return normalize(d, norm.gamma, norm.beta)[0]
 
     def rmsnorm(self, x: Array, norm: QNorm) -> Array:
         """LayerNorm without centring (RMSNorm)."""

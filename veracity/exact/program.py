@@ -290,19 +290,30 @@ def build_with_outputs(model: Any, items: list[Any], batch_size: int = 32) -> tu
 MAX_ROW, CHUNK_MAX, MAX_LINKS = 2080, 8320, 1024  # the contracts' bounds (OneStep, tensors.vy)
 
 
-def check_disputable(program: list[OpDesc]) -> None:
-    """Refuse a program a dispute could not judge: rows longer than the referees read, or an
-    input further back than the chain links a judgement may show."""
+def check_descriptors(program: list[OpDesc]) -> None:
+    """Refuse descriptors larger than the contracts decode (``OpDesc`` in ``tensors.vy``): a record
+    whose descriptor cannot be shown can never be opened in a dispute."""
     from veracity.errors import InputError
 
-    for i, d in enumerate(program):
+    for d in program:
         if (len(d.dims) > 4 or len(d.inputs) > 4 or len(d.consts) > 3 or len(d.params) > 2
                 or len(d.op.encode()) > 64):
             raise InputError(f"record {d.op} has a descriptor larger than a dispute reads (at most 4 dims, "
                              "4 inputs, 3 constants, 2 parameters and a 64-byte name)")
+
+
+def check_disputable(program: list[OpDesc]) -> None:
+    """Refuse a program a dispute could not judge: descriptors larger than the contracts decode,
+    rows longer than the referees read, or an input further back than the chain links a
+    judgement may show."""
+    from veracity.errors import InputError
+
+    check_descriptors(program)
+    for i, d in enumerate(program):
         width = d.dims[-1] if d.dims else 1
-        if width > MAX_ROW or width * CODE_DTYPES[d.dtype].itemsize > CHUNK_MAX:
-            raise InputError(f"record {d.op} has rows of {width} values; disputes read rows of at most {MAX_ROW}")
+        most = min(MAX_ROW, CHUNK_MAX // CODE_DTYPES[d.dtype].itemsize)
+        if width > most:
+            raise InputError(f"record {d.op} has rows of {width} values; disputes read rows of at most {most}")
         far = [j for j in d.inputs if j != NO_INPUT and i - 1 - j > MAX_LINKS]
         if far:
             raise InputError(f"record {d.op} reads record {far[0]}, more than {MAX_LINKS} records back; "

@@ -367,11 +367,6 @@ def loss_pair(z: np.ndarray, labels: np.ndarray, backend: str = "numpy") -> tupl
     return p, loss_grad(p, labels)
 
 
-def softmax_grad(z: np.ndarray, labels: np.ndarray) -> np.ndarray:
-    """d(cross-entropy)/d(logits) = softmax(z) - onehot, in ``ACT_FRAC``, from the exp table."""
-    return loss_grad(exp_rows(z), labels)
-
-
 class Tape:
     """A training step's ops as trace records (``rec``: kind, name, value, input records, and the
     parameters the referee reads), each with the descriptor a dispute judges it by. ``at`` maps a

@@ -96,13 +96,20 @@ def wrong_output_job(model_name: str, inputs: bytes, model: Any = None) -> JobRe
     return corrupt_op_job(model_name, inputs, model, target=1.0)
 
 
-def tamper_for(behaviour: str, model_name: str, inputs: bytes, model: Any) -> Callable[[], Any] | None:
-    """A factory of fresh hooks that replay ``behaviour``'s cheat (None: an honest run)."""
-    if behaviour == "corrupt-op":
-        return lambda: corrupt_tamper(model_name, inputs, model)
-    if behaviour == "wrong-output":
-        return lambda: corrupt_tamper(model_name, inputs, model, target=1.0)
-    return None
+def tamper_for(behaviour: str, job: Any) -> Callable[[], Any] | None:
+    """A factory of fresh hooks that replay ``behaviour``'s cheat on ``job`` (a ``workloads.jobs.Job``;
+    None: an honest run): an Exec hook for inference, a tape hook for a digits-MLP train job (both
+    cheats alter a weight gradient half-way through it); fine-tunes and tiny-GPT training run honestly."""
+    if behaviour not in ("corrupt-op", "wrong-output"):
+        return None
+    if job.trains:
+        if not job.disputable:
+            return None
+        at = train_cheat_at(job)
+        return lambda: train_tamper(at)
+    model = job.model()
+    target = 0.5 if behaviour == "corrupt-op" else 1.0
+    return lambda: corrupt_tamper(job.model_name, job.inputs, model, target=target)
 
 
 def lazy_job(model_name: str, inputs: bytes, model: Any = None) -> JobResult:

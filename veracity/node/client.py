@@ -61,7 +61,8 @@ def providers(dep: Deployment, key: str) -> dict[str, str]:
 
 
 def submit(spec: JobSpec, dep: Deployment, key: str, bid_wait: float = 15, result_timeout: float = 600,
-           on_phase: Callable[[str], None] | None = None, only: set[str] | None = None) -> JobOutcome:
+           on_phase: Callable[[str], None] | None = None, only: set[str] | None = None,
+           start_blob: bytes | None = None) -> JobOutcome:
     """Run ``spec`` on the network and return the verified outputs once the order settled.
 
     ``only`` limits the bids considered to these provider addresses (a client that trusts or
@@ -88,7 +89,10 @@ def submit(spec: JobSpec, dep: Deployment, key: str, bid_wait: float = 15, resul
     if inputs is None and spec.inputs.cid:  # inputs named by CID only: fetch them (every byte checked)
         inputs = _fetch_any(peers.values(), spec.inputs.cid)
     start_cid = spec.training.start if spec.training is not None else None
-    start = _fetch_any(peers.values(), start_cid) if start_cid else None
+    start = None
+    if start_cid:  # the checkpoint bytes in hand when they are the named CID, else fetched (checked)
+        start = start_blob if start_blob is not None and cid_of(start_blob) == start_cid else \
+            _fetch_any(peers.values(), start_cid)
     if start_cid and start is None:
         raise InputError(f"the start checkpoint {start_cid} is on no registered provider: push it to one "
                          "(it is the output of the work unit before this one) or drop training.start")
@@ -220,13 +224,14 @@ def submit_units(spec: JobSpec, dep: Deployment, key: str, units: int, rotate: l
     the same bits as the unsplit job's."""
     done: list[JobOutcome] = []
     start = spec.training.start if spec.training is not None else None
+    blob: bytes | None = None  # the previous unit's checkpoint, already fetched and checked
     only_all = kw.pop("only", None)
     for i, unit in enumerate(unit_specs(spec, units)):
         unit = unit.model_copy(update={"training": unit.training.model_copy(update={"start": start})})  # type: ignore[union-attr]
         only = {rotate[i % len(rotate)]} if rotate else only_all
-        out = submit(unit, dep, key, only=only, **kw)
+        out = submit(unit, dep, key, only=only, start_blob=blob, **kw)
         done.append(out)
-        start = out.output_cid
+        start, blob = out.output_cid, out.outputs
         if on_unit:
             on_unit(i, out)
     return done

@@ -46,6 +46,10 @@ from veracity.workloads.spec import model_id
 TOKEN = 10**18
 
 
+class MissingBlob(InputError):
+    """A blob the job names is not in this node's store (the client did not push it)."""
+
+
 class ProviderConfig(BaseModel):
     model_config = {"extra": "ignore"}
     deployment: str
@@ -180,8 +184,8 @@ class ProviderNode:
         """The job an order's spec names, from this node's blob store (spec, inputs, start checkpoint)."""
         def get(cid: str, what: str) -> bytes:
             if not self.blobs.has(cid):
-                raise InputError(f"does not have the job {what} {cid} (push them to {self.url}/blobs before "
-                                 "opening the order)")
+                raise MissingBlob(f"does not have the job {what} {cid} (push them to {self.url}/blobs before "
+                                  "opening the order)")
             return self.blobs.get(cid)
 
         return job_from_blobs(get(spec_cid, "spec"), get, source or f"spec {spec_cid}")
@@ -196,8 +200,8 @@ class ProviderNode:
             return f"does not have the job spec {spec_cid} (push it to {self.url}/blobs before opening the order)"
         try:
             job = self.load_job(spec_cid)
-        except InputError as exc:
-            return str(exc) if str(exc).startswith("does not have") else f"cannot use the job spec: {exc}"
+        except MissingBlob as exc:
+            return str(exc)
         except VeracityError as exc:
             return f"cannot use the job spec: {exc}"
         if job.model_name != model:
@@ -233,11 +237,7 @@ class ProviderNode:
     def join(self, oid: int) -> None:
         row = self.state.job(oid)
         job = self.load_job(row.spec_cid)
-        cheat = adversary.tamper_for(self.cfg.behaviour, job.model_name, job.inputs, job.model()) \
-            if not job.trains else None
-        if job.spec.kind == "train" and not job.gpt and self.cfg.behaviour in ("corrupt-op", "wrong-output"):
-            at = adversary.train_cheat_at(job)
-            cheat = lambda: adversary.train_tamper(at)  # noqa: E731  (replayed to show its tensors)
+        cheat = adversary.tamper_for(self.cfg.behaviour, job)  # a cheater replays its cheat to show tensors
         assert self.disputer is not None
         self.disputer.join(oid, decode_records(self.blobs.get(row.trace_cid)), job, self.market.program(oid), cheat,
                            has_tensors=self.cfg.behaviour != "lazy")

@@ -28,13 +28,9 @@ def _job(job: Job, backend: str, loaded: Any, behaviour: str) -> Any:
     from veracity.node import adversary
 
     model, inputs = job.model_name, job.inputs
-    if job.spec.kind == "train" and not job.gpt and behaviour in ("corrupt-op", "wrong-output"):
-        from veracity.workloads.train import run_train_job
-
-        return run_train_job(inputs, job.params, job.start, "numpy", tamper=adversary.train_tamper(
-            adversary.train_cheat_at(job)))
-    if job.trains:  # the other adversaries cheat on inference; fine-tuning and tiny-GPT training run honestly
-        return job.run(backend)
+    if job.trains:  # the other adversaries cheat on inference only
+        cheat = adversary.tamper_for(behaviour, job)
+        return job.run("numpy" if cheat else backend, tamper=cheat() if cheat else None)
     if behaviour == "corrupt-op":
         return adversary.corrupt_op_job(model, inputs, loaded)
     if behaviour == "wrong-output":

@@ -19,12 +19,8 @@ import numpy as np
 from veracity.errors import InputError
 from veracity.exact import finetune as F
 from veracity.exact import train as T
-from veracity.exact.trace import (
-    TraceRecord,
-    encode_records,
-    records_root,
-    tensor_digest,
-)
+from veracity.exact.trace import TraceRecord, encode_records, records_root
+from veracity.workloads import train as TR
 from veracity.workloads.infer import JobResult, input_records
 
 LORA_LR_SHIFT = 2  # the adapter learns at a quarter of the head's rate (it starts at zero, as LoRA does)
@@ -81,10 +77,10 @@ def start_state(params: FinetuneParams, start: bytes | None, model: Any) -> F.Lo
     return state
 
 
-def step_records(state: F.LoraState) -> list[TraceRecord]:
-    groups = (state.params, state.m, state.s)
-    return [TraceRecord(state.step, f"state.{prefix}{name}", tensor_digest(t))
-            for prefix, ts in zip(STATE_NAMES, groups) for name, t in zip(F.LoraState.NAMES, ts)]
+def named(state: F.LoraState) -> TR.Named:
+    """The state's tensors by record name: ``state.lora.A`` ... ``state.m.head.b`` ... ``state.s.head.b``."""
+    return [(f"state.{prefix}{name}", t) for prefix, ts in zip(STATE_NAMES, (state.params, state.m, state.s))
+            for name, t in zip(F.LoraState.NAMES, ts)]
 
 
 def _load(model: Any) -> Any:
@@ -109,36 +105,36 @@ def prepare(data: bytes, params: FinetuneParams, model: Any = None, backend: str
 
 
 def run_finetune_job(data: bytes, params: FinetuneParams, start: bytes | None = None, backend: str = "torch",
-                     model: Any = None, progress: Callable[[int], None] | None = None) -> JobResult:
-    """Fine-tune from ``start`` (a checkpoint blob) or a fresh initialisation for ``params.steps``."""
+                     model: Any = None, progress: Callable[[int], None] | None = None,
+                     keep: set[int] | None = None) -> JobResult:
+    """Fine-tune from ``start`` (a checkpoint blob) or a fresh initialisation for ``params.steps``;
+    ``keep``: records whose tensors to keep (what a party shows in a dispute)."""
     cfg = params.config()
     model, feats, labels = prepare(data, params, model, backend)
     state = start_state(params, start, model)
     norm = model.layers[-1].ln2
     records: list[TraceRecord] = []
+    kept: dict[int, np.ndarray] = {}
     for _ in range(params.steps):
         state = F.finetune(state, feats, labels, norm.gamma, norm.beta, 1, cfg, backend, lora_lr_shift=LORA_LR_SHIFT)
-        records += step_records(state)
+        TR.keep_step(kept, keep, len(records), named(state))
+        records += TR.state_records(state.step, named(state))
         if progress:
             progress(state.step)
-    return JobResult(F.checkpoint_bytes(state), F.checkpoint_hash(state), records_root(records), params.steps,
-                     len(records), encode_records(records))
+    result = JobResult(F.checkpoint_bytes(state), F.checkpoint_hash(state), records_root(records), params.steps,
+                       len(records), encode_records(records))
+    result.kept.update(kept)
+    return result
 
 
 def finetune_program(params: FinetuneParams, start: bytes | None, model: Any = None) -> list[Any]:
-    """One ``STATE`` descriptor per trained tensor and moment per step (as ``train.train_program``)."""
-    from veracity.exact.program import NO_INPUT, STATE, OpDesc, dtype_code
-
+    """One ``STATE`` descriptor per trained tensor and moment per step (``train.state_program``):
+    the learning rate, batch, rank, classes and the adapter's rate shift packed in one parameter,
+    the data seed in the other."""
     cfg = params.config()
     state = start_state(params, start, _load(model))
-    shapes = [(r.op, t.shape) for r, t in zip(step_records(state), [*state.params, *state.m, *state.s])]
-    # two parameters (the contract's bound): the learning rate, batch, rank, classes and the
-    # adapter's rate shift packed in one, the data seed in the other
     hyper = (cfg.lr_num | cfg.batch << 32 | params.rank << 48 | params.classes << 56 | LORA_LR_SHIFT << 62, cfg.seed)
-    code = dtype_code(np.dtype(np.int64))
-    return [OpDesc(STATE, state.step + k + 1, name, code, tuple(dims),
-                   ((k - 1) * len(shapes) + j if k else NO_INPUT,), (), hyper)
-            for k in range(params.steps) for j, (name, dims) in enumerate(shapes)]
+    return TR.state_program(state.step, named(state), params.steps, hyper)
 
 
 def check_checkpoint(blob: bytes, records: list[TraceRecord]) -> str | None:
@@ -147,24 +143,13 @@ def check_checkpoint(blob: bytes, records: list[TraceRecord]) -> str | None:
         state = F.load_checkpoint(blob)
     except ValueError as exc:
         return f"the checkpoint cannot be read ({exc})"
-    last = step_records(state)
-    return None if records[-len(last):] == last else "the checkpoint is not the state the committed trace ends at"
+    return TR.final_state_mismatch(named(state), state.step, records)
 
 
 def record_tensors(data: bytes, params: FinetuneParams, start: bytes | None, indices: set[int],
                    model: Any = None) -> dict[int, np.ndarray]:
-    """Re-run the job as far as the last of records ``indices`` and keep their tensors."""
-    cfg = params.config()
-    model, feats, labels = prepare(data, params, model, "numpy")
-    state = start_state(params, start, model)
-    norm = model.layers[-1].ln2
-    per = len(step_records(state))
-    out: dict[int, np.ndarray] = {}
-    for k in range(min(params.steps, max(indices, default=-1) // per + 1)):
-        state = F.finetune(state, feats, labels, norm.gamma, norm.beta, 1, cfg, "numpy", lora_lr_shift=LORA_LR_SHIFT)
-        tensors = [*state.params, *state.m, *state.s]
-        out.update({i: tensors[i - k * per].copy() for i in indices if k * per <= i < (k + 1) * per})
-    return out
+    """Re-run the job (exact, so the same bits) and keep the tensors of records ``indices``."""
+    return run_finetune_job(data, params, start, "numpy", model, keep=set(indices)).kept
 
 
 def accuracy(checkpoint: bytes, data: bytes, classes: int = 2, model: Any = None) -> float:

@@ -19,12 +19,9 @@ import numpy as np
 
 from veracity.errors import InputError
 from veracity.exact import gpt_train as GT
-from veracity.exact.trace import (
-    TraceRecord,
-    encode_records,
-    records_root,
-    tensor_digest,
-)
+from veracity.exact.program import check_disputable
+from veracity.exact.trace import TraceRecord, encode_records, records_root
+from veracity.workloads import train as TR
 from veracity.workloads.infer import JobResult, input_records
 
 CTX = 64
@@ -66,9 +63,10 @@ def start_state(params: Any, start: bytes | None) -> GT.GPTState:
         raise InputError(f"the start checkpoint cannot be read ({exc})") from None
 
 
-def step_records(state: GT.GPTState) -> list[TraceRecord]:
-    return [TraceRecord(state.step, f"state.{group}{name}", tensor_digest(t))
-            for group, ts in (("", state.params), ("m.", state.m), ("s.", state.s)) for name, t in ts.items()]
+def named(state: GT.GPTState) -> TR.Named:
+    """The state's tensors by record name: ``state.wte`` ... ``state.m.wte`` ... ``state.s.head.w``."""
+    return [(f"state.{group}{name}", t) for group, ts in (("", state.params), ("m.", state.m), ("s.", state.s))
+            for name, t in ts.items()]
 
 
 def run_gpt_train_job(data: bytes, params: Any, start: bytes | None = None, backend: str = "torch",
@@ -82,11 +80,8 @@ def run_gpt_train_job(data: bytes, params: Any, start: bytes | None = None, back
     try:
         for _ in range(params.steps):
             state = GT.train(state, ids, 1, cfg, HEADS, CTX, backend)
-            if keep:
-                flat = [*state.params.values(), *state.m.values(), *state.s.values()]
-                kept.update({i: flat[i - len(records)].copy() for i in keep
-                             if len(records) <= i < len(records) + len(flat)})
-            records += step_records(state)
+            TR.keep_step(kept, keep, len(records), named(state))
+            records += TR.state_records(state.step, named(state))
             if progress:
                 progress(state.step)
     except ValueError as exc:
@@ -98,28 +93,15 @@ def run_gpt_train_job(data: bytes, params: Any, start: bytes | None = None, back
 
 
 def gpt_train_program(params: Any, start: bytes | None, data: bytes) -> list[Any]:
-    """One ``STATE`` descriptor per parameter and moment per step, each naming the same tensor's
-    record of the step before (two parameters, the contract's bound: the packed hyper-parameters
-    and a hash of the corpus)."""
-    from veracity.exact.program import (
-        NO_INPUT,
-        STATE,
-        OpDesc,
-        check_disputable,
-        dtype_code,
-    )
-
+    """One ``STATE`` descriptor per parameter and moment per step (``train.state_program``): the
+    learning rate, batch and context packed in one parameter, the data seed and a hash of the
+    corpus in the other."""
     cfg = params.config()
     corpus = int.from_bytes(hashlib.sha256(corpus_ids(data).tobytes()).digest()[:7], "big")
     state = start_state(params, start)
-    shapes = [(r.op, t.shape) for r, t in zip(step_records(state), [*state.params.values(), *state.m.values(),
-                                                                     *state.s.values()])]
-    hyper = (cfg.lr_num | cfg.batch << 32 | CTX << 48, cfg.seed % (1 << 62) ^ corpus)
-    code = dtype_code(np.dtype(np.int64))
-    program = [OpDesc(STATE, state.step + k + 1, name, code, tuple(dims),
-                      ((k - 1) * len(shapes) + j if k else NO_INPUT,), (), hyper)
-               for k in range(params.steps) for j, (name, dims) in enumerate(shapes)]
-    check_disputable(program)
+    program = TR.state_program(state.step, named(state), params.steps,
+                               (cfg.lr_num | cfg.batch << 32 | CTX << 48, cfg.seed % (1 << 62) ^ corpus))
+    check_disputable(program)  # its rows fit what a dispute reads (a fine-tune's adapter rows do not)
     return program
 
 
@@ -128,10 +110,7 @@ def check_checkpoint(blob: bytes, records: list[TraceRecord]) -> str | None:
         state = GT.load_checkpoint(blob, shape())
     except ValueError as exc:
         return f"the checkpoint cannot be read ({exc})"
-    final = {r.op: r.digest for r in records}
-    if any(final.get(r.op) != r.digest for r in step_records(state)):
-        return "the checkpoint is not the state the committed trace ends at"
-    return None
+    return TR.final_state_mismatch(named(state), state.step, records)
 
 
 def record_tensors(data: bytes, params: Any, start: bytes | None, indices: set[int]) -> dict[int, np.ndarray]:

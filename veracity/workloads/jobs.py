@@ -21,8 +21,6 @@ from veracity.workloads import infer as I
 from veracity.workloads import train as T
 from veracity.workloads.spec import JobSpec, parse_spec
 
-Tamper = Callable[[int, str, Any], Any]
-
 
 @dataclass(frozen=True)
 class Job:
@@ -59,15 +57,16 @@ class Job:
 
         return loaded(self.spec.model)
 
-    def run(self, backend: str = "torch", model: Any = None, tamper: Tamper | None = None,
+    def run(self, backend: str = "torch", model: Any = None, tamper: Any = None,
             progress: Callable[[int], None] | None = None) -> I.JobResult:
-        """The job's result; ``progress`` hears each finished optimizer step of a training job."""
+        """The job's result; ``progress`` hears each finished optimizer step of a training job;
+        ``tamper`` replays a cheat (tests, the demo: an Exec hook, or a digits-MLP tape hook)."""
         if self.spec.kind == "finetune":
             return FT.run_finetune_job(self.inputs, self.params, self.start, backend, model, progress)
         if self.gpt:
             return GPT.run_gpt_train_job(self.inputs, self.params, self.start, backend, progress)
         if self.trains:
-            return T.run_train_job(self.inputs, self.params, self.start, backend, progress)
+            return T.run_train_job(self.inputs, self.params, self.start, backend, progress, tamper=tamper)
         return I.run_infer_job(self.spec.model, self.inputs, backend, model=model, tamper=tamper)
 
     def program(self, model: Any = None) -> list[Any]:
@@ -83,7 +82,7 @@ class Job:
 
     def tensors(self, indices: set[int], model: Any = None, tamper: Any = None) -> dict[int, np.ndarray]:
         """The tensors of records ``indices``, recomputed by re-running the job (exact); ``tamper``
-        replays a cheat (an Exec hook for inference, a state hook for training)."""
+        replays a cheat (an Exec hook for inference, a tape hook for the digits MLP's training)."""
         if self.spec.kind == "finetune":
             return FT.record_tensors(self.inputs, self.params, self.start, indices, model)
         if self.gpt:

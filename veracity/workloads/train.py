@@ -137,17 +137,58 @@ def train_program(params: TrainParams, start: bytes | None, data: bytes) -> list
     return prog
 
 
+Named = list[tuple[str, np.ndarray]]  # a training state's tensors by record name ("state.w0", ...)
+
+
+def final_state_mismatch(named: Named, step: int, records: list[TraceRecord]) -> str | None:
+    """Whether a checkpoint's state (its tensors by record name, its step) is the one a committed
+    trace ends at: each tensor must hash to its name's last record, at the last step. Returns
+    what is wrong, or None. Every training kind checks served checkpoints with it."""
+    final = {r.op: r.digest for r in records}  # each state tensor's last record
+    if not records or records[-1].step != step or any(final.get(n) != tensor_digest(t) for n, t in named):
+        return "the checkpoint is not the state the committed trace ends at"
+    return None
+
+
+def state_records(step: int, named: Named) -> list[TraceRecord]:
+    """A step's trace records when the step is recorded as its state (fine-tuning, the tiny GPT)."""
+    return [TraceRecord(step, name, tensor_digest(t)) for name, t in named]
+
+
+def state_program(first: int, named: Named, steps: int, hyper: tuple[int, int]) -> list[Any]:
+    """The program of a job whose steps are recorded as their state: one ``STATE`` descriptor per
+    tensor per step, naming the same tensor's record of the step before and the job's packed
+    hyper-parameters (two: the contract's bound), each descriptor one the contracts decode."""
+    from veracity.exact.program import (
+        NO_INPUT,
+        STATE,
+        OpDesc,
+        check_descriptors,
+        dtype_code,
+    )
+
+    code = dtype_code(np.dtype(np.int64))
+    n = len(named)
+    program = [OpDesc(STATE, first + k + 1, name, code, tuple(t.shape), ((k - 1) * n + j if k else NO_INPUT,), (),
+                      hyper)
+               for k in range(steps) for j, (name, t) in enumerate(named)]
+    check_descriptors(program)
+    return program
+
+
+def keep_step(kept: dict[int, np.ndarray], keep: set[int] | None, first: int, named: Named) -> None:
+    """Copy the tensors of the records ``keep`` asks for among a step's records (from ``first``)."""
+    if keep:
+        kept.update({i: named[i - first][1].copy() for i in keep if first <= i < first + len(named)})
+
+
 def check_checkpoint(blob: bytes, records: list[TraceRecord]) -> str | None:
-    """Whether a served checkpoint is the one a committed trace ends at: its tensors must hash to
-    the last step's records. Returns what is wrong, or None."""
+    """Whether a served checkpoint is the one a committed trace ends at (``final_state_mismatch``)."""
     try:
         state = T.load_checkpoint(blob)
     except ValueError as exc:
         return f"the checkpoint cannot be read ({exc})"
-    final = {r.op: r.digest for r in records}  # each state tensor's last record
-    if any(final.get(name) != tensor_digest(t) for name, t in T.state_tensors(state)):
-        return "the checkpoint is not the state the committed trace ends at"
-    return None
+    return final_state_mismatch(T.state_tensors(state), state.step, records)
 
 
 def run_train_job(data: bytes, params: TrainParams, start: bytes | None = None, backend: str = "numpy",
