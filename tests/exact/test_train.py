@@ -47,6 +47,10 @@ def test_the_native_gemm_kernel_is_the_reference_on_every_shape_and_scale():
             w = rng.integers(-(1 << 20), 1 << 20, (n, k))
             x[0] = 0
             assert np.array_equal(T.qmatmul(x, fx, w, fw, fo, "numpy"), T.qmatmul(x, fx, w, fw, fo, "native"))
+            xq = T.quantize_rows(x)  # x quantized already (frozen features): the same integers
+            xq = (xq[0].astype(np.int16), xq[1], xq[2])
+            assert np.array_equal(T.qmatmul(None, fx, w, fw, fo, "numpy", xq=xq),
+                                  T.qmatmul(None, fx, w, fw, fo, "native", xq=xq))
     long = np.full((1, 140_000), 1 << 20)  # past the kernel's int32 accumulator: NumPy answers
     assert np.array_equal(T.qmatmul(long, 20, long, 20, 20, "numpy"), T.qmatmul(long, 20, long, 20, 20, "native"))
     big = np.array([[2**24 - 1]])  # a result of 2**62: both paths refuse it (the run diverged)
@@ -106,3 +110,26 @@ def test_the_native_loss_kernel_is_the_reference():
         p = T.exp_rows(z)
         got = T.loss_pair(z, y, "torch")
         assert np.array_equal(got[0], p) and np.array_equal(got[1], T.loss_grad(p, y))
+
+
+@pytest.mark.parametrize("optimizer", ["momentum", "adam"])
+def test_the_native_update_kernel_is_the_reference(optimizer):
+    """``native.c: vt_update`` gives NumPy's integers on gradients small and past 2**50 (where its
+    reciprocal division hands over to 128 bits), on one thread and on several."""
+    import torch
+
+    rng = np.random.default_rng(3)
+    cfg = T.SGDConfig(optimizer=optimizer, lr_num=66 if optimizer == "adam" else 3277, batch=32)
+    n = 10_000  # past the size that takes a second thread
+    for scale in (1 << 10, 1 << 30, 1 << 60):
+        w, v = rng.integers(-(1 << 40), 1 << 40, n), rng.integers(-(1 << 40), 1 << 40, n)
+        sq, g = rng.integers(0, 1 << 40, n), rng.integers(-scale, scale, n)
+        want = T.update(w, v, sq, g, 32, cfg, "numpy")
+        for threads in (1, 2):
+            before = torch.get_num_threads()
+            torch.set_num_threads(threads)
+            try:
+                got = T.update(w, v, sq, g, 32, cfg, "native")
+            finally:
+                torch.set_num_threads(before)
+            assert all(np.array_equal(a, b) for a, b in zip(want, got))

@@ -52,12 +52,12 @@ class Features:
     res: np.ndarray  # [tokens, hidden] the residual sum before the last LayerNorm (ACT_FRAC)
     u: np.ndarray  # [tokens, intermediate] the last layer's GELU output (GELU_FRAC)
     starts: np.ndarray  # [sentences + 1] each sentence's first token; the last entry is the total
-    uq: tuple[np.ndarray, np.ndarray, np.ndarray] = ()  # type: ignore[assignment]  # u per token as int8
+    uq: tuple[np.ndarray, np.ndarray, np.ndarray] = ()  # type: ignore[assignment]  # u per token, int8 values
 
     def __post_init__(self) -> None:
         if not self.uq:  # frozen, so quantized once (per token: the same bits whatever the batch)
-            q, ams, e = T.quantize_rows(self.u)
-            object.__setattr__(self, "uq", (q.astype(np.int8), ams, e))
+            q, ams, e = T.quantize_rows(self.u)  # int16 storage: the native GEMM's operand type
+            object.__setattr__(self, "uq", (q.astype(np.int16), ams, e))
 
     def sentences(self, idx: np.ndarray, with_u: bool = True) -> "Features":
         """The features of sentences ``idx`` (in that order); ``with_u=False`` leaves out the
@@ -121,7 +121,7 @@ def layernorm(x: np.ndarray, gamma: np.ndarray, beta: np.ndarray, backend: str =
         e, den = np.empty((rows, 1), dtype=np.int64), np.empty((rows, 1), dtype=np.int64)
         g, b = np.ascontiguousarray(gamma, dtype=np.int64), np.ascontiguousarray(beta, dtype=np.int64)
         lib.vt_layernorm(a.ctypes.data, rows, h, g.ctypes.data, b.ctypes.data, out.ctypes.data, ds.ctypes.data,
-                         e.ctypes.data, den.ctypes.data, 1)
+                         e.ctypes.data, den.ctypes.data, T.threads(a.size))
         return out, NormCache(ds, e, den)
     out, ds, e, den = normalize(x - _round_div(x.sum(axis=-1, keepdims=True), np.int64(x.shape[-1])), gamma, beta)
     return out, NormCache(ds, e, den)
@@ -138,7 +138,7 @@ def layernorm_backward(dz: np.ndarray, gamma: np.ndarray, c: NormCache, backend:
         g = np.ascontiguousarray(gamma, dtype=np.int64)
         lib.vt_layernorm_backward(d.ctypes.data, rows, h, g.ctypes.data, np.ascontiguousarray(c.ds, dtype=np.int64).ctypes.data,
                                   np.ascontiguousarray(c.e, dtype=np.int64).ctypes.data, np.ascontiguousarray(c.den, dtype=np.int64).ctypes.data,
-                                  dx.ctypes.data, scratch.ctypes.data, 1)
+                                  dx.ctypes.data, scratch.ctypes.data, T.threads(d.size))
         return dx
     h = dz.shape[-1]
     shift = ACT + spec.NORM_STD_SHIFT  # gamma's fixed point
@@ -231,6 +231,11 @@ def _grad_a(dv: np.ndarray, uq: tuple[np.ndarray, np.ndarray, np.ndarray], backe
     int8 u, and one rescale: ``dA ~ sum_t dv[t] * q_u[t] * s_t``."""
     q, ams, e = uq
     dvs = (dv * ams) << e  # [tokens, r]: dv times each token's scale (up to the common 1/127)
+    if (lib := T._fast(backend)) is not None:  # u's int8 rows are already dA's transposed operand
+        ones = np.ones(q.shape[1], dtype=np.int64)
+        out = T._native_qmatmul(lib, dvs.T, None, W - G - spec.GELU_FRAC, wq=(q, ones, ones - 1))
+        if out is not None:
+            return out
     qd, ad, ed = T.quantize_rows(dvs.T)
     acc = T.gemm(qd, q.T.astype(np.int64 if backend == "numpy" else np.float32), backend)  # [r, intermediate]
     return T._round_shift(acc * ad, spec.QMAX * spec.QMAX, ed + W - G - spec.GELU_FRAC)
@@ -283,9 +288,9 @@ def predict(state: LoraState, f: Features, gamma: np.ndarray, beta: np.ndarray, 
 
 # the float32 reference ---------------------------------------------------------------------------
 def finetune_float(state: LoraState, f: Features, labels: np.ndarray, gamma: np.ndarray, beta: np.ndarray,
-                   steps: int, cfg: T.SGDConfig) -> tuple[Any, Callable[[Features], np.ndarray]]:
-    """The same adapter, head, initialisation, data order and optimizer in float32 torch with
-    autograd, on the same frozen features: the reference for accuracy and speed. Returns the
+                   steps: int, cfg: T.SGDConfig, lora_lr_shift: int = 0) -> tuple[Any, Callable[[Features], np.ndarray]]:
+    """The same adapter, head, initialisation, data order, optimizer and learning rates in float32
+    torch with autograd, on the same frozen features: the reference for accuracy and speed. Returns the
     trained parameters and a predict function."""
     import torch
 
@@ -293,9 +298,8 @@ def finetune_float(state: LoraState, f: Features, labels: np.ndarray, gamma: np.
         return torch.tensor(x / (1 << frac), dtype=torch.float32)
 
     params = [ten(p, W).requires_grad_(True) for p in state.params]
-    vel = [torch.zeros_like(p) for p in params]
+    moments = [(torch.zeros_like(p), torch.zeros_like(p)) for p in params]
     g_f, b_f = ten(gamma, ACT + spec.NORM_STD_SHIFT), ten(beta, ACT)
-    lr, mu, clip = cfg.lr_num / (1 << T.LR_SHIFT), cfg.mu_num / (1 << T.MU_SHIFT), cfg.clip / (1 << W)
 
     def logits(ff: Features) -> Any:
         a, b, w, hb = params
@@ -309,15 +313,15 @@ def finetune_float(state: LoraState, f: Features, labels: np.ndarray, gamma: np.
         return pooled @ w.T + hb
 
     y_all = torch.tensor(labels, dtype=torch.int64)
+    lora_cfg = replace(cfg, lr_num=max(1, cfg.lr_num >> lora_lr_shift))
     for step in range(state.step, state.step + steps):
         idx = T.batch_indices(len(labels), step, cfg)
         loss = torch.nn.functional.cross_entropy(logits(f.sentences(idx)), y_all[torch.from_numpy(idx)])
         grads = torch.autograd.grad(loss, params, allow_unused=True)
         with torch.no_grad():
-            for p, v, g in zip(params, vel, grads):
+            for i, (p, (v, sq), g) in enumerate(zip(params, moments, grads)):
                 if g is not None:
-                    v.mul_(mu).add_(g.clamp(-clip, clip))
-                    p.sub_(lr * v)
+                    T.float_update(p, v, sq, g, lora_cfg if i < 2 else cfg)
 
     def predict_f(ff: Features) -> np.ndarray:
         with torch.no_grad():

@@ -196,10 +196,14 @@ void vq_lookup16(const float *x, const float *lut, int64_t n, float *out, int nt
  * __int128. Signed >> is arithmetic (floor) with gcc and clang, as in NumPy and the referees;
  * values that may be negative are scaled by multiplying, never by << (undefined in C). */
 
+#if defined(__GNUC__) && !defined(__clang__)
+#pragma GCC target("prefer-vector-width=512") /* the int16 dot products: twice the lanes where the CPU has them */
+#endif
+
 static inline int64_t bitlen64(uint64_t v) { return v ? 64 - __builtin_clzll(v) : 0; }
 
 /* ops_numpy.quantize_rows on one row: q, the rescaled max and the shift. */
-static void vt_quant_row(const int64_t *x, int64_t k, int8_t *q, int64_t *ams_out, int64_t *e_out) {
+static void vt_quant_row(const int64_t *x, int64_t k, int16_t *q, int64_t *ams_out, int64_t *e_out) {
     uint64_t amax = 0;
     for (int64_t j = 0; j < k; j++) {
         uint64_t a = x[j] < 0 ? 0 - (uint64_t)x[j] : (uint64_t)x[j];
@@ -211,7 +215,7 @@ static void vt_quant_row(const int64_t *x, int64_t k, int8_t *q, int64_t *ams_ou
     int64_t ams = ((int64_t)amax + half) >> e;
     int64_t inv = ams > 0 ? ((int64_t)QMAX << RECIP_SHIFT) / ams : 0;
     for (int64_t j = 0; j < k; j++)
-        q[j] = (int8_t)((((x[j] + half) >> e) * inv + ((int64_t)1 << (RECIP_SHIFT - 1))) >> RECIP_SHIFT);
+        q[j] = (int16_t)((((x[j] + half) >> e) * inv + ((int64_t)1 << (RECIP_SHIFT - 1))) >> RECIP_SHIFT);
     *ams_out = ams;
     *e_out = e;
 }
@@ -228,49 +232,111 @@ static inline int64_t floor_div_qq(int64_t n) {
     return (n % d != 0 && n < 0) ? q - 1 : q;
 }
 
-/* train.qmatmul: out[m, n] = round_half_up(dot(q(x_m), q(w_n)) * ax_m * aw_n * 2**(ex_m + ew_n +
- * shift) / 127**2) for x [M, K] and w [N, K] (contiguous int64). Returns 0, or 1 if a result does
- * not fit int64 (the caller then computes in Python integers and reports it). */
-int vt_qmatmul(const int64_t *x, int64_t m_rows, int64_t k, const int64_t *w, int64_t n_rows, int64_t shift,
-               int64_t *out, int nt) {
-    if (k > 133143) return 1; /* the int32 accumulator's bound: NumPy answers */
-    int8_t *qx = (int8_t *)malloc((size_t)(m_rows * k + n_rows * k) + 1);
-    int64_t *sc = (int64_t *)malloc(sizeof(int64_t) * 2 * (size_t)(m_rows + n_rows) + 8);
-    if (!qx || !sc) { free(qx); free(sc); return 2; }
-    int8_t *qw = qx + m_rows * k;
-    int64_t *ax = sc, *ex = sc + m_rows, *aw = sc + 2 * m_rows, *ew = sc + 2 * m_rows + n_rows;
-    for (int64_t i = 0; i < m_rows; i++) vt_quant_row(x + i * k, k, qx + i * k, ax + i, ex + i);
-    for (int64_t i = 0; i < n_rows; i++) vt_quant_row(w + i * k, k, qw + i * k, aw + i, ew + i);
-    int bad = 0;
+/* out[i, j] from the exact dot product acc of q(x_i) and q(w_j): the rounding rescale. Returns 1
+ * if the result does not fit NumPy's int64 bound. */
+static inline int vt_rescale(int32_t acc, int64_t ax, int64_t aw, int64_t s, int64_t *out) {
     const __int128 den = (__int128)QMAX * QMAX;
+    int64_t num = (int64_t)acc * ax * aw; /* < 2**31 * 2**24 */
+    uint64_t mag = (uint64_t)(num < 0 ? -num : num); /* |num| < 2**55: no overflow */
+    int64_t nb = bitlen64(mag);
+    if (s >= 0 && nb + s + 1 <= 61) { /* floor((num 2**(s+1) + 127**2) / (2 * 127**2)) */
+        *out = floor_div_qq(num * ((int64_t)2 << s) + QMAX * QMAX);
+        return 0;
+    }
+    if (s < 0 && -s <= 46 && nb + 1 <= 60) { /* the power of two first, then the constant */
+        *out = floor_div_qq((num * 2 + ((int64_t)(QMAX * QMAX) << -s)) >> -s);
+        return 0;
+    }
+    __int128 n2, d2;
+    if (s > 60 || s < -60) return 1;
+    if (s >= 0) { n2 = (__int128)num * ((__int128)2 << s); d2 = den * 2; } /* no << of negatives (UB) */
+    else { n2 = (__int128)num * 2; d2 = (den << -s) * 2; }
+    __int128 r = floor_div128(n2 + d2 / 2, d2);
+    if (r >= ((__int128)1 << 62) || r <= -((__int128)1 << 62)) return 1; /* as NumPy's bound */
+    *out = (int64_t)r;
+    return 0;
+}
+
+#define VT_JB 256 /* output columns per block: the int32 accumulators stay in L1 */
+
+/* out[i, j] = vt_rescale(dot(q(x)_i, q(w)_j)) from the quantized rows of x (qx [M, K], int8
+ * values held in int16, so the products pair into int32 lanes) and of w, either as rows (qw
+ * [N, K]: one vectorised dot product per output, for long contractions) or transposed (wt [K, N]:
+ * t outer and j inner, vector lanes over the columns, for short contractions and wide outputs). */
+static int vt_qmm_core(const int16_t *qx, const int64_t *ax, const int64_t *ex, int64_t m_rows, int64_t k,
+                       const int16_t *qw, const int16_t *wt, const int64_t *aw, const int64_t *ew, int64_t n_rows,
+                       int64_t shift, int64_t *out, int nt) {
+    int bad = 0;
 #pragma omp parallel for num_threads(nt) schedule(static) reduction(| : bad)
     for (int64_t i = 0; i < m_rows; i++) {
-        const int8_t *a = qx + i * k;
-        for (int64_t j = 0; j < n_rows; j++) {
-            const int8_t *b = qw + j * k;
-            int32_t acc = 0; /* |acc| <= k * 127**2 < 2**31 for k below 133,000 */
-            for (int64_t t = 0; t < k; t++) acc += (int32_t)a[t] * (int32_t)b[t];
-            int64_t num = (int64_t)acc * ax[i] * aw[j]; /* < 2**31 * 2**24 */
-            int64_t s = ex[i] + ew[j] + shift;
-            uint64_t mag = (uint64_t)(num < 0 ? -num : num); /* |num| < 2**55: no overflow */
-            int64_t nb = bitlen64(mag);
-            if (s >= 0 && nb + s + 1 <= 61) { /* floor((num 2**(s+1) + 127**2) / (2 * 127**2)) */
-                out[i * n_rows + j] = floor_div_qq(num * ((int64_t)2 << s) + QMAX * QMAX);
-                continue;
+        const int16_t *a = qx + i * k;
+        int32_t acc[VT_JB]; /* |acc| <= k * 127**2 < 2**31 for k below 133,000 */
+        for (int64_t j0 = 0; j0 < n_rows; j0 += VT_JB) {
+            const int64_t jn = n_rows - j0 < VT_JB ? n_rows - j0 : VT_JB;
+            if (wt) {
+                for (int64_t j = 0; j < jn; j++) acc[j] = 0;
+                for (int64_t t = 0; t < k; t++) {
+                    const int32_t av = a[t];
+                    if (av == 0) continue;
+                    const int16_t *b = wt + t * n_rows + j0;
+#pragma omp simd
+                    for (int64_t j = 0; j < jn; j++) acc[j] += av * (int32_t)b[j];
+                }
+            } else {
+                for (int64_t j = 0; j < jn; j++) {
+                    const int16_t *b = qw + (j0 + j) * k;
+                    int32_t d = 0;
+#pragma omp simd reduction(+ : d)
+                    for (int64_t t = 0; t < k; t++) d += (int32_t)a[t] * (int32_t)b[t];
+                    acc[j] = d;
+                }
             }
-            if (s < 0 && -s <= 46 && nb + 1 <= 60) { /* the power of two first, then the constant */
-                out[i * n_rows + j] = floor_div_qq((num * 2 + ((int64_t)(QMAX * QMAX) << -s)) >> -s);
-                continue;
-            }
-            __int128 n2, d2;
-            if (s > 60 || s < -60) { bad = 1; continue; }
-            if (s >= 0) { n2 = (__int128)num * ((__int128)2 << s); d2 = den * 2; } /* no << of negatives (UB) */
-            else { n2 = (__int128)num * 2; d2 = (den << -s) * 2; }
-            __int128 r = floor_div128(n2 + d2 / 2, d2);
-            if (r >= ((__int128)1 << 62) || r <= -((__int128)1 << 62)) { bad = 1; continue; } /* as NumPy's bound */
-            out[i * n_rows + j] = (int64_t)r;
+            for (int64_t j = 0; j < jn; j++)
+                bad |= vt_rescale(acc[j], ax[i], aw[j0 + j], ex[i] + ew[j0 + j] + shift, out + i * n_rows + j0 + j);
         }
     }
+    return bad;
+}
+
+/* train.qmatmul: out[m, n] = round_half_up(dot(q(x_m), q(w_n)) * ax_m * aw_n * 2**(ex_m + ew_n +
+ * shift) / 127**2) for x [M, K] and w [N, K] (contiguous int64). Either side may come quantized
+ * already (x NULL: qx [M, K], ax, ex; w NULL: wt [K, N] transposed, aw, ew), as frozen features
+ * are; quantized values are int8 held in int16. Returns 0, or 1 if a result does not fit int64
+ * (the caller then computes in Python integers and reports it). */
+int vt_qmatmul_q(const int64_t *x, const int16_t *qx_in, const int64_t *ax_in, const int64_t *ex_in, int64_t m_rows,
+                 int64_t k, const int64_t *w, const int16_t *wt_in, const int64_t *aw_in, const int64_t *ew_in,
+                 int64_t n_rows, int64_t shift, int64_t *out, int nt) {
+    if (k > 133143) return 1; /* the int32 accumulator's bound: NumPy answers */
+    const int columns = !w || (k < 256 && n_rows >= 32); /* which loop form (the same integers) */
+    size_t nq = (size_t)(x ? m_rows * k : 0) + (size_t)(w ? (columns ? 2 : 1) * n_rows * k : 0);
+    int16_t *qx = (int16_t *)malloc(sizeof(int16_t) * nq + 2);
+    int64_t *sc = (int64_t *)malloc(sizeof(int64_t) * 2 * (size_t)(m_rows + n_rows) + 8);
+    if (!qx || !sc) { free(qx); free(sc); return 2; }
+    int64_t *ax = sc, *ex = sc + m_rows, *aw = sc + 2 * m_rows, *ew = sc + 2 * m_rows + n_rows;
+    const int16_t *qxs = qx_in, *qws = 0, *wts = wt_in;
+    if (x) {
+        for (int64_t i = 0; i < m_rows; i++) vt_quant_row(x + i * k, k, qx + i * k, ax + i, ex + i);
+        qxs = qx;
+    } else {
+        ax = (int64_t *)ax_in;
+        ex = (int64_t *)ex_in;
+    }
+    if (w) {
+        int16_t *qw = qx + (x ? m_rows * k : 0);
+        for (int64_t j = 0; j < n_rows; j++) vt_quant_row(w + j * k, k, qw + j * k, aw + j, ew + j);
+        qws = qw;
+        wts = 0;
+        if (columns) {
+            int16_t *wt = qw + n_rows * k;
+            for (int64_t j = 0; j < n_rows; j++)
+                for (int64_t t = 0; t < k; t++) wt[t * n_rows + j] = qw[j * k + t];
+            wts = wt;
+        }
+    } else {
+        aw = (int64_t *)aw_in;
+        ew = (int64_t *)ew_in;
+    }
+    int bad = vt_qmm_core(qxs, ax, ex, m_rows, k, qws, wts, aw, ew, n_rows, shift, out, nt);
     free(qx);
     free(sc);
     return bad;
@@ -295,26 +361,53 @@ static inline int64_t isqrt64(int64_t n) { /* n >= 0, n < 2**62 */
     return r;
 }
 
-/* train.update on n elements, in place: the summed gradient's batch mean, clipped, then SGD or
- * momentum (opt 1, 2: v = ((v mu) >> 10) + g; w -= (v lr) >> 16) or Adam (opt 3). Returns 1,
- * before changing anything, if a weight or moment has reached 2**46 (the run diverged). */
-int vt_update(int64_t *w, int64_t *v, int64_t *s, const int64_t *g, int64_t n, int64_t batch, int64_t clip,
-              int64_t opt, int64_t mu, int64_t b1, int64_t b2, int64_t lr, int64_t eps) {
+/* train.update on n elements: the summed gradient's batch mean, clipped, then SGD or momentum
+ * (opt 1, 2: v = ((v mu) >> 10) + g; w -= (v lr) >> 16) or Adam (opt 3), from w, v, s into wo,
+ * vo, so (so only for Adam). Returns 1, before writing anything, if a weight or moment has
+ * reached 2**46 (the run diverged). */
+int vt_update(const int64_t *w, const int64_t *v, const int64_t *s, const int64_t *g, int64_t n, int64_t batch,
+              int64_t clip, int64_t opt, int64_t mu, int64_t b1, int64_t b2, int64_t lr, int64_t eps, int64_t *wo,
+              int64_t *vo, int64_t *so, int nt) {
     const int64_t lim = (int64_t)1 << 46;
-    for (int64_t i = 0; i < n; i++)
-        if (w[i] >= lim || w[i] <= -lim || v[i] >= lim || v[i] <= -lim || s[i] >= lim || s[i] <= -lim) return 1;
+    const int64_t glim = (int64_t)1 << 49;
+    int bad = 0, big = 0;
+#pragma omp parallel for simd num_threads(nt) schedule(static) reduction(| : bad, big)
     for (int64_t i = 0; i < n; i++) {
-        __int128 gq = floor_div128(2 * (__int128)g[i] + batch, 2 * (__int128)batch);
+        bad |= w[i] >= lim || w[i] <= -lim || v[i] >= lim || v[i] <= -lim || s[i] >= lim || s[i] <= -lim;
+        big |= g[i] >= glim || g[i] <= -glim;
+    }
+    if (bad) return 1;
+    const double binv = 1.0 / (double)(2 * batch);
+    if (opt != 3 && !big) { /* SGD and momentum, vectorised: the batch mean's quotient estimated in
+                             * double (|2g + batch| < 2**51) and corrected in integers */
+        const int64_t d = 2 * batch;
+#pragma omp parallel for simd num_threads(nt) schedule(static)
+        for (int64_t i = 0; i < n; i++) {
+            int64_t n2 = 2 * g[i] + batch, q = (int64_t)((double)n2 * binv), r = n2 - q * d;
+            q += (r >= d) - (r < 0);
+            int64_t gm = q > clip ? clip : (q < -clip ? -clip : q);
+            int64_t vi = ((v[i] * mu) >> 10) + gm;
+            vo[i] = vi;
+            wo[i] = w[i] - ((vi * lr) >> 16);
+        }
+        return 0;
+    }
+#pragma omp parallel for num_threads(nt) schedule(static)
+    for (int64_t i = 0; i < n; i++) {
+        int64_t gq = fdiv_rec(2 * (__int128)g[i] + batch, 2 * batch, binv); /* the quotient fits int64 */
         int64_t gm = gq > clip ? clip : (gq < -clip ? -clip : (int64_t)gq);
         if (opt == 3) {
-            v[i] = (v[i] * b1 + gm * (1024 - b1)) >> 10;
-            s[i] = (s[i] * b2 + gm * gm * (1024 - b2)) >> 10;
+            int64_t vi = (v[i] * b1 + gm * (1024 - b1)) >> 10;
+            int64_t si = (s[i] * b2 + gm * gm * (1024 - b2)) >> 10;
             /* round(v lr 2**20 / ((isqrt(s) + eps) 2**16)): the common 2**16 taken out of both */
-            int64_t den = isqrt64(s[i]) + eps;
-            w[i] -= fdiv_rec((__int128)v[i] * lr * 32 + den, 2 * den, 1.0 / (double)(2 * den));
+            int64_t den = isqrt64(si) + eps;
+            vo[i] = vi;
+            so[i] = si;
+            wo[i] = w[i] - fdiv_rec((__int128)vi * lr * 32 + den, 2 * den, 1.0 / (double)(2 * den));
         } else {
-            v[i] = ((v[i] * mu) >> 10) + gm;
-            w[i] -= (v[i] * lr) >> 16;
+            int64_t vi = ((v[i] * mu) >> 10) + gm;
+            vo[i] = vi;
+            wo[i] = w[i] - ((vi * lr) >> 16);
         }
     }
     return 0;

@@ -152,40 +152,61 @@ def _native() -> Any:
     lib = library()
     if lib is not None:
         p, i64 = ctypes.c_void_p, ctypes.c_int64
-        lib.vt_qmatmul.argtypes = [p, i64, i64, p, i64, i64, p, ctypes.c_int]
-        lib.vt_update.argtypes = [p, p, p, p, *[i64] * 9]
+        lib.vt_qmatmul_q.argtypes = [p, p, p, p, i64, i64, p, p, p, p, i64, i64, p, ctypes.c_int]
+        lib.vt_update.argtypes = [p, p, p, p, *[i64] * 9, p, p, p, ctypes.c_int]
         lib.vt_layernorm.argtypes = [p, i64, i64, p, p, p, p, p, p, ctypes.c_int]
         lib.vt_loss_grad.argtypes = [p, p, i64, i64, p, i64, p, p]
         lib.vt_layernorm_backward.argtypes = [p, i64, i64, p, p, p, p, p, p, ctypes.c_int]
     return lib
 
 
-def _native_qmatmul(lib: Any, x: np.ndarray, w: np.ndarray, shift: int) -> np.ndarray | None:
-    """``qmatmul`` in one C pass (``native.c: vt_qmatmul``): the same integers, or None when a
-    value leaves the int64 range the kernel handles (the NumPy path then answers)."""
-
+def threads(work: int, least: int = 1 << 15) -> int:
+    """Threads for a native kernel of ``work`` element operations: torch's count (the cores this
+    process may use), or one below ``least``, where waking a second thread costs more than it
+    saves. The integers are the same on any count: rows are independent."""
     import torch
 
-    a = np.ascontiguousarray(x, dtype=np.int64)
-    b = np.ascontiguousarray(w, dtype=np.int64)
-    out = np.empty((a.shape[0], b.shape[0]), dtype=np.int64)
-    work = a.shape[0] * a.shape[1] * b.shape[0]  # small products run on one thread: no wake-up cost
-    threads = torch.get_num_threads() if work > 1 << 22 else 1
-    bad = lib.vt_qmatmul(a.ctypes.data, a.shape[0], a.shape[1], b.ctypes.data, b.shape[0], shift, out.ctypes.data,
-                         threads)
+    return torch.get_num_threads() if work >= least else 1
+
+
+def _native_qmatmul(lib: Any, x: np.ndarray | None, w: np.ndarray | None, shift: int,
+                    xq: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None,
+                    wq: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None) -> np.ndarray | None:
+    """``qmatmul`` in one C pass (``native.c: vt_qmatmul_q``): the same integers, or None when a
+    value leaves the int64 range the kernel handles (the NumPy path then answers). ``xq``: x
+    quantized already (q [M, K] as int16, scales, shifts); ``wq``: w quantized already and given
+    transposed (q [K, N] as int16, scales, shifts), as frozen features are."""
+    if xq is None:
+        a = np.ascontiguousarray(x, dtype=np.int64)
+        (m, k), xargs = a.shape, (a.ctypes.data, None, None, None)
+    else:
+        xq = (np.ascontiguousarray(xq[0], dtype=np.int16), *(np.ascontiguousarray(t, dtype=np.int64) for t in xq[1:]))
+        (m, k), xargs = xq[0].shape, (None, *(t.ctypes.data for t in xq))
+    if wq is None:
+        b = np.ascontiguousarray(w, dtype=np.int64)
+        n, wargs = b.shape[0], (b.ctypes.data, None, None, None)
+    else:
+        wq = (np.ascontiguousarray(wq[0], dtype=np.int16), *(np.ascontiguousarray(t, dtype=np.int64) for t in wq[1:]))
+        n, wargs = wq[0].shape[1], (None, *(t.ctypes.data for t in wq))
+    out = np.empty((m, n), dtype=np.int64)  # a, b, xq and wq hold the arrays the pointers point into
+    bad = lib.vt_qmatmul_q(*xargs, m, k, *wargs, n, shift, out.ctypes.data, threads(m * k * n))
     return None if bad else out
 
 
 def _native_update(lib: Any, w: np.ndarray, v: np.ndarray, sq: np.ndarray, g: np.ndarray, batch: int,
                    cfg: SGDConfig) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-
-    out = [np.array(t, dtype=np.int64, order="C", copy=True) for t in (w, v, sq)]
-    gg = np.ascontiguousarray(g, dtype=np.int64)
-    bad = lib.vt_update(out[0].ctypes.data, out[1].ctypes.data, out[2].ctypes.data, gg.ctypes.data, gg.size, batch,
-                        cfg.clip, OPT_CODES[cfg.optimizer], cfg.mu_num, cfg.b1_num, cfg.b2_num, cfg.lr_num, cfg.eps)
+    """``update`` in one C pass (``native.c: vt_update``) into new arrays (the second moment is
+    new only under Adam; otherwise it is returned as it came, as the NumPy path does)."""
+    w, v, sq, gg = (np.ascontiguousarray(t, dtype=np.int64) for t in (w, v, sq, g))
+    adam = cfg.optimizer == "adam"
+    wo, vo = np.empty_like(w), np.empty_like(v)
+    so = np.empty_like(sq) if adam else sq
+    bad = lib.vt_update(w.ctypes.data, v.ctypes.data, sq.ctypes.data, gg.ctypes.data, gg.size, batch, cfg.clip,
+                        OPT_CODES[cfg.optimizer], cfg.mu_num, cfg.b1_num, cfg.b2_num, cfg.lr_num, cfg.eps,
+                        wo.ctypes.data, vo.ctypes.data, so.ctypes.data if adam else None, threads(gg.size, 1 << 12))
     if bad:
         raise ValueError("training diverged: a weight or moment passed 2**46 in fixed point (lower the learning rate)")
-    return out[0], out[1], out[2]
+    return wo, vo, so
 
 
 def qmatmul(x: np.ndarray | None, fx: int, w: np.ndarray, fw: int, fout: int, backend: str,
@@ -193,8 +214,8 @@ def qmatmul(x: np.ndarray | None, fx: int, w: np.ndarray, fw: int, fout: int, ba
     """x @ w.T (x [M, K] with ``fx`` fractional bits, w [N, K] with ``fw``) in ``fout`` bits: both
     quantized per row to int8, one exact GEMM, then one rounding rescale per element. ``xq``: x's
     quantization (``quantize_rows``), when x is frozen and it was computed once."""
-    if xq is None and (lib := _fast(backend)) is not None:
-        out = _native_qmatmul(lib, x, w, fout - fx - fw)
+    if (lib := _fast(backend)) is not None:
+        out = _native_qmatmul(lib, x, w, fout - fx - fw, xq=xq)
         if out is not None:
             return out
     qx, ax, ex = xq if xq is not None else quantize_rows(x)
@@ -544,15 +565,29 @@ def predict(state: MLPState, pixels: np.ndarray, backend: str = "numpy") -> np.n
     return np.argmax(forward(state, pixels, backend)[1], axis=1)
 
 
+def float_update(p: Any, v: Any, sq: Any, g: Any, cfg: SGDConfig) -> None:
+    """``update``'s optimizer in float32 torch, in place (the float references' step): the clip,
+    then SGD with momentum, or Adam without bias correction, with the same constants."""
+    g = g.clamp(-cfg.clip / (1 << W_FRAC), cfg.clip / (1 << W_FRAC))
+    lr = cfg.lr_num / (1 << LR_SHIFT)
+    if cfg.optimizer == "adam":
+        b1, b2 = cfg.b1_num / (1 << MU_SHIFT), cfg.b2_num / (1 << MU_SHIFT)
+        v.mul_(b1).add_(g, alpha=1 - b1)
+        sq.mul_(b2).addcmul_(g, g, value=1 - b2)
+        p.sub_(lr * v / (sq.sqrt() + cfg.eps / (1 << W_FRAC)))
+    else:
+        v.mul_(cfg.mu_num / (1 << MU_SHIFT)).add_(g)
+        p.sub_(lr * v)
+
+
 def train_float(state: MLPState, pixels: np.ndarray, labels: np.ndarray, steps: int, cfg: SGDConfig) -> list[Any]:
-    """The same MLP, initial weights, data order and SGD with momentum, in float32 torch: the
+    """The same MLP, initial weights, data order and optimizer, in float32 torch: the
     reference an exact run's accuracy is compared with. Returns [(W, b), ...] as float arrays."""
     import torch
 
     ws = [torch.tensor(w / (1 << W_FRAC), dtype=torch.float32, requires_grad=True) for w in state.weights]
     bs = [torch.tensor(b / (1 << W_FRAC), dtype=torch.float32, requires_grad=True) for b in state.biases]
-    vel = [torch.zeros_like(p) for p in (*ws, *bs)]
-    lr, mu, clip = cfg.lr_num / (1 << LR_SHIFT), cfg.mu_num / (1 << MU_SHIFT), cfg.clip / (1 << W_FRAC)
+    moments = [(torch.zeros_like(p), torch.zeros_like(p)) for p in (*ws, *bs)]
     x_all = torch.tensor(pixels / (1 << PIX_FRAC), dtype=torch.float32)
     y_all = torch.tensor(labels, dtype=torch.int64)
     for step in range(state.step, state.step + steps):
@@ -565,9 +600,8 @@ def train_float(state: MLPState, pixels: np.ndarray, labels: np.ndarray, steps: 
         loss = torch.nn.functional.cross_entropy(h, y_all[idx])
         grads = torch.autograd.grad(loss, [*ws, *bs])
         with torch.no_grad():
-            for p, v, g in zip((*ws, *bs), vel, grads):
-                v.mul_(mu).add_(g.clamp(-clip, clip))
-                p.sub_(lr * v)
+            for p, (v, sq), g in zip((*ws, *bs), moments, grads):
+                float_update(p, v, sq, g, cfg)
     return [(w.detach().numpy(), b.detach().numpy()) for w, b in zip(ws, bs)]
 
 
