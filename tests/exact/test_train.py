@@ -133,3 +133,23 @@ def test_the_native_update_kernel_is_the_reference(optimizer):
             finally:
                 torch.set_num_threads(before)
             assert all(np.array_equal(a, b) for a, b in zip(want, got))
+
+
+def test_both_update_paths_refuse_a_step_past_the_fixed_point_range():
+    """A reviewer's reproducers: an Adam step of 2**62 or more, and a batch mean at int64's edge,
+    are refused ("diverged") by the native kernel as by NumPy, never wrapped."""
+    one = np.array([0])
+    cases = [(T.SGDConfig(optimizer="adam", lr_num=65536, eps=1, clip=1), np.array([2**46 - 1]), np.array([0]), 32),
+             (T.SGDConfig(optimizer="momentum"), np.array([0]), np.array([2**63 - 1]), 2)]
+    for cfg, v, g, batch in cases:
+        for backend in ("numpy", "native"):
+            with pytest.raises(ValueError, match="diverged"):
+                T.update(one, v, one, g, batch, cfg, backend)
+
+
+def test_optimizer_constants_outside_int64_safe_ranges_are_refused():
+    from veracity.errors import InputError
+
+    for bad in ({"clip": 1 << 30}, {"lr_num": 0}, {"mu_num": 2000}, {"b2_num": -1}):
+        with pytest.raises(InputError, match="fixed point"):
+            T.SGDConfig(**bad)

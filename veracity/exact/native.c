@@ -196,7 +196,7 @@ void vq_lookup16(const float *x, const float *lut, int64_t n, float *out, int nt
  * __int128. Signed >> is arithmetic (floor) with gcc and clang, as in NumPy and the referees;
  * values that may be negative are scaled by multiplying, never by << (undefined in C). */
 
-#if defined(__GNUC__) && !defined(__clang__)
+#if defined(__GNUC__) && !defined(__clang__) && (defined(__x86_64__) || defined(__i386__))
 #pragma GCC target("prefer-vector-width=512") /* the int16 dot products: twice the lanes where the CPU has them */
 #endif
 
@@ -363,8 +363,8 @@ static inline int64_t isqrt64(int64_t n) { /* n >= 0, n < 2**62 */
 
 /* train.update on n elements: the summed gradient's batch mean, clipped, then SGD or momentum
  * (opt 1, 2: v = ((v mu) >> 10) + g; w -= (v lr) >> 16) or Adam (opt 3), from w, v, s into wo,
- * vo, so (so only for Adam). Returns 1, before writing anything, if a weight or moment has
- * reached 2**46 (the run diverged). */
+ * vo, so (so only for Adam). Returns 1 if a weight or moment has reached 2**46, or a step or
+ * batch mean 2**62 (the run diverged: the caller discards the outputs, as NumPy refuses). */
 int vt_update(const int64_t *w, const int64_t *v, const int64_t *s, const int64_t *g, int64_t n, int64_t batch,
               int64_t clip, int64_t opt, int64_t mu, int64_t b1, int64_t b2, int64_t lr, int64_t eps, int64_t *wo,
               int64_t *vo, int64_t *so, int nt) {
@@ -392,25 +392,33 @@ int vt_update(const int64_t *w, const int64_t *v, const int64_t *s, const int64_
         }
         return 0;
     }
-#pragma omp parallel for num_threads(nt) schedule(static)
+    const __int128 top = (__int128)1 << 62; /* NumPy's rounding division refuses results this large */
+#pragma omp parallel for num_threads(nt) schedule(static) reduction(| : bad)
     for (int64_t i = 0; i < n; i++) {
         int64_t gq = fdiv_rec(2 * (__int128)g[i] + batch, 2 * batch, binv); /* the quotient fits int64 */
+        bad |= gq >= top || gq <= -top;
         int64_t gm = gq > clip ? clip : (gq < -clip ? -clip : (int64_t)gq);
         if (opt == 3) {
             int64_t vi = (v[i] * b1 + gm * (1024 - b1)) >> 10;
             int64_t si = (s[i] * b2 + gm * gm * (1024 - b2)) >> 10;
             /* round(v lr 2**20 / ((isqrt(s) + eps) 2**16)): the common 2**16 taken out of both */
             int64_t den = isqrt64(si) + eps;
+            __int128 num = (__int128)vi * lr * 32 + den, step;
+            if (num > -((__int128)1 << 50) && num < ((__int128)1 << 50))
+                step = fdiv_rec(num, 2 * den, 1.0 / (double)(2 * den));
+            else
+                step = floor_div128(num, 2 * (__int128)den);
+            bad |= step >= top || step <= -top;
             vo[i] = vi;
             so[i] = si;
-            wo[i] = w[i] - fdiv_rec((__int128)vi * lr * 32 + den, 2 * den, 1.0 / (double)(2 * den));
+            wo[i] = w[i] - (int64_t)(bad ? 0 : step);
         } else {
             int64_t vi = ((v[i] * mu) >> 10) + gm;
             vo[i] = vi;
             wo[i] = w[i] - ((vi * lr) >> 16);
         }
     }
-    return 0;
+    return bad; /* 1: the run diverged (the outputs are discarded) */
 }
 
 /* finetune.layernorm on rows of h int64 values: the op set's LayerNorm, keeping the centred

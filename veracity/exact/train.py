@@ -176,6 +176,10 @@ def _native_qmatmul(lib: Any, x: np.ndarray | None, w: np.ndarray | None, shift:
     value leaves the int64 range the kernel handles (the NumPy path then answers). ``xq``: x
     quantized already (q [M, K] as int16, scales, shifts); ``wq``: w quantized already and given
     transposed (q [K, N] as int16, scales, shifts), as frozen features are."""
+    kx = (xq[0] if xq is not None else x).shape[1]  # type: ignore[union-attr]
+    kw = wq[0].shape[0] if wq is not None else w.shape[1]  # type: ignore[union-attr]
+    if kx != kw:
+        raise ValueError(f"qmatmul: the operands contract over {kx} and {kw} values")
     if xq is None:
         a = np.ascontiguousarray(x, dtype=np.int64)
         (m, k), xargs = a.shape, (a.ctypes.data, None, None, None)
@@ -242,6 +246,10 @@ class SGDConfig:
 
         if self.optimizer not in ("sgd", "momentum", "adam"):
             raise InputError(f"unknown optimizer {self.optimizer!r}: use sgd, momentum or adam")
+        if not 1 <= self.lr_num <= 1 << LR_SHIFT or not all(0 <= b <= 1 << MU_SHIFT for b in (
+                self.mu_num, self.b1_num, self.b2_num)) or not 1 <= self.clip <= 1 << 26:
+            raise InputError("the learning rate must be in (0, 1], momentum and betas in [0, 1] and the clip in "
+                             "(0, 64] (fixed point): int64 holds every product then")
         if self.eps < 1 or not 0 < self.batch <= 1 << 15 or self.clip < 1:
             raise InputError("eps and clip must be at least 1 and the batch 1 to 32768 (fixed point)")
         if self.optimizer == "sgd":
