@@ -150,6 +150,7 @@ def test_both_update_paths_refuse_a_step_past_the_fixed_point_range():
 def test_optimizer_constants_outside_int64_safe_ranges_are_refused():
     from veracity.errors import InputError
 
-    for bad in ({"clip": 1 << 30}, {"lr_num": 0}, {"mu_num": 2000}, {"b2_num": -1}):
+    for bad in ({"clip": 1 << 41}, {"clip": 1 << 27, "optimizer": "adam"}, {"lr_num": 0}, {"mu_num": 2000},
+                {"b2_num": -1}):
         with pytest.raises(InputError, match="fixed point"):
             T.SGDConfig(**bad)

@@ -247,9 +247,10 @@ class SGDConfig:
         if self.optimizer not in ("sgd", "momentum", "adam"):
             raise InputError(f"unknown optimizer {self.optimizer!r}: use sgd, momentum or adam")
         if not 1 <= self.lr_num <= 1 << LR_SHIFT or not all(0 <= b <= 1 << MU_SHIFT for b in (
-                self.mu_num, self.b1_num, self.b2_num)) or not 1 <= self.clip <= 1 << 26:
+                self.mu_num, self.b1_num, self.b2_num)) or \
+                not 1 <= self.clip <= 1 << (26 if self.optimizer == "adam" else 40):
             raise InputError("the learning rate must be in (0, 1], momentum and betas in [0, 1] and the clip in "
-                             "(0, 64] (fixed point): int64 holds every product then")
+                             "(0, 64] for Adam, (0, 2**20] otherwise (fixed point): int64 holds every product then")
         if self.eps < 1 or not 0 < self.batch <= 1 << 15 or self.clip < 1:
             raise InputError("eps and clip must be at least 1 and the batch 1 to 32768 (fixed point)")
         if self.optimizer == "sgd":
