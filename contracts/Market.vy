@@ -129,6 +129,12 @@ event Undecided:
 event DisputesSet:
     disputes: address
 
+event WindowPosted:
+    order_id: indexed(uint256)
+    spec_cid: bytes32
+    program_root: bytes32
+    program_length: uint256
+
 
 token: public(immutable(IERC20))
 registry: public(immutable(IRegistry))
@@ -170,7 +176,9 @@ def open_order(spec_cid: bytes32, kind: uint8, model_id: bytes32, max_price: uin
     """
     @notice Open an order and escrow `max_price` (approve the Market first). The program (root and
             length) fixes what each record of the result's trace must be; providers check it
-            before they bid.
+            before they bid. An order with no spec (`spec_cid` zero) is a standing lease: a
+            session the provider serves (its requests unknown yet) until the client posts the
+            window it served (`post_window`), which the provider then commits like any result.
     @return The new order's id.
     """
     assert max_price > 0, "market: max price must be positive"
@@ -232,6 +240,24 @@ def accept_bid(order_id: uint256, provider: address, price: uint256, collateral:
 
 
 @external
+def post_window(order_id: uint256, spec_cid: bytes32, program_root: bytes32, program_length: uint256):
+    """
+    @notice Fix what a standing lease served (its client only, once, before the deadline): the
+            window's job spec (its requests, in the order they were served) and its program. The
+            provider then commits the window's result; challenges and disputes go as for any order.
+    """
+    o: Order = self.orders[order_id]
+    assert msg.sender == o.client, "market: only the lease's client posts its window"
+    assert o.spec_cid == empty(bytes32), "market: this order's spec is already fixed (not a standing lease, or posted)"
+    assert o.state == ACCEPTED, "market: the lease has no accepted provider serving it"
+    assert spec_cid != empty(bytes32), "market: the window's spec CID is empty"
+    assert block.timestamp <= o.deadline, "market: the deadline has passed"
+    self.orders[order_id].spec_cid = spec_cid
+    self.programs[order_id] = Program(root=program_root, length=program_length)
+    log WindowPosted(order_id=order_id, spec_cid=spec_cid, program_root=program_root, program_length=program_length)
+
+
+@external
 def commit_result(order_id: uint256, output_cid: bytes32, trace_root: bytes32, trace_length: uint256):
     """
     @notice Commit the result of an accepted order (its provider only, before the deadline).
@@ -239,6 +265,7 @@ def commit_result(order_id: uint256, output_cid: bytes32, trace_root: bytes32, t
     o: Order = self.orders[order_id]
     assert o.state == ACCEPTED, "market: no accepted lease awaits a result for this order"
     assert msg.sender == o.provider, "market: only the order's provider can commit its result"
+    assert o.spec_cid != empty(bytes32), "market: the standing lease's window is not posted yet"
     assert trace_length > 0, "market: a result must commit a non-empty trace"
     program_length: uint256 = self.programs[order_id].length
     assert program_length == 0 or trace_length == program_length, \
@@ -277,7 +304,8 @@ def finalize(order_id: uint256):
 def reclaim(order_id: uint256):
     """
     @notice The client takes its escrow back: at any time while no bid is accepted, or after a
-            missed deadline, when the provider's collateral is slashed to the client too.
+            missed deadline, when the provider's collateral is slashed to the client too (not
+            for a standing lease whose client never posted a window: nothing was asked of it).
     """
     o: Order = self.orders[order_id]
     assert msg.sender == o.client, "market: only the order's client can reclaim its escrow"
@@ -291,10 +319,15 @@ def reclaim(order_id: uint256):
     assert block.timestamp > o.deadline, "market: the deadline has not passed yet"
     self.orders[order_id].state = REFUNDED
     self.escrow_total -= o.price
-    extcall registry.slash(o.provider, o.collateral, o.client)
-    extcall registry.adjust_reputation(o.provider, -1)
+    slashed: uint256 = o.collateral
+    if o.spec_cid == empty(bytes32):  # a standing lease whose client posted no window: nobody's fault
+        slashed = 0
+        extcall registry.unlock(o.provider, o.collateral)
+    else:
+        extcall registry.slash(o.provider, o.collateral, o.client)
+        extcall registry.adjust_reputation(o.provider, -1)
     assert extcall token.transfer(o.client, o.price), "market: refund transfer failed"
-    log TimedOut(order_id=order_id, provider=o.provider, refund=o.price, slashed=o.collateral)
+    log TimedOut(order_id=order_id, provider=o.provider, refund=o.price, slashed=slashed)
 
 
 @external

@@ -18,6 +18,7 @@ from rich.progress import (
 from rich.table import Table
 
 from veracity.errors import InputError, UsageError, VeracityError
+from veracity.gateway.cli import gateway_app, oracle_app, receipt_app
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   help="Veracity: verifiable AI compute on exact arithmetic.")
@@ -287,6 +288,9 @@ validator_app = typer.Typer(help="Run a validator node.", no_args_is_help=True)
 app.add_typer(validator_app, name="validator")
 job_app = typer.Typer(help="Submit jobs and follow them.", no_args_is_help=True)
 app.add_typer(job_app, name="job")
+app.add_typer(gateway_app, name="gateway")
+app.add_typer(receipt_app, name="receipt")
+app.add_typer(oracle_app, name="oracle")
 
 
 def _run_daemon(kind: str, config: Path, cfg_cls: Any, node_cls: Any) -> None:

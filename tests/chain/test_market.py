@@ -238,3 +238,52 @@ def test_event_stream_resumes_from_its_cursor(actors):
     resumed = EventStream(a.stranger.chain, {"Market": a.d.market}, start=cursor)  # after a restart
     assert [(e.name, e.args["order_id"]) for e in resumed.poll()] == [("OrderOpened", second)]
     assert resumed.poll() == []
+
+
+def open_lease(a, deadline_in=600):
+    """A standing lease: an order with no spec, served before its requests are known."""
+    return a.client.market.open_order(bytes(32), 1, MODEL, 50 * TOKEN, a.now() + deadline_in, 60, 500)
+
+
+def test_a_standing_lease_commits_only_the_window_its_client_posts(actors):
+    a = actors
+    register_provider(a.provider)
+    oid = open_lease(a)
+    with pytest.raises(ChainError, match="no accepted provider serving it"):
+        a.client.market.post_window(oid, SPEC, b"\3" * 32, 7)
+    a.client.market.accept_bid(bid_for(a, oid))
+    with pytest.raises(ChainError, match="window is not posted yet"):
+        a.provider.market.commit_result(oid, b"\1" * 32, b"\2" * 32, 7)
+    with pytest.raises(ChainError, match="only the lease's client posts"):
+        a.provider.market.post_window(oid, SPEC, b"\3" * 32, 7)
+    with pytest.raises(ChainError, match="spec CID is empty"):
+        a.client.market.post_window(oid, bytes(32), b"\3" * 32, 7)
+    a.client.market.post_window(oid, SPEC, b"\3" * 32, 7)
+    assert a.client.market.order(oid).spec_cid == SPEC and a.client.market.program(oid) == (b"\3" * 32, 7)
+    with pytest.raises(ChainError, match="spec is already fixed"):
+        a.client.market.post_window(oid, SPEC, b"\4" * 32, 7)
+    with pytest.raises(ChainError, match="program length"):
+        a.provider.market.commit_result(oid, b"\1" * 32, b"\2" * 32, 6)
+    a.provider.market.commit_result(oid, b"\1" * 32, b"\2" * 32, 7)
+    assert a.client.market.order(oid).state_name == "committed"
+    with pytest.raises(ChainError, match="spec is already fixed"):  # an ordinary order has no window to post
+        a.client.market.post_window(open_order(a), SPEC, b"\3" * 32, 7)
+
+
+def test_a_lease_that_served_nothing_is_reclaimed_without_slashing_and_a_posted_one_with(actors):
+    a = actors
+    register_provider(a.provider)
+    client0 = a.client.token.balance_of(a.client.address)
+    idle, posted = open_lease(a, 120), open_lease(a, 120)
+    for oid in (idle, posted):
+        a.client.market.accept_bid(bid_for(a, oid, price=30 * TOKEN, collateral=100 * TOKEN))
+    a.client.market.post_window(posted, SPEC, b"\3" * 32, 7)
+    a.advance(121)
+    a.client.market.reclaim(idle)  # nothing was asked of the provider: its collateral is unlocked
+    node = a.provider.registry.node(a.provider.address)
+    assert node.locked == 100 * TOKEN and node.stake == 1000 * TOKEN and node.reputation == 0
+    a.client.market.reclaim(posted)  # a posted window it never committed: slashed to the client
+    node = a.provider.registry.node(a.provider.address)
+    assert node.locked == 0 and node.stake == 900 * TOKEN and node.reputation == -1
+    assert a.client.token.balance_of(a.client.address) == client0 + 100 * TOKEN
+    assert a.client.market.escrow_total() == 0

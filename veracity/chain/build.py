@@ -42,22 +42,23 @@ def _fingerprint(source: Path) -> str:
         h.update(version("snekmate").encode())
     except Exception:  # not installed: vyper will say so when it compiles
         pass
-    h.update(source.name.encode())
+    h.update(source.name.encode() + source.read_bytes())
     return h.hexdigest()[:24]
 
 
 @lru_cache(maxsize=None)
 def compile_contract(name: str) -> Artifact:
-    """ABI and bytecode of ``contracts/<name>.vy``; compiled once per source hash."""
-    source = CONTRACTS / f"{name}.vy"
+    """ABI and bytecode of ``contracts/<name>.vy`` (or of the file ``name``, a path ending in
+    ``.vy``: an example consumer contract); compiled once per source hash."""
+    source = Path(name) if name.endswith(".vy") else CONTRACTS / f"{name}.vy"
     if not source.is_file():
         raise ChainError(f"no contract {name}: expected {source}")
-    cached = cache_dir() / f"{name}-{_fingerprint(source)}.json"
+    cached = cache_dir() / f"{source.stem}-{_fingerprint(source)}.json"
     if cached.is_file():
         data = json.loads(cached.read_text())
         return Artifact(name, data["abi"], data["bytecode"])
     proc = subprocess.run([sys.executable, "-m", "vyper", "-f", "abi,bytecode", str(source)],
-                          capture_output=True, text=True, cwd=CONTRACTS)
+                          capture_output=True, text=True, cwd=source.parent)
     if proc.returncode != 0:
         raise ChainError(f"vyper could not compile {source.name}:\n{proc.stderr.strip()}")
     abi_line, bytecode = proc.stdout.strip().splitlines()

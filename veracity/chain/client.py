@@ -245,6 +245,10 @@ class MarketClient(_Bound):
     def commit_result(self, order_id: int, output_cid: bytes, trace_root: bytes, trace_length: int) -> Any:
         return self._send(self.fn.commit_result(order_id, output_cid, trace_root, trace_length))
 
+    def post_window(self, order_id: int, spec_cid: bytes, program_root: bytes, program_length: int) -> Any:
+        """Fix what a standing lease served: the window's spec and program (its client only)."""
+        return self._send(self.fn.post_window(order_id, spec_cid, program_root, program_length))
+
     def finalize(self, order_id: int) -> Any:
         return self._send(self.fn.finalize(order_id))
 
@@ -267,6 +271,29 @@ class MarketClient(_Bound):
 
     def fee_pool(self) -> int:
         return self.fn.fee_pool().call()
+
+
+class OracleClient(_Bound):
+    """Contract-callable inference (``contracts/Oracle.vy``): the spec an Oracle request's order
+    names, taking a request with a signed bid, delivering a committed result, ending a failed one."""
+
+    name = "Oracle"
+
+    def spec(self, request_id: int) -> bytes:
+        return bytes(self.fn.specs(request_id).call())
+
+    def request_state(self, request_id: int) -> int:
+        return int(self.fn.requests(request_id).call()[3])
+
+    def accept(self, bid: Any) -> Any:
+        return self._send(self.fn.accept(bid.order_id, bid.price, bid.collateral, bid.expiry,
+                                         bytes.fromhex(bid.signature.removeprefix("0x"))))
+
+    def fulfil(self, request_id: int, output: bytes) -> Any:
+        return self._send(self.fn.fulfil(request_id, output))
+
+    def cancel(self, request_id: int) -> Any:
+        return self._send(self.fn.cancel(request_id))
 
 
 ATTENTION_JUDGES = ("scores", "probs", "probsum", "vt", "context", "argmax", "append", "select_last")

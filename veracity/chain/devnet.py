@@ -13,6 +13,7 @@ from veracity.chain.client import (
     Chain,
     DisputesClient,
     MarketClient,
+    OracleClient,
     RegistryClient,
     TokenClient,
 )
@@ -20,7 +21,8 @@ from veracity.errors import ChainError
 
 TOKEN = 10**18
 DEFAULTS = {"supply": 10**9 * TOKEN, "min_stake": 100 * TOKEN, "unbonding_delay": 3600, "fee_bps": 500,
-            "fund": 100_000 * TOKEN, "dispute_bond": 10 * TOKEN, "move_time": 60}
+            "fund": 100_000 * TOKEN, "dispute_bond": 10 * TOKEN, "move_time": 60,
+            "oracle_deadline": 600, "oracle_window": 30, "oracle_spot_bps": 10_000}
 
 
 class AccountInfo(BaseModel):
@@ -47,6 +49,7 @@ class Deployment(BaseModel):
     train_referee: str | None = None
     dispute_bond: int = 0
     move_time: int = 0
+    oracle: str | None = None  # contract-callable inference (deployments from before it have none)
 
     def write(self, path: Path) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -66,6 +69,12 @@ class Deployment(BaseModel):
     def referees(self) -> tuple[str, str, str]:
         """(Referee, AttentionReferee, TrainReferee): the contracts that judge a located element."""
         return self.referee or "", self.attention_referee or "", self.train_referee or ""
+
+    def oracle_client(self, key: str) -> OracleClient:
+        if self.oracle is None:
+            raise ChainError("this deployment has no Oracle contract: redeploy it")
+        chain = Chain(self.rpc_url, key)
+        return OracleClient(chain, self.oracle)
 
     def disputes_client(self, key: str) -> DisputesClient:
         if self.disputes is None:
@@ -104,6 +113,7 @@ def deploy(rpc_url: str, deployer: AccountInfo, accounts: list[AccountInfo], dev
                           ("TrainReferee", train_referee)):
         chain.send(chain.contract(name, address).functions.set_disputes(disputes))
     chain.send(MarketClient(chain, market, TokenClient(chain, token)).fn.set_disputes(disputes))
+    oracle = chain.deploy("Oracle", token, market, p["oracle_deadline"], p["oracle_window"], p["oracle_spot_bps"])
     tok = TokenClient(chain, token)
     for a in accounts:
         if a.address != deployer.address:
@@ -112,7 +122,7 @@ def deploy(rpc_url: str, deployer: AccountInfo, accounts: list[AccountInfo], dev
                       market=market, deployer=deployer, accounts=accounts, min_stake=p["min_stake"],
                       unbonding_delay=p["unbonding_delay"], fee_bps=p["fee_bps"], disputes=disputes, referee=referee,
                       attention_referee=attention_referee, train_referee=train_referee,
-                      dispute_bond=p["dispute_bond"], move_time=p["move_time"])
+                      dispute_bond=p["dispute_bond"], move_time=p["move_time"], oracle=oracle)
 
 
 # the embedded devnet: anvil as a background process, its state in a folder -----------------

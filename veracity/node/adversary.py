@@ -76,6 +76,16 @@ def corrupt_op_job(model_name: str, inputs: bytes, model: Any = None, target: fl
     return run_infer_job(model_name, inputs, backend="numpy", model=model, tamper=tamper)
 
 
+def forge_answer(shown: Any) -> Any:
+    """``forged-output`` under a lease: an answer served that is not the exact one (its window,
+    committed honestly, then shows the difference to anyone who checks the receipt)."""
+    if isinstance(shown, list):
+        return [-shown[0] if shown[0] else 0.5, *shown[1:]]
+    if isinstance(shown, str):
+        return shown[::-1] + " "
+    return shown
+
+
 def forge_output(outputs_jsonl: bytes) -> bytes:
     """``forged-output``: the first output's first number changed in the JSONL served."""
     first, _, rest = outputs_jsonl.partition(b"\n")

@@ -13,6 +13,7 @@ stay on the main loop's thread; worker threads only wait on worker processes.
 from __future__ import annotations
 
 import json
+import threading
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, Literal
@@ -35,6 +36,8 @@ from veracity.node.blobs import BlobStore
 from veracity.node.cid import cid_from_digest, digest_of
 from veracity.node.daemon import config_main, log, serve_and_loop
 from veracity.node.disputer import Disputer
+from veracity.node.oracle_desk import OracleDesk
+from veracity.node.sessions import LeaseError, LeaseLog, LeaseServer, LeaseTerms
 from veracity.node.state import NodeState
 from veracity.node.worker import WorkerPool
 from veracity.verify.game import PROVIDER as DEFENDER
@@ -44,6 +47,7 @@ from veracity.workloads.planner import estimate_job
 from veracity.workloads.spec import model_id
 
 TOKEN = 10**18
+ACCEPTED = 2  # Market's order states
 
 
 class MissingBlob(InputError):
@@ -97,6 +101,43 @@ class ProviderNode:
         self.workers: WorkerPool | None = None
         self.pool = ThreadPoolExecutor(max_workers=cfg.workers, thread_name_prefix="job")
         self.running: dict[int, Future[JobResult]] = {}
+        self._reader = self.dep.clients(cfg.key)[3]  # the HTTP threads' own chain client (reads only)
+        self._leases: dict[int, LeaseTerms] = {}  # leases this node serves, as the chain gave them
+        self._tls = threading.local()
+        self.desk = (OracleDesk(self.dep.oracle_client(cfg.key), self.market, self.blobs, self.state, self.chain.now,
+                                lambda m: log("provider", m)) if self.dep.oracle else None)
+        self.leases = LeaseServer(LeaseLog(home / "state.db"), cfg.key, self.chain.address, self.dep.chain_id,
+                                  self.dep.market, self._lease_terms, self._answer, self.chain.now)
+
+    def _lease_terms(self, oid: int) -> LeaseTerms:
+        """A lease's terms: from this node's own state while it serves the lease (no chain call on
+        a request's path), from the chain otherwise (just accepted, or posted meanwhile)."""
+        known = self._leases.get(oid)
+        if known is not None:
+            if getattr(self._tls, "state", None) is None:
+                self._tls.state = NodeState(self.state.path)  # this HTTP thread's own connection
+            job = self._tls.state.job(oid)
+            if job is not None and job.status == "accepted" and not job.spec_cid:
+                return known
+        o = self._reader.order(oid)
+        model = self.models.get("0x" + o.model_id.hex(), "0x" + o.model_id.hex())
+        terms = LeaseTerms(o.client, model, o.provider, o.deadline, o.state == ACCEPTED and not any(o.spec_cid))
+        if terms.open:
+            self._leases[oid] = terms
+        return terms
+
+    def _answer(self, model: str, item: dict[str, Any]) -> Any:
+        """One request of a lease, exactly: what the window's output line shows for it."""
+        from veracity.workloads.infer import infer
+
+        if model not in self.cfg.policy.models:
+            raise InputError(f"this provider does not serve model {model!r}")
+        m = loaded(model)
+        out = infer(m, [m.parse(item)], backend=self.cfg.backend, trace=False).outputs[0]
+        shown = m.present(out)
+        if self.cfg.behaviour == "forged-output":  # an adversary for tests: serves what it will not commit
+            shown = adversary.forge_answer(shown)
+        return shown
 
     def _who(self, reason: str) -> str:
         return f"provider {self.chain.address} {reason}"
@@ -117,12 +158,18 @@ class ProviderNode:
         self.state.set_cursor("chain", self.stream.next_block)
         self.work()
         self.referee()
+        if self.desk is not None:
+            self.desk.deliver()
 
     def on_event(self, name: str, args: dict[str, Any]) -> None:
         oid = int(args.get("order_id", 0))
         job = self.state.job(oid)
         if name == "OrderOpened":
             self.consider(args)
+        elif name == "WindowPosted" and job is not None and job.status == "accepted" and not job.spec_cid:
+            cid = cid_from_digest(bytes.fromhex(args["spec_cid"][2:]))
+            self.state.record(oid, spec_cid=cid)  # now an ordinary order: run the window's job and commit it
+            log("provider", f"lease {oid}: window posted ({self.leases.log.count(oid)} requests served), spec {cid}")
         elif name == "BidAccepted" and job is not None and job.status == "bid":
             mine = args["provider"].lower() == self.chain.address.lower()
             self.state.advance(oid, "accepted" if mine else "lost")
@@ -151,16 +198,20 @@ class ProviderNode:
     def consider(self, args: dict[str, Any]) -> None:
         oid = int(args["order_id"])
         model = self.models.get(args["model_id"], args["model_id"])
-        spec_cid = cid_from_digest(bytes.fromhex(args["spec_cid"][2:]))
+        standing = int(args["spec_cid"], 16) == 0  # a standing lease: requests come later, over HTTP
+        spec_cid = None if standing else cid_from_digest(bytes.fromhex(args["spec_cid"][2:]))
         seen = self.state.job(oid)
         if seen is not None and seen.status != "seen":
             return  # decided before a restart
         self.state.add_job(oid, model=model, spec_cid=spec_cid, price=int(args["max_price"]),
                            deadline=int(args["deadline"]))
+        via_oracle = self.desk is not None and self.desk.is_client(args.get("client", ""))
+        if via_oracle and spec_cid is not None:
+            self.desk.fetch_spec(oid, spec_cid)  # type: ignore[union-attr]
         running = len(self.state.jobs("accepted", "running", "done"))
         view = OrderView(oid, model, int(args["max_price"]), int(args["deadline"]))
         terms = decide_bid(view, self.cfg.policy, self.chain.now(), running, self.registry.free_stake(self.chain.address))
-        if not isinstance(terms, str):
+        if not isinstance(terms, str) and spec_cid is not None:
             checked = self.check_spec(spec_cid, model, self.market.program(oid))
             if isinstance(checked, str):
                 terms = checked
@@ -178,7 +229,9 @@ class ProviderNode:
                        self.cfg.key, self.dep.chain_id, self.dep.market)
         self.state.advance(oid, "bid", bid=bid.model_dump_json())
         self.bids[oid] = bid.model_dump()
-        log("provider", f"order {oid}: bid {terms.price / TOKEN:g} VRC for {model}")
+        log("provider", f"{'lease' if standing else 'order'} {oid}: bid {terms.price / TOKEN:g} VRC for {model}")
+        if via_oracle and (why := self.desk.take(bid)):  # type: ignore[union-attr]  # it takes them itself
+            self.state.advance(oid, "lost", error=why)
 
     def load_job(self, spec_cid: str, source: str = "") -> Job:
         """The job an order's spec names, from this node's blob store (spec, inputs, start checkpoint)."""
@@ -253,8 +306,10 @@ class ProviderNode:
                     log("provider", f"order {job.order_id}: gave up, the deadline passed before a commit")
                 elif self.cfg.behaviour == "late":
                     continue
-                elif job.status == "accepted":
+                elif job.status == "accepted" and job.spec_cid:  # (a lease without a spec is serving)
                     self.start(job.order_id)
+                elif job.status == "accepted":
+                    continue
                 else:
                     self.commit(job.order_id)
             except VeracityError as exc:  # logged; the other jobs go on
@@ -307,6 +362,8 @@ class ProviderNode:
         self.market.commit_result(oid, digest_of(job.output_cid), bytes.fromhex(job.trace_root), job.trace_length)
         self.state.advance(oid, "committed")
         log("provider", f"order {oid}: committed output {job.output_cid}")
+        if self.desk is not None:
+            self.desk.committed(oid)
 
     # http -----------------------------------------------------------------------------------
     def app(self) -> Any:
@@ -320,6 +377,16 @@ class ProviderNode:
             if "reason" in bid:
                 raise HTTPException(409, bid["reason"])
             return bid
+
+        @app.post("/leases/{order_id}/requests")
+        def lease_request(order_id: int, body: dict[str, Any]) -> dict[str, Any]:
+            """Request ``index`` of a standing lease (``node.sessions``): the answer and its receipt."""
+            try:
+                return self.leases.serve(order_id, body.get("index"), body.get("item"), str(body.get("signature", "")))
+            except LeaseError as exc:
+                raise HTTPException(exc.status, str(exc)) from None
+            except VeracityError as exc:  # the chain could not be read
+                raise HTTPException(503, str(exc)) from None
 
         @app.get("/traces/{order_id}")
         def get_trace(order_id: int) -> dict[str, Any]:

@@ -134,6 +134,15 @@ class NodeState:
             raise
         return self.job(order_id)  # type: ignore[return-value]
 
+    def record(self, order_id: int, **fields: Any) -> Job:
+        """Record ``fields`` of a job without changing its status (a standing lease's window spec)."""
+        unknown = set(fields) - set(FIELDS)
+        if unknown or not fields:
+            raise StateError(f"unknown job fields {sorted(unknown)}")
+        sets = ", ".join(["updated_at = ?", *(f"{k} = ?" for k in fields)])
+        self.db.execute(f"UPDATE jobs SET {sets} WHERE order_id = ?", (time.time(), *fields.values(), order_id))
+        return self.job(order_id)  # type: ignore[return-value]
+
     def jobs(self, *statuses: str) -> list[Job]:
         marks = ", ".join("?" * len(statuses))
         rows = self.db.execute(f"{SELECT} WHERE status IN ({marks}) ORDER BY order_id", statuses)

@@ -140,7 +140,8 @@ def job_from_blobs(spec_bytes: bytes, get: Callable[[str, str], bytes], source: 
     """A job from its spec blob, reading the blobs it names with ``get(cid, what)`` (what: "inputs"
     or "start checkpoint")."""
     spec = parse_spec(spec_bytes.decode("utf-8", "replace"), source)
-    if spec.inputs.cid is None:
+    if spec.inputs.cid is None and spec.inputs.inline is None:
         raise InputError(f"{source} names its inputs by a local path, not a CID: the client must upload them")
     start = spec.training.start if spec.training is not None else None
-    return Job(spec, get(spec.inputs.cid, "inputs"), get(start, "start checkpoint") if start else None)
+    inputs = spec.inputs.inline.encode() if spec.inputs.inline is not None else get(spec.inputs.cid, "inputs")  # type: ignore[arg-type]
+    return Job(spec, inputs, get(start, "start checkpoint") if start else None)

@@ -56,11 +56,13 @@ class Inputs(BaseModel):
     model_config = ConfigDict(extra="forbid")
     path: str | None = None
     cid: str | None = None
+    inline: str | None = None  # the JSONL itself (an Oracle request's spec, built on chain, carries its input so)
 
     @model_validator(mode="after")
     def exactly_one(self) -> "Inputs":
-        if (self.path is None) == (self.cid is None):
-            raise ValueError("give exactly one of 'path' (a local JSONL file) or 'cid' (a stored blob)")
+        if sum(v is not None for v in (self.path, self.cid, self.inline)) != 1:
+            raise ValueError("give exactly one of 'path' (a local JSONL file), 'cid' (a stored blob) or 'inline' "
+                             "(the JSONL itself)")
         if self.cid is not None:
             try:
                 digest_of(self.cid)

@@ -1,0 +1,220 @@
+# pragma version ~=0.4.3
+"""
+@title Veracity Oracle
+@notice Contract-callable exact inference: a consumer contract calls `request(model, input,
+        callback, payment, program)`; the Oracle opens a Market order for it (the Oracle is the
+        order's client) whose spec it builds here, so the spec's CID is fixed by the input on
+        chain. A provider takes the request by `accept` (its signed bid, as for any order), runs
+        it exactly and commits the output and trace to the Market; validators check it and may
+        dispute it as any order. After the challenge window (or a dispute the provider won)
+        anyone calls `fulfil` with the output bytes: the Oracle finalizes the order, checks the
+        bytes against the committed output CID (sha256) and calls the consumer back with them.
+        A request that fails (no taker, a missed deadline, a dispute lost or undecided) is
+        `cancel`led and the consumer gets back what the Market refunded.
+
+        The spec (`veracity/workloads/spec.py`) is YAML with the input inline:
+        "kind: infer / model: M / max_price: 1 / deadline: 3600 / inputs: inline: |- INPUT", so
+        the input must be one JSON line. The program (root and length) is the requester's, as
+        a Market client's is: providers refuse a program that is not the one the input gives.
+"""
+
+from ethereum.ercs import IERC20
+
+MAX_INPUT: constant(uint256) = 1024
+MAX_OUTPUT: constant(uint256) = 4096
+MAX_SPEC: constant(uint256) = 1200
+INFER: constant(uint8) = 1
+OPEN: constant(uint8) = 1  # request states
+TAKEN: constant(uint8) = 2
+DONE: constant(uint8) = 3
+CANCELLED: constant(uint8) = 4
+M_OPEN: constant(uint8) = 1  # the Market's order states
+M_ACCEPTED: constant(uint8) = 2
+M_COMMITTED: constant(uint8) = 3
+M_FINALIZED: constant(uint8) = 4
+M_REFUNDED: constant(uint8) = 5
+M_OVERTURNED: constant(uint8) = 7
+
+
+struct Order:
+    client: address
+    spec_cid: bytes32
+    kind: uint8
+    model_id: bytes32
+    max_price: uint256
+    deadline: uint256
+    challenge_window: uint256
+    spot_check_bps: uint256
+    state: uint8
+    provider: address
+    price: uint256
+    collateral: uint256
+    output_cid: bytes32
+    trace_root: bytes32
+    trace_length: uint256
+    committed_at: uint256
+
+
+interface IMarket:
+    def open_order(spec_cid: bytes32, kind: uint8, model_id: bytes32, max_price: uint256, deadline: uint256,
+                   challenge_window: uint256, spot_check_bps: uint256, program_root: bytes32,
+                   program_length: uint256) -> uint256: nonpayable
+    def accept_bid(order_id: uint256, provider: address, price: uint256, collateral: uint256, expiry: uint256,
+                   signature: Bytes[65]): nonpayable
+    def finalize(order_id: uint256): nonpayable
+    def reclaim(order_id: uint256): nonpayable
+    def orders(order_id: uint256) -> Order: view
+
+
+interface IConsumer:
+    def on_result(request_id: uint256, output: Bytes[MAX_OUTPUT]): nonpayable
+
+
+struct Request:
+    consumer: address
+    callback: address
+    payment: uint256
+    state: uint8
+
+
+event Requested:
+    request_id: indexed(uint256)  # the Market order's id
+    consumer: indexed(address)
+    model: String[32]
+    input: Bytes[MAX_INPUT]
+    callback: address
+    payment: uint256
+
+event Taken:
+    request_id: indexed(uint256)
+    provider: indexed(address)
+    price: uint256
+
+event Fulfilled:
+    request_id: indexed(uint256)
+    consumer: indexed(address)
+    output_cid: bytes32
+
+event Cancelled:
+    request_id: indexed(uint256)
+    consumer: indexed(address)
+    refund: uint256
+
+
+token: public(immutable(IERC20))
+market: public(immutable(IMarket))
+deadline_s: public(immutable(uint256))
+challenge_window: public(immutable(uint256))
+spot_check_bps: public(immutable(uint256))
+requests: public(HashMap[uint256, Request])
+specs: public(HashMap[uint256, Bytes[MAX_SPEC]])
+
+
+@deploy
+def __init__(token_: IERC20, market_: IMarket, deadline_s_: uint256, challenge_window_: uint256,
+             spot_check_bps_: uint256):
+    token = token_
+    market = market_
+    deadline_s = deadline_s_
+    challenge_window = challenge_window_
+    spot_check_bps = spot_check_bps_
+
+
+@internal
+@pure
+def _spec(model: String[32], input: Bytes[MAX_INPUT]) -> Bytes[MAX_SPEC]:
+    return concat(b"kind: infer\nmodel: ", convert(model, Bytes[32]),
+                  b"\nmax_price: 1\ndeadline: 3600\ninputs:\n  inline: |-\n    ", input, b"\n")
+
+
+@external
+def request(model: String[32], input: Bytes[MAX_INPUT], callback: address, payment: uint256,
+            program_root: bytes32, program_length: uint256) -> uint256:
+    """
+    @notice Ask for `model` (a registry name: digits-mlp, minilm, tiny-gpt) on `input` (one JSON
+            line, as a job's input line); pay `payment` (approve the Oracle first). `callback`
+            gets `on_result(request_id, output)`. `program_root`/`program_length`: the job's
+            program (`veracity oracle program`), which providers check before they take it.
+    @return The request's id (its Market order's id).
+    """
+    assert payment > 0, "oracle: the payment must be positive"
+    assert len(input) > 0 and len(model) > 0, "oracle: the model and the input must not be empty"
+    assert slice(input, 0, 1) != b" ", "oracle: the input must not start with a space"
+    for i: uint256 in range(MAX_INPUT):
+        if i >= len(input):
+            break
+        assert slice(input, i, 1) != b"\n", "oracle: the input must be one line (no newline)"
+    spec: Bytes[MAX_SPEC] = self._spec(model, input)
+    assert extcall token.transferFrom(msg.sender, self, payment), "oracle: payment transfer failed"
+    assert extcall token.approve(market.address, payment), "oracle: approve failed"
+    order_id: uint256 = extcall market.open_order(sha256(spec), INFER, sha256(model), payment,
+                                                  block.timestamp + deadline_s, challenge_window, spot_check_bps,
+                                                  program_root, program_length)
+    self.requests[order_id] = Request(consumer=msg.sender, callback=callback, payment=payment, state=OPEN)
+    self.specs[order_id] = spec
+    log Requested(request_id=order_id, consumer=msg.sender, model=model, input=input, callback=callback,
+                  payment=payment)
+    return order_id
+
+
+@external
+def accept(request_id: uint256, price: uint256, collateral: uint256, expiry: uint256, signature: Bytes[65]):
+    """
+    @notice Take a request: the caller's signed bid for its order (the Market checks it and locks
+            the collateral). First come, first served; the price's difference to the payment goes
+            back to the consumer.
+    """
+    r: Request = self.requests[request_id]
+    assert r.state == OPEN, "oracle: the request is not open"
+    before: uint256 = staticcall token.balanceOf(self)
+    extcall market.accept_bid(request_id, msg.sender, price, collateral, expiry, signature)
+    refund: uint256 = staticcall token.balanceOf(self) - before
+    self.requests[request_id].state = TAKEN
+    if refund > 0:
+        assert extcall token.transfer(r.consumer, refund), "oracle: refund transfer failed"
+    log Taken(request_id=request_id, provider=msg.sender, price=price)
+
+
+@external
+def fulfil(request_id: uint256, output: Bytes[MAX_OUTPUT]):
+    """
+    @notice Deliver a committed result (anyone, once its challenge window has passed): the order
+            is finalized (if it is not yet), `output` must be the committed output (its sha256 is
+            the output CID's digest), and the consumer is called back with it.
+    """
+    r: Request = self.requests[request_id]
+    assert r.state == TAKEN, "oracle: the request is not awaiting a result"
+    o: Order = staticcall market.orders(request_id)
+    if o.state == M_COMMITTED:
+        extcall market.finalize(request_id)  # reverts while the window is open or a dispute runs
+        o = staticcall market.orders(request_id)
+    assert o.state == M_FINALIZED, "oracle: the result is not final"
+    assert sha256(output) == o.output_cid, "oracle: that is not the committed output"
+    self.requests[request_id].state = DONE
+    log Fulfilled(request_id=request_id, consumer=r.consumer, output_cid=o.output_cid)
+    extcall IConsumer(r.callback).on_result(request_id, output)
+
+
+@external
+def cancel(request_id: uint256):
+    """
+    @notice End a request that failed (anyone): nobody took it before its deadline, its provider
+            missed the deadline, or a dispute overturned or could not judge its result. The
+            consumer gets what the Market refunded (with a late provider's collateral).
+    """
+    r: Request = self.requests[request_id]
+    assert r.state == OPEN or r.state == TAKEN, "oracle: the request already ended"
+    o: Order = staticcall market.orders(request_id)
+    refund: uint256 = 0
+    if o.state == M_OPEN or o.state == M_ACCEPTED:
+        assert block.timestamp > o.deadline, "oracle: the request's deadline has not passed"
+        before: uint256 = staticcall token.balanceOf(self)
+        extcall market.reclaim(request_id)
+        refund = staticcall token.balanceOf(self) - before
+    else:
+        assert o.state == M_REFUNDED or o.state == M_OVERTURNED, "oracle: the request has a result"
+        refund = o.price  # the Market returned the price when the dispute ended
+    self.requests[request_id].state = CANCELLED
+    if refund > 0:
+        assert extcall token.transfer(r.consumer, refund), "oracle: refund transfer failed"
+    log Cancelled(request_id=request_id, consumer=r.consumer, refund=refund)

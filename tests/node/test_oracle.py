@@ -1,0 +1,103 @@
+"""Contract-callable inference end to end: an example consumer contract (examples/contracts/
+DigitLabeler.vy) asks the Oracle to label a handwritten digit; a provider daemon takes the
+request, runs the exact digits MLP, commits it to the Market; after the challenge window the
+Oracle checks the output against the committed CID and calls the consumer back."""
+
+import json
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from sklearn.datasets import load_digits
+from web3.logs import DISCARD
+
+from veracity.errors import ChainError
+from veracity.exact.program import program_root
+from veracity.models.registry import loaded
+from veracity.node.cid import cid_of
+from veracity.workloads.infer import infer, job_program
+
+from .conftest import Net
+
+LABELER = str(Path(__file__).resolve().parents[2] / "examples" / "contracts" / "DigitLabeler.vy")
+TOKEN = 10**18
+
+
+@pytest.fixture
+def onet(tmp_path):
+    n = Net(tmp_path, oracle_window=3, oracle_deadline=40)
+    yield n
+    n.stop()
+
+
+def consumer(net, who):
+    """The example consumer, deployed by ``who``, and that account's clients."""
+    chain, token, _, market = net.dep.clients(who.key)
+    address = chain.deploy(LABELER, net.dep.token, net.dep.oracle)
+    return chain, token, market, chain.contract(LABELER, address)
+
+
+def ask(chain, token, labeler, pixels, payment):
+    line = json.dumps({"pixels": pixels}).encode()
+    program = job_program("digits-mlp", line)  # the requester's program, as a Market client's
+    token.approve(labeler.address, payment)
+    receipt = chain.send(labeler.functions.label(line, payment, program_root(program), len(program)))
+    (ev,) = chain.contract("Oracle", chain.w3.to_checksum_address(labeler.functions.oracle().call())) \
+        .events.Requested().process_receipt(receipt, errors=DISCARD)
+    return ev["args"]["request_id"]
+
+
+def test_a_consumer_contract_gets_the_exact_label_through_the_oracle(onet):
+    provider = onet.provider(1, ["digits-mlp"])
+    user = onet.accts[4]
+    chain, token, market, labeler = consumer(onet, user)
+    d = load_digits()
+    pixels = [int(v) for v in d.data[7]]
+    m = loaded("digits-mlp")
+    want = m.present(infer(m, [m.parse({"pixels": pixels})], backend="numpy", trace=False).outputs[0])["class"]
+    user0, prov0 = token.balance_of(user.address), token.balance_of(provider.address)
+    rid = ask(chain, token, labeler, pixels, 2 * TOKEN)
+    end = time.monotonic() + 120
+    while not labeler.functions.labelled(rid).call():
+        assert time.monotonic() < end, onet.logs()
+        time.sleep(0.5)
+    assert labeler.functions.digit(rid).call() == want == int(d.target[7])
+    # what `veracity oracle program` tells a consumer's developer is what the Oracle built on chain
+    line = json.dumps({"pixels": pixels})
+    cli = json.loads(subprocess.run([sys.executable, "-m", "veracity.cli", "oracle", "program", "--model",
+                                     "digits-mlp", "--input", line, "--json"], capture_output=True, text=True,
+                                    check=True).stdout)
+    assert cli["spec_cid"] == cid_of(onet.dep.oracle_client(user.key).spec(rid))
+    assert (bytes.fromhex(cli["program_root"][2:]), cli["program_length"]) == market.program(rid)
+    order = market.order(rid)
+    assert order.state_name == "finalized" and order.provider == provider.address
+    fee = order.price * onet.dep.fee_bps // 10_000
+    assert token.balance_of(provider.address) == prov0 + order.price - fee
+    assert token.balance_of(user.address) == user0 - 2 * TOKEN  # the labeler keeps the bid's refund
+    assert token.balance_of(labeler.address) == 2 * TOKEN - order.price
+
+
+def test_a_request_nobody_can_run_is_cancelled_and_refunded(onet):
+    onet.provider(1, ["digits-mlp"])
+    user = onet.accts[4]
+    chain, token, market, labeler = consumer(onet, user)
+    oracle = onet.dep.oracle_client(user.key)
+    token.approve(labeler.address, TOKEN)
+    with pytest.raises(ChainError, match="one line"):
+        chain.send(labeler.functions.label(b'{"pixels":\n[1]}', TOKEN, bytes(32), 1))
+    # 63 pixels: the provider cannot run it, so it does not take it
+    chain.send(labeler.functions.label(json.dumps({"pixels": [1] * 63}).encode(), TOKEN, b"\1" * 32, 9))
+    rid = market.fn.order_count().call()
+    with pytest.raises(ChainError, match="deadline has not passed"):
+        oracle.cancel(rid)
+    end = time.monotonic() + 90
+    while chain.now() <= market.order(rid).deadline:
+        assert time.monotonic() < end
+        time.sleep(1)
+    before = token.balance_of(labeler.address)
+    oracle.cancel(rid)  # anyone may end it; the consumer gets the escrow back
+    assert token.balance_of(labeler.address) == before + TOKEN
+    assert market.order(rid).state_name == "cancelled" and not labeler.functions.labelled(rid).call()
+    assert "cannot use the job inputs" in onet.logs()

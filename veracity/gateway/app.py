@@ -1,0 +1,253 @@
+"""The OpenAI-compatible HTTP API (``veracity gateway run``): ``GET /v1/models``,
+``POST /v1/embeddings`` (minilm), ``POST /v1/completions`` and ``POST /v1/chat/completions``
+(tiny-gpt, ``stream: true`` as server-sent events), errors in OpenAI's shape.
+
+Every answer runs on a provider under a standing lease (``gateway.leases``) and carries its
+receipt: header ``x-veracity-receipt`` (the receipts as compact JSON) and a ``veracity`` field
+(the model, the lease, the request index, the output hash, the receipt). ``GET
+/v1/receipts/{lease}/{index}`` gives a receipt again with its window's commitment once it is on
+chain, and ``veracity receipt verify`` checks one against the chain.
+
+Generation is greedy (exact arithmetic gives one answer; ``temperature`` and ``top_p`` are
+accepted and ignored, and the response says so in ``veracity.sampling``). tiny-gpt knows
+lowercase letters, spaces and ``.,:;'-``: a chat's prompt is its last user message, lowercased.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import threading
+import time
+import uuid
+from typing import Any, Iterator
+
+import numpy as np
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse, StreamingResponse
+from pydantic import BaseModel, ConfigDict, Field
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from veracity.gateway import cards
+from veracity.gateway.leases import GatewayError, LeasePool
+from veracity.market.receipts import Receipt
+
+CREATED = 1764115200  # the models' "created" field (2025-11-26)
+
+
+class EmbeddingRequest(BaseModel):
+    model_config = ConfigDict(extra="allow")
+    model: str
+    input: str | list[str]
+    encoding_format: str = "float"
+
+
+class CompletionRequest(BaseModel):
+    model_config = ConfigDict(extra="allow")
+    model: str
+    prompt: str
+    max_tokens: int = Field(16, ge=1)
+    stream: bool = False
+
+
+class ChatMessage(BaseModel):
+    model_config = ConfigDict(extra="allow")
+    role: str
+    content: str | None = None
+
+
+class ChatRequest(BaseModel):
+    model_config = ConfigDict(extra="allow")
+    model: str
+    messages: list[ChatMessage] = Field(min_length=1)
+    max_tokens: int | None = Field(None, ge=1)
+    max_completion_tokens: int | None = Field(None, ge=1)
+    stream: bool = False
+
+
+def error(status: int, message: str, kind: str = "invalid_request_error", param: str | None = None,
+          code: str | None = None) -> JSONResponse:
+    """An error in OpenAI's shape."""
+    return JSONResponse({"error": {"message": message, "type": kind, "param": param, "code": code}}, status)
+
+
+class Gateway:
+    def __init__(self, pool: LeasePool) -> None:
+        self.pool = pool
+        self.receipts: dict[tuple[int, int], Receipt] = {}
+
+    # helpers --------------------------------------------------------------------------------
+    def _model(self, asked: str, endpoint: str, text: str) -> tuple[str, dict[str, Any]]:
+        if asked == "auto":
+            picked, scores = cards.pick(text, endpoint)
+            return picked, {"auto": {"picked": picked, "similarity": scores}}
+        card = cards.BY_ID.get(asked)
+        if card is None:
+            raise GatewayError(f"The model `{asked}` does not exist: use one of "
+                               f"{', '.join(c.id for c in cards.CARDS)} or auto", 404)
+        if endpoint not in card.endpoints:
+            able = [c.id for c in cards.CARDS if endpoint in c.endpoints]
+            raise GatewayError(f"model `{asked}` does not serve /v1/{endpoint.replace('.', '/')} "
+                               f"(it is a {card.task} model): use {', '.join(able)} or auto", 400)
+        return asked, {}
+
+    def _run(self, model: str, item: dict[str, Any]) -> tuple[Any, Receipt, bool]:
+        out = self.pool.call(model, item)
+        receipt: Receipt = out["receipt"]
+        self.receipts[(receipt.lease, receipt.index)] = receipt
+        return out["output"], receipt, out["retried"]
+
+    @staticmethod
+    def _veracity(model: str, receipts: list[Receipt], extra: dict[str, Any], retried: bool) -> dict[str, Any]:
+        first = receipts[0]
+        return {"model": model, "lease": first.lease, "index": first.index, "output_hash": first.output_hash,
+                "receipt": first.model_dump(), "receipts": [r.model_dump() for r in receipts[1:]],
+                "retried": retried, **extra}
+
+    @staticmethod
+    def _headers(receipts: list[Receipt], model: str) -> dict[str, str]:
+        body = [r.model_dump(exclude_none=True) for r in receipts]
+        return {"x-veracity-receipt": json.dumps(body[0] if len(body) == 1 else body, separators=(",", ":")),
+                "x-veracity-model": model}
+
+    # endpoints ------------------------------------------------------------------------------
+    def models(self) -> dict[str, Any]:
+        data = [{"id": c.id, "object": "model", "created": CREATED, "owned_by": "veracity", "card": c.public()}
+                for c in cards.CARDS]
+        data.append({"id": "auto", "object": "model", "created": CREATED, "owned_by": "veracity",
+                     "card": {"task": "any", "description": "the model whose card best matches the request"}})
+        return {"object": "list", "data": data}
+
+    def embeddings(self, req: EmbeddingRequest) -> JSONResponse:
+        texts = [req.input] if isinstance(req.input, str) else req.input
+        if not texts:
+            raise GatewayError("`input` must be a string or a non-empty list of strings", 400)
+        if req.encoding_format not in ("float", "base64"):
+            raise GatewayError("`encoding_format` must be float or base64", 400)
+        model, extra = self._model(req.model, "embeddings", texts[0])
+        data, receipts, retried, tokens = [], [], False, 0
+        for i, text in enumerate(texts):
+            vec, receipt, again = self._run(model, {"text": text})
+            receipts.append(receipt)
+            retried |= again
+            tokens += len(text.split())
+            emb: Any = vec
+            if req.encoding_format == "base64":  # float32 holds k / 2**15 exactly
+                emb = base64.b64encode(np.asarray(vec, dtype="<f4").tobytes()).decode()
+            data.append({"object": "embedding", "index": i, "embedding": emb})
+        body = {"object": "list", "data": data, "model": model,
+                "usage": {"prompt_tokens": tokens, "total_tokens": tokens},
+                "veracity": self._veracity(model, receipts, extra, retried)}
+        return JSONResponse(body, headers=self._headers(receipts, model))
+
+    def completion(self, req: CompletionRequest) -> Any:
+        model, extra = self._model(req.model, "completions", req.prompt)
+        text, receipt, retried = self._run(model, {"text": req.prompt, "max_tokens": req.max_tokens})
+        cid, v = f"cmpl-{uuid.uuid4().hex[:24]}", self._veracity(model, [receipt], extra, retried)
+        v["sampling"] = "greedy (exact): temperature and top_p are ignored"
+        usage = {"prompt_tokens": len(req.prompt), "completion_tokens": len(text),
+                 "total_tokens": len(req.prompt) + len(text)}
+        if req.stream:
+            def chunks() -> Iterator[dict[str, Any]]:
+                for ch in text:
+                    yield {"id": cid, "object": "text_completion", "created": int(time.time()), "model": model,
+                           "choices": [{"index": 0, "text": ch, "finish_reason": None, "logprobs": None}]}
+                yield {"id": cid, "object": "text_completion", "created": int(time.time()), "model": model,
+                       "choices": [{"index": 0, "text": "", "finish_reason": "length", "logprobs": None}],
+                       "usage": usage, "veracity": v}
+            return self._stream(chunks(), [receipt], model)
+        body = {"id": cid, "object": "text_completion", "created": int(time.time()), "model": model,
+                "choices": [{"index": 0, "text": text, "finish_reason": "length", "logprobs": None}],
+                "usage": usage, "veracity": v}
+        return JSONResponse(body, headers=self._headers([receipt], model))
+
+    def chat(self, req: ChatRequest) -> Any:
+        users = [m.content for m in req.messages if m.role == "user" and m.content]
+        if not users:
+            raise GatewayError("`messages` needs a user message with text content", 400)
+        prompt = users[-1].lower()
+        model, extra = self._model(req.model, "chat.completions", prompt)
+        n = req.max_completion_tokens or req.max_tokens or 16
+        text, receipt, retried = self._run(model, {"text": prompt, "max_tokens": n})
+        cid, v = f"chatcmpl-{uuid.uuid4().hex[:24]}", self._veracity(model, [receipt], extra, retried)
+        v["sampling"] = "greedy (exact): temperature and top_p are ignored"
+        usage = {"prompt_tokens": len(prompt), "completion_tokens": len(text), "total_tokens": len(prompt) + len(text)}
+        now = int(time.time())
+        if req.stream:
+            def chunks() -> Iterator[dict[str, Any]]:
+                base = {"id": cid, "object": "chat.completion.chunk", "created": now, "model": model}
+                yield {**base, "choices": [{"index": 0, "delta": {"role": "assistant", "content": ""},
+                                            "finish_reason": None}]}
+                for ch in text:
+                    yield {**base, "choices": [{"index": 0, "delta": {"content": ch}, "finish_reason": None}]}
+                yield {**base, "choices": [{"index": 0, "delta": {}, "finish_reason": "length"}], "usage": usage,
+                       "veracity": v}
+            return self._stream(chunks(), [receipt], model)
+        body = {"id": cid, "object": "chat.completion", "created": now, "model": model,
+                "choices": [{"index": 0, "message": {"role": "assistant", "content": text}, "finish_reason": "length"}],
+                "usage": usage, "veracity": v}
+        return JSONResponse(body, headers=self._headers([receipt], model))
+
+    def _stream(self, chunks: Iterator[dict[str, Any]], receipts: list[Receipt], model: str) -> StreamingResponse:
+        def sse() -> Iterator[bytes]:
+            for c in chunks:
+                yield f"data: {json.dumps(c)}\n\n".encode()
+            yield b"data: [DONE]\n\n"
+        return StreamingResponse(sse(), media_type="text/event-stream", headers=self._headers(receipts, model))
+
+    def receipt(self, lease: int, index: int) -> JSONResponse:
+        from veracity.gateway.receipts import window_of
+
+        r = self.receipts.get((lease, index))
+        if r is None:
+            raise GatewayError(f"this gateway issued no receipt for request {index} of lease {lease}", 404)
+        with self.pool.chain_lock:
+            order = self.pool.market.order(lease)
+        return JSONResponse(r.model_copy(update={"window": window_of(order)}).model_dump())
+
+
+def create_app(pool: LeasePool, close_every: float = 1.0) -> FastAPI:
+    """The FastAPI app; a background thread posts windows that are full or old every ``close_every`` s."""
+    gw = Gateway(pool)
+    app = FastAPI(title="Veracity gateway", version="1")
+    stop = threading.Event()
+
+    def closer() -> None:
+        while not stop.wait(close_every):
+            try:
+                pool.close_due()
+            except Exception as exc:  # logged; the gateway keeps serving
+                pool.log(f"closing windows: {exc}")
+
+    @app.on_event("startup")
+    def _start() -> None:
+        threading.Thread(target=closer, daemon=True, name="windows").start()
+
+    @app.on_event("shutdown")
+    def _stop() -> None:
+        stop.set()
+        pool.close_all()
+
+    @app.exception_handler(GatewayError)
+    def _gateway_error(_req: Request, exc: GatewayError) -> JSONResponse:
+        return error(exc.status, str(exc), exc.kind, code="model_not_found" if exc.status == 404 and
+                     "model" in str(exc) else None)
+
+    @app.exception_handler(RequestValidationError)
+    def _invalid(_req: Request, exc: RequestValidationError) -> JSONResponse:
+        first = exc.errors()[0] if exc.errors() else {}
+        where = ".".join(str(p) for p in first.get("loc", ())[1:]) or None
+        return error(400, f"invalid request: {where or 'body'}: {first.get('msg', 'malformed')}", param=where)
+
+    @app.exception_handler(StarletteHTTPException)
+    def _http(_req: Request, exc: StarletteHTTPException) -> JSONResponse:
+        return error(exc.status_code, str(exc.detail), "invalid_request_error" if exc.status_code < 500 else "api_error")
+
+    app.get("/v1/models")(gw.models)
+    app.post("/v1/embeddings")(gw.embeddings)
+    app.post("/v1/completions")(gw.completion)
+    app.post("/v1/chat/completions")(gw.chat)
+    app.get("/v1/receipts/{lease}/{index}")(gw.receipt)
+    app.state.gateway = gw
+    return app

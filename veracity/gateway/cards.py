@@ -1,0 +1,61 @@
+"""The gateway's model registry: a card per model (what it is for, which endpoints serve it), and
+``model: "auto"``, which picks the model whose card best matches the request's text by cosine
+similarity of exact MiniLM embeddings (the same bits on every machine, so the pick is too)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from functools import lru_cache
+from typing import Any
+
+import numpy as np
+
+
+@dataclass(frozen=True)
+class ModelCard:
+    id: str
+    task: str  # embeddings, completion or classification
+    endpoints: tuple[str, ...]
+    description: str
+
+    def public(self) -> dict[str, Any]:
+        return {"task": self.task, "endpoints": list(self.endpoints), "description": self.description}
+
+
+CARDS = (
+    ModelCard("minilm", "embeddings", ("embeddings",),
+              "Sentence embeddings for semantic search, similarity, retrieval and clustering of English text: "
+              "all-MiniLM-L6-v2, 384 dimensions, exact int8 arithmetic."),
+    ModelCard("tiny-gpt", "completion", ("completions", "chat.completions"),
+              "Text generation: continue a prompt, write a short story or sentence, answer in a chat. A small "
+              "character-level GPT trained on a shipped corpus (lowercase letters and punctuation)."),
+    ModelCard("digits-mlp", "classification", (),
+              "Image classification of handwritten digits zero to nine from an 8 by 8 grayscale picture: "
+              "recognise which number is drawn."),
+)
+BY_ID = {c.id: c for c in CARDS}
+
+
+@lru_cache(maxsize=1)
+def _card_vectors() -> np.ndarray:
+    return _embed([c.description for c in CARDS])
+
+
+def _embed(texts: list[str]) -> np.ndarray:
+    from veracity.models.registry import loaded
+    from veracity.workloads.infer import infer
+
+    model = loaded("minilm")
+    out = infer(model, [model.parse({"text": t}) for t in texts], backend="torch", trace=False).outputs
+    return np.stack([np.asarray(o, dtype=np.float64) for o in out])
+
+
+def pick(text: str, endpoint: str) -> tuple[str, dict[str, float]]:
+    """The model ``auto`` stands for: the card most similar to ``text`` among those that serve
+    ``endpoint``, and every card's similarity (so the caller sees why)."""
+    v = _embed([text[:2000] or endpoint])[0]
+    cards = _card_vectors()
+    sims = cards @ v / (np.linalg.norm(cards, axis=1) * np.linalg.norm(v) + 1e-12)
+    scores = {c.id: round(float(s), 4) for c, s in zip(CARDS, sims)}
+    able = [c.id for c in CARDS if endpoint in c.endpoints]
+    return max(able, key=lambda m: scores[m]), scores

@@ -1,0 +1,291 @@
+"""The gateway's standing leases: requests run on providers without waiting for a block.
+
+For each model the gateway holds one open lease (``Market.open_order`` with no spec: a session
+the provider serves until the gateway posts the window it served). A request goes straight to
+the lease's provider over HTTP, signed by the gateway's key, and comes back with the provider's
+signed receipt. A window closes after ``window_requests`` requests or ``window_s`` seconds: the
+gateway pushes the window's spec (an ``infer`` job whose inputs are the requests, in order) to the
+provider, computes its program, and posts both (``Market.post_window``); the provider commits the
+window like any order, and validators check it and may dispute it like any order. The next
+request opens a new lease.
+
+If a provider stops answering mid-session, the gateway drops its lease (the window it served
+stays open on chain: the provider misses the deadline, its collateral is slashed and the escrow
+comes back) and sends the request once more, on a new lease with another provider. The caller
+sees one slower request, never a wrong answer: an answer is only returned with a valid receipt
+from the lease's provider.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+import httpx
+
+from veracity.chain.devnet import Deployment
+from veracity.errors import VeracityError
+from veracity.exact.program import program_root
+from veracity.market import receipts as R
+from veracity.market.bids import Bid
+from veracity.node.blobs import BlobError, push
+from veracity.node.cid import cid_of, digest_of
+from veracity.node.client import _accept_best, _collect_bids, providers
+from veracity.workloads.infer import job_program
+from veracity.workloads.spec import JobSpec, Verification, model_id
+
+TOKEN = 10**18
+INFER = 1  # the Market's kind code for infer orders
+
+
+class GatewayError(VeracityError):
+    """A request the gateway cannot serve; ``status`` is the HTTP status, ``kind`` OpenAI's error type."""
+
+    def __init__(self, message: str, status: int = 503, kind: str | None = None) -> None:
+        super().__init__(message)
+        self.status = status
+        self.kind = kind or ("invalid_request_error" if status < 500 else "service_unavailable")
+
+
+class ProviderDown(VeracityError):
+    """The lease's provider did not answer (a dead peer): the lease is dropped, the request retried."""
+
+
+class LeaseClosed(VeracityError):
+    """The lease's window closed just before the request went out: it goes to the next lease."""
+
+
+@dataclass
+class Lease:
+    order_id: int
+    model: str
+    provider: str
+    url: str
+    price: int
+    deadline: int
+    opened: float
+    items: list[dict[str, Any]] = field(default_factory=list)
+    lock: threading.Lock = field(default_factory=threading.Lock)
+    closed: bool = False
+
+
+@dataclass(frozen=True)
+class WindowTerms:
+    window_requests: int = 64  # requests per lease window
+    window_s: float = 60  # seconds a window stays open
+    price: float = 1.0  # VRC escrowed per lease window
+    lease_s: int = 900  # the lease's deadline, from its opening: serving, posting and committing
+    challenge_window: int = 30
+    spot_check_rate: float = 1.0  # validators re-execute every window by default
+    bid_wait: float = 10
+
+
+class LeasePool:
+    """Open leases by model; ``call`` runs one request. ``close_due`` (the gateway's background
+    loop) posts windows that are full or old, opens a standby lease for each model whose window
+    is nearly done (so rolling to the next window never makes a request wait for bids or a
+    block), and reclaims orphaned leases past their deadline; ``close_all`` posts every window."""
+
+    def __init__(self, dep: Deployment, key: str, terms: WindowTerms = WindowTerms(),
+                 log: Callable[[str], None] = lambda _m: None) -> None:
+        self.dep, self.key, self.terms, self.log = dep, key, terms, log
+        self.chain, self.token, self.registry, self.market = dep.clients(key)
+        self.open: dict[str, Lease] = {}
+        self.standby: dict[str, Lease] = {}  # the next lease per model, opened before it is needed
+        self.closing: list[tuple[Lease, bool]] = []  # (lease, its provider is dead): windows to post
+        self.dead: set[str] = set()  # providers that stopped answering this run
+        self.windows: dict[int, dict[str, Any]] = {}  # lease -> its posted window (spec CID, requests)
+        self.orphans: list[Lease] = []  # leases reclaimed once their deadline passes
+        self._lock = threading.RLock()  # the dicts above
+        self.chain_lock = threading.RLock()  # the chain client, one thread at a time
+        self._openers: dict[str, threading.Lock] = {}
+        self._http = httpx.Client(timeout=60)
+
+    # requests -------------------------------------------------------------------------------
+    def call(self, model: str, item: dict[str, Any]) -> dict[str, Any]:
+        """Run one request: ``{"output", "receipt", "retried"}``. A dead provider costs one retry."""
+        retried = False
+        for _ in range(3):
+            lease = self._lease(model)
+            try:
+                out = self._send(lease, item)
+                out["retried"] = retried
+                return out
+            except LeaseClosed:
+                continue
+            except ProviderDown as exc:
+                self.log(f"lease {lease.order_id}: provider {lease.provider} is down ({exc}); moving the session")
+                with self._lock:
+                    self.dead.add(lease.provider.lower())
+                    self._retire(lease, dead=True)  # its window posted; reclaimed (slashed) at its deadline
+                    spare = self.standby.get(model)
+                    if spare is not None and spare.provider.lower() in self.dead:
+                        self._retire(self.standby.pop(model), dead=True)
+                if retried:
+                    break
+                retried = True
+        raise GatewayError(f"no provider answered for {model} (two tried); try again shortly")
+
+    def _send(self, lease: Lease, item: dict[str, Any]) -> dict[str, Any]:
+        with lease.lock:
+            if lease.closed:
+                raise LeaseClosed(f"lease {lease.order_id}'s window closed meanwhile")
+            index = len(lease.items)
+            line = R.input_line(item)
+            sig = R.sign_request(self.key, self.dep.chain_id, self.dep.market, lease.order_id, index, R.line_hash(line))
+            body = {"index": index, "item": item, "signature": sig}
+            try:
+                resp = self._http.post(f"{lease.url}/leases/{lease.order_id}/requests", json=body)
+            except httpx.HTTPError as exc:
+                raise ProviderDown(str(exc) or type(exc).__name__) from None
+            if resp.status_code == 400:
+                raise GatewayError(resp.json().get("detail", "the model cannot take this input"), 400)
+            if resp.status_code != 200:
+                raise ProviderDown(f"HTTP {resp.status_code}: {resp.text[:200]}")
+            out = resp.json()
+            receipt = R.Receipt.model_validate(out["receipt"])
+            if (receipt.lease, receipt.index, receipt.input_hash) != (lease.order_id, index, R.line_hash(line)) or \
+                    receipt.signer().lower() != lease.provider.lower() or \
+                    receipt.output_hash != R.line_hash(R.output_line(item, out["output"])):
+                raise ProviderDown("its receipt does not match the request and answer")
+            lease.items.append(item)
+        return {"output": out["output"], "receipt": receipt}
+
+    # leases ---------------------------------------------------------------------------------
+    def _usable(self, lease: Lease | None) -> bool:
+        return lease is not None and not lease.closed and not self._due(lease)
+
+    def _lease(self, model: str) -> Lease:
+        with self._lock:
+            lease = self.open.get(model)
+            if self._usable(lease):
+                return lease  # type: ignore[return-value]
+            if lease is not None:
+                self._retire(lease)
+            spare = self.standby.pop(model, None)
+            if spare is not None:
+                spare.opened = time.monotonic()  # its window starts with its first request
+                self.open[model] = spare
+                return spare
+            opener = self._openers.setdefault(model, threading.Lock())
+        with opener:  # a cold start (no standby yet): this request waits for the lease to open
+            with self._lock:
+                if self._usable(self.open.get(model)):
+                    return self.open[model]
+            fresh = self._open(model)
+            with self._lock:
+                self.open[model] = fresh
+            return fresh
+
+    def _due(self, lease: Lease, share: float = 1.0) -> bool:
+        return (len(lease.items) >= share * self.terms.window_requests or
+                time.monotonic() - lease.opened >= share * self.terms.window_s)
+
+    def _retire(self, lease: Lease, dead: bool = False) -> None:
+        """Take a lease out of service; the background loop posts its window."""
+        with lease.lock:
+            was_closed, lease.closed = lease.closed, True
+        if self.open.get(lease.model) is lease:
+            del self.open[lease.model]
+        if not was_closed:
+            self.closing.append((lease, dead))
+        elif dead and lease not in self.orphans:  # posted already, and its provider died since
+            self.orphans.append(lease)
+
+    def _open(self, model: str) -> Lease:
+        peers = {a: u.rstrip("/") for a, u in providers(self.dep, self.key).items() if a.lower() not in self.dead}
+        if not peers:
+            raise GatewayError("no live provider is registered: start one (`veracity devnet up`)")
+        price = int(self.terms.price * TOKEN)
+        with self.chain_lock:
+            if self.token.balance_of(self.chain.address) < price:
+                raise GatewayError(f"the gateway's account {self.chain.address} cannot escrow a lease "
+                                   f"({self.terms.price:g} VRC): fund it", 402, "insufficient_quota")
+            oid = self.market.open_order(bytes(32), INFER, model_id(model), price,
+                                         self.chain.now() + self.terms.lease_s, self.terms.challenge_window,
+                                         int(self.terms.spot_check_rate * 10_000))
+            bids, reasons = _collect_bids(self.dep, oid, peers, price, self.terms.bid_wait, [])
+            if not bids:
+                self.market.reclaim(oid)
+                raise GatewayError(f"no provider took a lease for {model} (escrow refunded): {'; '.join(reasons)}")
+            best: Bid = _accept_best(self.market, self.registry, oid, bids)
+            deadline = self.market.order(oid).deadline
+        self.log(f"lease {oid}: {model} on provider {best.provider} for {best.price / TOKEN:g} VRC")
+        return Lease(oid, model, best.provider, peers[best.provider], best.price, deadline, time.monotonic())
+
+    def _post(self, lease: Lease, dead: bool) -> None:
+        """Post the window a lease served. A lease that served nothing, or whose provider is dead,
+        is reclaimed once its deadline passes (the Market slashes only a provider that did not
+        commit a posted window)."""
+        items = list(lease.items)
+        if dead or not items:
+            self.orphans.append(lease)
+        if not items:
+            return
+        inputs = "".join(R.input_line(i) for i in items).encode()
+        with self.chain_lock:
+            left = max(1, lease.deadline - self.chain.now())
+        spec = JobSpec(kind="infer", model=lease.model, inputs={"cid": cid_of(inputs)}, max_price=lease.price / TOKEN,
+                       deadline=left, verification=Verification(challenge_window=self.terms.challenge_window,
+                                                                spot_check_rate=self.terms.spot_check_rate))
+        spec_bytes = spec.model_dump_json(exclude_none=True).encode()
+        if not dead:
+            try:
+                for blob in (spec_bytes, inputs):
+                    push(lease.url, blob)
+            except BlobError as exc:  # posted all the same: the requests it served are on record
+                self.log(f"lease {lease.order_id}: cannot push its window to the provider ({exc})")
+                self.orphans.append(lease)
+        program = job_program(lease.model, inputs)
+        with self.chain_lock:
+            self.market.post_window(lease.order_id, digest_of(cid_of(spec_bytes)), program_root(program),
+                                    len(program))
+        self.windows[lease.order_id] = {"spec_cid": cid_of(spec_bytes), "inputs_cid": cid_of(inputs),
+                                        "requests": len(items)}
+        self.log(f"lease {lease.order_id}: window posted, {len(items)} requests")
+
+    def close_due(self) -> None:
+        """The background loop's turn: post due windows, open standby leases, reclaim orphans."""
+        with self._lock:
+            for lease in list(self.open.values()):
+                if self._due(lease):
+                    self._retire(lease)
+            for model, spare in list(self.standby.items()):  # traffic stopped: an idle spare is let go
+                if model not in self.open and time.monotonic() - spare.opened > 2 * self.terms.window_s:
+                    self._retire(self.standby.pop(model))
+            closing, self.closing = self.closing, []
+            nearly = [m for m, lease in self.open.items() if self._due(lease, 0.75) and m not in self.standby]
+        for lease, dead in closing:
+            self._post(lease, dead)
+        for model in nearly:
+            opener = self._openers.setdefault(model, threading.Lock())
+            if not opener.acquire(blocking=False):
+                continue  # a request is opening one right now
+            try:
+                spare = self._open(model)
+                with self._lock:
+                    self.standby[model] = spare
+            except GatewayError as exc:
+                self.log(f"standby lease for {model}: {exc}")
+            finally:
+                opener.release()
+        with self.chain_lock:
+            now = self.chain.now()
+            for lease in [o for o in self.orphans if now > o.deadline]:
+                self.orphans.remove(lease)
+                if self.market.order(lease.order_id).state_name == "accepted":  # (it may have come back)
+                    self.market.reclaim(lease.order_id)
+                    self.log(f"lease {lease.order_id}: reclaimed at its deadline" +
+                             (f", provider {lease.provider} never committed its window (collateral slashed)"
+                              if lease.items else " (it served nothing)"))
+
+    def close_all(self) -> None:
+        with self._lock:
+            for lease in [*self.open.values(), *self.standby.values()]:
+                self._retire(lease)
+            self.standby.clear()
+            closing, self.closing = self.closing, []
+        for lease, dead in closing:
+            self._post(lease, dead)

@@ -1,0 +1,95 @@
+"""Checking a receipt against the chain: was this answer committed, and is it still standing?
+
+``verify`` reads the lease (the standing order) from the Market: its provider must be the
+receipt's signer; once the window is posted and committed, the window's spec, inputs and outputs
+are fetched by the CIDs on chain (every byte checked against its CID) and line ``index`` of the
+inputs and of the outputs must hash to the receipt's input and output hashes. The verdict says
+what a caller can rely on: ``verified`` (committed, and final or in its challenge window),
+``pending`` (served, the window not committed yet), or ``failed`` (with the reason: another
+signer, a different committed answer, a window overturned by a dispute or never committed).
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from typing import Any
+
+from veracity.chain.devnet import Deployment
+from veracity.errors import VeracityError
+from veracity.market.receipts import Receipt, line_hash
+from veracity.node.blobs import fetch
+from veracity.node.cid import cid_from_digest
+from veracity.node.client import providers
+
+
+@dataclass
+class ReceiptCheck:
+    verdict: str  # verified, pending, failed
+    reason: str
+    facts: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def ok(self) -> bool:
+        return self.verdict == "verified"
+
+
+def _line(blob: bytes, index: int) -> str | None:
+    lines = [ln for ln in blob.decode("utf-8").splitlines() if ln.strip()]
+    return lines[index] + "\n" if index < len(lines) else None
+
+
+def window_of(order: Any) -> dict[str, Any] | None:
+    """The window commitment a receipt carries once its lease's result is on chain."""
+    if not any(order.output_cid):
+        return None
+    return {"spec_cid": cid_from_digest(order.spec_cid), "output_cid": cid_from_digest(order.output_cid),
+            "trace_root": "0x" + order.trace_root.hex(), "trace_length": order.trace_length,
+            "state": order.state_name}
+
+
+def verify(dep: Deployment, key: str, receipt: Receipt) -> ReceiptCheck:
+    if receipt.chain_id != dep.chain_id or receipt.market.lower() != dep.market.lower():
+        return ReceiptCheck("failed", f"the receipt is for chain {receipt.chain_id}, market {receipt.market}; "
+                                      f"this deployment is chain {dep.chain_id}, market {dep.market}")
+    try:
+        signer = receipt.signer()
+    except Exception:
+        return ReceiptCheck("failed", "the receipt's signature cannot be read")
+    if signer.lower() != receipt.provider.lower():
+        return ReceiptCheck("failed", f"the receipt is signed by {signer}, not by its provider {receipt.provider}")
+    market = dep.clients(key)[3]
+    order = market.order(receipt.lease)
+    facts: dict[str, Any] = {"lease": receipt.lease, "index": receipt.index, "provider": order.provider,
+                             "state": order.state_name}
+    if order.provider.lower() != receipt.provider.lower():
+        return ReceiptCheck("failed", f"lease {receipt.lease}'s provider is {order.provider}, not the receipt's "
+                                      f"signer {receipt.provider}", facts)
+    if order.state_name == "overturned":
+        return ReceiptCheck("failed", f"a dispute found lease {receipt.lease}'s window wrong: the provider was "
+                                      "slashed and the answer must not be relied on", facts)
+    if not any(order.output_cid):
+        if order.state_name == "refunded":
+            return ReceiptCheck("failed", f"lease {receipt.lease}'s window was never committed: the provider "
+                                          "missed its deadline, its collateral was slashed", facts)
+        posted = any(order.spec_cid)
+        return ReceiptCheck("pending", f"lease {receipt.lease}'s window is {'posted' if posted else 'still open'}; "
+                                       "its commitment is not on chain yet", facts)
+    window = window_of(order)
+    facts.update(window or {})
+    url = providers(dep, key).get(order.provider)
+    if url is None:
+        raise VeracityError(f"provider {order.provider} is not registered: its blobs cannot be fetched")
+    spec = json.loads(fetch(url, window["spec_cid"]))  # type: ignore[index]
+    inputs = fetch(url, spec["inputs"]["cid"])
+    outputs = fetch(url, window["output_cid"])  # type: ignore[index]
+    got_in, got_out = _line(inputs, receipt.index), _line(outputs, receipt.index)
+    if got_in is None or line_hash(got_in) != receipt.input_hash:
+        return ReceiptCheck("failed", f"request {receipt.index} is not line {receipt.index} of the window's "
+                                      "committed inputs", facts)
+    if got_out is None or line_hash(got_out) != receipt.output_hash:
+        return ReceiptCheck("failed", f"the provider signed an answer that its committed window does not hold "
+                                      f"(line {receipt.index} of output {window['output_cid']} differs)", facts)  # type: ignore[index]
+    final = order.state_name == "finalized"
+    return ReceiptCheck("verified", "the answer is line {} of the committed window{}".format(
+        receipt.index, ", finalized" if final else ", in its challenge window"), facts)
