@@ -44,6 +44,7 @@ PROVIDER_LOST: constant(uint8) = 2
 UNDECIDED: constant(uint8) = 3
 STAKE_SLASH_BPS: constant(uint256) = 2000  # share of its stake a provider loses for a wrong result
 MAX_BPS: constant(uint256) = 10000
+COMMIT_GRACE: constant(uint256) = 30  # seconds a posted window leaves its provider to commit
 
 
 struct Order:
@@ -251,7 +252,7 @@ def post_window(order_id: uint256, spec_cid: bytes32, program_root: bytes32, pro
     assert o.spec_cid == empty(bytes32), "market: this order's spec is already fixed (not a standing lease, or posted)"
     assert o.state == ACCEPTED, "market: the lease has no accepted provider serving it"
     assert spec_cid != empty(bytes32), "market: the window's spec CID is empty"
-    assert block.timestamp <= o.deadline, "market: the deadline has passed"
+    assert block.timestamp + COMMIT_GRACE <= o.deadline, "market: too close to the deadline to post a window"
     self.orders[order_id].spec_cid = spec_cid
     self.programs[order_id] = Program(root=program_root, length=program_length)
     log WindowPosted(order_id=order_id, spec_cid=spec_cid, program_root=program_root, program_length=program_length)

@@ -106,18 +106,20 @@ market: public(immutable(IMarket))
 deadline_s: public(immutable(uint256))
 challenge_window: public(immutable(uint256))
 spot_check_bps: public(immutable(uint256))
+min_collateral_bps: public(immutable(uint256))  # a taker locks at least this share of the payment
 requests: public(HashMap[uint256, Request])
 specs: public(HashMap[uint256, Bytes[MAX_SPEC]])
 
 
 @deploy
 def __init__(token_: IERC20, market_: IMarket, deadline_s_: uint256, challenge_window_: uint256,
-             spot_check_bps_: uint256):
+             spot_check_bps_: uint256, min_collateral_bps_: uint256):
     token = token_
     market = market_
     deadline_s = deadline_s_
     challenge_window = challenge_window_
     spot_check_bps = spot_check_bps_
+    min_collateral_bps = min_collateral_bps_
 
 
 @internal
@@ -140,10 +142,11 @@ def request(model: String[32], input: Bytes[MAX_INPUT], callback: address, payme
     assert payment > 0, "oracle: the payment must be positive"
     assert len(input) > 0 and len(model) > 0, "oracle: the model and the input must not be empty"
     assert slice(input, 0, 1) != b" ", "oracle: the input must not start with a space"
-    for i: uint256 in range(MAX_INPUT):
+    for i: uint256 in range(MAX_INPUT):  # printable ASCII only: no line break of any kind can reshape the spec
         if i >= len(input):
             break
-        assert slice(input, i, 1) != b"\n", "oracle: the input must be one line (no newline)"
+        c: uint256 = convert(convert(slice(input, i, 1), bytes1), uint256)
+        assert c >= 32 and c <= 126, "oracle: the input must be one line of printable ASCII (no newline)"
     spec: Bytes[MAX_SPEC] = self._spec(model, input)
     assert extcall token.transferFrom(msg.sender, self, payment), "oracle: payment transfer failed"
     assert extcall token.approve(market.address, payment), "oracle: approve failed"
@@ -166,6 +169,7 @@ def accept(request_id: uint256, price: uint256, collateral: uint256, expiry: uin
     """
     r: Request = self.requests[request_id]
     assert r.state == OPEN, "oracle: the request is not open"
+    assert collateral * 10000 >= r.payment * min_collateral_bps, "oracle: the collateral is below the minimum"
     before: uint256 = staticcall token.balanceOf(self)
     extcall market.accept_bid(request_id, msg.sender, price, collateral, expiry, signature)
     refund: uint256 = staticcall token.balanceOf(self) - before

@@ -79,6 +79,8 @@ def on_result(request_id: uint256, output: Bytes[MAX_OUTPUT]):
     @notice The Oracle's callback with the committed output line.
     """
     assert msg.sender == oracle.address, "labeler: only the oracle calls back"
+    assert self.requester[request_id] != empty(address) and not self.labelled[request_id], \
+        "labeler: not a request of this labeler"
     d: uint256 = self._class_of(output)
     self.digit[request_id] = d
     self.labelled[request_id] = True

@@ -22,7 +22,7 @@ from veracity.errors import ChainError
 TOKEN = 10**18
 DEFAULTS = {"supply": 10**9 * TOKEN, "min_stake": 100 * TOKEN, "unbonding_delay": 3600, "fee_bps": 500,
             "fund": 100_000 * TOKEN, "dispute_bond": 10 * TOKEN, "move_time": 60,
-            "oracle_deadline": 600, "oracle_window": 30, "oracle_spot_bps": 10_000}
+            "oracle_deadline": 600, "oracle_window": 30, "oracle_spot_bps": 10_000, "oracle_collateral_bps": 2_000}
 
 
 class AccountInfo(BaseModel):
@@ -113,7 +113,8 @@ def deploy(rpc_url: str, deployer: AccountInfo, accounts: list[AccountInfo], dev
                           ("TrainReferee", train_referee)):
         chain.send(chain.contract(name, address).functions.set_disputes(disputes))
     chain.send(MarketClient(chain, market, TokenClient(chain, token)).fn.set_disputes(disputes))
-    oracle = chain.deploy("Oracle", token, market, p["oracle_deadline"], p["oracle_window"], p["oracle_spot_bps"])
+    oracle = chain.deploy("Oracle", token, market, p["oracle_deadline"], p["oracle_window"], p["oracle_spot_bps"],
+                          p["oracle_collateral_bps"])
     tok = TokenClient(chain, token)
     for a in accounts:
         if a.address != deployer.address:

@@ -113,7 +113,11 @@ class LeasePool:
                 out = self._send(lease, item)
                 out["retried"] = retried
                 return out
-            except LeaseClosed:
+            except LeaseClosed as exc:
+                with self._lock:
+                    if not lease.closed:
+                        self.log(f"{exc}; moving to a new lease")
+                        self._retire(lease)
                 continue
             except ProviderDown as exc:
                 self.log(f"lease {lease.order_id}: provider {lease.provider} is down ({exc}); moving the session")
@@ -142,11 +146,15 @@ class LeasePool:
                 raise ProviderDown(str(exc) or type(exc).__name__) from None
             if resp.status_code == 400:
                 raise GatewayError(resp.json().get("detail", "the model cannot take this input"), 400)
+            if 400 < resp.status_code < 500:  # alive, but this lease cannot take it (closed, out of order)
+                raise LeaseClosed(f"lease {lease.order_id}: HTTP {resp.status_code}: {resp.text[:200]}")
             if resp.status_code != 200:
                 raise ProviderDown(f"HTTP {resp.status_code}: {resp.text[:200]}")
             out = resp.json()
             receipt = R.Receipt.model_validate(out["receipt"])
             if (receipt.lease, receipt.index, receipt.input_hash) != (lease.order_id, index, R.line_hash(line)) or \
+                    (receipt.chain_id, receipt.market.lower(), receipt.provider.lower(), receipt.window) != \
+                    (self.dep.chain_id, self.dep.market.lower(), lease.provider.lower(), None) or \
                     receipt.signer().lower() != lease.provider.lower() or \
                     receipt.output_hash != R.line_hash(R.output_line(item, out["output"])):
                 raise ProviderDown("its receipt does not match the request and answer")
@@ -231,12 +239,12 @@ class LeasePool:
                        deadline=left, verification=Verification(challenge_window=self.terms.challenge_window,
                                                                 spot_check_rate=self.terms.spot_check_rate))
         spec_bytes = spec.model_dump_json(exclude_none=True).encode()
-        if not dead:
-            try:
-                for blob in (spec_bytes, inputs):
-                    push(lease.url, blob)
-            except BlobError as exc:  # posted all the same: the requests it served are on record
-                self.log(f"lease {lease.order_id}: cannot push its window to the provider ({exc})")
+        try:  # tried even for a provider thought dead: if it is back, it can run its window
+            for blob in (spec_bytes, inputs):
+                push(lease.url, blob)
+        except BlobError as exc:  # posted all the same: the requests it served are on record
+            self.log(f"lease {lease.order_id}: cannot push its window to the provider ({exc})")
+            if lease not in self.orphans:
                 self.orphans.append(lease)
         program = job_program(lease.model, inputs)
         with self.chain_lock:

@@ -90,6 +90,9 @@ def verify(dep: Deployment, key: str, receipt: Receipt) -> ReceiptCheck:
     if got_out is None or line_hash(got_out) != receipt.output_hash:
         return ReceiptCheck("failed", f"the provider signed an answer that its committed window does not hold "
                                       f"(line {receipt.index} of output {window['output_cid']} differs)", facts)  # type: ignore[index]
+    if order.state_name == "committed" and market.fn.challenged(receipt.lease).call():
+        return ReceiptCheck("pending", f"the answer is line {receipt.index} of lease {receipt.lease}'s committed "
+                                       "window, which is being disputed: wait for the dispute", facts)
     final = order.state_name == "finalized"
     return ReceiptCheck("verified", "the answer is line {} of the committed window{}".format(
         receipt.index, ", finalized" if final else ", in its challenge window"), facts)

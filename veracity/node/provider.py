@@ -215,6 +215,8 @@ class ProviderNode:
             checked = self.check_spec(spec_cid, model, self.market.program(oid))
             if isinstance(checked, str):
                 terms = checked
+            elif checked[0].spec.kind_code != int(args["kind"]):
+                terms = f"was sent a {checked[0].spec.kind} spec for an order of another kind"
             else:  # the planner: can this node's devices run it in time, and at what cost
                 job, program = checked
                 terms = check_capacity(terms, estimate_job(job, program), self.cfg.policy, view, self.chain.now(),

@@ -87,10 +87,11 @@ class LeaseServer:
 
     def __init__(self, log: LeaseLog, key: str, address: str, chain_id: int, market: str,
                  terms: Callable[[int], LeaseTerms], answer: Callable[[str, dict[str, Any]], Any],
-                 now: Callable[[], int], margin_s: int = 10) -> None:
+                 now: Callable[[], int], margin_s: int = 40, max_requests: int = 4096) -> None:
         self.log, self.key, self.address = log, key, address
         self.chain_id, self.market = chain_id, market
         self.terms, self.answer, self.now, self.margin_s = terms, answer, now, margin_s
+        self.max_requests = max_requests  # per lease: a client must post what it was served
         self._lock = threading.Lock()
 
     def _lease(self, order_id: int) -> LeaseTerms:
@@ -118,12 +119,15 @@ class LeaseServer:
         if signer.lower() != lease.client.lower():
             raise LeaseError(f"request {index} is not signed by lease {order_id}'s client", 401)
         with self._lock:
+            lease = self._lease(order_id)  # again: the window may have been posted while this waited
             done = self.log.get(order_id, index)
             if done is not None:
                 if done[0] != line:
                     raise LeaseError(f"request {index} of lease {order_id} was served with another item")
                 return self._response(index, *done)
             have = self.log.count(order_id)
+            if have >= self.max_requests:
+                raise LeaseError(f"lease {order_id} has served its {self.max_requests} requests: post the window")
             if index != have:
                 raise LeaseError(f"lease {order_id} expects request {have} next, not {index}")
             try:
