@@ -96,7 +96,6 @@ class LeasePool:
         self.standby: dict[str, Lease] = {}  # the next lease per model, opened before it is needed
         self.closing: list[tuple[Lease, bool]] = []  # (lease, its provider is dead): windows to post
         self.dead: set[str] = set()  # providers that stopped answering this run
-        self.windows: dict[int, dict[str, Any]] = {}  # lease -> its posted window (spec CID, requests)
         self.orphans: list[Lease] = []  # leases reclaimed once their deadline passes
         self._lock = threading.RLock()  # the dicts above
         self.chain_lock = threading.RLock()  # the chain client, one thread at a time
@@ -250,8 +249,6 @@ class LeasePool:
         with self.chain_lock:
             self.market.post_window(lease.order_id, digest_of(cid_of(spec_bytes)), program_root(program),
                                     len(program))
-        self.windows[lease.order_id] = {"spec_cid": cid_of(spec_bytes), "inputs_cid": cid_of(inputs),
-                                        "requests": len(items)}
         self.log(f"lease {lease.order_id}: window posted, {len(items)} requests")
 
     def close_due(self) -> None:

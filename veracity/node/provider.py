@@ -47,7 +47,6 @@ from veracity.workloads.planner import estimate_job
 from veracity.workloads.spec import model_id
 
 TOKEN = 10**18
-ACCEPTED = 2  # Market's order states
 
 
 class MissingBlob(InputError):
@@ -121,7 +120,7 @@ class ProviderNode:
                 return known
         o = self._reader.order(oid)
         model = self.models.get("0x" + o.model_id.hex(), "0x" + o.model_id.hex())
-        terms = LeaseTerms(o.client, model, o.provider, o.deadline, o.state == ACCEPTED and not any(o.spec_cid))
+        terms = LeaseTerms(o.client, model, o.provider, o.deadline, o.state_name == "accepted" and not any(o.spec_cid))
         if terms.open:
             self._leases[oid] = terms
         return terms
