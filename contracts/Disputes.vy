@@ -19,6 +19,9 @@
         by chain links forward to the agreed chain value, and rows of the descriptor's
         constants; `OneStep` recomputes it, and the provider loses if its value is not the
         recomputed one. An input record is judged at once, by the digest the client posted.
+        The bond is priced by what a game holds up: a base plus BOND_BPS_PER_ROUND of the
+        order's price and collateral for every move round the game can last. Half of a lost bond
+        is burnt (the rest goes to the provider), so even a provider's own sybil pays to delay.
 @dev Every op kind the models use is judged. An element nobody judges by its deadline, or a
      record of an order without a program, ends undecided: the client is refunded, nobody is
      slashed, and the challenger's bond goes to the provider (an undecided game is never free).
@@ -27,6 +30,9 @@
 from ethereum.ercs import IERC20
 
 import tensors
+
+interface IBurnable:
+    def burn(amount: uint256): nonpayable
 
 interface IMarket:
     def orders(order_id: uint256) -> Order: view
@@ -71,6 +77,10 @@ JUDGE_TIME: constant(uint256) = 4  # move times a located element waits for its 
 PROVIDER: constant(uint8) = 1
 CHALLENGER: constant(uint8) = 2
 MAX_DEPTH: constant(uint256) = 64
+BOND_BPS_PER_ROUND: constant(uint256) = 10  # of the order's price + collateral, per round a game can last
+INSIDE_ROUNDS: constant(uint256) = 40  # rounds inside a record at most: open, chunk-tree descent, chunk, judgement
+BURN_BPS: constant(uint256) = 5000  # share of a lost bond that is burnt
+MAX_BPS: constant(uint256) = 10000
 
 struct Game:
     challenger: address
@@ -169,10 +179,27 @@ def __init__(token_: IERC20, market_: IMarket, bond_: uint256, move_time_: uint2
     train_referee = train_referee_
 
 
+@internal
+@view
+def _bond(o: Order) -> uint256:
+    rounds: uint256 = tensors._bitlen(o.trace_length) + INSIDE_ROUNDS
+    return bond + (o.price + o.collateral) * rounds * BOND_BPS_PER_ROUND // MAX_BPS
+
+
+@external
+@view
+def bond_for(order_id: uint256) -> uint256:
+    """
+    @notice The bond a challenge of this order's result takes now (approve it first).
+    """
+    return self._bond(staticcall market.orders(order_id))
+
+
 @external
 def challenge(order_id: uint256, root: bytes32):
     """
-    @notice Challenge a committed result within its window, with the bond and your trace root.
+    @notice Challenge a committed result within its window, with the bond (`bond_for`) and your
+            trace root.
     """
     o: Order = staticcall market.orders(order_id)
     assert o.state == ORDER_COMMITTED, "disputes: only a committed result can be challenged"
@@ -183,13 +210,14 @@ def challenge(order_id: uint256, root: bytes32):
     assert root != o.trace_root, "disputes: that is the committed trace root"
     assert msg.sender != o.provider, "disputes: a provider cannot challenge its own result"
     assert o.trace_length > 0 and o.trace_length <= 2**63, "disputes: the trace length is out of range"
-    assert extcall token.transferFrom(msg.sender, self, bond), "disputes: bond transfer failed"
+    b: uint256 = self._bond(o)
+    assert extcall token.transferFrom(msg.sender, self, b), "disputes: bond transfer failed"
     extcall market.set_challenged(order_id, True)
     deadline: uint256 = block.timestamp + move_time
     # differ == size marks the opening query: do the traces differ at their last record at all?
     g: Game = empty(Game)
     g.challenger = msg.sender
-    g.bond = bond
+    g.bond = b
     g.root = root
     g.size = o.trace_length
     g.agree = -1
@@ -198,7 +226,7 @@ def challenge(order_id: uint256, root: bytes32):
     g.deadline = deadline
     g.stage = BISECTING
     self.games[order_id] = g
-    log Challenged(order_id=order_id, challenger=msg.sender, bond=bond, root=root)
+    log Challenged(order_id=order_id, challenger=msg.sender, bond=b, root=root)
     log Query(order_id=order_id, index=o.trace_length - 1, agree=-1, differ=o.trace_length, deadline=deadline)
 
 
@@ -496,7 +524,9 @@ def _settle(order_id: uint256, outcome: uint8, reason: String[80]):
     o: Order = staticcall market.orders(order_id)
     extcall market.resolve_dispute(order_id, outcome, g.challenger)
     if outcome != PROVIDER_LOST:  # won, or undecided: the challenger started a game nobody judged
-        assert extcall token.transfer(o.provider, g.bond), "disputes: bond transfer failed"
+        burnt: uint256 = g.bond * BURN_BPS // MAX_BPS
+        extcall IBurnable(token.address).burn(burnt)
+        assert extcall token.transfer(o.provider, g.bond - burnt), "disputes: bond transfer failed"
     else:
         assert extcall token.transfer(g.challenger, g.bond), "disputes: bond refund failed"
     log Settled(order_id=order_id, outcome=outcome, reason=reason)

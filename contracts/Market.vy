@@ -8,6 +8,14 @@
         before the deadline; after the challenge window anyone finalizes. A missed deadline lets
         the client reclaim the escrow and the provider's collateral. A result the Disputes contract
         marks as challenged cannot finalize until the dispute is decided.
+
+        The rules that keep cheating from paying live here, not in the honest daemons: every
+        order with a spec names a program (so any record can be judged); deadlines and challenge
+        windows are bounded (no stake frozen for ever); a bid names the run time it needs and is
+        accepted only if that still fits before the deadline; collateral is at least
+        MIN_COLLATERAL_BPS of the price; a standing lease's window is co-signed by its provider;
+        an order whose client is a gated client (the Oracle) is paid only through that client
+        (on delivery); part of every dispute slash is burnt; the fee pool is paid to a treasury.
 """
 
 from ethereum.ercs import IERC20
@@ -23,14 +31,17 @@ exports: (ow.owner, ow.transfer_ownership, eip712.eip712Domain)
 interface IRegistry:
     def lock(node: address, amount: uint256): nonpayable
     def unlock(node: address, amount: uint256): nonpayable
-    def slash(node: address, amount: uint256, to: address): nonpayable
-    def slash_stake(node: address, bps: uint256, to: address) -> uint256: nonpayable
+    def hold(node: address, bps: uint256) -> uint256: nonpayable
+    def slash(node: address, amount: uint256, to: address, burn_bps: uint256): nonpayable
     def adjust_reputation(node: address, delta: int256): nonpayable
     def is_provider(node: address) -> bool: view
 
 
 BID_TYPEHASH: constant(bytes32) = keccak256(
-    "Bid(uint256 orderId,address provider,uint256 price,uint256 collateral,uint256 expiry)"
+    "Bid(uint256 orderId,address provider,uint256 price,uint256 collateral,uint256 expiry,uint256 runTime)"
+)
+WINDOW_TYPEHASH: constant(bytes32) = keccak256(
+    "Window(uint256 orderId,bytes32 specCid,bytes32 programRoot,uint256 programLength)"
 )
 OPEN: constant(uint8) = 1
 ACCEPTED: constant(uint8) = 2
@@ -43,8 +54,14 @@ PROVIDER_WON: constant(uint8) = 1  # dispute outcomes
 PROVIDER_LOST: constant(uint8) = 2
 UNDECIDED: constant(uint8) = 3
 STAKE_SLASH_BPS: constant(uint256) = 2000  # share of its stake a provider loses for a wrong result
+BURN_BPS: constant(uint256) = 5000  # share of a dispute's slash that is burnt (a self-challenge never pays)
+MIN_COLLATERAL_BPS: constant(uint256) = 1000  # a bid's collateral is at least this share of its price
 MAX_BPS: constant(uint256) = 10000
-COMMIT_GRACE: constant(uint256) = 30  # seconds a posted window leaves its provider to commit
+COMMIT_GRACE: constant(uint256) = 30  # seconds a posted window leaves its provider to commit, at least
+MAX_CHALLENGE_WINDOW: constant(uint256) = 86400  # one day
+MAX_DURATION: constant(uint256) = 7 * 86400  # an order's deadline is at most a week away
+REPUTATION_MIN_PRICE: constant(uint256) = 10**18  # a finalized order below 1 VRC earns no reputation
+DELIVERY_TIME: constant(uint256) = 3600  # a gated client's result undelivered this long after its window is voided
 
 
 struct Order:
@@ -130,6 +147,22 @@ event Undecided:
 event DisputesSet:
     disputes: address
 
+event FeesPaid:
+    treasury: indexed(address)
+    amount: uint256
+
+event TreasurySet:
+    treasury: address
+
+event GatedClientSet:
+    client: indexed(address)
+
+event Undelivered:
+    order_id: indexed(uint256)
+    provider: indexed(address)
+    refund: uint256
+    slashed: uint256
+
 event WindowPosted:
     order_id: indexed(uint256)
     spec_cid: bytes32
@@ -147,6 +180,10 @@ escrow_total: public(uint256)
 fee_pool: public(uint256)
 disputes: public(address)
 challenged: public(HashMap[uint256, bool])
+run_times: public(HashMap[uint256, uint256])  # the accepted bid's run time
+held: public(HashMap[uint256, uint256])  # the provider's stake share held while the order is disputed
+treasury: public(address)  # where the fee pool is paid
+gated: public(HashMap[address, bool])  # clients (the Oracle) whose orders only they may finalize
 
 
 @deploy
@@ -157,6 +194,7 @@ def __init__(token_: IERC20, registry_: IRegistry, fee_bps_: uint256):
     token = token_
     registry = registry_
     fee_bps = fee_bps_
+    self.treasury = msg.sender
 
 
 @external
@@ -168,6 +206,40 @@ def set_disputes(disputes_: address):
     assert self.disputes == empty(address), "market: the disputes contract is already set"
     self.disputes = disputes_
     log DisputesSet(disputes=disputes_)
+
+
+@external
+def set_treasury(treasury_: address):
+    """
+    @notice Name where the fee pool is paid (owner only).
+    """
+    ow._check_owner()
+    assert treasury_ != empty(address), "market: the treasury cannot be the zero address"
+    self.treasury = treasury_
+    log TreasurySet(treasury=treasury_)
+
+
+@external
+def set_gated(client: address):
+    """
+    @notice Mark a client contract (the Oracle) whose orders only it may finalize, so its provider
+            is paid only when the result is delivered (owner only).
+    """
+    ow._check_owner()
+    self.gated[client] = True
+    log GatedClientSet(client=client)
+
+
+@external
+def pay_fees():
+    """
+    @notice Pay the fee pool to the treasury. Anyone may call.
+    """
+    amount: uint256 = self.fee_pool
+    assert amount > 0, "market: the fee pool is empty"
+    self.fee_pool = 0
+    assert extcall token.transfer(self.treasury, amount), "market: fee transfer failed"
+    log FeesPaid(treasury=self.treasury, amount=amount)
 
 
 @external
@@ -184,7 +256,11 @@ def open_order(spec_cid: bytes32, kind: uint8, model_id: bytes32, max_price: uin
     """
     assert max_price > 0, "market: max price must be positive"
     assert deadline > block.timestamp, "market: the deadline is already past"
+    assert deadline <= block.timestamp + MAX_DURATION, "market: the deadline is more than 7 days away"
+    assert challenge_window <= MAX_CHALLENGE_WINDOW, "market: the challenge window is longer than one day"
     assert spot_check_bps <= MAX_BPS, "market: spot-check rate above 10000 bps"
+    assert spec_cid == empty(bytes32) or program_length > 0, \
+        "market: an order needs its program (root and length) so that a dispute can judge every record"
     order_id: uint256 = self.order_count + 1
     self.order_count = order_id
     self.orders[order_id] = Order(client=msg.sender, spec_cid=spec_cid, kind=kind, model_id=model_id,
@@ -204,27 +280,43 @@ def open_order(spec_cid: bytes32, kind: uint8, model_id: bytes32, max_price: uin
 @external
 @view
 def bid_digest(order_id: uint256, provider: address, price: uint256, collateral: uint256,
-               expiry: uint256) -> bytes32:
+               expiry: uint256, run_time: uint256) -> bytes32:
     """
     @notice The EIP-712 digest a provider signs to bid on an order.
     """
     return eip712._hash_typed_data_v4(
-        keccak256(abi_encode(BID_TYPEHASH, order_id, provider, price, collateral, expiry)))
+        keccak256(abi_encode(BID_TYPEHASH, order_id, provider, price, collateral, expiry, run_time)))
+
+
+@external
+@view
+def window_digest(order_id: uint256, spec_cid: bytes32, program_root: bytes32, program_length: uint256) -> bytes32:
+    """
+    @notice The EIP-712 digest a standing lease's provider signs to agree to a window.
+    """
+    return eip712._hash_typed_data_v4(
+        keccak256(abi_encode(WINDOW_TYPEHASH, order_id, spec_cid, program_root, program_length)))
 
 
 @external
 def accept_bid(order_id: uint256, provider: address, price: uint256, collateral: uint256, expiry: uint256,
-               signature: Bytes[65]):
+               run_time: uint256, signature: Bytes[65]):
     """
     @notice Accept a provider's signed bid: locks its collateral and refunds max price - price.
+            The bid's run time (what the provider needs to run and commit) must still fit before
+            the deadline, and its collateral must be at least MIN_COLLATERAL_BPS of its price.
     """
     o: Order = self.orders[order_id]
     assert o.state == OPEN, "market: the order is not open for bids"
     assert msg.sender == o.client, "market: only the order's client can accept a bid"
     assert block.timestamp <= expiry, "market: the bid has expired"
     assert price <= o.max_price, "market: the bid's price is above the order's max price"
+    assert block.timestamp + run_time <= o.deadline, \
+        "market: too late to accept: the bid's run time no longer fits before the deadline"
+    assert collateral * MAX_BPS >= price * MIN_COLLATERAL_BPS, \
+        "market: the bid's collateral is below the minimum share of its price (10%)"
     digest: bytes32 = eip712._hash_typed_data_v4(
-        keccak256(abi_encode(BID_TYPEHASH, order_id, provider, price, collateral, expiry)))
+        keccak256(abi_encode(BID_TYPEHASH, order_id, provider, price, collateral, expiry, run_time)))
     assert provider != empty(address) and ecdsa._recover_sig(digest, signature) == provider, \
         "market: the bid's signature is not the provider's"
     assert staticcall registry.is_provider(provider), "market: the bidder is not a registered provider"
@@ -234,6 +326,7 @@ def accept_bid(order_id: uint256, provider: address, price: uint256, collateral:
     self.orders[order_id].provider = provider
     self.orders[order_id].price = price
     self.orders[order_id].collateral = collateral
+    self.run_times[order_id] = run_time
     self.escrow_total -= refund
     if refund > 0:
         assert extcall token.transfer(o.client, refund), "market: refund transfer failed"
@@ -241,18 +334,27 @@ def accept_bid(order_id: uint256, provider: address, price: uint256, collateral:
 
 
 @external
-def post_window(order_id: uint256, spec_cid: bytes32, program_root: bytes32, program_length: uint256):
+def post_window(order_id: uint256, spec_cid: bytes32, program_root: bytes32, program_length: uint256,
+                signature: Bytes[65]):
     """
     @notice Fix what a standing lease served (its client only, once, before the deadline): the
-            window's job spec (its requests, in the order they were served) and its program. The
-            provider then commits the window's result; challenges and disputes go as for any order.
+            window's job spec (its requests, in the order they were served) and its program,
+            co-signed by the lease's provider (`window_digest`), which checks them before it
+            signs. The provider then commits the window's result; challenges and disputes go as
+            for any order. The bid's run time must still fit before the deadline.
     """
     o: Order = self.orders[order_id]
     assert msg.sender == o.client, "market: only the lease's client posts its window"
     assert o.spec_cid == empty(bytes32), "market: this order's spec is already fixed (not a standing lease, or posted)"
     assert o.state == ACCEPTED, "market: the lease has no accepted provider serving it"
     assert spec_cid != empty(bytes32), "market: the window's spec CID is empty"
-    assert block.timestamp + COMMIT_GRACE <= o.deadline, "market: too close to the deadline to post a window"
+    assert program_length > 0, "market: a window needs its program (root and length)"
+    assert block.timestamp + max(self.run_times[order_id], COMMIT_GRACE) <= o.deadline, \
+        "market: too close to the deadline to post a window (the bid's run time does not fit)"
+    digest: bytes32 = eip712._hash_typed_data_v4(
+        keccak256(abi_encode(WINDOW_TYPEHASH, order_id, spec_cid, program_root, program_length)))
+    assert ecdsa._recover_sig(digest, signature) == o.provider, \
+        "market: the window is not signed by the lease's provider"
     self.orders[order_id].spec_cid = spec_cid
     self.programs[order_id] = Program(root=program_root, length=program_length)
     log WindowPosted(order_id=order_id, spec_cid=spec_cid, program_root=program_root, program_length=program_length)
@@ -291,12 +393,15 @@ def finalize(order_id: uint256):
     assert o.state == COMMITTED, "market: the order has no committed result to finalize"
     assert not self.challenged[order_id], "market: the result is challenged; the dispute decides"
     assert block.timestamp >= o.committed_at + o.challenge_window, "market: the challenge window is still open"
+    assert not self.gated[o.client] or msg.sender == o.client, \
+        "market: this order's client pays on delivery: finalize it through the client (the Oracle's fulfil)"
     fee: uint256 = o.price * fee_bps // MAX_BPS
     self.orders[order_id].state = FINALIZED
     self.escrow_total -= o.price
     self.fee_pool += fee
     extcall registry.unlock(o.provider, o.collateral)
-    extcall registry.adjust_reputation(o.provider, 1)
+    if o.price >= REPUTATION_MIN_PRICE:  # dust orders earn no reputation
+        extcall registry.adjust_reputation(o.provider, 1)
     assert extcall token.transfer(o.provider, o.price - fee), "market: payment transfer failed"
     log Finalized(order_id=order_id, provider=o.provider, paid=o.price - fee, fee=fee)
 
@@ -325,20 +430,50 @@ def reclaim(order_id: uint256):
         slashed = 0
         extcall registry.unlock(o.provider, o.collateral)
     else:
-        extcall registry.slash(o.provider, o.collateral, o.client)
+        extcall registry.slash(o.provider, o.collateral, o.client, 0)
         extcall registry.adjust_reputation(o.provider, -1)
     assert extcall token.transfer(o.client, o.price), "market: refund transfer failed"
     log TimedOut(order_id=order_id, provider=o.provider, refund=o.price, slashed=slashed)
 
 
 @external
+def void_undelivered(order_id: uint256):
+    """
+    @notice A gated client (the Oracle) voids a committed result it could not deliver for
+            DELIVERY_TIME after its challenge window: the client is refunded and the provider's
+            collateral is slashed to it (the provider took a request whose output it could not
+            deliver).
+    """
+    o: Order = self.orders[order_id]
+    assert self.gated[o.client] and msg.sender == o.client, "market: only a gated order's client voids it"
+    assert o.state == COMMITTED and not self.challenged[order_id], "market: no undisputed committed result to void"
+    assert block.timestamp > o.committed_at + o.challenge_window + DELIVERY_TIME, \
+        "market: the result can still be delivered"
+    self.orders[order_id].state = REFUNDED
+    self.escrow_total -= o.price
+    extcall registry.slash(o.provider, o.collateral, o.client, 0)
+    extcall registry.adjust_reputation(o.provider, -1)
+    assert extcall token.transfer(o.client, o.price), "market: refund transfer failed"
+    log Undelivered(order_id=order_id, provider=o.provider, refund=o.price, slashed=o.collateral)
+
+
+@external
 def set_challenged(order_id: uint256, challenged_: bool):
     """
     @notice The dispute hook: a challenged result cannot finalize (Disputes contract only).
+            While it is challenged, STAKE_SLASH_BPS of the provider's other stake is held, so
+            it cannot be withdrawn before the dispute ends.
     """
     assert msg.sender == self.disputes, "market: only the disputes contract may challenge a result"
-    assert self.orders[order_id].state == COMMITTED, "market: only a committed result can be challenged"
+    o: Order = self.orders[order_id]
+    assert o.state == COMMITTED, "market: only a committed result can be challenged"
+    assert challenged_ != self.challenged[order_id], "market: the result is already in that state"
     self.challenged[order_id] = challenged_
+    if challenged_:
+        self.held[order_id] = extcall registry.hold(o.provider, STAKE_SLASH_BPS)
+    else:
+        extcall registry.unlock(o.provider, self.held[order_id])
+        self.held[order_id] = 0
     log ChallengeSet(order_id=order_id, challenged=challenged_)
 
 
@@ -349,7 +484,8 @@ def resolve_dispute(order_id: uint256, outcome: uint8, challenger: address):
             PROVIDER_WON: the result stands, and a fresh challenge window starts now, so another
             challenger always gets a full window (a cheater's own challenge cannot shut it).
             PROVIDER_LOST: the result is overturned: the client gets the price back, and the
-            provider's collateral and STAKE_SLASH_BPS of its other stake go to the challenger.
+            provider's collateral and the stake share held since the challenge are slashed:
+            BURN_BPS of it is burnt, the rest goes to the challenger.
             UNDECIDED: the game could not be judged; the client gets the price back and the
             provider's collateral is released, nobody is slashed.
     """
@@ -357,6 +493,10 @@ def resolve_dispute(order_id: uint256, outcome: uint8, challenger: address):
     o: Order = self.orders[order_id]
     assert o.state == COMMITTED and self.challenged[order_id], "market: no dispute is open on this order"
     self.challenged[order_id] = False
+    held: uint256 = self.held[order_id]
+    self.held[order_id] = 0
+    if outcome != PROVIDER_LOST:
+        extcall registry.unlock(o.provider, held)
     if outcome == PROVIDER_WON:
         self.orders[order_id].committed_at = block.timestamp  # the challenge window starts again
         log ChallengeSet(order_id=order_id, challenged=False)
@@ -364,12 +504,11 @@ def resolve_dispute(order_id: uint256, outcome: uint8, challenger: address):
     self.escrow_total -= o.price
     if outcome == PROVIDER_LOST:
         self.orders[order_id].state = OVERTURNED
-        extcall registry.slash(o.provider, o.collateral, challenger)
-        share: uint256 = extcall registry.slash_stake(o.provider, STAKE_SLASH_BPS, challenger)
+        extcall registry.slash(o.provider, o.collateral + held, challenger, BURN_BPS)
         extcall registry.adjust_reputation(o.provider, -1)
         assert extcall token.transfer(o.client, o.price), "market: refund transfer failed"
         log Overturned(order_id=order_id, provider=o.provider, challenger=challenger, refund=o.price,
-                       slashed=o.collateral + share)
+                       slashed=o.collateral + held)
         return
     assert outcome == UNDECIDED, "market: unknown dispute outcome"
     self.orders[order_id].state = REFUNDED

@@ -12,6 +12,12 @@
         A request that fails (no taker, a missed deadline, a dispute lost or undecided) is
         `cancel`led and the consumer gets back what the Market refunded.
 
+        The Oracle is a gated client of the Market: only `fulfil` finalizes its orders, so a
+        provider is paid only when the consumer gets the output. A committed output that cannot
+        be delivered (longer than MAX_OUTPUT, or not the committed bytes) is never paid: after
+        the Market's delivery time `cancel` voids it, refunds the consumer and slashes the
+        provider's collateral to it. A provider checks the output's size before it takes a request.
+
         The spec (`veracity/workloads/spec.py`) is YAML with the input inline:
         "kind: infer / model: M / max_price: 1 / deadline: 3600 / inputs: inline: |- INPUT", so
         the input must be one JSON line. The program (root and length) is the requester's, as
@@ -60,9 +66,10 @@ interface IMarket:
                    challenge_window: uint256, spot_check_bps: uint256, program_root: bytes32,
                    program_length: uint256) -> uint256: nonpayable
     def accept_bid(order_id: uint256, provider: address, price: uint256, collateral: uint256, expiry: uint256,
-                   signature: Bytes[65]): nonpayable
+                   run_time: uint256, signature: Bytes[65]): nonpayable
     def finalize(order_id: uint256): nonpayable
     def reclaim(order_id: uint256): nonpayable
+    def void_undelivered(order_id: uint256): nonpayable
     def orders(order_id: uint256) -> Order: view
 
 
@@ -161,7 +168,8 @@ def request(model: String[32], input: Bytes[MAX_INPUT], callback: address, payme
 
 
 @external
-def accept(request_id: uint256, price: uint256, collateral: uint256, expiry: uint256, signature: Bytes[65]):
+def accept(request_id: uint256, price: uint256, collateral: uint256, expiry: uint256, run_time: uint256,
+           signature: Bytes[65]):
     """
     @notice Take a request: the caller's signed bid for its order (the Market checks it and locks
             the collateral). First come, first served; the price's difference to the payment goes
@@ -171,7 +179,7 @@ def accept(request_id: uint256, price: uint256, collateral: uint256, expiry: uin
     assert r.state == OPEN, "oracle: the request is not open"
     assert collateral * 10000 >= r.payment * min_collateral_bps, "oracle: the collateral is below the minimum"
     before: uint256 = staticcall token.balanceOf(self)
-    extcall market.accept_bid(request_id, msg.sender, price, collateral, expiry, signature)
+    extcall market.accept_bid(request_id, msg.sender, price, collateral, expiry, run_time, signature)
     refund: uint256 = staticcall token.balanceOf(self) - before
     self.requests[request_id].state = TAKEN
     if refund > 0:
@@ -203,8 +211,9 @@ def fulfil(request_id: uint256, output: Bytes[MAX_OUTPUT]):
 def cancel(request_id: uint256):
     """
     @notice End a request that failed (anyone): nobody took it before its deadline, its provider
-            missed the deadline, or a dispute overturned or could not judge its result. The
-            consumer gets what the Market refunded (with a late provider's collateral).
+            missed the deadline, a dispute overturned or could not judge its result, or its
+            committed output was not delivered within the Market's delivery time. The consumer
+            gets what the Market refunded (with a late or undelivering provider's collateral).
     """
     r: Request = self.requests[request_id]
     assert r.state == OPEN or r.state == TAKEN, "oracle: the request already ended"
@@ -214,6 +223,10 @@ def cancel(request_id: uint256):
         assert block.timestamp > o.deadline, "oracle: the request's deadline has not passed"
         before: uint256 = staticcall token.balanceOf(self)
         extcall market.reclaim(request_id)
+        refund = staticcall token.balanceOf(self) - before
+    elif o.state == M_COMMITTED:  # reverts while the output can still be delivered
+        before: uint256 = staticcall token.balanceOf(self)
+        extcall market.void_undelivered(request_id)
         refund = staticcall token.balanceOf(self) - before
     else:
         assert o.state == M_REFUNDED or o.state == M_OVERTURNED, "oracle: the request has a result"

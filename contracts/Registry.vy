@@ -2,8 +2,11 @@
 """
 @title Veracity Registry
 @notice Providers and validators register here with stake, hardware attributes, an HTTP endpoint
-        and a reputation. Stake leaves only after an unbonding delay, and never while it backs an
-        open lease: the Market locks a lease's collateral out of the provider's free stake.
+        and a reputation. Stake leaves only after an unbonding delay. The Market locks a lease's
+        collateral out of the provider's free stake (never out of unbonding stake), and, while a
+        result is disputed, the share of its other stake a lost dispute would take; nothing else
+        is held, so an open lease or a dispute never freezes a provider's whole stake. Part of
+        every slash for a wrong result is burnt, so slashing oneself through a sybil never pays.
 """
 
 from ethereum.ercs import IERC20
@@ -14,6 +17,11 @@ exports: (ow.owner, ow.transfer_ownership)
 
 PROVIDER: constant(uint8) = 1
 VALIDATOR: constant(uint8) = 2
+MAX_BPS: constant(uint256) = 10000
+
+
+interface IBurnable:
+    def burn(amount: uint256): nonpayable
 
 
 struct Node:
@@ -68,6 +76,7 @@ event Slashed:
     node: indexed(address)
     amount: uint256
     to: address
+    burnt: uint256
 
 event ReputationChanged:
     node: indexed(address)
@@ -189,14 +198,13 @@ def request_unbond(amount: uint256):
 @external
 def withdraw():
     """
-    @notice Withdraw your unbonded stake once the unbonding delay has passed and no lease of
-            yours is open: a result still in its challenge window or in a dispute keeps the whole
-            stake slashable, however short the unbonding delay.
+    @notice Withdraw your unbonded stake once the unbonding delay has passed. What backs open
+            leases (their collateral) and open disputes (the stake share a lost one takes) is
+            locked, and unbonding stake never includes it, so it cannot leave.
     """
     n: Node = self.nodes[msg.sender]
     assert n.unbonding > 0, "registry: nothing is unbonding; call request_unbond first"
     assert block.timestamp >= n.unbond_at, "registry: stake is still in its unbonding delay"
-    assert n.locked == 0, "registry: a lease of yours is still open (in its window or a dispute); withdraw after it settles"
     amount: uint256 = n.unbonding
     self.nodes[msg.sender].unbonding = 0
     self.nodes[msg.sender].stake = n.stake - amount
@@ -213,10 +221,13 @@ def _only_market():
 @external
 def lock(node: address, amount: uint256):
     """
-    @notice Lock `amount` of a provider's free stake as a lease's collateral (Market only).
+    @notice Lock `amount` of a provider's free stake as a lease's collateral (Market only). The
+            provider's bonded stake (not unbonding) must still be at least the minimum stake.
     """
     self._only_market()
     n: Node = self.nodes[node]
+    assert n.stake - n.unbonding >= min_stake, \
+        "registry: the provider's bonded stake (not unbonding) is below the minimum stake"
     assert n.stake - n.locked - n.unbonding >= amount, "registry: provider's free stake is below the bid's collateral"
     self.nodes[node].locked = n.locked + amount
     log CollateralLocked(node=node, amount=amount)
@@ -233,33 +244,38 @@ def unlock(node: address, amount: uint256):
 
 
 @external
-def slash(node: address, amount: uint256, to: address):
+def hold(node: address, bps: uint256) -> uint256:
     """
-    @notice Take a failed lease's locked collateral and pay it to `to` (Market only).
-    """
-    self._only_market()
-    self.nodes[node].locked -= amount
-    self.nodes[node].stake -= amount
-    self.total_stake -= amount
-    assert extcall token.transfer(to, amount), "registry: slash transfer failed"
-    log Slashed(node=node, amount=amount, to=to)
-
-
-@external
-def slash_stake(node: address, bps: uint256, to: address) -> uint256:
-    """
-    @notice Take `bps` of a provider's stake beyond its locked collateral (unbonding stake
-            included: that is what the unbonding delay is for) and pay it to `to` (Market only).
+    @notice Lock `bps` of a provider's stake beyond its locked collateral while a result of its
+            is disputed (Market only): what a lost dispute takes. Unbonding stake is held too
+            (that is what the unbonding delay is for). Returns the amount held.
     """
     self._only_market()
     n: Node = self.nodes[node]
-    amount: uint256 = (n.stake - n.locked) * bps // 10000
-    self.nodes[node].stake = n.stake - amount
-    self.nodes[node].unbonding = min(n.unbonding, n.stake - amount - n.locked)
-    self.total_stake -= amount
-    assert extcall token.transfer(to, amount), "registry: slash transfer failed"
-    log Slashed(node=node, amount=amount, to=to)
+    amount: uint256 = (n.stake - n.locked) * bps // MAX_BPS
+    self.nodes[node].locked = n.locked + amount
+    self.nodes[node].unbonding = min(n.unbonding, n.stake - n.locked - amount)
+    log CollateralLocked(node=node, amount=amount)
     return amount
+
+
+@external
+def slash(node: address, amount: uint256, to: address, burn_bps: uint256):
+    """
+    @notice Take `amount` of a provider's locked stake (Market only): `burn_bps` of it is burnt,
+            the rest is paid to `to`.
+    """
+    self._only_market()
+    assert burn_bps <= MAX_BPS, "registry: burn share above 100%"
+    self.nodes[node].locked -= amount
+    self.nodes[node].stake -= amount
+    self.total_stake -= amount
+    burnt: uint256 = amount * burn_bps // MAX_BPS
+    if burnt > 0:
+        extcall IBurnable(token.address).burn(burnt)
+    if amount > burnt:
+        assert extcall token.transfer(to, amount - burnt), "registry: slash transfer failed"
+    log Slashed(node=node, amount=amount, to=to, burnt=burnt)
 
 
 @external

@@ -23,3 +23,7 @@ class ModelError(VeracityError):
 
 class ChainError(VeracityError):
     """A chain call failed: a contract reverted (the reason is in the message) or the node is down."""
+
+
+class SignatureError(VeracityError):
+    """A signature cannot stand for its signer: malformed, or malleable (a high-s twin)."""

@@ -12,6 +12,7 @@ from sklearn.datasets import load_digits
 from test_market import MODEL, SPEC, TOKEN, bid_for, register_provider
 
 from veracity.errors import ChainError
+from veracity.verify.sampling import bond_to_provider, challenger_reward
 from veracity.exact import program as prog
 from veracity.exact.trace import decode_records
 from veracity.models.registry import load
@@ -96,7 +97,7 @@ def test_a_provider_that_corrupted_one_op_is_judged_and_slashed(actors, job, at,
     share = (node0.stake - node0.locked) * 2000 // 10_000
     assert a.client.market.order(oid).state_name == "overturned"
     assert a.client.token.balance_of(a.client.address) == client0 + bid.price
-    assert a.validator.token.balance_of(a.validator.address) == chal0 + bid.collateral + share
+    assert a.validator.token.balance_of(a.validator.address) == chal0 + challenger_reward(bid.collateral + share)
     node = a.provider.registry.node(a.provider.address)
     assert node.stake == node0.stake - bid.collateral - share and node.locked == 0
 
@@ -111,8 +112,8 @@ def test_an_honest_provider_wins_against_a_corrupted_challenge(actors, job):
     a.d.disputes_client(a.validator.key).challenge(oid, liar[1])
     moves = play(a, oid, players(a, oid, model, program, honest, liar))
     assert any("referee" in m for m in moves)
-    assert a.validator.token.balance_of(a.validator.address) == chal0 - a.d.dispute_bond
-    assert a.provider.token.balance_of(a.provider.address) == prov0 + a.d.dispute_bond
+    assert a.validator.token.balance_of(a.validator.address) == chal0 - a.d.disputes_client(a.validator.key).game(oid).bond
+    assert a.provider.token.balance_of(a.provider.address) == prov0 + bond_to_provider(a.d.disputes_client(a.validator.key).game(oid).bond)
     a.advance(601)
     a.stranger.market.finalize(oid)
     assert a.client.market.order(oid).state_name == "finalized"
@@ -184,7 +185,7 @@ def test_every_minilm_op_is_judged_to_one_element(actors, minilm_job, kind):
     assert g.differ == k and a.client.market.order(oid).state_name == "overturned", (moves, g)
     if kind != "input":
         assert any("called the referee" in m for m in moves)
-    assert a.validator.token.balance_of(a.validator.address) > chal0 + bid.collateral
+    assert a.validator.token.balance_of(a.validator.address) > chal0 + challenger_reward(bid.collateral)
 
 
 @pytest.fixture(scope="module")

@@ -8,6 +8,7 @@ import pytest
 from test_market import bid_for, open_order, register_provider
 
 from veracity.errors import ChainError
+from veracity.verify.sampling import bond_to_provider, challenger_reward
 from veracity.exact.trace import TraceRecord
 from veracity.verify import merkle
 from veracity.verify.bisection import TraceView, play
@@ -25,7 +26,7 @@ def committed(actors):
     """An order whose provider committed a trace that differs from the honest one from record 123 on."""
     a = actors
     register_provider(a.provider)
-    oid = open_order(a, window=600)
+    oid = open_order(a, window=600, length=N)
     bid = bid_for(a, oid)
     a.client.market.accept_bid(bid)
     cheat, honest = trace(changed={123, 124, 200}), trace()
@@ -75,7 +76,7 @@ def test_a_provider_that_stops_answering_is_overturned_and_slashed(committed):
     share = (node0.stake - node0.locked) * 2000 // 10_000
     assert a.client.market.order(oid).state_name == "overturned"
     assert a.client.token.balance_of(a.client.address) == client0 + bid.price  # the price comes back
-    assert a.validator.token.balance_of(a.validator.address) == chal0 + bid.collateral + share  # bond back too
+    assert a.validator.token.balance_of(a.validator.address) == chal0 + challenger_reward(bid.collateral + share)
     node = a.provider.registry.node(a.provider.address)
     assert node.stake == node0.stake - bid.collateral - share and node.locked == 0 and node.reputation == -1
     assert a.client.market.escrow_total() == 0
@@ -94,8 +95,10 @@ def test_a_challenger_that_cannot_back_its_claim_loses_its_bond(committed):
         liar.reveal(oid, value, proof)
     a.advance(a.d.move_time + 1)
     liar.timeout(oid)
-    assert a.stranger.token.balance_of(a.stranger.address) == liar0 - a.d.dispute_bond
-    assert a.provider.token.balance_of(a.provider.address) == prov0 + a.d.dispute_bond
+    bond = liar.game(oid).bond
+    assert bond > a.d.dispute_bond  # priced by what the game holds up
+    assert a.stranger.token.balance_of(a.stranger.address) == liar0 - bond
+    assert a.provider.token.balance_of(a.provider.address) == prov0 + bond_to_provider(bond)
     a.advance(600)
     a.stranger.market.finalize(oid)  # the result stands and the provider is paid
     assert a.client.market.order(oid).state_name == "finalized"
@@ -117,7 +120,7 @@ def test_a_challenger_that_agrees_on_the_last_record_loses_at_once(committed):
     step(prov, "provider", cheat, oid)
     step(chal, "challenger", odd, oid)  # the same last chain value: the records all agree
     assert chal.game(oid).stage_name == "settled"
-    assert a.validator.token.balance_of(a.validator.address) == chal0 - a.d.dispute_bond
+    assert a.validator.token.balance_of(a.validator.address) == chal0 - chal.game(oid).bond
     assert not a.client.market.fn.challenged(oid).call()
 
 
@@ -144,28 +147,3 @@ def test_a_won_game_restarts_the_window_so_a_real_challenger_still_gets_one(comm
     chal = a.d.disputes_client(a.validator.key)
     chal.challenge(oid, honest.root)  # still possible
     assert chal.game(oid).challenger == a.validator.address and chal.game(oid).stage_name == "bisecting"
-
-
-def test_a_located_game_that_is_not_judged_ends_undecided(committed):
-    """An order without a program: the record cannot be opened, so the game ends undecided."""
-    a, oid, bid, cheat, honest = committed
-    prov, chal = a.d.disputes_client(a.provider.key), a.d.disputes_client(a.validator.key)
-    client0 = a.client.token.balance_of(a.client.address)
-    prov0 = a.provider.token.balance_of(a.provider.address)
-    chal0 = a.validator.token.balance_of(a.validator.address)
-    stake0 = a.provider.registry.node(a.provider.address).stake
-    chal.challenge(oid, honest.root)
-    while chal.game(oid).stage_name == "bisecting":
-        step(prov, "provider", cheat, oid)
-        step(chal, "challenger", honest, oid)
-    assert chal.game(oid).stage_name == "located"
-    with pytest.raises(ChainError, match="deadline has not passed"):
-        chal.timeout(oid)
-    a.advance(4 * a.d.move_time + 1)
-    chal.timeout(oid)
-    assert a.client.market.order(oid).state_name == "refunded"
-    assert a.client.token.balance_of(a.client.address) == client0 + bid.price
-    assert a.validator.token.balance_of(a.validator.address) == chal0 - a.d.dispute_bond  # a game nobody judged
-    assert a.provider.token.balance_of(a.provider.address) == prov0 + a.d.dispute_bond  # is never free
-    node = a.provider.registry.node(a.provider.address)
-    assert node.stake == stake0 and node.locked == 0  # nobody is slashed without a judgement

@@ -94,7 +94,8 @@ def machine_cls(devnet, actors_cls):
             a = self.a
 
             try:
-                oid = self.by[who].market.open_order(SPEC, 1, SPEC, max_price * TOKEN, a.now() + deadline_in, window)
+                oid = self.by[who].market.open_order(SPEC, 1, SPEC, max_price * TOKEN, a.now() + deadline_in, window,
+                                                     0, SPEC, 3)
                 self.orders.append(oid)
             except ChainError:
                 pass
@@ -108,7 +109,7 @@ def machine_cls(devnet, actors_cls):
             a, p = self.a, self.by[bidder]
             o = a.client.market.order(oid)
             bid = Bid(order_id=oid, provider=p.address, price=o.max_price * price_pct // 100,
-                      collateral=collateral * TOKEN, expiry=max(0, a.now() + expiry_in))
+                      collateral=collateral * TOKEN, expiry=max(0, a.now() + expiry_in), run_time=60)
             bid = sign_bid(bid, (a.stranger if forge else p).key, a.d.chain_id, a.d.market)
             self.attempt(lambda: self.actor(who, o.client).market.accept_bid(bid), "accept")
 
@@ -139,7 +140,7 @@ def machine_cls(devnet, actors_cls):
                 p = self.by[data.draw(st.sampled_from(["provider", "provider2"]))]
                 price = o.max_price if honest else o.max_price + TOKEN
                 bid = sign_bid(Bid(order_id=oid, provider=p.address, price=price, collateral=10 * TOKEN,
-                                   expiry=a.now() + 300), p.key, a.d.chain_id, a.d.market)
+                                   expiry=a.now() + 300, run_time=60), p.key, a.d.chain_id, a.d.market)
                 self.attempt(lambda: self.actor("party", o.client).market.accept_bid(bid), "accept")
             elif o.state_name == "accepted":
                 if data.draw(st.booleans()):
@@ -166,7 +167,7 @@ def machine_cls(devnet, actors_cls):
         def new_job(self, who, data, honesty):
             """Open a well-formed order and drive it."""
             a = self.a
-            oid = self.by[who].market.open_order(SPEC, 1, SPEC, 50 * TOKEN, a.now() + 600, 60)
+            oid = self.by[who].market.open_order(SPEC, 1, SPEC, 50 * TOKEN, a.now() + 600, 60, 0, SPEC, 3)
             self.orders.append(oid)
             for honest in honesty:
                 self.step_order(data, oid, honest)

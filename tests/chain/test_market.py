@@ -8,7 +8,7 @@ import pytest
 from veracity.chain.client import PROVIDER, VALIDATOR
 from veracity.chain.events import EventStream
 from veracity.errors import ChainError
-from veracity.market.bids import Bid, bid_digest, bid_signer, sign_bid
+from veracity.market.bids import Bid, bid_digest, bid_signer, sign_bid, sign_window
 
 TOKEN = 10**18
 SPEC = hashlib.sha256(b"job spec").digest()
@@ -19,22 +19,33 @@ def register_provider(actor, stake=1000 * TOKEN):
     actor.registry.register(PROVIDER, stake, "cpu", 24, [MODEL], 1 * TOKEN, "http://127.0.0.1:9000")
 
 
-def open_order(a, max_price=50 * TOKEN, deadline_in=600, window=60, client=None):
+PROGRAM = hashlib.sha256(b"program").digest()  # the order's program: its trace has TRACE_LEN records
+TRACE_LEN = 84
+
+
+def open_order(a, max_price=50 * TOKEN, deadline_in=600, window=60, client=None, length=TRACE_LEN):
     c = client or a.client
-    return c.market.open_order(SPEC, 1, MODEL, max_price, a.now() + deadline_in, window, 500)
+    return c.market.open_order(SPEC, 1, MODEL, max_price, a.now() + deadline_in, window, 500, PROGRAM, length)
 
 
-def bid_for(a, order_id, price=40 * TOKEN, collateral=200 * TOKEN, expiry=None, signer=None, provider=None):
+def bid_for(a, order_id, price=40 * TOKEN, collateral=200 * TOKEN, expiry=None, signer=None, provider=None,
+            run_time=60):
     p = provider or a.provider
     bid = Bid(order_id=order_id, provider=p.address, price=price, collateral=collateral,
-              expiry=expiry if expiry is not None else a.now() + 300)
+              expiry=expiry if expiry is not None else a.now() + 300, run_time=run_time)
     return sign_bid(bid, (signer or p).key, a.d.chain_id, a.d.market)
+
+
+def window_sig(a, oid, spec, root, length, signer=None):
+    """The lease provider's co-signature of a window (``Market.post_window`` checks it)."""
+    return sign_window(oid, spec, root, length, (signer or a.provider).key, a.d.chain_id, a.d.market)
 
 
 def test_python_bid_digest_matches_the_contract(actors):
     a = actors
-    bid = bid_for(a, 7, price=123, collateral=456, expiry=789)
-    assert bid_digest(bid, a.d.chain_id, a.d.market) == a.client.market.bid_digest(7, a.provider.address, 123, 456, 789)
+    bid = bid_for(a, 7, price=123, collateral=456, expiry=789, run_time=42)
+    assert bid_digest(bid, a.d.chain_id, a.d.market) == a.client.market.bid_digest(7, a.provider.address, 123, 456, 789,
+                                                                                   42)
     assert bid_signer(bid, a.d.chain_id, a.d.market) == a.provider.address
 
 
@@ -74,7 +85,7 @@ def test_missed_deadline_refunds_the_client_and_slashes_collateral(actors):
         a.client.market.reclaim(oid)
     a.advance(121)
     with pytest.raises(ChainError, match="deadline has passed"):
-        a.provider.market.commit_result(oid, b"\1" * 32, b"\2" * 32, 1)
+        a.provider.market.commit_result(oid, b"\1" * 32, b"\2" * 32, TRACE_LEN)
     a.client.market.reclaim(oid)
     assert a.client.token.balance_of(a.client.address) == client0 + 200 * TOKEN  # escrow back + collateral
     node = a.provider.registry.node(a.provider.address)
@@ -141,7 +152,7 @@ def test_commit_by_a_stranger_is_refused(open_with_provider):
     a, oid = open_with_provider
     a.client.market.accept_bid(bid_for(a, oid))
     with pytest.raises(ChainError, match="only the order's provider"):
-        a.stranger.market.commit_result(oid, b"\1" * 32, b"\2" * 32, 1)
+        a.stranger.market.commit_result(oid, b"\1" * 32, b"\2" * 32, TRACE_LEN)
 
 
 def test_finalize_inside_the_window_is_refused(open_with_provider):
@@ -149,7 +160,7 @@ def test_finalize_inside_the_window_is_refused(open_with_provider):
     a.client.market.accept_bid(bid_for(a, oid))
     with pytest.raises(ChainError, match="no committed result"):
         a.stranger.market.finalize(oid)
-    a.provider.market.commit_result(oid, b"\1" * 32, b"\2" * 32, 1)
+    a.provider.market.commit_result(oid, b"\1" * 32, b"\2" * 32, TRACE_LEN)
     with pytest.raises(ChainError, match="challenge window is still open"):
         a.stranger.market.finalize(oid)
 
@@ -159,7 +170,7 @@ def test_a_challenged_result_does_not_finalize(open_with_provider):
     a.client.market.accept_bid(bid_for(a, oid))
     with pytest.raises(ChainError, match="non-empty trace"):  # an empty trace could never be challenged
         a.provider.market.commit_result(oid, b"\1" * 32, b"\2" * 32, 0)
-    a.provider.market.commit_result(oid, b"\1" * 32, b"\2" * 32, 1)
+    a.provider.market.commit_result(oid, b"\1" * 32, b"\2" * 32, TRACE_LEN)
     with pytest.raises(ChainError, match="only the disputes contract"):
         a.stranger.chain.send(a.stranger.market.fn.set_challenged(oid, True))
     with pytest.raises(ChainError, match="only the disputes contract"):
@@ -171,24 +182,24 @@ def test_a_challenged_result_does_not_finalize(open_with_provider):
         a.stranger.market.finalize(oid)
 
 
-def test_bonded_stake_cannot_be_withdrawn(open_with_provider):
+def test_only_collateral_is_held_by_an_open_lease(open_with_provider):
     a, oid = open_with_provider
-    a.client.market.accept_bid(bid_for(a, oid, collateral=900 * TOKEN))
+    a.client.market.accept_bid(bid_for(a, oid, collateral=800 * TOKEN))
     with pytest.raises(ChainError, match="bonded to open leases"):
-        a.provider.registry.request_unbond(101 * TOKEN)
+        a.provider.registry.request_unbond(201 * TOKEN)
     with pytest.raises(ChainError, match="nothing is unbonding"):
         a.provider.registry.withdraw()
     a.provider.registry.request_unbond(100 * TOKEN)
     with pytest.raises(ChainError, match="still in its unbonding delay"):
         a.provider.registry.withdraw()
     before = a.provider.token.balance_of(a.provider.address)
-    a.provider.market.commit_result(oid, b"\1" * 32, b"\2" * 32, 3)
-    a.advance(3600)  # past the unbonding delay, but the result is not settled: it could still be disputed
-    with pytest.raises(ChainError, match="a lease of yours is still open"):
-        a.provider.registry.withdraw()
-    a.stranger.market.finalize(oid)
+    a.provider.market.commit_result(oid, b"\1" * 32, b"\2" * 32, TRACE_LEN)
+    a.advance(3600)  # past the unbonding delay: the open lease holds its collateral, not the whole stake
     a.provider.registry.withdraw()
-    assert a.provider.token.balance_of(a.provider.address) == before + 100 * TOKEN + 40 * TOKEN * 9500 // 10_000
+    assert a.provider.token.balance_of(a.provider.address) == before + 100 * TOKEN
+    node = a.provider.registry.node(a.provider.address)
+    assert node.stake == 900 * TOKEN and node.locked == 800 * TOKEN
+    a.stranger.market.finalize(oid)
     assert a.provider.registry.free_stake(a.provider.address) == 900 * TOKEN  # the collateral, free again
 
 
@@ -214,7 +225,7 @@ def test_bad_orders_are_refused(actors):
     poor = a.stranger
     poor.token.transfer(a.client.address, poor.token.balance_of(poor.address))
     with pytest.raises(ChainError, match="exceeds balance"):
-        poor.market.open_order(SPEC, 1, MODEL, TOKEN, a.now() + 60, 60)
+        poor.market.open_order(SPEC, 1, MODEL, TOKEN, a.now() + 60, 60, 0, PROGRAM, TRACE_LEN)
 
 
 def test_faucet_only_on_devnet_and_capped(actors):
@@ -249,25 +260,26 @@ def test_a_standing_lease_commits_only_the_window_its_client_posts(actors):
     a = actors
     register_provider(a.provider)
     oid = open_lease(a)
+    sig = window_sig(a, oid, SPEC, b"\3" * 32, 7)
     with pytest.raises(ChainError, match="no accepted provider serving it"):
-        a.client.market.post_window(oid, SPEC, b"\3" * 32, 7)
+        a.client.market.post_window(oid, SPEC, b"\3" * 32, 7, sig)
     a.client.market.accept_bid(bid_for(a, oid))
     with pytest.raises(ChainError, match="window is not posted yet"):
         a.provider.market.commit_result(oid, b"\1" * 32, b"\2" * 32, 7)
     with pytest.raises(ChainError, match="only the lease's client posts"):
-        a.provider.market.post_window(oid, SPEC, b"\3" * 32, 7)
+        a.provider.market.post_window(oid, SPEC, b"\3" * 32, 7, sig)
     with pytest.raises(ChainError, match="spec CID is empty"):
-        a.client.market.post_window(oid, bytes(32), b"\3" * 32, 7)
-    a.client.market.post_window(oid, SPEC, b"\3" * 32, 7)
+        a.client.market.post_window(oid, bytes(32), b"\3" * 32, 7, window_sig(a, oid, bytes(32), b"\3" * 32, 7))
+    a.client.market.post_window(oid, SPEC, b"\3" * 32, 7, sig)
     assert a.client.market.order(oid).spec_cid == SPEC and a.client.market.program(oid) == (b"\3" * 32, 7)
     with pytest.raises(ChainError, match="spec is already fixed"):
-        a.client.market.post_window(oid, SPEC, b"\4" * 32, 7)
+        a.client.market.post_window(oid, SPEC, b"\4" * 32, 7, window_sig(a, oid, SPEC, b"\4" * 32, 7))
     with pytest.raises(ChainError, match="program length"):
         a.provider.market.commit_result(oid, b"\1" * 32, b"\2" * 32, 6)
     a.provider.market.commit_result(oid, b"\1" * 32, b"\2" * 32, 7)
     assert a.client.market.order(oid).state_name == "committed"
     with pytest.raises(ChainError, match="spec is already fixed"):  # an ordinary order has no window to post
-        a.client.market.post_window(open_order(a), SPEC, b"\3" * 32, 7)
+        a.client.market.post_window(open_order(a), SPEC, b"\3" * 32, 7, sig)
 
 
 def test_a_lease_that_served_nothing_is_reclaimed_without_slashing_and_a_posted_one_with(actors):
@@ -277,7 +289,7 @@ def test_a_lease_that_served_nothing_is_reclaimed_without_slashing_and_a_posted_
     idle, posted = open_lease(a, 120), open_lease(a, 120)
     for oid in (idle, posted):
         a.client.market.accept_bid(bid_for(a, oid, price=30 * TOKEN, collateral=100 * TOKEN))
-    a.client.market.post_window(posted, SPEC, b"\3" * 32, 7)
+    a.client.market.post_window(posted, SPEC, b"\3" * 32, 7, window_sig(a, posted, SPEC, b"\3" * 32, 7))
     a.advance(121)
     a.client.market.reclaim(idle)  # nothing was asked of the provider: its collateral is unlocked
     node = a.provider.registry.node(a.provider.address)

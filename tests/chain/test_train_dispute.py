@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 from test_dispute_game import committed_order, play
 
+from veracity.verify.sampling import bond_to_provider, challenger_reward
 from veracity.exact import program as prog
 from veracity.exact.trace import decode_records
 from veracity.node.adversary import train_tamper
@@ -73,7 +74,7 @@ def test_a_trainer_that_altered_one_op_is_judged_and_slashed(actors, training, k
     assert any("referee" in m for m in moves) and g.provider_element != g.challenger_element
     share = (node0.stake - node0.locked) * 2000 // 10_000
     assert a.client.market.order(oid).state_name == "overturned"
-    assert a.validator.token.balance_of(a.validator.address) == chal0 + bid.collateral + share
+    assert a.validator.token.balance_of(a.validator.address) == chal0 + challenger_reward(bid.collateral + share)
 
 
 def test_an_honest_trainer_wins_against_a_corrupted_challenge(actors, training):
@@ -86,5 +87,5 @@ def test_an_honest_trainer_wins_against_a_corrupted_challenge(actors, training):
     a.d.disputes_client(a.validator.key).challenge(oid, liar[1])
     moves = play(a, oid, players(a, oid, program, honest, liar))
     assert any("referee" in m for m in moves)
-    assert a.provider.token.balance_of(a.provider.address) == prov0 + a.d.dispute_bond
+    assert a.provider.token.balance_of(a.provider.address) == prov0 + bond_to_provider(a.d.disputes_client(a.validator.key).game(oid).bond)
     assert a.client.market.order(oid).state_name == "committed"

@@ -108,3 +108,23 @@ def test_a_request_nobody_can_run_is_cancelled_and_refunded(onet):
     assert token.balance_of(labeler.address) == before + TOKEN
     assert market.order(rid).state_name == "cancelled" and not labeler.functions.labelled(rid).call()
     assert "cannot use the job inputs" in onet.logs()
+
+
+def test_a_request_whose_output_cannot_be_delivered_is_not_taken(onet):
+    """A minilm embedding line is longer than fulfil's 4096 bytes: a provider that took it could
+    never be paid and would lose its collateral, so it does not take it."""
+    onet.provider(1, ["minilm"])
+    user = onet.accts[4]
+    chain, token, market, _ = consumer(onet, user)
+    oracle = onet.dep.oracle_client(user.key)
+    line = json.dumps({"text": "a cat sat on the mat"}).encode()
+    program = job_program("minilm", line)
+    token.approve(oracle.address, TOKEN)
+    chain.send(oracle.fn.request("minilm", line, user.address, TOKEN, program_root(program), len(program)))
+    rid = market.fn.order_count().call()
+    end = time.monotonic() + 120
+    while "more than the Oracle's 4096-byte limit" not in onet.logs():
+        assert time.monotonic() < end, onet.logs()
+        time.sleep(0.5)
+    assert f"oracle request {rid}: not taken, its output would be" in onet.logs()
+    assert market.order(rid).state_name == "open" and oracle.request_state(rid) == 1

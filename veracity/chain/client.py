@@ -240,14 +240,29 @@ class MarketClient(_Bound):
 
     def accept_bid(self, bid: Any) -> Any:
         return self._send(self.fn.accept_bid(bid.order_id, Web3.to_checksum_address(bid.provider), bid.price,
-                                             bid.collateral, bid.expiry, bytes.fromhex(bid.signature.removeprefix("0x"))))
+                                             bid.collateral, bid.expiry, bid.run_time,
+                                             bytes.fromhex(bid.signature.removeprefix("0x"))))
 
     def commit_result(self, order_id: int, output_cid: bytes, trace_root: bytes, trace_length: int) -> Any:
         return self._send(self.fn.commit_result(order_id, output_cid, trace_root, trace_length))
 
-    def post_window(self, order_id: int, spec_cid: bytes, program_root: bytes, program_length: int) -> Any:
-        """Fix what a standing lease served: the window's spec and program (its client only)."""
-        return self._send(self.fn.post_window(order_id, spec_cid, program_root, program_length))
+    def post_window(self, order_id: int, spec_cid: bytes, program_root: bytes, program_length: int,
+                    signature: str) -> Any:
+        """Fix what a standing lease served: the window's spec and program (its client only),
+        co-signed by the lease's provider (``market.bids.sign_window``)."""
+        return self._send(self.fn.post_window(order_id, spec_cid, program_root, program_length,
+                                              bytes.fromhex(signature.removeprefix("0x"))))
+
+    def run_time(self, order_id: int) -> int:
+        """The accepted bid's run time (seconds its provider needs to run and commit)."""
+        return int(self.fn.run_times(order_id).call())
+
+    def pay_fees(self) -> Any:
+        """Pay the fee pool to the treasury (anyone may)."""
+        return self._send(self.fn.pay_fees())
+
+    def treasury(self) -> str:
+        return self.fn.treasury().call()
 
     def finalize(self, order_id: int) -> Any:
         return self._send(self.fn.finalize(order_id))
@@ -263,8 +278,10 @@ class MarketClient(_Bound):
         root, length = self.fn.programs(order_id).call()
         return bytes(root), int(length)
 
-    def bid_digest(self, order_id: int, provider: str, price: int, collateral: int, expiry: int) -> bytes:
-        return self.fn.bid_digest(order_id, Web3.to_checksum_address(provider), price, collateral, expiry).call()
+    def bid_digest(self, order_id: int, provider: str, price: int, collateral: int, expiry: int,
+                   run_time: int = 0) -> bytes:
+        return self.fn.bid_digest(order_id, Web3.to_checksum_address(provider), price, collateral, expiry,
+                                  run_time).call()
 
     def escrow_total(self) -> int:
         return self.fn.escrow_total().call()
@@ -286,7 +303,7 @@ class OracleClient(_Bound):
         return int(self.fn.requests(request_id).call()[3])
 
     def accept(self, bid: Any) -> Any:
-        return self._send(self.fn.accept(bid.order_id, bid.price, bid.collateral, bid.expiry,
+        return self._send(self.fn.accept(bid.order_id, bid.price, bid.collateral, bid.expiry, bid.run_time,
                                          bytes.fromhex(bid.signature.removeprefix("0x"))))
 
     def fulfil(self, request_id: int, output: bytes) -> Any:
@@ -344,9 +361,13 @@ class DisputesClient(_Bound):
         self.token = token
 
     def challenge(self, order_id: int, root: bytes) -> Any:
-        """Approve the bond and challenge a committed result with your own trace root."""
-        self.token.approve(self.address, self.fn.bond().call())
+        """Approve the bond (priced by what the game holds up) and challenge a committed result
+        with your own trace root."""
+        self.token.approve(self.address, self.bond_for(order_id))
         return self._send(self.fn.challenge(order_id, root))
+
+    def bond_for(self, order_id: int) -> int:
+        return int(self.fn.bond_for(order_id).call())
 
     def reveal(self, order_id: int, chain_value: bytes, proof: list[bytes]) -> Any:
         return self._send(self.fn.reveal(order_id, chain_value, proof))

@@ -115,6 +115,7 @@ def deploy(rpc_url: str, deployer: AccountInfo, accounts: list[AccountInfo], dev
     chain.send(MarketClient(chain, market, TokenClient(chain, token)).fn.set_disputes(disputes))
     oracle = chain.deploy("Oracle", token, market, p["oracle_deadline"], p["oracle_window"], p["oracle_spot_bps"],
                           p["oracle_collateral_bps"])
+    chain.send(MarketClient(chain, market, TokenClient(chain, token)).fn.set_gated(oracle))  # paid on delivery
     tok = TokenClient(chain, token)
     for a in accounts:
         if a.address != deployer.address:

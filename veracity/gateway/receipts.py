@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from veracity.chain.devnet import Deployment
-from veracity.errors import VeracityError
+from veracity.errors import SignatureError, VeracityError
 from veracity.market.receipts import Receipt, line_hash
 from veracity.node.blobs import fetch
 from veracity.node.cid import cid_from_digest
@@ -54,8 +54,8 @@ def verify(dep: Deployment, key: str, receipt: Receipt) -> ReceiptCheck:
                                       f"this deployment is chain {dep.chain_id}, market {dep.market}")
     try:
         signer = receipt.signer()
-    except Exception:
-        return ReceiptCheck("failed", "the receipt's signature cannot be read")
+    except SignatureError as exc:
+        return ReceiptCheck("failed", f"the receipt's signature is refused: {exc}")
     if signer.lower() != receipt.provider.lower():
         return ReceiptCheck("failed", f"the receipt is signed by {signer}, not by its provider {receipt.provider}")
     market = dep.clients(key)[3]

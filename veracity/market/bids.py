@@ -1,7 +1,11 @@
-"""EIP-712 bids: providers sign them off-chain; the Market contract checks them byte for byte.
+"""EIP-712 bids and windows: providers sign them off-chain; the Market checks them byte for byte.
 
-The typed data is ``Bid(uint256 orderId,address provider,uint256 price,uint256 collateral,
-uint256 expiry)`` in the domain ``("Veracity Market", "1", chainId, market address)``.
+A bid is ``Bid(uint256 orderId,address provider,uint256 price,uint256 collateral,uint256 expiry,
+uint256 runTime)``: ``runTime`` is the seconds the provider needs to run and commit, and the
+Market accepts the bid only while that still fits before the order's deadline. A standing lease's
+window is ``Window(uint256 orderId,bytes32 specCid,bytes32 programRoot,uint256 programLength)``,
+signed by the lease's provider once it has checked the window is what it served. Both live in the
+domain ``("Veracity Market", "1", chainId, market address)``.
 """
 
 from __future__ import annotations
@@ -19,6 +23,15 @@ BID_TYPES = {
         {"name": "price", "type": "uint256"},
         {"name": "collateral", "type": "uint256"},
         {"name": "expiry", "type": "uint256"},
+        {"name": "runTime", "type": "uint256"},
+    ]
+}
+WINDOW_TYPES = {
+    "Window": [
+        {"name": "orderId", "type": "uint256"},
+        {"name": "specCid", "type": "bytes32"},
+        {"name": "programRoot", "type": "bytes32"},
+        {"name": "programLength", "type": "uint256"},
     ]
 }
 
@@ -31,10 +44,11 @@ class Bid(BaseModel):
     price: int = Field(ge=0)
     collateral: int = Field(ge=0)
     expiry: int = Field(ge=0)
+    run_time: int = Field(0, ge=0)  # seconds it needs to run and commit once accepted
     signature: str = ""
 
 
-def _typed(bid: Bid, chain_id: int, market: str) -> dict:
+def _typed_data(types: dict, primary: str, message: dict, chain_id: int, market: str) -> dict:
     return {
         "types": {
             "EIP712Domain": [
@@ -43,14 +57,39 @@ def _typed(bid: Bid, chain_id: int, market: str) -> dict:
                 {"name": "chainId", "type": "uint256"},
                 {"name": "verifyingContract", "type": "address"},
             ],
-            **BID_TYPES,
+            **types,
         },
-        "primaryType": "Bid",
+        "primaryType": primary,
         "domain": {"name": DOMAIN_NAME, "version": DOMAIN_VERSION, "chainId": chain_id,
                    "verifyingContract": Web3.to_checksum_address(market)},
-        "message": {"orderId": bid.order_id, "provider": Web3.to_checksum_address(bid.provider),
-                    "price": bid.price, "collateral": bid.collateral, "expiry": bid.expiry},
+        "message": message,
     }
+
+
+def _typed(bid: Bid, chain_id: int, market: str) -> dict:
+    return _typed_data(BID_TYPES, "Bid", {"orderId": bid.order_id, "provider": Web3.to_checksum_address(bid.provider),
+                                          "price": bid.price, "collateral": bid.collateral, "expiry": bid.expiry,
+                                          "runTime": bid.run_time}, chain_id, market)
+
+
+def _window(order_id: int, spec_cid: bytes, program_root: bytes, program_length: int, chain_id: int,
+            market: str) -> dict:
+    return _typed_data(WINDOW_TYPES, "Window", {"orderId": order_id, "specCid": bytes(spec_cid),
+                                                "programRoot": bytes(program_root),
+                                                "programLength": program_length}, chain_id, market)
+
+
+def sign_window(order_id: int, spec_cid: bytes, program_root: bytes, program_length: int, private_key: str,
+                chain_id: int, market: str) -> str:
+    """A lease provider's signature (hex) agreeing to the window ``post_window`` will fix."""
+    msg = encode_typed_data(full_message=_window(order_id, spec_cid, program_root, program_length, chain_id, market))
+    return "0x" + bytes(Account.sign_message(msg, private_key).signature).hex()
+
+
+def window_signer(order_id: int, spec_cid: bytes, program_root: bytes, program_length: int, signature: str,
+                  chain_id: int, market: str) -> str:
+    msg = encode_typed_data(full_message=_window(order_id, spec_cid, program_root, program_length, chain_id, market))
+    return Account.recover_message(msg, signature=bytes.fromhex(signature.removeprefix("0x")))
 
 
 def bid_digest(bid: Bid, chain_id: int, market: str) -> bytes:

@@ -40,6 +40,7 @@ class BidTerms:
     price: int
     collateral: int
     expiry: int
+    run_time: int = 0  # seconds it needs once accepted: the Market refuses acceptance later than deadline - run_time
 
 
 def decide_bid(order: OrderView, policy: PricePolicy, now: int, running_jobs: int,
@@ -57,7 +58,9 @@ def decide_bid(order: OrderView, policy: PricePolicy, now: int, running_jobs: in
     collateral = price * policy.collateral_bps // 10_000
     if collateral > free_stake:
         return f"its free stake {free_stake} cannot cover collateral {collateral}"
-    return BidTerms(price=price, collateral=collateral, expiry=min(order.deadline, now + policy.bid_ttl_s))
+    run_time = min(policy.min_deadline_s, order.deadline - now)
+    return BidTerms(price=price, collateral=collateral, expiry=min(order.deadline - run_time, now + policy.bid_ttl_s),
+                    run_time=run_time)
 
 
 def check_capacity(terms: BidTerms, estimate: Any, policy: PricePolicy, order: OrderView, now: int,
@@ -79,9 +82,12 @@ def check_capacity(terms: BidTerms, estimate: Any, policy: PricePolicy, order: O
     if cost > order.max_price:
         return (f"its compute for this job costs about {cost} (about {duration(seconds)} on {policy.devices}), "
                 f"above the max price {order.max_price}")
+    run_time = min(max(terms.run_time, 2 * int(seconds) + 30), order.deadline - now)  # twice the estimate, + commit
+    terms = BidTerms(price=terms.price, collateral=terms.collateral,
+                     expiry=min(terms.expiry, order.deadline - run_time), run_time=run_time)
     if cost <= terms.price:
         return terms
     collateral = cost * policy.collateral_bps // 10_000
     if collateral > free_stake:
         return f"its free stake {free_stake} cannot cover collateral {collateral}"
-    return BidTerms(price=cost, collateral=collateral, expiry=terms.expiry)
+    return BidTerms(price=cost, collateral=collateral, expiry=terms.expiry, run_time=run_time)

@@ -25,6 +25,10 @@ from eth_abi import encode
 from eth_utils import keccak, to_checksum_address
 from pydantic import BaseModel, ConfigDict
 
+from veracity.errors import SignatureError
+
+SECP256K1_N = 0xFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFEBAAEDCE6AF48A03BBFD25E8CD0364141
+
 
 def input_line(item: dict[str, Any]) -> str:
     """A request's line in the window's inputs JSONL."""
@@ -56,10 +60,28 @@ def _sign(key: str, digest: bytes) -> str:
 
 
 def _signer(signature: str, digest: bytes) -> str:
-    raw = bytes.fromhex(signature.removeprefix("0x"))
-    if len(raw) != 65 or raw[64] not in (27, 28):
-        raise ValueError("not a 65-byte signature")
-    pub = coincurve.PublicKey.from_signature_and_message(raw[:64] + bytes([raw[64] - 27]), digest, hasher=None)
+    """The address that signed ``digest``. Only the canonical form is accepted (EIP-2, as
+    ``ecrecover`` callers such as snekmate's ``ecdsa`` require): every ECDSA signature (r, s) has a
+    twin (r, n - s) with the other recovery id that recovers the same signer, so accepting both
+    would give one answer two receipts. libsecp256k1 always signs with s <= n/2."""
+    try:
+        raw = bytes.fromhex(signature.removeprefix("0x"))
+    except ValueError:
+        raise SignatureError("the signature is not hex: it must be 65 bytes (r, s, v) as 0x-prefixed hex") from None
+    if len(raw) != 65:
+        raise SignatureError(f"the signature is {len(raw)} bytes, not 65 (r, s, v)")
+    r, s, v = int.from_bytes(raw[:32], "big"), int.from_bytes(raw[32:64], "big"), raw[64]
+    if v not in (27, 28):
+        raise SignatureError(f"the signature's v is {v}, not 27 or 28")
+    if not 0 < r < SECP256K1_N or not 0 < s < SECP256K1_N:
+        raise SignatureError("the signature's r or s is outside 1..secp256k1n-1")
+    if s > SECP256K1_N // 2:
+        raise SignatureError(f"the signature is malleable (high s): s = {hex(s)} is above secp256k1n/2; "
+                             "only the low-s form (EIP-2) is accepted: sign again with a standard signer")
+    try:
+        pub = coincurve.PublicKey.from_signature_and_message(raw[:64] + bytes([v - 27]), digest, hasher=None)
+    except ValueError:  # coincurve: "failed to recover ECDSA public key" (no point has this r)
+        raise SignatureError("the signature recovers no public key (r is not a point on secp256k1)") from None
     return to_checksum_address(keccak(pub.format(compressed=False)[1:])[-20:])
 
 

@@ -8,7 +8,6 @@ CID the provider committed, so its bytes are exactly what was committed.
 
 from __future__ import annotations
 
-import random
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -21,6 +20,7 @@ from veracity.chain.events import EventStream
 from veracity.errors import ChainError, InputError, VeracityError
 from veracity.exact.program import program_root
 from veracity.market.bids import Bid, bid_signer
+from veracity.market.choice import rank_bids
 from veracity.node.blobs import BlobError, fetch, fetch_trace, push
 from veracity.node.cid import cid_from_digest, cid_of, digest_of
 from veracity.workloads.jobs import Job
@@ -238,11 +238,12 @@ def submit_units(spec: JobSpec, dep: Deployment, key: str, units: int, rotate: l
 
 
 def _accept_best(market: Any, registry: Any, oid: int, bids: list[Bid]) -> Bid:
-    """Accept the cheapest bid (then the best reputation; ties drawn at random, so equal providers
-    share the work); if the contract refuses it (the provider's stake is now locked elsewhere, the
-    bid expired), try the next."""
-    ranked = sorted(bids, key=lambda b: (b.price, -registry.node(b.provider).reputation, random.random()))
-    refusals = []
+    """Accept the best bid by ``market.choice.rank_bids`` (bids the Market would refuse, for too
+    little collateral, expired, or a run time past the deadline, are skipped; the rest go by price
+    net of a tenth of their collateral, then reputation, then chance); if the contract still refuses
+    one (the provider's stake is now locked elsewhere, time ran out), try the next."""
+    ranked, refusals = rank_bids(bids, market.chain.now(), market.order(oid).deadline,
+                                 lambda provider: registry.node(provider).reputation)
     for bid in ranked:
         try:
             market.accept_bid(bid)
@@ -250,7 +251,7 @@ def _accept_best(market: Any, registry: Any, oid: int, bids: list[Bid]) -> Bid:
         except ChainError as exc:
             refusals.append(f"{bid.provider}: {exc}")
     market.reclaim(oid)
-    raise NoBidError(f"order {oid}: every bid was refused by the Market (escrow refunded): {'; '.join(refusals)}")
+    raise NoBidError(f"order {oid}: no bid could be accepted (escrow refunded): {'; '.join(refusals)}")
 
 
 def _collect_bids(dep: Deployment, oid: int, peers: dict[str, str], max_price: int, wait: float,

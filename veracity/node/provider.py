@@ -226,7 +226,7 @@ class ProviderNode:
             log("provider", f"order {oid}: no bid, {terms}")
             return
         bid = sign_bid(Bid(order_id=oid, provider=self.chain.address, price=terms.price,
-                           collateral=terms.collateral, expiry=terms.expiry),
+                           collateral=terms.collateral, expiry=terms.expiry, run_time=terms.run_time),
                        self.cfg.key, self.dep.chain_id, self.dep.market)
         self.state.advance(oid, "bid", bid=bid.model_dump_json())
         self.bids[oid] = bid.model_dump()

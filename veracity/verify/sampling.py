@@ -24,7 +24,18 @@ a rational provider never cheats.
 from __future__ import annotations
 
 STAKE_SLASH_BPS = 2_000  # share of its stake a provider caught cheating loses (with its collateral)
+BURN_BPS = 5_000  # share of a dispute's slash (and of a lost bond) that the contracts burn
 SAFETY = 2.0
+
+
+def challenger_reward(slashed: int) -> int:
+    """What a challenger that won is paid of the ``slashed`` amount (the rest is burnt)."""
+    return slashed - slashed * BURN_BPS // 10_000
+
+
+def bond_to_provider(bond: int) -> int:
+    """What a provider gets of a challenger's lost bond (the rest is burnt)."""
+    return bond - bond * BURN_BPS // 10_000
 
 
 def slashable(collateral: int, stake: int, stake_slash_bps: int = STAKE_SLASH_BPS) -> int:
