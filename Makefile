@@ -5,7 +5,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test bench install clean
+.PHONY: demo test lint bench install clean
 
 $(STAMP): requirements.lock pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -20,6 +20,9 @@ install: $(STAMP)
 
 demo: $(STAMP)
 	$(VENV)/bin/veracity demo
+
+lint: $(STAMP)
+	$(VENV)/bin/ruff check veracity tests bench examples
 
 test: $(STAMP)
 	$(PY) -m pytest -n 2 tests

@@ -40,11 +40,11 @@ def lifecycle(d: Deployment, client_key: str, provider_key: str, gas: dict[str, 
             gas.setdefault(name, []).append(receipt.gasUsed)  # type: ignore[attr-defined]
 
     note("approve", ctok.approve(cmkt.address, 10 * TOKEN))
-    receipt = cchain.send(cmkt.fn.open_order(SPEC, 1, SPEC, 10 * TOKEN, now + 3600, window, 500, bytes(32), 0))
+    receipt = cchain.send(cmkt.fn.open_order(SPEC, 1, SPEC, 10 * TOKEN, now + 3600, window, 500, SPEC, 84))
     note("open_order", receipt)
     oid = _order_id(cmkt, receipt)
     bid = sign_bid(Bid(order_id=oid, provider=pchain.address, price=8 * TOKEN, collateral=20 * TOKEN,
-                       expiry=now + 600), provider_key, d.chain_id, d.market)
+                       expiry=now + 600, run_time=60), provider_key, d.chain_id, d.market)
     note("accept_bid", cmkt.accept_bid(bid))
     note("commit_result", pmkt.commit_result(oid, SPEC, SPEC, 84))
     note("finalize", pmkt.finalize(oid))
@@ -98,7 +98,7 @@ def main() -> int:
             lifecycle(d, clients[0].key, providers[0].key, gas)
         # the timeout path, for its gas
         c = d.clients(clients[1].key)
-        oid = c[3].open_order(SPEC, 1, SPEC, 10 * TOKEN, c[0].now() + 5, 0)
+        oid = c[3].open_order(SPEC, 1, SPEC, 10 * TOKEN, c[0].now() + 5, 0, 0, SPEC, 84)
         c[3].accept_bid(sign_bid(Bid(order_id=oid, provider=providers[1].address, price=8 * TOKEN,
                                      collateral=20 * TOKEN, expiry=c[0].now() + 600), providers[1].key,
                                  d.chain_id, d.market))

@@ -180,7 +180,7 @@ escrow_total: public(uint256)
 fee_pool: public(uint256)
 disputes: public(address)
 challenged: public(HashMap[uint256, bool])
-run_times: public(HashMap[uint256, uint256])  # the accepted bid's run time
+run_times: public(HashMap[uint256, uint256])  # a standing lease's accepted bid's run time
 held: public(HashMap[uint256, uint256])  # the provider's stake share held while the order is disputed
 treasury: public(address)  # where the fee pool is paid
 gated: public(HashMap[address, bool])  # clients (the Oracle) whose orders only they may finalize
@@ -326,7 +326,8 @@ def accept_bid(order_id: uint256, provider: address, price: uint256, collateral:
     self.orders[order_id].provider = provider
     self.orders[order_id].price = price
     self.orders[order_id].collateral = collateral
-    self.run_times[order_id] = run_time
+    if o.spec_cid == empty(bytes32):  # only a standing lease needs it later (to post its window in time)
+        self.run_times[order_id] = run_time
     self.escrow_total -= refund
     if refund > 0:
         assert extcall token.transfer(o.client, refund), "market: refund transfer failed"

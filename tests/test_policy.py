@@ -13,11 +13,11 @@ def order(**kw):
 
 def test_bids_below_the_max_and_never_under_the_floor():
     terms = decide_bid(order(), POLICY, now=1_000, running_jobs=0, free_stake=10**6)
-    assert terms == BidTerms(price=900, collateral=450, expiry=1_300)
+    assert terms == BidTerms(price=900, collateral=450, expiry=1_300, run_time=20)
     low = decide_bid(order(max_price=105), POLICY, now=1_000, running_jobs=0, free_stake=10**6)
     assert low.price == 100  # 10% under 105 would break the floor
     short = decide_bid(order(deadline=1_100), POLICY, now=1_000, running_jobs=0, free_stake=10**6)
-    assert short.expiry == 1_100  # a bid never outlives the order's deadline
+    assert short.expiry == 1_080  # a bid never outlives the last moment its run time still fits
 
 
 def test_every_refusal_says_why():
@@ -48,6 +48,6 @@ def test_the_planner_refuses_what_the_devices_cannot_do_and_prices_the_compute()
     hourly = POLICY.model_copy(update={"price_per_device_hour": 3_600_000})  # 1_000 a second
     one_s = JobEstimate(flops=1e11, memory_bytes=1e6, detail="")  # 1 s on one CPU at 5%
     raised = check_capacity(terms, one_s, hourly, order(), 1_000, 10**6)
-    assert raised == BidTerms(price=1_000, collateral=500, expiry=terms.expiry)  # its cost, up to the max
+    assert raised == BidTerms(price=1_000, collateral=500, expiry=terms.expiry, run_time=22)  # its cost; twice its time
     dear = JobEstimate(flops=2e11, memory_bytes=1e6, detail="")
     assert "costs about 2000" in check_capacity(terms, dear, hourly, order(), 1_000, 10**6)

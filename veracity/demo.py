@@ -14,7 +14,7 @@ on 127.0.0.1 (in a temporary folder, so a devnet you run yourself is left alone)
 * a job whose client picks a cheater (``corrupt-op``: one element of one op altered half-way, the
   rest computed consistently from it): the validator's re-execution differs, it challenges with a
   bond, the dispute game runs to one element that the OneStep contract recomputes, and the cheater
-  loses its collateral and a fifth of its stake to the validator; the client is refunded.
+  loses its collateral and a fifth of its stake (half to the validator, half burnt); the client is refunded.
 
 It prints the story and every balance before and after, and returns True only when every step
 happened and every balance moved exactly as the protocol says.
@@ -36,6 +36,7 @@ from rich.console import Console
 from rich.table import Column, Table
 
 from veracity.errors import VeracityError
+from veracity.verify.sampling import challenger_reward
 
 ROOT = Path(__file__).resolve().parent.parent
 JOBS = ROOT / "examples" / "jobs"
@@ -204,9 +205,9 @@ def _story(console: Console, dep: Any, daemons: list[dict[str, Any]]) -> bool:
 
     after = _balances(token, registry, market, parties)
     expected = _expected(before, done, missed, clients)
-    if cheat.price:  # the client is refunded; the cheater's collateral and stake share go to the validator
-        expected[f"stake:{cheat.provider}"] -= cheat.slashed
-        expected[validator["address"]] += cheat.slashed
+    if cheat.price:  # the client is refunded; of the cheater's collateral and stake share, half is burnt
+        expected[f"stake:{cheat.provider}"] -= cheat.slashed  # and half goes to the validator
+        expected[validator["address"]] += challenger_reward(cheat.slashed)
     ok &= _print_balances(console, names, before, after, expected)
     escrow = market.escrow_total()
     ok &= escrow == 0
@@ -324,7 +325,8 @@ def _cheater(console: Console, dep: Any, market: Any, client: Any, cheater: str,
     story.bids = "(only p3 asked)"
     story.matched = f"{names.get(cheater)} @ {vrc(order.price)}"
     story.run, story.commit = "[red]corrupt-op[/]", f"{order.output_cid.hex()[:12]}.."
-    story.settle = f"refund {vrc(order.price)}; slashed {vrc(slashed)} to the validator"
+    story.settle = (f"refund {vrc(order.price)}; slashed {vrc(slashed)}: "
+                    f"{vrc(challenger_reward(slashed))} to the validator, the rest burnt")
     story.output = "discarded"
     story.ok = [order.state_name == "overturned", slashed == story.slashed]
     return story

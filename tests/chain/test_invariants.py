@@ -1,9 +1,15 @@
-"""Stateful property test on a real anvil: random sequences of calls by several accounts.
+"""Stateful property test on a real anvil: random sequences of calls by several accounts,
+over Token, Registry, Market, Disputes and standing leases.
 
-After every step: tokens are conserved (balances + escrow + stakes + fee pool = supply), the
-contracts hold exactly what their books say, and every account's wealth (balance + stake +
-escrow of its live orders) equals what a model that only knows the legitimate effects of each
-successful call predicts, so no account ever gains funds that were not its own.
+Providers here are honest (they commit the trace of the program they signed); clients, strangers
+and the providers' sybils open, accept, reclaim, challenge with made-up roots, time games out,
+post windows, unbond, withdraw and pay the fee pool out. After every step: tokens are conserved
+(balances + escrow + stakes + bonds + fee pool + burnt = the initial supply), the contracts hold
+exactly what their books say, and every account's wealth (balance + stake + escrow of its live
+orders) equals what a model that only knows the legitimate effects of each successful call
+predicts, so no account ever gains funds that were not its own and an honest provider never loses
+(it only ever gains prices and half of a bogus challenger's bond). A rule that jumps past every
+bound (deadline, window, move times) then checks that every order reaches a terminal state.
 """
 
 import hashlib
@@ -21,12 +27,14 @@ from hypothesis.stateful import (
 
 from veracity.chain.client import PROVIDER
 from veracity.errors import ChainError
-from veracity.market.bids import Bid, sign_bid
+from veracity.market.bids import Bid, sign_bid, sign_window
+from veracity.verify.sampling import bond_to_provider
 
 TOKEN = 10**18
 NAMES = ["client", "client2", "provider", "provider2", "stranger"]
 PARTY = ["party"] * 4 + NAMES  # "party": the order's own client or provider, so calls often succeed
 SPEC = hashlib.sha256(b"spec").digest()
+TERMINAL = {"finalized", "refunded", "cancelled", "overturned"}
 
 
 
@@ -43,6 +51,10 @@ def machine_cls(devnet, actors_cls):
             self.snap = self.a.rpc("evm_snapshot")
             self.by = {n: getattr(self.a, n) for n in NAMES}
             self.expected = self.all_wealth()
+            self.supply0 = self.a.stranger.token.total_supply()
+            self.burnt = 0
+            self.treasury = self.a.stranger.market.treasury()
+            self.paid_out = 0  # fees paid to the treasury (the deployer, outside the modelled accounts)
             self.orders: list[int] = []
             self.registered: set[str] = set()
 
@@ -73,6 +85,13 @@ def machine_cls(devnet, actors_cls):
             if label:
                 Market.successes[label] = Market.successes.get(label, 0) + 1
             return True
+
+        def disputes(self, who):
+            """The Disputes contract as ``who``, on that account's own chain client (one nonce)."""
+            from veracity.chain.client import DisputesClient
+
+            actor = self.by[who]
+            return DisputesClient(actor.chain, self.a.d.disputes, actor.token)
 
         def actor(self, who, party_address):
             return self.by[self.name_of(party_address)] if who == "party" else self.by[who]
@@ -181,9 +200,102 @@ def machine_cls(devnet, actors_cls):
         def reclaim_order(self, o, who):
             label = "timeout" if o.state_name == "accepted" else "cancel"
             if self.attempt(lambda: self.actor(who, o.client).market.reclaim(o.order_id), label) \
-                    and o.state_name == "accepted":
+                    and o.state_name == "accepted" and any(o.spec_cid):  # a lease never posted: no fault
                 self.expected[self.name_of(o.provider)] -= o.collateral
                 self.expected[self.name_of(o.client)] += o.collateral
+
+        @rule(who=st.sampled_from(["client", "client2"]), data=st.data(), sign=st.sampled_from(["provider"] * 3 + ["client"]))
+        def lease(self, who, data, sign):
+            """A standing lease: accepted, then a window posted (co-signed, or forged by the client)."""
+            a = self.a
+            oid = self.by[who].market.open_order(bytes(32), 1, SPEC, 20 * TOKEN, a.now() + 600, 60)
+            self.orders.append(oid)
+            p = self.by[data.draw(st.sampled_from(["provider", "provider2"]))]
+            bid = sign_bid(Bid(order_id=oid, provider=p.address, price=20 * TOKEN, collateral=5 * TOKEN,
+                               expiry=a.now() + 300, run_time=60), p.key, a.d.chain_id, a.d.market)
+            if not self.attempt(lambda: self.by[who].market.accept_bid(bid), "accept"):
+                return
+            signer = p if sign == "provider" else self.by[who]
+            sig = sign_window(oid, SPEC, SPEC, 3, signer.key, a.d.chain_id, a.d.market)
+            self.attempt(lambda: self.by[who].market.post_window(oid, SPEC, SPEC, 3, sig),
+                         "window" if sign == "provider" else None)
+
+        def committed_order(self, data):
+            """A committed result to challenge: one of the orders, or a new job driven to its commit."""
+            m = self.a.client.market
+            live = [oid for oid in self.orders if m.order(oid).state_name == "committed"]
+            if live:
+                return data.draw(st.sampled_from(live))
+            a, p = self.a, self.by[data.draw(st.sampled_from(["provider", "provider2"]))]
+            oid = a.client.market.open_order(SPEC, 1, SPEC, 50 * TOKEN, a.now() + 600, 60, 0, SPEC, 3)
+            self.orders.append(oid)
+            bid = sign_bid(Bid(order_id=oid, provider=p.address, price=50 * TOKEN, collateral=10 * TOKEN,
+                               expiry=a.now() + 300, run_time=60), p.key, a.d.chain_id, a.d.market)
+            if self.attempt(lambda: a.client.market.accept_bid(bid), "accept"):
+                self.attempt(lambda: p.market.commit_result(oid, SPEC, SPEC, 3), "commit")
+            return oid
+
+        @rule(data=st.data(), who=st.sampled_from(["client", "client2", "stranger", "provider", "provider2"]),
+              root=st.sampled_from([b"\x07" * 32, b"\x08" * 32]))
+        def challenge(self, data, who, root):
+            """A bogus challenge (a made-up root: the client's or the provider's sybil, or a rival)."""
+            oid = self.committed_order(data)
+            disputes = self.disputes(who)
+            bond = disputes.bond_for(oid)
+            if self.attempt(lambda: disputes.challenge(oid, root), "challenge"):
+                self.expected[who] -= bond
+                if data.draw(st.booleans()):  # nobody moves: anyone times the game out
+                    self.dispute_timeout(data, "stranger", True, oid)
+
+        @precondition(lambda self: self.orders)
+        @rule(data=st.data(), who=st.sampled_from(NAMES), wait=st.booleans())
+        def dispute_timeout(self, data, who, wait, oid=None):
+            oid = oid or data.draw(st.sampled_from(self.orders))
+            disputes = self.disputes(who)
+            g = disputes.game(oid)
+            if wait:
+                self.a.advance(self.a.d.move_time + 1)
+            if self.attempt(lambda: disputes.timeout(oid), "dispute_timeout"):
+                self.settled_game(oid, g)
+
+        def settled_game(self, oid, g):
+            """Nobody moved: the challenger missed its move, so the honest provider wins the bond."""
+            o = self.a.client.market.order(oid)
+            assert o.state_name == "committed", "an honest provider lost a bogus challenge"
+            self.expected[self.name_of(o.provider)] += bond_to_provider(g.bond)
+            self.burnt += g.bond - bond_to_provider(g.bond)
+
+        @rule(who=st.sampled_from(NAMES))
+        def pay_fees(self, who):
+            """The fee pool goes to the treasury (the deployer, outside the modelled accounts)."""
+            pool = self.a.stranger.market.fee_pool()
+            if self.attempt(lambda: self.by[who].market.pay_fees(), "pay_fees"):
+                self.paid_out += pool
+
+        @precondition(lambda self: self.orders)
+        @rule()
+        def everything_ends(self):
+            """Past every bound (a week's deadline, a day's window, a game's moves), anyone can end
+            every order: nothing is frozen for ever."""
+            a = self.a
+            a.advance(7 * 86400 + 1)
+            disputes = self.disputes("stranger")
+            for oid in self.orders:
+                g = disputes.game(oid)
+                if g.stage_name not in ("none", "settled"):
+                    disputes.timeout(oid)
+                    self.settled_game(oid, g)
+            a.advance(86400 + 1)  # a won game restarts the challenge window (at most a day)
+            for oid in self.orders:
+                o = a.client.market.order(oid)
+                if o.state_name == "committed":
+                    self.finalize_order(o, "stranger")
+                elif o.state_name in ("open", "accepted"):
+                    self.reclaim_order(o, "party")
+                assert a.client.market.order(oid).state_name in TERMINAL, (oid, a.client.market.order(oid))
+            if a.stranger.market.fee_pool():
+                self.pay_fees("stranger")
+            Market.successes["ended"] = Market.successes.get("ended", 0) + 1
 
         @rule(who=st.sampled_from(NAMES), amount=st.integers(0, 2000))
         def unbond(self, who, amount):
@@ -203,6 +315,7 @@ def machine_cls(devnet, actors_cls):
         def faucet(self, who, amount):
             if self.attempt(lambda: self.by[who].token.faucet(amount * TOKEN)):
                 self.expected[who] += amount * TOKEN
+                self.burnt -= amount * TOKEN  # minted (devnet only)
 
         @rule(seconds=st.sampled_from([1, 30, 120, 400, 3700]))
         def advance(self, seconds):
@@ -218,9 +331,14 @@ def machine_cls(devnet, actors_cls):
             tok, m, r = a.stranger.token, a.stranger.market, a.stranger.registry
             held = sum(tok.balance_of(acct.address) for acct in devnet.accounts)
             market_bal, registry_bal = tok.balance_of(m.address), tok.balance_of(r.address)
-            assert held + market_bal + registry_bal == tok.total_supply()
+            bonds = tok.balance_of(a.d.disputes)
+            assert held + market_bal + registry_bal + bonds == tok.total_supply()
+            assert tok.total_supply() == self.supply0 - self.burnt  # burnt only by the rules
             assert market_bal == m.escrow_total() + m.fee_pool()
             assert registry_bal == r.total_stake()
+            disputes = self.disputes("stranger")
+            games = [disputes.game(oid) for oid in self.orders]
+            assert bonds == sum(g.bond for g in games if g.stage_name not in ("none", "settled"))
 
         @invariant()
         def nobody_takes_what_is_not_theirs(self):
@@ -239,5 +357,6 @@ def test_random_call_sequences_conserve_tokens(machine_cls):
         suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture]))
     # the sequences must reach every settlement path, or the invariants were never tested there
     print("successful calls:", machine_cls.successes)
-    for path in ("accept", "commit", "finalize", "timeout"):
+    for path in ("accept", "commit", "finalize", "timeout", "window", "challenge", "dispute_timeout", "pay_fees",
+                 "ended"):
         assert machine_cls.successes.get(path, 0) > 0, f"no sequence reached a successful {path}"

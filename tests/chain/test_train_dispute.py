@@ -10,11 +10,11 @@ from pathlib import Path
 import pytest
 from test_dispute_game import committed_order, play
 
-from veracity.verify.sampling import bond_to_provider, challenger_reward
 from veracity.exact import program as prog
 from veracity.exact.trace import decode_records
 from veracity.node.adversary import train_tamper
 from veracity.verify.game import CHALLENGER, PROVIDER, Player
+from veracity.verify.sampling import bond_to_provider, challenger_reward
 from veracity.workloads.train import (
     TrainParams,
     record_tensors,

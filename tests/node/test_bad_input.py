@@ -45,7 +45,7 @@ def open_by_hand(net, spec_bytes, model="digits-mlp", client=1):
     _, _, _, market = net.dep.clients(net.accts[client].key)
     push(net.url, spec_bytes)
     return market, market.open_order(digest_of(cid_of(spec_bytes)), 1, model_id(model), 5 * TOKEN,
-                                     market.chain.now() + 600, 2)
+                                     market.chain.now() + 600, 2, 0, b"\1" * 32, 1)
 
 
 def refusal(net, oid):

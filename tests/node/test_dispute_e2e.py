@@ -7,6 +7,7 @@ import time
 from pathlib import Path
 
 from veracity.node.client import submit
+from veracity.verify.sampling import bond_to_provider
 from veracity.workloads.spec import Verification, load_spec
 
 from .conftest import Net
@@ -32,6 +33,7 @@ def test_a_lying_challenger_loses_its_bond_to_the_provider_that_defends(tmp_path
                 break
             time.sleep(0.1)
         disputes = dep.disputes_client(liar.key)
+        bond = disputes.bond_for(1)
         disputes.challenge(1, b"\x07" * 32)  # claims another trace, but has none behind that root
         for _ in range(100):  # the provider daemon answers the opening query on its own
             if disputes.game(1).revealed & 1:
@@ -46,8 +48,8 @@ def test_a_lying_challenger_loses_its_bond_to_the_provider_that_defends(tmp_path
         job.join(300)
         out = result["out"]
         fee = out.price * dep.fee_bps // 10_000
-        assert token.balance_of(p.address) == before_p + out.price - fee + dep.dispute_bond
-        assert token.balance_of(liar.address) == before_liar - dep.dispute_bond
+        assert token.balance_of(p.address) == before_p + out.price - fee + bond_to_provider(bond)  # half is burnt
+        assert token.balance_of(liar.address) == before_liar - bond
         assert market.order(1).state_name == "finalized"
         for _ in range(100):  # the daemon follows: challenged, committed again, settled
             status = sqlite3.connect(tmp_path / "p3" / "state.db").execute("SELECT status FROM jobs").fetchone()[0]

@@ -14,6 +14,7 @@ import pytest
 
 from veracity.errors import VeracityError
 from veracity.node.client import submit
+from veracity.verify.sampling import challenger_reward
 from veracity.workloads.spec import Verification, load_spec
 
 from .conftest import TOKEN, Net
@@ -60,7 +61,7 @@ def test_each_cheater_is_caught_by_the_validator_and_slashed(tmp_path):
             share = (STAKE - order.collateral) * 2000 // 10_000
             node = reg.node(acct.address)
             assert node.stake == STAKE - order.collateral - share and node.locked == 0, b
-            gained += order.collateral + share
+            gained += challenger_reward(order.collateral + share)  # the other half is burnt
         assert token.balance_of(validator.address) == v_before + gained  # and every bond came back
         for _ in range(100):  # the validator records how each game ended
             checks = httpx.get(checks_url, timeout=5).json()

@@ -261,6 +261,10 @@ class MarketClient(_Bound):
         """Pay the fee pool to the treasury (anyone may)."""
         return self._send(self.fn.pay_fees())
 
+    def gated(self, client: str) -> bool:
+        """Whether ``client`` (the Oracle) alone finalizes its orders (its providers are paid on delivery)."""
+        return bool(self.fn.gated(Web3.to_checksum_address(client)).call())
+
     def treasury(self) -> str:
         return self.fn.treasury().call()
 

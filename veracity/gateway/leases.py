@@ -5,15 +5,18 @@ the provider serves until the gateway posts the window it served). A request goe
 the lease's provider over HTTP, signed by the gateway's key, and comes back with the provider's
 signed receipt. A window closes after ``window_requests`` requests or ``window_s`` seconds: the
 gateway pushes the window's spec (an ``infer`` job whose inputs are the requests, in order) to the
-provider, computes its program, and posts both (``Market.post_window``); the provider commits the
-window like any order, and validators check it and may dispute it like any order. The next
-request opens a new lease.
+provider, computes its program, asks the provider to co-sign them (``POST /leases/{order}/window``:
+it signs only exactly what it served) and posts them with that signature (``Market.post_window``);
+the provider commits the window like any order, validators check it and may dispute it like any
+order, and the provider finalizes it after its challenge window (it is paid then). The next
+request opens a new lease. A window is posted only while the lease's run time still fits before
+its deadline (the Market's rule, with a margin): a lease is closed early enough for that.
 
-If a provider stops answering mid-session, the gateway drops its lease (the window it served
-stays open on chain: the provider misses the deadline, its collateral is slashed and the escrow
-comes back) and sends the request once more, on a new lease with another provider. The caller
-sees one slower request, never a wrong answer: an answer is only returned with a valid receipt
-from the lease's provider.
+If a provider stops answering mid-session, the gateway drops its lease and sends the request once
+more, on a new lease with another provider. The caller sees one slower request, never a wrong
+answer: an answer is only returned with a valid receipt from the lease's provider. The dropped
+lease's window is posted if its provider comes back and co-signs it (then it must commit, or its
+collateral is slashed at the deadline); otherwise the escrow comes back at the deadline.
 """
 
 from __future__ import annotations
@@ -29,7 +32,7 @@ from veracity.chain.devnet import Deployment
 from veracity.errors import VeracityError
 from veracity.exact.program import program_root
 from veracity.market import receipts as R
-from veracity.market.bids import Bid
+from veracity.market.bids import Bid, window_signer
 from veracity.node.blobs import BlobError, push
 from veracity.node.cid import cid_of, digest_of
 from veracity.node.client import _accept_best, _collect_bids, providers
@@ -38,6 +41,7 @@ from veracity.workloads.spec import JobSpec, Verification, model_id
 
 TOKEN = 10**18
 INFER = 1  # the Market's kind code for infer orders
+COMMIT_GRACE = 30  # contracts/Market.vy: a window is posted only while max(run time, this) fits before the deadline
 
 
 class GatewayError(VeracityError):
@@ -57,6 +61,10 @@ class LeaseClosed(VeracityError):
     """The lease's window closed just before the request went out: it goes to the next lease."""
 
 
+class WindowRefused(VeracityError):
+    """The lease's provider would not co-sign the window (it says why): the window is not posted."""
+
+
 @dataclass
 class Lease:
     order_id: int
@@ -66,9 +74,13 @@ class Lease:
     price: int
     deadline: int
     opened: float
+    run_time: int = 0  # the accepted bid's: the Market takes the window only while it fits before the deadline
+    post_by: float = float("inf")  # (monotonic) the last moment to post the window, with a margin
     items: list[dict[str, Any]] = field(default_factory=list)
     lock: threading.Lock = field(default_factory=threading.Lock)
     closed: bool = False
+    window: tuple[bytes, bytes, bytes, int] | None = None  # (spec, inputs, program root, length), built once
+    retry_at: float = 0.0  # (monotonic) when to ask again for a co-signature the provider did not answer
 
 
 @dataclass(frozen=True)
@@ -80,6 +92,7 @@ class WindowTerms:
     challenge_window: int = 30
     spot_check_rate: float = 1.0  # validators re-execute every window by default
     bid_wait: float = 10
+    post_margin_s: int = 10  # seconds of slack on the Market's last moment to post a window
 
 
 class LeasePool:
@@ -187,8 +200,9 @@ class LeasePool:
             return fresh
 
     def _due(self, lease: Lease, share: float = 1.0) -> bool:
-        return (len(lease.items) >= share * self.terms.window_requests or
-                time.monotonic() - lease.opened >= share * self.terms.window_s)
+        now = time.monotonic()
+        return (len(lease.items) >= share * self.terms.window_requests or now - lease.opened >= share * self.terms.window_s
+                or now + self.terms.post_margin_s >= lease.post_by)  # left time to push, co-sign and post
 
     def _retire(self, lease: Lease, dead: bool = False) -> None:
         """Take a lease out of service; the background loop posts its window."""
@@ -218,38 +232,107 @@ class LeasePool:
                 self.market.reclaim(oid)
                 raise GatewayError(f"no provider took a lease for {model} (escrow refunded): {'; '.join(reasons)}")
             best: Bid = _accept_best(self.market, self.registry, oid, bids)
-            deadline = self.market.order(oid).deadline
+            deadline, run_time = self.market.order(oid).deadline, self.market.run_time(oid)
+            left = deadline - max(run_time, COMMIT_GRACE) - self.terms.post_margin_s - self.chain.now()
         self.log(f"lease {oid}: {model} on provider {best.provider} for {best.price / TOKEN:g} VRC")
-        return Lease(oid, model, best.provider, peers[best.provider], best.price, deadline, time.monotonic())
+        return Lease(oid, model, best.provider, peers[best.provider], best.price, deadline, time.monotonic(), run_time,
+                     time.monotonic() + left)
 
-    def _post(self, lease: Lease, dead: bool) -> None:
-        """Post the window a lease served. A lease that served nothing, or whose provider is dead,
-        is reclaimed once its deadline passes (the Market slashes only a provider that did not
-        commit a posted window)."""
-        items = list(lease.items)
-        if dead or not items:
-            self.orphans.append(lease)
-        if not items:
-            return
-        inputs = "".join(R.input_line(i) for i in items).encode()
+    def _window(self, lease: Lease) -> tuple[bytes, bytes, bytes, int]:
+        """The window a lease served: its spec (an infer job of the requests, in order), the
+        inputs, and its program's root and length."""
+        inputs = "".join(R.input_line(i) for i in lease.items).encode()
         with self.chain_lock:
             left = max(1, lease.deadline - self.chain.now())
         spec = JobSpec(kind="infer", model=lease.model, inputs={"cid": cid_of(inputs)}, max_price=lease.price / TOKEN,
                        deadline=left, verification=Verification(challenge_window=self.terms.challenge_window,
                                                                 spot_check_rate=self.terms.spot_check_rate))
-        spec_bytes = spec.model_dump_json(exclude_none=True).encode()
-        try:  # tried even for a provider thought dead: if it is back, it can run its window
-            for blob in (spec_bytes, inputs):
-                push(lease.url, blob)
-        except BlobError as exc:  # posted all the same: the requests it served are on record
-            self.log(f"lease {lease.order_id}: cannot push its window to the provider ({exc})")
+        program = job_program(lease.model, inputs)
+        return spec.model_dump_json(exclude_none=True).encode(), inputs, program_root(program), len(program)
+
+    def _cosign(self, lease: Lease, spec_cid: bytes, root: bytes, length: int) -> str:
+        """The lease provider's signature of the window (``node.sessions``), checked here."""
+        body = {"spec_cid": "0x" + spec_cid.hex(), "program_root": "0x" + root.hex(), "program_length": length}
+        try:
+            resp = self._http.post(f"{lease.url}/leases/{lease.order_id}/window", json=body)
+        except httpx.HTTPError as exc:
+            raise ProviderDown(str(exc) or type(exc).__name__) from None
+        if 400 <= resp.status_code < 500:
+            try:
+                why = resp.json().get("detail", resp.text[:300])
+            except (ValueError, AttributeError):
+                why = resp.text[:300]
+            raise WindowRefused(f"HTTP {resp.status_code}: {why}")
+        if resp.status_code != 200:
+            raise ProviderDown(f"HTTP {resp.status_code}: {resp.text[:200]}")
+        try:
+            signature = str(resp.json()["signature"])
+            signer = window_signer(lease.order_id, spec_cid, root, length, signature, self.dep.chain_id, self.dep.market)
+        except Exception:  # not a signature at all
+            signer = ""
+        if signer.lower() != lease.provider.lower():
+            raise WindowRefused("its answer is not the lease provider's signature of the window")
+        return signature
+
+    def _orphan(self, lease: Lease) -> None:
+        with self._lock:
             if lease not in self.orphans:
                 self.orphans.append(lease)
-        program = job_program(lease.model, inputs)
+
+    def _post(self, lease: Lease, dead: bool, last: bool = False) -> None:
+        """Post the window a lease served, co-signed by its provider. A lease that served nothing,
+        whose provider is dead, or whose window cannot be posted (refused, or too late) is
+        reclaimed once its deadline passes (the Market slashes only a provider that did not
+        commit a posted window). A provider that did not answer is asked again a few seconds
+        later, while there is time (not on ``last``, the gateway's shutdown)."""
+        if dead or not lease.items:
+            self._orphan(lease)
+        if not lease.items:
+            return
+        if lease.window is None:  # the same window on every try: the provider signs one window a lease
+            lease.window = self._window(lease)
+        spec_bytes, inputs, root, length = lease.window
+        spec_cid = digest_of(cid_of(spec_bytes))
+        try:  # tried even for a provider thought dead: if it is back, it can co-sign and run its window
+            for blob in (spec_bytes, inputs):
+                push(lease.url, blob)
+        except BlobError as exc:
+            if lease.retry_at == 0:  # (said once, not on every try)
+                self.log(f"lease {lease.order_id}: cannot push its window to the provider ({exc})")
         with self.chain_lock:
-            self.market.post_window(lease.order_id, digest_of(cid_of(spec_bytes)), program_root(program),
-                                    len(program))
-        self.log(f"lease {lease.order_id}: window posted, {len(items)} requests")
+            now = self.chain.now()
+        if now + max(lease.run_time, COMMIT_GRACE) + self.terms.post_margin_s > lease.deadline:
+            self.log(f"lease {lease.order_id}: too close to its deadline to post its window ({len(lease.items)} "
+                     "requests, never paid for); its escrow comes back at the deadline")
+            self._orphan(lease)
+            return
+        try:
+            signature = self._cosign(lease, spec_cid, root, length)
+        except WindowRefused as exc:
+            self.log(f"lease {lease.order_id}: provider {lease.provider} refused to co-sign its window ({exc}); "
+                     "its escrow comes back at the deadline")
+            self._orphan(lease)
+            return
+        except ProviderDown as exc:
+            if last:
+                self._orphan(lease)
+            else:
+                if lease.retry_at == 0:
+                    self.log(f"lease {lease.order_id}: provider {lease.provider} did not co-sign its window ({exc}); "
+                             "asking again while there is time")
+                lease.retry_at = time.monotonic() + 5
+                with self._lock:
+                    self.closing.append((lease, dead))
+            return
+        try:
+            with self.chain_lock:
+                self.market.post_window(lease.order_id, spec_cid, root, length, signature)
+        except VeracityError as exc:
+            self.log(f"lease {lease.order_id}: the Market refused its window ({exc}); its escrow comes back at the "
+                     "deadline")
+            self._orphan(lease)
+            return
+        self.log(f"lease {lease.order_id}: window posted, {len(lease.items)} requests, co-signed by its provider")
 
     def close_due(self) -> None:
         """The background loop's turn: post due windows, open standby leases, reclaim orphans."""
@@ -263,7 +346,15 @@ class LeasePool:
             closing, self.closing = self.closing, []
             nearly = [m for m, lease in self.open.items() if self._due(lease, 0.75) and m not in self.standby]
         for lease, dead in closing:
-            self._post(lease, dead)
+            if lease.retry_at <= time.monotonic():
+                try:
+                    self._post(lease, dead)
+                    continue
+                except VeracityError as exc:  # the chain did not answer: tried again shortly
+                    self.log(f"lease {lease.order_id}: cannot post its window yet ({exc})")
+                    lease.retry_at = time.monotonic() + 5
+            with self._lock:
+                self.closing.append((lease, dead))
         for model in nearly:
             opener = self._openers.setdefault(model, threading.Lock())
             if not opener.acquire(blocking=False):
@@ -280,11 +371,12 @@ class LeasePool:
             now = self.chain.now()
             for lease in [o for o in self.orphans if now > o.deadline]:
                 self.orphans.remove(lease)
-                if self.market.order(lease.order_id).state_name == "accepted":  # (it may have come back)
+                order = self.market.order(lease.order_id)
+                if order.state_name == "accepted":  # (it may have come back)
                     self.market.reclaim(lease.order_id)
                     self.log(f"lease {lease.order_id}: reclaimed at its deadline" +
                              (f", provider {lease.provider} never committed its window (collateral slashed)"
-                              if lease.items else " (it served nothing)"))
+                              if any(order.spec_cid) else " (no window posted: nobody slashed)"))
 
     def close_all(self) -> None:
         with self._lock:
@@ -293,4 +385,4 @@ class LeasePool:
             self.standby.clear()
             closing, self.closing = self.closing, []
         for lease, dead in closing:
-            self._post(lease, dead)
+            self._post(lease, dead, last=True)

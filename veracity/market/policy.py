@@ -11,6 +11,8 @@ from typing import Any
 
 from pydantic import BaseModel, Field
 
+COMMIT_MARGIN_S = 20  # seconds a bid's run time allows for committing, beyond running the job
+
 
 class PricePolicy(BaseModel):
     """How a provider prices work (amounts in token base units)."""
@@ -18,7 +20,7 @@ class PricePolicy(BaseModel):
     models: list[str]
     price_floor: int = Field(ge=0)  # never bid below this
     markup_bps: int = Field(0, ge=0, le=10_000)  # bid this far below the client's max, never under the floor
-    collateral_bps: int = Field(2_000, ge=0)  # collateral offered, as a share of the price
+    collateral_bps: int = Field(2_000, ge=1_000)  # collateral offered, as a share of the price (the Market's minimum: 10%)
     min_deadline_s: int = Field(60, ge=0)  # refuse orders that leave less time than this
     max_jobs: int = Field(4, ge=1)  # concurrent leases
     bid_ttl_s: int = Field(300, ge=1)
@@ -58,7 +60,7 @@ def decide_bid(order: OrderView, policy: PricePolicy, now: int, running_jobs: in
     collateral = price * policy.collateral_bps // 10_000
     if collateral > free_stake:
         return f"its free stake {free_stake} cannot cover collateral {collateral}"
-    run_time = min(policy.min_deadline_s, order.deadline - now)
+    run_time = min(COMMIT_MARGIN_S, order.deadline - now)  # the planner (check_capacity) raises it to the job's
     return BidTerms(price=price, collateral=collateral, expiry=min(order.deadline - run_time, now + policy.bid_ttl_s),
                     run_time=run_time)
 
@@ -82,7 +84,7 @@ def check_capacity(terms: BidTerms, estimate: Any, policy: PricePolicy, order: O
     if cost > order.max_price:
         return (f"its compute for this job costs about {cost} (about {duration(seconds)} on {policy.devices}), "
                 f"above the max price {order.max_price}")
-    run_time = min(max(terms.run_time, 2 * int(seconds) + 30), order.deadline - now)  # twice the estimate, + commit
+    run_time = min(max(terms.run_time, 2 * int(seconds) + COMMIT_MARGIN_S), order.deadline - now)  # twice the estimate
     terms = BidTerms(price=terms.price, collateral=terms.collateral,
                      expiry=min(terms.expiry, order.deadline - run_time), run_time=run_time)
     if cost <= terms.price:

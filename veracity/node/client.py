@@ -179,7 +179,11 @@ def submit(spec: JobSpec, dep: Deployment, key: str, bid_wait: float = 15, resul
         raise VeracityError(f"order {oid}: provider {best.provider} served outputs that are not its committed "
                             f"result ({wrong}); they were discarded. Its committed trace stood through the "
                             f"challenge window; fetch the outputs again or run the job yourself")
-    market.finalize(oid)
+    try:
+        market.finalize(oid)
+    except ChainError:  # the provider may finalize its own result first (anyone may)
+        if market.order(oid).state_name != "finalized":
+            raise
     phase("settle")
     return JobOutcome(oid, best.provider, best.price, out_cid, bytes.fromhex(committed.args["trace_root"][2:]),
                       outputs, phases, bids)

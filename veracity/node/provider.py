@@ -1,6 +1,8 @@
 """The provider daemon: follows Market events, bids by its policy, runs accepted jobs in isolated
 workers (``workers`` at once; its policy's ``max_jobs`` leases held), stores outputs as blobs, commits
-on-chain, and serves its blobs and bids.
+on-chain, finalizes its results once their challenge window has passed (``node.settler``), and
+serves its blobs, its bids, standing leases' requests and the windows it co-signs
+(``node.sessions``).
 
     python -m veracity.node.provider --config provider.json
 
@@ -18,7 +20,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, Literal
 
-from fastapi import HTTPException
+from fastapi import Body, HTTPException
 from pydantic import BaseModel, Field
 
 from veracity.chain.client import PROVIDER
@@ -37,7 +39,8 @@ from veracity.node.cid import cid_from_digest, digest_of
 from veracity.node.daemon import config_main, log, serve_and_loop
 from veracity.node.disputer import Disputer
 from veracity.node.oracle_desk import OracleDesk
-from veracity.node.sessions import LeaseError, LeaseLog, LeaseServer, LeaseTerms
+from veracity.node.sessions import LeaseError, LeaseLog, LeaseServer, LeaseTerms, Window
+from veracity.node.settler import Settler
 from veracity.node.state import NodeState
 from veracity.node.worker import WorkerPool
 from veracity.verify.game import PROVIDER as DEFENDER
@@ -68,6 +71,7 @@ class ProviderConfig(BaseModel):
     job_timeout: float = 600
     poll_interval: float = 0.3
     max_blob_bytes: int = 64 << 20  # the largest spec, input or output this node stores
+    finalize_after_s: int = Field(30, ge=0)  # past a result's challenge window: its client may finalize first
 
 
 class ProviderNode:
@@ -106,7 +110,9 @@ class ProviderNode:
         self.desk = (OracleDesk(self.dep.oracle_client(cfg.key), self.market, self.blobs, self.state, self.chain.now,
                                 lambda m: log("provider", m)) if self.dep.oracle else None)
         self.leases = LeaseServer(LeaseLog(home / "state.db"), cfg.key, self.chain.address, self.dep.chain_id,
-                                  self.dep.market, self._lease_terms, self._answer, self.chain.now)
+                                  self.dep.market, self._lease_terms, self._answer, self.chain.now, self._window_program)
+        self.settler = Settler(self.market, self.state, self.chain.now, lambda m: log("provider", m),
+                               grace_s=cfg.finalize_after_s)
 
     def _lease_terms(self, oid: int) -> LeaseTerms:
         """A lease's terms: from this node's own state while it serves the lease (no chain call on
@@ -120,7 +126,9 @@ class ProviderNode:
                 return known
         o = self._reader.order(oid)
         model = self.models.get("0x" + o.model_id.hex(), "0x" + o.model_id.hex())
-        terms = LeaseTerms(o.client, model, o.provider, o.deadline, o.state_name == "accepted" and not any(o.spec_cid))
+        is_open = o.state_name == "accepted" and not any(o.spec_cid)
+        terms = LeaseTerms(o.client, model, o.provider, o.deadline, is_open,
+                           self._reader.run_time(oid) if is_open else 0)
         if terms.open:
             self._leases[oid] = terms
         return terms
@@ -137,6 +145,28 @@ class ProviderNode:
         if self.cfg.behaviour == "forged-output":  # an adversary for tests: serves what it will not commit
             shown = adversary.forge_answer(shown)
         return shown
+
+    def _window_program(self, model: str, spec_cid: bytes, served: bytes) -> tuple[bytes, int]:
+        """The program this node computes for a lease window's spec (in its blob store), once the
+        spec is an infer job of the lease's model whose inputs are ``served``, the lines it served."""
+        cid = cid_from_digest(spec_cid)
+        if not self.blobs.has(cid):
+            raise LeaseError(f"its spec {cid} is not here: push the spec and its inputs to {self.url}/blobs first")
+        try:
+            job = self.load_job(cid)
+        except VeracityError as exc:
+            raise LeaseError(f"its spec {cid} cannot be used: {exc}") from None
+        if job.spec.kind != "infer" or job.model_name != model:
+            raise LeaseError(f"the window's spec is a {job.spec.kind} job of {job.model_name!r}; the lease serves "
+                             f"infer requests of {model!r}")
+        if job.inputs != served:
+            raise LeaseError(f"the window's inputs are not the {len(served.splitlines())} requests this provider "
+                             "served on the lease, in order")
+        try:
+            program = job.program(loaded(model))
+        except VeracityError as exc:
+            raise LeaseError(f"its program cannot be computed: {exc}") from None
+        return program_root(program), len(program)
 
     def _who(self, reason: str) -> str:
         return f"provider {self.chain.address} {reason}"
@@ -159,6 +189,7 @@ class ProviderNode:
         self.referee()
         if self.desk is not None:
             self.desk.deliver()
+        self.settler.tick()  # last, and a few a tick: dispute moves come first
 
     def on_event(self, name: str, args: dict[str, Any]) -> None:
         oid = int(args.get("order_id", 0))
@@ -184,6 +215,8 @@ class ProviderNode:
             if status != job.status:
                 self.state.advance(oid, status)
                 log("provider", f"order {oid}: {'challenged' if args['challenged'] else 'the challenge failed'}")
+            if not args["challenged"]:  # its challenge window may have started again
+                self.settler.watch(oid)
         elif name == "Undecided" and job is not None and job.status in ("committed", "challenged"):
             self.state.advance(oid, "undecided", error="a dispute ended undecided; the client was refunded")
             log("provider", f"order {oid}: the dispute ended undecided, collateral released")
@@ -363,6 +396,7 @@ class ProviderNode:
         self.market.commit_result(oid, digest_of(job.output_cid), bytes.fromhex(job.trace_root), job.trace_length)
         self.state.advance(oid, "committed")
         log("provider", f"order {oid}: committed output {job.output_cid}")
+        self.settler.watch(oid)
         if self.desk is not None:
             self.desk.committed(oid)
 
@@ -386,6 +420,17 @@ class ProviderNode:
                 return self.leases.serve(order_id, body.get("index"), body.get("item"), str(body.get("signature", "")))
             except LeaseError as exc:
                 raise HTTPException(exc.status, str(exc)) from None
+            except VeracityError as exc:  # the chain could not be read
+                raise HTTPException(503, str(exc)) from None
+
+        @app.post("/leases/{order_id}/window")
+        def lease_window(order_id: int, body: Any = Body(None)) -> dict[str, Any]:
+            """Co-sign a standing lease's window (``node.sessions``): the signature ``post_window``
+            needs, given only for exactly the requests this provider served on the lease."""
+            try:
+                return self.leases.sign_window(order_id, Window.parse(body))
+            except LeaseError as exc:
+                raise HTTPException(exc.status, self._who(f"does not sign lease {order_id}'s window: {exc}")) from None
             except VeracityError as exc:  # the chain could not be read
                 raise HTTPException(503, str(exc)) from None
 

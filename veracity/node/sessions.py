@@ -6,6 +6,14 @@ the lease (0, 1, 2, ... with no gaps), its item as an ``infer`` input line, sign
 client (``market.receipts.sign_request``). The answer is the output line the window's ``infer``
 job will write for it, with the provider's receipt. Asking again for an index already served
 with the same item gives the same answer (a retried request); another item there is refused.
+
+``POST /leases/{order}/window`` takes ``{"spec_cid", "program_root", "program_length"}`` (the
+spec's 32-byte digest and the program root as 0x hex): the window the client means to post. The
+provider signs it (``market.bids.sign_window``; the Market takes no window without that signature)
+only if its spec, already pushed to this node, is an ``infer`` job of the lease's model whose
+inputs are exactly the requests it served on the lease, in order, and the program is the one it
+computes for that spec; once signed, the lease serves no more requests. So a client cannot post a
+window its provider never served, which a sybil could then challenge to have it slashed.
 When the client posts the window (``Market.post_window``) the lease is an ordinary order: the
 provider runs the window's job and commits it, and its outputs are the answers it served (exact
 arithmetic: the same bits, whatever the batch).
@@ -21,7 +29,11 @@ from pathlib import Path
 from typing import Any, Callable
 
 from veracity.errors import InputError, VeracityError
+from veracity.market import bids
 from veracity.market import receipts as R
+
+COMMIT_GRACE = 30  # contracts/Market.vy: a window is posted only while max(run time, this) fits before the deadline
+MAX_ORDER_ID = 2**63  # order ids the chain can have (and SQLite can store)
 
 
 class LeaseError(VeracityError):
@@ -42,6 +54,37 @@ class LeaseTerms:
     provider: str
     deadline: int
     open: bool
+    run_time: int = 0  # the accepted bid's: the Market takes a window only while it fits before the deadline
+
+
+@dataclass(frozen=True)
+class Window:
+    """A window a lease's client asks its provider to co-sign: what ``post_window`` will fix."""
+
+    spec_cid: bytes  # the spec's 32-byte digest, as the Market stores it
+    program_root: bytes
+    program_length: int
+
+    @classmethod
+    def parse(cls, body: Any) -> "Window":
+        """From the JSON body of ``POST /leases/{order}/window``; a LeaseError (400) says what is wrong."""
+        if not isinstance(body, dict):
+            raise LeaseError("the body must be a JSON object with spec_cid, program_root and program_length", 400)
+
+        def word(name: str) -> bytes:
+            v = body.get(name)
+            try:
+                if isinstance(v, str) and len(v) == 66 and v.startswith("0x") and len(word := bytes.fromhex(v[2:])) == 32:
+                    return word
+            except ValueError:
+                pass
+            raise LeaseError(f'"{name}" must be 32 bytes as 0x and 64 hex digits', 400)
+
+        length = body.get("program_length")
+        if not isinstance(length, int) or isinstance(length, bool) or not 0 < length < 2**256:
+            raise LeaseError('"program_length" must be a positive integer below 2^256 (the records of the '
+                             "window's trace)", 400)
+        return cls(word("spec_cid"), word("program_root"), length)
 
 
 class LeaseLog:
@@ -53,6 +96,9 @@ class LeaseLog:
         self._db().execute("CREATE TABLE IF NOT EXISTS lease_requests (order_id INTEGER NOT NULL, idx INTEGER NOT NULL, "
                            "input_line TEXT NOT NULL, output_line TEXT NOT NULL, receipt TEXT NOT NULL, "
                            "PRIMARY KEY (order_id, idx))")
+        self._db().execute("CREATE TABLE IF NOT EXISTS lease_windows (order_id INTEGER PRIMARY KEY, "
+                           "spec_cid TEXT NOT NULL, program_root TEXT NOT NULL, program_length TEXT NOT NULL, "
+                           "signature TEXT NOT NULL)")
 
     def _db(self) -> sqlite3.Connection:
         db = getattr(self._local, "db", None)
@@ -79,36 +125,59 @@ class LeaseLog:
         self._db().execute("INSERT INTO lease_requests VALUES (?, ?, ?, ?, ?)",
                            (order_id, index, input_line, output_line, receipt))
 
+    def signed(self, order_id: int) -> tuple[Window, str] | None:
+        """The window this node signed for a lease, and its signature (a lease has one at most)."""
+        row = self._db().execute("SELECT spec_cid, program_root, program_length, signature FROM lease_windows "
+                                 "WHERE order_id = ?", (order_id,)).fetchone()
+        if row is None:
+            return None
+        return Window(bytes.fromhex(row[0]), bytes.fromhex(row[1]), int(row[2])), row[3]
+
+    def sign(self, order_id: int, window: Window, signature: str) -> None:
+        self._db().execute("INSERT INTO lease_windows VALUES (?, ?, ?, ?, ?)",
+                           (order_id, window.spec_cid.hex(), window.program_root.hex(), str(window.program_length),
+                            signature))
+
 
 class LeaseServer:
-    """Serves requests under this provider's open leases. ``terms(order)`` reads a lease from the
-    chain; ``answer(model, item)`` runs one item exactly and returns what the job's output shows
-    for it. One request runs at a time (the models share this process's cores)."""
+    """Serves requests under this provider's open leases, and co-signs their windows.
+    ``terms(order)`` reads a lease from the chain; ``answer(model, item)`` runs one item exactly
+    and returns what the job's output shows for it; ``program(model, spec_cid, inputs)`` is the
+    program (root, length) this node computes for a window spec, once it has checked the spec is
+    an infer job of ``model`` over exactly ``inputs`` (else a LeaseError says why). One request
+    runs at a time (the models share this process's cores)."""
 
     def __init__(self, log: LeaseLog, key: str, address: str, chain_id: int, market: str,
                  terms: Callable[[int], LeaseTerms], answer: Callable[[str, dict[str, Any]], Any],
-                 now: Callable[[], int], margin_s: int = 40, max_requests: int = 4096) -> None:
+                 now: Callable[[], int], program: Callable[[str, bytes, bytes], tuple[bytes, int]] | None = None,
+                 margin_s: int = 10, max_requests: int = 4096) -> None:
         self.log, self.key, self.address = log, key, address
         self.chain_id, self.market = chain_id, market
         self.terms, self.answer, self.now, self.margin_s = terms, answer, now, margin_s
+        self.program = program
         self.max_requests = max_requests  # per lease: a client must post what it was served
         self._lock = threading.Lock()
 
-    def _lease(self, order_id: int) -> LeaseTerms:
+    def _lease(self, order_id: int, serving: bool = True) -> LeaseTerms:
+        if not 0 < order_id < MAX_ORDER_ID:
+            raise LeaseError(f"there is no lease {order_id}", 404)
         t = self.terms(order_id)  # read each time: the window may have been posted meanwhile
         if t.provider.lower() != self.address.lower():
             raise LeaseError(f"order {order_id} is not a lease this provider holds", 404)
         if not t.open:
             raise LeaseError(f"lease {order_id}'s window is closed (posted or settled): open a new lease")
-        if self.now() > t.deadline - self.margin_s:
+        # it stops serving while the window it served can still be posted and committed
+        if serving and self.now() > t.deadline - max(t.run_time, COMMIT_GRACE) - self.margin_s:
             raise LeaseError(f"lease {order_id} is past its serving time (its deadline is near): open a new lease")
         return t
 
     def serve(self, order_id: int, index: int, item: Any, signature: str) -> dict[str, Any]:
         if not isinstance(item, dict):
             raise LeaseError('"item" must be a JSON object (an infer input line)', 400)
-        if not isinstance(index, int) or index < 0:
+        if not isinstance(index, int) or isinstance(index, bool) or index < 0:
             raise LeaseError('"index" must be a non-negative integer', 400)
+        if index >= self.max_requests:
+            raise LeaseError(f"a lease serves at most {self.max_requests} requests: post the window")
         line = R.input_line(item)
         input_hash = R.line_hash(line)
         lease = self._lease(order_id)
@@ -120,6 +189,8 @@ class LeaseServer:
             raise LeaseError(f"request {index} is not signed by lease {order_id}'s client", 401)
         with self._lock:
             lease = self._lease(order_id)  # again: the window may have been posted while this waited
+            if self.log.signed(order_id) is not None:
+                raise LeaseError(f"lease {order_id}'s window is signed: post it and open a new lease")
             done = self.log.get(order_id, index)
             if done is not None:
                 if done[0] != line:
@@ -139,6 +210,39 @@ class LeaseServer:
                                      R.line_hash(out))
             self.log.add(order_id, index, line, out, receipt.model_dump_json())
             return self._response(index, line, out, receipt.model_dump_json())
+
+    def sign_window(self, order_id: int, window: Window) -> dict[str, Any]:
+        """This provider's signature of ``window`` for a lease it holds, if the window is exactly
+        what it served there; the lease then serves no more requests. Asking again for the same
+        window gives the same signature; another window is refused."""
+        if self.program is None:
+            raise LeaseError("this provider does not co-sign lease windows", 404)
+        with self._lock:  # no request is served on the lease while its window is checked
+            lease = self._lease(order_id, serving=False)
+            done = self.log.signed(order_id)
+            if done is not None:
+                if done[0] != window:
+                    raise LeaseError(f"lease {order_id}'s window is already signed, for spec "
+                                     f"0x{done[0].spec_cid.hex()}: post that one")
+                return self._signed(order_id, *done)
+            served = self.log.served(order_id)
+            if not served:
+                raise LeaseError(f"lease {order_id} has served no request: there is no window to sign")
+            root, length = self.program(lease.model, window.spec_cid, "".join(line for line, _, _ in served).encode())
+            if (root, length) != (window.program_root, window.program_length):
+                raise LeaseError(f"the window's program ({window.program_length} records, root "
+                                 f"{window.program_root.hex()[:12]}) is not the one this provider computes for "
+                                 f"its spec ({length} records, root {root.hex()[:12]}): a dispute could not judge it")
+            signature = bids.sign_window(order_id, window.spec_cid, window.program_root, window.program_length,
+                                         self.key, self.chain_id, self.market)
+            self.log.sign(order_id, window, signature)
+            return self._signed(order_id, window, signature)
+
+    @staticmethod
+    def _signed(order_id: int, window: Window, signature: str) -> dict[str, Any]:
+        return {"order_id": order_id, "spec_cid": "0x" + window.spec_cid.hex(),
+                "program_root": "0x" + window.program_root.hex(), "program_length": window.program_length,
+                "signature": signature}
 
     @staticmethod
     def _response(index: int, _line: str, out: str, receipt: str) -> dict[str, Any]:
