@@ -283,7 +283,7 @@ def machine_cls(devnet, actors_cls):
             for oid in self.orders:
                 g = disputes.game(oid)
                 if g.stage_name not in ("none", "settled"):
-                    disputes.timeout(oid)
+                    assert self.attempt(lambda: disputes.timeout(oid), "dispute_timeout")
                     self.settled_game(oid, g)
             a.advance(86400 + 1)  # a won game restarts the challenge window (at most a day)
             for oid in self.orders:
@@ -350,10 +350,10 @@ def machine_cls(devnet, actors_cls):
 def test_random_call_sequences_conserve_tokens(machine_cls):
     from hypothesis.stateful import run_state_machine_as_test
 
-    # derandomized, so CI runs the same 20 sequences every time: random draws of 10 sometimes
+    # derandomized, so CI runs the same 16 sequences every time: random draws of 10 sometimes
     # reached no successful commit or finalize, and a check that skips a path tests nothing there
     run_state_machine_as_test(machine_cls, settings=settings(
-        max_examples=20, stateful_step_count=25, deadline=None, derandomize=True,
+        max_examples=16, stateful_step_count=25, deadline=None, derandomize=True,
         suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture]))
     # the sequences must reach every settlement path, or the invariants were never tested there
     print("successful calls:", machine_cls.successes)
