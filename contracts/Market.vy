@@ -61,6 +61,7 @@ COMMIT_GRACE: constant(uint256) = 30  # seconds a posted window leaves its provi
 MAX_CHALLENGE_WINDOW: constant(uint256) = 86400  # one day
 MAX_DURATION: constant(uint256) = 7 * 86400  # an order's deadline is at most a week away
 REPUTATION_MIN_PRICE: constant(uint256) = 10**18  # a finalized order below 1 VRC earns no reputation
+MAX_PROGRAM_LENGTH: constant(uint256) = 100_000  # records: bounds what a dispute move can demand of a provider
 DELIVERY_TIME: constant(uint256) = 3600  # a gated client's result undelivered this long after its window is voided
 
 
@@ -261,6 +262,7 @@ def open_order(spec_cid: bytes32, kind: uint8, model_id: bytes32, max_price: uin
     assert spot_check_bps <= MAX_BPS, "market: spot-check rate above 10000 bps"
     assert spec_cid == empty(bytes32) or program_length > 0, \
         "market: an order needs its program (root and length) so that a dispute can judge every record"
+    assert program_length <= MAX_PROGRAM_LENGTH, "market: the program has more than 100000 records: split the job"
     order_id: uint256 = self.order_count + 1
     self.order_count = order_id
     self.orders[order_id] = Order(client=msg.sender, spec_cid=spec_cid, kind=kind, model_id=model_id,
@@ -350,6 +352,7 @@ def post_window(order_id: uint256, spec_cid: bytes32, program_root: bytes32, pro
     assert o.state == ACCEPTED, "market: the lease has no accepted provider serving it"
     assert spec_cid != empty(bytes32), "market: the window's spec CID is empty"
     assert program_length > 0, "market: a window needs its program (root and length)"
+    assert program_length <= MAX_PROGRAM_LENGTH, "market: the program has more than 100000 records: split the job"
     assert block.timestamp + max(self.run_times[order_id], COMMIT_GRACE) <= o.deadline, \
         "market: too close to the deadline to post a window (the bid's run time does not fit)"
     digest: bytes32 = eip712._hash_typed_data_v4(

@@ -118,3 +118,30 @@ def test_a_job_estimate_counts_what_the_exact_run_computes():
     train = load_spec(EXAMPLES / "jobs" / "digits-train.yaml")
     est = estimate_job(Job(train, Path(train.inputs.path).read_bytes()))
     assert est.flops == 6 * (64 * 128 + 128 * 64 + 64 * 10) * 32 * 120  # 6N per example, 120 steps of 32
+
+
+def test_a_program_is_counted_and_bounded_before_it_is_built():
+    """Hole 12: a training job's program length comes from its first two steps, so the heaviest
+    legal digits-MLP spec (4.5 million records, ~30 s to build) is refused at once; an inference
+    program stops building once it passes the limit."""
+    from veracity.exact.program import ProgramTooLarge
+    from veracity.workloads.jobs import Job
+    from veracity.workloads.planner import MAX_PROGRAM_RECORDS, program_records
+    from veracity.workloads.spec import MAX_STEPS, load_spec
+
+    def training(name, steps):
+        spec = load_spec(EXAMPLES / "jobs" / f"{name}.yaml")
+        spec = spec.model_copy(update={"training": spec.training.model_copy(update={"steps": steps})})
+        return Job(spec, Path(spec.inputs.path).read_bytes())
+
+    for name in ("digits-train", "tiny-gpt-train", "reviews-finetune"):
+        job = training(name, 7)
+        assert program_records(job) == len(job.program()), name
+    heaviest = training("digits-train", MAX_STEPS)
+    assert program_records(heaviest) == 4_500_018
+    with pytest.raises(ProgramTooLarge, match=f"4500018 records, more than {MAX_PROGRAM_RECORDS}"):
+        heaviest.program(limit=MAX_PROGRAM_RECORDS)
+    prompts = "".join(json.dumps({"text": "a", "max_tokens": 127}) + "\n" for _ in range(64)).encode()
+    generate = Job(load_spec(EXAMPLES / "jobs" / "tiny-gpt.yaml"), prompts)  # ~309,000 records in all
+    with pytest.raises(ProgramTooLarge, match=f"more than {MAX_PROGRAM_RECORDS} records"):
+        generate.program(limit=MAX_PROGRAM_RECORDS)

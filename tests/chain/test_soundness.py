@@ -118,6 +118,13 @@ def test_9_orders_and_windows_without_a_program_or_the_time_to_run_are_refused(a
         a.client.market.post_window(lease, SPEC, PROGRAM, 7, window_sig(a, lease, SPEC, PROGRAM, 7))
 
 
+def test_12_programs_are_bounded_so_no_dispute_move_demands_unbounded_preparation(actors):
+    a = actors
+    with pytest.raises(ChainError, match="more than 100000 records"):
+        a.client.market.open_order(SPEC, 1, MODEL, TOKEN, a.now() + 600, 60, 0, PROGRAM, 100_001)
+    assert open_order(a, length=100_000)
+
+
 def test_8_a_window_its_provider_did_not_sign_is_refused(actors):
     a = actors
     register_provider(a.provider)

@@ -22,6 +22,7 @@ from typing import Any
 
 import numpy as np
 
+from veracity.errors import InputError
 from veracity.exact.trace import CODE_DTYPES, DTYPE_CODES, merkle_root, tensor_digest
 
 # op kinds (the contract's numbering)
@@ -270,18 +271,26 @@ def dtype_code(dtype: np.dtype) -> int:
     return DTYPE_CODES[np.dtype(dtype)]
 
 
-def build(model: Any, items: list[Any], batch_size: int = 32) -> list[OpDesc]:
+class ProgramTooLarge(InputError):
+    """A job's program has more records than a caller is ready to build (``planner.MAX_PROGRAM_RECORDS``)."""
+
+
+def build(model: Any, items: list[Any], batch_size: int = 32, limit: int | None = None) -> list[OpDesc]:
     """The program of an ``infer`` job: ``model`` on parsed ``items``, batched as providers run it."""
-    return build_with_outputs(model, items, batch_size)[0]
+    return build_with_outputs(model, items, batch_size, limit)[0]
 
 
-def build_with_outputs(model: Any, items: list[Any], batch_size: int = 32) -> tuple[list[OpDesc], list[int]]:
-    """The program, and which of its records hold the job's outputs (in item order)."""
+def build_with_outputs(model: Any, items: list[Any], batch_size: int = 32,
+                       limit: int | None = None) -> tuple[list[OpDesc], list[int]]:
+    """The program, and which of its records hold the job's outputs (in item order). Past
+    ``limit`` records (checked after each batch) the build stops with ``ProgramTooLarge``."""
     from veracity.exact.execute import Exec
 
     ex = Exec(ShapeBackend(), program=[])
     for lo in range(0, len(items), batch_size):
         model.run(ex, items[lo:lo + batch_size])
+        if limit is not None and len(ex.program) > limit:  # type: ignore[arg-type]
+            raise ProgramTooLarge(f"its program has more than {limit} records")
     assert ex.program is not None
     check_disputable(ex.program)
     return ex.program, ex.outputs
@@ -293,8 +302,6 @@ MAX_ROW, CHUNK_MAX, MAX_LINKS = 2080, 8320, 1024  # the contracts' bounds (OneSt
 def check_descriptors(program: list[OpDesc]) -> None:
     """Refuse descriptors larger than the contracts decode (``OpDesc`` in ``tensors.vy``): a record
     whose descriptor cannot be shown can never be opened in a dispute."""
-    from veracity.errors import InputError
-
     for d in program:
         if (len(d.dims) > 4 or len(d.inputs) > 4 or len(d.consts) > 3 or len(d.params) > 2
                 or len(d.op.encode()) > 64):
@@ -306,8 +313,6 @@ def check_disputable(program: list[OpDesc]) -> None:
     """Refuse a program a dispute could not judge: descriptors larger than the contracts decode,
     rows longer than the referees read, or an input further back than the chain links a
     judgement may show."""
-    from veracity.errors import InputError
-
     check_descriptors(program)
     for i, d in enumerate(program):
         width = d.dims[-1] if d.dims else 1

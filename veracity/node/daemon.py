@@ -1,5 +1,5 @@
-"""What every daemon shares: serve its HTTP app on 127.0.0.1 in a thread and run its loop,
-logging refusals and errors without ever stopping; and the ``--config FILE`` entry point."""
+"""What every daemon shares: serve its HTTP app on 127.0.0.1 in a thread and run its loop (or
+loops), logging refusals and errors without ever stopping; and the ``--config FILE`` entry point."""
 
 from __future__ import annotations
 
@@ -24,6 +24,11 @@ def serve_and_loop(name: str, app: Any, port: int, tick: Callable[[], None], int
 
     server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
     threading.Thread(target=server.run, daemon=True).start()
+    run_loop(name, tick, interval)
+
+
+def run_loop(name: str, tick: Callable[[], None], interval: float) -> None:
+    """Call ``tick`` every ``interval`` seconds forever; an error is logged and the loop goes on."""
     while True:
         try:
             tick()

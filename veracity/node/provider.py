@@ -2,14 +2,16 @@
 workers (``workers`` at once; its policy's ``max_jobs`` leases held), stores outputs as blobs, commits
 on-chain, finalizes its results once their challenge window has passed (``node.settler``), and
 serves its blobs, its bids, standing leases' requests and the windows it co-signs
-(``node.sessions``).
+(``node.sessions``). It defends its challenged results on a thread of its own
+(``node.defender``), so no job work ever delays a dispute move.
 
     python -m veracity.node.provider --config provider.json
 
 Every step is recorded in SQLite before the next, so after ``kill -9`` a restart resumes: a job
 caught running is run again (the result is the same bits), a finished one is committed, one whose
-deadline passed is given up, and the bids it offered are served again. Chain and database calls
-stay on the main loop's thread; worker threads only wait on worker processes.
+deadline passed is given up, and the bids it offered are served again. Job work stays on the main
+loop's thread (worker threads only wait on worker processes); the defence's thread has its own
+database connection, and the two take turns to send transactions (``defender.SerialChain``).
 """
 
 from __future__ import annotations
@@ -23,12 +25,11 @@ from typing import Any, Literal
 from fastapi import Body, HTTPException
 from pydantic import BaseModel, Field
 
-from veracity.chain.client import PROVIDER
+from veracity.chain.client import PROVIDER, DisputesClient, MarketClient, OracleClient, RegistryClient, TokenClient
 from veracity.chain.devnet import Deployment
 from veracity.chain.events import EventStream
 from veracity.errors import InputError, VeracityError
-from veracity.exact.program import program_root
-from veracity.exact.trace import decode_records
+from veracity.exact.program import ProgramTooLarge, program_root
 from veracity.market.bids import Bid, sign_bid
 from veracity.market.policy import OrderView, PricePolicy, check_capacity, decide_bid
 from veracity.models.registry import loaded
@@ -37,16 +38,15 @@ from veracity.node.blob_server import create_app
 from veracity.node.blobs import BlobStore
 from veracity.node.cid import cid_from_digest, digest_of
 from veracity.node.daemon import config_main, log, serve_and_loop
-from veracity.node.disputer import Disputer
+from veracity.node.defender import Defender, SerialChain
 from veracity.node.oracle_desk import OracleDesk
 from veracity.node.sessions import LeaseError, LeaseLog, LeaseServer, LeaseTerms, Window
 from veracity.node.settler import Settler
 from veracity.node.state import NodeState
 from veracity.node.worker import WorkerPool
-from veracity.verify.game import PROVIDER as DEFENDER
 from veracity.workloads.infer import JobResult
 from veracity.workloads.jobs import Job, job_from_blobs
-from veracity.workloads.planner import estimate_job
+from veracity.workloads.planner import MAX_PROGRAM_RECORDS, estimate_job
 from veracity.workloads.spec import model_id
 
 TOKEN = 10**18
@@ -78,7 +78,11 @@ class ProviderNode:
     def __init__(self, cfg: ProviderConfig) -> None:
         self.cfg = cfg
         self.dep = Deployment.read(Path(cfg.deployment))
-        self.chain, self.token, self.registry, self.market = self.dep.clients(cfg.key)
+        dep = self.dep  # one signing Chain for both threads: one nonce, sends in turn
+        self.chain = SerialChain(dep.rpc_url, cfg.key)
+        self.token = TokenClient(self.chain, dep.token)
+        self.registry = RegistryClient(self.chain, dep.registry, self.token)
+        self.market = MarketClient(self.chain, dep.market, self.token)
         home = Path(cfg.home)
         self.state = NodeState(home / "state.db")
         self.blobs = BlobStore(home / "blobs", cfg.max_blob_bytes)
@@ -89,13 +93,10 @@ class ProviderNode:
         start = self.state.cursor("chain", -1)
         if start < 0:
             start = self.chain.w3.eth.block_number + 1
-        watched = {"Market": self.dep.market}
-        if self.dep.disputes:
-            watched["Disputes"] = self.dep.disputes
-        self.stream = EventStream(self.chain, watched, start)
-        self.disputes = self.dep.disputes_client(cfg.key) if self.dep.disputes else None
-        self.disputer = (Disputer(DEFENDER, self.disputes, self.dep.referees, lambda m: log("provider", m))
-                         if self.disputes is not None else None)
+        self.stream = EventStream(self.chain, {"Market": dep.market}, start)
+        self.defender = (Defender(DisputesClient(self.chain, dep.disputes, self.token), self.market, dep.referees,
+                                  self.state.path, self.blobs, self.load_job, cfg.behaviour,
+                                  lambda m: log("provider", m)) if dep.disputes else None)
         self.bids: dict[int, dict[str, Any]] = {}  # what GET /bids/{order} answers, rebuilt from SQLite
         for job in self.state.jobs("bid", "skipped"):
             self.bids[job.order_id] = json.loads(job.bid) if job.bid else {"reason": self._who(job.error or "")}
@@ -107,7 +108,7 @@ class ProviderNode:
         self._reader = self.dep.clients(cfg.key)[3]  # the HTTP threads' own chain client (reads only)
         self._leases: dict[int, LeaseTerms] = {}  # leases this node serves, as the chain gave them
         self._tls = threading.local()
-        self.desk = (OracleDesk(self.dep.oracle_client(cfg.key), self.market, self.blobs, self.state, self.chain.now,
+        self.desk = (OracleDesk(OracleClient(self.chain, dep.oracle), self.market, self.blobs, self.state, self.chain.now,
                                 lambda m: log("provider", m)) if self.dep.oracle else None)
         self.leases = LeaseServer(LeaseLog(home / "state.db"), cfg.key, self.chain.address, self.dep.chain_id,
                                   self.dep.market, self._lease_terms, self._answer, self.chain.now, self._window_program)
@@ -163,7 +164,7 @@ class ProviderNode:
             raise LeaseError(f"the window's inputs are not the {len(served.splitlines())} requests this provider "
                              "served on the lease, in order")
         try:
-            program = job.program(loaded(model))
+            program = job.program(loaded(model), limit=MAX_PROGRAM_RECORDS)
         except VeracityError as exc:
             raise LeaseError(f"its program cannot be computed: {exc}") from None
         return program_root(program), len(program)
@@ -186,10 +187,9 @@ class ProviderNode:
                 log("provider", f"{ev.name} on order {ev.args.get('order_id')}: {exc}")
         self.state.set_cursor("chain", self.stream.next_block)
         self.work()
-        self.referee()
         if self.desk is not None:
             self.desk.deliver()
-        self.settler.tick()  # last, and a few a tick: dispute moves come first
+        self.settler.tick()
 
     def on_event(self, name: str, args: dict[str, Any]) -> None:
         oid = int(args.get("order_id", 0))
@@ -282,7 +282,8 @@ class ProviderNode:
         """Why this order's spec cannot run here, or the job and its program: the spec must be in
         this store, parse, name the order's model, and the blobs it names (inputs, a start
         checkpoint) must be here too (clients push them before opening the order), and the job's
-        program must be the order's."""
+        program must be the order's, of at most ``MAX_PROGRAM_RECORDS`` records: no spec keeps
+        this node building a program for longer than that takes (and nor does its dispute)."""
         if not self.blobs.has(spec_cid):
             return f"does not have the job spec {spec_cid} (push it to {self.url}/blobs before opening the order)"
         try:
@@ -293,42 +294,24 @@ class ProviderNode:
             return f"cannot use the job spec: {exc}"
         if job.model_name != model:
             return f"was sent a spec for model {job.model_name!r} but the order is for {model!r}"
-        try:  # inputs the job cannot take are refused now, not after collateral is locked
-            mine = job.program(None if job.trains else loaded(model))
-        except VeracityError as exc:  # not UTF-8 JSONL, items the model cannot take, an unreadable checkpoint
-            return f"cannot use the job inputs: {exc}"
         root, length = program
         if length == 0:  # a dispute could locate a record but not judge it: an undecided game
             return "declines an order without a program: a dispute could not judge its records"
+        if length > MAX_PROGRAM_RECORDS:
+            return (f"declines a program of {length} records: it prepares at most {MAX_PROGRAM_RECORDS} (a dispute "
+                    "move may wait on building and hashing it); split the job into smaller orders")
+        try:  # inputs the job cannot take are refused now, not after collateral is locked
+            mine = job.program(None if job.trains else loaded(model), limit=length)  # no longer than the order's
+        except ProgramTooLarge as exc:
+            return f"computes another program for these inputs than the order's ({length} records): {exc}"
+        except VeracityError as exc:  # not UTF-8 JSONL, items the model cannot take, an unreadable checkpoint
+            return f"cannot use the job inputs: {exc}"
         ours = program_root(mine)
         if length != len(mine) or ours != root:
             return (f"computes another program for these inputs ({len(mine)} records, root "
                     f"{ours.hex()[:12]}) than the order's ({length} records, {root.hex()[:12]}): "
                     "a dispute could not judge it")
         return job, mine
-
-    def referee(self) -> None:
-        """Each tick, defend every challenged result: the moves due in its game (from the trace this
-        node committed, and the tensors it recomputes), and ``timeout`` once the challenger is late."""
-        if self.disputer is None:
-            return
-        for job in self.state.jobs("challenged"):
-            if job.order_id not in self.disputer.players:
-                try:
-                    self.join(job.order_id)
-                except VeracityError as exc:
-                    log("provider", f"order {job.order_id}: dispute: {exc}")
-                    continue
-        self.disputer.tick(self.chain.now())
-
-    def join(self, oid: int) -> None:
-        row = self.state.job(oid)
-        job = self.load_job(row.spec_cid)
-        cheat = adversary.tamper_for(self.cfg.behaviour, job)  # a cheater replays its cheat to show tensors
-        assert self.disputer is not None
-        self.disputer.join(oid, decode_records(self.blobs.get(row.trace_cid)), job, self.market.program(oid), cheat,
-                           has_tensors=self.cfg.behaviour != "lazy")
-        log("provider", f"order {oid}: defending the result in a dispute")
 
     # work -----------------------------------------------------------------------------------
     def work(self) -> None:
@@ -455,6 +438,8 @@ class ProviderNode:
         for name in set(self.cfg.policy.models) & set(names()):  # to check inputs before bidding
             loaded(name)
         self.register()
+        if self.defender is not None:
+            self.defender.start()
         serve_and_loop("provider", self.app(), self.cfg.port, self.tick, self.cfg.poll_interval)
 
 

@@ -118,14 +118,16 @@ def run_infer_job(model_name: str, inputs_jsonl: bytes, backend: str = "torch", 
                      result.steps, result.ops, encode_records(result.records))
 
 
-def job_program(model_name: str, inputs_jsonl: bytes, model: Any = None, batch_size: int = 32) -> list[Any]:
+def job_program(model_name: str, inputs_jsonl: bytes, model: Any = None, batch_size: int = 32,
+                limit: int | None = None) -> list[Any]:
     """The program of an ``infer`` job (``exact.program``): what each record of its trace must be.
-    A shape-only dry run: no arithmetic, so a client computes it in milliseconds."""
+    A shape-only dry run: no arithmetic, so a client computes it in milliseconds (a large job,
+    in seconds: ``limit`` stops it past that many records)."""
     from veracity.exact.program import build
     from veracity.models.registry import load
 
     m = model if model is not None else load(model_name)
-    return build(m, parse_items(m, input_records(inputs_jsonl), "inputs"), batch_size)
+    return build(m, parse_items(m, input_records(inputs_jsonl), "inputs"), batch_size, limit)
 
 
 def record_tensors(model_name: str, inputs_jsonl: bytes, indices: set[int], model: Any = None,

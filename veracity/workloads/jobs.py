@@ -14,6 +14,7 @@ from typing import Any, Callable
 import numpy as np
 
 from veracity.errors import InputError
+from veracity.exact.program import ProgramTooLarge
 from veracity.exact.trace import TraceRecord
 from veracity.workloads import finetune as FT
 from veracity.workloads import gpt_train as GPT
@@ -69,8 +70,15 @@ class Job:
             return T.run_train_job(self.inputs, self.params, self.start, backend, progress, tamper=tamper)
         return I.run_infer_job(self.spec.model, self.inputs, backend, model=model, tamper=tamper)
 
-    def program(self, model: Any = None) -> list[Any]:
-        """What each record of the job's trace must be (``exact.program``)."""
+    def program(self, model: Any = None, limit: int | None = None) -> list[Any]:
+        """What each record of the job's trace must be (``exact.program``). A program of more than
+        ``limit`` records is ``ProgramTooLarge``: a training one before it is built (its length is
+        known from its steps: ``planner.program_records``), an inference one once it passes it."""
+        if limit is not None and self.trains:
+            from veracity.workloads.planner import program_records
+
+            if (n := program_records(self, model)) > limit:
+                raise ProgramTooLarge(f"its program has {n} records, more than {limit}")
         if self.spec.kind == "finetune":  # data the job cannot use is refused before anything is locked
             FT.parse_labelled(self.inputs, self.params.classes)
             return FT.finetune_program(self.params, self.start, model)
@@ -78,7 +86,7 @@ class Job:
             return GPT.gpt_train_program(self.params, self.start, self.inputs)
         if self.trains:
             return T.train_program(self.params, self.start, self.inputs)
-        return I.job_program(self.spec.model, self.inputs, model)
+        return I.job_program(self.spec.model, self.inputs, model, limit=limit)
 
     def tensors(self, indices: set[int], model: Any = None, tamper: Any = None) -> dict[int, np.ndarray]:
         """The tensors of records ``indices``, recomputed by re-running the job (exact); ``tamper``

@@ -1,0 +1,102 @@
+"""A provider's defence of its challenged results, on a thread of its own.
+
+The provider's main loop does job work that can take seconds: checking a spec builds its program
+(up to ``planner.MAX_PROGRAM_RECORDS`` records), commits and finalizes wait for their blocks. A
+dispute move waits on none of it: ``Defender.run`` ticks every ``interval`` seconds on its own
+thread, learns of challenges from the Disputes contract's ``Challenged`` events itself (the main
+loop may be busy when one comes), reads jobs through a SQLite connection of its own and plays each
+game with a ``node.disputer.Disputer``. Both threads sign with the node's one account through one
+``SerialChain``, whose sends take turns so that the account's nonce stays in step: a move waits at
+most for the one transaction the main loop has in flight.
+"""
+
+from __future__ import annotations
+
+import threading
+from pathlib import Path
+from typing import Any, Callable
+
+from veracity.chain.client import Chain, DisputesClient, MarketClient
+from veracity.chain.events import EventStream
+from veracity.errors import VeracityError
+from veracity.exact.trace import decode_records
+from veracity.node import adversary
+from veracity.node.blobs import BlobStore
+from veracity.node.daemon import run_loop
+from veracity.node.disputer import Disputer
+from veracity.node.state import NodeState
+from veracity.verify.game import PROVIDER
+from veracity.workloads.jobs import Job
+
+
+class SerialChain(Chain):
+    """A ``Chain`` whose transactions are sent one at a time, whichever thread sends them."""
+
+    def __init__(self, rpc_url: str, private_key: str | None = None, timeout: float = 30) -> None:
+        super().__init__(rpc_url, private_key, timeout)
+        self._sending = threading.Lock()
+
+    def send(self, fn: Any) -> Any:
+        with self._sending:
+            return super().send(fn)
+
+
+class Defender:
+    """Plays the provider's side of every game over a result it committed."""
+
+    def __init__(self, disputes: DisputesClient, market: MarketClient, referees: tuple[str, ...], state_path: Path,
+                 blobs: BlobStore, load_job: Callable[[str], Job], behaviour: str, log: Callable[[str], None],
+                 interval: float = 0.5) -> None:
+        self.disputes, self.market, self.blobs, self.load_job = disputes, market, blobs, load_job
+        self.state_path, self.behaviour, self.log, self.interval = state_path, behaviour, log, interval
+        self.disputer = Disputer(PROVIDER, disputes, referees, log)
+        self.games: set[int] = set()  # orders challenged and not yet settled
+        self.state: NodeState | None = None  # opened on the defence's thread (a connection is per thread)
+        self.stream: EventStream | None = None
+
+    def start(self) -> threading.Thread:
+        thread = threading.Thread(target=self.run, name="disputes", daemon=True)
+        thread.start()
+        return thread
+
+    def run(self) -> None:
+        run_loop("provider", self.tick, self.interval)
+
+    def _open(self) -> None:
+        self.state = NodeState(self.state_path)
+        start = self.state.cursor("disputes", self.state.cursor("chain", -1))  # first run: from the main loop's
+        if start < 0:
+            start = self.disputes.chain.w3.eth.block_number + 1
+        self.stream = EventStream(self.disputes.chain, {"Disputes": self.disputes.address}, start)
+        self.games = {job.order_id for job in self.state.jobs("challenged")}  # games under way at a restart
+
+    def tick(self) -> None:
+        if self.state is None or self.stream is None:
+            self._open()
+        assert self.state is not None and self.stream is not None
+        for ev in self.stream.poll():
+            if ev.name == "Challenged":  # (a result that won a game can be challenged again)
+                self.games.add(int(ev.args["order_id"]))
+        self.state.set_cursor("disputes", self.stream.next_block)
+        for oid in sorted(self.games - set(self.disputer.players)):
+            try:
+                if self.disputes.game(oid).stage_name == "settled":  # ended while this node was down
+                    self.games.discard(oid)
+                else:
+                    self.join(oid)
+            except VeracityError as exc:  # tried again next tick
+                self.log(f"order {oid}: dispute: {exc}")
+        self.games -= set(self.disputer.tick(self.disputes.chain.now()))
+
+    def join(self, oid: int) -> None:
+        """Start defending ``oid`` with the trace this node committed (another node's order: ignored)."""
+        assert self.state is not None
+        row = self.state.job(oid)
+        if row is None or row.trace_cid is None:
+            self.games.discard(oid)
+            return
+        job = self.load_job(row.spec_cid or "")
+        cheat = adversary.tamper_for(self.behaviour, job)  # a cheater replays its cheat to show tensors
+        self.disputer.join(oid, decode_records(self.blobs.get(row.trace_cid)), job, self.market.program(oid), cheat,
+                           has_tensors=self.behaviour != "lazy")
+        self.log(f"order {oid}: defending the result in a dispute")
