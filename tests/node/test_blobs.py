@@ -10,7 +10,7 @@ import pytest
 
 from veracity.chain.anvil import free_port
 from veracity.errors import InputError
-from veracity.node.blobs import BlobError, BlobStore, fetch, push
+from veracity.node.blobs import BlobError, BlobStore, fetch, fetch_any, push, push_all
 from veracity.node.cid import cid_from_digest, cid_of, digest_of
 
 
@@ -115,3 +115,25 @@ def test_a_peer_sending_other_bytes_is_caught(tmp_path):
 def test_unreachable_peer_is_a_clear_error():
     with pytest.raises(BlobError, match="cannot fetch"):
         fetch(f"http://127.0.0.1:{free_port()}", cid_of(b"x"), timeout=2)
+
+
+def test_a_blob_one_holder_withholds_or_forges_is_read_from_another(node, tmp_path):
+    """A job's blobs are pushed to every node that takes them; a reader takes each from the first
+    holder that sends the right bytes and keeps it, and says why each failed when none does."""
+    url, _ = node
+    script = tmp_path / "liar.py"
+    script.write_text(LYING_PEER)
+    port = free_port()
+    proc, liar = serve([str(script), str(port)], port)
+    dead = f"http://127.0.0.1:{free_port()}"
+    try:
+        data = b"a job's inputs"
+        assert push_all({"dead": dead, "node": url}, [data, None], timeout=2).keys() == {"dead"}
+        mine = BlobStore(tmp_path / "mine")
+        assert fetch_any(cid_of(data), [dead, liar, url], mine, timeout=2) == data
+        assert mine.get(cid_of(data)) == data  # kept: the next read asks nobody
+        with pytest.raises(BlobError, match="no node serves blob .*cannot fetch.*CID mismatch.*does not have"):
+            fetch_any(cid_of(b"held by nobody"), [dead, liar, url], mine, timeout=2)
+    finally:
+        proc.terminate()
+        proc.wait(5)

@@ -1,10 +1,13 @@
-"""Cheaters are caught and slashed end to end: three cheating provider daemons (corrupt-op,
-wrong-output, lazy) each take a job; a validator daemon re-executes each result, challenges it with
+"""Cheaters are caught and slashed end to end: four cheating provider daemons (corrupt-op,
+wrong-output, lazy, and withhold: corrupt-op's cheat, then none of the order's spec, inputs or
+trace served once committed) each take a job; a validator daemon re-executes each result (from the
+blobs the client pushed to it too), challenges it with
 its bond, and plays the dispute game through (bisection, the record opened against the order's
 program, the chunk trees, one element judged on-chain by OneStep, or the cheater unable to show
 its tensors, or its made-up input record judged against the client's). Every client gets its payment back, every cheater loses its collateral and a fifth of
 its free stake to the validator, which also gets its bond back: exact balances."""
 
+import json
 import threading
 import time
 from pathlib import Path
@@ -13,6 +16,8 @@ import httpx
 import pytest
 
 from veracity.errors import VeracityError
+from veracity.node.blobs import fetch
+from veracity.node.cid import cid_from_digest
 from veracity.node.client import submit
 from veracity.verify.sampling import challenger_reward
 from veracity.workloads.spec import Verification, load_spec
@@ -20,18 +25,26 @@ from veracity.workloads.spec import Verification, load_spec
 from .conftest import TOKEN, Net
 
 JOBS = Path(__file__).resolve().parent.parent.parent / "examples" / "jobs"
-CHEATS = ("corrupt-op", "wrong-output", "lazy")
+CHEATS = ("corrupt-op", "wrong-output", "lazy", "withhold")
 STAKE = 1000 * TOKEN  # each provider's registered stake (the daemon's default)
 
 
 def test_each_cheater_is_caught_by_the_validator_and_slashed(tmp_path):
-    net = Net(tmp_path, accounts=9, move_time=8)
+    net = Net(tmp_path, accounts=10, move_time=8)
     try:
-        cheaters = {b: net.provider(3 + i, ["digits-mlp"], behaviour=b) for i, b in enumerate(CHEATS)}
+        urls = {}
+        cheaters = {}
+        for b, i in zip(CHEATS, (3, 4, 5, 7)):  # started at once, then waited for below
+            cheaters[b] = net.provider(i, ["digits-mlp"], behaviour=b, wait=False)
+            urls[b] = net.url
         validator, checks_url = net.validator(8)
         dep = net.dep
         _, token, reg, market = dep.clients(dep.accounts[0].key)
-        clients = {b: net.accts[i] for b, i in zip(CHEATS, (1, 2, 6))}
+        for _ in range(600):
+            if all(reg.node(a.address).role == 1 for a in cheaters.values()) and reg.node(validator.address).role == 2:
+                break
+            time.sleep(0.1)
+        clients = {b: net.accts[i] for b, i in zip(CHEATS, (1, 2, 6, 9))}
         before = {b: token.balance_of(c.address) for b, c in clients.items()}
         v_before = token.balance_of(validator.address)
         spec = load_spec(JOBS / "digits-mlp.yaml").model_copy(
@@ -65,13 +78,18 @@ def test_each_cheater_is_caught_by_the_validator_and_slashed(tmp_path):
         assert token.balance_of(validator.address) == v_before + gained  # and every bond came back
         for _ in range(100):  # the validator records how each game ended
             checks = httpx.get(checks_url, timeout=5).json()
-            if len(checks) == 3 and all(c["verdict"] == "overturned" for c in checks):
+            if len(checks) == len(CHEATS) and all(c["verdict"] == "overturned" for c in checks):
                 break
             time.sleep(0.2)
-        assert [c["verdict"] for c in checks] == ["overturned"] * 3, checks
+        assert [c["verdict"] for c in checks] == ["overturned"] * len(CHEATS), checks
+        spec_cid = cid_from_digest(orders[cheaters["withhold"].address].spec_cid)
+        inputs_cid = json.loads(fetch(checks_url.removesuffix("/checks"), spec_cid))["inputs"]["cid"]  # the validator's
+        for cid in (spec_cid, inputs_cid):  # the withholder serves none of its order's data, to anyone
+            assert httpx.get(f"{urls['withhold']}/blobs/{cid}", timeout=5).status_code == 404
         logs = net.logs()
         assert "called the referee on element" in logs  # corrupt-op and wrong-output: judged by OneStep
         assert "opened record 0 (input.pixels)" in logs  # lazy: its made-up input record is not the client's
+        assert "the provider's trace could not be read" in logs  # withhold: challenged without its trace
     except AssertionError:
         print(net.logs())
         raise

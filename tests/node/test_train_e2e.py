@@ -10,6 +10,7 @@ import pytest
 from veracity.errors import InputError, VeracityError
 from veracity.exact import train as T
 from veracity.node.client import submit, submit_units
+from veracity.verify.sampling import challenger_reward
 from veracity.workloads.jobs import Job
 from veracity.workloads.spec import Verification, load_spec
 
@@ -102,7 +103,7 @@ def test_a_cheating_trainer_is_caught_judged_and_slashed(tmp_path):
         share = (1000 * TOKEN - order.collateral) * 2000 // 10_000
         assert token.balance_of(client.address) == before  # refunded in full
         assert reg.node(cheater.address).stake == 1000 * TOKEN - order.collateral - share
-        assert token.balance_of(validator.address) == v_before + order.collateral + share
+        assert token.balance_of(validator.address) == v_before + challenger_reward(order.collateral + share)
         assert ".gw" in net.logs() and "called the referee on element" in net.logs()
     except AssertionError:
         print(net.logs())

@@ -33,9 +33,9 @@ from veracity.errors import VeracityError
 from veracity.exact.program import program_root
 from veracity.market import receipts as R
 from veracity.market.bids import Bid, window_signer
-from veracity.node.blobs import BlobError, push
+from veracity.node.blobs import push_all
 from veracity.node.cid import cid_of, digest_of
-from veracity.node.client import _accept_best, _collect_bids, providers
+from veracity.node.client import _accept_best, _collect_bids, holders, providers
 from veracity.workloads.infer import job_program
 from veracity.workloads.spec import JobSpec, Verification, model_id
 
@@ -293,12 +293,11 @@ class LeasePool:
             lease.window = self._window(lease)
         spec_bytes, inputs, root, length = lease.window
         spec_cid = digest_of(cid_of(spec_bytes))
-        try:  # tried even for a provider thought dead: if it is back, it can co-sign and run its window
-            for blob in (spec_bytes, inputs):
-                push(lease.url, blob)
-        except BlobError as exc:
-            if lease.retry_at == 0:  # (said once, not on every try)
-                self.log(f"lease {lease.order_id}: cannot push its window to the provider ({exc})")
+        # to every registered node (validators re-execute it without asking the provider), and tried even for
+        # a provider thought dead: if it is back, it can co-sign and run its window
+        refused = push_all({**holders(self.dep, self.key), lease.provider: lease.url}, (spec_bytes, inputs))
+        if lease.provider in refused and lease.retry_at == 0:  # (said once, not on every try)
+            self.log(f"lease {lease.order_id}: cannot push its window to the provider ({refused[lease.provider]})")
         with self.chain_lock:
             now = self.chain.now()
         if now + max(lease.run_time, COMMIT_GRACE) + self.terms.post_margin_s > lease.deadline:

@@ -8,7 +8,11 @@ verification layer is tested against what a dishonest node would actually do:
   other, and wrong from that op on;
 * ``lazy``: runs nothing; commits made-up outputs and a made-up trace;
 * ``forged-output``: commits the honest trace but serves output JSONL that is not what it says
-  (clients check the outputs against the trace's output records and refuse them).
+  (clients check the outputs against the trace's output records and refuse them);
+* ``withhold``: cheats as ``corrupt-op`` does, and once it has committed a result its blob server
+  answers 404 for that order's spec, inputs, start checkpoint and trace, to blind validators
+  that would re-execute it (``withheld``; validators read them from the other nodes the client
+  pushed them to).
 
 On a ``train`` job, ``corrupt-op`` alters one element of one op of a step half-way through the
 job (``train_tamper``) and trains on from it: the checkpoint and the trace it commits agree with
@@ -19,14 +23,16 @@ from __future__ import annotations
 
 import json
 import secrets
+from pathlib import Path
 from typing import Any, Callable
 
 import numpy as np
 
+from veracity.errors import VeracityError
 from veracity.exact.trace import TraceRecord, encode_records, records_root
 from veracity.workloads.infer import JobResult, parse_jsonl, run_infer_job
 
-BEHAVIOURS = ("honest", "late", "wrong-output", "corrupt-op", "lazy", "forged-output")
+BEHAVIOURS = ("honest", "late", "wrong-output", "corrupt-op", "lazy", "forged-output", "withhold")
 ATTENTION_INTERNALS = (".scores", ".vt", ".ht")  # recorded, but not what flows on
 
 
@@ -106,10 +112,16 @@ def wrong_output_job(model_name: str, inputs: bytes, model: Any = None) -> JobRe
     return corrupt_op_job(model_name, inputs, model, target=1.0)
 
 
+def computes(behaviour: str) -> str:
+    """The behaviour whose results ``behaviour`` computes (``withhold`` computes ``corrupt-op``'s)."""
+    return "corrupt-op" if behaviour == "withhold" else behaviour
+
+
 def tamper_for(behaviour: str, job: Any) -> Callable[[], Any] | None:
     """A factory of fresh hooks that replay ``behaviour``'s cheat on ``job`` (a ``workloads.jobs.Job``;
     None: an honest run): an Exec hook for inference, a tape hook for a digits-MLP train job (both
     cheats alter a weight gradient half-way through it); fine-tunes and tiny-GPT training run honestly."""
+    behaviour = computes(behaviour)
     if behaviour not in ("corrupt-op", "wrong-output"):
         return None
     if job.trains:
@@ -149,3 +161,42 @@ def train_cheat_at(job: Any) -> int:
     program = job.program()
     grads = [i for i, d in enumerate(program) if d.kind == P.QMM and d.op.endswith(".gw")]
     return grads[len(grads) // 2]
+
+
+COMMITTED = ("committed", "challenged", "settled", "overturned", "undecided")
+
+
+def withheld(behaviour: str, state_path: str | Path, store: Any) -> Callable[[str], bool] | None:
+    """``withhold``'s blob filter (None for the other behaviours): True for the spec, inputs, start
+    checkpoint and trace of every order this provider has committed, read from its state database
+    (``state_path``) and blob store on each call, so it holds from the commit on."""
+    if behaviour != "withhold":
+        return None
+    from veracity.node.state import NodeState
+    from veracity.workloads.jobs import job_from_blobs
+
+    named: dict[str, set[str]] = {}  # spec CID -> the CIDs it names (it never changes)
+
+    def blobs_of(spec_cid: str) -> set[str]:
+        if spec_cid not in named:
+            cids = {spec_cid}
+
+            def get(cid: str, _: str) -> bytes:
+                cids.add(cid)
+                return store.get(cid)
+            try:
+                job_from_blobs(store.get(spec_cid), get)
+            except VeracityError:  # a spec it cannot read: hide what it found
+                pass
+            named[spec_cid] = cids
+        return named[spec_cid]
+
+    def hidden(cid: str) -> bool:
+        state = NodeState(state_path)  # the HTTP thread's own connection
+        try:
+            jobs = state.jobs(*COMMITTED)
+        finally:
+            state.close()
+        return any(cid == job.trace_cid or (job.spec_cid and cid in blobs_of(job.spec_cid)) for job in jobs)
+
+    return hidden

@@ -1,11 +1,15 @@
 """The blob store over HTTP (FastAPI): every node serves its blobs at /blobs/{cid}.
 
     python -m veracity.node.blob_server --root DIR --port 8700
+
+``withheld`` (tests and the demo: ``node.adversary``) names blobs a node holds and answers
+404 for, as a provider hiding data from validators would.
 """
 
 from __future__ import annotations
 
 import argparse
+from typing import Callable
 
 from fastapi import FastAPI, HTTPException, Request, Response
 
@@ -13,8 +17,9 @@ from veracity.errors import InputError
 from veracity.node.blobs import DEFAULT_MAX_BYTES, BlobError, BlobStore
 
 
-def create_app(store: BlobStore) -> FastAPI:
-    app = FastAPI(title="Veracity blob store")
+def create_app(store: BlobStore, withheld: Callable[[str], bool] | None = None,
+               title: str = "Veracity blob store") -> FastAPI:
+    app = FastAPI(title=title)
 
     @app.put("/blobs")
     async def put_blob(request: Request) -> dict[str, str]:
@@ -31,6 +36,8 @@ def create_app(store: BlobStore) -> FastAPI:
     @app.get("/blobs/{cid}")
     def get_blob(cid: str) -> Response:
         try:
+            if withheld is not None and withheld(cid):
+                raise BlobError(f"blob {cid} is not in this store")
             return Response(store.get(cid), media_type="application/octet-stream")
         except InputError as exc:
             raise HTTPException(400, str(exc)) from None

@@ -2,15 +2,18 @@
 
 Blobs are files named by their CID. ``put`` writes atomically; ``get`` re-checks the digest, so
 a corrupted disk is caught, not served as truth. ``fetch`` downloads from a peer and refuses
-bytes whose hash is not the CID asked for, or more bytes than the caller allows.
+bytes whose hash is not the CID asked for, or more bytes than the caller allows. A job's blobs
+live on every node they were pushed to (``push_all``), so ``fetch_any`` reads them from whichever
+holder serves them: one provider withholding a blob does not make it unavailable.
 """
 
 from __future__ import annotations
 
 import hashlib
 import os
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterable
 
 import httpx
 
@@ -105,6 +108,46 @@ def push(base_url: str, data: bytes, timeout: float = 30) -> str:
     return cid
 
 
+def push_all(nodes: dict[str, str], blobs: Iterable[bytes | None], timeout: float = 30) -> dict[str, str]:
+    """Push every blob (None: skipped) to every node (name -> endpoint) at once; returns the nodes
+    that do not hold them all now, each with why (the others do)."""
+    data = [b for b in blobs if b is not None]
+
+    def one(url: str) -> str | None:
+        try:
+            for blob in data:
+                push(url, blob, timeout)
+        except VeracityError as exc:  # a BlobError, or an endpoint that is not a URL
+            return str(exc)
+        return None
+
+    if not nodes:
+        return {}
+    with ThreadPoolExecutor(max_workers=min(16, len(nodes))) as pool:
+        answers = dict(zip(nodes, pool.map(one, nodes.values())))
+    return {name: why for name, why in answers.items() if why is not None}
+
+
+def fetch_any(cid: str, urls: Iterable[str], store: BlobStore | None = None, timeout: float = 30) -> bytes:
+    """Blob ``cid`` from ``store`` when it holds it, else from the first of ``urls`` that serves it
+    (every byte checked against the CID), and then kept in ``store``. The BlobError when no holder
+    serves it says why each could not."""
+    if store is not None and store.has(cid):
+        return store.get(cid)
+    reasons: list[str] = []
+    max_bytes = store.max_bytes if store is not None else DEFAULT_MAX_BYTES
+    for url in dict.fromkeys(urls):  # each holder once, in the order given
+        try:
+            data = fetch(url, cid, max_bytes, timeout)
+        except VeracityError as exc:
+            reasons.append(str(exc))
+            continue
+        if store is not None:
+            store.put(data)
+        return data
+    raise BlobError(f"no node serves blob {cid}: " + ("; ".join(reasons) or "no node to ask"))
+
+
 def fetch_trace(url: str, order_id: int, committed_root: bytes) -> list[Any]:
     """The trace records a provider serves for an order (``GET /traces/{order}``), checked
     against the trace root it committed; a VeracityError says what is wrong."""
@@ -115,6 +158,8 @@ def fetch_trace(url: str, order_id: int, committed_root: bytes) -> list[Any]:
         if resp.status_code != 200:
             raise BlobError(f"the provider serves no trace for order {order_id} ({resp.status_code})")
         records = decode_records(fetch(url, resp.json()["trace_cid"]))
+    except BlobError as exc:
+        raise BlobError(f"the provider's trace could not be read: {exc}") from None
     except (httpx.HTTPError, ValueError, KeyError) as exc:
         raise BlobError(f"the provider's trace could not be read ({exc})") from None
     if records_root(records) != committed_root:

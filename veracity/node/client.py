@@ -1,7 +1,9 @@
 """The client side of a job: upload, order, collect bids, accept, wait, fetch and verify, settle.
 
-Providers are found from the Registry's events (their endpoints); the spec and inputs are pushed
-to each provider's blob store; bids are read from each provider's ``/bids/{order}`` and checked
+Providers and validators are found from the Registry's events (their endpoints); the spec and
+inputs (and a start checkpoint) are pushed to every registered node's blob store, providers' and
+validators', so a provider that withholds them cannot keep validators from re-executing the job;
+bids are read from each provider's ``/bids/{order}`` and checked
 locally (signature, price, expiry) before one is accepted on-chain. The output is fetched by the
 CID the provider committed, so its bytes are exactly what was committed.
 """
@@ -15,13 +17,14 @@ from typing import Any, Callable
 
 import httpx
 
+from veracity.chain.client import PROVIDER
 from veracity.chain.devnet import Deployment
 from veracity.chain.events import EventStream
 from veracity.errors import ChainError, InputError, VeracityError
 from veracity.exact.program import program_root
 from veracity.market.bids import Bid, bid_signer
 from veracity.market.choice import rank_bids
-from veracity.node.blobs import BlobError, fetch, fetch_trace, push
+from veracity.node.blobs import fetch, fetch_any, fetch_trace, push_all
 from veracity.node.cid import cid_from_digest, cid_of, digest_of
 from veracity.workloads.jobs import Job
 from veracity.workloads.spec import JobSpec
@@ -53,11 +56,21 @@ class JobOutcome:
     bids: list[Bid] = field(default_factory=list)  # every valid bid the client saw
 
 
-def providers(dep: Deployment, key: str) -> dict[str, str]:
-    """Registered providers and their endpoints, from the Registry's events."""
+def registered(dep: Deployment, key: str) -> dict[str, tuple[int, str]]:
+    """Every registered node (providers and validators): its role and endpoint, from the Registry's events."""
     chain, *_ = dep.clients(key)
     stream = EventStream(chain, {"Registry": dep.registry}, start=0)
-    return {e.args["node"]: e.args["endpoint"] for e in stream.poll() if e.name == "Registered" and e.args["role"] == 1}
+    return {e.args["node"]: (int(e.args["role"]), e.args["endpoint"]) for e in stream.poll() if e.name == "Registered"}
+
+
+def providers(dep: Deployment, key: str) -> dict[str, str]:
+    """Registered providers and their endpoints, from the Registry's events."""
+    return {a: url for a, (role, url) in registered(dep, key).items() if role == PROVIDER}
+
+
+def holders(dep: Deployment, key: str) -> dict[str, str]:
+    """Every registered node with an endpoint, providers and validators: where a job's blobs go."""
+    return {a: url for a, (_, url) in registered(dep, key).items() if url}
 
 
 def submit(spec: JobSpec, dep: Deployment, key: str, bid_wait: float = 15, result_timeout: float = 600,
@@ -85,14 +98,16 @@ def submit(spec: JobSpec, dep: Deployment, key: str, bid_wait: float = 15, resul
             on_phase(name)
 
     inputs = Path(spec.inputs.path).read_bytes() if spec.inputs.path else None
-    peers = providers(dep, key)
+    nodes = registered(dep, key)
+    peers = {a: url for a, (role, url) in nodes.items() if role == PROVIDER}
+    others = {a: url for a, (role, url) in nodes.items() if role != PROVIDER and url}  # validators
     if inputs is None and spec.inputs.cid:  # inputs named by CID only: fetch them (every byte checked)
-        inputs = _fetch_any(peers.values(), spec.inputs.cid)
+        inputs = _fetch_any([*peers.values(), *others.values()], spec.inputs.cid)
     start_cid = spec.training.start if spec.training is not None else None
     start = None
     if start_cid:  # the checkpoint bytes in hand when they are the named CID, else fetched (checked)
         start = start_blob if start_blob is not None and cid_of(start_blob) == start_cid else \
-            _fetch_any(peers.values(), start_cid)
+            _fetch_any([*peers.values(), *others.values()], start_cid)
     if start_cid and start is None:
         raise InputError(f"the start checkpoint {start_cid} is on no registered provider: push it to one "
                          "(it is the output of the work unit before this one) or drop training.start")
@@ -103,19 +118,14 @@ def submit(spec: JobSpec, dep: Deployment, key: str, bid_wait: float = 15, resul
     doc = spec.model_copy(update={"inputs": spec.inputs.model_copy(
         update={"path": None, "cid": cid_of(inputs) if inputs is not None else spec.inputs.cid})})
     spec_bytes = doc.model_dump_json(exclude_none=True).encode()
+    # to every node that takes them (validators re-execute from them, whoever else withholds them);
+    # only the providers that hold them may bid
+    refused = push_all({**others, **peers}, (spec_bytes, inputs, start))
     if only is not None:
         wanted = {a.lower() for a in only}
         peers = {a: u for a, u in peers.items() if a.lower() in wanted}
-    reachable: dict[str, str] = {}
-    reasons: list[str] = []
-    for addr, url in peers.items():
-        try:
-            for blob in (spec_bytes, inputs, start):
-                if blob is not None:
-                    push(url, blob)
-            reachable[addr] = url
-        except BlobError as exc:
-            reasons.append(f"provider {addr}: {exc}")
+    reachable = {a: u for a, u in peers.items() if a not in refused}
+    reasons = [f"provider {a}: {refused[a]}" for a in peers if a in refused]
     start = chain.w3.eth.block_number + 1
     oid = market.open_order(digest_of(cid_of(spec_bytes)), spec.kind_code, spec.model_id, max_price,
                             chain.now() + spec.deadline, spec.verification.challenge_window,
@@ -189,13 +199,11 @@ def submit(spec: JobSpec, dep: Deployment, key: str, bid_wait: float = 15, resul
                       outputs, phases, bids)
 
 
-def _fetch_any(urls: Any, cid: str) -> bytes | None:
-    for url in urls:
-        try:
-            return fetch(url, cid)
-        except VeracityError:
-            continue
-    return None
+def _fetch_any(urls: list[str], cid: str) -> bytes | None:
+    try:
+        return fetch_any(cid, urls)
+    except VeracityError:
+        return None
 
 
 def _served_wrong(url: str, oid: int, job: Job, outputs: bytes, trace_root: bytes) -> str | None:

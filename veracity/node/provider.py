@@ -65,7 +65,7 @@ class ProviderConfig(BaseModel):
     policy: PricePolicy
     stake: int = 1000 * TOKEN
     # for tests and the demo: late never delivers; the others cheat (see node.adversary)
-    behaviour: Literal["honest", "late", "wrong-output", "corrupt-op", "lazy", "forged-output"] = "honest"
+    behaviour: Literal["honest", "late", "wrong-output", "corrupt-op", "lazy", "forged-output", "withhold"] = "honest"
     backend: str = "torch"
     workers: int = Field(2, ge=1)  # jobs run at once (each in its own process); more leases wait their turn
     job_timeout: float = 600
@@ -385,7 +385,7 @@ class ProviderNode:
 
     # http -----------------------------------------------------------------------------------
     def app(self) -> Any:
-        app = create_app(self.blobs)
+        app = create_app(self.blobs, adversary.withheld(self.cfg.behaviour, self.state.path, self.blobs))
 
         @app.get("/bids/{order_id}")
         def get_bid(order_id: int) -> dict[str, Any]:

@@ -5,13 +5,17 @@
 Whether an order is checked is a deterministic draw from (validator, order id) against the
 order's rate, so a restart never changes its mind. The rate is the one that makes cheating a
 losing bet (``verify.sampling``: from the price, the provider's collateral and stake, and the
-number of validators), never below the client's ``spot_check_rate`` or this validator's ``rate``. A check fetches the spec and inputs by CID
-from the committing provider (every byte verified), runs the job in an isolated worker, and
-compares the output CID and trace root with the commitment: "match", or a mismatch. On a trace
-mismatch the validator challenges with its own trace root and bond and plays the dispute game
-through (``node.disputer``): verdict "disputing", then "overturned" (the provider was slashed and
-the bond came back with its collateral and stake share), "upheld" (the validator was wrong and lost
-its bond) or "undecided". A restart resumes its games.
+number of validators), never below the client's ``spot_check_rate`` or this validator's ``rate``.
+A check reads the spec and inputs by CID from its own blob store (clients push them to every
+node, validators included), else from the committing provider, else from any other registered
+node (every byte verified), so a provider that withholds them blinds nobody: "error" means no
+node serves them. It runs the job in an isolated worker and compares the output CID and trace
+root with the commitment: "match", or a mismatch. On a trace mismatch the validator challenges
+with its own trace root and bond (whether or not the provider serves its trace: the game makes
+it reveal its values on chain) and plays the dispute game through (``node.disputer``): verdict
+"disputing", then "overturned" (the provider was slashed and the bond came back with its
+collateral and stake share), "upheld" (the validator was wrong and lost its bond) or "undecided".
+A restart resumes its games.
 """
 
 from __future__ import annotations
@@ -27,7 +31,8 @@ from veracity.chain.devnet import Deployment
 from veracity.chain.events import EventStream
 from veracity.errors import VeracityError
 from veracity.exact.trace import decode_records, first_difference
-from veracity.node.blobs import fetch, fetch_trace
+from veracity.node.blob_server import create_app
+from veracity.node.blobs import DEFAULT_MAX_BYTES, BlobStore, fetch_any, fetch_trace
 from veracity.node.cid import cid_from_digest, cid_of
 from veracity.node.daemon import config_main, log, serve_and_loop
 from veracity.node.disputer import CHALLENGER, Disputer
@@ -51,6 +56,7 @@ class ValidatorConfig(BaseModel):
     job_timeout: float = 600
     poll_interval: float = 0.3
     challenge: bool = True  # dispute results whose trace this validator's re-execution contradicts
+    max_blob_bytes: int = DEFAULT_MAX_BYTES  # the largest spec, input or checkpoint this node stores
 
 
 def sampled(validator: str, order_id: int, rate: float) -> bool:
@@ -66,12 +72,14 @@ class ValidatorNode:
         self.chain, self.token, self.registry, self.market = self.dep.clients(cfg.key)
         self.state = NodeState(Path(cfg.home) / "state.db")
         self.checks = CheckLog(self.state)
+        self.blobs = BlobStore(Path(cfg.home) / "blobs", cfg.max_blob_bytes)
+        self.url = f"http://127.0.0.1:{cfg.port}"
         start = self.state.cursor("chain", -1)
         if start < 0:
             start = self.chain.w3.eth.block_number + 1
         self.stream = EventStream(self.chain, {"Market": self.dep.market}, start)
-        self.endpoints = EventStream(self.chain, {"Registry": self.dep.registry}, 0)
-        self.providers: dict[str, str] = {}
+        self.registrations = EventStream(self.chain, {"Registry": self.dep.registry}, 0)
+        self.endpoints: dict[str, str] = {}  # every registered node's, providers' and validators'
         self.validators = 0  # registered validators, which share the checking
         self.workers: WorkerPool | None = None
         self.disputes = self.dep.disputes_client(cfg.key) if self.dep.disputes else None
@@ -81,12 +89,12 @@ class ValidatorNode:
 
     def register(self) -> None:
         if self.registry.node(self.chain.address).role == 0:
-            self.registry.register(VALIDATOR, self.cfg.stake, "cpu", 24, [], 0, f"http://127.0.0.1:{self.cfg.port}")
+            self.registry.register(VALIDATOR, self.cfg.stake, "cpu", 24, [], 0, self.url)
 
     def tick(self) -> None:
-        for ev in self.endpoints.poll():
+        for ev in self.registrations.poll():
             if ev.name == "Registered":
-                self.providers[ev.args["node"]] = ev.args["endpoint"]
+                self.endpoints[ev.args["node"]] = ev.args["endpoint"]
                 self.validators += int(ev.args["role"]) == VALIDATOR
         for ev in self.stream.poll():
             if ev.name == "ResultCommitted":
@@ -110,14 +118,32 @@ class ValidatorNode:
         floor = max(self.cfg.rate, order.spot_check_bps / 10_000)
         return check_rate(order.price, slash, self.validators, floor)
 
+    def holders(self, provider: str) -> list[str]:
+        """Where to ask for a job's blobs: the committing provider, then every other registered node."""
+        first = [self.endpoints[provider]] if provider in self.endpoints else []
+        return [u for u in [*first, *self.endpoints.values()] if u and u.rstrip("/") != self.url]
+
+    def job_blob(self, oid: int, order: Any, cid: str) -> bytes:
+        """Blob ``cid`` of order ``oid`` from this node's store or any holder (``blobs.fetch_any``);
+        an Oracle request's spec also from the Oracle contract, which holds it."""
+        try:
+            return fetch_any(cid, self.holders(order.provider), self.blobs)
+        except VeracityError:
+            if not self.dep.oracle or order.client.lower() != self.dep.oracle.lower() or \
+                    cid != cid_from_digest(order.spec_cid):
+                raise
+        spec = self.dep.oracle_client(self.cfg.key).spec(oid)
+        if cid_of(spec) != cid:
+            raise VeracityError(f"the Oracle's spec of request {oid} is not the order's spec {cid}")
+        self.blobs.put(spec)
+        return spec
+
     def check(self, oid: int, args: dict[str, Any], resume: bool = False) -> None:
         order = self.market.order(oid)
-        url = self.providers.get(order.provider)
+        url = self.endpoints.get(order.provider)
         try:
-            if url is None:
-                raise VeracityError(f"provider {order.provider} has no known endpoint")
-            job = job_from_blobs(fetch(url, cid_from_digest(order.spec_cid)), lambda cid, _: fetch(url, cid),
-                                 f"spec of order {oid}")
+            job = job_from_blobs(self.job_blob(oid, order, cid_from_digest(order.spec_cid)),
+                                 lambda cid, _: self.job_blob(oid, order, cid), f"spec of order {oid}")
             if self.workers is None:
                 self.workers = WorkerPool(1, backend=self.cfg.backend)
             result = self.workers.run(job, self.cfg.backend, self.cfg.job_timeout)
@@ -131,23 +157,26 @@ class ValidatorNode:
             return
         what = [w for w, ok in (("output", same_out), ("trace root", same_trace)) if not ok]
         detail = f"re-execution differs in its {' and '.join(what)}"
-        if not same_trace and not resume:
-            detail += "; " + self.locate(url, oid, order.trace_root, result.trace)
         if not job.disputable:  # no referee judges inside these steps yet: a game would end undecided
             detail += "; this job's steps are not yet judged on-chain, so this validator does not challenge"
         if same_trace or self.disputer is None or not job.disputable:
+            if not same_trace and not resume:
+                detail += "; " + self.locate(url, oid, order.trace_root, result.trace)
             self.checks.record(oid, "mismatch", detail)
             log("validator", f"order {oid}: mismatch, {detail}")
             return
-        try:
+        try:  # first, within the challenge window; the provider's trace is not needed (the game reveals it)
             if not resume:
                 self.disputes.challenge(oid, result.trace_root)  # type: ignore[union-attr]
-                log("validator", f"order {oid}: mismatch, {detail}; challenged with a bond")
             self.disputer.join(oid, decode_records(result.trace), job, self.market.program(oid))
-            self.checks.record(oid, "disputing", detail)
         except VeracityError as exc:
             self.checks.record(oid, "mismatch", f"{detail}; could not challenge: {exc}")
             log("validator", f"order {oid}: mismatch, {detail}; could not challenge: {exc}")
+            return
+        if not resume:
+            detail += "; " + self.locate(url, oid, order.trace_root, result.trace)
+            log("validator", f"order {oid}: mismatch, {detail}; challenged with a bond")
+        self.checks.record(oid, "disputing", detail)
 
 
     def settled(self, oid: int) -> None:
@@ -160,8 +189,11 @@ class ValidatorNode:
         self.checks.record(oid, verdict, detail)
         log("validator", f"order {oid}: {detail}")
 
-    def locate(self, url: str, oid: int, committed_root: bytes, mine: bytes) -> str:
-        """Where the provider's trace first departs from this validator's (what a dispute bisects to)."""
+    def locate(self, url: str | None, oid: int, committed_root: bytes, mine: bytes) -> str:
+        """Where the provider's trace first departs from this validator's (what a dispute bisects
+        to), or why that cannot be told (a provider without an endpoint, or not serving its trace)."""
+        if url is None:
+            return "the provider has no known endpoint to read its trace from"
         try:
             theirs = fetch_trace(url, oid, committed_root)
         except VeracityError as exc:
@@ -174,9 +206,7 @@ class ValidatorNode:
         return f"the traces first differ at record {i} (step {r.step}, op {r.op})"
 
     def app(self) -> Any:
-        from fastapi import FastAPI
-
-        app = FastAPI(title="Veracity validator")
+        app = create_app(self.blobs, title="Veracity validator")  # GET and PUT /blobs: clients push jobs' blobs here too
 
         @app.get("/checks")
         def checks() -> list[dict[str, Any]]:

@@ -27,7 +27,7 @@ def _job(job: Job, backend: str, loaded: Any, behaviour: str) -> Any:
     """The job's result: an honest run, or (in tests and the demo) an adversary's."""
     from veracity.node import adversary
 
-    model, inputs = job.model_name, job.inputs
+    model, inputs, behaviour = job.model_name, job.inputs, adversary.computes(behaviour)
     if job.trains:  # the other adversaries cheat on inference only
         cheat = adversary.tamper_for(behaviour, job)
         return job.run("numpy" if cheat else backend, tamper=cheat() if cheat else None)
