@@ -24,7 +24,7 @@ def test_demo_runs_the_network_story(tmp_path):
     assert re.search(r"reviews-finetune: order \d+ settled with p0 @ 4.5 VRC", out)  # the MiniLM LoRA fine-tune
     assert re.search(r"p2 stake\s*│\s*1,000\s*│\s*999\s*│\s*-1\s*│\s*yes", out)  # the late provider's collateral
     assert "every step happened as the protocol says" in out
-    assert "overturned" in out  # the cheater was caught, judged and slashed: its stake share went to the validator
+    assert "overturned" in out  # the cheater was caught, judged and slashed: half its collateral and stake share went to the validator
     assert re.search(r"p3 stake\s*│\s*1,000\s*│\s*799.2\s*│\s*-200.8\s*│\s*yes", out)
-    assert re.search(r"validator\s*│\s*99,900\s*│\s*100,100.8\s*│\s*\+200.8\s*│\s*yes", out)
+    assert re.search(r"validator\s*│\s*99,900\s*│\s*100,000.4\s*│\s*\+100.4\s*│\s*yes", out)  # half burnt
     assert not (tmp_path / "devnet" / "deployment.json").exists()  # the user's devnet folder is untouched
