@@ -7,6 +7,7 @@ reason, which tells the user what was wrong.
 
 from __future__ import annotations
 
+import threading
 import time
 from dataclasses import dataclass
 from typing import Any
@@ -35,7 +36,8 @@ class Chain:
 
     Transactions are built and signed here: the nonce is tracked locally and the chain id and
     fee are cached, so a transaction costs three round trips (estimate, which also surfaces a
-    revert's reason; send; receipt) instead of a dozen.
+    revert's reason; send; receipt) instead of a dozen. Sends take turns, whichever thread makes
+    them, so the local nonce stays in step (a provider's dispute thread shares its Chain).
     """
 
     FEE_TTL = 5.0  # seconds a fetched gas price is reused
@@ -47,6 +49,7 @@ class Chain:
         self._chain_id: int | None = None
         self._nonce: int | None = None
         self._fee: tuple[float, int] = (0.0, 0)
+        self._sending = threading.Lock()
 
     @property
     def address(self) -> str:
@@ -81,6 +84,10 @@ class Chain:
 
     def send(self, fn: Any) -> Any:
         """Sign, send and wait for a contract call; a revert raises ChainError with its reason."""
+        with self._sending:
+            return self._send(fn)
+
+    def _send(self, fn: Any) -> Any:
         sender = self.address
         if self._nonce is None:
             self._nonce = self._rpc(lambda: self.w3.eth.get_transaction_count(sender, "pending"))

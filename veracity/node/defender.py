@@ -6,7 +6,7 @@ dispute move waits on none of it: ``Defender.run`` ticks every ``interval`` seco
 thread, learns of challenges from the Disputes contract's ``Challenged`` events itself (the main
 loop may be busy when one comes), reads jobs through a SQLite connection of its own and plays each
 game with a ``node.disputer.Disputer``. Both threads sign with the node's one account through one
-``SerialChain``, whose sends take turns so that the account's nonce stays in step: a move waits at
+``Chain``, whose sends take turns so that the account's nonce stays in step: a move waits at
 most for the one transaction the main loop has in flight.
 """
 
@@ -14,9 +14,9 @@ from __future__ import annotations
 
 import threading
 from pathlib import Path
-from typing import Any, Callable
+from typing import Callable
 
-from veracity.chain.client import Chain, DisputesClient, MarketClient
+from veracity.chain.client import DisputesClient, MarketClient
 from veracity.chain.events import EventStream
 from veracity.errors import VeracityError
 from veracity.exact.trace import decode_records
@@ -27,18 +27,6 @@ from veracity.node.disputer import Disputer
 from veracity.node.state import NodeState
 from veracity.verify.game import PROVIDER
 from veracity.workloads.jobs import Job
-
-
-class SerialChain(Chain):
-    """A ``Chain`` whose transactions are sent one at a time, whichever thread sends them."""
-
-    def __init__(self, rpc_url: str, private_key: str | None = None, timeout: float = 30) -> None:
-        super().__init__(rpc_url, private_key, timeout)
-        self._sending = threading.Lock()
-
-    def send(self, fn: Any) -> Any:
-        with self._sending:
-            return super().send(fn)
 
 
 class Defender:

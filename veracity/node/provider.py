@@ -11,7 +11,7 @@ Every step is recorded in SQLite before the next, so after ``kill -9`` a restart
 caught running is run again (the result is the same bits), a finished one is committed, one whose
 deadline passed is given up, and the bids it offered are served again. Job work stays on the main
 loop's thread (worker threads only wait on worker processes); the defence's thread has its own
-database connection, and the two take turns to send transactions (``defender.SerialChain``).
+database connection, and the two share one ``Chain``, whose sends take turns.
 """
 
 from __future__ import annotations
@@ -25,7 +25,7 @@ from typing import Any, Literal
 from fastapi import Body, HTTPException
 from pydantic import BaseModel, Field
 
-from veracity.chain.client import PROVIDER, DisputesClient, MarketClient, OracleClient, RegistryClient, TokenClient
+from veracity.chain.client import PROVIDER, DisputesClient, OracleClient
 from veracity.chain.devnet import Deployment
 from veracity.chain.events import EventStream
 from veracity.errors import InputError, VeracityError
@@ -38,7 +38,7 @@ from veracity.node.blob_server import create_app
 from veracity.node.blobs import BlobStore
 from veracity.node.cid import cid_from_digest, digest_of
 from veracity.node.daemon import config_main, log, serve_and_loop
-from veracity.node.defender import Defender, SerialChain
+from veracity.node.defender import Defender
 from veracity.node.oracle_desk import OracleDesk
 from veracity.node.sessions import LeaseError, LeaseLog, LeaseServer, LeaseTerms, Window
 from veracity.node.settler import Settler
@@ -78,11 +78,8 @@ class ProviderNode:
     def __init__(self, cfg: ProviderConfig) -> None:
         self.cfg = cfg
         self.dep = Deployment.read(Path(cfg.deployment))
-        dep = self.dep  # one signing Chain for both threads: one nonce, sends in turn
-        self.chain = SerialChain(dep.rpc_url, cfg.key)
-        self.token = TokenClient(self.chain, dep.token)
-        self.registry = RegistryClient(self.chain, dep.registry, self.token)
-        self.market = MarketClient(self.chain, dep.market, self.token)
+        dep = self.dep  # one signing Chain for both threads (its sends take turns): one nonce
+        self.chain, self.token, self.registry, self.market = dep.clients(cfg.key)
         home = Path(cfg.home)
         self.state = NodeState(home / "state.db")
         self.blobs = BlobStore(home / "blobs", cfg.max_blob_bytes)
