@@ -308,6 +308,74 @@ def timeout(order_id: uint256):
         self._settle(order_id, PROVIDER_WON, "the challenger missed its move's deadline")
 
 
+# the output: bound to the trace ------------------------------------------------------------------
+
+event OutputFault:
+    order_id: indexed(uint256)
+    prover: indexed(address)
+    record: uint256
+    reason: String[80]
+
+
+@internal
+@view
+def _trace_digest_is(o: Order, index: uint256, step: uint256, op: String[64], digest: bytes32, prev: bytes32,
+                     prev_proof: DynArray[bytes32, MAX_DEPTH], at: bytes32,
+                     at_proof: DynArray[bytes32, MAX_DEPTH]) -> bool:
+    """Whether the committed trace holds record `index` with `digest`: its chain value `at` and the
+    one before it (`prev`, zero before the first record) are proven against the trace root, and
+    `at` is `prev` linked with the record's leaf."""
+    if index > 0:
+        assert tensors._proves(o.trace_root, prev, index - 1, o.trace_length, prev_proof), \
+            "disputes: the chain value before the record is not in the committed trace"
+    else:
+        assert prev == empty(bytes32), "disputes: the first record follows the zero chain value"
+    assert tensors._proves(o.trace_root, at, index, o.trace_length, at_proof), \
+        "disputes: the record's chain value is not in the committed trace"
+    return sha256(concat(b"\x02", prev, tensors._leaf(step, op, digest))) == at
+
+
+@external
+def prove_output_fault(order_id: uint256, desc: tensors.OpDesc, index: uint256,
+                       desc_proof: DynArray[bytes32, MAX_DEPTH], count: uint256, tree: bytes32, leaf: bytes32,
+                       leaf_proof: DynArray[bytes32, MAX_DEPTH], digest: bytes32, prev: bytes32,
+                       prev_proof: DynArray[bytes32, MAX_DEPTH], at: bytes32, at_proof: DynArray[bytes32, MAX_DEPTH]):
+    """
+    @notice Prove, in one call, that a committed output is not the committed trace's: the
+            output root (`sha256("VXO1" || count || tree)`, `veracity/exact/trace.py`) holds a
+            different number of outputs than the program names (`desc.outputs`, on output
+            record `index`), or its leaf for that output is not the record's digest in the
+            trace (`digest`, proven by chain values `prev` and `at`). The provider loses at
+            once, as in a lost game, and the prover takes the challenger's share. No bond: a
+            proof that does not hold reverts. Open while the result can be challenged and no
+            game runs on it.
+    """
+    o: Order = staticcall market.orders(order_id)
+    assert o.state == ORDER_COMMITTED, "disputes: only a committed result can be proven wrong"
+    assert block.timestamp < o.committed_at + o.challenge_window, "disputes: the challenge window has closed"
+    stage: uint8 = self.games[order_id].stage
+    assert stage == 0 or stage == SETTLED, "disputes: a game runs on this result; prove it when it ends"
+    assert msg.sender != o.provider, "disputes: a provider cannot prove its own result wrong"
+    p: Program = staticcall market.programs(order_id)
+    assert tensors._proves(p.root, keccak256(abi_encode(desc)), index, p.length, desc_proof), \
+        "disputes: that descriptor is not the program's for this record"
+    assert desc.output > 0, "disputes: the program does not name that record as an output"
+    assert sha256(concat(b"VXO1", slice(convert(count, bytes32), 28, 4), tree)) == o.output_cid and count < 2**32, \
+        "disputes: that is not the committed output root"
+    reason: String[80] = "the output root holds another number of outputs than the program"
+    if count == desc.outputs:
+        assert desc.output <= count and tensors._proves(tree, leaf, desc.output - 1, count, leaf_proof), \
+            "disputes: that leaf is not in the committed output root"
+        assert index < o.trace_length and self._trace_digest_is(o, index, desc.step, desc.op, digest, prev,
+                                                                prev_proof, at, at_proof), \
+            "disputes: that is not the record's digest in the committed trace"
+        assert leaf != digest, "disputes: the output is the trace's record: no fault"
+        reason = "an output is not the committed trace's record"
+    extcall market.set_challenged(order_id, True)
+    extcall market.resolve_dispute(order_id, PROVIDER_LOST, msg.sender)
+    log OutputFault(order_id=order_id, prover=msg.sender, record=index, reason=reason)
+
+
 # phase two: inside the located record ------------------------------------------------------------
 
 @internal

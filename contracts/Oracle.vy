@@ -7,16 +7,25 @@
         chain. A provider takes the request by `accept` (its signed bid, as for any order), runs
         it exactly and commits the output and trace to the Market; validators check it and may
         dispute it as any order. After the challenge window (or a dispute the provider won)
-        anyone calls `fulfil` with the output bytes: the Oracle finalizes the order, checks the
-        bytes against the committed output CID (sha256) and calls the consumer back with them.
-        A request that fails (no taker, a missed deadline, a dispute lost or undecided) is
-        `cancel`led and the consumer gets back what the Market refunded.
+        anyone calls `fulfil` with the output: the Oracle finalizes the order, checks the output
+        against the committed output root and calls the consumer back with it. A request that
+        fails (no taker, a missed deadline, a dispute lost or undecided) is `cancel`led and the
+        consumer gets back what the Market refunded.
+
+        The output is the job's *canonical output blob* (`veracity/exact/outputs.py`): for each of
+        its output tensors in order, the tensor's header (b"VXT2", dtype code u8 (1 int8, 2 uint8,
+        3 int16, 4 int32, 5 int64), ndim u8, dims u32 BE each) then its integers, big endian, C
+        order. `fulfil` parses it and recomputes what the provider committed
+        (`veracity/exact/trace.py`): each tensor's digest sha256(header || sha256(0x03 || data))
+        (at most MAX_OUTPUT bytes, every tensor is one chunk of whole rows), and the output root
+        sha256("VXO1" || k (u32 BE) || Merkle root over the k digests).
 
         The Oracle is a gated client of the Market: only `fulfil` finalizes its orders, so a
         provider is paid only when the consumer gets the output. A committed output that cannot
         be delivered (longer than MAX_OUTPUT, or not the committed bytes) is never paid: after
         the Market's delivery time `cancel` voids it, refunds the consumer and slashes the
-        provider's collateral to it. A provider checks the output's size before it takes a request.
+        provider's collateral to it. A provider checks the output blob's size before it takes a
+        request (the program fixes it: every tensor's dtype and dims).
 
         The spec (`veracity/workloads/spec.py`) is YAML with the input inline:
         "kind: infer / model: M / max_price: 1 / deadline: 3600 / inputs: inline: |- INPUT", so
@@ -29,6 +38,8 @@ from ethereum.ercs import IERC20
 MAX_INPUT: constant(uint256) = 1024
 MAX_OUTPUT: constant(uint256) = 4096
 MAX_SPEC: constant(uint256) = 1200
+MAX_OUTPUTS: constant(uint256) = 372  # tensors in an output blob: MAX_OUTPUT // 11, each one has 11 bytes at least
+MAX_LEVELS: constant(uint256) = 9  # 2**9 > MAX_OUTPUTS: the levels of the Merkle tree over their digests
 INFER: constant(uint8) = 1
 OPEN: constant(uint8) = 1  # request states
 TAKEN: constant(uint8) = 2
@@ -187,12 +198,90 @@ def accept(request_id: uint256, price: uint256, collateral: uint256, expiry: uin
     log Taken(request_id=request_id, provider=msg.sender, price=price)
 
 
+@internal
+@pure
+def _byte(b: Bytes[MAX_OUTPUT], i: uint256) -> uint256:
+    return convert(convert(slice(b, i, 1), bytes1), uint256)
+
+
+@internal
+@pure
+def _output_root(output: Bytes[MAX_OUTPUT]) -> bytes32:
+    """The output root of a canonical output blob (`veracity/exact/outputs.py`); reverts with
+    the reason on a blob that is not one."""
+    n: uint256 = len(output)
+    assert n > 0, "oracle: the output holds no tensor"
+    digests: DynArray[bytes32, MAX_OUTPUTS] = []
+    at: uint256 = 0
+    for t: uint256 in range(MAX_OUTPUTS):
+        if at == n:
+            break
+        assert at + 6 <= n, "oracle: the output ends inside a tensor header (truncated, or trailing bytes)"
+        assert slice(output, at, 4) == b"VXT2", "oracle: a tensor header must start with VXT2"
+        dtype: uint256 = self._byte(output, at + 4)
+        ndim: uint256 = self._byte(output, at + 5)
+        assert dtype >= 1 and dtype <= 5, "oracle: unknown dtype code (1 int8 .. 5 int64)"
+        assert ndim >= 1 and ndim <= 4, "oracle: a tensor has 1 to 4 dimensions"
+        head: uint256 = 6 + 4 * ndim
+        assert at + head <= n, "oracle: the output ends inside a tensor's dimensions (truncated)"
+        itemsize: uint256 = 8
+        if dtype <= 2:
+            itemsize = 1
+        elif dtype == 3:
+            itemsize = 2
+        elif dtype == 4:
+            itemsize = 4
+        rows: uint256 = 1  # rows run along the last axis
+        row: uint256 = itemsize  # a row's bytes
+        for i: uint256 in range(4):
+            if i == ndim:
+                break
+            d: uint256 = convert(convert(slice(output, at + 6 + 4 * i, 4), bytes4), uint256)
+            assert d >= 1, "oracle: a tensor has a dimension of 0"
+            if i + 1 < ndim:
+                rows *= d
+            else:
+                row *= d
+        size: uint256 = rows * row  # the data's bytes
+        assert at + head + size <= n, "oracle: the output ends inside a tensor's data (truncated)"
+        # at most MAX_OUTPUT bytes of whole rows, the tensor is one chunk (`trace.chunking`: up to 8 KiB)
+        digests.append(sha256(concat(slice(output, at, head),
+                                     sha256(concat(b"\x03", slice(output, at + head, size))))))
+        at += head + size
+    assert at == n, "oracle: the output holds more tensors than MAX_OUTPUTS"
+    k: uint256 = len(digests)
+    width: uint256 = k  # the Merkle tree over the digests, one level at a time, in place
+    for level: uint256 in range(MAX_LEVELS):
+        if width <= 1:
+            break
+        for j: uint256 in range(MAX_OUTPUTS):
+            if 2 * j >= width:
+                break
+            if 2 * j + 1 < width:
+                digests[j] = sha256(concat(b"\x01", digests[2 * j], digests[2 * j + 1]))
+            else:
+                digests[j] = digests[2 * j]  # an odd last node is carried up
+        width = (width + 1) // 2
+    return sha256(concat(b"VXO1", slice(convert(k, bytes32), 28, 4), digests[0]))
+
+
+@external
+@pure
+def output_root(output: Bytes[MAX_OUTPUT]) -> bytes32:
+    """
+    @notice The output root of a canonical output blob: what `fulfil` checks it against (the
+            order's committed output). Reverts, with the reason, on a malformed blob.
+    """
+    return self._output_root(output)
+
+
 @external
 def fulfil(request_id: uint256, output: Bytes[MAX_OUTPUT]):
     """
     @notice Deliver a committed result (anyone, once its challenge window has passed): the order
-            is finalized (if it is not yet), `output` must be the committed output (its sha256 is
-            the output CID's digest), and the consumer is called back with it.
+            is finalized (if it is not yet), `output` must be the committed output (a canonical
+            output blob whose output root is the order's output CID), and the consumer is called
+            back with it.
     """
     r: Request = self.requests[request_id]
     assert r.state == TAKEN, "oracle: the request is not awaiting a result"
@@ -201,7 +290,7 @@ def fulfil(request_id: uint256, output: Bytes[MAX_OUTPUT]):
         extcall market.finalize(request_id)  # reverts while the window is open or a dispute runs
         o = staticcall market.orders(request_id)
     assert o.state == M_FINALIZED, "oracle: the result is not final"
-    assert sha256(output) == o.output_cid, "oracle: that is not the committed output"
+    assert self._output_root(output) == o.output_cid, "oracle: that is not the committed output"
     self.requests[request_id].state = DONE
     log Fulfilled(request_id=request_id, consumer=r.consumer, output_cid=o.output_cid)
     extcall IConsumer(r.callback).on_result(request_id, output)

@@ -22,6 +22,8 @@ struct OpDesc:  # a record's descriptor (`veracity/exact/program.py`)
     inputs: DynArray[uint256, 4]
     consts: DynArray[bytes32, 3]
     params: DynArray[int256, 2]
+    output: uint256  # 1 + the record's place among the job's outputs (0: not an output)
+    outputs: uint256  # on an output record, how many outputs the job has
 
 struct Judging:  # a game waiting for its judgement, as a referee reads it
     record: uint256  # the disputed record (inputs must come before it)

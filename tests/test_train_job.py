@@ -56,12 +56,18 @@ def test_the_program_names_every_record_and_a_served_checkpoint_is_checked_again
     w0 = [i for i, d in enumerate(program) if d.op == "state.w0"]
     z0 = next(d for d in program if d.step == 2 and d.op == "fwd.0.z")
     assert program[w0[0]].kind == WEIGHT and z0.kind == QMM and z0.inputs[1] == w0[0]  # step 2 reads step 1's w0
-    assert check_checkpoint(first.outputs, records) is None
+    from veracity.exact.program import output_records
+    from veracity.exact.trace import outputs_root
+
+    outs = output_records(program)  # the final state's records are the outputs, and the root is theirs
+    assert len(outs) == 18 and all(program[i].op.startswith("state.") and program[i].step == 2 for i in outs)
+    assert first.output_root == outputs_root([records[i].digest for i in outs])
+    assert check_checkpoint(first.outputs, first.output_root) is None
     later = run_train_job(train, TrainParams(steps=1, seed=3), start=first.outputs)
     unit = train_program(TrainParams(steps=1, seed=3), first.outputs, train)
     assert unit[0].step == 2 and unit[-1].step == 3  # a unit starts from the checkpoint's step
-    assert "not the state the committed trace ends at" in check_checkpoint(later.outputs, records)
-    assert "cannot be read (truncated)" in check_checkpoint(first.outputs[:-3], records)
+    assert "not the committed output" in check_checkpoint(later.outputs, first.output_root)
+    assert "cannot be read (truncated)" in check_checkpoint(first.outputs[:-3], first.output_root)
 
 
 def test_values_a_referee_would_judge_differently_never_reach_a_trace(data):

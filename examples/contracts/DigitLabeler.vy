@@ -4,16 +4,20 @@
 @notice An example Oracle consumer: label a handwritten digit on chain. `label(pixels, ...)` asks
         the Veracity Oracle for the exact digits MLP on an 8x8 image (its input line,
         `{"pixels": [64 integers 0..16]}`); once the result is committed, unchallenged through
-        its window and delivered, `on_result` reads the class out of the committed output line
-        (`{"pixels": [...], "output": {"class": N, "logits": [...]}}`) and stores it. The
-        caller pays the request (approve this contract for `payment` first).
+        its window and delivered, `on_result` reads the digit out of the committed output and
+        stores it. The output is the job's canonical output blob (`veracity/exact/outputs.py`),
+        which the Oracle checked against the committed output root: here one tensor, the MLP's
+        logits, `b"VXT2" || dtype (3 int16 or 4 int32) || ndim 2 || dims 1, 10 (u32 BE each)`
+        then the 10 logits, big endian. The digit is their argmax (the lowest index on a tie,
+        as the model's `present` gives its "class"). The caller pays the request (approve this
+        contract for `payment` first).
 """
 
 from ethereum.ercs import IERC20
 
 MAX_INPUT: constant(uint256) = 1024
 MAX_OUTPUT: constant(uint256) = 4096
-KEY: constant(Bytes[9]) = b'"class": '
+CLASSES: constant(uint256) = 10
 
 
 interface IOracle:
@@ -55,28 +59,33 @@ def label(pixels: Bytes[MAX_INPUT], payment: uint256, program_root: bytes32, pro
 @internal
 @pure
 def _class_of(output: Bytes[MAX_OUTPUT]) -> uint256:
-    """The integer after `"class": ` in the output line."""
-    n: uint256 = len(output)
-    for i: uint256 in range(MAX_OUTPUT):
-        if i + 9 > n:
-            break
-        if slice(output, i, 9) == KEY:
-            value: uint256 = 0
-            for j: uint256 in range(i + 9, i + 12, bound=MAX_OUTPUT):
-                if j >= n:
-                    break
-                c: uint256 = convert(convert(slice(output, j, 1), bytes1), uint256)
-                if c < 48 or c > 57:
-                    break
-                value = value * 10 + c - 48
-            return value
-    raise "labeler: the output has no class"
+    """The argmax of the logits tensor that is the output (the lowest index on a tie)."""
+    assert len(output) >= 14 and slice(output, 0, 4) == b"VXT2", "labeler: the output is not a tensor"
+    dtype: bytes1 = convert(slice(output, 4, 1), bytes1)
+    assert dtype == 0x03 or dtype == 0x04, "labeler: the logits are int16 or int32"
+    assert slice(output, 5, 9) == b"\x02\x00\x00\x00\x01\x00\x00\x00\x0a", "labeler: the logits are one row of 10"
+    w: uint256 = 2
+    if dtype == 0x04:
+        w = 4
+    assert len(output) == 14 + CLASSES * w, "labeler: the output is not one tensor of 10 logits"
+    best: uint256 = 0
+    top: int256 = min_value(int256)
+    for i: uint256 in range(CLASSES):
+        v: int256 = 0
+        if w == 2:
+            v = convert(convert(convert(slice(output, 14 + 2 * i, 2), bytes2), int16), int256)
+        else:
+            v = convert(convert(convert(slice(output, 14 + 4 * i, 4), bytes4), int32), int256)
+        if v > top:
+            best = i
+            top = v
+    return best
 
 
 @external
 def on_result(request_id: uint256, output: Bytes[MAX_OUTPUT]):
     """
-    @notice The Oracle's callback with the committed output line.
+    @notice The Oracle's callback with the committed output (its canonical output blob).
     """
     assert msg.sender == oracle.address, "labeler: only the oracle calls back"
     assert self.requester[request_id] != empty(address) and not self.labelled[request_id], \

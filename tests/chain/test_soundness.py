@@ -229,22 +229,167 @@ def oracle_request(a, payment=5 * TOKEN):
 
 
 def test_7_an_oracle_result_is_paid_only_on_delivery_and_an_undeliverable_one_is_voided(actors):
+    import numpy as np
+
+    from veracity.exact.outputs import encode_outputs
+    from veracity.exact.trace import outputs_root, tensor_digest
+
     a = actors
     register_provider(a.provider)
     rid = oracle_request(a)
     bid = bid_for(a, rid, price=5 * TOKEN, collateral=TOKEN)
     a.provider.chain.send(a.provider.chain.contract("Oracle", a.d.oracle).functions.accept(
         rid, bid.price, bid.collateral, bid.expiry, bid.run_time, bytes.fromhex(bid.signature[2:])))
-    a.provider.market.commit_result(rid, hashlib.sha256(b"x" * 5000).digest(), b"\2" * 32, TRACE_LEN)
+    big = np.arange(1100, dtype=np.int32).reshape(1, 1100)  # its canonical output blob: 4,414 bytes
+    assert len(encode_outputs([big])) > 4096
+    a.provider.market.commit_result(rid, outputs_root([tensor_digest(big)]), b"\2" * 32, TRACE_LEN)
     a.advance(a.client.market.order(rid).challenge_window + 1)
     with pytest.raises(ChainError, match="pays on delivery"):  # the provider cannot pay itself
         a.provider.market.finalize(rid)
     oracle = a.d.oracle_client(a.stranger.key)
     with pytest.raises(ChainError, match="can still be delivered"):
         oracle.cancel(rid)
-    a.advance(3601)  # its output (5,000 bytes) can never be delivered through fulfil
+    a.advance(3601)  # its output (4,414 bytes) can never be delivered through fulfil
     consumer0, stake0 = a.client.token.balance_of(a.client.address), a.provider.registry.node(a.provider.address).stake
     oracle.cancel(rid)
     assert a.client.token.balance_of(a.client.address) == consumer0 + bid.price + bid.collateral
     assert a.provider.registry.node(a.provider.address).stake == stake0 - bid.collateral
     assert a.client.market.order(rid).state_name == "refunded"
+
+
+def test_7_fulfil_delivers_only_the_committed_output_blob(actors):
+    """The provider commits an output root; fulfil parses the blob it is given, recomputes the
+    root on chain and calls the consumer back only with the committed output's blob."""
+    from pathlib import Path
+
+    import numpy as np
+    from web3.logs import DISCARD
+
+    from veracity.exact.outputs import blob_root, encode_outputs
+
+    a = actors
+    register_provider(a.provider)
+    labeler_path = str(Path(__file__).resolve().parents[2] / "examples" / "contracts" / "DigitLabeler.vy")
+    labeler = a.client.chain.contract(labeler_path, a.client.chain.deploy(labeler_path, a.d.token, a.d.oracle))
+    a.client.token.approve(labeler.address, 5 * TOKEN)
+    receipt = a.client.chain.send(labeler.functions.label(b'{"pixels": [0]}', 5 * TOKEN, PROGRAM, TRACE_LEN))
+    (ev,) = a.client.chain.contract("Oracle", a.d.oracle).events.Requested().process_receipt(receipt, errors=DISCARD)
+    rid = ev["args"]["request_id"]
+    bid = bid_for(a, rid, price=5 * TOKEN, collateral=TOKEN)
+    a.provider.chain.send(a.provider.chain.contract("Oracle", a.d.oracle).functions.accept(
+        rid, bid.price, bid.collateral, bid.expiry, bid.run_time, bytes.fromhex(bid.signature[2:])))
+    logits = np.array([[-900, 40, 7, 4095, -3, 4095, 0, 12, -1, 2]], dtype=np.int32)  # a tie: the lower index wins
+    right = encode_outputs([logits])
+    assert len(right) == 6 + 8 + 40
+    a.provider.market.commit_result(rid, blob_root(right), b"\2" * 32, TRACE_LEN)
+    oracle = a.d.oracle_client(a.stranger.key)
+    with pytest.raises(ChainError):  # not while its challenge window is open
+        oracle.fulfil(rid, right)
+    a.advance(a.client.market.order(rid).challenge_window + 1)
+    other = logits.copy()
+    other[0, 0] = 5000  # another answer, well formed
+    refused = {
+        "that is not the committed output": [encode_outputs([other]), encode_outputs([logits.astype(np.int16)]),
+                                             encode_outputs([logits.reshape(10)]), encode_outputs([logits, logits])],
+        "ends inside a tensor header": [right + b"\0", right + b"VXT2"],
+        "ends inside a tensor's data": [right[:-1]],
+        "ends inside a tensor's dimensions": [right[:10]],
+        "must start with VXT2": [b"VXT3" + right[4:]],
+        "unknown dtype code": [right[:4] + b"\x06" + right[5:]],
+        "1 to 4 dimensions": [right[:5] + b"\x00" + right[6:]],
+        "dimension of 0": [right[:6] + bytes(4) + right[10:]],
+        "holds no tensor": [b""],
+    }
+    for reason, blobs in refused.items():
+        for blob in blobs:
+            with pytest.raises(ChainError, match=reason):
+                oracle.fulfil(rid, blob)
+    assert not labeler.functions.labelled(rid).call()
+    prov0 = a.provider.token.balance_of(a.provider.address)
+    oracle.fulfil(rid, right)
+    assert labeler.functions.labelled(rid).call() and labeler.functions.digit(rid).call() == 3
+    order = a.client.market.order(rid)
+    assert order.state_name == "finalized"
+    assert a.provider.token.balance_of(a.provider.address) == prov0 + order.price - order.price * a.d.fee_bps // 10_000
+    with pytest.raises(ChainError, match="not awaiting a result"):  # delivered once
+        oracle.fulfil(rid, right)
+
+
+def mlp_result():
+    """A real digits-MLP job on two images: its program (outputs marked) and honest trace."""
+    import numpy as np
+
+    from veracity.exact.program import build, output_records, program_root
+    from veracity.models.registry import loaded
+    from veracity.workloads.infer import infer
+
+    m = loaded("digits-mlp")
+    items = [np.arange(64) % 17, (np.arange(64) * 5) % 17, (np.arange(64) * 3) % 17]
+    program = build(m, items, batch_size=1)  # one output record per image
+    result = infer(m, items, backend="numpy", batch_size=1)
+    return program, program_root(program), result.records, output_records(program)
+
+
+def committed_with(a, output_digests, records, root, length):
+    from veracity.exact.trace import outputs_root, records_root
+
+    if a.provider.registry.node(a.provider.address).stake == 0:
+        register_provider(a.provider)
+    oid = a.client.market.open_order(SPEC, 1, MODEL, 50 * TOKEN, a.now() + 600, 600, 500, root, length)
+    a.client.market.accept_bid(bid_for(a, oid))
+    a.provider.market.commit_result(oid, outputs_root(output_digests), records_root(records), len(records))
+    return oid
+
+
+def test_1_an_output_that_is_not_the_traces_is_overturned_in_one_call(actors):
+    """The provider commits the honest trace with a forged output (one output's digest changed,
+    or an output dropped): anyone holding the trace and the served outputs proves it at once."""
+    from veracity.exact.trace import outputs_root
+    from veracity.verify.outputs import find_fault
+
+    a = actors
+    program, root, records, outs = mlp_result()
+    honest = [records[i].digest for i in outs]
+    assert find_fault(program, records, honest, outputs_root(honest)) is None  # nothing to prove when honest
+    forged = honest[:1] + [hashlib.sha256(b"a forged answer").digest()] + honest[2:]
+    oid = committed_with(a, forged, records, root, len(program))
+    prover = a.d.disputes_client(a.stranger.key)
+    with pytest.raises(ChainError, match="not the record's digest"):  # a made-up trace record is refused
+        bad = find_fault(program, records, forged, outputs_root(forged))
+        prover.prove_output_fault(oid, type(bad)(**{**bad.__dict__, "digest": forged[1]}))
+    gain0 = wealth(a, a.stranger)
+    prover.prove_output_fault(oid, find_fault(program, records, forged, outputs_root(forged)))
+    assert a.client.market.order(oid).state_name == "overturned"  # the wrong answer is not paid
+    assert "output 1 is not record" in find_fault(program, records, forged, outputs_root(forged)).reason
+    assert wealth(a, a.stranger) > gain0  # and the prover takes the challenger's share of the slash
+    dropped = honest[:-1]
+    oid2 = committed_with(a, dropped, records, root, len(program))
+    fault = find_fault(program, records, dropped, outputs_root(dropped))
+    assert fault.reason == f"the output root holds {len(dropped)} outputs, the program {len(honest)}"
+    prover.prove_output_fault(oid2, fault)
+    assert a.client.market.order(oid2).state_name == "overturned"
+
+
+def test_1_an_honest_output_cannot_be_proven_wrong(actors):
+    from dataclasses import replace
+
+    from veracity.exact.trace import outputs_root
+    from veracity.verify.outputs import OutputFault, find_fault
+
+    a = actors
+    program, root, records, outs = mlp_result()
+    honest = [records[i].digest for i in outs]
+    oid = committed_with(a, honest, records, root, len(program))
+    prover = a.d.disputes_client(a.stranger.key)
+    forged = [hashlib.sha256(b"x").digest()] + honest[1:]
+    lie = find_fault(program, records, forged, outputs_root(forged))  # a fault against another root
+    with pytest.raises(ChainError, match="not the committed output root"):
+        prover.prove_output_fault(oid, lie)
+    true_leaf = OutputFault(**{**lie.__dict__, "tree": outputs_root.__globals__["outputs_tree"](honest),
+                               "leaf": honest[0]})
+    with pytest.raises(ChainError, match="no fault"):
+        prover.prove_output_fault(oid, true_leaf)
+    not_output = replace(lie, index=0, desc=program[0])
+    with pytest.raises(ChainError):
+        prover.prove_output_fault(oid, not_output)
+    assert a.client.market.order(oid).state_name == "committed"

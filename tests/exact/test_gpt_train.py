@@ -78,8 +78,12 @@ def test_checkpoints_are_bit_identical_across_backends_threads_and_work_units(co
     program = Job(four, data).program()
     records = decode_records(whole.trace)
     assert [(d.step, d.op) for d in program] == [(r.step, r.op) for r in records]
-    assert Job(four, data).check_served(whole.outputs, records) is None
-    assert "not the state" in Job(four, data).check_served(first.outputs, records)
+    from veracity.exact.program import output_records
+    from veracity.exact.trace import outputs_root
+
+    assert whole.output_root == outputs_root([records[i].digest for i in output_records(program)])
+    assert Job(four, data).check_served(whole.outputs, whole.output_root) is None
+    assert "not the committed output" in Job(four, data).check_served(first.outputs, whole.output_root)
 
 
 def test_the_loss_falls_on_the_shipped_corpus(corpus):

@@ -1,7 +1,8 @@
 """Contract-callable inference end to end: an example consumer contract (examples/contracts/
 DigitLabeler.vy) asks the Oracle to label a handwritten digit; a provider daemon takes the
-request, runs the exact digits MLP, commits it to the Market; after the challenge window the
-Oracle checks the output against the committed CID and calls the consumer back."""
+request, runs the exact digits MLP, commits its output root to the Market; after the challenge
+window it delivers the canonical output blob (the logits tensor), which the Oracle hashes to the
+committed output root before it calls the consumer back."""
 
 import json
 import subprocess
@@ -9,12 +10,15 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
 from sklearn.datasets import load_digits
 from web3.logs import DISCARD
 
 from veracity.errors import ChainError
+from veracity.exact.outputs import blob_root, encode_outputs
 from veracity.exact.program import program_root
+from veracity.exact.trace import outputs_root, tensor_digest
 from veracity.market.bids import Bid, sign_bid
 from veracity.models.registry import loaded
 from veracity.node.cid import cid_of
@@ -57,7 +61,9 @@ def test_a_consumer_contract_gets_the_exact_label_through_the_oracle(onet):
     d = load_digits()
     pixels = [int(v) for v in d.data[7]]
     m = loaded("digits-mlp")
-    want = m.present(infer(m, [m.parse({"pixels": pixels})], backend="numpy", trace=False).outputs[0])["class"]
+    out = infer(m, [m.parse({"pixels": pixels})], backend="numpy", trace=False).outputs[0]
+    want = m.present(out)["class"]
+    logits = np.asarray(out, dtype=np.int32).reshape(1, 10)  # the job's one output record
     user0, prov0 = token.balance_of(user.address), token.balance_of(provider.address)
     rid = ask(chain, token, labeler, pixels, 2 * TOKEN)
     end = time.monotonic() + 120
@@ -74,6 +80,8 @@ def test_a_consumer_contract_gets_the_exact_label_through_the_oracle(onet):
     assert (bytes.fromhex(cli["program_root"][2:]), cli["program_length"]) == market.program(rid)
     order = market.order(rid)
     assert order.state_name == "finalized" and order.provider == provider.address
+    assert order.output_cid == outputs_root([tensor_digest(logits)]) == blob_root(encode_outputs([logits]))
+    assert f"oracle request {rid}: delivered to its consumer" in onet.logs()
     fee = order.price * onet.dep.fee_bps // 10_000
     assert token.balance_of(provider.address) == prov0 + order.price - fee
     assert token.balance_of(user.address) == user0 - 2 * TOKEN  # the labeler keeps the bid's refund
@@ -110,9 +118,10 @@ def test_a_request_nobody_can_run_is_cancelled_and_refunded(onet):
     assert "cannot use the job inputs" in onet.logs()
 
 
-def test_a_request_whose_output_cannot_be_delivered_is_not_taken(onet):
-    """A minilm embedding line is longer than fulfil's 4096 bytes: a provider that took it could
-    never be paid and would lose its collateral, so it does not take it."""
+def test_a_minilm_embedding_fits_fulfil_as_a_canonical_blob_and_is_taken(onet):
+    """As a JSON line a minilm embedding was longer than fulfil's 4096 bytes; as the canonical
+    output blob it is one int32 [1, 384] tensor, 1,550 bytes, so the provider takes it (it still
+    checks the size first: an undelivered result is slashed)."""
     onet.provider(1, ["minilm"])
     user = onet.accts[4]
     chain, token, market, _ = consumer(onet, user)
@@ -123,8 +132,8 @@ def test_a_request_whose_output_cannot_be_delivered_is_not_taken(onet):
     chain.send(oracle.fn.request("minilm", line, user.address, TOKEN, program_root(program), len(program)))
     rid = market.fn.order_count().call()
     end = time.monotonic() + 120
-    while "more than the Oracle's 4096-byte limit" not in onet.logs():
+    while f"oracle request {rid}: taken" not in onet.logs():
         assert time.monotonic() < end, onet.logs()
         time.sleep(0.5)
-    assert f"oracle request {rid}: not taken, its output would be" in onet.logs()
-    assert market.order(rid).state_name == "open" and oracle.request_state(rid) == 1
+    assert "more than the Oracle's" not in onet.logs()
+    assert oracle.request_state(rid) == 2 and market.order(rid).provider == onet.accts[1].address

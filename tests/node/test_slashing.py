@@ -98,16 +98,22 @@ def test_each_cheater_is_caught_by_the_validator_and_slashed(tmp_path):
 
 
 
-def test_served_outputs_that_are_not_the_committed_trace_are_refused(tmp_path):
-    """A provider that commits the honest trace but serves other output JSONL: the client reads
-    the outputs back into integers, finds they do not hash to the trace's output records, and
-    refuses them (the committed result stands for what the job computed)."""
+def test_an_output_that_is_not_the_committed_traces_is_proven_wrong_by_the_client(tmp_path):
+    """A provider that commits the honest trace with a forged output (its root, and the forged
+    JSONL served): the client reads the outputs back into integers, finds the output that is not
+    its trace record, and proves it on chain in one call: the forger is slashed, the client
+    refunded and paid the challenger's share (hole 1 and 2 of docs/security.md)."""
     net = Net(tmp_path, accounts=6)
     try:
         forger = net.provider(3, ["digits-mlp", "minilm"], behaviour="forged-output")
+        client = net.accts[1]
+        _, token, reg, market = net.dep.clients(client.key)
         for model in ("digits-mlp", "minilm"):
-            spec = load_spec(JOBS / f"{model}.yaml").model_copy(update={"verification": Verification(challenge_window=5)})
-            with pytest.raises(VeracityError, match="served outputs that are not its committed result"):
-                submit(spec, net.dep, net.accts[1].key, bid_wait=20, result_timeout=120, only={forger.address})
+            spec = load_spec(JOBS / f"{model}.yaml").model_copy(update={"verification": Verification(challenge_window=30)})
+            before, stake = token.balance_of(client.address), reg.node(forger.address).stake
+            with pytest.raises(VeracityError, match="a dispute found .* result wrong"):
+                submit(spec, net.dep, client.key, bid_wait=20, result_timeout=120, only={forger.address})
+            assert reg.node(forger.address).stake < stake  # slashed
+            assert token.balance_of(client.address) > before  # refunded, and paid for the proof
     finally:
         net.stop()

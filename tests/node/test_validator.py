@@ -32,6 +32,9 @@ def start(module, cfg, path):
     # one op altered half-way: the label may survive it, the trace does not, and it names the op
     ("corrupt-op", "mismatch", r"trace root; the traces first differ at record 3 \(step 2, op layer\.1\.fc\)"),
     ("lazy", "mismatch", "trace root; the traces first differ at record 0 "),
+    # the honest trace committed with a forged output: the client proves it on chain (and the
+    # validator, here only checking, says which output is not its trace record)
+    ("forged-output", "mismatch", r"another output: output 0 is not record 5 \(layer\.2\.fc\)"),
 ])
 def test_validator_checks_a_committed_result(tmp_path, behaviour, verdict, detail):
     node = Anvil(accounts=6, block_time=1)
@@ -57,8 +60,11 @@ def test_validator_checks_a_committed_result(tmp_path, behaviour, verdict, detai
         spec = spec.model_copy(update={"verification": Verification(challenge_window=2)})
         try:
             submit(spec, dep, accts[1].key, bid_wait=20, result_timeout=180)
-        except VeracityError as exc:  # a lazy provider's made-up outputs are not even its own trace's
-            assert behaviour == "lazy" and "served outputs that are not its committed result" in str(exc)
+        except VeracityError as exc:  # a lazy provider's made-up outputs are not even its committed output
+            assert (behaviour == "lazy" and "served outputs that are not its committed result" in str(exc)) or \
+                (behaviour == "forged-output" and "a dispute found" in str(exc)), exc
+        else:
+            assert behaviour not in ("lazy", "forged-output")
         checks = []
         for _ in range(600):
             checks = httpx.get(f"http://127.0.0.1:{vport}/checks", timeout=5).json()

@@ -383,6 +383,10 @@ class DisputesClient(_Bound):
     def reveal(self, order_id: int, chain_value: bytes, proof: list[bytes]) -> Any:
         return self._send(self.fn.reveal(order_id, chain_value, proof))
 
+    def prove_output_fault(self, order_id: int, fault: Any) -> Any:
+        """Overturn a result whose output root is not its trace's (``verify.outputs.find_fault``)."""
+        return self._send(self.fn.prove_output_fault(*fault.args(order_id)))
+
     def timeout(self, order_id: int) -> Any:
         return self._send(self.fn.timeout(order_id))
 

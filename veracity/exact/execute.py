@@ -58,6 +58,7 @@ class Exec:
         self._where: dict[int, tuple[int, Any]] = {}  # id(tensor) -> (record index, tensor)
         self.outputs: list[int] = []  # the records that are the job's outputs (with ``program``)
         self.ops = 0
+        self._last: tuple[Any, int] | None = None  # the latest record's tensor and index
         self.step_index = -1
         self._prefix = ""
 
@@ -77,6 +78,7 @@ class Exec:
             x = self.tamper(self.ops, self._prefix + op, x)
         if self.program is not None:
             self._describe(op, x, dtype, kind, inputs, consts() if consts else (), params)
+        self._last = (x, self.ops)
         self.ops += 1
         if self.trace is not None:
             b = self.b
@@ -120,10 +122,12 @@ class Exec:
         return self.b.index(a)
 
     def output(self, x: Any) -> np.ndarray:
-        """A job output (a record): its integers; with a program, its record is noted as an output,
-        so a client can check the outputs it is served against the committed trace."""
-        if self.program is not None and (i := self._record_of(x)) is not None:
-            self.outputs.append(i)
+        """A job output: its integers. ``x`` must be the latest record; its index is noted in
+        ``outputs`` (the program marks those records, and the committed output root is over
+        their digests, ``trace.outputs_root``)."""
+        if self._last is None or self._last[0] is not x:
+            raise AssertionError("a job output must be the record just made")
+        self.outputs.append(self._last[1])
         return self.to_numpy(x)
 
     def to_numpy(self, x: Any, dtype: np.dtype = I32) -> np.ndarray:

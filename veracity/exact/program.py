@@ -11,8 +11,11 @@ dispute, which op to recompute and where its inputs are proven.
 
 Descriptor hash ``keccak256(abi_encode(desc))`` with ``desc`` the tuple ``(uint8 kind, uint256
 step, string op, uint8 dtype, uint256[] dims, uint256[] inputs, bytes32[] consts, int256[]
-params)`` (the struct ``OpDesc`` of ``contracts/Disputes.vy``); program root: the trace format's
-Merkle tree (``exact.trace.merkle_root``) over the descriptor hashes, in record order.
+params, uint256 output, uint256 outputs)`` (the struct ``OpDesc`` of ``contracts/tensors.vy``);
+program root: the trace format's Merkle tree (``exact.trace.merkle_root``) over the descriptor
+hashes, in record order. ``output`` numbers the job's output records (1 for the first, 0 for a
+record that is not an output) and ``outputs`` is, on each of them, how many there are: so the
+program fixes which records the committed output root (``trace.outputs_root``) must hold.
 """
 
 from __future__ import annotations
@@ -41,7 +44,7 @@ KIND_NAMES = {INPUT: "input", LINEAR: "linear", ADD: "add", RELU: "relu", GELU: 
               LOSS_GRAD: "loss_grad", ROW_SUM: "row_sum", RELU_MASK: "relu_mask", MOMENT: "moment",
               SECOND: "second", WEIGHT: "weight"}
 NO_INPUT = 2**256 - 1  # an input that is not a whole earlier record (a view, a slice, a constant)
-DESC_ABI = "(uint8,uint256,string,uint8,uint256[],uint256[],bytes32[],int256[])"
+DESC_ABI = "(uint8,uint256,string,uint8,uint256[],uint256[],bytes32[],int256[],uint256,uint256)"
 
 
 @dataclass(frozen=True)
@@ -54,10 +57,12 @@ class OpDesc:
     inputs: tuple[int, ...] = ()  # record indices (NO_INPUT where the input is not a record)
     consts: tuple[bytes, ...] = ()  # digests of constant tensors
     params: tuple[int, ...] = ()
+    output: int = 0  # 1 + this record's place among the job's outputs; 0: not an output
+    outputs: int = 0  # on an output record: how many outputs the job has
 
     def as_tuple(self) -> tuple[Any, ...]:
         return (self.kind, self.step, self.op, self.dtype, list(self.dims), list(self.inputs),
-                list(self.consts), list(self.params))
+                list(self.consts), list(self.params), self.output, self.outputs)
 
     def hash(self) -> bytes:
         from eth_abi import encode
@@ -68,6 +73,24 @@ class OpDesc:
 
 def program_root(program: list[OpDesc]) -> bytes:
     return merkle_root([d.hash() for d in program])
+
+
+def mark_outputs(program: list[OpDesc], indices: list[int]) -> list[OpDesc]:
+    """The program with records ``indices`` (in output order) marked as the job's outputs."""
+    from dataclasses import replace
+
+    out = list(program)
+    for j, i in enumerate(indices):
+        if out[i].output:
+            raise AssertionError(f"record {i} ({out[i].op}) is named as an output twice")
+        out[i] = replace(out[i], output=j + 1, outputs=len(indices))
+    return out
+
+
+def output_records(program: list[OpDesc]) -> list[int]:
+    """The indices of a program's output records, in output order."""
+    marked = sorted((d.output, i) for i, d in enumerate(program) if d.output)
+    return [i for _, i in marked]
 
 
 # constants, as the referee reads them: each a tensor named by its digest -------------------------
@@ -292,8 +315,9 @@ def build_with_outputs(model: Any, items: list[Any], batch_size: int = 32,
         if limit is not None and len(ex.program) > limit:  # type: ignore[arg-type]
             raise ProgramTooLarge(f"its program has more than {limit} records")
     assert ex.program is not None
-    check_disputable(ex.program)
-    return ex.program, ex.outputs
+    program = mark_outputs(ex.program, ex.outputs)
+    check_disputable(program)
+    return program, ex.outputs
 
 
 MAX_ROW, CHUNK_MAX, MAX_LINKS = 2080, 8320, 1024  # the contracts' bounds (OneStep, tensors.vy)

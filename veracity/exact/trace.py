@@ -22,6 +22,12 @@ Format (version 2)
   the root of no records is ``sha256(b"")``.
 * The **output hash** of a job is ``sha256`` over the tensor digests of its per-item outputs, in
   input order, so it does not depend on how the items were batched.
+* The **output root** is what a provider commits on chain as a job's output: ``sha256(b"VXO1" ||
+  k (u32 BE) || Merkle root over the digests of the k output records)``, in the order the
+  program numbers them (``OpDesc.output``). It follows from the trace, so a contract judges it:
+  an output root whose leaf j is not the digest of the trace's j-th output record, or whose k is
+  not the program's count, is a fault anyone proves in one call (``Disputes.prove_output_fault``).
+  Served outputs (output JSONL, a checkpoint) are checked against it, not against the trace.
 """
 
 from __future__ import annotations
@@ -106,6 +112,17 @@ def merkle_root(leaves: list[bytes]) -> bytes:
 
 def output_hash(item_digests: list[bytes]) -> bytes:
     return hashlib.sha256(b"".join(item_digests)).digest()
+
+
+def outputs_tree(digests: list[bytes]) -> bytes:
+    """The Merkle root over output record digests (under ``outputs_root``'s count)."""
+    return merkle_root(list(digests))
+
+
+def outputs_root(digests: list[bytes]) -> bytes:
+    """A job's committed output: ``sha256(b"VXO1" || k || outputs_tree)`` over its output records'
+    digests, in output order."""
+    return hashlib.sha256(b"VXO1" + struct.pack(">I", len(digests)) + outputs_tree(digests)).digest()
 
 
 @dataclass(frozen=True)

@@ -2,8 +2,10 @@
 
 ``verify`` reads the lease (the standing order) from the Market: its provider must be the
 receipt's signer; once the window is posted and committed, the window's spec, inputs and outputs
-are fetched by the CIDs on chain (every byte checked against its CID) and line ``index`` of the
-inputs and of the outputs must hash to the receipt's input and output hashes. The verdict says
+are fetched by the CIDs on chain (every byte checked against its CID), the outputs must give the
+committed output root and each output must be its record in the committed trace (else anyone can
+overturn the window: ``Disputes.prove_output_fault``), and line ``index`` of the inputs and of
+the outputs must hash to the receipt's input and output hashes. The verdict says
 what a caller can rely on: ``verified`` (committed, and final or in its challenge window),
 ``pending`` (served, the window not committed yet), or ``failed`` (with the reason: another
 signer, a different committed answer, a window overturned by a dispute or never committed).
@@ -18,9 +20,11 @@ from typing import Any
 from veracity.chain.devnet import Deployment
 from veracity.errors import SignatureError, VeracityError
 from veracity.market.receipts import Receipt, line_hash
-from veracity.node.blobs import fetch
+from veracity.node.blobs import fetch, fetch_trace
 from veracity.node.cid import cid_from_digest
 from veracity.node.client import providers
+from veracity.node.outputs import served_output
+from veracity.workloads.jobs import job_from_blobs
 
 
 @dataclass
@@ -37,6 +41,27 @@ class ReceiptCheck:
 def _line(blob: bytes, index: int) -> str | None:
     lines = [ln for ln in blob.decode("utf-8").splitlines() if ln.strip()]
     return lines[index] + "\n" if index < len(lines) else None
+
+
+def _output_wrong(market: Any, url: str, lease: int, order: Any, job: Any, outputs: bytes) -> str | None:
+    """Why a window's served outputs are not an output its committed trace proves (None: they are):
+    they must give the committed output root, and each output must be its trace record."""
+    from veracity.exact.program import program_root
+    from veracity.exact.trace import outputs_root
+    from veracity.verify.outputs import find_fault
+
+    try:
+        digests = job.served_digests(outputs)
+        records = fetch_trace(url, lease, order.trace_root)
+    except VeracityError as exc:
+        return str(exc)
+    if outputs_root(digests) != order.output_cid:
+        return "the outputs served are not the committed output"
+    program = job.program(job.model())
+    if program_root(program) != market.program(lease)[0]:
+        return "the window's program is not its job's"
+    fault = find_fault(program, records, digests, order.output_cid)
+    return None if fault is None else f"its committed output is not its trace's ({fault.reason}); anyone can prove it"
 
 
 def window_of(order: Any) -> dict[str, Any] | None:
@@ -80,9 +105,13 @@ def verify(dep: Deployment, key: str, receipt: Receipt) -> ReceiptCheck:
     url = providers(dep, key).get(order.provider)
     if url is None:
         raise VeracityError(f"provider {order.provider} is not registered: its blobs cannot be fetched")
-    spec = json.loads(fetch(url, window["spec_cid"]))  # type: ignore[index]
+    spec_blob = fetch(url, window["spec_cid"])  # type: ignore[index]
+    spec = json.loads(spec_blob)
     inputs = fetch(url, spec["inputs"]["cid"])
-    outputs = fetch(url, window["output_cid"])  # type: ignore[index]
+    _, outputs = served_output(url, receipt.lease)
+    wrong = _output_wrong(market, url, receipt.lease, order, job_from_blobs(spec_blob, lambda cid, _: fetch(url, cid)), outputs)
+    if wrong:
+        return ReceiptCheck("failed", f"lease {receipt.lease}'s window cannot be relied on: {wrong}", facts)
     got_in, got_out = _line(inputs, receipt.index), _line(outputs, receipt.index)
     if got_in is None or line_hash(got_in) != receipt.input_hash:
         return ReceiptCheck("failed", f"request {receipt.index} is not line {receipt.index} of the window's "

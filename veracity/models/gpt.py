@@ -234,9 +234,9 @@ class ExactGPT:
                 logits = self._pass(ex, tokens, len(ids) + s)
                 with ex.step("next"):
                     token = ex.argmax("token", logits)
+                    generated.append(int(ex.output(token).reshape(-1)[0]))
                     if s + 1 < n:
                         tokens = ex.append("ids", tokens, token)
-                generated.append(int(ex.output(token).reshape(-1)[0]))
             outs.append(np.array(generated, dtype=np.int64))
         return outs
 

@@ -7,8 +7,8 @@ verification layer is tested against what a dishonest node would actually do:
   it from the altered value, so the outputs and the trace it commits are consistent with each
   other, and wrong from that op on;
 * ``lazy``: runs nothing; commits made-up outputs and a made-up trace;
-* ``forged-output``: commits the honest trace but serves output JSONL that is not what it says
-  (clients check the outputs against the trace's output records and refuse them);
+* ``forged-output``: commits the honest trace with a forged output (the root of the forged JSONL it serves)
+  (anyone holding the trace proves the output root is not its records: `Disputes.prove_output_fault`);
 * ``withhold``: cheats as ``corrupt-op`` does, and once it has committed a result its blob server
   answers 404 for that order's spec, inputs, start checkpoint and trace, to blind validators
   that would re-execute it (``withheld``; validators read them from the other nodes the client
@@ -92,19 +92,25 @@ def forge_answer(shown: Any) -> Any:
     return shown
 
 
-def forge_output(outputs_jsonl: bytes) -> bytes:
-    """``forged-output``: the first output's first number changed in the JSONL served."""
+def forge_output(outputs_jsonl: bytes, job: Any) -> tuple[bytes, bytes]:
+    """``forged-output``: the first output's first number changed in the JSONL served, and the
+    output root of that forged JSONL committed with the honest trace (the answer forged where
+    the trace is not)."""
+    from veracity.exact.trace import outputs_root
+
     first, _, rest = outputs_jsonl.partition(b"\n")
     rec = json.loads(first)
     out = rec["output"]
     if isinstance(out, dict):
         out["logits"][0] += 1.0
+        out["class"] = max(range(len(out["logits"])), key=lambda i: (out["logits"][i], -i))
     elif isinstance(out, list):
         out[0] = -out[0] if out[0] else 0.5
     else:
-        out = out[::-1] + " "
+        out = out[::-1]
     rec["output"] = out
-    return json.dumps(rec).encode() + b"\n" + rest
+    forged = json.dumps(rec).encode() + b"\n" + rest
+    return forged, outputs_root(job.served_digests(forged))
 
 
 def wrong_output_job(model_name: str, inputs: bytes, model: Any = None) -> JobResult:
@@ -142,7 +148,8 @@ def lazy_job(model_name: str, inputs: bytes, model: Any = None) -> JobResult:
     lines = [json.dumps({**rec, "output": 0}) + "\n" for _, rec in parse_jsonl(inputs.decode("utf-8"), "inputs")]
     records = [TraceRecord(d.step, d.op, secrets.token_bytes(32)) for d in job_program(model_name, inputs, model)]
     outputs = "".join(lines).encode()
-    return JobResult(outputs, secrets.token_bytes(32), records_root(records), 1, len(records), encode_records(records))
+    return JobResult(outputs, secrets.token_bytes(32), records_root(records), 1, len(records), encode_records(records),
+                     output_root=secrets.token_bytes(32))
 
 
 def train_tamper(at: int) -> Callable[[int, str, np.ndarray], None]:

@@ -22,10 +22,12 @@ from veracity.chain.devnet import Deployment
 from veracity.chain.events import EventStream
 from veracity.errors import ChainError, InputError, VeracityError
 from veracity.exact.program import program_root
+from veracity.exact.trace import decode_records
 from veracity.market.bids import Bid, bid_signer
 from veracity.market.choice import rank_bids
-from veracity.node.blobs import fetch, fetch_any, fetch_trace, push_all
-from veracity.node.cid import cid_from_digest, cid_of, digest_of
+from veracity.node.blobs import fetch_any, fetch_trace, push_all
+from veracity.node.cid import cid_of, digest_of
+from veracity.node.outputs import judge_output, served_output
 from veracity.workloads.jobs import Job
 from veracity.workloads.spec import JobSpec
 
@@ -160,11 +162,14 @@ def submit(spec: JobSpec, dep: Deployment, key: str, bid_wait: float = 15, resul
                                 f"`veracity job status {oid}` shows it, reclaim after the deadline")
         time.sleep(0.2)
     phase("run")
-    out_cid = cid_from_digest(bytes.fromhex(committed.args["output_cid"][2:]))
-    outputs = fetch(reachable[best.provider], out_cid)  # checked against the committed CID
-    wrong = None  # and against the committed trace, whose records hold the outputs
-    if job is not None:
-        wrong = _served_wrong(reachable[best.provider], oid, job, outputs,
+    out_cid, outputs, wrong = "", b"", None
+    try:
+        out_cid, outputs = served_output(reachable[best.provider], oid)
+    except VeracityError as exc:
+        wrong = str(exc)
+    if job is not None and wrong is None:  # the committed output, and the committed trace's: else proven wrong
+        wrong = _served_wrong(dep, key, reachable[best.provider], oid, job, program, outputs,
+                              bytes.fromhex(committed.args["output_cid"][2:]),
                               bytes.fromhex(committed.args["trace_root"][2:]))
     phase("commit")
     while True:  # wait out the challenge window, and any dispute (which restarts the window if it fails)
@@ -206,13 +211,22 @@ def _fetch_any(urls: list[str], cid: str) -> bytes | None:
         return None
 
 
-def _served_wrong(url: str, oid: int, job: Job, outputs: bytes, trace_root: bytes) -> str | None:
-    """What is wrong with served outputs, checked against the committed trace (None: nothing)."""
+def _served_wrong(dep: Deployment, key: str, url: str, oid: int, job: Job, program: list[Any], outputs: bytes,
+                  output_root: bytes, trace_root: bytes) -> str | None:
+    """What is wrong with served outputs (None: nothing): they must be the committed output, and
+    that the committed trace's output records. The trace is the provider's, or this client's own
+    re-run when the provider does not serve it (exact: the same bits, when the trace is honest). An
+    output that is not its trace record is proven on chain: the provider is slashed, the client
+    refunded and paid the challenger's share."""
     try:
         records = fetch_trace(url, oid, trace_root)
     except VeracityError as exc:
-        return str(exc)
-    return job.check_served(outputs, records)
+        mine = job.run("numpy")
+        if mine.trace_root != trace_root:
+            return f"{exc}; this client's re-run gives another trace root (validators challenge such results)"
+        records = decode_records(mine.trace)
+    verdict = judge_output(job, program, records, outputs, output_root, dep.disputes_client(key), oid)
+    return None if verdict.ok else verdict.reason
 
 
 def unit_specs(spec: JobSpec, units: int) -> list[JobSpec]:

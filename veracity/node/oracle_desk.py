@@ -2,87 +2,57 @@
 their Market orders, so the provider reads each request's spec from the Oracle (built on chain
 from the input, so its CID is the order's), takes a request itself with its signed bid (first
 come, first served), and once the committed result's challenge window has passed delivers it
-(``fulfil``: the Oracle finalizes the order, which pays the provider, and calls the consumer
-back with the output).
+(``fulfil``: the Oracle finalizes the order, which pays the provider, checks the output against
+the committed output root and calls the consumer back with it).
 
-``fulfil`` carries at most the Oracle's ``MAX_OUTPUT`` bytes, and an undelivered result is never
-paid (the provider's collateral is slashed to the consumer), so a provider takes only a request
-whose output fits (``undeliverable``)."""
+What ``fulfil`` carries is the job's canonical output blob (``exact.outputs``): its output
+tensors, each a header and its big-endian integers, which the Oracle hashes to the output root
+the provider committed. It carries at most ``MAX_OUTPUT`` bytes (and ``MAX_OUTPUTS`` tensors), and
+an undelivered result is never paid (the provider's collateral is slashed to the consumer), so a
+provider takes only a request whose output fits (``undeliverable``): the job's program fixes
+every output tensor's dtype and dims, hence the blob's exact size, with no arithmetic."""
 
 from __future__ import annotations
 
-import json
 from typing import Any, Callable
 
-import numpy as np
-
-from veracity.errors import InputError, VeracityError
-from veracity.exact.program import build_with_outputs
+from veracity.errors import ChainError, InputError, VeracityError
+from veracity.exact.outputs import ORACLE_MAX_OUTPUT, encode_outputs, undeliverable_shapes
+from veracity.exact.program import output_records
 from veracity.node.blobs import BlobStore
 from veracity.node.state import NodeState
-from veracity.workloads.infer import input_records, parse_items
 from veracity.workloads.jobs import Job, job_from_blobs
 
-ORACLE_MAX_OUTPUT = 4096  # contracts/Oracle.vy's MAX_OUTPUT: the most bytes fulfil carries
-FLOAT_JSON = (3, 24)  # len(json.dumps(x)) of a float: "0.0" .. "-2.2250738585072014e-308"
-INT_JSON = (1, 20)  # of an int64: "0" .. "-9223372036854775808"
-CHAR_JSON = (1, 12)  # of one character in a string: "a" .. a surrogate pair "\ud83d\ude00"
+__all__ = ["ORACLE_MAX_OUTPUT", "OracleDesk", "output_blob", "output_shapes", "undeliverable"]
 
 
-def _json_bounds(shown: Any) -> tuple[int, int]:
-    """The least and most ``len(json.dumps(v))`` over every ``v`` of ``shown``'s form: the same
-    lists, dicts and string lengths, any numbers and characters."""
-    if shown is None or isinstance(shown, bool):
-        n = len(json.dumps(shown))
-        return n, n
-    if isinstance(shown, float):
-        return FLOAT_JSON
-    if isinstance(shown, int):
-        return INT_JSON
-    if isinstance(shown, str):
-        return 2 + CHAR_JSON[0] * len(shown), 2 + CHAR_JSON[1] * len(shown)
-    if isinstance(shown, (list, dict)):
-        parts = [_json_bounds(v) for v in (shown if isinstance(shown, list) else shown.values())]
-        fixed = 2 + 2 * max(len(parts) - 1, 0)  # brackets and ", " separators
-        if isinstance(shown, dict):
-            fixed += sum(len(json.dumps(k)) + 2 for k in shown)  # each key and its ": "
-        return fixed + sum(lo for lo, _ in parts), fixed + sum(hi for _, hi in parts)
-    raise TypeError(f"cannot bound the JSON size of a {type(shown).__name__}")
-
-
-def output_bounds(job: Job, model: Any) -> tuple[int, int]:
-    """The least and most bytes an ``infer`` job's output JSONL can be, with no arithmetic: each
-    line echoes its input's fields (known) and adds the model's ``present`` of the item's output,
-    whose form (list and string lengths) the job's program fixes (a shape-only dry run), while its
-    numbers' digits are known only once it runs. Every model's ``present`` has a form set by the
-    output's size alone (a list of floats, a class and logits, a character per token)."""
+def output_shapes(job: Job, model: Any) -> list[tuple[int, tuple[int, ...]]]:
+    """The (dtype code, dims) of an ``infer`` job's output tensors, in output order: from its
+    program (a shape-only dry run)."""
     if job.spec.kind != "infer":
         raise InputError(f"an Oracle request is an infer job, not {job.spec.kind}")
-    records = input_records(job.inputs)
-    if len(records) != 1:  # an Oracle input is one line; outputs are not split by item here
-        raise InputError(f"an Oracle request has one input line, not {len(records)}")
-    program, outputs = build_with_outputs(model, parse_items(model, records, "inputs"))
-    sizes = [int(np.prod(program[i].dims)) for i in outputs]
-    shown = model.present(np.zeros(sum(sizes), dtype=np.int64))
-    lo, hi = _json_bounds(shown)
-    rest = len(json.dumps({**records[0][1], "output": None})) - len("null") + 1  # the fields and "\n"
-    return rest + lo, rest + hi
+    program = job.program(model)
+    return [(program[i].dtype, tuple(program[i].dims)) for i in output_records(program)]
 
 
 def undeliverable(job: Job, model: Any, limit: int = ORACLE_MAX_OUTPUT) -> str | None:
     """Why the job's output could not go through ``fulfil``, or None if it can. Exact, and cheap:
-    the bounds decide most jobs (a digits item or a tiny-gpt prompt fits whatever it outputs);
-    otherwise (a minilm embedding: its float digits decide) the job runs on the numpy backend,
-    which gives the same bytes as every exact backend, in about 0.3 s for one minilm item."""
-    lo, hi = output_bounds(job, model)
-    if hi <= limit:
-        return None
-    if lo > limit:
-        return f"its output would be at least {lo} bytes, more than the Oracle's {limit}-byte limit"
-    size = len(job.run("numpy", model=model).outputs)
-    if size > limit:
-        return f"its output would be {size} bytes, more than the Oracle's {limit}-byte limit"
-    return None
+    the program gives the canonical output blob's size (``exact.outputs.encoded_size``)."""
+    return undeliverable_shapes(output_shapes(job, model), limit)
+
+
+def output_blob(job: Job, outputs_jsonl: bytes, model: Any = None) -> bytes:
+    """The canonical output blob ``fulfil`` carries for an ``infer`` job whose served output JSONL
+    is ``outputs_jsonl``: its integers read back (``unpresent``) and cut into the program's output
+    tensors (``infer.served_tensors``). InputError when they cannot be read as the job's outputs."""
+    from veracity.workloads.infer import served_tensors
+
+    if job.spec.kind != "infer":
+        raise InputError(f"an Oracle request is an infer job, not {job.spec.kind}")
+    try:
+        return encode_outputs(served_tensors(job.model_name, job.inputs, outputs_jsonl, model))
+    except ValueError as exc:
+        raise InputError(f"the outputs cannot be encoded for the Oracle ({exc})") from None
 
 
 def _no_blob(cid: str, what: str) -> bytes:
@@ -94,11 +64,24 @@ class OracleDesk:
                  log: Callable[[str], None]) -> None:
         self.oracle, self.market, self.blobs, self.state, self.now, self.log = oracle, market, blobs, state, now, log
         self.due: dict[int, int] = {}  # requests committed here -> when to deliver them
+        self.blobs_of: dict[int, bytes] = {}  # requests due -> their canonical output blobs
         for job in self.state.jobs("committed", "challenged"):  # after a restart
             self.committed(job.order_id)
 
     def is_client(self, client: str) -> bool:
         return client.lower() == self.oracle.address.lower()
+
+    def job(self, oid: int) -> Job:
+        """Request ``oid``'s job, from the spec the Oracle built (its input inline)."""
+        return job_from_blobs(self.oracle.spec(oid), _no_blob, f"oracle request {oid}'s spec")
+
+    def blob(self, oid: int, output_cid: str) -> bytes:
+        """What ``fulfil`` carries for request ``oid``: the canonical output blob of the output
+        JSONL this node served (blob ``output_cid``), made once."""
+        if oid not in self.blobs_of:
+            job = self.job(oid)
+            self.blobs_of[oid] = output_blob(job, self.blobs.get(output_cid), job.model())
+        return self.blobs_of[oid]
 
     def fetch_spec(self, oid: int, spec_cid: str) -> None:
         if not self.blobs.has(spec_cid):
@@ -107,7 +90,7 @@ class OracleDesk:
     def undeliverable(self, oid: int) -> str | None:
         """Why request ``oid``'s output could not be delivered (too long for ``fulfil``), or None."""
         try:
-            job = job_from_blobs(self.oracle.spec(oid), _no_blob, f"oracle request {oid}'s spec")
+            job = self.job(oid)
             return undeliverable(job, job.model())
         except VeracityError as exc:
             return f"its output cannot be sized ({exc})"
@@ -136,12 +119,24 @@ class OracleDesk:
             job = self.state.job(oid)
             if job is None or job.status not in ("committed", "challenged"):  # settled, overturned...
                 del self.due[oid]
+                self.blobs_of.pop(oid, None)
                 continue
             if job.status == "challenged" or now < due:
                 continue
             try:
-                self.oracle.fulfil(oid, self.blobs.get(job.output_cid))  # type: ignore[arg-type]
+                blob = self.blob(oid, job.output_cid)  # type: ignore[arg-type]
+            except ChainError as exc:  # reading the spec: tried again
+                self.due[oid] = now + 2
+                self.log(f"oracle request {oid}: not delivered yet ({exc})")
+                continue
+            except (VeracityError, ValueError, OSError) as exc:  # its outputs cannot be read back
                 del self.due[oid]
+                self.log(f"oracle request {oid}: cannot be delivered, {exc}")
+                continue
+            try:
+                self.oracle.fulfil(oid, blob)
+                del self.due[oid]
+                self.blobs_of.pop(oid, None)
                 self.log(f"oracle request {oid}: delivered to its consumer")
             except VeracityError as exc:  # the window restarted after a won dispute, or a block is late
                 self.due[oid] = now + 2

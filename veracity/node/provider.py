@@ -36,7 +36,7 @@ from veracity.models.registry import loaded
 from veracity.node import adversary
 from veracity.node.blob_server import create_app
 from veracity.node.blobs import BlobStore
-from veracity.node.cid import cid_from_digest, digest_of
+from veracity.node.cid import cid_from_digest
 from veracity.node.daemon import config_main, log, serve_and_loop
 from veracity.node.defender import Defender
 from veracity.node.oracle_desk import OracleDesk
@@ -355,9 +355,9 @@ class ProviderNode:
     def finish(self, oid: int, fut: Future[JobResult]) -> None:
         try:
             result = fut.result()
-            outputs = result.outputs
-            if self.cfg.behaviour == "forged-output":  # an adversary for tests: serves what it did not commit
-                outputs = adversary.forge_output(outputs)
+            outputs, output_root = result.outputs, result.output_root
+            if self.cfg.behaviour == "forged-output":  # an adversary for tests: commits a forged answer
+                outputs, output_root = adversary.forge_output(outputs, self.load_job(self.state.job(oid).spec_cid))
             out_cid = self.blobs.put(outputs)
             trace_cid = self.blobs.put(result.trace)
         except VeracityError as exc:
@@ -365,7 +365,7 @@ class ProviderNode:
             log("provider", f"order {oid}: failed, {exc}")
             return
         self.state.advance(oid, "done", output_cid=out_cid, trace_root=result.trace_root.hex(),
-                           trace_length=result.ops, trace_cid=trace_cid)
+                           trace_length=result.ops, trace_cid=trace_cid, output_root=output_root.hex())
         try:
             self.commit(oid)
         except VeracityError as exc:  # retried next tick, or given up at the deadline
@@ -373,7 +373,8 @@ class ProviderNode:
 
     def commit(self, oid: int) -> None:
         job = self.state.job(oid)
-        self.market.commit_result(oid, digest_of(job.output_cid), bytes.fromhex(job.trace_root), job.trace_length)
+        self.market.commit_result(oid, bytes.fromhex(job.output_root or ""), bytes.fromhex(job.trace_root),
+                                  job.trace_length)
         self.state.advance(oid, "committed")
         log("provider", f"order {oid}: committed output {job.output_cid}")
         self.settler.watch(oid)
@@ -424,7 +425,8 @@ class ProviderNode:
                 state.close()
             if job is None or job.trace_cid is None:
                 raise HTTPException(404, f"no trace for order {order_id} here")
-            return {"order_id": order_id, "trace_cid": job.trace_cid, "trace_root": job.trace_root}
+            return {"order_id": order_id, "trace_cid": job.trace_cid, "trace_root": job.trace_root,
+                    "output_cid": job.output_cid, "output_root": job.output_root}
 
         return app
 

@@ -36,6 +36,7 @@ from veracity.node.blobs import DEFAULT_MAX_BYTES, BlobStore, fetch_any, fetch_t
 from veracity.node.cid import cid_from_digest, cid_of
 from veracity.node.daemon import config_main, log, serve_and_loop
 from veracity.node.disputer import CHALLENGER, Disputer
+from veracity.node.outputs import judge_output, served_output
 from veracity.node.state import CheckLog, NodeState
 from veracity.node.worker import WorkerPool
 from veracity.verify.sampling import check_rate, slashable
@@ -150,10 +151,13 @@ class ValidatorNode:
         except VeracityError as exc:
             self.checks.record(oid, "error", str(exc))
             return
-        same_out = cid_of(result.outputs) == cid_from_digest(order.output_cid)
+        same_out = result.output_root == order.output_cid
         same_trace = result.trace_root == order.trace_root
         if same_out and same_trace:
             self.checks.record(oid, "match")
+            return
+        if same_trace:  # the honest trace with another output: proven wrong with the outputs it serves
+            self.prove_output(oid, order, url, job, decode_records(result.trace))
             return
         what = [w for w, ok in (("output", same_out), ("trace root", same_trace)) if not ok]
         detail = f"re-execution differs in its {' and '.join(what)}"
@@ -178,6 +182,24 @@ class ValidatorNode:
             log("validator", f"order {oid}: mismatch, {detail}; challenged with a bond")
         self.checks.record(oid, "disputing", detail)
 
+
+    def prove_output(self, oid: int, order: Any, url: str | None, job: Any, records: list[Any]) -> None:
+        """The committed trace is this validator's, the committed output root is not its outputs':
+        prove the output that is not its trace record on chain (``node.outputs``)."""
+        detail = "re-execution gives the committed trace but another output"
+        try:
+            if url is None:
+                raise VeracityError("the provider has no known endpoint to read its outputs from")
+            _, served = served_output(url, oid)
+        except VeracityError as exc:
+            self.checks.record(oid, "mismatch", f"{detail}; {exc}")
+            log("validator", f"order {oid}: mismatch, {detail}; {exc}")
+            return
+        program = job.program(None if job.trains else job.model())
+        verdict = judge_output(job, program, records, served, order.output_cid, self.disputes, oid)
+        status = "overturned" if verdict.proven else "mismatch"
+        self.checks.record(oid, status, f"{detail}: {verdict.reason}")
+        log("validator", f"order {oid}: {status}, {detail}: {verdict.reason}")
 
     def settled(self, oid: int) -> None:
         """Record how a game this validator played ended."""

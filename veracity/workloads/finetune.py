@@ -19,7 +19,7 @@ import numpy as np
 from veracity.errors import InputError
 from veracity.exact import finetune as F
 from veracity.exact import train as T
-from veracity.exact.trace import TraceRecord, encode_records, records_root
+from veracity.exact.trace import TraceRecord, encode_records, records_root, tensor_digest
 from veracity.workloads import train as TR
 from veracity.workloads.infer import JobResult, input_records
 
@@ -122,7 +122,7 @@ def run_finetune_job(data: bytes, params: FinetuneParams, start: bytes | None = 
         if progress:
             progress(state.step)
     result = JobResult(F.checkpoint_bytes(state), F.checkpoint_hash(state), records_root(records), params.steps,
-                       len(records), encode_records(records))
+                       len(records), encode_records(records), output_root=TR.state_output_root(named(state)))
     result.kept.update(kept)
     return result
 
@@ -137,13 +137,17 @@ def finetune_program(params: FinetuneParams, start: bytes | None, model: Any = N
     return TR.state_program(state.step, named(state), params.steps, hyper)
 
 
-def check_checkpoint(blob: bytes, records: list[TraceRecord]) -> str | None:
+def checkpoint_digests(blob: bytes) -> list[bytes]:
+    return [tensor_digest(t) for _, t in named(F.load_checkpoint(blob))]
+
+
+def check_checkpoint(blob: bytes, output_root: bytes) -> str | None:
     """Whether a served checkpoint is the one a committed trace ends at (None: it is)."""
     try:
         state = F.load_checkpoint(blob)
     except ValueError as exc:
         return f"the checkpoint cannot be read ({exc})"
-    return TR.final_state_mismatch(named(state), state.step, records)
+    return TR.final_state_mismatch(named(state), output_root)
 
 
 def record_tensors(data: bytes, params: FinetuneParams, start: bytes | None, indices: set[int],

@@ -20,7 +20,7 @@ import numpy as np
 from veracity.errors import InputError
 from veracity.exact import gpt_train as GT
 from veracity.exact.program import check_disputable
-from veracity.exact.trace import TraceRecord, encode_records, records_root
+from veracity.exact.trace import TraceRecord, encode_records, records_root, tensor_digest
 from veracity.workloads import train as TR
 from veracity.workloads.infer import JobResult, input_records
 
@@ -87,7 +87,7 @@ def run_gpt_train_job(data: bytes, params: Any, start: bytes | None = None, back
     except ValueError as exc:
         raise InputError(f"step {state.step + 1}: {exc}") from None
     result = JobResult(GT.checkpoint_bytes(state), GT.checkpoint_hash(state), records_root(records), params.steps,
-                       len(records), encode_records(records))
+                       len(records), encode_records(records), output_root=TR.state_output_root(named(state)))
     result.kept.update(kept)
     return result
 
@@ -105,12 +105,16 @@ def gpt_train_program(params: Any, start: bytes | None, data: bytes) -> list[Any
     return program
 
 
-def check_checkpoint(blob: bytes, records: list[TraceRecord]) -> str | None:
+def checkpoint_digests(blob: bytes) -> list[bytes]:
+    return [tensor_digest(t) for _, t in named(GT.load_checkpoint(blob, shape()))]
+
+
+def check_checkpoint(blob: bytes, output_root: bytes) -> str | None:
     try:
         state = GT.load_checkpoint(blob, shape())
     except ValueError as exc:
         return f"the checkpoint cannot be read ({exc})"
-    return TR.final_state_mismatch(named(state), state.step, records)
+    return TR.final_state_mismatch(named(state), output_root)
 
 
 def record_tensors(data: bytes, params: Any, start: bytes | None, indices: set[int]) -> dict[int, np.ndarray]:

@@ -10,12 +10,14 @@ import numpy as np
 
 from veracity.errors import InputError
 from veracity.exact.execute import Exec, make_backend
+from veracity.exact.program import output_records
 from veracity.exact.trace import (
     CODE_DTYPES,
     Trace,
     TraceRecord,
     encode_records,
     output_hash,
+    outputs_root,
     records_root,
     tensor_digest,
 )
@@ -31,6 +33,7 @@ class InferResult:
     steps: int
     ops: int
     records: list[TraceRecord] = field(default_factory=list)  # the trace, in execution order
+    output_records: list[int] = field(default_factory=list)  # which records are the outputs
 
 
 def infer(model: Any, items: list[Any], backend: str = "torch", batch_size: int = 32,
@@ -49,7 +52,7 @@ def infer(model: Any, items: list[Any], backend: str = "torch", batch_size: int 
     if tr:
         tr.close()
     root = records_root(records) if tr else b"\0" * 32
-    return InferResult(outputs, output_hash(digests), root, ex.step_index + 1, len(records), records)
+    return InferResult(outputs, output_hash(digests), root, ex.step_index + 1, len(records), records, ex.outputs)
 
 
 def parse_jsonl(text: str, source: str) -> list[Record]:
@@ -104,6 +107,7 @@ class JobResult:
     ops: int
     trace: bytes = b""  # the trace records as a blob (``trace.encode_records``); its root is trace_root
     kept: dict[int, Any] = field(default_factory=dict)  # tensors of records asked for (disputes)
+    output_root: bytes = b""  # what is committed as the output (``trace.outputs_root``)
 
 
 def run_infer_job(model_name: str, inputs_jsonl: bytes, backend: str = "torch", batch_size: int = 32,
@@ -115,7 +119,8 @@ def run_infer_job(model_name: str, inputs_jsonl: bytes, backend: str = "torch", 
     records = input_records(inputs_jsonl)
     result = infer(m, parse_items(m, records, "inputs"), backend=backend, batch_size=batch_size, tamper=tamper)
     return JobResult(output_lines(m, records, result).encode(), result.output_hash, result.trace_root,
-                     result.steps, result.ops, encode_records(result.records))
+                     result.steps, result.ops, encode_records(result.records),
+                     output_root=outputs_root([result.records[i].digest for i in result.output_records]))
 
 
 def job_program(model_name: str, inputs_jsonl: bytes, model: Any = None, batch_size: int = 32,
@@ -148,31 +153,60 @@ def record_tensors(model_name: str, inputs_jsonl: bytes, indices: set[int], mode
     return captured
 
 
-def check_outputs(model_name: str, inputs_jsonl: bytes, outputs_jsonl: bytes, records: list[TraceRecord],
-                  model: Any = None, batch_size: int = 32) -> str | None:
-    """Whether served output JSONL is what a committed trace says: the outputs are records of the
-    trace (``Exec.output``), so each one's integers, read back from the JSONL, must hash to its
-    record's digest. Returns what is wrong, or None when every output matches."""
-    from veracity.exact.program import build_with_outputs
-    from veracity.models.registry import load
+def served_tensors(model_name: str, inputs_jsonl: bytes, outputs_jsonl: bytes, model: Any = None,
+                   batch_size: int = 32) -> list[np.ndarray]:
+    """The output records' tensors that served output JSONL shows: its integers, read back from
+    each line's ``"output"`` (``unpresent``), cut into the program's output records (their dtypes
+    and dims). Raises InputError when the JSONL cannot be read as this job's outputs, or when a
+    line is not its input's fields plus the output as the model presents it."""
+    from veracity.exact.program import build
 
-    m = model if model is not None else load(model_name)
-    program, outputs = build_with_outputs(m, parse_items(m, input_records(inputs_jsonl), "inputs"), batch_size)
-    if len(records) != len(program):
-        return f"the trace has {len(records)} records, the job's program {len(program)}"
+    m = model if model is not None else load_model(model_name)
+    records = input_records(inputs_jsonl)
+    program = build(m, parse_items(m, records, "inputs"), batch_size)
     try:
-        shown = [json.loads(line)["output"] for line in outputs_jsonl.decode("utf-8").splitlines() if line.strip()]
-        flat = np.concatenate([np.asarray(m.unpresent(s), dtype=np.int64).reshape(-1) for s in shown])
-    except (ValueError, KeyError, TypeError, IndexError) as exc:
-        return f"the outputs cannot be read ({exc})"
-    at = 0
-    for i in outputs:
+        lines = [json.loads(line) for line in outputs_jsonl.decode("utf-8").splitlines() if line.strip()]
+        shown = [np.asarray(m.unpresent(line["output"]), dtype=np.int64) for line in lines]
+        flat = np.concatenate([s.reshape(-1) for s in shown])
+        same = len(lines) == len(records) and all(
+            line == {**rec, "output": m.present(s)} for line, s, (_, rec) in zip(lines, shown, records))
+    except (ValueError, KeyError, TypeError, IndexError, AttributeError) as exc:
+        raise InputError(f"the outputs cannot be read ({exc})") from None
+    if not same:
+        raise InputError("the output lines are not the inputs with their outputs as the model presents them")
+    tensors, at = [], 0
+    for i in output_records(program):
         d = program[i]
         size = int(np.prod(d.dims))
         part = flat[at:at + size]
         at += size
-        if part.size != size or tensor_digest(part.reshape(d.dims).astype(CODE_DTYPES[d.dtype])) != records[i].digest:
-            return f"the outputs differ from record {i} ({d.op}) of the committed trace"
+        if part.size != size:
+            raise InputError("the outputs are fewer than the job's program makes")
+        tensors.append(part.reshape(d.dims).astype(CODE_DTYPES[d.dtype]))
     if at != flat.size:
-        return "there are more outputs than the committed trace holds"
+        raise InputError("there are more outputs than the job's program makes")
+    return tensors
+
+
+def served_digests(model_name: str, inputs_jsonl: bytes, outputs_jsonl: bytes, model: Any = None) -> list[bytes]:
+    """The output record digests served output JSONL gives (``served_tensors``)."""
+    return [tensor_digest(t) for t in served_tensors(model_name, inputs_jsonl, outputs_jsonl, model)]
+
+
+def check_outputs(model_name: str, inputs_jsonl: bytes, outputs_jsonl: bytes, output_root: bytes,
+                  model: Any = None) -> str | None:
+    """Whether served output JSONL is exactly the committed output (its output root, which the
+    chain binds to the trace). Returns what is wrong, or None."""
+    try:
+        digests = served_digests(model_name, inputs_jsonl, outputs_jsonl, model)
+    except InputError as exc:
+        return str(exc)
+    if outputs_root(digests) != output_root:
+        return "the outputs are not the committed output (their output root differs)"
     return None
+
+
+def load_model(name: str) -> Any:
+    from veracity.models.registry import load
+
+    return load(name)

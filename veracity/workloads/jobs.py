@@ -15,7 +15,6 @@ import numpy as np
 
 from veracity.errors import InputError
 from veracity.exact.program import ProgramTooLarge
-from veracity.exact.trace import TraceRecord
 from veracity.workloads import finetune as FT
 from veracity.workloads import gpt_train as GPT
 from veracity.workloads import infer as I
@@ -122,15 +121,30 @@ class Job:
             return f"accuracy {T.accuracy(checkpoint, data):.4f}"
         raise InputError("only a training job's checkpoint is evaluated")
 
-    def check_served(self, outputs: bytes, records: list[TraceRecord], model: Any = None) -> str | None:
-        """What is wrong with outputs a provider served, against its committed trace (None: nothing)."""
+    def served_digests(self, outputs: bytes, model: Any = None) -> list[bytes]:
+        """The output record digests that outputs a provider served give (what its output root
+        must be over); InputError when they cannot be read as this job's outputs."""
+        try:
+            if self.spec.kind == "finetune":
+                return FT.checkpoint_digests(outputs)
+            if self.gpt:
+                return GPT.checkpoint_digests(outputs)
+            if self.trains:
+                return T.checkpoint_digests(outputs)
+        except ValueError as exc:
+            raise InputError(f"the checkpoint cannot be read ({exc})") from None
+        return I.served_digests(self.spec.model, self.inputs, outputs, model)
+
+    def check_served(self, outputs: bytes, output_root: bytes, model: Any = None) -> str | None:
+        """What is wrong with outputs a provider served, against the output root it committed
+        (None: nothing). The root itself is bound to the trace on chain (``prove_output_fault``)."""
         if self.spec.kind == "finetune":
-            return FT.check_checkpoint(outputs, records)
+            return FT.check_checkpoint(outputs, output_root)
         if self.gpt:
-            return GPT.check_checkpoint(outputs, records)
+            return GPT.check_checkpoint(outputs, output_root)
         if self.trains:
-            return T.check_checkpoint(outputs, records)
-        return I.check_outputs(self.spec.model, self.inputs, outputs, records, model)
+            return T.check_checkpoint(outputs, output_root)
+        return I.check_outputs(self.spec.model, self.inputs, outputs, output_root, model)
 
 
 def infer_job(model: str, inputs: bytes) -> Job:

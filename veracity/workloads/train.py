@@ -25,6 +25,7 @@ from veracity.exact import train as T
 from veracity.exact.trace import (
     TraceRecord,
     encode_records,
+    outputs_root,
     records_root,
     tensor_digest,
 )
@@ -133,6 +134,7 @@ def train_program(params: TrainParams, start: bytes | None, data: bytes) -> list
                 w_at = rec(P.WEIGHT, step, f"state.{wn}{i}", dims, (at[f"state.{wn}{i}"], m_at, s_at),
                            params_=ups["weight"])
                 at.update({f"state.{mn}{i}": m_at, f"state.{sn}{i}": s_at, f"state.{wn}{i}": w_at})
+    prog = P.mark_outputs(prog, [at[name] for name, _ in T.state_tensors(state)])  # the final state
     P.check_disputable(prog)  # every record within what the contracts read
     return prog
 
@@ -140,13 +142,18 @@ def train_program(params: TrainParams, start: bytes | None, data: bytes) -> list
 Named = list[tuple[str, np.ndarray]]  # a training state's tensors by record name ("state.w0", ...)
 
 
-def final_state_mismatch(named: Named, step: int, records: list[TraceRecord]) -> str | None:
-    """Whether a checkpoint's state (its tensors by record name, its step) is the one a committed
-    trace ends at: each tensor must hash to its name's last record, at the last step. Returns
-    what is wrong, or None. Every training kind checks served checkpoints with it."""
-    final = {r.op: r.digest for r in records}  # each state tensor's last record
-    if not records or records[-1].step != step or any(final.get(n) != tensor_digest(t) for n, t in named):
-        return "the checkpoint is not the state the committed trace ends at"
+def state_output_root(named: Named) -> bytes:
+    """A training job's committed output: the output root over its final state's tensors, in
+    state order (its program marks each tensor's last record as an output)."""
+    return outputs_root([tensor_digest(t) for _, t in named])
+
+
+def final_state_mismatch(named: Named, output_root: bytes) -> str | None:
+    """Whether a checkpoint's state (its tensors by record name) is the committed output (the
+    output root of the state the trace ends at). Returns what is wrong, or None. Every training
+    kind checks served checkpoints with it."""
+    if state_output_root(named) != output_root:
+        return "the checkpoint is not the committed output (the state the committed trace ends at)"
     return None
 
 
@@ -170,8 +177,8 @@ def state_program(first: int, named: Named, steps: int, hyper: tuple[int, int]) 
     code = dtype_code(np.dtype(np.int64))
     n = len(named)
     program = [OpDesc(STATE, first + k + 1, name, code, tuple(t.shape), ((k - 1) * n + j if k else NO_INPUT,), (),
-                      hyper)
-               for k in range(steps) for j, (name, t) in enumerate(named)]
+                      hyper, output=j + 1 if k == steps - 1 else 0, outputs=n if k == steps - 1 else 0)
+               for k in range(steps) for j, (name, t) in enumerate(named)]  # the last step's state: the outputs
     check_descriptors(program)
     return program
 
@@ -182,13 +189,18 @@ def keep_step(kept: dict[int, np.ndarray], keep: set[int] | None, first: int, na
         kept.update({i: named[i - first][1].copy() for i in keep if first <= i < first + len(named)})
 
 
-def check_checkpoint(blob: bytes, records: list[TraceRecord]) -> str | None:
-    """Whether a served checkpoint is the one a committed trace ends at (``final_state_mismatch``)."""
+def checkpoint_digests(blob: bytes) -> list[bytes]:
+    """The output digests a served checkpoint gives (its state tensors; ValueError: unreadable)."""
+    return [tensor_digest(t) for _, t in T.state_tensors(T.load_checkpoint(blob))]
+
+
+def check_checkpoint(blob: bytes, output_root: bytes) -> str | None:
+    """Whether a served checkpoint is the committed output (``final_state_mismatch``)."""
     try:
         state = T.load_checkpoint(blob)
     except ValueError as exc:
         return f"the checkpoint cannot be read ({exc})"
-    return final_state_mismatch(T.state_tensors(state), state.step, records)
+    return final_state_mismatch(T.state_tensors(state), output_root)
 
 
 def run_train_job(data: bytes, params: TrainParams, start: bytes | None = None, backend: str = "numpy",
@@ -210,7 +222,7 @@ def run_train_job(data: bytes, params: TrainParams, start: bytes | None = None, 
     blob = T.checkpoint_bytes(state)
     records = tape.records
     result = JobResult(blob, T.checkpoint_hash(state), records_root(records), params.steps, len(records),
-                       encode_records(records))
+                       encode_records(records), output_root=state_output_root(T.state_tensors(state)))
     if keep is not None:
         result.kept.update(tape.kept)  # type: ignore[attr-defined]
     return result

@@ -1,0 +1,66 @@
+"""A committed output, checked against its committed trace, and proven wrong on chain when it is not.
+
+Clients and validators both do this once a result is committed: read the outputs the provider
+serves (``GET /traces/{order}`` names their blob), check that they give the committed output root,
+and, holding the committed trace (served by the provider, or recomputed: the same bits), look for
+an output that is not its trace record (``verify.outputs.find_fault``). A fault is proven in one
+call (``Disputes.prove_output_fault``): the provider is slashed and the prover takes the
+challenger's share. Outputs that cannot be read or do not give the committed root are reported
+(the committed result cannot be used; a data-availability matter the chain does not judge yet).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import httpx
+
+from veracity.errors import InputError, VeracityError
+from veracity.exact.trace import TraceRecord, outputs_root
+from veracity.node.blobs import BlobError, fetch
+from veracity.verify.outputs import find_fault
+from veracity.workloads.jobs import Job
+
+
+@dataclass(frozen=True)
+class OutputVerdict:
+    ok: bool  # the served outputs are the committed output, and it is the trace's
+    reason: str = ""
+    proven: bool = False  # the fault was proven on chain (the provider is slashed)
+
+
+def served_output(url: str, order_id: int) -> tuple[str, bytes]:
+    """The output blob a provider serves for an order: (its CID, its bytes, checked against it)."""
+    try:
+        resp = httpx.get(f"{url.rstrip('/')}/traces/{order_id}", timeout=10)
+        if resp.status_code != 200:
+            raise BlobError(f"the provider serves no result for order {order_id} ({resp.status_code})")
+        cid = resp.json()["output_cid"]
+        if not isinstance(cid, str):
+            raise BlobError(f"the provider names no output blob for order {order_id}")
+    except (httpx.HTTPError, ValueError, KeyError) as exc:
+        raise BlobError(f"the provider's result could not be read ({exc})") from None
+    return cid, fetch(url, cid)
+
+
+def judge_output(job: Job, program: list[Any], records: list[TraceRecord], served: bytes, committed: bytes,
+                 disputes: Any = None, order_id: int = 0, model: Any = None) -> OutputVerdict:
+    """Whether ``served`` is the committed output (root ``committed``) and the committed trace's
+    (``records``, whose root is the committed one); a fault is proven with ``disputes`` when given."""
+    try:
+        digests = job.served_digests(served, model)
+    except InputError as exc:
+        return OutputVerdict(False, f"the served outputs cannot be read ({exc})")
+    if outputs_root(digests) != committed:
+        return OutputVerdict(False, "the served outputs are not the committed output (their output root differs)")
+    fault = find_fault(program, records, digests, committed)
+    if fault is None:
+        return OutputVerdict(True)
+    if disputes is None:
+        return OutputVerdict(False, fault.reason)
+    try:
+        disputes.prove_output_fault(order_id, fault)
+    except VeracityError as exc:
+        return OutputVerdict(False, f"{fault.reason}; could not prove it on chain: {exc}")
+    return OutputVerdict(False, f"{fault.reason}; proven on chain: the provider is slashed", proven=True)
