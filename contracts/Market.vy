@@ -60,6 +60,7 @@ MAX_BPS: constant(uint256) = 10000
 COMMIT_GRACE: constant(uint256) = 30  # seconds a posted window leaves its provider to commit, at least
 MAX_CHALLENGE_WINDOW: constant(uint256) = 86400  # one day
 MAX_DURATION: constant(uint256) = 7 * 86400  # an order's deadline is at most a week away
+MAX_OUTPUTS: constant(uint256) = 256  # output records a result commits (`exact/trace.py`, outputs_root)
 REPUTATION_MIN_PRICE: constant(uint256) = 10**18  # a finalized order below 1 VRC earns no reputation
 MAX_PROGRAM_LENGTH: constant(uint256) = 100_000  # records: bounds what a dispute move can demand of a provider
 DELIVERY_TIME: constant(uint256) = 3600  # a gated client's result undelivered this long after its window is voided
@@ -114,9 +115,10 @@ event BidAccepted:
 event ResultCommitted:
     order_id: indexed(uint256)
     provider: indexed(address)
-    output_cid: bytes32
+    output_cid: bytes32  # the output root over `outputs`
     trace_root: bytes32
     trace_length: uint256
+    outputs: DynArray[bytes32, MAX_OUTPUTS]  # the output records' digests, for anyone to check
 
 event Finalized:
     order_id: indexed(uint256)
@@ -364,10 +366,39 @@ def post_window(order_id: uint256, spec_cid: bytes32, program_root: bytes32, pro
     log WindowPosted(order_id=order_id, spec_cid=spec_cid, program_root=program_root, program_length=program_length)
 
 
+@internal
+@pure
+def _outputs_root(outputs: DynArray[bytes32, MAX_OUTPUTS]) -> bytes32:
+    """sha256("VXO1" || count || Merkle root over the digests) (`veracity/exact/trace.py`)."""
+    level: DynArray[bytes32, MAX_OUTPUTS] = outputs
+    n: uint256 = len(level)
+    if n == 0:
+        level.append(sha256(b""))
+        n = 1
+    for _: uint256 in range(9):  # 2**8 leaves at most
+        if n <= 1:
+            break
+        half: uint256 = 0
+        for j: uint256 in range(MAX_OUTPUTS // 2):
+            if 2 * j + 1 >= n:
+                break
+            level[half] = sha256(concat(b"\x01", level[2 * j], level[2 * j + 1]))
+            half += 1
+        if n % 2 == 1:
+            level[half] = level[n - 1]
+            half += 1
+        n = half
+    return sha256(concat(b"VXO1", slice(convert(len(outputs), bytes32), 28, 4), level[0]))
+
+
 @external
-def commit_result(order_id: uint256, output_cid: bytes32, trace_root: bytes32, trace_length: uint256):
+def commit_result(order_id: uint256, outputs: DynArray[bytes32, MAX_OUTPUTS], trace_root: bytes32,
+                  trace_length: uint256):
     """
-    @notice Commit the result of an accepted order (its provider only, before the deadline).
+    @notice Commit the result of an accepted order (its provider only, before the deadline): the
+            digests of its output records (the order's output CID is their output root, so anyone
+            can prove an output that is not its trace record: `Disputes.prove_output_fault`),
+            and its trace's root and length.
     """
     o: Order = self.orders[order_id]
     assert o.state == ACCEPTED, "market: no accepted lease awaits a result for this order"
@@ -378,13 +409,14 @@ def commit_result(order_id: uint256, output_cid: bytes32, trace_root: bytes32, t
     assert program_length == 0 or trace_length == program_length, \
         "market: the trace's length is not the order's program length"
     assert block.timestamp <= o.deadline, "market: the deadline has passed"
+    output_cid: bytes32 = self._outputs_root(outputs)
     self.orders[order_id].state = COMMITTED
     self.orders[order_id].output_cid = output_cid
     self.orders[order_id].trace_root = trace_root
     self.orders[order_id].trace_length = trace_length
     self.orders[order_id].committed_at = block.timestamp
     log ResultCommitted(order_id=order_id, provider=msg.sender, output_cid=output_cid, trace_root=trace_root,
-                        trace_length=trace_length)
+                        trace_length=trace_length, outputs=outputs)
 
 
 @external

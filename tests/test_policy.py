@@ -51,3 +51,16 @@ def test_the_planner_refuses_what_the_devices_cannot_do_and_prices_the_compute()
     assert raised == BidTerms(price=1_000, collateral=500, expiry=terms.expiry, run_time=22)  # its cost; twice its time
     dear = JobEstimate(flops=2e11, memory_bytes=1e6, detail="")
     assert "costs about 2000" in check_capacity(terms, dear, hourly, order(), 1_000, 10**6)
+
+
+def test_a_job_whose_replay_outlasts_a_dispute_move_gets_no_bid():
+    """Hole 12: opening a record in a dispute re-runs the job; a provider declines a job whose
+    re-run would not fit in half a move, so no legal spec makes it miss a move."""
+    from veracity.market.policy import check_capacity
+    from veracity.workloads.planner import JobEstimate
+
+    terms = decide_bid(order(), POLICY, now=1_000, running_jobs=0, free_stake=10**6)
+    ten_s = JobEstimate(flops=1e12, memory_bytes=1e6, detail="")  # 10 s on one CPU at 5%
+    assert isinstance(check_capacity(terms, ten_s, POLICY, order(), 1_000, 10**6, move_time=60), type(terms))
+    why = check_capacity(terms, ten_s, POLICY, order(), 1_000, 10**6, move_time=10)
+    assert isinstance(why, str) and "more than 50% of a dispute move (10 s)" in why

@@ -232,7 +232,7 @@ def test_7_an_oracle_result_is_paid_only_on_delivery_and_an_undeliverable_one_is
     import numpy as np
 
     from veracity.exact.outputs import encode_outputs
-    from veracity.exact.trace import outputs_root, tensor_digest
+    from veracity.exact.trace import tensor_digest
 
     a = actors
     register_provider(a.provider)
@@ -242,7 +242,7 @@ def test_7_an_oracle_result_is_paid_only_on_delivery_and_an_undeliverable_one_is
         rid, bid.price, bid.collateral, bid.expiry, bid.run_time, bytes.fromhex(bid.signature[2:])))
     big = np.arange(1100, dtype=np.int32).reshape(1, 1100)  # its canonical output blob: 4,414 bytes
     assert len(encode_outputs([big])) > 4096
-    a.provider.market.commit_result(rid, outputs_root([tensor_digest(big)]), b"\2" * 32, TRACE_LEN)
+    a.provider.market.commit_result(rid, [tensor_digest(big)], b"\2" * 32, TRACE_LEN)
     a.advance(a.client.market.order(rid).challenge_window + 1)
     with pytest.raises(ChainError, match="pays on delivery"):  # the provider cannot pay itself
         a.provider.market.finalize(rid)
@@ -266,6 +266,7 @@ def test_7_fulfil_delivers_only_the_committed_output_blob(actors):
     from web3.logs import DISCARD
 
     from veracity.exact.outputs import blob_root, encode_outputs
+    from veracity.exact.trace import tensor_digest
 
     a = actors
     register_provider(a.provider)
@@ -281,7 +282,8 @@ def test_7_fulfil_delivers_only_the_committed_output_blob(actors):
     logits = np.array([[-900, 40, 7, 4095, -3, 4095, 0, 12, -1, 2]], dtype=np.int32)  # a tie: the lower index wins
     right = encode_outputs([logits])
     assert len(right) == 6 + 8 + 40
-    a.provider.market.commit_result(rid, blob_root(right), b"\2" * 32, TRACE_LEN)
+    a.provider.market.commit_result(rid, [tensor_digest(logits)], b"\2" * 32, TRACE_LEN)
+    assert a.client.market.order(rid).output_cid == blob_root(right)  # the root the chain computed
     oracle = a.d.oracle_client(a.stranger.key)
     with pytest.raises(ChainError):  # not while its challenge window is open
         oracle.fulfil(rid, right)
@@ -337,7 +339,8 @@ def committed_with(a, output_digests, records, root, length):
         register_provider(a.provider)
     oid = a.client.market.open_order(SPEC, 1, MODEL, 50 * TOKEN, a.now() + 600, 600, 500, root, length)
     a.client.market.accept_bid(bid_for(a, oid))
-    a.provider.market.commit_result(oid, outputs_root(output_digests), records_root(records), len(records))
+    a.provider.market.commit_result(oid, output_digests, records_root(records), len(records))
+    assert a.client.market.order(oid).output_cid == outputs_root(output_digests)  # computed on chain
     return oid
 
 

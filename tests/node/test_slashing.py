@@ -15,6 +15,7 @@ from pathlib import Path
 import httpx
 import pytest
 
+from veracity.chain.events import EventStream
 from veracity.errors import VeracityError
 from veracity.node.blobs import fetch
 from veracity.node.cid import cid_from_digest
@@ -29,15 +30,31 @@ CHEATS = ("corrupt-op", "wrong-output", "lazy", "withhold")
 STAKE = 1000 * TOKEN  # each provider's registered stake (the daemon's default)
 
 
+def front_run(net, sybil, provider, stop):
+    """A cheater's sybil: challenges the provider's result the moment it is committed, with a
+    bogus root, and then plays no move (it means to lose and shut the window; hole 4)."""
+    disputes = net.dep.disputes_client(sybil.key)
+    stream = EventStream(disputes.chain, {"Market": net.dep.market}, 0)
+    while not stop.is_set():
+        for ev in stream.poll():
+            if ev.name == "ResultCommitted" and ev.args["provider"].lower() == provider.lower():
+                disputes.challenge(int(ev.args["order_id"]), b"\7" * 32)
+                return
+        time.sleep(0.1)
+
+
 def test_each_cheater_is_caught_by_the_validator_and_slashed(tmp_path):
-    net = Net(tmp_path, accounts=10, move_time=8)
+    net = Net(tmp_path, accounts=11, move_time=8)
+    stop = threading.Event()
     try:
         urls = {}
         cheaters = {}
         for b, i in zip(CHEATS, (3, 4, 5, 7)):  # started at once, then waited for below
             cheaters[b] = net.provider(i, ["digits-mlp"], behaviour=b, wait=False)
             urls[b] = net.url
-        validator, checks_url = net.validator(8)
+        validator, checks_url = net.validator(8, poll_interval=1.5)
+        sybil = threading.Thread(target=front_run, args=(net, net.accts[10], cheaters["corrupt-op"].address, stop))
+        sybil.start()
         dep = net.dep
         _, token, reg, market = dep.clients(dep.accounts[0].key)
         for _ in range(600):
@@ -90,10 +107,13 @@ def test_each_cheater_is_caught_by_the_validator_and_slashed(tmp_path):
         assert "called the referee on element" in logs  # corrupt-op and wrong-output: judged by OneStep
         assert "opened record 0 (input.pixels)" in logs  # lazy: its made-up input record is not the client's
         assert "the provider's trace could not be read" in logs  # withhold: challenged without its trace
+        # corrupt-op's sybil challenged first and threw its game; the validator waited and challenged after it
+        assert "waiting for another challenger's game" in logs
     except AssertionError:
         print(net.logs())
         raise
     finally:
+        stop.set()
         net.stop()
 
 

@@ -60,7 +60,8 @@ def test_validator_checks_a_committed_result(tmp_path, behaviour, verdict, detai
         spec = spec.model_copy(update={"verification": Verification(challenge_window=2)})
         try:
             submit(spec, dep, accts[1].key, bid_wait=20, result_timeout=180)
-        except VeracityError as exc:  # a lazy provider's made-up outputs are not even its committed output
+        except VeracityError as exc:  # a lazy provider serves outputs that are not even its committed ones;
+            # a forged output is not its trace record: the client proves it on chain
             assert (behaviour == "lazy" and "served outputs that are not its committed result" in str(exc)) or \
                 (behaviour == "forged-output" and "a dispute found" in str(exc)), exc
         else:

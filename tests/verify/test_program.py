@@ -113,3 +113,13 @@ def test_every_training_record_is_what_its_descriptor_says(optimizer, lr, fresh_
             assert got == int(t.flat[e]), f"record {i} {d.op} element {e}: recomputed {got}, traced {int(t.flat[e])}"
     assert kinds == {prog.QMM, prog.RELU, prog.EXP_ROWS, prog.LOSS_GRAD, prog.TRANSPOSE, prog.ROW_SUM,
                      prog.RELU_MASK, prog.MOMENT, prog.SECOND, prog.WEIGHT}
+
+
+def test_a_program_with_more_outputs_than_a_commitment_holds_is_refused():
+    from veracity.errors import InputError
+    from veracity.exact.program import MAX_OUTPUTS, check_disputable, mark_outputs
+
+    many = [prog.OpDesc(prog.INPUT, 0, f"x{i}", 4, (1, 3)) for i in range(MAX_OUTPUTS + 1)]
+    check_disputable(mark_outputs(many[:MAX_OUTPUTS], list(range(MAX_OUTPUTS))))
+    with pytest.raises(InputError, match=f"257 output records; a result commits at most {MAX_OUTPUTS}"):
+        check_disputable(mark_outputs(many, list(range(MAX_OUTPUTS + 1))))

@@ -250,8 +250,18 @@ class MarketClient(_Bound):
                                              bid.collateral, bid.expiry, bid.run_time,
                                              bytes.fromhex(bid.signature.removeprefix("0x"))))
 
-    def commit_result(self, order_id: int, output_cid: bytes, trace_root: bytes, trace_length: int) -> Any:
-        return self._send(self.fn.commit_result(order_id, output_cid, trace_root, trace_length))
+    def commit_result(self, order_id: int, outputs: list[bytes] | bytes, trace_root: bytes, trace_length: int) -> Any:
+        """Commit a result: its output records' digests (one 32-byte value: a single output; the
+        order's output CID becomes their output root) and its trace's root and length."""
+        digests = [outputs] if isinstance(outputs, (bytes, bytearray)) else list(outputs)
+        return self._send(self.fn.commit_result(order_id, digests, trace_root, trace_length))
+
+    def committed_outputs(self, order_id: int) -> list[bytes]:
+        """The output digests the order's latest result commitment put on chain (its event)."""
+        logs = self.contract.events.ResultCommitted().get_logs(from_block=0, argument_filters={"order_id": order_id})
+        if not logs:
+            raise ChainError(f"order {order_id} has no committed result")
+        return [bytes(d) for d in logs[-1]["args"]["outputs"]]
 
     def post_window(self, order_id: int, spec_cid: bytes, program_root: bytes, program_length: int,
                     signature: str) -> Any:

@@ -321,6 +321,7 @@ def build_with_outputs(model: Any, items: list[Any], batch_size: int = 32,
 
 
 MAX_ROW, CHUNK_MAX, MAX_LINKS = 2080, 8320, 1024  # the contracts' bounds (OneStep, tensors.vy)
+MAX_OUTPUTS = 256  # output records a result commits on chain (Market.MAX_OUTPUTS)
 
 
 def check_descriptors(program: list[OpDesc]) -> None:
@@ -338,6 +339,10 @@ def check_disputable(program: list[OpDesc]) -> None:
     rows longer than the referees read, or an input further back than the chain links a
     judgement may show."""
     check_descriptors(program)
+    outputs = max((d.outputs for d in program), default=0)
+    if outputs > MAX_OUTPUTS:
+        raise InputError(f"the job has {outputs} output records; a result commits at most {MAX_OUTPUTS} "
+                         "(split it into smaller jobs, or generate fewer tokens)")
     for i, d in enumerate(program):
         width = d.dims[-1] if d.dims else 1
         most = min(MAX_ROW, CHUNK_MAX // CODE_DTYPES[d.dtype].itemsize)

@@ -50,17 +50,18 @@ def _output_wrong(market: Any, url: str, lease: int, order: Any, job: Any, outpu
     from veracity.exact.trace import outputs_root
     from veracity.verify.outputs import find_fault
 
+    committed = market.committed_outputs(lease)
     try:
         digests = job.served_digests(outputs)
         records = fetch_trace(url, lease, order.trace_root)
     except VeracityError as exc:
         return str(exc)
-    if outputs_root(digests) != order.output_cid:
+    if digests != committed:
         return "the outputs served are not the committed output"
     program = job.program(job.model())
     if program_root(program) != market.program(lease)[0]:
         return "the window's program is not its job's"
-    fault = find_fault(program, records, digests, order.output_cid)
+    fault = find_fault(program, records, committed, outputs_root(committed))
     return None if fault is None else f"its committed output is not its trace's ({fault.reason}); anyone can prove it"
 
 

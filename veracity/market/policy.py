@@ -65,17 +65,25 @@ def decide_bid(order: OrderView, policy: PricePolicy, now: int, running_jobs: in
                     run_time=run_time)
 
 
+REPLAY_SHARE = 0.5  # of a dispute move's time, the most that re-running a job to open a record may take
+
+
 def check_capacity(terms: BidTerms, estimate: Any, policy: PricePolicy, order: OrderView, now: int,
-                   free_stake: int) -> BidTerms | str:
+                   free_stake: int, move_time: int | None = None) -> BidTerms | str:
     """The planner's say on terms ``decide_bid`` offered, for a job ``estimate``
-    (``workloads.planner.JobEstimate``): refuse a job that does not fit this provider's devices or
-    would not finish before the deadline, and raise the price to the compute's cost (never above
-    the client's max, which ``decide_bid`` already met)."""
+    (``workloads.planner.JobEstimate``): refuse a job that does not fit this provider's devices,
+    would not finish before the deadline, or whose re-run (what opening a record in a dispute
+    takes) would not fit in REPLAY_SHARE of a dispute move (``move_time``), and raise the price to
+    the compute's cost (never above the client's max, which ``decide_bid`` already met)."""
     from veracity.workloads.planner import duration, human, parse_devices
 
     if not estimate.fits(policy.devices):
         return (f"cannot hold the job ({human(estimate.memory_bytes, 'B')} at once) on its {policy.devices}")
     seconds = estimate.seconds(policy.devices, policy.mfu)
+    if move_time is not None and seconds > REPLAY_SHARE * move_time:
+        return (f"re-running it to open a record in a dispute would take about {duration(seconds)} on its "
+                f"{policy.devices}, more than {REPLAY_SHARE:.0%} of a dispute move ({move_time} s): "
+                "an honest provider could miss its move")
     if seconds > order.deadline - now:
         return (f"needs about {duration(seconds)} for {human(estimate.flops, 'FLOP')} on its {policy.devices}; "
                 f"the deadline leaves {max(0, order.deadline - now)} s")

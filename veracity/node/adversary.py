@@ -92,12 +92,10 @@ def forge_answer(shown: Any) -> Any:
     return shown
 
 
-def forge_output(outputs_jsonl: bytes, job: Any) -> tuple[bytes, bytes]:
+def forge_output(outputs_jsonl: bytes, job: Any) -> tuple[bytes, list[bytes]]:
     """``forged-output``: the first output's first number changed in the JSONL served, and the
     output root of that forged JSONL committed with the honest trace (the answer forged where
     the trace is not)."""
-    from veracity.exact.trace import outputs_root
-
     first, _, rest = outputs_jsonl.partition(b"\n")
     rec = json.loads(first)
     out = rec["output"]
@@ -110,7 +108,7 @@ def forge_output(outputs_jsonl: bytes, job: Any) -> tuple[bytes, bytes]:
         out = out[::-1]
     rec["output"] = out
     forged = json.dumps(rec).encode() + b"\n" + rest
-    return forged, outputs_root(job.served_digests(forged))
+    return forged, job.served_digests(forged)
 
 
 def wrong_output_job(model_name: str, inputs: bytes, model: Any = None) -> JobResult:
@@ -142,14 +140,18 @@ def tamper_for(behaviour: str, job: Any) -> Callable[[], Any] | None:
 
 def lazy_job(model_name: str, inputs: bytes, model: Any = None) -> JobResult:
     """``lazy``: each input echoed with a made-up output, and a made-up trace of the program's
-    length (so the Market takes the commitment), with the program's names and random digests."""
+    length (so the Market takes the commitment), with the program's names and random digests; the
+    committed outputs are its made-up trace's output records (consistent, so only a re-execution
+    and a game catch it)."""
+    from veracity.exact.program import output_records
     from veracity.workloads.infer import job_program
 
     lines = [json.dumps({**rec, "output": 0}) + "\n" for _, rec in parse_jsonl(inputs.decode("utf-8"), "inputs")]
-    records = [TraceRecord(d.step, d.op, secrets.token_bytes(32)) for d in job_program(model_name, inputs, model)]
+    program = job_program(model_name, inputs, model)
+    records = [TraceRecord(d.step, d.op, secrets.token_bytes(32)) for d in program]
     outputs = "".join(lines).encode()
     return JobResult(outputs, secrets.token_bytes(32), records_root(records), 1, len(records), encode_records(records),
-                     output_root=secrets.token_bytes(32))
+                     output_digests=[records[i].digest for i in output_records(program)])
 
 
 def train_tamper(at: int) -> Callable[[int, str, np.ndarray], None]:

@@ -169,7 +169,7 @@ def submit(spec: JobSpec, dep: Deployment, key: str, bid_wait: float = 15, resul
         wrong = str(exc)
     if job is not None and wrong is None:  # the committed output, and the committed trace's: else proven wrong
         wrong = _served_wrong(dep, key, reachable[best.provider], oid, job, program, outputs,
-                              bytes.fromhex(committed.args["output_cid"][2:]),
+                              [bytes(d) for d in committed.args["outputs"]],
                               bytes.fromhex(committed.args["trace_root"][2:]))
     phase("commit")
     while True:  # wait out the challenge window, and any dispute (which restarts the window if it fails)
@@ -212,7 +212,7 @@ def _fetch_any(urls: list[str], cid: str) -> bytes | None:
 
 
 def _served_wrong(dep: Deployment, key: str, url: str, oid: int, job: Job, program: list[Any], outputs: bytes,
-                  output_root: bytes, trace_root: bytes) -> str | None:
+                  committed: list[bytes], trace_root: bytes) -> str | None:
     """What is wrong with served outputs (None: nothing): they must be the committed output, and
     that the committed trace's output records. The trace is the provider's, or this client's own
     re-run when the provider does not serve it (exact: the same bits, when the trace is honest). An
@@ -225,7 +225,7 @@ def _served_wrong(dep: Deployment, key: str, url: str, oid: int, job: Job, progr
         if mine.trace_root != trace_root:
             return f"{exc}; this client's re-run gives another trace root (validators challenge such results)"
         records = decode_records(mine.trace)
-    verdict = judge_output(job, program, records, outputs, output_root, dep.disputes_client(key), oid)
+    verdict = judge_output(job, program, records, committed, outputs, dep.disputes_client(key), oid)
     return None if verdict.ok else verdict.reason
 
 

@@ -19,11 +19,21 @@ def log(name: str, message: str) -> None:
     print(f"{time.strftime('%H:%M:%S')} {name}: {message}", flush=True)
 
 
-def serve_and_loop(name: str, app: Any, port: int, tick: Callable[[], None], interval: float) -> None:
+def serve_and_loop(name: str, app: Any, port: int, tick: Callable[[], None], interval: float,
+                   ready: Callable[[], None] | None = None) -> None:
+    """Serve ``app`` on 127.0.0.1:``port`` and run ``tick`` forever; ``ready`` (registering the
+    node's endpoint on chain) runs once the server answers, so nobody is sent to a closed port."""
     import uvicorn
 
     server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
-    threading.Thread(target=server.run, daemon=True).start()
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    while not server.started:
+        if not thread.is_alive():
+            raise SystemExit(f"{name}: cannot serve on 127.0.0.1:{port} (is the port taken?)")
+        time.sleep(0.02)
+    if ready is not None:
+        ready()
     run_loop(name, tick, interval)
 
 

@@ -1,12 +1,12 @@
 """A committed output, checked against its committed trace, and proven wrong on chain when it is not.
 
-Clients and validators both do this once a result is committed: read the outputs the provider
-serves (``GET /traces/{order}`` names their blob), check that they give the committed output root,
-and, holding the committed trace (served by the provider, or recomputed: the same bits), look for
-an output that is not its trace record (``verify.outputs.find_fault``). A fault is proven in one
-call (``Disputes.prove_output_fault``): the provider is slashed and the prover takes the
-challenger's share. Outputs that cannot be read or do not give the committed root are reported
-(the committed result cannot be used; a data-availability matter the chain does not judge yet).
+A commitment puts the output records' digests on chain (``Market.commit_result``; the order's
+output CID is their output root). Clients and validators, holding the committed trace (served by
+the provider, or recomputed: the same bits), look for a committed output that is not its trace
+record (``verify.outputs.find_fault``) and prove it in one call (``Disputes.prove_output_fault``):
+the provider is slashed and the prover takes the challenger's share. A client also reads the
+outputs the provider serves (``GET /traces/{order}`` names their blob) and checks they are the
+committed ones; outputs withheld or unreadable are reported (the client's own re-run has them).
 """
 
 from __future__ import annotations
@@ -44,23 +44,27 @@ def served_output(url: str, order_id: int) -> tuple[str, bytes]:
     return cid, fetch(url, cid)
 
 
-def judge_output(job: Job, program: list[Any], records: list[TraceRecord], served: bytes, committed: bytes,
-                 disputes: Any = None, order_id: int = 0, model: Any = None) -> OutputVerdict:
-    """Whether ``served`` is the committed output (root ``committed``) and the committed trace's
-    (``records``, whose root is the committed one); a fault is proven with ``disputes`` when given."""
+def judge_output(job: Job, program: list[Any], records: list[TraceRecord], committed: list[bytes],
+                 served: bytes | None = None, disputes: Any = None, order_id: int = 0,
+                 model: Any = None) -> OutputVerdict:
+    """Whether the committed outputs (their digests, which the commitment put on chain) are the
+    committed trace's (``records``, whose root is the committed one), a fault proven with
+    ``disputes`` when given; and whether ``served`` (when given) is the committed output."""
+    fault = find_fault(program, records, committed, outputs_root(committed))
+    if fault is not None:
+        if disputes is None:
+            return OutputVerdict(False, fault.reason)
+        try:
+            disputes.prove_output_fault(order_id, fault)
+        except VeracityError as exc:
+            return OutputVerdict(False, f"{fault.reason}; could not prove it on chain: {exc}")
+        return OutputVerdict(False, f"{fault.reason}; proven on chain: the provider is slashed", proven=True)
+    if served is None:
+        return OutputVerdict(True)
     try:
         digests = job.served_digests(served, model)
     except InputError as exc:
         return OutputVerdict(False, f"the served outputs cannot be read ({exc})")
-    if outputs_root(digests) != committed:
-        return OutputVerdict(False, "the served outputs are not the committed output (their output root differs)")
-    fault = find_fault(program, records, digests, committed)
-    if fault is None:
-        return OutputVerdict(True)
-    if disputes is None:
-        return OutputVerdict(False, fault.reason)
-    try:
-        disputes.prove_output_fault(order_id, fault)
-    except VeracityError as exc:
-        return OutputVerdict(False, f"{fault.reason}; could not prove it on chain: {exc}")
-    return OutputVerdict(False, f"{fault.reason}; proven on chain: the provider is slashed", proven=True)
+    if digests != committed:
+        return OutputVerdict(False, "the served outputs are not the committed output")
+    return OutputVerdict(True)

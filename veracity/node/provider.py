@@ -94,6 +94,8 @@ class ProviderNode:
         self.defender = (Defender(DisputesClient(self.chain, dep.disputes, self.token), self.market, dep.referees,
                                   self.state.path, self.blobs, self.load_job, cfg.behaviour,
                                   lambda m: log("provider", m)) if dep.disputes else None)
+        # the time a dispute move allows: a job whose re-run would not fit in part of it is declined
+        self.move_time = int(self.defender.disputes.fn.move_time().call()) if self.defender else None
         self.bids: dict[int, dict[str, Any]] = {}  # what GET /bids/{order} answers, rebuilt from SQLite
         for job in self.state.jobs("bid", "skipped"):
             self.bids[job.order_id] = json.loads(job.bid) if job.bid else {"reason": self._who(job.error or "")}
@@ -249,7 +251,7 @@ class ProviderNode:
             else:  # the planner: can this node's devices run it in time, and at what cost
                 job, program = checked
                 terms = check_capacity(terms, estimate_job(job, program), self.cfg.policy, view, self.chain.now(),
-                                       self.registry.free_stake(self.chain.address))
+                                       self.registry.free_stake(self.chain.address), self.move_time)
         if isinstance(terms, str):
             self.bids[oid] = {"reason": self._who(terms)}
             self.state.advance(oid, "skipped", error=terms)
@@ -355,9 +357,9 @@ class ProviderNode:
     def finish(self, oid: int, fut: Future[JobResult]) -> None:
         try:
             result = fut.result()
-            outputs, output_root = result.outputs, result.output_root
+            outputs, digests = result.outputs, result.output_digests
             if self.cfg.behaviour == "forged-output":  # an adversary for tests: commits a forged answer
-                outputs, output_root = adversary.forge_output(outputs, self.load_job(self.state.job(oid).spec_cid))
+                outputs, digests = adversary.forge_output(outputs, self.load_job(self.state.job(oid).spec_cid))
             out_cid = self.blobs.put(outputs)
             trace_cid = self.blobs.put(result.trace)
         except VeracityError as exc:
@@ -365,7 +367,7 @@ class ProviderNode:
             log("provider", f"order {oid}: failed, {exc}")
             return
         self.state.advance(oid, "done", output_cid=out_cid, trace_root=result.trace_root.hex(),
-                           trace_length=result.ops, trace_cid=trace_cid, output_root=output_root.hex())
+                           trace_length=result.ops, trace_cid=trace_cid, outputs=b"".join(digests).hex())
         try:
             self.commit(oid)
         except VeracityError as exc:  # retried next tick, or given up at the deadline
@@ -373,7 +375,8 @@ class ProviderNode:
 
     def commit(self, oid: int) -> None:
         job = self.state.job(oid)
-        self.market.commit_result(oid, bytes.fromhex(job.output_root or ""), bytes.fromhex(job.trace_root),
+        digests = bytes.fromhex(job.outputs or "")
+        self.market.commit_result(oid, [digests[i:i + 32] for i in range(0, len(digests), 32)], bytes.fromhex(job.trace_root),
                                   job.trace_length)
         self.state.advance(oid, "committed")
         log("provider", f"order {oid}: committed output {job.output_cid}")
@@ -426,7 +429,7 @@ class ProviderNode:
             if job is None or job.trace_cid is None:
                 raise HTTPException(404, f"no trace for order {order_id} here")
             return {"order_id": order_id, "trace_cid": job.trace_cid, "trace_root": job.trace_root,
-                    "output_cid": job.output_cid, "output_root": job.output_root}
+                    "output_cid": job.output_cid}
 
         return app
 
@@ -436,10 +439,9 @@ class ProviderNode:
 
         for name in set(self.cfg.policy.models) & set(names()):  # to check inputs before bidding
             loaded(name)
-        self.register()
         if self.defender is not None:
             self.defender.start()
-        serve_and_loop("provider", self.app(), self.cfg.port, self.tick, self.cfg.poll_interval)
+        serve_and_loop("provider", self.app(), self.cfg.port, self.tick, self.cfg.poll_interval, ready=self.register)
 
 
 def main() -> None:

@@ -44,13 +44,13 @@ CREATE TABLE IF NOT EXISTS jobs (
     updated_at REAL NOT NULL,
     bid TEXT,
     trace_cid TEXT,
-    output_root TEXT
+    outputs TEXT
 );
 """
 FIELDS = ("model", "spec_cid", "price", "deadline", "output_cid", "trace_root", "trace_length", "error", "bid",
-          "trace_cid", "output_root")
+          "trace_cid", "outputs")
 COLUMNS = ("order_id", "status", "model", "spec_cid", "price", "deadline", "output_cid", "trace_root", "trace_length",
-           "error", "updated_at", "bid", "trace_cid", "output_root")  # the order of Job's fields
+           "error", "updated_at", "bid", "trace_cid", "outputs")  # the order of Job's fields
 SELECT = f"SELECT {', '.join(COLUMNS)} FROM jobs"
 
 
@@ -73,7 +73,7 @@ class Job:
     updated_at: float
     bid: str | None  # the signed bid (JSON) this node offered, served again after a restart
     trace_cid: str | None  # the blob of the job's trace records
-    output_root: str | None = None  # what is committed as the output (hex; ``trace.outputs_root``)
+    outputs: str | None = None  # the output records' digests committed (hex, concatenated)
 
 
 class NodeState:
@@ -85,7 +85,7 @@ class NodeState:
         self.db.execute("PRAGMA synchronous=NORMAL")
         self.db.executescript(SCHEMA)
         have = {r[1] for r in self.db.execute("PRAGMA table_info(jobs)")}
-        for col in ("bid", "trace_cid", "output_root"):  # a state file from an older version
+        for col in ("bid", "trace_cid", "outputs"):  # a state file from an older version
             if col not in have:
                 self.db.execute(f"ALTER TABLE jobs ADD COLUMN {col} TEXT")
 

@@ -21,12 +21,14 @@ A restart resumes its games.
 from __future__ import annotations
 
 import hashlib
+import queue
+import threading
 from pathlib import Path
 from typing import Any
 
 from pydantic import BaseModel, Field
 
-from veracity.chain.client import VALIDATOR
+from veracity.chain.client import VALIDATOR, DisputesClient
 from veracity.chain.devnet import Deployment
 from veracity.chain.events import EventStream
 from veracity.errors import VeracityError
@@ -34,9 +36,9 @@ from veracity.exact.trace import decode_records, first_difference
 from veracity.node.blob_server import create_app
 from veracity.node.blobs import DEFAULT_MAX_BYTES, BlobStore, fetch_any, fetch_trace
 from veracity.node.cid import cid_from_digest, cid_of
-from veracity.node.daemon import config_main, log, serve_and_loop
+from veracity.node.daemon import config_main, log, run_loop, serve_and_loop
 from veracity.node.disputer import CHALLENGER, Disputer
-from veracity.node.outputs import judge_output, served_output
+from veracity.node.outputs import judge_output
 from veracity.node.state import CheckLog, NodeState
 from veracity.node.worker import WorkerPool
 from veracity.verify.sampling import check_rate, slashable
@@ -83,10 +85,17 @@ class ValidatorNode:
         self.endpoints: dict[str, str] = {}  # every registered node's, providers' and validators'
         self.validators = 0  # registered validators, which share the checking
         self.workers: WorkerPool | None = None
-        self.disputes = self.dep.disputes_client(cfg.key) if self.dep.disputes else None
+        # one signing Chain for the market and the games (its sends take turns: one nonce sequence)
+        self.disputes = DisputesClient(self.chain, self.dep.disputes, self.token) if self.dep.disputes else None
         self.disputer = (Disputer(CHALLENGER, self.disputes, self.dep.referees, lambda m: log("validator", m))
                          if self.disputes is not None and cfg.challenge else None)
         self.resumed = False
+        self.waiting: dict[int, tuple[Any, ...]] = {}  # results another challenger's game holds
+        # the games are played on a thread of their own (``play``), so a long re-execution in
+        # ``check`` never makes this validator miss a move; the main loop records how they ended
+        self.playing = threading.Lock()
+        self.ended: queue.SimpleQueue[int] = queue.SimpleQueue()
+        self.player: threading.Thread | None = None
 
     def register(self) -> None:
         if self.registry.node(self.chain.address).role == 0:
@@ -107,10 +116,21 @@ class ValidatorNode:
             if not self.resumed:  # games this validator was playing before a restart
                 self.resumed = True
                 for row in self.checks.all():
-                    if row["verdict"] == "disputing":
-                        self.check(row["order_id"], {}, resume=True)
-            for oid in self.disputer.tick(self.chain.now()):
-                self.settled(oid)
+                    if row["verdict"] in ("disputing", "waiting"):
+                        self.check(row["order_id"], {}, resume=row["verdict"] == "disputing")
+            self.retry_waiting()
+            if self.player is None:  # no player thread (a node driven tick by tick): play here
+                self.play()
+        while not self.ended.empty():
+            self.settled(self.ended.get())
+
+    def play(self) -> None:
+        """One round of every game this validator plays (the player thread's tick)."""
+        assert self.disputer is not None
+        with self.playing:
+            done = self.disputer.tick(self.chain.now())
+        for oid in done:
+            self.ended.put(oid)
 
     def rate(self, oid: int) -> float:
         """How likely this validator is to check order ``oid`` (see ``verify.sampling``)."""
@@ -169,11 +189,26 @@ class ValidatorNode:
             self.checks.record(oid, "mismatch", detail)
             log("validator", f"order {oid}: mismatch, {detail}")
             return
+        self.challenge(oid, order, url, job, result, detail, resume)
+
+    def challenge(self, oid: int, order: Any, url: str | None, job: Any, result: Any, detail: str,
+                  resume: bool = False) -> None:
+        """Challenge a result this validator's trace contradicts and play the game; when another
+        challenger's game runs on it (a cheater's sybil may front-run and throw it), wait for
+        that game to end and challenge then (``retry_waiting``), so the result never goes
+        unchallenged."""
         try:  # first, within the challenge window; the provider's trace is not needed (the game reveals it)
             if not resume:
                 self.disputes.challenge(oid, result.trace_root)  # type: ignore[union-attr]
-            self.disputer.join(oid, decode_records(result.trace), job, self.market.program(oid))
+            with self.playing:
+                self.disputer.join(oid, decode_records(result.trace), job, self.market.program(oid))  # type: ignore[union-attr]
         except VeracityError as exc:
+            if not resume and "already challenged" in str(exc):
+                self.waiting[oid] = (order, url, job, result, detail)
+                self.checks.record(oid, "waiting", f"{detail}; another challenger's game runs on it: this "
+                                                   "validator challenges when it ends, if the result still stands")
+                log("validator", f"order {oid}: mismatch, {detail}; waiting for another challenger's game")
+                return
             self.checks.record(oid, "mismatch", f"{detail}; could not challenge: {exc}")
             log("validator", f"order {oid}: mismatch, {detail}; could not challenge: {exc}")
             return
@@ -182,21 +217,26 @@ class ValidatorNode:
             log("validator", f"order {oid}: mismatch, {detail}; challenged with a bond")
         self.checks.record(oid, "disputing", detail)
 
+    def retry_waiting(self) -> None:
+        """Challenge the results whose other game has ended while they still stand."""
+        for oid, (_, url, job, result, detail) in list(self.waiting.items()):
+            order = self.market.order(oid)
+            if order.state_name != "committed":
+                del self.waiting[oid]
+                verdict = "overturned" if order.state_name == "overturned" else "mismatch"
+                self.checks.record(oid, verdict, f"{detail}; another challenger's game ended it ({order.state_name})")
+                continue
+            if self.disputes.game(oid).stage_name == "settled":  # type: ignore[union-attr]
+                del self.waiting[oid]
+                self.challenge(oid, order, url, job, result, detail)
+
 
     def prove_output(self, oid: int, order: Any, url: str | None, job: Any, records: list[Any]) -> None:
         """The committed trace is this validator's, the committed output root is not its outputs':
         prove the output that is not its trace record on chain (``node.outputs``)."""
         detail = "re-execution gives the committed trace but another output"
-        try:
-            if url is None:
-                raise VeracityError("the provider has no known endpoint to read its outputs from")
-            _, served = served_output(url, oid)
-        except VeracityError as exc:
-            self.checks.record(oid, "mismatch", f"{detail}; {exc}")
-            log("validator", f"order {oid}: mismatch, {detail}; {exc}")
-            return
         program = job.program(None if job.trains else job.model())
-        verdict = judge_output(job, program, records, served, order.output_cid, self.disputes, oid)
+        verdict = judge_output(job, program, records, self.market.committed_outputs(oid), None, self.disputes, oid)
         status = "overturned" if verdict.proven else "mismatch"
         self.checks.record(oid, status, f"{detail}: {verdict.reason}")
         log("validator", f"order {oid}: {status}, {detail}: {verdict.reason}")
@@ -245,9 +285,12 @@ class ValidatorNode:
         return app
 
     def serve_forever(self) -> None:
-        self.register()
         self.workers = WorkerPool(1, backend=self.cfg.backend)
-        serve_and_loop("validator", self.app(), self.cfg.port, self.tick, self.cfg.poll_interval)
+        if self.disputer is not None:
+            self.player = threading.Thread(target=run_loop, args=("validator", self.play, 0.5), name="disputes",
+                                           daemon=True)
+            self.player.start()
+        serve_and_loop("validator", self.app(), self.cfg.port, self.tick, self.cfg.poll_interval, ready=self.register)
 
 
 def main() -> None:

@@ -122,7 +122,7 @@ def run_finetune_job(data: bytes, params: FinetuneParams, start: bytes | None = 
         if progress:
             progress(state.step)
     result = JobResult(F.checkpoint_bytes(state), F.checkpoint_hash(state), records_root(records), params.steps,
-                       len(records), encode_records(records), output_root=TR.state_output_root(named(state)))
+                       len(records), encode_records(records), output_digests=TR.state_digests(named(state)))
     result.kept.update(kept)
     return result
 

@@ -87,7 +87,7 @@ def run_gpt_train_job(data: bytes, params: Any, start: bytes | None = None, back
     except ValueError as exc:
         raise InputError(f"step {state.step + 1}: {exc}") from None
     result = JobResult(GT.checkpoint_bytes(state), GT.checkpoint_hash(state), records_root(records), params.steps,
-                       len(records), encode_records(records), output_root=TR.state_output_root(named(state)))
+                       len(records), encode_records(records), output_digests=TR.state_digests(named(state)))
     result.kept.update(kept)
     return result
 

@@ -107,7 +107,12 @@ class JobResult:
     ops: int
     trace: bytes = b""  # the trace records as a blob (``trace.encode_records``); its root is trace_root
     kept: dict[int, Any] = field(default_factory=dict)  # tensors of records asked for (disputes)
-    output_root: bytes = b""  # what is committed as the output (``trace.outputs_root``)
+    output_digests: list[bytes] = field(default_factory=list)  # the output records' digests, committed
+
+    @property
+    def output_root(self) -> bytes:
+        """The order's output CID once committed (``trace.outputs_root``)."""
+        return outputs_root(self.output_digests)
 
 
 def run_infer_job(model_name: str, inputs_jsonl: bytes, backend: str = "torch", batch_size: int = 32,
@@ -120,7 +125,7 @@ def run_infer_job(model_name: str, inputs_jsonl: bytes, backend: str = "torch", 
     result = infer(m, parse_items(m, records, "inputs"), backend=backend, batch_size=batch_size, tamper=tamper)
     return JobResult(output_lines(m, records, result).encode(), result.output_hash, result.trace_root,
                      result.steps, result.ops, encode_records(result.records),
-                     output_root=outputs_root([result.records[i].digest for i in result.output_records]))
+                     output_digests=[result.records[i].digest for i in result.output_records])
 
 
 def job_program(model_name: str, inputs_jsonl: bytes, model: Any = None, batch_size: int = 32,

@@ -142,10 +142,14 @@ def train_program(params: TrainParams, start: bytes | None, data: bytes) -> list
 Named = list[tuple[str, np.ndarray]]  # a training state's tensors by record name ("state.w0", ...)
 
 
+def state_digests(named: Named) -> list[bytes]:
+    """A training job's committed outputs: the digests of its final state's tensors, in state
+    order (its program marks each tensor's last record as an output)."""
+    return [tensor_digest(t) for _, t in named]
+
+
 def state_output_root(named: Named) -> bytes:
-    """A training job's committed output: the output root over its final state's tensors, in
-    state order (its program marks each tensor's last record as an output)."""
-    return outputs_root([tensor_digest(t) for _, t in named])
+    return outputs_root(state_digests(named))
 
 
 def final_state_mismatch(named: Named, output_root: bytes) -> str | None:
@@ -222,7 +226,7 @@ def run_train_job(data: bytes, params: TrainParams, start: bytes | None = None, 
     blob = T.checkpoint_bytes(state)
     records = tape.records
     result = JobResult(blob, T.checkpoint_hash(state), records_root(records), params.steps, len(records),
-                       encode_records(records), output_root=state_output_root(T.state_tensors(state)))
+                       encode_records(records), output_digests=state_digests(T.state_tensors(state)))
     if keep is not None:
         result.kept.update(tape.kept)  # type: ignore[attr-defined]
     return result
