@@ -129,7 +129,7 @@ def test_an_output_that_is_not_the_committed_traces_is_proven_wrong_by_the_clien
         client = net.accts[1]
         _, token, reg, market = net.dep.clients(client.key)
         for model in ("digits-mlp", "minilm"):
-            spec = load_spec(JOBS / f"{model}.yaml").model_copy(update={"verification": Verification(challenge_window=30)})
+            spec = load_spec(JOBS / f"{model}.yaml").model_copy(update={"verification": Verification(challenge_window=10)})
             before, stake = token.balance_of(client.address), reg.node(forger.address).stake
             with pytest.raises(VeracityError, match="a dispute found .* result wrong"):
                 submit(spec, net.dep, client.key, bid_wait=20, result_timeout=120, only={forger.address})
