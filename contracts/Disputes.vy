@@ -22,9 +22,11 @@
         The bond is priced by what a game holds up: a base plus BOND_BPS_PER_ROUND of the
         order's price and collateral for every move round the game can last. Half of a lost bond
         is burnt (the rest goes to the provider), so even a provider's own sybil pays to delay.
-@dev Every op kind the models use is judged. An element nobody judges by its deadline, or a
-     record of an order without a program, ends undecided: the client is refunded, nobody is
-     slashed, and the challenger's bond goes to the provider (an undecided game is never free).
+@dev Every op kind the inference models and the digits MLP's training use is judged. An element
+     nobody judges by its deadline (the fine-tune's and tiny-GPT training's state records have no
+     referee yet) ends in the provider's favour: a game never ends in the challenger's favour
+     unless it proved a fault. A record of an order without a program (no longer possible: the
+     Market requires one) ends undecided.
 """
 
 from ethereum.ercs import IERC20
@@ -292,14 +294,14 @@ def timeout(order_id: uint256):
     """
     @notice After a move's deadline, the party that did not move loses (the challenger, if
             neither did). A game that located its element and was not judged by its deadline
-            ends undecided: the client is refunded, nobody is slashed, the bond goes to the
-            provider.
+            ends in the provider's favour: a challenger wins only by proving a fault (an element
+            no referee judges, such as a training state record, is never the provider's loss).
     """
     g: Game = self.games[order_id]
     assert g.stage != 0 and g.stage != SETTLED, "disputes: no move is pending"
     assert block.timestamp > g.deadline, "disputes: the move's deadline has not passed"
     if g.stage == JUDGING:
-        self._settle(order_id, UNDECIDED, "the located element was not judged in time")
+        self._settle(order_id, PROVIDER_WON, "the challenger did not prove the located element wrong")
     elif g.stage == LOCATED and (staticcall market.programs(order_id)).length == 0:
         self._settle(order_id, UNDECIDED, "the order has no program to judge the record by")
     elif g.revealed == CHALLENGER:

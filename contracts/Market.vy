@@ -60,7 +60,7 @@ MAX_BPS: constant(uint256) = 10000
 COMMIT_GRACE: constant(uint256) = 30  # seconds a posted window leaves its provider to commit, at least
 MAX_CHALLENGE_WINDOW: constant(uint256) = 86400  # one day
 MAX_DURATION: constant(uint256) = 7 * 86400  # an order's deadline is at most a week away
-MAX_OUTPUTS: constant(uint256) = 256  # output records a result commits (`exact/trace.py`, outputs_root)
+MAX_OUTPUTS: constant(uint256) = 1024  # output records a result commits (`exact/trace.py`, outputs_root)
 REPUTATION_MIN_PRICE: constant(uint256) = 10**18  # a finalized order below 1 VRC earns no reputation
 MAX_PROGRAM_LENGTH: constant(uint256) = 100_000  # records: bounds what a dispute move can demand of a provider
 DELIVERY_TIME: constant(uint256) = 3600  # a gated client's result undelivered this long after its window is voided
@@ -115,10 +115,9 @@ event BidAccepted:
 event ResultCommitted:
     order_id: indexed(uint256)
     provider: indexed(address)
-    output_cid: bytes32  # the output root over `outputs`
+    output_cid: bytes32  # the output root over the output digests the commit_result call carries
     trace_root: bytes32
     trace_length: uint256
-    outputs: DynArray[bytes32, MAX_OUTPUTS]  # the output records' digests, for anyone to check
 
 event Finalized:
     order_id: indexed(uint256)
@@ -366,31 +365,6 @@ def post_window(order_id: uint256, spec_cid: bytes32, program_root: bytes32, pro
     log WindowPosted(order_id=order_id, spec_cid=spec_cid, program_root=program_root, program_length=program_length)
 
 
-@internal
-@pure
-def _outputs_root(outputs: DynArray[bytes32, MAX_OUTPUTS]) -> bytes32:
-    """sha256("VXO1" || count || Merkle root over the digests) (`veracity/exact/trace.py`)."""
-    level: DynArray[bytes32, MAX_OUTPUTS] = outputs
-    n: uint256 = len(level)
-    if n == 0:
-        level.append(sha256(b""))
-        n = 1
-    for _: uint256 in range(9):  # 2**8 leaves at most
-        if n <= 1:
-            break
-        half: uint256 = 0
-        for j: uint256 in range(MAX_OUTPUTS // 2):
-            if 2 * j + 1 >= n:
-                break
-            level[half] = sha256(concat(b"\x01", level[2 * j], level[2 * j + 1]))
-            half += 1
-        if n % 2 == 1:
-            level[half] = level[n - 1]
-            half += 1
-        n = half
-    return sha256(concat(b"VXO1", slice(convert(len(outputs), bytes32), 28, 4), level[0]))
-
-
 @external
 def commit_result(order_id: uint256, outputs: DynArray[bytes32, MAX_OUTPUTS], trace_root: bytes32,
                   trace_length: uint256):
@@ -409,14 +383,45 @@ def commit_result(order_id: uint256, outputs: DynArray[bytes32, MAX_OUTPUTS], tr
     assert program_length == 0 or trace_length == program_length, \
         "market: the trace's length is not the order's program length"
     assert block.timestamp <= o.deadline, "market: the deadline has passed"
-    output_cid: bytes32 = self._outputs_root(outputs)
+    # the output root: sha256("VXO1" || count || Merkle root over the digests) (`veracity/exact/trace.py`)
+    n: uint256 = len(outputs)
+    level: bytes32[MAX_OUTPUTS // 2] = empty(bytes32[MAX_OUTPUTS // 2])
+    root: bytes32 = sha256(b"")
+    if n == 1:
+        root = outputs[0]
+    elif n > 1:
+        half: uint256 = 0
+        for j: uint256 in range(MAX_OUTPUTS // 2):  # the first level, read from the call's data
+            if 2 * j + 1 >= n:
+                break
+            level[half] = sha256(concat(b"\x01", outputs[2 * j], outputs[2 * j + 1]))
+            half += 1
+        if n % 2 == 1:
+            level[half] = outputs[n - 1]
+            half += 1
+        n = half
+        for _: uint256 in range(10):
+            if n <= 1:
+                break
+            half = 0
+            for j: uint256 in range(MAX_OUTPUTS // 4):
+                if 2 * j + 1 >= n:
+                    break
+                level[half] = sha256(concat(b"\x01", level[2 * j], level[2 * j + 1]))
+                half += 1
+            if n % 2 == 1:
+                level[half] = level[n - 1]
+                half += 1
+            n = half
+        root = level[0]
+    output_cid: bytes32 = sha256(concat(b"VXO1", slice(convert(len(outputs), bytes32), 28, 4), root))
     self.orders[order_id].state = COMMITTED
     self.orders[order_id].output_cid = output_cid
     self.orders[order_id].trace_root = trace_root
     self.orders[order_id].trace_length = trace_length
     self.orders[order_id].committed_at = block.timestamp
     log ResultCommitted(order_id=order_id, provider=msg.sender, output_cid=output_cid, trace_root=trace_root,
-                        trace_length=trace_length, outputs=outputs)
+                        trace_length=trace_length)
 
 
 @external

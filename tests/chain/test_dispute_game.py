@@ -254,3 +254,34 @@ def test_an_input_record_must_be_the_agreed_one(actors, minilm_job):
         chal.judge(a.d.referees, kind, oid, *args)
     play(a, oid, ps)  # the real inputs still judge it
     assert a.client.market.order(oid).state_name == "overturned"
+
+
+def test_an_element_nobody_proves_wrong_in_time_leaves_the_result_standing(actors, minilm_job):
+    """Hole 6: a game that reaches its element and is never judged (a record no referee reads,
+    or a challenger that cannot prove) ends in the provider's favour: a challenger wins only by
+    proving a fault, so a client's sybil cannot stall an honest result into a refund."""
+    a = actors
+    model, inputs, program, honest = minilm_job
+    k = next(i for i, d in enumerate(program) if d.kind == prog.SCORES)
+    result = run_infer_job("minilm", inputs, backend="numpy", model=model, tamper=alter_record(k))
+    tensors = record_tensors("minilm", inputs, set(range(len(program))), model=model, tamper=alter_record(k))
+    cheat = (decode_records(result.trace), result.trace_root, tensors.get)
+    oid, _ = committed_order(a, program, cheat[1], len(program))
+    chal = a.d.disputes_client(a.validator.key)
+    chal.challenge(oid, honest[1])
+    bond = chal.game(oid).bond
+    before = a.provider.token.balance_of(a.provider.address)
+    ps = players(a, oid, model, program, cheat, honest)
+    for _ in range(100):  # play up to the judgement, and nobody calls the referee
+        for p in ps:
+            if chal.game(oid).stage_name in ("judging", "settled"):
+                break
+            p.act()
+    assert chal.game(oid).stage_name == "judging"
+    anyone = a.d.disputes_client(a.stranger.key)
+    with pytest.raises(ChainError, match="deadline has not passed"):
+        anyone.timeout(oid)
+    a.advance(chal.game(oid).deadline - a.now() + 1)
+    anyone.timeout(oid)
+    assert a.client.market.order(oid).state_name == "committed"  # the result stands, its window restarted
+    assert a.provider.token.balance_of(a.provider.address) == before + bond_to_provider(bond)  # half is burnt

@@ -24,11 +24,12 @@ MOVE_TIME = 6
 
 
 def open_heavy_orders(net, key, n):
-    """``n`` orders whose legal spec costs the provider ~10 s each to check: 20 tiny-gpt prompts
-    generating 127 tokens each, a program of 96,520 records to build and hash (the bound is
-    100,000). The order claims a program the provider can only refute by building its own."""
-    inputs = "".join(json.dumps({"text": "a", "max_tokens": 127}) + "\n" for _ in range(20)).encode()
-    spec = load_spec(JOBS / "tiny-gpt.yaml")
+    """``n`` orders whose legal spec costs the provider seconds each to check: 32,000 sentences for
+    MiniLM, 1,000 batches, a program of 94,000 records to build and hash (the bound is 100,000;
+    1,000 outputs, within the 1,024 a commitment holds). The order claims a program the provider
+    can only refute by building its own."""
+    inputs = "".join(json.dumps({"text": "a"}) + "\n" for _ in range(32_000)).encode()
+    spec = load_spec(JOBS / "minilm.yaml")
     spec = spec.model_copy(update={"inputs": spec.inputs.model_copy(update={"path": None, "cid": cid_of(inputs)})})
     spec_bytes = spec.model_dump_json(exclude_none=True).encode()
     push(net.url, inputs), push(net.url, spec_bytes)
@@ -40,7 +41,7 @@ def open_heavy_orders(net, key, n):
 def test_a_lying_challenger_loses_its_bond_to_the_provider_that_defends(tmp_path):
     net = Net(tmp_path, accounts=6, move_time=MOVE_TIME)
     try:
-        p = net.provider(3, ["digits-mlp", "tiny-gpt"])
+        p = net.provider(3, ["digits-mlp", "minilm"])
         dep, client, liar = net.dep, net.accts[1], net.accts[4]
         _, token, _, market = dep.clients(client.key)
         before_p, before_liar = token.balance_of(p.address), token.balance_of(liar.address)
@@ -85,6 +86,6 @@ def test_a_lying_challenger_loses_its_bond_to_the_provider_that_defends(tmp_path
         log = (tmp_path / "p3.log").read_text()
         assert "dispute, revealed the chain value of record" in log
         for oid in heavy:  # each heavy spec was checked in full, and refused on its (made-up) program
-            assert f"order {oid}: no bid, computes another program for these inputs (96520 records" in log
+            assert f"order {oid}: no bid, computes another program for these inputs (94000 records" in log
     finally:
         net.stop()

@@ -82,16 +82,23 @@ def test_each_cheater_is_caught_by_the_validator_and_slashed(tmp_path):
         assert set(errors) == set(CHEATS), (errors, net.logs())
         for b in CHEATS:
             assert "a dispute found provider" in errors[b] and "was refunded" in errors[b], errors[b]
-        orders = {market.order(i).provider: market.order(i) for i in range(1, market.fn.order_count().call() + 1)}
+        ids = {market.order(i).provider: i for i in range(1, market.fn.order_count().call() + 1)}
+        orders = {p: market.order(i) for p, i in ids.items()}
+        games = dep.disputes_client(dep.accounts[0].key)
         gained = 0
         for b, acct in cheaters.items():
             order = orders[acct.address]
             assert order.state_name == "overturned", b
-            assert token.balance_of(clients[b].address) == before[b], b  # paid, then refunded in full
             share = (STAKE - order.collateral) * 2000 // 10_000
             node = reg.node(acct.address)
             assert node.stake == STAKE - order.collateral - share and node.locked == 0, b
-            gained += challenger_reward(order.collateral + share)  # the other half is burnt
+            reward = challenger_reward(order.collateral + share)  # the other half is burnt
+            if games.game(ids[acct.address]).challenger == clients[b].address:  # the client challenged first:
+                assert b == "withhold", b  # its re-run contradicted a trace the provider would not serve
+                assert token.balance_of(clients[b].address) == before[b] + reward, b
+            else:
+                assert token.balance_of(clients[b].address) == before[b], b  # paid, then refunded in full
+                gained += reward
         assert token.balance_of(validator.address) == v_before + gained  # and every bond came back
         for _ in range(100):  # the validator records how each game ended
             checks = httpx.get(checks_url, timeout=5).json()
@@ -106,7 +113,9 @@ def test_each_cheater_is_caught_by_the_validator_and_slashed(tmp_path):
         logs = net.logs()
         assert "called the referee on element" in logs  # corrupt-op and wrong-output: judged by OneStep
         assert "opened record 0 (input.pixels)" in logs  # lazy: its made-up input record is not the client's
-        assert "the provider's trace could not be read" in logs  # withhold: challenged without its trace
+        assert "the provider's trace could not be read" in logs or \
+            games.game(ids[cheaters["withhold"].address]).challenger == clients["withhold"].address  # withhold:
+        # challenged without its trace, by the validator or by its client (whose re-run contradicts it)
         # corrupt-op's sybil challenged first and threw its game; the validator waited and challenged after it
         assert "waiting for another challenger's game" in logs
     except AssertionError:
@@ -135,5 +144,14 @@ def test_an_output_that_is_not_the_committed_traces_is_proven_wrong_by_the_clien
                 submit(spec, net.dep, client.key, bid_wait=20, result_timeout=120, only={forger.address})
             assert reg.node(forger.address).stake < stake  # slashed
             assert token.balance_of(client.address) > before  # refunded, and paid for the proof
+        # a cheater that withholds its trace, with no validator about: the client's own re-run
+        # contradicts it, so the client challenges and plays the game through itself (hole 2)
+        withholder = net.provider(4, ["digits-mlp"], behaviour="withhold")
+        spec = load_spec(JOBS / "digits-mlp.yaml").model_copy(update={"verification": Verification(challenge_window=30)})
+        before, stake = token.balance_of(client.address), reg.node(withholder.address).stake
+        with pytest.raises(VeracityError, match="a dispute found .* result wrong"):
+            submit(spec, net.dep, client.key, bid_wait=20, result_timeout=120, only={withholder.address})
+        assert reg.node(withholder.address).stake < stake
+        assert token.balance_of(client.address) > before  # refunded, its bond back, and the challenger's share
     finally:
         net.stop()

@@ -121,5 +121,5 @@ def test_a_program_with_more_outputs_than_a_commitment_holds_is_refused():
 
     many = [prog.OpDesc(prog.INPUT, 0, f"x{i}", 4, (1, 3)) for i in range(MAX_OUTPUTS + 1)]
     check_disputable(mark_outputs(many[:MAX_OUTPUTS], list(range(MAX_OUTPUTS))))
-    with pytest.raises(InputError, match=f"257 output records; a result commits at most {MAX_OUTPUTS}"):
+    with pytest.raises(InputError, match=f"{MAX_OUTPUTS + 1} output records; a result commits at most {MAX_OUTPUTS}"):
         check_disputable(mark_outputs(many, list(range(MAX_OUTPUTS + 1))))

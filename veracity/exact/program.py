@@ -321,7 +321,7 @@ def build_with_outputs(model: Any, items: list[Any], batch_size: int = 32,
 
 
 MAX_ROW, CHUNK_MAX, MAX_LINKS = 2080, 8320, 1024  # the contracts' bounds (OneStep, tensors.vy)
-MAX_OUTPUTS = 256  # output records a result commits on chain (Market.MAX_OUTPUTS)
+MAX_OUTPUTS = 1024  # output records a result commits on chain (Market.MAX_OUTPUTS)
 
 
 def check_descriptors(program: list[OpDesc]) -> None:

@@ -27,6 +27,8 @@ from veracity.market.bids import Bid, bid_signer
 from veracity.market.choice import rank_bids
 from veracity.node.blobs import fetch_any, fetch_trace, push_all
 from veracity.node.cid import cid_of, digest_of
+from veracity.node.daemon import log
+from veracity.node.disputer import CHALLENGER, Disputer
 from veracity.node.outputs import judge_output, served_output
 from veracity.workloads.jobs import Job
 from veracity.workloads.spec import JobSpec
@@ -167,10 +169,11 @@ def submit(spec: JobSpec, dep: Deployment, key: str, bid_wait: float = 15, resul
         out_cid, outputs = served_output(reachable[best.provider], oid)
     except VeracityError as exc:
         wrong = str(exc)
-    if job is not None and wrong is None:  # the committed output, and the committed trace's: else proven wrong
-        wrong = _served_wrong(dep, key, reachable[best.provider], oid, job, program, outputs,
-                              [bytes(d) for d in committed.args["outputs"]],
-                              bytes.fromhex(committed.args["trace_root"][2:]))
+    disputer = None  # this client's own game, when its re-run contradicts a trace the provider withholds
+    if job is not None:  # the committed output, and the committed trace's: else proven wrong (or challenged)
+        wrong, disputer = _served_wrong(dep, key, reachable[best.provider], oid, job, program, outputs if wrong is None
+                                        else None, market.committed_outputs(oid),
+                                        bytes.fromhex(committed.args["trace_root"][2:]), wrong)
     phase("commit")
     while True:  # wait out the challenge window, and any dispute (which restarts the window if it fails)
         order = market.order(oid)
@@ -181,6 +184,8 @@ def submit(spec: JobSpec, dep: Deployment, key: str, bid_wait: float = 15, resul
             raise VeracityError(f"order {oid}: a dispute over the result ended undecided; your payment "
                                 f"({best.price / TOKEN:g} VRC) was refunded")
         if market.fn.challenged(oid).call():
+            if disputer is not None:
+                disputer.tick(chain.now())
             if time.monotonic() > give_up:
                 raise VeracityError(f"order {oid}: its result is still disputed; `veracity job status {oid}` "
                                     "follows it")
@@ -211,22 +216,42 @@ def _fetch_any(urls: list[str], cid: str) -> bytes | None:
         return None
 
 
-def _served_wrong(dep: Deployment, key: str, url: str, oid: int, job: Job, program: list[Any], outputs: bytes,
-                  committed: list[bytes], trace_root: bytes) -> str | None:
-    """What is wrong with served outputs (None: nothing): they must be the committed output, and
-    that the committed trace's output records. The trace is the provider's, or this client's own
-    re-run when the provider does not serve it (exact: the same bits, when the trace is honest). An
-    output that is not its trace record is proven on chain: the provider is slashed, the client
-    refunded and paid the challenger's share."""
+def _served_wrong(dep: Deployment, key: str, url: str, oid: int, job: Job, program: list[Any],
+                  outputs: bytes | None, committed: list[bytes], trace_root: bytes,
+                  unserved: str | None) -> tuple[str | None, Disputer | None]:
+    """What is wrong with a result (None: nothing), and this client's game when it started one.
+    The committed outputs must be the committed trace's (the provider's trace, or this client's
+    own re-run when the provider does not serve it: exact, the same bits when the trace is
+    honest) and the served outputs the committed ones. A committed output that is not its trace
+    record is proven on chain (the provider is slashed, the client refunded and paid the
+    challenger's share); a withheld trace that the client's re-run contradicts is challenged with
+    the re-run's root, and the game played through (the game makes the provider reveal it)."""
     try:
         records = fetch_trace(url, oid, trace_root)
     except VeracityError as exc:
         mine = job.run("numpy")
         if mine.trace_root != trace_root:
-            return f"{exc}; this client's re-run gives another trace root (validators challenge such results)"
+            return _challenge(dep, key, oid, job, mine, f"{exc}; this client's re-run gives another trace root")
         records = decode_records(mine.trace)
     verdict = judge_output(job, program, records, committed, outputs, dep.disputes_client(key), oid)
-    return None if verdict.ok else verdict.reason
+    if verdict.ok:
+        return unserved, None
+    return verdict.reason, None
+
+
+def _challenge(dep: Deployment, key: str, oid: int, job: Job, mine: Any, why: str) -> tuple[str, Disputer | None]:
+    """Challenge ``oid`` with this client's re-run (``mine``) and join the game (played by the
+    caller's wait loop), or say why that could not be done."""
+    if not job.disputable:
+        return f"{why} (this job's steps are not judged on chain yet: nothing was challenged)", None
+    disputes = dep.disputes_client(key)
+    disputer = Disputer(CHALLENGER, disputes, dep.referees, lambda m: log("client", m))
+    try:
+        disputes.challenge(oid, mine.trace_root)
+        disputer.join(oid, decode_records(mine.trace), job, dep.clients(key)[3].program(oid))
+    except VeracityError as exc:
+        return f"{why}; could not challenge it: {exc}", None
+    return f"{why}; challenged with this client's bond", disputer
 
 
 def unit_specs(spec: JobSpec, units: int) -> list[JobSpec]:
