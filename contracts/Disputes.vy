@@ -349,14 +349,13 @@ def prove_output_fault(order_id: uint256, desc: tensors.OpDesc, index: uint256,
             record `index`), or its leaf for that output is not the record's digest in the
             trace (`digest`, proven by chain values `prev` and `at`). The provider loses at
             once, as in a lost game, and the prover takes the challenger's share. No bond: a
-            proof that does not hold reverts. Open while the result can be challenged and no
-            game runs on it.
+            proof that does not hold reverts. Open while the result can be challenged, even
+            while a game runs (that game ends, its challenger's bond returned), so nobody's idle
+            game can hold a proof off.
     """
     o: Order = staticcall market.orders(order_id)
     assert o.state == ORDER_COMMITTED, "disputes: only a committed result can be proven wrong"
     assert block.timestamp < o.committed_at + o.challenge_window, "disputes: the challenge window has closed"
-    stage: uint8 = self.games[order_id].stage
-    assert stage == 0 or stage == SETTLED, "disputes: a game runs on this result; prove it when it ends"
     assert msg.sender != o.provider, "disputes: a provider cannot prove its own result wrong"
     p: Program = staticcall market.programs(order_id)
     assert tensors._proves(p.root, keccak256(abi_encode(desc)), index, p.length, desc_proof), \
@@ -373,7 +372,13 @@ def prove_output_fault(order_id: uint256, desc: tensors.OpDesc, index: uint256,
             "disputes: that is not the record's digest in the committed trace"
         assert leaf != digest, "disputes: the output is the trace's record: no fault"
         reason = "an output is not the committed trace's record"
-    extcall market.set_challenged(order_id, True)
+    g: Game = self.games[order_id]
+    if g.stage == 0 or g.stage == SETTLED:
+        extcall market.set_challenged(order_id, True)
+    else:  # a game runs (perhaps a sybil's, to hold proofs off): it ends here, its bond returned
+        self.games[order_id].stage = SETTLED
+        assert extcall token.transfer(g.challenger, g.bond), "disputes: bond refund failed"
+        log Settled(order_id=order_id, outcome=PROVIDER_LOST, reason="the output was proven wrong")
     extcall market.resolve_dispute(order_id, PROVIDER_LOST, msg.sender)
     log OutputFault(order_id=order_id, prover=msg.sender, record=index, reason=reason)
 

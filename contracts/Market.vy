@@ -115,9 +115,10 @@ event BidAccepted:
 event ResultCommitted:
     order_id: indexed(uint256)
     provider: indexed(address)
-    output_cid: bytes32  # the output root over the output digests the commit_result call carries
+    output_cid: bytes32  # the output root over `outputs`
     trace_root: bytes32
     trace_length: uint256
+    outputs: DynArray[bytes32, MAX_OUTPUTS]  # the output records' digests: anyone proves a wrong one
 
 event Finalized:
     order_id: indexed(uint256)
@@ -385,7 +386,7 @@ def commit_result(order_id: uint256, outputs: DynArray[bytes32, MAX_OUTPUTS], tr
     assert block.timestamp <= o.deadline, "market: the deadline has passed"
     # the output root: sha256("VXO1" || count || Merkle root over the digests) (`veracity/exact/trace.py`)
     n: uint256 = len(outputs)
-    level: bytes32[MAX_OUTPUTS // 2] = empty(bytes32[MAX_OUTPUTS // 2])
+    level: DynArray[bytes32, MAX_OUTPUTS // 2] = []  # grown, not zeroed: memory only for what is used
     root: bytes32 = sha256(b"")
     if n == 1:
         root = outputs[0]
@@ -394,10 +395,10 @@ def commit_result(order_id: uint256, outputs: DynArray[bytes32, MAX_OUTPUTS], tr
         for j: uint256 in range(MAX_OUTPUTS // 2):  # the first level, read from the call's data
             if 2 * j + 1 >= n:
                 break
-            level[half] = sha256(concat(b"\x01", outputs[2 * j], outputs[2 * j + 1]))
+            level.append(sha256(concat(b"\x01", outputs[2 * j], outputs[2 * j + 1])))
             half += 1
         if n % 2 == 1:
-            level[half] = outputs[n - 1]
+            level.append(outputs[n - 1])
             half += 1
         n = half
         for _: uint256 in range(10):
@@ -421,7 +422,7 @@ def commit_result(order_id: uint256, outputs: DynArray[bytes32, MAX_OUTPUTS], tr
     self.orders[order_id].trace_length = trace_length
     self.orders[order_id].committed_at = block.timestamp
     log ResultCommitted(order_id=order_id, provider=msg.sender, output_cid=output_cid, trace_root=trace_root,
-                        trace_length=trace_length)
+                        trace_length=trace_length, outputs=outputs)
 
 
 @external

@@ -360,9 +360,14 @@ def test_1_an_output_that_is_not_the_traces_is_overturned_in_one_call(actors):
     with pytest.raises(ChainError, match="not the record's digest"):  # a made-up trace record is refused
         bad = find_fault(program, records, forged, outputs_root(forged))
         prover.prove_output_fault(oid, type(bad)(**{**bad.__dict__, "digest": forged[1]}))
+    sybil = a.d.disputes_client(a.validator.key)  # the cheater's sybil starts an idle game to hold proofs off
+    held0 = sybil.token.balance_of(a.validator.address)
+    sybil.challenge(oid, b"\7" * 32)
     gain0 = wealth(a, a.stranger)
     prover.prove_output_fault(oid, find_fault(program, records, forged, outputs_root(forged)))
     assert a.client.market.order(oid).state_name == "overturned"  # the wrong answer is not paid
+    assert sybil.game(oid).stage_name == "settled" and sybil.token.balance_of(a.validator.address) == held0
+    assert a.client.market.committed_outputs(oid) == forged  # the digests, from the Market's own event
     assert "output 1 is not record" in find_fault(program, records, forged, outputs_root(forged)).reason
     assert wealth(a, a.stranger) > gain0  # and the prover takes the challenger's share of the slash
     dropped = honest[:-1]

@@ -83,7 +83,7 @@ def test_checkpoints_are_bit_identical_across_backends_threads_and_work_units(co
 
     assert whole.output_root == outputs_root([records[i].digest for i in output_records(program)])
     assert Job(four, data).check_served(whole.outputs, whole.output_root) is None
-    assert "not the committed output" in Job(four, data).check_served(first.outputs, whole.output_root)
+    assert "says step 2; the job ends at step 4" in Job(four, data).check_served(first.outputs, whole.output_root)
 
 
 def test_the_loss_falls_on_the_shipped_corpus(corpus):

@@ -54,7 +54,7 @@ def test_a_lying_challenger_loses_its_bond_to_the_provider_that_defends(tmp_path
             if market.fn.order_count().call() and market.order(1).state_name == "committed":
                 break
             time.sleep(0.1)
-        heavy = open_heavy_orders(net, net.accts[2].key, 3)  # the provider's job loop checks them one by one
+        heavy = open_heavy_orders(net, net.accts[2].key, 2)  # the provider's job loop checks them one by one
         disputes = dep.disputes_client(liar.key)
         bond = disputes.bond_for(1)
         disputes.challenge(1, b"\x07" * 32)  # claims another trace, but has none behind that root

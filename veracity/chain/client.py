@@ -257,21 +257,17 @@ class MarketClient(_Bound):
         return self._send(self.fn.commit_result(order_id, digests, trace_root, trace_length))
 
     def committed_outputs(self, order_id: int) -> list[bytes]:
-        """The output digests the order's latest result commitment carried (read from the
-        ``commit_result`` transaction its ResultCommitted event names; the Market stored their
-        output root)."""
+        """The output digests of the order's latest result commitment (the Market's own
+        ResultCommitted event), checked against the output root the Market stored."""
+        from veracity.exact.trace import outputs_root
+
         logs = self.contract.events.ResultCommitted().get_logs(from_block=0, argument_filters={"order_id": order_id})
         if not logs:
             raise ChainError(f"order {order_id} has no committed result")
-        tx = self.chain._rpc(lambda: self.chain.w3.eth.get_transaction(logs[-1]["transactionHash"]))
-        try:
-            fn, args = self.contract.decode_function_input(tx["input"])
-        except ValueError:
-            raise ChainError(f"order {order_id}'s result was committed by a contract call; its output digests "
-                             "cannot be read from the transaction") from None
-        if fn.fn_name != "commit_result" or int(args["order_id"]) != order_id:
-            raise ChainError(f"order {order_id}'s commitment transaction is not a commit_result call")
-        return [bytes(d) for d in args["outputs"]]
+        digests = [bytes(d) for d in logs[-1]["args"]["outputs"]]
+        if outputs_root(digests) != self.order(order_id).output_cid:
+            raise ChainError(f"order {order_id}'s committed outputs do not give its output root")
+        return digests
 
     def post_window(self, order_id: int, spec_cid: bytes, program_root: bytes, program_length: int,
                     signature: str) -> Any:

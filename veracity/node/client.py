@@ -171,9 +171,14 @@ def submit(spec: JobSpec, dep: Deployment, key: str, bid_wait: float = 15, resul
         wrong = str(exc)
     disputer = None  # this client's own game, when its re-run contradicts a trace the provider withholds
     if job is not None:  # the committed output, and the committed trace's: else proven wrong (or challenged)
-        wrong, disputer = _served_wrong(dep, key, reachable[best.provider], oid, job, program, outputs if wrong is None
-                                        else None, market.committed_outputs(oid),
-                                        bytes.fromhex(committed.args["trace_root"][2:]), wrong)
+        try:
+            digests = market.committed_outputs(oid)
+        except VeracityError as exc:
+            wrong = str(exc)
+        else:
+            wrong, disputer = _served_wrong(dep, key, reachable[best.provider], oid, job, program,
+                                            outputs if wrong is None else None, digests,
+                                            bytes.fromhex(committed.args["trace_root"][2:]), wrong)
     phase("commit")
     while True:  # wait out the challenge window, and any dispute (which restarts the window if it fails)
         order = market.order(oid)

@@ -209,6 +209,10 @@ class ValidatorNode:
                                                    "validator challenges when it ends, if the result still stands")
                 log("validator", f"order {oid}: mismatch, {detail}; waiting for another challenger's game")
                 return
+            if not resume and self.market.order(oid).state_name == "overturned":  # another challenger was quicker
+                self.checks.record(oid, "overturned", f"{detail}; another challenger's game overturned it")
+                log("validator", f"order {oid}: mismatch, {detail}; another challenger's game overturned it")
+                return
             self.checks.record(oid, "mismatch", f"{detail}; could not challenge: {exc}")
             log("validator", f"order {oid}: mismatch, {detail}; could not challenge: {exc}")
             return
@@ -236,7 +240,12 @@ class ValidatorNode:
         prove the output that is not its trace record on chain (``node.outputs``)."""
         detail = "re-execution gives the committed trace but another output"
         program = job.program(None if job.trains else job.model())
-        verdict = judge_output(job, program, records, self.market.committed_outputs(oid), None, self.disputes, oid)
+        try:
+            committed = self.market.committed_outputs(oid)
+        except VeracityError as exc:
+            self.checks.record(oid, "mismatch", f"{detail}; {exc}")
+            return
+        verdict = judge_output(job, program, records, committed, None, self.disputes, oid)
         status = "overturned" if verdict.proven else "mismatch"
         self.checks.record(oid, status, f"{detail}: {verdict.reason}")
         log("validator", f"order {oid}: {status}, {detail}: {verdict.reason}")

@@ -137,6 +137,10 @@ def finetune_program(params: FinetuneParams, start: bytes | None, model: Any = N
     return TR.state_program(state.step, named(state), params.steps, hyper)
 
 
+def checkpoint_step(blob: bytes) -> int:
+    return int(F.load_checkpoint(blob).step)
+
+
 def checkpoint_digests(blob: bytes) -> list[bytes]:
     return [tensor_digest(t) for _, t in named(F.load_checkpoint(blob))]
 

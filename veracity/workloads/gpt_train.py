@@ -105,6 +105,10 @@ def gpt_train_program(params: Any, start: bytes | None, data: bytes) -> list[Any
     return program
 
 
+def checkpoint_step(blob: bytes) -> int:
+    return int(GT.load_checkpoint(blob, shape()).step)
+
+
 def checkpoint_digests(blob: bytes) -> list[bytes]:
     return [tensor_digest(t) for _, t in named(GT.load_checkpoint(blob, shape()))]
 

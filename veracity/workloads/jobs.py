@@ -123,28 +123,40 @@ class Job:
 
     def served_digests(self, outputs: bytes, model: Any = None) -> list[bytes]:
         """The output record digests that outputs a provider served give (what its output root
-        must be over); InputError when they cannot be read as this job's outputs."""
+        must be over); InputError when they cannot be read as this job's outputs. A checkpoint's
+        step counter, which no output record holds, must be its start's plus the job's steps
+        (the next work unit's batches follow from it)."""
+        if not self.trains:
+            return I.served_digests(self.spec.model, self.inputs, outputs, model)
+        kind = self._trainer()
         try:
-            if self.spec.kind == "finetune":
-                return FT.checkpoint_digests(outputs)
-            if self.gpt:
-                return GPT.checkpoint_digests(outputs)
-            if self.trains:
-                return T.checkpoint_digests(outputs)
+            digests, step = kind.checkpoint_digests(outputs), kind.checkpoint_step(outputs)
         except ValueError as exc:
             raise InputError(f"the checkpoint cannot be read ({exc})") from None
-        return I.served_digests(self.spec.model, self.inputs, outputs, model)
+        if step != self.final_step():
+            raise InputError(f"the checkpoint says step {step}; the job ends at step {self.final_step()}")
+        return digests
 
     def check_served(self, outputs: bytes, output_root: bytes, model: Any = None) -> str | None:
         """What is wrong with outputs a provider served, against the output root it committed
         (None: nothing). The root itself is bound to the trace on chain (``prove_output_fault``)."""
-        if self.spec.kind == "finetune":
-            return FT.check_checkpoint(outputs, output_root)
-        if self.gpt:
-            return GPT.check_checkpoint(outputs, output_root)
-        if self.trains:
-            return T.check_checkpoint(outputs, output_root)
-        return I.check_outputs(self.spec.model, self.inputs, outputs, output_root, model)
+        from veracity.exact.trace import outputs_root
+
+        try:
+            digests = self.served_digests(outputs, model)
+        except InputError as exc:
+            return str(exc)
+        if outputs_root(digests) != output_root:
+            return "the served outputs are not the committed output (their output root differs)"
+        return None
+
+    def _trainer(self) -> Any:
+        return FT if self.spec.kind == "finetune" else GPT if self.gpt else T
+
+    def final_step(self) -> int:
+        """The step a training job's checkpoint ends at: its start checkpoint's, plus its steps."""
+        kind = self._trainer()
+        return (kind.checkpoint_step(self.start) if self.start else 0) + self.params.steps
 
 
 def infer_job(model: str, inputs: bytes) -> Job:

@@ -193,6 +193,10 @@ def keep_step(kept: dict[int, np.ndarray], keep: set[int] | None, first: int, na
         kept.update({i: named[i - first][1].copy() for i in keep if first <= i < first + len(named)})
 
 
+def checkpoint_step(blob: bytes) -> int:
+    return int(T.load_checkpoint(blob).step)
+
+
 def checkpoint_digests(blob: bytes) -> list[bytes]:
     """The output digests a served checkpoint gives (its state tensors; ValueError: unreadable)."""
     return [tensor_digest(t) for _, t in T.state_tensors(T.load_checkpoint(blob))]
