@@ -62,6 +62,29 @@ def play(a, oid, players, limit=200):
     raise AssertionError("the game did not settle")
 
 
+def scores_cheat_challenged(a, minilm_job):
+    """A MiniLM result whose first attention-scores record was altered, committed and challenged
+    with the honest root: (that record, the order, the challenger's client, both players)."""
+    model, inputs, program, honest = minilm_job
+    k = next(i for i, d in enumerate(program) if d.kind == prog.SCORES)
+    result = run_infer_job("minilm", inputs, backend="numpy", model=model, tamper=alter_record(k))
+    tensors = record_tensors("minilm", inputs, set(range(len(program))), model=model, tamper=alter_record(k))
+    cheat = (decode_records(result.trace), result.trace_root, tensors.get)
+    oid, _ = committed_order(a, program, cheat[1], len(program))
+    chal = a.d.disputes_client(a.validator.key)
+    chal.challenge(oid, honest[1])
+    return k, oid, chal, players(a, oid, model, program, cheat, honest)
+
+
+def play_to_judging(chal, oid, players, limit=100):
+    """Play the game up to its judgement (or its end), and no further."""
+    for _ in range(limit):
+        for p in players:
+            if chal.game(oid).stage_name in ("judging", "settled"):
+                return
+            p.act()
+
+
 def committed_order(a, program, root, n):
     register_provider(a.provider)
     oid = a.client.market.open_order(SPEC, 1, MODEL, 50 * TOKEN, a.now() + 600, 600, 500,
@@ -224,21 +247,10 @@ def test_an_input_record_must_be_the_agreed_one(actors, minilm_job):
     from veracity.verify.game import TensorSide, judge_args
 
     a = actors
-    model, inputs, program, honest = minilm_job
-    k = next(i for i, d in enumerate(program) if d.kind == prog.SCORES)
+    _, _, program, honest = minilm_job
+    k, oid, chal, ps = scores_cheat_challenged(a, minilm_job)
     mask = program[k].inputs[1]
-    result = run_infer_job("minilm", inputs, backend="numpy", model=model, tamper=alter_record(k))
-    tensors = record_tensors("minilm", inputs, set(range(len(program))), model=model, tamper=alter_record(k))
-    cheat = (decode_records(result.trace), result.trace_root, tensors.get)
-    oid, _ = committed_order(a, program, cheat[1], len(program))
-    chal = a.d.disputes_client(a.validator.key)
-    chal.challenge(oid, honest[1])
-    ps = players(a, oid, model, program, cheat, honest)
-    for _ in range(100):  # play up to the judgement, and stop there
-        for p in ps:
-            if chal.game(oid).stage_name in ("judging", "settled"):
-                break
-            p.act()
+    play_to_judging(chal, oid, ps)  # and stop there
     g = chal.game(oid)
     assert g.stage_name == "judging", g
     fake_mask = np.zeros(program[mask].dims, dtype=np.int32)
@@ -261,22 +273,10 @@ def test_an_element_nobody_proves_wrong_in_time_leaves_the_result_standing(actor
     or a challenger that cannot prove) ends in the provider's favour: a challenger wins only by
     proving a fault, so a client's sybil cannot stall an honest result into a refund."""
     a = actors
-    model, inputs, program, honest = minilm_job
-    k = next(i for i, d in enumerate(program) if d.kind == prog.SCORES)
-    result = run_infer_job("minilm", inputs, backend="numpy", model=model, tamper=alter_record(k))
-    tensors = record_tensors("minilm", inputs, set(range(len(program))), model=model, tamper=alter_record(k))
-    cheat = (decode_records(result.trace), result.trace_root, tensors.get)
-    oid, _ = committed_order(a, program, cheat[1], len(program))
-    chal = a.d.disputes_client(a.validator.key)
-    chal.challenge(oid, honest[1])
+    _, oid, chal, ps = scores_cheat_challenged(a, minilm_job)
     bond = chal.game(oid).bond
     before = a.provider.token.balance_of(a.provider.address)
-    ps = players(a, oid, model, program, cheat, honest)
-    for _ in range(100):  # play up to the judgement, and nobody calls the referee
-        for p in ps:
-            if chal.game(oid).stage_name in ("judging", "settled"):
-                break
-            p.act()
+    play_to_judging(chal, oid, ps)  # and nobody calls the referee
     assert chal.game(oid).stage_name == "judging"
     anyone = a.d.disputes_client(a.stranger.key)
     with pytest.raises(ChainError, match="deadline has not passed"):

@@ -347,32 +347,31 @@ def committed_with(a, output_digests, records, root, length):
 def test_1_an_output_that_is_not_the_traces_is_overturned_in_one_call(actors):
     """The provider commits the honest trace with a forged output (one output's digest changed,
     or an output dropped): anyone holding the trace and the served outputs proves it at once."""
-    from veracity.exact.trace import outputs_root
     from veracity.verify.outputs import find_fault
 
     a = actors
     program, root, records, outs = mlp_result()
     honest = [records[i].digest for i in outs]
-    assert find_fault(program, records, honest, outputs_root(honest)) is None  # nothing to prove when honest
+    assert find_fault(program, records, honest) is None  # nothing to prove when honest
     forged = honest[:1] + [hashlib.sha256(b"a forged answer").digest()] + honest[2:]
     oid = committed_with(a, forged, records, root, len(program))
     prover = a.d.disputes_client(a.stranger.key)
     with pytest.raises(ChainError, match="not the record's digest"):  # a made-up trace record is refused
-        bad = find_fault(program, records, forged, outputs_root(forged))
+        bad = find_fault(program, records, forged)
         prover.prove_output_fault(oid, type(bad)(**{**bad.__dict__, "digest": forged[1]}))
     sybil = a.d.disputes_client(a.validator.key)  # the cheater's sybil starts an idle game to hold proofs off
     held0 = sybil.token.balance_of(a.validator.address)
     sybil.challenge(oid, b"\7" * 32)
     gain0 = wealth(a, a.stranger)
-    prover.prove_output_fault(oid, find_fault(program, records, forged, outputs_root(forged)))
+    prover.prove_output_fault(oid, find_fault(program, records, forged))
     assert a.client.market.order(oid).state_name == "overturned"  # the wrong answer is not paid
     assert sybil.game(oid).stage_name == "settled" and sybil.token.balance_of(a.validator.address) == held0
     assert a.client.market.committed_outputs(oid) == forged  # the digests, from the Market's own event
-    assert "output 1 is not record" in find_fault(program, records, forged, outputs_root(forged)).reason
+    assert "output 1 is not record" in find_fault(program, records, forged).reason
     assert wealth(a, a.stranger) > gain0  # and the prover takes the challenger's share of the slash
     dropped = honest[:-1]
     oid2 = committed_with(a, dropped, records, root, len(program))
-    fault = find_fault(program, records, dropped, outputs_root(dropped))
+    fault = find_fault(program, records, dropped)
     assert fault.reason == f"the output root holds {len(dropped)} outputs, the program {len(honest)}"
     prover.prove_output_fault(oid2, fault)
     assert a.client.market.order(oid2).state_name == "overturned"
@@ -381,7 +380,7 @@ def test_1_an_output_that_is_not_the_traces_is_overturned_in_one_call(actors):
 def test_1_an_honest_output_cannot_be_proven_wrong(actors):
     from dataclasses import replace
 
-    from veracity.exact.trace import outputs_root
+    from veracity.exact.trace import outputs_tree
     from veracity.verify.outputs import OutputFault, find_fault
 
     a = actors
@@ -390,10 +389,10 @@ def test_1_an_honest_output_cannot_be_proven_wrong(actors):
     oid = committed_with(a, honest, records, root, len(program))
     prover = a.d.disputes_client(a.stranger.key)
     forged = [hashlib.sha256(b"x").digest()] + honest[1:]
-    lie = find_fault(program, records, forged, outputs_root(forged))  # a fault against another root
+    lie = find_fault(program, records, forged)  # a fault against another root
     with pytest.raises(ChainError, match="not the committed output root"):
         prover.prove_output_fault(oid, lie)
-    true_leaf = OutputFault(**{**lie.__dict__, "tree": outputs_root.__globals__["outputs_tree"](honest),
+    true_leaf = OutputFault(**{**lie.__dict__, "tree": outputs_tree(honest),
                                "leaf": honest[0]})
     with pytest.raises(ChainError, match="no fault"):
         prover.prove_output_fault(oid, true_leaf)

@@ -21,20 +21,11 @@ from typing import Iterable
 
 import numpy as np
 
-from veracity.exact.trace import CODE_DTYPES, DTYPE_CODES, header, outputs_root, tensor_digest
+from veracity.exact.trace import CODE_DTYPES, TENSOR_MAGIC, canonical, header, outputs_root, tensor_digest
 
-MAGIC = b"VXT2"
 MAX_NDIM = 4
 ORACLE_MAX_OUTPUT = 4096  # contracts/Oracle.vy's MAX_OUTPUT: the most bytes fulfil carries
 ORACLE_MAX_OUTPUTS = 372  # contracts/Oracle.vy's MAX_OUTPUTS: the most tensors it parses
-
-
-def _canonical(a: np.ndarray) -> np.ndarray:
-    """As ``trace._canonical``: big-endian integers of the tensor's width, C order."""
-    dt = np.dtype(f"{a.dtype.kind}{a.dtype.itemsize}")
-    if dt not in DTYPE_CODES:
-        raise ValueError(f"only integer tensors are output, got {a.dtype}")
-    return np.ascontiguousarray(a, dtype=dt.newbyteorder(">"))
 
 
 def encode_outputs(tensors: list[np.ndarray]) -> bytes:
@@ -48,7 +39,10 @@ def encode_outputs(tensors: list[np.ndarray]) -> bytes:
             raise ValueError(f"output {j} has {a.ndim} dimensions; a committed tensor has 1 to {MAX_NDIM}")
         if not all(1 <= d < 1 << 32 for d in a.shape):
             raise ValueError(f"output {j} has dims {a.shape}; each must be 1 .. 2**32 - 1")
-        c = _canonical(a)
+        try:
+            c = canonical(a)
+        except TypeError as exc:
+            raise ValueError(f"output {j}: {exc}") from None
         parts += [header(c), c.tobytes()]
     return b"".join(parts)
 
@@ -64,8 +58,8 @@ def decode_outputs(blob: bytes) -> list[np.ndarray]:
         j = len(out)
         if at + 6 > n:
             raise ValueError(f"the output blob ends inside tensor {j}'s header (truncated, or trailing bytes)")
-        if blob[at:at + 4] != MAGIC:
-            raise ValueError(f"tensor {j}'s header does not start with {MAGIC!r} (at byte {at})")
+        if blob[at:at + 4] != TENSOR_MAGIC:
+            raise ValueError(f"tensor {j}'s header does not start with {TENSOR_MAGIC!r} (at byte {at})")
         code, ndim = blob[at + 4], blob[at + 5]
         if code not in CODE_DTYPES:
             raise ValueError(f"tensor {j} has unknown dtype code {code} (1 int8 .. 5 int64)")

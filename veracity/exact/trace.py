@@ -47,9 +47,10 @@ CODE_DTYPES = {code: dt for dt, code in DTYPE_CODES.items()}
 
 
 CHUNK_BYTES = 8192  # a chunk holds whole rows, as many as fit (at least one)
+TENSOR_MAGIC = b"VXT2"  # a tensor header's first bytes
 
 
-def _canonical(a: np.ndarray) -> np.ndarray:
+def canonical(a: np.ndarray) -> np.ndarray:
     """The tensor as big-endian integers of its canonical width, C order (what is hashed)."""
     dt = np.dtype(f"{a.dtype.kind}{a.dtype.itemsize}")
     if dt not in DTYPE_CODES:
@@ -67,7 +68,7 @@ def chunking(shape: tuple[int, ...], itemsize: int) -> tuple[int, int, int]:
 
 def tensor_chunks(a: np.ndarray) -> list[memoryview]:
     """The canonical bytes cut into chunks of whole rows."""
-    c = _canonical(a)
+    c = canonical(a)
     row, per, n = chunking(c.shape, c.dtype.itemsize)
     data = memoryview(c).cast("B")
     size = row * per
@@ -82,12 +83,12 @@ def chunk_leaf(chunk: bytes | memoryview) -> bytes:
 
 def header(a: np.ndarray) -> bytes:
     dt = np.dtype(f"{a.dtype.kind}{a.dtype.itemsize}")
-    return b"VXT2" + struct.pack(">BB", DTYPE_CODES[dt], a.ndim) + struct.pack(f">{a.ndim}I", *a.shape)
+    return TENSOR_MAGIC + struct.pack(">BB", DTYPE_CODES[dt], a.ndim) + struct.pack(f">{a.ndim}I", *a.shape)
 
 
 def tensor_digest(a: np.ndarray) -> bytes:
     """Digest of an integer tensor: ``sha256(header || root over its row chunks)`` (see above)."""
-    c = _canonical(a)
+    c = canonical(a)
     return hashlib.sha256(header(c) + merkle_root([chunk_leaf(ch) for ch in tensor_chunks(c)])).digest()
 
 

@@ -23,7 +23,7 @@ from veracity.market.receipts import Receipt, line_hash
 from veracity.node.blobs import fetch, fetch_trace
 from veracity.node.cid import cid_from_digest
 from veracity.node.client import providers
-from veracity.node.outputs import served_output
+from veracity.node.outputs import judge_output, served_output
 from veracity.workloads.jobs import job_from_blobs
 
 
@@ -45,24 +45,22 @@ def _line(blob: bytes, index: int) -> str | None:
 
 def _output_wrong(market: Any, url: str, lease: int, order: Any, job: Any, outputs: bytes) -> str | None:
     """Why a window's served outputs are not an output its committed trace proves (None: they are):
-    they must give the committed output root, and each output must be its trace record."""
+    they must be the committed outputs, and each output must be its trace record (``judge_output``,
+    read-only here: a fault is reported, not proven)."""
     from veracity.exact.program import program_root
-    from veracity.exact.trace import outputs_root
-    from veracity.verify.outputs import find_fault
 
-    committed = market.committed_outputs(lease)
     try:
-        digests = job.served_digests(outputs)
+        committed = market.committed_outputs(lease)
         records = fetch_trace(url, lease, order.trace_root)
     except VeracityError as exc:
         return str(exc)
-    if digests != committed:
-        return "the outputs served are not the committed output"
     program = job.program(job.model())
     if program_root(program) != market.program(lease)[0]:
         return "the window's program is not its job's"
-    fault = find_fault(program, records, committed, outputs_root(committed))
-    return None if fault is None else f"its committed output is not its trace's ({fault.reason}); anyone can prove it"
+    verdict = judge_output(job, program, records, committed, outputs)
+    if not verdict.fault:
+        return None if verdict.ok else verdict.reason
+    return f"its committed output is not its trace's ({verdict.reason}); anyone can prove it"
 
 
 def window_of(order: Any) -> dict[str, Any] | None:

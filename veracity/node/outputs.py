@@ -17,7 +17,7 @@ from typing import Any
 import httpx
 
 from veracity.errors import InputError, VeracityError
-from veracity.exact.trace import TraceRecord, outputs_root
+from veracity.exact.trace import TraceRecord
 from veracity.node.blobs import BlobError, fetch
 from veracity.verify.outputs import find_fault
 from veracity.workloads.jobs import Job
@@ -28,6 +28,7 @@ class OutputVerdict:
     ok: bool  # the served outputs are the committed output, and it is the trace's
     reason: str = ""
     proven: bool = False  # the fault was proven on chain (the provider is slashed)
+    fault: bool = False  # the committed outputs are not the trace's (provable), not merely the served ones
 
 
 def served_output(url: str, order_id: int) -> tuple[str, bytes]:
@@ -50,15 +51,16 @@ def judge_output(job: Job, program: list[Any], records: list[TraceRecord], commi
     """Whether the committed outputs (their digests, which the commitment put on chain) are the
     committed trace's (``records``, whose root is the committed one), a fault proven with
     ``disputes`` when given; and whether ``served`` (when given) is the committed output."""
-    fault = find_fault(program, records, committed, outputs_root(committed))
+    fault = find_fault(program, records, committed)
     if fault is not None:
         if disputes is None:
-            return OutputVerdict(False, fault.reason)
+            return OutputVerdict(False, fault.reason, fault=True)
         try:
             disputes.prove_output_fault(order_id, fault)
         except VeracityError as exc:
-            return OutputVerdict(False, f"{fault.reason}; could not prove it on chain: {exc}")
-        return OutputVerdict(False, f"{fault.reason}; proven on chain: the provider is slashed", proven=True)
+            return OutputVerdict(False, f"{fault.reason}; could not prove it on chain: {exc}", fault=True)
+        return OutputVerdict(False, f"{fault.reason}; proven on chain: the provider is slashed", proven=True,
+                             fault=True)
     if served is None:
         return OutputVerdict(True)
     try:

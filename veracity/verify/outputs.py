@@ -1,9 +1,9 @@
 """Output fault proofs: a committed output root that is not the committed trace's, shown in one call.
 
-A provider commits two things for a result: the trace root and the output root
-(``exact.trace.outputs_root`` over the digests of the program's output records). Anyone who holds
-the committed trace (an honest re-run gives the same bits, so the same root) and the output
-digests the provider served finds the first output whose digest is not its record's, and
+A provider commits two things for a result: the trace root and its output records' digests (the
+Market stores their ``exact.trace.outputs_root``). Anyone who holds the committed trace (an honest
+re-run gives the same bits, so the same root) finds the first committed output whose digest is
+not its record's, and
 ``Disputes.prove_output_fault`` checks that against the two roots and the program: the provider
 loses at once. ``find_fault`` is the pure part: which output, with every proof the call needs.
 """
@@ -13,7 +13,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from veracity.exact import program as prog
-from veracity.exact.trace import GENESIS, TraceRecord, chained, outputs_root, outputs_tree
+from veracity.exact.trace import GENESIS, TraceRecord, chained, outputs_tree
 from veracity.verify import merkle
 
 
@@ -38,14 +38,10 @@ class OutputFault:
                 self.leaf_proof, self.digest, self.prev, self.prev_proof, self.at, self.at_proof)
 
 
-def find_fault(program: list[prog.OpDesc], records: list[TraceRecord], served: list[bytes],
-               committed: bytes) -> OutputFault | None:
-    """The fault in a committed output root, or None. ``records`` is the committed trace (its root
-    the committed one), ``served`` the output digests the provider's served outputs give, and
-    ``committed`` the output root on chain; ``served`` must be the preimage of ``committed``
-    (else nothing here can be proven: a data-availability matter)."""
-    if outputs_root(served) != committed:
-        raise ValueError("the served outputs are not the committed output root")
+def find_fault(program: list[prog.OpDesc], records: list[TraceRecord], served: list[bytes]) -> OutputFault | None:
+    """The fault in a committed output, or None. ``records`` is the committed trace (its root the
+    committed one) and ``served`` the committed output digests (``MarketClient.committed_outputs``,
+    which checks them against the output root on chain)."""
     outs = prog.output_records(program)
     if not outs:
         return None

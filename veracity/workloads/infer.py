@@ -198,19 +198,6 @@ def served_digests(model_name: str, inputs_jsonl: bytes, outputs_jsonl: bytes, m
     return [tensor_digest(t) for t in served_tensors(model_name, inputs_jsonl, outputs_jsonl, model)]
 
 
-def check_outputs(model_name: str, inputs_jsonl: bytes, outputs_jsonl: bytes, output_root: bytes,
-                  model: Any = None) -> str | None:
-    """Whether served output JSONL is exactly the committed output (its output root, which the
-    chain binds to the trace). Returns what is wrong, or None."""
-    try:
-        digests = served_digests(model_name, inputs_jsonl, outputs_jsonl, model)
-    except InputError as exc:
-        return str(exc)
-    if outputs_root(digests) != output_root:
-        return "the outputs are not the committed output (their output root differs)"
-    return None
-
-
 def load_model(name: str) -> Any:
     from veracity.models.registry import load
 

@@ -133,8 +133,8 @@ class Job:
             digests, step = kind.checkpoint_digests(outputs), kind.checkpoint_step(outputs)
         except ValueError as exc:
             raise InputError(f"the checkpoint cannot be read ({exc})") from None
-        if step != self.final_step():
-            raise InputError(f"the checkpoint says step {step}; the job ends at step {self.final_step()}")
+        if step != (final := self.final_step()):
+            raise InputError(f"the checkpoint says step {step}; the job ends at step {final}")
         return digests
 
     def check_served(self, outputs: bytes, output_root: bytes, model: Any = None) -> str | None:

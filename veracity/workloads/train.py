@@ -148,19 +148,6 @@ def state_digests(named: Named) -> list[bytes]:
     return [tensor_digest(t) for _, t in named]
 
 
-def state_output_root(named: Named) -> bytes:
-    return outputs_root(state_digests(named))
-
-
-def final_state_mismatch(named: Named, output_root: bytes) -> str | None:
-    """Whether a checkpoint's state (its tensors by record name) is the committed output (the
-    output root of the state the trace ends at). Returns what is wrong, or None. Every training
-    kind checks served checkpoints with it."""
-    if state_output_root(named) != output_root:
-        return "the checkpoint is not the committed output (the state the committed trace ends at)"
-    return None
-
-
 def state_records(step: int, named: Named) -> list[TraceRecord]:
     """A step's trace records when the step is recorded as its state (fine-tuning, the tiny GPT)."""
     return [TraceRecord(step, name, tensor_digest(t)) for name, t in named]
@@ -199,16 +186,18 @@ def checkpoint_step(blob: bytes) -> int:
 
 def checkpoint_digests(blob: bytes) -> list[bytes]:
     """The output digests a served checkpoint gives (its state tensors; ValueError: unreadable)."""
-    return [tensor_digest(t) for _, t in T.state_tensors(T.load_checkpoint(blob))]
+    return state_digests(T.state_tensors(T.load_checkpoint(blob)))
 
 
 def check_checkpoint(blob: bytes, output_root: bytes) -> str | None:
-    """Whether a served checkpoint is the committed output (``final_state_mismatch``)."""
+    """Whether a served checkpoint is the committed output: its state tensors' output root."""
     try:
-        state = T.load_checkpoint(blob)
+        digests = checkpoint_digests(blob)
     except ValueError as exc:
         return f"the checkpoint cannot be read ({exc})"
-    return final_state_mismatch(T.state_tensors(state), output_root)
+    if outputs_root(digests) != output_root:
+        return "the checkpoint is not the committed output (the state the committed trace ends at)"
+    return None
 
 
 def run_train_job(data: bytes, params: TrainParams, start: bytes | None = None, backend: str = "numpy",
