@@ -126,3 +126,10 @@ def test_train_runs_a_training_job_here_and_work_units_meet(tmp_path):
     assert (tmp_path / "b.ckpt").read_bytes() == (tmp_path / "whole.ckpt").read_bytes()
     bad = veracity("train", EXAMPLES.parent / "jobs" / "minilm.yaml", "-o", tmp_path / "x.ckpt")
     assert bad.returncode != 0 and "is a job of kind 'infer'" in bad.stderr and "Traceback" not in bad.stderr
+
+
+def test_a_job_no_referee_judges_is_not_ordered_without_consent(tmp_path):
+    spec = EXAMPLES.parent / "jobs" / "reviews-finetune.yaml"
+    proc = veracity("job", "submit", spec, "--deployment", tmp_path / "none.json")
+    assert proc.returncode != 0 and "Traceback" not in proc.stderr
+    assert "not yet judged on chain" in proc.stderr and "--accept-unjudged" in proc.stderr, proc.stderr

@@ -345,12 +345,17 @@ def job_submit(spec: Path = typer.Argument(..., help="job spec (YAML)"),
                                                      help="where to write the outputs (default order-N.out.jsonl, "
                                                           "or order-N.ckpt for a train job)"),
                units: int = typer.Option(1, min=1, help="a train job: split it into this many work units, each an "
-                                                        "order that resumes from the unit before's checkpoint")) -> None:
+                                                        "order that resumes from the unit before's checkpoint"),
+               accept_unjudged: bool = typer.Option(False, "--accept-unjudged",
+                                                    help="order a job no referee judges on chain yet (a fine-tune, "
+                                                         "tiny-GPT training): re-executed and compared, but a wrong "
+                                                         "result could not be overturned")) -> None:
     """Upload inputs, open the order, pick a bid, wait, fetch and verify the output, settle."""
-    from veracity.node.client import submit, submit_units, unit_specs
+    from veracity.node.client import check_orderable, submit, submit_units, unit_specs
     from veracity.workloads.spec import load_spec
 
     job = load_spec(spec)
+    check_orderable(job, accept_unjudged)
     dep = _deployment(deployment)
     if not 0 <= account < len(dep.accounts):
         raise UsageError(f"--account must be between 0 and {len(dep.accounts) - 1}")
@@ -362,12 +367,14 @@ def job_submit(spec: Path = typer.Argument(..., help="job spec (YAML)"),
         only = set(provider) if provider else None
         if units > 1:
             outs = submit_units(job, dep, dep.accounts[account].key, units, bid_wait=bid_wait, only=only,
+                                accept_unjudged=accept_unjudged,
                                 on_unit=lambda i, o: err.print(f"work unit {i + 1}/{units}: order {o.order_id} "
                                                                f"settled with {o.provider}, checkpoint {o.output_cid}"),
                                 on_phase=lambda name: status.update(labels[name]))
         else:
             outs = [submit(job, dep, dep.accounts[account].key, bid_wait=bid_wait,
-                           on_phase=lambda name: status.update(labels[name]), only=only)]
+                           on_phase=lambda name: status.update(labels[name]), only=only,
+                           accept_unjudged=accept_unjudged)]
     out = outs[-1]
     table = Table(title=f"order {out.order_id} settled" if units == 1 else
                   f"{units} work units settled (orders {', '.join(str(o.order_id) for o in outs)})", show_header=False)

@@ -74,7 +74,9 @@ def test_a_program_a_dispute_could_not_judge_is_refused():
         [prog.OpDesc(prog.ADD, 0, "late", 4, (2, 3), (0, prog.MAX_LINKS + 1))]
     with pytest.raises(InputError, match="more than 1024 records back"):
         prog.check_disputable(far)
-    prog.check_disputable(far[:-1])
+    with pytest.raises(InputError, match="names no output records"):
+        prog.check_disputable(far[:-1])
+    prog.check_disputable(prog.mark_outputs(far[:-1], [len(far) - 2]))
 
 
 @pytest.mark.parametrize("optimizer,lr", [("momentum", 0.05), ("adam", 0.01), ("sgd", 0.05)])

@@ -336,13 +336,10 @@ def check_descriptors(program: list[OpDesc]) -> None:
 
 def check_disputable(program: list[OpDesc]) -> None:
     """Refuse a program a dispute could not judge: descriptors larger than the contracts decode,
-    rows longer than the referees read, or an input further back than the chain links a
-    judgement may show."""
+    rows longer than the referees read, an input further back than the chain links a judgement
+    may show, or outputs that a commitment cannot hold (none: no committed digest could be proven
+    against a record; more than ``MAX_OUTPUTS``)."""
     check_descriptors(program)
-    outputs = max((d.outputs for d in program), default=0)
-    if outputs > MAX_OUTPUTS:
-        raise InputError(f"the job has {outputs} output records; a result commits at most {MAX_OUTPUTS} "
-                         "(split it into smaller jobs, or generate fewer tokens)")
     for i, d in enumerate(program):
         width = d.dims[-1] if d.dims else 1
         most = min(MAX_ROW, CHUNK_MAX // CODE_DTYPES[d.dtype].itemsize)
@@ -352,3 +349,9 @@ def check_disputable(program: list[OpDesc]) -> None:
         if far:
             raise InputError(f"record {d.op} reads record {far[0]}, more than {MAX_LINKS} records back; "
                              "split the job into smaller batches")
+    outputs = max((d.outputs for d in program), default=0)
+    if outputs == 0:  # its committed output digests could be proven against no record
+        raise InputError("the job's program names no output records, so its result could not be checked")
+    if outputs > MAX_OUTPUTS:
+        raise InputError(f"the job has {outputs} output records; a result commits at most {MAX_OUTPUTS} "
+                         "(split it into smaller jobs, or generate fewer tokens)")

@@ -30,7 +30,7 @@ from veracity.node.cid import cid_of, digest_of
 from veracity.node.daemon import log
 from veracity.node.disputer import CHALLENGER, Disputer
 from veracity.node.outputs import judge_output, served_output
-from veracity.workloads.jobs import Job
+from veracity.workloads.jobs import Job, judged_on_chain
 from veracity.workloads.spec import JobSpec
 
 TOKEN = 10**18
@@ -77,14 +77,26 @@ def holders(dep: Deployment, key: str) -> dict[str, str]:
     return {a: url for a, (_, url) in registered(dep, key).items() if url}
 
 
+def check_orderable(spec: JobSpec, accept_unjudged: bool = False) -> None:
+    """Refuse to order a job whose result no referee can overturn on chain, unless the client
+    accepts that (``accept_unjudged``): its re-run still checks the result, but a provider that
+    commits a wrong one would be paid."""
+    if not (accept_unjudged or judged_on_chain(spec)):
+        what = "a fine-tune" if spec.kind == "finetune" else f"training {spec.model}"
+        raise InputError(f"{what} is checked by re-execution but not yet judged on chain (a wrong result "
+                         "could not be overturned, and would be paid): pass --accept-unjudged to order it anyway")
+
+
 def submit(spec: JobSpec, dep: Deployment, key: str, bid_wait: float = 15, result_timeout: float = 600,
            on_phase: Callable[[str], None] | None = None, only: set[str] | None = None,
-           start_blob: bytes | None = None) -> JobOutcome:
+           start_blob: bytes | None = None, accept_unjudged: bool = False) -> JobOutcome:
     """Run ``spec`` on the network and return the verified outputs once the order settled.
 
     ``only`` limits the bids considered to these provider addresses (a client that trusts or
-    wants to test particular providers); by default every registered provider may bid.
+    wants to test particular providers); by default every registered provider may bid. A job no
+    referee judges on chain is refused unless ``accept_unjudged`` (``check_orderable``).
     """
+    check_orderable(spec, accept_unjudged)
     chain, token, registry, market = dep.clients(key)
     max_price = int(spec.max_price * TOKEN)
     balance = token.balance_of(chain.address)

@@ -22,6 +22,14 @@ from veracity.workloads import train as T
 from veracity.workloads.spec import JobSpec, parse_spec
 
 
+def judged_on_chain(spec: JobSpec) -> bool:
+    """Whether a dispute over ``spec``'s result can be judged inside every record (inference, the
+    digits MLP's training). A fine-tune's and the tiny GPT's training steps are state records that
+    no referee judges yet (op-level referees for them come with multi-level traces): re-executed
+    and compared, but a wrong result cannot be overturned on chain."""
+    return spec.kind == "infer" or (spec.kind == "train" and spec.model != "tiny-gpt")
+
+
 @dataclass(frozen=True)
 class Job:
     spec: JobSpec
@@ -48,9 +56,8 @@ class Job:
 
     @property
     def disputable(self) -> bool:
-        """Whether a dispute can be judged inside every record (inference, the digits MLP's
-        training); fine-tuning and tiny-GPT steps are re-executed and compared, not yet judged."""
-        return self.spec.kind == "infer" or (self.spec.kind == "train" and not self.gpt)
+        """Whether a dispute can be judged inside every record (``judged_on_chain``)."""
+        return judged_on_chain(self.spec)
 
     def model(self) -> Any:
         from veracity.models.registry import loaded
