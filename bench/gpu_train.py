@@ -18,8 +18,9 @@ from pathlib import Path
 import numpy as np
 from _common import write_json  # bench/_common.py (the script folder is on sys.path)
 
-from veracity.exact import finetune as F
-from veracity.exact import train as T
+from veracity.exact import integer as X
+from veracity.training import lora as F
+from veracity.training import mlp as MLP
 
 
 def digits() -> tuple[np.ndarray, np.ndarray]:
@@ -63,8 +64,8 @@ def main() -> int:
 
     def mlp(backend: str, steps: int | None) -> tuple[bytes, int]:
         n = steps or 120
-        state = T.train(T.MLPState.init(), x, y, n, T.SGDConfig(seed=1), backend)
-        return T.checkpoint_hash(state), n
+        state = MLP.train(MLP.MLPState.init(), x, y, n, X.SGDConfig(seed=1), backend)
+        return MLP.checkpoint_hash(state), n
 
     feats, labels = synthetic_features()
     gamma = np.full(384, 3 << 14, dtype=np.int64)
@@ -72,7 +73,7 @@ def main() -> int:
 
     def lora(backend: str, steps: int | None) -> tuple[bytes, int]:
         n = steps or 60
-        cfg = T.SGDConfig(lr_num=655, batch=16, seed=1, optimizer="adam")
+        cfg = X.SGDConfig(lr_num=655, batch=16, seed=1, optimizer="adam")
         state = F.finetune(F.LoraState.init(8, 2), feats, labels, gamma, beta, n, cfg, backend, lora_lr_shift=2)
         return F.checkpoint_hash(state), n
 

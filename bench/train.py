@@ -29,9 +29,10 @@ from rich.console import Console
 from rich.table import Table
 from sklearn.datasets import load_digits
 
-from veracity.exact import finetune as F
-from veracity.exact import train as T
+from veracity.exact import integer as X
 from veracity.models.registry import loaded
+from veracity.training import lora as F
+from veracity.training import mlp as MLP
 
 INPUTS = Path(__file__).resolve().parent.parent / "examples" / "inputs"
 
@@ -45,7 +46,7 @@ def lora(repeats: int) -> dict[str, float]:
             for n in ("train", "heldout")}
     feats = {n: F.features(model, [r["text"] for r in rs]) for n, rs in rows.items()}
     labels = {n: np.array([r["label"] for r in rs]) for n, rs in rows.items()}
-    cfg = T.SGDConfig(lr_num=655, batch=16, seed=1, optimizer="adam")
+    cfg = X.SGDConfig(lr_num=655, batch=16, seed=1, optimizer="adam")
     start = F.LoraState.init(8, 2)
     steps = 40
     runs: dict[str, list[float]] = {"exact (numpy)": [], "exact (torch-eager)": [], "exact (torch)": [],
@@ -82,26 +83,26 @@ def main() -> int:
     perm = np.random.Generator(np.random.PCG64(1)).permutation(len(d.target))
     x, y = d.data.astype(np.int64), d.target.astype(np.int64)
     xs, ys, xt, yt = x[perm[:1437]], y[perm[:1437]], x[perm[1437:]], y[perm[1437:]]
-    cfg = T.SGDConfig()
-    start = T.MLPState.init()
+    cfg = X.SGDConfig()
+    start = MLP.MLPState.init()
     steps = 50
     runs: dict[str, list[float]] = {"exact (numpy)": [], "exact (torch-eager)": [], "exact (torch)": [],
                                     "float32 (torch)": []}
-    T.train(start, xs, ys, 3, cfg, "torch")
-    T.train(start, xs, ys, 3, cfg, "torch-eager")
-    T.train_float(start, xs, ys, 3, cfg)
+    MLP.train(start, xs, ys, 3, cfg, "torch")
+    MLP.train(start, xs, ys, 3, cfg, "torch-eager")
+    MLP.train_float(start, xs, ys, 3, cfg)
     for _ in range(args.repeats):  # interleaved, so load on the machine hits all alike
         for name in runs:
             t = time.perf_counter()
             if name.startswith("float"):
-                T.train_float(start, xs, ys, steps, cfg)
+                MLP.train_float(start, xs, ys, steps, cfg)
             else:
-                T.train(start, xs, ys, steps, cfg, name[7:-1])
+                MLP.train(start, xs, ys, steps, cfg, name[7:-1])
             runs[name].append((time.perf_counter() - t) / steps)
     step = {k: float(np.median(v)) for k, v in runs.items()}
     epochs = 12 * -(-len(ys) // cfg.batch)
-    acc_exact = float((T.predict(T.train(start, xs, ys, epochs, cfg), xt) == yt).mean())
-    acc_float = float((T.predict_float(T.train_float(start, xs, ys, epochs, cfg), xt) == yt).mean())
+    acc_exact = float((MLP.predict(MLP.train(start, xs, ys, epochs, cfg), xt) == yt).mean())
+    acc_float = float((MLP.predict_float(MLP.train_float(start, xs, ys, epochs, cfg), xt) == yt).mean())
     best_exact = min(v for k, v in step.items() if k.startswith("exact"))
     ratio = best_exact / step["float32 (torch)"]
     lo = lora(args.repeats)

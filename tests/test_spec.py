@@ -4,8 +4,8 @@ from pathlib import Path
 
 import pytest
 
+from veracity.cid import cid_of
 from veracity.errors import InputError
-from veracity.node.cid import cid_of
 from veracity.workloads.spec import load_spec, parse_spec
 
 JOBS = Path(__file__).resolve().parent.parent / "examples" / "jobs"

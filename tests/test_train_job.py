@@ -75,20 +75,24 @@ def test_values_a_referee_would_judge_differently_never_reach_a_trace(data):
     start checkpoints with other shapes or out-of-range values are refused before anything runs."""
     import numpy as np
 
-    from veracity.exact import train as T
+    from veracity.exact import integer as X
+    from veracity.training import mlp as MLP
     from veracity.verify.onestep import round_shift
 
     num = np.array([[3 << 50, -(5 << 49)], [7, -7]], dtype=np.int64)
     shift = np.array([[12, 14], [3, 0]])
-    got = T._round_shift(num, 16129, shift)
+    got = X.round_shift(num, 16129, shift)
     assert [int(v) for v in got.ravel()] == [round_shift(int(n), 16129, int(s))
                                              for n, s in zip(num.ravel(), shift.ravel())]
-    state = T.MLPState.init()
+    state = MLP.MLPState.init()
     state.weights[0][0, 0] = 1 << 50
     with pytest.raises(InputError, match="values out of range"):
-        run_train_job(data[0], TrainParams(steps=1), start=T.checkpoint_bytes(state))
-    wide = T.MLPState.init(sizes=(64, 2000, 10))
-    with pytest.raises(InputError, match="not the digits MLP's shapes"):
-        run_train_job(data[0], TrainParams(steps=1), start=T.checkpoint_bytes(wide))
+        run_train_job(data[0], TrainParams(steps=1), start=MLP.checkpoint_bytes(state))
+    wide = MLP.MLPState.init(sizes=(64, 2000, 10))
+    with pytest.raises(InputError, match="an MLP of 64-2000-10: a digits job needs 64 inputs, 10 classes and "
+                                         "layers of at most 1040 units"):
+        run_train_job(data[0], TrainParams(steps=1), start=MLP.checkpoint_bytes(wide))
+    small = MLP.MLPState.init(sizes=(64, 32, 10))  # the shapes come from the checkpoint: any width trains
+    assert MLP.load_checkpoint(run_train_job(data[0], TrainParams(steps=1), start=MLP.checkpoint_bytes(small)).outputs).sizes == (64, 32, 10)
     with pytest.raises(InputError, match="batch size of 1 to 1024"):
         run_train_job(data[0], TrainParams(steps=1, batch=4096))

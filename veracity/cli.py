@@ -90,7 +90,7 @@ def train(
 ) -> None:
     """Run a training job here, exactly: the checkpoint a provider would commit, bit for bit. The
     last line is `checkpoint <hash> cid <cid> trace <root> steps <n>`."""
-    from veracity.node.cid import cid_of
+    from veracity.cid import cid_of
     from veracity.workloads.jobs import Job
     from veracity.workloads.spec import load_spec
 

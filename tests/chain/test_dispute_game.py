@@ -16,7 +16,7 @@ from veracity.exact import program as prog
 from veracity.exact.trace import decode_records
 from veracity.models.registry import load
 from veracity.node.adversary import alter_record, corrupt_tamper
-from veracity.verify.game import CHALLENGER, PROVIDER, Player
+from veracity.node.player import CHALLENGER, PROVIDER, Player
 from veracity.verify.sampling import bond_to_provider, challenger_reward
 from veracity.workloads.infer import job_program, record_tensors, run_infer_job
 

@@ -8,8 +8,8 @@ import pytest
 from test_market import bid_for, open_order, register_provider
 
 from veracity.errors import ChainError
+from veracity.exact import merkle
 from veracity.exact.trace import TraceRecord
-from veracity.verify import merkle
 from veracity.verify.bisection import TraceView, play
 from veracity.verify.sampling import bond_to_provider, challenger_reward
 

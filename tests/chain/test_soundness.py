@@ -321,7 +321,8 @@ def mlp_result():
     """A real digits-MLP job on two images: its program (outputs marked) and honest trace."""
     import numpy as np
 
-    from veracity.exact.program import build, output_records, program_root
+    from veracity.exact.dryrun import build
+    from veracity.exact.program import output_records, program_root
     from veracity.models.registry import loaded
     from veracity.workloads.infer import infer
 

@@ -13,7 +13,7 @@ from test_dispute_game import committed_order, play
 from veracity.exact import program as prog
 from veracity.exact.trace import decode_records
 from veracity.node.adversary import train_tamper
-from veracity.verify.game import CHALLENGER, PROVIDER, Player
+from veracity.node.player import CHALLENGER, PROVIDER, Player
 from veracity.verify.sampling import bond_to_provider, challenger_reward
 from veracity.workloads.train import (
     TrainParams,
@@ -41,7 +41,7 @@ def side(params, n, at=None):
 
 
 def players(a, oid, program, prov, chal):
-    from veracity.exact.train import exp_table_digest, exp_table_tensor
+    from veracity.exact.integer import exp_table_digest, exp_table_tensor
 
     table = {exp_table_digest(): exp_table_tensor()}
     make = lambda party, key, s: Player(party, a.d.disputes_client(key), a.d.referees, oid, s[0], program, s[2],  # noqa: E731

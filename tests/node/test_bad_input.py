@@ -12,9 +12,9 @@ import pytest
 
 from veracity.chain.anvil import free_port
 from veracity.chain.client import PROVIDER
+from veracity.cid import cid_of, digest_of
 from veracity.errors import InputError
 from veracity.node.blobs import BlobError, fetch, push
-from veracity.node.cid import cid_of, digest_of
 from veracity.node.client import NoBidError, submit
 from veracity.workloads.spec import Verification, load_spec, model_id
 

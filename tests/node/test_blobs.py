@@ -9,9 +9,9 @@ import httpx
 import pytest
 
 from veracity.chain.anvil import free_port
+from veracity.cid import cid_from_digest, cid_of, digest_of
 from veracity.errors import InputError
 from veracity.node.blobs import BlobError, BlobStore, fetch, fetch_any, push, push_all
-from veracity.node.cid import cid_from_digest, cid_of, digest_of
 
 
 def serve(args, port):

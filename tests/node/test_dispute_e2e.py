@@ -10,8 +10,8 @@ from pathlib import Path
 
 import httpx
 
+from veracity.cid import cid_of, digest_of
 from veracity.node.blobs import push
-from veracity.node.cid import cid_of, digest_of
 from veracity.node.client import submit
 from veracity.verify.sampling import bond_to_provider
 from veracity.workloads.planner import MAX_PROGRAM_RECORDS

@@ -14,13 +14,13 @@ import pytest
 
 from veracity.chain.anvil import free_port
 from veracity.chain.events import EventStream
+from veracity.cid import cid_of, digest_of
 from veracity.errors import ChainError
 from veracity.gateway.leases import LeasePool, WindowTerms
 from veracity.market import receipts as R
 from veracity.market.bids import sign_window, window_signer
 from veracity.models.registry import loaded
 from veracity.node.blobs import push
-from veracity.node.cid import cid_of, digest_of
 from veracity.workloads.infer import infer
 
 MODELS = ["minilm", "tiny-gpt"]

@@ -15,13 +15,13 @@ import pytest
 from sklearn.datasets import load_digits
 from web3.logs import DISCARD
 
+from veracity.cid import cid_of
 from veracity.errors import ChainError
 from veracity.exact.outputs import blob_root, encode_outputs
 from veracity.exact.program import program_root
 from veracity.exact.trace import outputs_root, tensor_digest
 from veracity.market.bids import Bid, sign_bid
 from veracity.models.registry import loaded
-from veracity.node.cid import cid_of
 from veracity.workloads.infer import infer, job_program
 
 from .conftest import Net

@@ -16,9 +16,9 @@ import httpx
 import pytest
 
 from veracity.chain.events import EventStream
+from veracity.cid import cid_from_digest
 from veracity.errors import VeracityError
 from veracity.node.blobs import fetch
-from veracity.node.cid import cid_from_digest
 from veracity.node.client import submit
 from veracity.verify.sampling import challenger_reward
 from veracity.workloads.spec import Verification, load_spec

@@ -8,8 +8,8 @@ import httpx
 import pytest
 
 from veracity.errors import InputError, VeracityError
-from veracity.exact import train as T
 from veracity.node.client import submit, submit_units
+from veracity.training import mlp as MLP
 from veracity.verify.sampling import challenger_reward
 from veracity.workloads.jobs import Job
 from veracity.workloads.spec import Verification, load_spec
@@ -43,12 +43,12 @@ def test_a_training_job_and_its_work_units_settle_at_one_checkpoint(net):
 
     whole = submit(spec, net.dep, client.key, bid_wait=20, result_timeout=180)
     assert whole.outputs == local.outputs and whole.trace_root == local.trace_root
-    assert T.load_checkpoint(whole.outputs).step == 40
+    assert MLP.load_checkpoint(whole.outputs).step == 40
 
     units = submit_units(spec, net.dep, client.key, 2, rotate=[p1.address, p2.address], bid_wait=20,
                          result_timeout=180)
     assert [u.provider for u in units] == [p1.address, p2.address]  # two providers shared the job
-    assert T.load_checkpoint(units[0].outputs).step == 20
+    assert MLP.load_checkpoint(units[0].outputs).step == 20
     assert units[-1].output_cid == whole.output_cid and units[-1].outputs == whole.outputs
     assert units[0].trace_root != whole.trace_root  # each unit committed its own 20 steps
 

@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 from veracity.exact import program as prog
+from veracity.exact.dryrun import ShapeBackend
 from veracity.exact.trace import CODE_DTYPES, decode_records, tensor_digest
 from veracity.models.registry import load
 from veracity.verify.game import recompute
@@ -53,7 +54,7 @@ def test_a_shape_only_run_tells_records_apart():
     """An op that handed back its input tensor would make its readers name the wrong record."""
     from veracity.exact.execute import Exec
 
-    class Lazy(prog.ShapeBackend):
+    class Lazy(ShapeBackend):
         def relu(self, x):
             return x
 
@@ -85,7 +86,7 @@ def test_every_training_record_is_what_its_descriptor_says(optimizer, lr, fresh_
     and every element of every record of its steps recomputes from the records it names."""
     from pathlib import Path
 
-    from veracity.exact.train import exp_table_digest, exp_table_tensor
+    from veracity.exact.integer import exp_table_digest, exp_table_tensor
     from veracity.workloads.train import (
         TrainParams,
         record_tensors,

@@ -18,11 +18,13 @@ import subprocess
 import tempfile
 from functools import lru_cache
 from pathlib import Path
+from typing import Any
 
+import numpy as np
 import torch
 
 from veracity.exact import spec
-from veracity.exact.ops_torch import TorchBackend, _pow2
+from veracity.exact.ops_torch import TorchBackend, pow2
 from veracity.exact.spec import QLinear, QNorm
 
 Tensor = torch.Tensor
@@ -116,7 +118,7 @@ class NativeBackend(TorchBackend):
             acc64 = _c(self._idot(q, p["wt"]))
         acc = next(a for a in (acc32, acc64) if a is not None)
         n = acc.shape[-1]
-        rowf = _c((ams.to(_F64) * _pow2(e, _F64)).reshape(-1))
+        rowf = _c((ams.to(_F64) * pow2(e, _F64)).reshape(-1))
         y = torch.empty(acc.shape, dtype=torch.float32)
         self.lib.vq_requant(_p(acc32), _p(acc32b), _p(acc64), _p(rowf), _p(p["colf"]), _p(p["bias"]),
                             I64(acc.numel() // n), I64(n), F64(lin.out_max), _p(y), self._nt())
@@ -148,8 +150,8 @@ class NativeBackend(TorchBackend):
         kq, amk, ek = self.quantize_rows(k)
         acc = _c(torch.matmul(qq, kq.transpose(-1, -2)))
         b, h, t, _ = acc.shape
-        rowf = _c((amq.to(_F64) * _pow2(eq + (1 + spec.SCORE_FRAC - 2 * spec.ACT_FRAC), _F64)).reshape(-1))
-        colf = _c((amk.to(_F64) * _pow2(ek, _F64)).reshape(-1))
+        rowf = _c((amq.to(_F64) * pow2(eq + (1 + spec.SCORE_FRAC - 2 * spec.ACT_FRAC), _F64)).reshape(-1))
+        colf = _c((amk.to(_F64) * pow2(ek, _F64)).reshape(-1))
         valid = _c(key_valid.to(torch.float32))
         z, p = torch.empty_like(acc), torch.empty_like(acc)
         psum = torch.empty((b, h, t), dtype=torch.float32)
@@ -168,7 +170,7 @@ class NativeBackend(TorchBackend):
             raise ValueError("attention over more than 518 keys is outside the exact op set")
         acc = _c(torch.matmul(p, vq.transpose(-1, -2)))
         b, h, t, d = acc.shape
-        colf = _c((amv.to(_F64) * _pow2(ev, _F64)).reshape(-1))
+        colf = _c((amv.to(_F64) * pow2(ev, _F64)).reshape(-1))
         out = torch.empty_like(acc)
         self.lib.vq_context(_p(acc), _p(colf), _p(_c(psum)), I64(b * h), I64(t), I64(d),
                             F64(spec.ACT_MAX), _p(out), self._nt())
@@ -177,4 +179,75 @@ class NativeBackend(TorchBackend):
 
 def available() -> bool:
     return library() is not None
+
+
+# training entry points (``exact.integer`` calls them on the native backend) -------------------------
+@lru_cache(maxsize=1)
+def training_kernels() -> Any:
+    """The native kernels with the training entry points' signatures declared (None without a
+    C compiler: the NumPy and torch paths then answer, with the same integers)."""
+    import ctypes
+
+    lib = library()
+    if lib is not None:
+        p, i64 = ctypes.c_void_p, ctypes.c_int64
+        lib.vt_qmatmul_q.argtypes = [p, p, p, p, i64, i64, p, p, p, p, i64, i64, p, ctypes.c_int]
+        lib.vt_update.argtypes = [p, p, p, p, *[i64] * 9, p, p, p, ctypes.c_int]
+        lib.vt_layernorm.argtypes = [p, i64, i64, p, p, p, p, p, p, ctypes.c_int]
+        lib.vt_loss_grad.argtypes = [p, p, i64, i64, p, i64, p, p]
+        lib.vt_layernorm_backward.argtypes = [p, i64, i64, p, p, p, p, p, p, ctypes.c_int]
+    return lib
+
+
+def threads(work: int, least: int = 1 << 15) -> int:
+    """Threads for a native kernel of ``work`` element operations: torch's count (the cores this
+    process may use), or one below ``least``, where waking a second thread costs more than it
+    saves. The integers are the same on any count: rows are independent."""
+    import torch
+
+    return torch.get_num_threads() if work >= least else 1
+
+
+def native_qmatmul(lib: Any, x: np.ndarray | None, w: np.ndarray | None, shift: int,
+                   xq: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None,
+                   wq: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None) -> np.ndarray | None:
+    """``qmatmul`` in one C pass (``native.c: vt_qmatmul_q``): the same integers, or None when a
+    value leaves the int64 range the kernel handles (the NumPy path then answers). ``xq``: x
+    quantized already (q [M, K] as int16, scales, shifts); ``wq``: w quantized already and given
+    transposed (q [K, N] as int16, scales, shifts), as frozen features are."""
+    kx = (xq[0] if xq is not None else x).shape[1]  # type: ignore[union-attr]
+    kw = wq[0].shape[0] if wq is not None else w.shape[1]  # type: ignore[union-attr]
+    if kx != kw:
+        raise ValueError(f"qmatmul: the operands contract over {kx} and {kw} values")
+    if xq is None:
+        a = np.ascontiguousarray(x, dtype=np.int64)
+        (m, k), xargs = a.shape, (a.ctypes.data, None, None, None)
+    else:
+        xq = (np.ascontiguousarray(xq[0], dtype=np.int16), *(np.ascontiguousarray(t, dtype=np.int64) for t in xq[1:]))
+        (m, k), xargs = xq[0].shape, (None, *(t.ctypes.data for t in xq))
+    if wq is None:
+        b = np.ascontiguousarray(w, dtype=np.int64)
+        n, wargs = b.shape[0], (b.ctypes.data, None, None, None)
+    else:
+        wq = (np.ascontiguousarray(wq[0], dtype=np.int16), *(np.ascontiguousarray(t, dtype=np.int64) for t in wq[1:]))
+        n, wargs = wq[0].shape[1], (None, *(t.ctypes.data for t in wq))
+    out = np.empty((m, n), dtype=np.int64)  # a, b, xq and wq hold the arrays the pointers point into
+    bad = lib.vt_qmatmul_q(*xargs, m, k, *wargs, n, shift, out.ctypes.data, threads(m * k * n))
+    return None if bad else out
+
+
+def native_update(lib: Any, w: np.ndarray, v: np.ndarray, sq: np.ndarray, g: np.ndarray, batch: int,
+                  cfg: Any, code: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """``update`` in one C pass (``native.c: vt_update``) into new arrays (the second moment is
+    new only under Adam; otherwise it is returned as it came, as the NumPy path does)."""
+    w, v, sq, gg = (np.ascontiguousarray(t, dtype=np.int64) for t in (w, v, sq, g))
+    adam = cfg.optimizer == "adam"
+    wo, vo = np.empty_like(w), np.empty_like(v)
+    so = np.empty_like(sq) if adam else sq
+    bad = lib.vt_update(w.ctypes.data, v.ctypes.data, sq.ctypes.data, gg.ctypes.data, gg.size, batch, cfg.clip,
+                        code, cfg.mu_num, cfg.b1_num, cfg.b2_num, cfg.lr_num, cfg.eps,
+                        wo.ctypes.data, vo.ctypes.data, so.ctypes.data if adam else None, threads(gg.size, 1 << 12))
+    if bad:
+        raise ValueError("training diverged: a weight or moment passed 2**46 in fixed point (lower the learning rate)")
+    return wo, vo, so
 

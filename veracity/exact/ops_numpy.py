@@ -22,7 +22,7 @@ Array = np.ndarray
 _VEC_LIMIT = 1 << 62  # below it the vectorised forms are exact; above, the reference loops run
 
 
-def _bitlen(a: Array) -> Array:
+def bitlen(a: Array) -> Array:
     """int.bit_length of each (non-negative) element. Vectorised: the float64 exponent, then one
     integer check for a conversion that rounded up to the next power of two."""
     a = np.asarray(a, dtype=np.int64)
@@ -33,7 +33,7 @@ def _bitlen(a: Array) -> Array:
     return np.where((e > 0) & (a < (np.int64(1) << np.maximum(e - 1, 0))), e - 1, e)
 
 
-def _isqrt(a: Array) -> Array:
+def isqrt(a: Array) -> Array:
     """math.isqrt of each (non-negative) element. Vectorised: the float64 root, then integer
     corrections so that r*r <= a < (r+1)*(r+1) holds exactly."""
     a = np.asarray(a, dtype=np.int64)
@@ -52,7 +52,7 @@ def _idot(a: Array, b: Array) -> Array:
     return np.rint(np.matmul(a.astype(np.float64), b.astype(np.float64))).astype(np.int64)
 
 
-def _round_div(num: Array, den: Array) -> Array:
+def round_div(num: Array, den: Array) -> Array:
     """round_half_up(num / den) for integer arrays, den > 0."""
     return (2 * num + den) // (2 * den)
 
@@ -61,12 +61,12 @@ def normalize(d: Array, gamma: Array, beta: Array) -> tuple[Array, Array, Array,
     """round(ds * gamma / D) + beta (clipped): ds = d rescaled to 15 bits, D = isqrt(mean(ds^2) * 2**8).
     Returns (out, ds, e, D): training's LayerNorm backward reads the last three."""
     h = d.shape[-1]
-    e = np.maximum(0, _bitlen(np.abs(d).max(axis=-1, keepdims=True)) - spec.NORM_BITS)
+    e = np.maximum(0, bitlen(np.abs(d).max(axis=-1, keepdims=True)) - spec.NORM_BITS)
     half = (np.int64(1) << e) >> 1
     ds = (d + half) >> e
     var = (ds * ds).sum(axis=-1, keepdims=True)
-    den = np.maximum(_isqrt((var << (2 * spec.NORM_STD_SHIFT)) // h), 1)
-    out = _round_div(ds * gamma, den) + beta
+    den = np.maximum(isqrt((var << (2 * spec.NORM_STD_SHIFT)) // h), 1)
+    out = round_div(ds * gamma, den) + beta
     return np.clip(out, -spec.ACT_MAX, spec.ACT_MAX), ds, e, den
 
 
@@ -116,7 +116,7 @@ class NumpyBackend:
     def quantize_rows(self, x: Array) -> tuple[Array, Array, Array]:
         """Per-row int8: q = round(127 * x / rowmax) by a 12-bit rescale and a reciprocal."""
         amax = np.abs(x).max(axis=-1, keepdims=True)
-        e = np.maximum(0, _bitlen(amax) - spec.ROW_BITS)
+        e = np.maximum(0, bitlen(amax) - spec.ROW_BITS)
         half = (np.int64(1) << e) >> 1
         xs = (x + half) >> e
         ams = (amax + half) >> e
@@ -154,7 +154,7 @@ class NumpyBackend:
         return self._normalize(x, norm)
 
     def layernorm(self, x: Array, norm: QNorm) -> Array:
-        mu = _round_div(x.sum(axis=-1, keepdims=True), np.int64(x.shape[-1]))
+        mu = round_div(x.sum(axis=-1, keepdims=True), np.int64(x.shape[-1]))
         return self._normalize(x - mu, norm)
 
     def embedding(self, table: Array, ids: Array) -> Array:
@@ -193,21 +193,21 @@ class NumpyBackend:
         vq, amv, ev = self.quantize_rows(np.swapaxes(v, -1, -2))
         acc = _idot(p, np.swapaxes(vq, -1, -2))
         num = acc * (np.swapaxes(amv, -1, -2) << np.swapaxes(ev, -1, -2))
-        out = _round_div(num, spec.QMAX * psum[..., None])
+        out = round_div(num, spec.QMAX * psum[..., None])
         return np.clip(out, -spec.ACT_MAX, spec.ACT_MAX)
 
     def mean_pool(self, h: Array, mask: Array) -> Array:
         total = (h * mask[..., None]).sum(axis=1)
         count = np.maximum(mask.sum(axis=1, keepdims=True), 1)
-        return _round_div(total, count)
+        return round_div(total, count)
 
     def l2_normalize(self, x: Array) -> Array:
         """x / |x| in 2**15 fixed point, the norm from an integer square root."""
-        e = np.maximum(0, _bitlen(np.abs(x).max(axis=-1, keepdims=True)) - spec.NORM_BITS)
+        e = np.maximum(0, bitlen(np.abs(x).max(axis=-1, keepdims=True)) - spec.NORM_BITS)
         half = (np.int64(1) << e) >> 1
         xs = (x + half) >> e
-        norm = _isqrt((xs * xs).sum(axis=-1, keepdims=True))
-        return np.where(norm > 0, _round_div(xs << 15, np.maximum(norm, 1)), 0)
+        norm = isqrt((xs * xs).sum(axis=-1, keepdims=True))
+        return np.where(norm > 0, round_div(xs << 15, np.maximum(norm, 1)), 0)
 
 
 def _key_mask(key_valid: Array, shape: tuple[int, ...], causal: bool) -> Array:

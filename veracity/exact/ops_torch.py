@@ -30,7 +30,7 @@ _CANON = {np.dtype(np.int8): torch.int8, np.dtype(np.int16): torch.int16,
           np.dtype(np.int64): torch.int64}
 
 
-def _pow2(e: Tensor, dtype: torch.dtype = torch.float32) -> Tensor:
+def pow2(e: Tensor, dtype: torch.dtype = torch.float32) -> Tensor:
     return torch.ldexp(torch.ones(e.shape, dtype=dtype, device=e.device), e.to(torch.int32))
 
 
@@ -53,8 +53,8 @@ def _isqrt(n: Tensor) -> Tensor:
 
 def _shift_round(x: Tensor, e: Tensor) -> Tensor:
     """(x + 2**(e-1)) >> e, with e >= 0 per row; exact for |x| < 2**24 in float32."""
-    half = torch.floor(_pow2(e - 1, x.dtype))
-    return (x + half).mul_(_pow2(-e, x.dtype)).floor_()
+    half = torch.floor(pow2(e - 1, x.dtype))
+    return (x + half).mul_(pow2(-e, x.dtype)).floor_()
 
 
 class TorchBackend:
@@ -164,7 +164,7 @@ class TorchBackend:
         p = self._linear_params(lin)
         q, ams, e = self.quantize_rows(x if p["smooth"] is None else x.to(_F64).mul_(p["smooth"]))
         acc = self._idot(q, p["wt"])
-        rowf = ams.to(_F64) * _pow2(e, _F64)
+        rowf = ams.to(_F64) * pow2(e, _F64)
         y = acc.mul_(rowf).mul_(p["colf"]).add_(0.5).floor_().add_(p["bias"])
         return y.clamp_(-lin.out_max, lin.out_max).to(torch.float32)
 
@@ -209,8 +209,8 @@ class TorchBackend:
         kq, amk, ek = self.quantize_rows(k)
         acc = torch.matmul(qq, kq.transpose(-1, -2)).to(_F64)
         den = spec.QMAX * spec.QMAX
-        rowf = amq.to(_F64) * _pow2(eq + (1 + spec.SCORE_FRAC - 2 * spec.ACT_FRAC), _F64)
-        colf = (amk.to(_F64) * _pow2(ek, _F64)).transpose(-1, -2)
+        rowf = amq.to(_F64) * pow2(eq + (1 + spec.SCORE_FRAC - 2 * spec.ACT_FRAC), _F64)
+        colf = (amk.to(_F64) * pow2(ek, _F64)).transpose(-1, -2)
         z = _floor_div(acc.mul_(rowf).mul_(colf).add_(den), torch.tensor(2.0 * den, dtype=_F64))
         z = z.clamp_(-spec.I16_MAX, spec.I16_MAX).to(torch.float32)
         return z.masked_fill_(~_key_mask(key_valid, z.shape, causal), spec.MASKED_SCORE)
@@ -234,7 +234,7 @@ class TorchBackend:
         if p.shape[-1] * spec.PROB_MAX * spec.QMAX >= 1 << 24:
             raise ValueError("attention over more than 518 keys is outside the exact op set")
         acc = torch.matmul(p, vq.transpose(-1, -2)).to(_F64)
-        colf = (amv.to(_F64) * _pow2(ev, _F64)).transpose(-1, -2)
+        colf = (amv.to(_F64) * pow2(ev, _F64)).transpose(-1, -2)
         den = psum[..., None].to(_F64).mul_(spec.QMAX)
         out = _floor_div(acc.mul_(colf).mul_(2).add_(den), den.mul(2))
         return out.clamp_(-spec.ACT_MAX, spec.ACT_MAX).to(torch.float32)

@@ -21,6 +21,7 @@ program fixes which records the committed output root (``trace.outputs_root``) m
 from __future__ import annotations
 
 from dataclasses import dataclass
+from enum import IntEnum
 from typing import Any
 
 import numpy as np
@@ -28,21 +29,46 @@ import numpy as np
 from veracity.errors import InputError
 from veracity.exact.trace import CODE_DTYPES, DTYPE_CODES, merkle_root, tensor_digest
 
-# op kinds (the contract's numbering)
-INPUT, LINEAR, ADD, RELU, GELU, SILU, LAYERNORM, RMSNORM, EMBEDDING = 1, 2, 3, 4, 5, 6, 7, 8, 9
-SCORES, PROBS, PROBSUM, CONTEXT, MEAN_POOL, L2_NORMALIZE = 10, 11, 12, 13, 14, 15
-TRANSPOSE, VT = 16, 17  # layout records: a tensor with its last two axes swapped; the heads' V transposed
-ARGMAX, APPEND, SELECT_LAST = 18, 19, 20  # generation: the next token, the ids grown by it, the last position
-STATE = 21  # training: a state tensor after an optimizer step (judged by no referee yet: finetune)
-# training (the digits MLP's step, every op a record; judged by TrainReferee)
-QMM, EXP_ROWS, LOSS_GRAD, ROW_SUM, RELU_MASK, MOMENT, SECOND, WEIGHT = 22, 23, 24, 25, 26, 27, 28, 29
-KIND_NAMES = {INPUT: "input", LINEAR: "linear", ADD: "add", RELU: "relu", GELU: "gelu", SILU: "silu",
-              LAYERNORM: "layernorm", RMSNORM: "rmsnorm", EMBEDDING: "embedding", SCORES: "scores",
-              PROBS: "probs", PROBSUM: "probsum", CONTEXT: "context", MEAN_POOL: "mean_pool",
-              L2_NORMALIZE: "l2_normalize", TRANSPOSE: "transpose", VT: "vt", ARGMAX: "argmax",
-              APPEND: "append", SELECT_LAST: "select_last", STATE: "state", QMM: "qmm", EXP_ROWS: "exp_rows",
-              LOSS_GRAD: "loss_grad", ROW_SUM: "row_sum", RELU_MASK: "relu_mask", MOMENT: "moment",
-              SECOND: "second", WEIGHT: "weight"}
+
+class OpKind(IntEnum):
+    """A record's op kind, numbered as the contracts number it (``contracts/tensors.vy``)."""
+
+    INPUT = 1
+    LINEAR = 2
+    ADD = 3
+    RELU = 4
+    GELU = 5
+    SILU = 6
+    LAYERNORM = 7
+    RMSNORM = 8
+    EMBEDDING = 9
+    SCORES = 10
+    PROBS = 11
+    PROBSUM = 12
+    CONTEXT = 13
+    MEAN_POOL = 14
+    L2_NORMALIZE = 15
+    TRANSPOSE = 16  # layout: a tensor with its last two axes swapped
+    VT = 17  # the heads' V transposed
+    ARGMAX = 18  # generation: the next token
+    APPEND = 19  # the ids grown by it
+    SELECT_LAST = 20  # the last position
+    STATE = 21  # training: a state tensor after an optimizer step (judged by no referee yet: finetune)
+    QMM = 22  # training (the digits MLP's step, every op a record; judged by TrainReferee)
+    EXP_ROWS = 23
+    LOSS_GRAD = 24
+    ROW_SUM = 25
+    RELU_MASK = 26
+    MOMENT = 27
+    SECOND = 28
+    WEIGHT = 29
+
+
+# the kinds by name, as the rest of the code reads them (``prog.LINEAR``)
+(INPUT, LINEAR, ADD, RELU, GELU, SILU, LAYERNORM, RMSNORM, EMBEDDING, SCORES, PROBS, PROBSUM, CONTEXT, MEAN_POOL,
+ L2_NORMALIZE, TRANSPOSE, VT, ARGMAX, APPEND, SELECT_LAST, STATE, QMM, EXP_ROWS, LOSS_GRAD, ROW_SUM, RELU_MASK,
+ MOMENT, SECOND, WEIGHT) = tuple(OpKind)
+KIND_NAMES = {k: k.name.lower() for k in OpKind}
 NO_INPUT = 2**256 - 1  # an input that is not a whole earlier record (a view, a slice, a constant)
 DESC_ABI = "(uint8,uint256,string,uint8,uint256[],uint256[],bytes32[],int256[],uint256,uint256)"
 
@@ -205,119 +231,12 @@ def constants(model: Any, desc: OpDesc, table: dict[bytes, np.ndarray] | None = 
     return tuple(have[d] for d in desc.consts)
 
 
-# the shape-only backend ---------------------------------------------------------------------------
-class Shaped:
-    """A tensor of which only the shape is known."""
-
-    __slots__ = ("shape",)
-
-    def __init__(self, shape: tuple[int, ...]) -> None:
-        self.shape = tuple(int(d) for d in shape)
-
-    @property
-    def ndim(self) -> int:
-        return len(self.shape)
-
-    def __getitem__(self, key: Any) -> "Shaped":
-        return Shaped(np.broadcast_to(np.empty((), dtype=np.int8), self.shape)[key].shape)
-
-
-def _shape(x: Any) -> tuple[int, ...]:
-    return tuple(np.shape(x)) if not isinstance(x, Shaped) else x.shape
-
-
-class ShapeBackend:
-    """Runs a model's code for the shapes of every op output, computing nothing."""
-
-    name = "shape"
-
-    def tensor(self, a: Any) -> Shaped:
-        return Shaped(_shape(a))
-
-    constant = index = tensor
-
-    def canonical(self, x: Shaped, dtype: np.dtype) -> np.ndarray:
-        return np.zeros(x.shape, dtype=dtype)
-
-    def split_heads(self, x: Shaped, heads: int) -> Shaped:
-        b, t, h = x.shape
-        return Shaped((b, heads, t, h // heads))
-
-    def argmax(self, x: Shaped) -> Shaped:
-        return Shaped(x.shape[:-1])
-
-    def append(self, tokens: Shaped, token: Shaped) -> Shaped:
-        return Shaped(tokens.shape[:-1] + (tokens.shape[-1] + token.shape[-1],))
-
-    def transpose_last(self, x: Shaped) -> Shaped:
-        return Shaped(x.shape[:-2] + (x.shape[-1], x.shape[-2]))
-
-    def merge_heads(self, x: Shaped) -> Shaped:
-        b, nh, t, d = x.shape
-        return Shaped((b, t, nh * d))
-
-    def linear(self, x: Shaped, lin: Any) -> Shaped:
-        return Shaped(x.shape[:-1] + (lin.weight.shape[0],))
-
-    def add(self, a: Shaped, b: Shaped) -> Shaped:
-        return Shaped(np.broadcast_shapes(a.shape, b.shape))
-
-    # every op returns a new object: records are told apart by identity (``Exec._describe``)
-    def relu(self, x: Shaped) -> Shaped:
-        return Shaped(x.shape)
-
-    gelu = silu = relu
-
-    def rmsnorm(self, x: Shaped, norm: Any) -> Shaped:
-        return Shaped(x.shape)
-
-    layernorm = rmsnorm
-
-    def l2_normalize(self, x: Shaped) -> Shaped:
-        return Shaped(x.shape)
-
-    def embedding(self, table: Shaped, ids: Shaped) -> Shaped:
-        return Shaped(ids.shape + table.shape[1:])
-
-    def scores_softmax(self, q: Shaped, k: Shaped, key_valid: Any, causal: bool) -> tuple[Shaped, ...]:
-        b, h, t, _ = q.shape
-        return Shaped((b, h, t, k.shape[2])), Shaped((b, h, t, k.shape[2])), Shaped((b, h, t))
-
-    def attention_context(self, p: Shaped, psum: Shaped, v: Shaped, key_valid: Any) -> Shaped:
-        return Shaped(p.shape[:-1] + (v.shape[-1],))
-
-    def mean_pool(self, h: Shaped, mask: Any) -> Shaped:
-        return Shaped((h.shape[0], h.shape[2]))
-
-
 def dtype_code(dtype: np.dtype) -> int:
     return DTYPE_CODES[np.dtype(dtype)]
 
 
 class ProgramTooLarge(InputError):
     """A job's program has more records than a caller is ready to build (``planner.MAX_PROGRAM_RECORDS``)."""
-
-
-def build(model: Any, items: list[Any], batch_size: int = 32, limit: int | None = None) -> list[OpDesc]:
-    """The program of an ``infer`` job: ``model`` on parsed ``items``, batched as providers run it."""
-    return build_with_outputs(model, items, batch_size, limit)[0]
-
-
-def build_with_outputs(model: Any, items: list[Any], batch_size: int = 32,
-                       limit: int | None = None) -> tuple[list[OpDesc], list[int]]:
-    """The program, and which of its records hold the job's outputs (in item order). Past
-    ``limit`` records (checked after each batch) the build stops with ``ProgramTooLarge``."""
-    from veracity.exact.execute import Exec
-
-    ex = Exec(ShapeBackend(), program=[])
-    for lo in range(0, len(items), batch_size):
-        model.run(ex, items[lo:lo + batch_size])
-        if limit is not None and len(ex.program) > limit:  # type: ignore[arg-type]
-            raise ProgramTooLarge(f"its program has more than {limit} records")
-    assert ex.program is not None
-    program = mark_outputs(ex.program, ex.outputs)
-    check_disputable(program)
-    return program, ex.outputs
 
 
 MAX_ROW, CHUNK_MAX, MAX_LINKS = 2080, 8320, 1024  # the contracts' bounds (OneStep, tensors.vy)

@@ -18,7 +18,7 @@ Format (version 2)
   ``c_i`` commits to every record up to ``i``: two traces that agree on ``c_i`` agree on all
   records before it, which lets a dispute bisect to the *first* differing record.
 * **Root**: a binary SHA-256 tree over ``c_0 .. c_{n-1}``, node ``sha256(0x01 || left ||
-  right)``, an odd last node carried up unchanged (``verify.merkle`` proves a position in it);
+  right)``, an odd last node carried up unchanged (``exact.merkle`` proves a position in it);
   the root of no records is ``sha256(b"")``.
 * The **output hash** of a job is ``sha256`` over the tensor digests of its per-item outputs, in
   input order, so it does not depend on how the items were batched.
@@ -39,6 +39,8 @@ from dataclasses import dataclass
 from typing import Callable
 
 import numpy as np
+
+from veracity.exact.merkle import root as merkle_root  # the one Merkle tree (position-binding proofs too)
 
 BACKGROUND_BYTES = 1 << 20
 DTYPE_CODES = {np.dtype(np.int8): 1, np.dtype(np.uint8): 2, np.dtype(np.int16): 3,
@@ -95,20 +97,6 @@ def tensor_digest(a: np.ndarray) -> bytes:
 def leaf_hash(step: int, op: str, digest: bytes) -> bytes:
     name = op.encode()
     return hashlib.sha256(b"\x00" + struct.pack(">IH", step, len(name)) + name + digest).digest()
-
-
-def merkle_root(leaves: list[bytes]) -> bytes:
-    """Root of the binary SHA-256 tree over ``leaves`` (odd last node carried up)."""
-    if not leaves:
-        return hashlib.sha256(b"").digest()
-    level = list(leaves)
-    while len(level) > 1:
-        nxt = [hashlib.sha256(b"\x01" + level[i] + level[i + 1]).digest()
-               for i in range(0, len(level) - 1, 2)]
-        if len(level) % 2:
-            nxt.append(level[-1])
-        level = nxt
-    return level[0]
 
 
 def output_hash(item_digests: list[bytes]) -> bytes:

@@ -97,10 +97,10 @@ def oracle_program(model: str = typer.Option(..., help="the model a consumer ask
     and the spec CID the Oracle will build for it."""
     import hashlib
 
+    from veracity.cid import cid_from_digest
     from veracity.errors import InputError
     from veracity.exact.program import program_root
     from veracity.models.registry import names
-    from veracity.node.cid import cid_from_digest
     from veracity.workloads.infer import job_program
 
     if model not in names():

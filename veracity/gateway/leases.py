@@ -29,12 +29,12 @@ from typing import Any, Callable
 import httpx
 
 from veracity.chain.devnet import Deployment
+from veracity.cid import cid_of, digest_of
 from veracity.errors import VeracityError
 from veracity.exact.program import program_root
 from veracity.market import receipts as R
 from veracity.market.bids import Bid, window_signer
 from veracity.node.blobs import push_all
-from veracity.node.cid import cid_of, digest_of
 from veracity.node.client import _accept_best, _collect_bids, holders, providers
 from veracity.workloads.infer import job_program
 from veracity.workloads.spec import JobSpec, Verification, model_id

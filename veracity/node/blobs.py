@@ -17,8 +17,8 @@ from typing import Any, Iterable
 
 import httpx
 
+from veracity.cid import cid_of, digest_of
 from veracity.errors import VeracityError
-from veracity.node.cid import cid_of, digest_of
 
 DEFAULT_MAX_BYTES = 64 << 20
 

@@ -20,13 +20,13 @@ import httpx
 from veracity.chain.client import PROVIDER
 from veracity.chain.devnet import Deployment
 from veracity.chain.events import EventStream
+from veracity.cid import cid_of, digest_of
 from veracity.errors import ChainError, InputError, VeracityError
 from veracity.exact.program import program_root
 from veracity.exact.trace import decode_records
 from veracity.market.bids import Bid, bid_signer
 from veracity.market.choice import rank_bids
 from veracity.node.blobs import fetch_any, fetch_trace, push_all
-from veracity.node.cid import cid_of, digest_of
 from veracity.node.daemon import log
 from veracity.node.disputer import CHALLENGER, Disputer
 from veracity.node.outputs import judge_output, served_output

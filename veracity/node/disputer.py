@@ -1,4 +1,4 @@
-"""A node's side of the dispute games it is in: one ``verify.game.Player`` per disputed order.
+"""A node's side of the dispute games it is in: one ``node.player.Player`` per disputed order.
 
 Providers defend the results they committed; validators challenge results their re-execution
 contradicts and play the game through. A party shows what it computed: its trace (stored as a
@@ -19,7 +19,7 @@ from veracity.chain.client import DisputesClient
 from veracity.errors import ChainError
 from veracity.exact import program as prog
 from veracity.exact.trace import TraceRecord
-from veracity.verify.game import CHALLENGER, PROVIDER, Player
+from veracity.node.player import CHALLENGER, PROVIDER, Player
 from veracity.workloads.jobs import Job
 
 Tamper = Callable[[int, str, Any], Any]

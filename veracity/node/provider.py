@@ -28,6 +28,7 @@ from pydantic import BaseModel, Field
 from veracity.chain.client import PROVIDER, DisputesClient, OracleClient
 from veracity.chain.devnet import Deployment
 from veracity.chain.events import EventStream
+from veracity.cid import cid_from_digest
 from veracity.errors import InputError, VeracityError
 from veracity.exact.program import ProgramTooLarge, program_root
 from veracity.market.bids import Bid, sign_bid
@@ -36,7 +37,6 @@ from veracity.models.registry import loaded
 from veracity.node import adversary
 from veracity.node.blob_server import create_app
 from veracity.node.blobs import BlobStore
-from veracity.node.cid import cid_from_digest
 from veracity.node.daemon import config_main, log, serve_and_loop
 from veracity.node.defender import Defender
 from veracity.node.oracle_desk import OracleDesk

@@ -31,11 +31,11 @@ from pydantic import BaseModel, Field
 from veracity.chain.client import VALIDATOR, DisputesClient
 from veracity.chain.devnet import Deployment
 from veracity.chain.events import EventStream
+from veracity.cid import cid_from_digest, cid_of
 from veracity.errors import VeracityError
 from veracity.exact.trace import decode_records, first_difference
 from veracity.node.blob_server import create_app
 from veracity.node.blobs import DEFAULT_MAX_BYTES, BlobStore, fetch_any, fetch_trace
-from veracity.node.cid import cid_from_digest, cid_of
 from veracity.node.daemon import config_main, log, run_loop, serve_and_loop
 from veracity.node.disputer import CHALLENGER, Disputer
 from veracity.node.outputs import judge_output

@@ -19,8 +19,8 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
+from veracity.exact import merkle
 from veracity.exact.trace import GENESIS, TraceRecord, chained
-from veracity.verify import merkle
 
 
 @dataclass(frozen=True)

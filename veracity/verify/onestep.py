@@ -164,9 +164,9 @@ def l2_normalize(x: Row, c: int) -> int:
     return round_div(xs[c] << 15, n) if n > 0 else 0
 
 
-# training (``exact.train.mlp_step``): the digits MLP's step, one element at a time -----------------
+# training (``training.mlp.mlp_step``): the digits MLP's step, one element at a time -----------------
 def round_shift(num: int, den: int, shift: int) -> int:
-    """round_half_up(num * 2**shift / den), as ``exact.train._round_shift``."""
+    """round_half_up(num * 2**shift / den), as ``exact.integer.round_shift``."""
     pos, neg = max(shift, 0), max(-shift, 0)
     d2 = (den << neg) * 2
     return ((num << pos) * 2 + d2 // 2) // d2
@@ -183,7 +183,7 @@ def qmm(x: Row, w: Row, shift: int, bias: int | None, bias_shift: int) -> int:
     return y + (bias >> bias_shift) if bias is not None else y
 
 
-EXP_SHIFT, EXP_SIZE, LOG2E_16 = 20, 24 << 8, 94548  # ``exact.train``: the exp table's index
+EXP_SHIFT, EXP_SIZE, LOG2E_16 = 20, 24 << 8, 94548  # ``exact.integer``: the exp table's index
 
 
 def exp_index(z: Row, c: int) -> int:

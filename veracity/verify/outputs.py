@@ -12,9 +12,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from veracity.exact import merkle
 from veracity.exact import program as prog
 from veracity.exact.trace import GENESIS, TraceRecord, chained, outputs_tree
-from veracity.verify import merkle
 
 
 @dataclass(frozen=True)

@@ -1,5 +1,5 @@
 """The ``finetune`` job kind: exact LoRA fine-tuning of the MiniLM encoder for text classification
-(``exact.finetune``), a checkpoint out, every optimizer step one trace step.
+(``training.lora``), a checkpoint out, every optimizer step one trace step.
 
 Inputs are JSONL, one labelled text per line: ``{"text": "...", "label": 0..classes-1}``. The job
 runs the frozen encoder exactly over the texts once (the same ops and bits as an ``infer`` job),
@@ -17,9 +17,9 @@ from typing import Any, Callable
 import numpy as np
 
 from veracity.errors import InputError
-from veracity.exact import finetune as F
-from veracity.exact import train as T
+from veracity.exact import integer as X
 from veracity.exact.trace import TraceRecord, encode_records, records_root
+from veracity.training import lora as F
 from veracity.workloads import train as TR
 from veracity.workloads.infer import JobResult, input_records
 
@@ -38,14 +38,14 @@ class FinetuneParams:
     lr: float = 0.01
     batch: int = 16
 
-    def config(self) -> T.SGDConfig:
+    def config(self) -> X.SGDConfig:
         if self.steps <= 0 or self.batch <= 0:
             raise InputError("fine-tuning needs a positive number of steps and a positive batch size")
         if not 0 < self.lr < 1:
             raise InputError(f"learning rate {self.lr} is outside (0, 1)")
         if not 0 <= self.rank <= 64 or not 2 <= self.classes <= 64:
             raise InputError("rank must be 0..64 (0: the head alone) and classes 2..64")
-        return T.SGDConfig(lr_num=max(1, round(self.lr * (1 << T.LR_SHIFT))), batch=self.batch, seed=self.seed,
+        return X.SGDConfig(lr_num=max(1, round(self.lr * (1 << X.LR_SHIFT))), batch=self.batch, seed=self.seed,
                            optimizer=self.optimizer)
 
 

@@ -1,5 +1,5 @@
 """The ``train`` job kind for the tiny GPT: exact next-character training from scratch on a text
-(``exact.gpt_train``), a checkpoint out, every optimizer step one trace step.
+(``training.gpt``), a checkpoint out, every optimizer step one trace step.
 
 Inputs are JSONL, one ``{"text": "..."}`` per line; the lines joined by newlines are the corpus
 (the shipped one is ``examples/inputs/tiny-corpus.jsonl``). Every character must be in the tiny
@@ -18,9 +18,9 @@ from typing import Any, Callable
 import numpy as np
 
 from veracity.errors import InputError
-from veracity.exact import gpt_train as GT
 from veracity.exact.program import check_disputable
 from veracity.exact.trace import TraceRecord, encode_records, records_root
+from veracity.training import gpt as GT
 from veracity.workloads import train as TR
 from veracity.workloads.infer import JobResult, input_records
 

@@ -133,7 +133,7 @@ def job_program(model_name: str, inputs_jsonl: bytes, model: Any = None, batch_s
     """The program of an ``infer`` job (``exact.program``): what each record of its trace must be.
     A shape-only dry run: no arithmetic, so a client computes it in milliseconds (a large job,
     in seconds: ``limit`` stops it past that many records)."""
-    from veracity.exact.program import build
+    from veracity.exact.dryrun import build
     from veracity.models.registry import load
 
     m = model if model is not None else load(model_name)
@@ -164,7 +164,7 @@ def served_tensors(model_name: str, inputs_jsonl: bytes, outputs_jsonl: bytes, m
     each line's ``"output"`` (``unpresent``), cut into the program's output records (their dtypes
     and dims). Raises InputError when the JSONL cannot be read as this job's outputs, or when a
     line is not its input's fields plus the output as the model presents it."""
-    from veracity.exact.program import build
+    from veracity.exact.dryrun import build
 
     m = model if model is not None else load_model(model_name)
     records = input_records(inputs_jsonl)

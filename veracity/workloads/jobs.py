@@ -110,7 +110,7 @@ class Job:
         from veracity.exact import program as P
 
         if self.spec.kind == "train" and not self.gpt:
-            from veracity.exact.train import exp_table_digest, exp_table_tensor
+            from veracity.exact.integer import exp_table_digest, exp_table_tensor
 
             return {exp_table_digest(): exp_table_tensor()}
         if self.trains:
@@ -169,7 +169,7 @@ class Job:
 def infer_job(model: str, inputs: bytes) -> Job:
     """A bare ``infer`` job (no order terms): what a local run or a test hands a worker. The model
     name is checked when it runs, so an unknown one is refused there like any bad input."""
-    from veracity.node.cid import cid_of
+    from veracity.cid import cid_of
     from veracity.workloads.spec import Inputs
 
     spec = JobSpec.model_construct(kind="infer", model=model, inputs=Inputs(cid=cid_of(inputs)), max_price=1.0,

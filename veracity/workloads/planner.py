@@ -247,9 +247,9 @@ def estimate_job(job: Any, program: list[Any] | None = None) -> JobEstimate:
         return JobEstimate((6.0 * n + attention) * tokens * p.steps, 8.0 * 3 * n + 8.0 * tokens * sh.embd * 16,
                            f"{human(n)} parameters, {p.steps} steps of {p.batch} x {CTX} characters")
     if kind == "train":
-        from veracity.exact import train as T
+        from veracity.training import mlp as MLP
 
-        state = T.MLPState.init()
+        state = MLP.MLPState.init()
         n = sum(w.size for w in state.weights)
         return JobEstimate(6.0 * n * p.batch * p.steps, 8.0 * n * 6 + 8.0 * p.batch * 128 * 8,
                            f"{human(n)} parameters, {p.steps} steps of {p.batch}")

@@ -42,8 +42,8 @@ from pydantic import (
     model_validator,
 )
 
+from veracity.cid import digest_of
 from veracity.errors import InputError
-from veracity.node.cid import digest_of
 
 KIND_CODES = {"infer": 1, "train": 2, "finetune": 3}
 TRAINABLE = {"train": ("digits-mlp", "tiny-gpt"), "finetune": ("minilm",)}  # the models each training kind trains

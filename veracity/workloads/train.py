@@ -5,9 +5,9 @@ Inputs are JSONL, one example per line: ``{"pixels": [64 ints 0..16], "label": 0
 runs ``steps`` optimizer steps from its start: a fresh, seeded initialisation, or (a work unit) a
 checkpoint blob, which carries its step counter, so a long job split into units ends at the same
 checkpoint as the unsplit job. The output is the checkpoint blob; the output hash is its
-``exact.train.checkpoint_hash``. The trace starts with the start state's tensors
+``training.mlp.checkpoint_hash``. The trace starts with the start state's tensors
 (inputs whose digests the client computes), then each step's ops, every one a record
-(``exact.train.mlp_step``): the batch, the forward GEMMs and ReLUs, the loss gradient, the
+(``training.mlp.mlp_step``): the batch, the forward GEMMs and ReLUs, the loss gradient, the
 backward GEMMs, transposes and masks, and the updates, which end in the state's new tensors. The
 job's program (``train_program``) names each record from shapes alone, so a dispute over a
 training job is judged to one element of one op like an inference job's.
@@ -21,7 +21,8 @@ from typing import Any, Callable
 import numpy as np
 
 from veracity.errors import InputError
-from veracity.exact import train as T
+from veracity.exact import integer as X
+from veracity.exact import spec
 from veracity.exact.trace import (
     TraceRecord,
     encode_records,
@@ -29,7 +30,11 @@ from veracity.exact.trace import (
     records_root,
     tensor_digest,
 )
+from veracity.training import mlp as MLP
+from veracity.training import tape as TP
 from veracity.workloads.infer import JobResult, input_records
+
+PIXELS, CLASSES = 64, 10  # an 8x8 digit in, one logit per digit out
 
 
 @dataclass(frozen=True)
@@ -41,12 +46,12 @@ class TrainParams:
     lr: float = 0.05
     batch: int = 32
 
-    def config(self) -> T.SGDConfig:
+    def config(self) -> X.SGDConfig:
         if self.steps <= 0 or not 0 < self.batch <= 1024:
             raise InputError("training needs a positive number of steps and a batch size of 1 to 1024")
         if not 0 < self.lr < 1:
             raise InputError(f"learning rate {self.lr} is outside (0, 1)")
-        return T.SGDConfig(lr_num=max(1, round(self.lr * (1 << T.LR_SHIFT))), batch=self.batch, seed=self.seed,
+        return X.SGDConfig(lr_num=max(1, round(self.lr * (1 << X.LR_SHIFT))), batch=self.batch, seed=self.seed,
                            optimizer=self.optimizer)
 
 
@@ -55,8 +60,8 @@ def parse_examples(data: bytes) -> tuple[np.ndarray, np.ndarray]:
     pixels, labels = [], []
     for n, rec in input_records(data, "training data"):
         px, label = rec.get("pixels"), rec.get("label")
-        if not (isinstance(px, list) and len(px) == 64 and all(isinstance(v, int) and 0 <= v <= 16 for v in px)):
-            raise InputError(f"training data line {n}: \"pixels\" must be 64 integers 0..16")
+        if not (isinstance(px, list) and len(px) == PIXELS and all(isinstance(v, int) and 0 <= v <= 16 for v in px)):
+            raise InputError(f"training data line {n}: \"pixels\" must be {PIXELS} integers 0..16")
         if not (isinstance(label, int) and 0 <= label <= 9):
             raise InputError(f"training data line {n}: \"label\" must be an integer 0..9")
         pixels.append(px)
@@ -64,17 +69,23 @@ def parse_examples(data: bytes) -> tuple[np.ndarray, np.ndarray]:
     return np.array(pixels, dtype=np.int64), np.array(labels, dtype=np.int64)
 
 
-def start_state(params: TrainParams, start: bytes | None) -> T.MLPState:
+def start_state(params: TrainParams, start: bytes | None) -> MLP.MLPState:
     """The state a job starts from: the ``start`` checkpoint, or the seeded initialisation."""
     try:
-        return T.load_checkpoint(start) if start is not None else T.MLPState.init(seed=params.init_seed)
+        state = MLP.load_checkpoint(start) if start is not None else MLP.MLPState.init(seed=params.init_seed)
     except (ValueError, OSError, KeyError) as exc:
         raise InputError(f"the start checkpoint cannot be read ({exc})") from None
+    sizes = state.sizes
+    if sizes[0] != PIXELS or sizes[-1] != CLASSES or max(sizes) > spec.F32_EXACT_K:
+        raise InputError(f"the start checkpoint is an MLP of {'-'.join(map(str, sizes))}: a digits job needs "
+                         f"{PIXELS} inputs, {CLASSES} classes and layers of at most {spec.F32_EXACT_K} units "
+                         "(the longest row a dispute's referee contracts)")
+    return state
 
 
 def train_program(params: TrainParams, start: bytes | None, data: bytes) -> list[Any]:
     """The program of a train job, from shapes and the data alone (no arithmetic): the start
-    state's tensors as inputs, then every step's records as ``exact.train.mlp_step`` makes them,
+    state's tensors as inputs, then every step's records as ``training.mlp.mlp_step`` makes them,
     each naming its input records, the batch's digests and the parameters its referee reads. A
     test holds it to the descriptors a traced run records."""
     from veracity.exact import program as P
@@ -95,37 +106,37 @@ def train_program(params: TrainParams, start: bytes | None, data: bytes) -> list
         return rec(P.INPUT, step, op, x.shape, consts=(tensor_digest(np.asarray(x, dtype=np.int64)),))
 
     shapes = {}
-    for name, t in T.state_tensors(state):
+    for name, t in MLP.state_tensors(state):
         at[name] = inp(state.step, "start." + name.removeprefix("state."), t)
         shapes[name] = t.shape
     n = len(state.weights)
     widths = [state.weights[0].shape[1], *(w.shape[0] for w in state.weights)]
     for k in range(params.steps):
         step = state.step + k + 1
-        idx = T.batch_indices(len(labels), step - 1, cfg)
+        idx = X.batch_indices(len(labels), step - 1, cfg)
         bsz = len(idx)
-        ups = T.update_params(cfg, bsz)
+        ups = MLP.update_params(cfg, bsz)
         ix, iy = inp(step, "batch.x", pixels[idx]), inp(step, "batch.y", labels[idx])
-        ids, ih, frac = [ix], ix, T.PIX_FRAC
+        ids, ih, frac = [ix], ix, MLP.PIX_FRAC
         for i in range(n):
             iz = rec(P.QMM, step, f"fwd.{i}.z", (bsz, widths[i + 1]), (ih, at[f"state.w{i}"], at[f"state.b{i}"]),
-                     params_=(T.ACT_FRAC - frac - T.W_FRAC, T.W_FRAC - T.ACT_FRAC))
+                     params_=(X.ACT_FRAC - frac - X.W_FRAC, X.W_FRAC - X.ACT_FRAC))
             if i < n - 1:
                 ih = rec(P.RELU, step, f"fwd.{i}.relu", (bsz, widths[i + 1]), (iz,))
                 ids.append(ih)
-                frac = T.ACT_FRAC
-        ip = rec(P.EXP_ROWS, step, "loss.exp", (bsz, widths[-1]), (iz,), consts=(T.exp_table_digest(),))
+                frac = X.ACT_FRAC
+        ip = rec(P.EXP_ROWS, step, "loss.exp", (bsz, widths[-1]), (iz,), consts=(X.exp_table_digest(),))
         idz = rec(P.LOSS_GRAD, step, "loss.dz", (bsz, widths[-1]), (ip, iy))
         for i in reversed(range(n)):
-            fx = T.PIX_FRAC if i == 0 else T.ACT_FRAC
+            fx = MLP.PIX_FRAC if i == 0 else X.ACT_FRAC
             idzt = rec(P.TRANSPOSE, step, f"bwd.{i}.dz_t", (widths[i + 1], bsz), (idz,))
             ixt = rec(P.TRANSPOSE, step, f"bwd.{i}.x_t", (widths[i], bsz), (ids[i],))
             igw = rec(P.QMM, step, f"bwd.{i}.gw", (widths[i + 1], widths[i]), (idzt, ixt),
-                      params_=(T.W_FRAC - T.ACT_FRAC - fx, -1))
-            igb = rec(P.ROW_SUM, step, f"bwd.{i}.gb", (widths[i + 1],), (idzt,), params_=(T.W_FRAC - T.ACT_FRAC,))
+                      params_=(X.W_FRAC - X.ACT_FRAC - fx, -1))
+            igb = rec(P.ROW_SUM, step, f"bwd.{i}.gb", (widths[i + 1],), (idzt,), params_=(X.W_FRAC - X.ACT_FRAC,))
             if i > 0:
                 iwt = rec(P.TRANSPOSE, step, f"bwd.{i}.w_t", (widths[i], widths[i + 1]), (at[f"state.w{i}"],))
-                idx_ = rec(P.QMM, step, f"bwd.{i}.dx", (bsz, widths[i]), (idz, iwt), params_=(-T.W_FRAC, -1))
+                idx_ = rec(P.QMM, step, f"bwd.{i}.dx", (bsz, widths[i]), (idz, iwt), params_=(-X.W_FRAC, -1))
                 idz = rec(P.RELU_MASK, step, f"bwd.{i}.dz", (bsz, widths[i]), (idx_, ids[i]))
             for (wn, mn, sn), ig in ((("w", "m", "s"), igw), (("b", "mb", "sb"), igb)):
                 dims = shapes[f"state.{wn}{i}"]
@@ -134,7 +145,7 @@ def train_program(params: TrainParams, start: bytes | None, data: bytes) -> list
                 w_at = rec(P.WEIGHT, step, f"state.{wn}{i}", dims, (at[f"state.{wn}{i}"], m_at, s_at),
                            params_=ups["weight"])
                 at.update({f"state.{mn}{i}": m_at, f"state.{sn}{i}": s_at, f"state.{wn}{i}": w_at})
-    prog = P.mark_outputs(prog, [at[name] for name, _ in T.state_tensors(state)])  # the final state
+    prog = P.mark_outputs(prog, [at[name] for name, _ in MLP.state_tensors(state)])  # the final state
     P.check_disputable(prog)  # every record within what the contracts read
     return prog
 
@@ -181,12 +192,12 @@ def keep_step(kept: dict[int, np.ndarray], keep: set[int] | None, first: int, na
 
 
 def checkpoint_step(blob: bytes) -> int:
-    return int(T.load_checkpoint(blob).step)
+    return int(MLP.load_checkpoint(blob).step)
 
 
 def checkpoint_digests(blob: bytes) -> list[bytes]:
     """The output digests a served checkpoint gives (its state tensors; ValueError: unreadable)."""
-    return state_digests(T.state_tensors(T.load_checkpoint(blob)))
+    return state_digests(MLP.state_tensors(MLP.load_checkpoint(blob)))
 
 
 def check_checkpoint(blob: bytes, output_root: bytes) -> str | None:
@@ -207,19 +218,19 @@ def run_train_job(data: bytes, params: TrainParams, start: bytes | None = None, 
     pixels, labels = parse_examples(data)
     cfg = params.config()
     state = start_state(params, start)
-    tape = T.Tape(keep=keep, tamper=tamper)
-    tape.start(state)
+    tape = TP.Tape(keep=keep, tamper=tamper)
+    tape.start(state.step, MLP.state_tensors(state))
     try:
         for _ in range(params.steps):
-            state = T.train(state, pixels, labels, 1, cfg, backend, tape=tape)
+            state = MLP.train(state, pixels, labels, 1, cfg, backend, tape=tape)
             if progress:
                 progress(state.step)
     except ValueError as exc:  # a diverged run stops rather than commit values a referee would not
         raise InputError(f"step {state.step + 1}: {exc}") from None
-    blob = T.checkpoint_bytes(state)
+    blob = MLP.checkpoint_bytes(state)
     records = tape.records
-    result = JobResult(blob, T.checkpoint_hash(state), records_root(records), params.steps, len(records),
-                       encode_records(records), output_digests=state_digests(T.state_tensors(state)))
+    result = JobResult(blob, MLP.checkpoint_hash(state), records_root(records), params.steps, len(records),
+                       encode_records(records), output_digests=state_digests(MLP.state_tensors(state)))
     if keep is not None:
         result.kept.update(tape.kept)  # type: ignore[attr-defined]
     return result
@@ -227,7 +238,7 @@ def run_train_job(data: bytes, params: TrainParams, start: bytes | None = None, 
 
 def accuracy(checkpoint: bytes, data: bytes) -> float:
     pixels, labels = parse_examples(data)
-    return float((T.predict(T.load_checkpoint(checkpoint), pixels) == labels).mean())
+    return float((MLP.predict(MLP.load_checkpoint(checkpoint), pixels) == labels).mean())
 
 
 __all__: list[Any] = ["TrainParams", "run_train_job", "train_program", "check_checkpoint", "parse_examples", "accuracy"]

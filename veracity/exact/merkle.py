@@ -1,7 +1,7 @@
 """Position-binding SHA-256 Merkle trees with inclusion proofs, as the Disputes contract checks them.
 
 Node ``sha256(0x01 || left || right)``; an odd last node is carried up unchanged (the trace
-format's tree, ``exact.trace.merkle_root``). A proof is the list of sibling hashes from the leaf
+format's tree: ``exact.trace`` roots traces and tensors with it). A proof is the list of sibling hashes from the leaf
 up, skipping levels where the node was carried; the leaf's index and the tree's size fix which
 side each sibling is on, so a proof binds a leaf to its position. (snekmate's Merkle module sorts
 each pair, which proves membership but not position; a bisection game needs positions.)

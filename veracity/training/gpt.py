@@ -3,7 +3,7 @@ integers: a checkpoint's hash is the same on every machine, backend and thread c
 
 The architecture is ``models.gpt.FloatGPT``'s: token and position embeddings, blocks of
 LayerNorm -> fused q/k/v -> causal attention -> projection (residual), LayerNorm -> MLP with GELU
-(residual), a final LayerNorm and the LM head. The step (``gpt_step``), with ``exact.train``'s
+(residual), a final LayerNorm and the LM head. The step (``gpt_step``), with ``exact.integer``'s
 primitives:
 
 * **State**: every parameter and its Adam moments in int64 fixed point (``W_FRAC``).
@@ -30,12 +30,13 @@ from typing import Any
 
 import numpy as np
 
-from veracity.exact import finetune as FT
+from veracity.exact import integer as X
 from veracity.exact import spec
-from veracity.exact import train as T
 from veracity.exact.trace import tensor_digest
+from veracity.training import checkpoint as CK
+from veracity.training import lora as FT
 
-ACT, W, G = spec.ACT_FRAC, T.W_FRAC, FT.G
+ACT, W, G = spec.ACT_FRAC, X.W_FRAC, FT.G
 PROB = 16  # attention probabilities
 SCALE_SHIFT = 16
 
@@ -93,11 +94,11 @@ class GPTState:
 
 
 def checkpoint_bytes(state: GPTState) -> bytes:
-    return T.pack_tensors(state.tensors())
+    return CK.pack_tensors(state.tensors())
 
 
 def load_checkpoint(blob: bytes, shape: Shape) -> GPTState:
-    ts = T.unpack_tensors(blob)
+    ts = CK.unpack_tensors(blob)
     keys = list(GPTState.init(shape).params)
     n = len(keys)
     if len(ts) != 3 * n + 1 or [t.shape for t in ts[:n]] != [GPTState.init(shape).params[k].shape for k in keys]:
@@ -122,34 +123,34 @@ def gelu_slope() -> np.ndarray:
 
 def _gelu(h: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """GELU of ACT_FRAC values through the GELU_FRAC table; returns (ACT_FRAC out, table index)."""
-    idx = np.clip(T._round_shift(h, 1, -(ACT - spec.GELU_FRAC)), -(1 << 15), (1 << 15) - 1) + (1 << 15)
+    idx = np.clip(X.round_shift(h, 1, -(ACT - spec.GELU_FRAC)), -(1 << 15), (1 << 15) - 1) + (1 << 15)
     return spec.gelu_lut().astype(np.int64)[idx] << (ACT - spec.GELU_FRAC), idx
 
 
 def _norm_params(state: GPTState, name: str) -> tuple[np.ndarray, np.ndarray]:
     """LayerNorm gain (ACT_FRAC + 4 bits, as the op set reads it) and bias (ACT_FRAC) from masters."""
-    g = T._round_shift(state.params[name + ".g"], 1, -(W - ACT - spec.NORM_STD_SHIFT))
-    return g, T._round_shift(state.params[name + ".b"], 1, -(W - ACT))
+    g = X.round_shift(state.params[name + ".g"], 1, -(W - ACT - spec.NORM_STD_SHIFT))
+    return g, X.round_shift(state.params[name + ".b"], 1, -(W - ACT))
 
 
 def _linear(x: np.ndarray, state: GPTState, name: str, backend: str, bias: bool = True) -> np.ndarray:
-    y = T.qmatmul(x, ACT, state.params[name + ".w"], W, ACT, backend)
-    return y + T._round_shift(state.params[name + ".b"], 1, -(W - ACT)) if bias else y
+    y = X.qmatmul(x, ACT, state.params[name + ".w"], W, ACT, backend)
+    return y + X.round_shift(state.params[name + ".b"], 1, -(W - ACT)) if bias else y
 
 
 def _linear_back(dy: np.ndarray, x: np.ndarray, state: GPTState, name: str, grads: dict[str, np.ndarray],
                  backend: str, bias: bool = True) -> np.ndarray:
     """dx (G) for y = x W^T + b, accumulating dW and db (W_FRAC) over the tokens."""
-    grads[name + ".w"] = T.qmatmul(dy.T, G, x.T, ACT, W, backend)
+    grads[name + ".w"] = X.qmatmul(dy.T, G, x.T, ACT, W, backend)
     if bias:
         grads[name + ".b"] = dy.sum(axis=0) << (W - G)
-    return T.qmatmul(dy, G, state.params[name + ".w"].T, W, G, backend)
+    return X.qmatmul(dy, G, state.params[name + ".w"].T, W, G, backend)
 
 
 def _norm_back(dz: np.ndarray, cache: FT.NormCache, gamma: np.ndarray, name: str,
                grads: dict[str, np.ndarray], backend: str = "numpy") -> np.ndarray:
-    xhat = T._round_shift(cache.ds, cache.den, spec.NORM_STD_SHIFT + ACT)
-    grads[name + ".g"] = T._round_shift((dz * xhat).sum(axis=0), 1, -ACT) << (W - G)
+    xhat = X.round_shift(cache.ds, cache.den, spec.NORM_STD_SHIFT + ACT)
+    grads[name + ".g"] = X.round_shift((dz * xhat).sum(axis=0), 1, -ACT) << (W - G)
     grads[name + ".b"] = dz.sum(axis=0) << (W - G)
     return FT.layernorm_backward(dz, gamma, cache, backend)
 
@@ -167,10 +168,10 @@ def _attention(qkv: np.ndarray, heads: int, backend: str) -> tuple[np.ndarray, l
             q = qkv[bi, :, h * hd:(h + 1) * hd]
             k = qkv[bi, :, c + h * hd:c + (h + 1) * hd]
             v = qkv[bi, :, 2 * c + h * hd:2 * c + (h + 1) * hd]
-            s = T._round_shift(T.qmatmul(q, ACT, k, ACT, ACT, backend) * scale, 1, -SCALE_SHIFT)
-            e = T.exp_rows(np.where(causal, s, -(1 << 40)))
-            p = T._round_shift(e, e.sum(axis=1, keepdims=True), PROB)
-            out[bi, :, h * hd:(h + 1) * hd] = T.qmatmul(p, PROB, v.T, ACT, ACT, backend)
+            s = X.round_shift(X.qmatmul(q, ACT, k, ACT, ACT, backend) * scale, 1, -SCALE_SHIFT)
+            e = X.exp_rows(np.where(causal, s, -(1 << 40)))
+            p = X.round_shift(e, e.sum(axis=1, keepdims=True), PROB)
+            out[bi, :, h * hd:(h + 1) * hd] = X.qmatmul(p, PROB, v.T, ACT, ACT, backend)
             saved.append((q, k, v, p))
     return out, saved
 
@@ -184,13 +185,13 @@ def _attention_back(do: np.ndarray, saved: list[Any], heads: int, backend: str, 
     for n, (q, k, v, p) in enumerate(saved):
         bi, h = divmod(n, heads)
         dout = do[bi, :, h * hd:(h + 1) * hd]
-        dv = T.qmatmul(p.T, PROB, dout.T, G, G, backend)  # [keys, hd]
-        dp = T.qmatmul(dout, G, v, ACT, G, backend)  # [queries, keys]
-        r = T._round_shift((p * dp).sum(axis=1, keepdims=True), 1, -PROB)
-        ds = T._round_shift(p * (dp - r), 1, -PROB)
-        ds = T._round_shift(ds * scale, 1, -SCALE_SHIFT)
-        dqkv[bi, :, h * hd:(h + 1) * hd] = T.qmatmul(ds, G, k.T, ACT, G, backend)
-        dqkv[bi, :, c + h * hd:c + (h + 1) * hd] = T.qmatmul(ds.T, G, q.T, ACT, G, backend)
+        dv = X.qmatmul(p.T, PROB, dout.T, G, G, backend)  # [keys, hd]
+        dp = X.qmatmul(dout, G, v, ACT, G, backend)  # [queries, keys]
+        r = X.round_shift((p * dp).sum(axis=1, keepdims=True), 1, -PROB)
+        ds = X.round_shift(p * (dp - r), 1, -PROB)
+        ds = X.round_shift(ds * scale, 1, -SCALE_SHIFT)
+        dqkv[bi, :, h * hd:(h + 1) * hd] = X.qmatmul(ds, G, k.T, ACT, G, backend)
+        dqkv[bi, :, c + h * hd:c + (h + 1) * hd] = X.qmatmul(ds.T, G, q.T, ACT, G, backend)
         dqkv[bi, :, 2 * c + h * hd:2 * c + (h + 1) * hd] = dv
     return dqkv
 
@@ -200,7 +201,7 @@ def forward(state: GPTState, ids: np.ndarray, heads: int, backend: str, keep: bo
     """Logits [B*T, V] (ACT_FRAC) for token windows ``ids`` [B, T], and what the backward reads."""
     b, t = ids.shape
     p = state.params
-    x = T._round_shift(p["wte"][ids] + p["wpe"][np.arange(t)][None], 1, -(W - ACT)).reshape(b * t, -1)
+    x = X.round_shift(p["wte"][ids] + p["wpe"][np.arange(t)][None], 1, -(W - ACT)).reshape(b * t, -1)
     cache: dict[str, Any] = {}
     for i in range(sum(1 for k in p if k.endswith(".ln1.g"))):
         g1, b1 = _norm_params(state, f"h{i}.ln1")
@@ -218,25 +219,25 @@ def forward(state: GPTState, ids: np.ndarray, heads: int, backend: str, keep: bo
     gf, bf = _norm_params(state, "ln_f")
     z, cache["ln_f"] = FT.layernorm(x, gf, bf, backend)
     cache["z"] = z
-    return T.qmatmul(z, ACT, p["head.w"], W, ACT, backend), cache
+    return X.qmatmul(z, ACT, p["head.w"], W, ACT, backend), cache
 
 
-def gpt_step(state: GPTState, ids: np.ndarray, targets: np.ndarray, cfg: T.SGDConfig, heads: int,
+def gpt_step(state: GPTState, ids: np.ndarray, targets: np.ndarray, cfg: X.SGDConfig, heads: int,
              backend: str = "numpy") -> GPTState:
     """One optimizer step on windows ``ids`` [B, T] predicting ``targets`` [B, T]."""
     s = state.copy()
     b, t = ids.shape
     logits, cache = forward(s, ids, heads, backend)
     grads: dict[str, np.ndarray] = {}
-    dlogits = T.loss_pair(logits, targets.reshape(-1), backend)[1] << (G - ACT)
-    grads["head.w"] = T.qmatmul(dlogits.T, G, cache["z"].T, ACT, W, backend)
-    dz = T.qmatmul(dlogits, G, s.params["head.w"].T, W, G, backend)
+    dlogits = X.loss_pair(logits, targets.reshape(-1), backend)[1] << (G - ACT)
+    grads["head.w"] = X.qmatmul(dlogits.T, G, cache["z"].T, ACT, W, backend)
+    dz = X.qmatmul(dlogits, G, s.params["head.w"].T, W, G, backend)
     gf, _ = _norm_params(s, "ln_f")
     dx = _norm_back(dz, cache["ln_f"], gf, "ln_f", grads, backend)
     for i in reversed(range(sum(1 for k in s.params if k.endswith(".ln1.g")))):
         a, qkv_shape, ctx, a2, f, idx = cache[f"h{i}.acts"]
         df = _linear_back(dx, f, s, f"h{i}.fc_proj", grads, backend)
-        dh = T._round_shift(df * gelu_slope()[idx], 1, -ACT)
+        dh = X.round_shift(df * gelu_slope()[idx], 1, -ACT)
         da2 = _linear_back(dh, a2, s, f"h{i}.fc", grads, backend)
         g2, _ = _norm_params(s, f"h{i}.ln2")
         dx = dx + _norm_back(da2, cache[f"h{i}.ln2"], g2, f"h{i}.ln2", grads, backend)
@@ -251,7 +252,7 @@ def gpt_step(state: GPTState, ids: np.ndarray, targets: np.ndarray, cfg: T.SGDCo
     grads["wpe"] = np.zeros_like(s.params["wpe"])
     grads["wpe"][:t] = dx.sum(axis=0)
     for k in s.params:
-        s.params[k], s.m[k], s.s[k] = T.update(s.params[k], s.m[k], s.s[k], grads[k], b * t, cfg, backend)
+        s.params[k], s.m[k], s.s[k] = X.update(s.params[k], s.m[k], s.s[k], grads[k], b * t, cfg, backend)
     s.step += 1
     return s
 
@@ -264,7 +265,7 @@ def windows(data: np.ndarray, step: int, batch: int, ctx: int, seed: int) -> tup
     return data[rows], data[rows + 1]
 
 
-def train(state: GPTState, data: np.ndarray, steps: int, cfg: T.SGDConfig, heads: int, ctx: int,
+def train(state: GPTState, data: np.ndarray, steps: int, cfg: X.SGDConfig, heads: int, ctx: int,
           backend: str = "numpy", progress: Any = None) -> GPTState:
     for _ in range(steps):
         ids, targets = windows(data, state.step, cfg.batch, ctx, cfg.seed)

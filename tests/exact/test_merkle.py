@@ -2,8 +2,8 @@
 
 import hashlib
 
+from veracity.exact import merkle
 from veracity.exact.trace import merkle_root
-from veracity.verify import merkle
 
 
 def leaves(n):

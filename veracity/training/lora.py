@@ -8,7 +8,7 @@ over the sentence's tokens, and the head. Everything before ``u`` (the GELU acti
 (``features``: the same ops and bits as inference) and the step's backward pass needs only the
 head, the mean pool, the LayerNorm and the adapter: no backward through attention or GELU.
 
-The step (``lora_step``), all in integers, with ``exact.train``'s primitives:
+The step (``lora_step``), all in integers, with ``exact.integer``'s primitives:
 
 * **Forward**: ``v = u A^T`` and ``B v`` as per-row int8 GEMMs (``train.qmatmul``); the LayerNorm
   exactly as the inference op set computes it (``layernorm``), keeping its per-token centre shift,
@@ -35,13 +35,16 @@ from typing import Any, Callable
 
 import numpy as np
 
+from veracity.exact import integer as X
+from veracity.exact import ops_native as N
 from veracity.exact import spec
-from veracity.exact import train as T
-from veracity.exact.ops_numpy import _round_div, normalize
+from veracity.exact.ops_numpy import normalize, round_div
 from veracity.exact.trace import tensor_digest
+from veracity.training import checkpoint as CK
+from veracity.training import mlp as MLP
 
 ACT = spec.ACT_FRAC
-W = T.W_FRAC
+W = X.W_FRAC
 G = 20  # gradients inside the encoder (a pooled gradient spread over ~10 tokens is ~1e-3: 12 bits lose it)
 
 
@@ -56,7 +59,7 @@ class Features:
 
     def __post_init__(self) -> None:
         if not self.uq:  # frozen, so quantized once (per token: the same bits whatever the batch)
-            q, ams, e = T.quantize_rows(self.u)  # int16 storage: the native GEMM's operand type
+            q, ams, e = X.quantize_rows(self.u)  # int16 storage: the native GEMM's operand type
             object.__setattr__(self, "uq", (q.astype(np.int16), ams, e))
 
     def sentences(self, idx: np.ndarray, with_u: bool = True) -> "Features":
@@ -114,16 +117,16 @@ class NormCache:
 def layernorm(x: np.ndarray, gamma: np.ndarray, beta: np.ndarray, backend: str = "numpy") -> tuple[np.ndarray, NormCache]:
     """The inference op set's LayerNorm (``ops_numpy.layernorm``), keeping what its backward reads
     (the native backend: one C pass per row, ``native.c: vt_layernorm``, the same integers)."""
-    if (lib := T._fast(backend)) is not None:
+    if (lib := X.fast(backend)) is not None:
         a = np.ascontiguousarray(x, dtype=np.int64)
         rows, h = a.shape
         out, ds = np.empty_like(a), np.empty_like(a)
         e, den = np.empty((rows, 1), dtype=np.int64), np.empty((rows, 1), dtype=np.int64)
         g, b = np.ascontiguousarray(gamma, dtype=np.int64), np.ascontiguousarray(beta, dtype=np.int64)
         lib.vt_layernorm(a.ctypes.data, rows, h, g.ctypes.data, b.ctypes.data, out.ctypes.data, ds.ctypes.data,
-                         e.ctypes.data, den.ctypes.data, T.threads(a.size))
+                         e.ctypes.data, den.ctypes.data, N.threads(a.size))
         return out, NormCache(ds, e, den)
-    out, ds, e, den = normalize(x - _round_div(x.sum(axis=-1, keepdims=True), np.int64(x.shape[-1])), gamma, beta)
+    out, ds, e, den = normalize(x - round_div(x.sum(axis=-1, keepdims=True), np.int64(x.shape[-1])), gamma, beta)
     return out, NormCache(ds, e, den)
 
 
@@ -131,23 +134,23 @@ def layernorm_backward(dz: np.ndarray, gamma: np.ndarray, c: NormCache, backend:
     """dx from dz (both in the same fixed point): ``(g - mean(g) - xhat * mean(g * xhat)) / sigma``,
     with ``g = gamma * dz``, ``xhat = 16 ds / D`` and ``sigma = D * 2**e / (16 * 2**ACT_FRAC)``
     (the input is ``ACT_FRAC``), in integers."""
-    if (lib := T._fast(backend)) is not None:
+    if (lib := X.fast(backend)) is not None:
         d = np.ascontiguousarray(dz, dtype=np.int64)
         rows, h = d.shape
         dx, scratch = np.empty_like(d), np.empty((rows, 2 * h), dtype=np.int64)
         g = np.ascontiguousarray(gamma, dtype=np.int64)
         lib.vt_layernorm_backward(d.ctypes.data, rows, h, g.ctypes.data, np.ascontiguousarray(c.ds, dtype=np.int64).ctypes.data,
                                   np.ascontiguousarray(c.e, dtype=np.int64).ctypes.data, np.ascontiguousarray(c.den, dtype=np.int64).ctypes.data,
-                                  dx.ctypes.data, scratch.ctypes.data, T.threads(d.size))
+                                  dx.ctypes.data, scratch.ctypes.data, N.threads(d.size))
         return dx
     h = dz.shape[-1]
     shift = ACT + spec.NORM_STD_SHIFT  # gamma's fixed point
-    g = T._round_shift(dz * gamma, 1, -shift)
-    xhat = T._round_shift(c.ds, c.den, spec.NORM_STD_SHIFT + ACT)
-    m1 = _round_div(g.sum(axis=-1, keepdims=True), np.int64(h))
-    m2 = T._round_shift((g * xhat).sum(axis=-1, keepdims=True), h, -ACT)
-    t = g - m1 - T._round_shift(xhat * m2, 1, -ACT)
-    return T._round_shift(t, c.den, ACT + spec.NORM_STD_SHIFT - c.e)
+    g = X.round_shift(dz * gamma, 1, -shift)
+    xhat = X.round_shift(c.ds, c.den, spec.NORM_STD_SHIFT + ACT)
+    m1 = round_div(g.sum(axis=-1, keepdims=True), np.int64(h))
+    m2 = X.round_shift((g * xhat).sum(axis=-1, keepdims=True), h, -ACT)
+    t = g - m1 - X.round_shift(xhat * m2, 1, -ACT)
+    return X.round_shift(t, c.den, ACT + spec.NORM_STD_SHIFT - c.e)
 
 
 # the state ---------------------------------------------------------------------------------------
@@ -192,11 +195,11 @@ class LoraState:
 
 
 def checkpoint_bytes(state: LoraState) -> bytes:
-    return T.pack_tensors(state.tensors())
+    return CK.pack_tensors(state.tensors())
 
 
 def load_checkpoint(blob: bytes) -> LoraState:
-    ts = T.unpack_tensors(blob)
+    ts = CK.unpack_tensors(blob)
     if len(ts) != 13 or ts[-1].shape != (1,):
         raise ValueError("malformed: not a LoRA fine-tune checkpoint (A, B, head w and b, two moments each, a step)")
     return LoraState(ts[0:4], ts[4:8], ts[8:12], int(ts[12][0]))
@@ -207,9 +210,9 @@ def checkpoint_hash(state: LoraState) -> bytes:
 
 
 # forward, backward, step -------------------------------------------------------------------------
-def _pool(z: np.ndarray, starts: np.ndarray) -> np.ndarray:
+def mean_pool(z: np.ndarray, starts: np.ndarray) -> np.ndarray:
     counts = np.diff(starts)[:, None]
-    return _round_div(np.add.reduceat(z, starts[:-1], axis=0), counts)
+    return round_div(np.add.reduceat(z, starts[:-1], axis=0), counts)
 
 
 def forward(state: LoraState, f: Features, gamma: np.ndarray, beta: np.ndarray, backend: str) -> dict[str, Any]:
@@ -217,11 +220,11 @@ def forward(state: LoraState, f: Features, gamma: np.ndarray, beta: np.ndarray, 
     out: dict[str, Any] = {}
     x = f.res
     if state.rank:
-        out["v"] = T.qmatmul(None, spec.GELU_FRAC, a, W, ACT, backend, xq=f.uq)  # [tokens, r]
-        x = x + T.qmatmul(out["v"], ACT, b, W, ACT, backend)
+        out["v"] = X.qmatmul(None, spec.GELU_FRAC, a, W, ACT, backend, xq=f.uq)  # [tokens, r]
+        x = x + X.qmatmul(out["v"], ACT, b, W, ACT, backend)
     z, out["norm"] = layernorm(x, gamma, beta, backend)
-    out["pooled"] = _pool(z, f.starts)
-    out["logits"] = T.qmatmul(out["pooled"], ACT, w, W, ACT, backend) + (hb >> (W - ACT))
+    out["pooled"] = mean_pool(z, f.starts)
+    out["logits"] = X.qmatmul(out["pooled"], ACT, w, W, ACT, backend) + (hb >> (W - ACT))
     return out
 
 
@@ -231,51 +234,51 @@ def _grad_a(dv: np.ndarray, uq: tuple[np.ndarray, np.ndarray, np.ndarray], backe
     int8 u, and one rescale: ``dA ~ sum_t dv[t] * q_u[t] * s_t``."""
     q, ams, e = uq
     dvs = (dv * ams) << e  # [tokens, r]: dv times each token's scale (up to the common 1/127)
-    if (lib := T._fast(backend)) is not None:  # u's int8 rows are already dA's transposed operand
+    if (lib := X.fast(backend)) is not None:  # u's int8 rows are already dA's transposed operand
         ones = np.ones(q.shape[1], dtype=np.int64)
-        out = T._native_qmatmul(lib, dvs.T, None, W - G - spec.GELU_FRAC, wq=(q, ones, ones - 1))
+        out = N.native_qmatmul(lib, dvs.T, None, W - G - spec.GELU_FRAC, wq=(q, ones, ones - 1))
         if out is not None:
             return out
-    qd, ad, ed = T.quantize_rows(dvs.T)
-    acc = T.gemm(qd, q.T.astype(np.int64 if backend == "numpy" else np.float32), backend)  # [r, intermediate]
-    return T._round_shift(acc * ad, spec.QMAX * spec.QMAX, ed + W - G - spec.GELU_FRAC)
+    qd, ad, ed = X.quantize_rows(dvs.T)
+    acc = X.gemm(qd, q.T.astype(np.int64 if backend == "numpy" else np.float32), backend)  # [r, intermediate]
+    return X.round_shift(acc * ad, spec.QMAX * spec.QMAX, ed + W - G - spec.GELU_FRAC)
 
 
 def lora_step(state: LoraState, f: Features, labels: np.ndarray, gamma: np.ndarray, beta: np.ndarray,
-              cfg: T.SGDConfig, backend: str = "numpy", lora_lr_shift: int = 0) -> LoraState:
+              cfg: X.SGDConfig, backend: str = "numpy", lora_lr_shift: int = 0) -> LoraState:
     """One optimizer step on a batch of sentences (a new state; ``state`` is not changed)."""
     s = state.copy()
     a, b, w, hb = s.params
     fw = forward(s, f, gamma, beta, backend)
-    dlogits = T.loss_pair(fw["logits"], labels, backend)[1]
+    dlogits = X.loss_pair(fw["logits"], labels, backend)[1]
     grads = [np.zeros_like(a), np.zeros_like(b),
-             T.qmatmul(dlogits.T, ACT, fw["pooled"].T, ACT, W, backend),
+             X.qmatmul(dlogits.T, ACT, fw["pooled"].T, ACT, W, backend),
              dlogits.sum(axis=0) << (W - ACT)]
     if s.rank:
-        dpooled = T.qmatmul(dlogits, ACT, w.T, W, G, backend)  # [sentences, hidden]
+        dpooled = X.qmatmul(dlogits, ACT, w.T, W, G, backend)  # [sentences, hidden]
         counts = np.diff(f.starts)  # the mean's gradient: the same for every token of a sentence
-        dz = np.repeat(T._round_shift(dpooled, counts[:, None], 0), counts, axis=0)
+        dz = np.repeat(X.round_shift(dpooled, counts[:, None], 0), counts, axis=0)
         dx = layernorm_backward(dz, gamma, fw["norm"], backend)  # [tokens, hidden]
-        grads[1] = T.qmatmul(dx.T, G, fw["v"].T, ACT, W, backend)  # over the tokens
-        dv = T.qmatmul(dx, G, b.T, W, G, backend)
+        grads[1] = X.qmatmul(dx.T, G, fw["v"].T, ACT, W, backend)  # over the tokens
+        dv = X.qmatmul(dx, G, b.T, W, G, backend)
         grads[0] = _grad_a(dv, f.uq, backend)
     lora_cfg = replace(cfg, lr_num=max(1, cfg.lr_num >> lora_lr_shift))
     for i, g in enumerate(grads):
-        s.params[i], s.m[i], s.s[i] = T.update(s.params[i], s.m[i], s.s[i], g, len(labels), lora_cfg if i < 2 else cfg,
+        s.params[i], s.m[i], s.s[i] = X.update(s.params[i], s.m[i], s.s[i], g, len(labels), lora_cfg if i < 2 else cfg,
                                                         backend)
     s.step += 1
     return s
 
 
-def batch_indices(n: int, step: int, cfg: T.SGDConfig) -> np.ndarray:
-    return T.batch_indices(n, step, cfg)
+def batch_indices(n: int, step: int, cfg: X.SGDConfig) -> np.ndarray:
+    return X.batch_indices(n, step, cfg)
 
 
 def finetune(state: LoraState, f: Features, labels: np.ndarray, gamma: np.ndarray, beta: np.ndarray, steps: int,
-             cfg: T.SGDConfig, backend: str = "numpy", progress: Any = None, lora_lr_shift: int = 0) -> LoraState:
+             cfg: X.SGDConfig, backend: str = "numpy", progress: Any = None, lora_lr_shift: int = 0) -> LoraState:
     """``steps`` steps from ``state`` (which carries its step counter, so a work unit resumes)."""
     for _ in range(steps):
-        idx = T.batch_indices(len(labels), state.step, cfg)
+        idx = X.batch_indices(len(labels), state.step, cfg)
         state = lora_step(state, f.sentences(idx, with_u=False), labels[idx], gamma, beta, cfg, backend, lora_lr_shift)
         if progress:
             progress(state.step)
@@ -288,7 +291,7 @@ def predict(state: LoraState, f: Features, gamma: np.ndarray, beta: np.ndarray, 
 
 # the float32 reference ---------------------------------------------------------------------------
 def finetune_float(state: LoraState, f: Features, labels: np.ndarray, gamma: np.ndarray, beta: np.ndarray,
-                   steps: int, cfg: T.SGDConfig, lora_lr_shift: int = 0) -> tuple[Any, Callable[[Features], np.ndarray]]:
+                   steps: int, cfg: X.SGDConfig, lora_lr_shift: int = 0) -> tuple[Any, Callable[[Features], np.ndarray]]:
     """The same adapter, head, initialisation, data order, optimizer and learning rates in float32
     torch with autograd, on the same frozen features: the reference for accuracy and speed. Returns the
     trained parameters and a predict function."""
@@ -315,13 +318,13 @@ def finetune_float(state: LoraState, f: Features, labels: np.ndarray, gamma: np.
     y_all = torch.tensor(labels, dtype=torch.int64)
     lora_cfg = replace(cfg, lr_num=max(1, cfg.lr_num >> lora_lr_shift))
     for step in range(state.step, state.step + steps):
-        idx = T.batch_indices(len(labels), step, cfg)
+        idx = X.batch_indices(len(labels), step, cfg)
         loss = torch.nn.functional.cross_entropy(logits(f.sentences(idx)), y_all[torch.from_numpy(idx)])
         grads = torch.autograd.grad(loss, params, allow_unused=True)
         with torch.no_grad():
             for i, (p, (v, sq), g) in enumerate(zip(params, moments, grads)):
                 if g is not None:
-                    T.float_update(p, v, sq, g, lora_cfg if i < 2 else cfg)
+                    MLP.float_update(p, v, sq, g, lora_cfg if i < 2 else cfg)
 
     def predict_f(ff: Features) -> np.ndarray:
         with torch.no_grad():

@@ -10,9 +10,9 @@ import torch
 from torch.nn import functional as F
 
 from veracity.errors import InputError
-from veracity.exact import gpt_train as GT
-from veracity.exact import train as T
+from veracity.exact import integer as X
 from veracity.exact.trace import decode_records
+from veracity.training import gpt as GT
 from veracity.workloads.gpt_train import CTX, HEADS, corpus_ids, generate, shape
 from veracity.workloads.jobs import Job
 from veracity.workloads.spec import load_spec
@@ -33,10 +33,10 @@ def test_the_integer_backward_is_the_float_models_gradient(corpus):
 
     _, _, ids = corpus
     sh = shape()
-    state = GT.train(GT.GPTState.init(sh), ids, 10, T.SGDConfig(lr_num=197, batch=8, seed=1, optimizer="adam"),
+    state = GT.train(GT.GPTState.init(sh), ids, 10, X.SGDConfig(lr_num=197, batch=8, seed=1, optimizer="adam"),
                      HEADS, CTX, "torch")  # away from the initialisation
     x, y = GT.windows(ids, 500, 4, CTX, 3)
-    sgd = T.SGDConfig(lr_num=1 << 15, mu_num=0, optimizer="sgd", clip=1 << 40, batch=4)  # lr 0.5: w - g/2
+    sgd = X.SGDConfig(lr_num=1 << 15, mu_num=0, optimizer="sgd", clip=1 << 40, batch=4)  # lr 0.5: w - g/2
     after = GT.gpt_step(state, x, y, sgd, HEADS)
     cfg = loaded("tiny-gpt").cfg
     model = FloatGPT(GPTConfig(vocab=cfg.vocab, block=CTX, layers=sh.layers, heads=HEADS, embd=sh.embd)).double()
@@ -48,13 +48,13 @@ def test_the_integer_backward_is_the_float_models_gradient(corpus):
                      ("c_proj.bias", "proj.b"), ("c_fc.weight", "fc.w"), ("c_fc.bias", "fc.b"),
                      ("c_fc_proj.weight", "fc_proj.w"), ("c_fc_proj.bias", "fc_proj.b")):
             names[f"h.{i}.{a}"] = f"h{i}.{b}"
-    model.load_state_dict({k: torch.tensor(state.params[v] / (1 << T.W_FRAC), dtype=torch.float64)
+    model.load_state_dict({k: torch.tensor(state.params[v] / (1 << X.W_FRAC), dtype=torch.float64)
                            for k, v in names.items()})
     loss = F.cross_entropy(model(torch.from_numpy(x)).reshape(-1, sh.vocab), torch.from_numpy(y).reshape(-1))
     loss.backward()
     for k, p in model.named_parameters():
         g = p.grad.numpy()
-        e = 2 * (state.params[names[k]] - after.params[names[k]]) / (1 << T.W_FRAC)
+        e = 2 * (state.params[names[k]] - after.params[names[k]]) / (1 << X.W_FRAC)
         cos = (e * g).sum() / (np.linalg.norm(e) * np.linalg.norm(g))
         # the GELU's slope comes from its 8-bit table, so the MLP's first layers agree least (~0.98)
         assert cos > 0.97 and abs(np.linalg.norm(e) / np.linalg.norm(g) - 1) < 0.1, (k, cos)
@@ -91,7 +91,7 @@ def test_the_loss_falls_on_the_shipped_corpus(corpus):
     x, y = GT.windows(ids, 10**6, 16, CTX, 99)  # held-out draws of windows
     state = GT.GPTState.init(shape())
     before = GT.loss(state, x, y, HEADS)
-    state = GT.train(state, ids, 30, T.SGDConfig(lr_num=197, batch=8, seed=1, optimizer="adam"), HEADS, CTX, "torch")
+    state = GT.train(state, ids, 30, X.SGDConfig(lr_num=197, batch=8, seed=1, optimizer="adam"), HEADS, CTX, "torch")
     after = GT.loss(state, x, y, HEADS)
     assert before > 3.4 and after < 2.8, (before, after)  # ln(vocab) = 3.47: from chance to word shapes
     assert len(generate(GT.checkpoint_bytes(state), "the ", 8)) == 8

@@ -9,9 +9,9 @@ import numpy as np
 import pytest
 import torch
 
-from veracity.exact import finetune as F
-from veracity.exact import train as T
+from veracity.exact import integer as X
 from veracity.models.registry import loaded
+from veracity.training import lora as F
 from veracity.workloads.finetune import FinetuneParams, run_finetune_job
 
 INPUTS = Path(__file__).resolve().parent.parent.parent / "examples" / "inputs"
@@ -35,14 +35,14 @@ def test_the_integer_backward_is_the_gradient(reviews):
     f, y = feats.sentences(np.arange(16)), labels[:16]
     state = F.LoraState.init(8, 2, seed=3)
     state.params[1] = np.random.default_rng(0).integers(-(1 << 16), 1 << 16, state.params[1].shape)  # B != 0
-    sgd = T.SGDConfig(lr_num=1 << 15, mu_num=0, optimizer="sgd", clip=1 << 40, batch=16)  # lr 0.5: w - g/2
+    sgd = X.SGDConfig(lr_num=1 << 15, mu_num=0, optimizer="sgd", clip=1 << 40, batch=16)  # lr 0.5: w - g/2
     after = F.lora_step(state, f, y, norm.gamma, norm.beta, sgd)
-    exact = [2 * (a - b) / (1 << T.W_FRAC) for a, b in zip(state.params, after.params)]
+    exact = [2 * (a - b) / (1 << X.W_FRAC) for a, b in zip(state.params, after.params)]
 
     def f64(x, frac):
         return torch.tensor(x / (1 << frac), dtype=torch.float64)
 
-    ps = [f64(p, T.W_FRAC).requires_grad_(True) for p in state.params]
+    ps = [f64(p, X.W_FRAC).requires_grad_(True) for p in state.params]
     a, b, w, hb = ps
     x = f64(f.res, 12) + (f64(f.u, 8) @ a.T) @ b.T
     z = torch.nn.functional.layer_norm(x, (384,), f64(norm.gamma, 16), f64(norm.beta, 12), eps=1e-12)
@@ -73,7 +73,7 @@ def test_the_frozen_path_is_the_inference_ops_bits(reviews):
     norm = model.layers[-1].ln2
     f = feats.sentences(np.arange(3))
     z, _ = F.layernorm(f.res, norm.gamma, norm.beta)
-    assert np.array_equal(F._pool(z, f.starts), kept["pool.mean"])
+    assert np.array_equal(F.mean_pool(z, f.starts), kept["pool.mean"])
 
 
 def test_checkpoints_are_bit_identical_across_backends_threads_and_work_units():
@@ -97,7 +97,7 @@ def test_checkpoints_are_bit_identical_across_backends_threads_and_work_units():
 def test_lora_beats_the_head_only_baseline_on_held_out_reviews(reviews):
     model, feats, labels, held, held_labels = reviews
     norm = model.layers[-1].ln2
-    cfg = T.SGDConfig(lr_num=655, batch=16, seed=1, optimizer="adam")  # lr 0.01
+    cfg = X.SGDConfig(lr_num=655, batch=16, seed=1, optimizer="adam")  # lr 0.01
     acc = {}
     for rank in (0, 8):
         state = F.finetune(F.LoraState.init(rank, 2), feats, labels, norm.gamma, norm.beta, 500, cfg, "torch",

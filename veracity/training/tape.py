@@ -1,0 +1,58 @@
+"""A training step's ops as trace records, each with the descriptor a dispute judges it by."""
+
+from __future__ import annotations
+
+from typing import Any, Callable
+
+import numpy as np
+
+from veracity.exact.trace import tensor_digest
+
+
+class Tape:
+    """A training step's ops as trace records (``rec``: kind, name, value, input records, and the
+    parameters the referee reads), each with the descriptor a dispute judges it by. ``at`` maps a
+    state tensor's name to the record that holds its current value. The null tape (``Tape(False)``)
+    records nothing, so an untraced step pays nothing."""
+
+    def __init__(self, on: bool = True, keep: set[int] | None = None,
+                 tamper: Callable[[int, str, np.ndarray], None] | None = None) -> None:
+        self.on = on
+        self.tamper = tamper  # an adversary's hook (tests, the demo): alters a value in place
+        self.records: list[Any] = []  # TraceRecord
+        self.descs: list[Any] = []  # program.OpDesc
+        self.at: dict[str, int] = {}
+        self.keep = keep if keep is not None else set()
+        self.kept: dict[int, np.ndarray] = {}
+
+    def rec(self, kind: int, step: int, op: str, x: np.ndarray, inputs: tuple[int, ...] = (),
+            consts: tuple[bytes, ...] = (), params: tuple[int, ...] = ()) -> int:
+        if not self.on:
+            return -1
+        from veracity.exact.program import OpDesc, dtype_code
+        from veracity.exact.trace import TraceRecord
+
+        i = len(self.records)
+        if self.tamper is not None:
+            self.tamper(i, op, x)  # in place, so every later op reads the altered value
+        t = np.ascontiguousarray(x, dtype=np.int64)
+        self.records.append(TraceRecord(step, op, tensor_digest(t)))
+        self.descs.append(OpDesc(kind, step, op, dtype_code(t.dtype), tuple(t.shape), inputs, consts, params))
+        if i in self.keep:
+            self.kept[i] = t.copy()
+        return i
+
+    def input(self, step: int, op: str, x: np.ndarray) -> int:
+        from veracity.exact.program import INPUT
+
+        return self.rec(INPUT, step, op, x, consts=(tensor_digest(np.asarray(x, dtype=np.int64)),))
+
+    def start(self, step: int, named: list[tuple[str, np.ndarray]]) -> None:
+        """The state a job starts from (its step, its tensors by record name), as input records
+        (the client computes their digests from the initialisation seed or the start checkpoint)."""
+        for name, t in named:
+            self.at[name] = self.input(step, "start." + name.removeprefix("state."), t)
+
+
+NULL_TAPE = Tape(False)
+
