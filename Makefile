@@ -5,14 +5,15 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test lint bench install clean
+.PHONY: demo test lint bench install install-check clean
 
-$(STAMP): requirements.lock pyproject.toml
+$(STAMP): requirements.lock requirements-dev.lock pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q torch==2.13.0        # the CPU wheel first, so nothing pulls CUDA
 	$(PY) -m pip install -q -r requirements.lock
 	$(PY) -m pip install -q --no-deps -e .
+	$(PY) -m pip install -q --no-deps -r requirements-dev.lock  # lint and types: ruff, mypy
 	$(PY) -c "from veracity.chain.anvil import find_anvil; print('anvil:', find_anvil())"
 	touch $(STAMP)
 
@@ -23,9 +24,13 @@ demo: $(STAMP)
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check veracity tests bench examples
+	$(PY) -m mypy
 
 test: $(STAMP)
 	$(PY) -m pytest -n 2 tests
+
+install-check: $(STAMP)
+	.ci/install-check
 
 bench: $(STAMP)
 	$(PY) bench/exact_vs_native.py --json bench/results/exact_vs_native.json

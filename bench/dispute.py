@@ -3,7 +3,7 @@
 Full games on real traces: digits-MLP jobs sized so their traces have 2^6 to 2^16 records (n,
 the trace's elements, from 2^17 to 2^27), a
 provider that altered one element of a random record (everything after it computed from it),
-and an honest challenger; both play through ``node.player.Player`` against the
+and an honest challenger; both play through ``client.player.Player`` against the
 deployed Disputes, Referee and OneStep contracts. For each: the rounds (bisection reveals, the
 record opened, each chunk-tree level, the chunk, the judgement), the gas of the whole game
 (challenge to settlement, both parties and the judge) and of its final one-step judgement, and
@@ -34,11 +34,11 @@ from rich.table import Table
 from veracity.chain.anvil import Anvil
 from veracity.chain.client import PROVIDER
 from veracity.chain.devnet import deploy, dev_accounts
+from veracity.client.player import CHALLENGER, Player
 from veracity.exact import program as prog
 from veracity.exact import spec
 from veracity.exact.trace import decode_records
 from veracity.market.bids import Bid, sign_bid
-from veracity.node.player import CHALLENGER, Player
 from veracity.verify.game import PROVIDER as PROVIDER_PARTY
 from veracity.verify.rows import padded
 from veracity.verify.sampling import check_rate, slashable
@@ -124,7 +124,7 @@ def summary(program: list[Any], k: int, moves: list[tuple[str, int]]) -> dict[st
 
 def game(dep, accts, n: int, model: Any, rng: np.random.Generator, model_name: str = MODEL,
          inputs: bytes | None = None, k: int | None = None) -> dict[str, Any]:
-    from veracity.node.adversary import alter_record
+    from veracity.sim.adversary import alter_record
     from veracity.workloads.infer import job_program, record_tensors, run_infer_job
 
     inputs = inputs if inputs is not None else job_inputs(n)
@@ -199,7 +199,7 @@ def train_judgements(dep, accts) -> list[dict[str, Any]]:
     """A full game at the last record of every training kind of a digits-MLP training job's second
     step (Adam, batch 32): the provider altered that element and trained on; the judgement's gas."""
     from veracity.exact.integer import exp_table_digest, exp_table_tensor
-    from veracity.node.adversary import train_tamper
+    from veracity.sim.adversary import train_tamper
     from veracity.workloads.train import (
         TrainParams,
         record_tensors,

@@ -60,7 +60,7 @@ def main() -> int:
         cfg = {"deployment": str(tmp / "deployment.json"), "key": accts[2].key, "home": str(tmp / "p"),
                "port": free_port(), "policy": {"models": ["minilm", "tiny-gpt"], "price_floor": 10**17}}
         (tmp / "p.json").write_text(json.dumps(cfg))
-        procs.append(subprocess.Popen([sys.executable, "-m", "veracity.node.provider", "--config", str(tmp / "p.json")],
+        procs.append(subprocess.Popen([sys.executable, "-m", "veracity.cli", "provider", "run", "--config", str(tmp / "p.json")],
                                       stdout=open(tmp / "p.log", "wb"), stderr=subprocess.STDOUT))
         _, _, reg, _ = dep.clients(accts[0].key)
         while reg.node(accts[2].address).role == 0:

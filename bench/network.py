@@ -25,7 +25,7 @@ from rich.table import Table
 
 from veracity.chain.anvil import Anvil, free_port
 from veracity.chain.devnet import deploy, dev_accounts
-from veracity.node.client import submit
+from veracity.client.jobs import submit
 from veracity.workloads.infer import run_infer_job
 from veracity.workloads.spec import Verification, load_spec
 
@@ -53,7 +53,7 @@ def main() -> int:
             cfg = {"deployment": str(tmp / "deployment.json"), "key": accts[first + i].key, "home": str(tmp / f"p{i}"),
                    "port": free_port(), "policy": {"models": KINDS, "price_floor": 10**17, "max_jobs": 16}}
             (tmp / f"p{i}.json").write_text(json.dumps(cfg))
-            procs.append(subprocess.Popen([sys.executable, "-m", "veracity.node.provider", "--config",
+            procs.append(subprocess.Popen([sys.executable, "-m", "veracity.cli", "provider", "run", "--config",
                                            str(tmp / f"p{i}.json")], stdout=subprocess.DEVNULL))
         _, _, reg, _ = dep.clients(accts[0].key)
         while any(reg.node(accts[first + i].address).role == 0 for i in range(3)):

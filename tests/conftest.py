@@ -40,3 +40,13 @@ def gpt():
 def sentences():
     path = os.path.join(os.path.dirname(__file__), "data", "sentences.txt")
     return open(path, encoding="utf-8").read().splitlines()
+
+
+@pytest.fixture
+def net(tmp_path):
+    """A fresh devnet (anvil, the contracts), daemons started on demand, all stopped at the end."""
+    from nodenet import Net
+
+    n = Net(tmp_path)
+    yield n
+    n.stop()

@@ -15,14 +15,14 @@
 
 from ethereum.ercs import IERC20
 
+from interfaces import IConsumer
+from interfaces import IOracle
+
+implements: IConsumer
+
 MAX_INPUT: constant(uint256) = 1024
 MAX_OUTPUT: constant(uint256) = 4096
 CLASSES: constant(uint256) = 10
-
-
-interface IOracle:
-    def request(model: String[32], input: Bytes[MAX_INPUT], callback: address, payment: uint256,
-                program_root: bytes32, program_length: uint256) -> uint256: nonpayable
 
 
 event Labelled:
@@ -47,7 +47,12 @@ def __init__(token_: IERC20, oracle_: IOracle):
 @external
 def label(pixels: Bytes[MAX_INPUT], payment: uint256, program_root: bytes32, program_length: uint256) -> uint256:
     """
-    @notice Ask which digit `pixels` (the input line) shows; returns the Oracle's request id.
+    @notice Ask which digit `pixels` (the input line) shows.
+    @param pixels The input line, `{"pixels": [64 integers 0..16]}`.
+    @param payment What the request pays.
+    @param program_root The job's program's Merkle root.
+    @param program_length The program's record count.
+    @return The Oracle's request id.
     """
     assert extcall token.transferFrom(msg.sender, self, payment), "labeler: payment transfer failed"
     assert extcall token.approve(oracle.address, payment), "labeler: approve failed"
@@ -86,6 +91,8 @@ def _class_of(output: Bytes[MAX_OUTPUT]) -> uint256:
 def on_result(request_id: uint256, output: Bytes[MAX_OUTPUT]):
     """
     @notice The Oracle's callback with the committed output (its canonical output blob).
+    @param request_id The request's id.
+    @param output The committed output blob.
     """
     assert msg.sender == oracle.address, "labeler: only the oracle calls back"
     assert self.requester[request_id] != empty(address) and not self.labelled[request_id], \

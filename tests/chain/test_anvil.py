@@ -1,4 +1,6 @@
-"""The devnet's anvil comes from the npm registry on a fresh machine, and runs."""
+"""The devnet's anvil comes from the npm registry on a fresh machine, and runs. (The bootstrap,
+`make install`, installs it from the registry; the test installs it again from npm's cache, so it
+needs no network.)"""
 
 import subprocess
 
@@ -6,7 +8,7 @@ from veracity.chain.anvil import ANVIL_PACKAGE, Anvil, install_anvil
 
 
 def test_anvil_installs_from_npm_into_an_empty_cache(tmp_path):
-    binary = install_anvil(tmp_path / "cache")
+    binary = install_anvil(tmp_path / "cache", offline=True)
     out = subprocess.run([str(binary), "--version"], capture_output=True, text=True, timeout=30)
     assert out.returncode == 0 and ANVIL_PACKAGE.rsplit("@", 1)[1] in out.stdout
 

@@ -11,12 +11,12 @@ import pytest
 from sklearn.datasets import load_digits
 from test_market import MODEL, SPEC, TOKEN, bid_for, register_provider
 
+from veracity.client.player import CHALLENGER, PROVIDER, Player
 from veracity.errors import ChainError
 from veracity.exact import program as prog
 from veracity.exact.trace import decode_records
 from veracity.models.registry import load
-from veracity.node.adversary import alter_record, corrupt_tamper
-from veracity.node.player import CHALLENGER, PROVIDER, Player
+from veracity.sim.adversary import alter_record, corrupt_tamper
 from veracity.verify.sampling import bond_to_provider, challenger_reward
 from veracity.workloads.infer import job_program, record_tensors, run_infer_job
 

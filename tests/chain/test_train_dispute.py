@@ -10,10 +10,10 @@ from pathlib import Path
 import pytest
 from test_dispute_game import committed_order, play
 
+from veracity.client.player import CHALLENGER, PROVIDER, Player
 from veracity.exact import program as prog
 from veracity.exact.trace import decode_records
-from veracity.node.adversary import train_tamper
-from veracity.node.player import CHALLENGER, PROVIDER, Player
+from veracity.sim.adversary import train_tamper
 from veracity.verify.sampling import bond_to_provider, challenger_reward
 from veracity.workloads.train import (
     TrainParams,

@@ -9,16 +9,16 @@ from pathlib import Path
 
 import httpx
 import pytest
+from nodenet import Net
 
+from veracity.blobs.store import BlobError
+from veracity.blobs.transfer import fetch, push
 from veracity.chain.anvil import free_port
 from veracity.chain.client import PROVIDER
 from veracity.cid import cid_of, digest_of
+from veracity.client.jobs import NoBidError, submit
 from veracity.errors import InputError
-from veracity.node.blobs import BlobError, fetch, push
-from veracity.node.client import NoBidError, submit
 from veracity.workloads.spec import Verification, load_spec, model_id
-
-from .conftest import Net
 
 ROOT = Path(__file__).resolve().parent.parent.parent
 JOBS = ROOT / "examples" / "jobs"

@@ -9,15 +9,14 @@ import time
 from pathlib import Path
 
 import httpx
+from nodenet import TOKEN, Net
 
+from veracity.blobs.transfer import push
 from veracity.cid import cid_of, digest_of
-from veracity.node.blobs import push
-from veracity.node.client import submit
+from veracity.client.jobs import submit
 from veracity.verify.sampling import bond_to_provider
 from veracity.workloads.planner import MAX_PROGRAM_RECORDS
 from veracity.workloads.spec import Verification, load_spec
-
-from .conftest import TOKEN, Net
 
 JOBS = Path(__file__).resolve().parent.parent.parent / "examples" / "jobs"
 MOVE_TIME = 6

@@ -6,9 +6,9 @@ from pathlib import Path
 import httpx
 import pytest
 
+from veracity.blobs.transfer import fetch
+from veracity.client.jobs import MissedDeadlineError, NoBidError, providers, submit
 from veracity.exact.trace import decode_records
-from veracity.node.blobs import fetch
-from veracity.node.client import MissedDeadlineError, NoBidError, providers, submit
 from veracity.workloads.infer import run_infer_job
 from veracity.workloads.spec import Verification, load_spec
 

@@ -5,12 +5,12 @@ pool gets the fees, no escrow is left behind)."""
 import threading
 from pathlib import Path
 
+from nodenet import Net
+
+from veracity.client.jobs import submit
 from veracity.models.registry import names
-from veracity.node.client import submit
 from veracity.workloads.infer import run_infer_job
 from veracity.workloads.spec import Verification, load_spec
-
-from .conftest import Net
 
 JOBS = Path(__file__).resolve().parent.parent.parent / "examples" / "jobs"
 CLIENTS, PROVIDERS = 20, 3

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from nodenet import Net
 from sklearn.datasets import load_digits
 from web3.logs import DISCARD
 
@@ -23,8 +24,6 @@ from veracity.exact.trace import outputs_root, tensor_digest
 from veracity.market.bids import Bid, sign_bid
 from veracity.models.registry import loaded
 from veracity.workloads.infer import infer, job_program
-
-from .conftest import Net
 
 LABELER = str(Path(__file__).resolve().parents[2] / "examples" / "contracts" / "DigitLabeler.vy")
 TOKEN = 10**18

@@ -14,16 +14,15 @@ from pathlib import Path
 
 import httpx
 import pytest
+from nodenet import TOKEN, Net
 
+from veracity.blobs.transfer import fetch
 from veracity.chain.events import EventStream
 from veracity.cid import cid_from_digest
+from veracity.client.jobs import submit
 from veracity.errors import VeracityError
-from veracity.node.blobs import fetch
-from veracity.node.client import submit
 from veracity.verify.sampling import challenger_reward
 from veracity.workloads.spec import Verification, load_spec
-
-from .conftest import TOKEN, Net
 
 JOBS = Path(__file__).resolve().parent.parent.parent / "examples" / "jobs"
 CHEATS = ("corrupt-op", "wrong-output", "lazy", "withhold")

@@ -7,8 +7,8 @@ from pathlib import Path
 import httpx
 import pytest
 
+from veracity.client.jobs import submit, submit_units
 from veracity.errors import InputError, VeracityError
-from veracity.node.client import submit, submit_units
 from veracity.training import mlp as MLP
 from veracity.verify.sampling import challenger_reward
 from veracity.workloads.jobs import Job
@@ -89,7 +89,7 @@ def test_a_cheating_trainer_is_caught_judged_and_slashed(tmp_path):
     job (and trains on from it) commits a consistent, wrong checkpoint; the validator daemon's
     re-execution differs, it challenges, the game runs to that element inside the optimizer step,
     the TrainReferee recomputes it, and the cheater loses its collateral and a fifth of its stake."""
-    from .conftest import TOKEN, Net
+    from nodenet import TOKEN, Net
 
     net = Net(tmp_path, accounts=6, move_time=8)
     try:

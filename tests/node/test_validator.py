@@ -12,8 +12,8 @@ import pytest
 
 from veracity.chain.anvil import Anvil, free_port
 from veracity.chain.devnet import deploy, dev_accounts
+from veracity.client.jobs import submit
 from veracity.errors import VeracityError
-from veracity.node.client import submit
 from veracity.node.validator import sampled
 from veracity.workloads.spec import Verification, load_spec
 
@@ -22,7 +22,7 @@ JOBS = Path(__file__).resolve().parent.parent.parent / "examples" / "jobs"
 
 def start(module, cfg, path):
     path.write_text(json.dumps(cfg))
-    return subprocess.Popen([sys.executable, "-m", module, "--config", str(path)])
+    return subprocess.Popen([sys.executable, "-m", "veracity.cli", module.rsplit(".", 1)[1], "run", "--config", str(path)])
 
 
 @pytest.mark.parametrize("behaviour,verdict,detail", [

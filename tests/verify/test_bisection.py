@@ -6,7 +6,7 @@ from pathlib import Path
 import pytest
 
 from veracity.exact.trace import TraceRecord, decode_records, first_difference
-from veracity.node.adversary import corrupt_op_job, lazy_job
+from veracity.sim.adversary import corrupt_op_job, lazy_job
 from veracity.verify.bisection import Bisection, TraceView, play, rounds_needed
 from veracity.workloads.infer import run_infer_job
 

@@ -23,14 +23,15 @@ def _cached(folder: Path) -> Path:
     return folder / "node_modules" / "@foundry-rs" / "anvil-linux-amd64" / "bin" / "anvil"
 
 
-def install_anvil(folder: Path) -> Path:
-    """Install anvil from the npm registry into ``folder``; returns the binary."""
+def install_anvil(folder: Path, offline: bool = False) -> Path:
+    """Install anvil from the npm registry into ``folder``; returns the binary. ``offline``: from
+    npm's local cache only (what an earlier install left), with no network."""
     npm = shutil.which("npm")
     if npm is None:
         raise ChainError("anvil not found and npm is missing: install Node.js or put anvil on PATH")
     folder.mkdir(parents=True, exist_ok=True)
-    proc = subprocess.run([npm, "install", "--silent", "--no-audit", "--no-fund", "--prefix", str(folder),
-                           ANVIL_PACKAGE], capture_output=True, text=True)
+    proc = subprocess.run([npm, "install", "--silent", "--no-audit", "--no-fund", *(["--offline"] if offline else []),
+                           "--prefix", str(folder), ANVIL_PACKAGE], capture_output=True, text=True)
     binary = _cached(folder)
     if proc.returncode != 0 or not binary.is_file():
         raise ChainError(f"could not install anvil from npm ({ANVIL_PACKAGE}): {proc.stderr.strip()[-300:]}")

@@ -14,8 +14,7 @@ from typing import Any
 
 from veracity.errors import ChainError
 
-CONTRACTS = Path(__file__).resolve().parent.parent.parent / "contracts"
-NAMES = ("Token", "Registry", "Market", "OneStep", "Referee", "AttentionReferee", "TrainReferee", "Disputes")
+CONTRACTS = Path(__file__).resolve().parent.parent / "contracts"  # shipped in the package (``contracts/`` links here)
 
 
 @dataclass(frozen=True)
@@ -34,8 +33,8 @@ def _fingerprint(source: Path) -> str:
     import vyper
 
     h = hashlib.sha256(vyper.__version__.encode())
-    for path in sorted(CONTRACTS.glob("*.vy*")):
-        h.update(path.name.encode() + path.read_bytes())
+    for path in sorted(CONTRACTS.rglob("*.vy*")):
+        h.update(path.relative_to(CONTRACTS).as_posix().encode() + path.read_bytes())
     try:
         from importlib.metadata import version
 
@@ -48,7 +47,7 @@ def _fingerprint(source: Path) -> str:
 
 @lru_cache(maxsize=None)
 def compile_contract(name: str) -> Artifact:
-    """ABI and bytecode of ``contracts/<name>.vy`` (or of the file ``name``, a path ending in
+    """ABI and bytecode of ``veracity/contracts/<name>.vy`` (or of the file ``name``, a path ending in
     ``.vy``: an example consumer contract); compiled once per source hash."""
     source = Path(name) if name.endswith(".vy") else CONTRACTS / f"{name}.vy"
     if not source.is_file():
@@ -57,7 +56,9 @@ def compile_contract(name: str) -> Artifact:
     if cached.is_file():
         data = json.loads(cached.read_text())
         return Artifact(name, data["abi"], data["bytecode"])
-    proc = subprocess.run([sys.executable, "-m", "vyper", "-f", "abi,bytecode", str(source)],
+    # -p: `contracts/` is on the search path, so `from interfaces import IFoo` and `import tensors`
+    # resolve for an example contract outside it too
+    proc = subprocess.run([sys.executable, "-m", "vyper", "-p", str(CONTRACTS), "-f", "abi,bytecode", str(source)],
                           capture_output=True, text=True, cwd=source.parent)
     if proc.returncode != 0:
         raise ChainError(f"vyper could not compile {source.name}:\n{proc.stderr.strip()}")

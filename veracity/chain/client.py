@@ -10,7 +10,7 @@ from __future__ import annotations
 import threading
 import time
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from eth_account import Account
 from web3 import Web3
@@ -19,6 +19,9 @@ from web3.logs import DISCARD
 
 from veracity.chain.build import compile_contract
 from veracity.errors import ChainError
+
+if TYPE_CHECKING:
+    from eth_typing import ChecksumAddress
 
 PROVIDER, VALIDATOR = 1, 2
 ORDER_STATES = {0: "none", 1: "open", 2: "accepted", 3: "committed", 4: "finalized", 5: "refunded",
@@ -52,7 +55,7 @@ class Chain:
         self._sending = threading.Lock()
 
     @property
-    def address(self) -> str:
+    def address(self) -> ChecksumAddress:
         if self.account is None:
             raise ChainError("this client has no account: pass a private key to send transactions")
         return self.account.address
@@ -108,7 +111,7 @@ class Chain:
         except (Web3Exception, OSError) as exc:
             self._nonce = None  # resynchronise from the chain next time
             raise ChainError(f"the chain at {self.rpc_url} did not take the transaction: {exc}") from None
-        if receipt.status != 1:
+        if receipt["status"] != 1:
             raise ChainError(f"transaction {tx_hash.hex()} reverted")
         return receipt
 

@@ -201,3 +201,13 @@ def down() -> bool:
     pid_file.unlink(missing_ok=True)
     (state / "deployment.json").unlink(missing_ok=True)
     return stopped
+
+
+def find_deployment(path: "Path | None" = None) -> Deployment:
+    """The deployment at ``path``, or the devnet's; UsageError that says how to get one."""
+    from veracity.errors import UsageError
+
+    p = Path(path) if path is not None else home() / "deployment.json"
+    if not p.is_file():
+        raise UsageError(f"no deployment file at {p}: start a devnet (`veracity devnet up`) or pass --deployment")
+    return Deployment.read(p)

@@ -7,7 +7,7 @@ watched contracts in chain order (block, log index) and advances a cursor that a
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from eth_utils import event_abi_to_log_topic
 from pydantic import BaseModel
@@ -15,6 +15,9 @@ from web3 import Web3
 
 from veracity.chain.client import Chain
 from veracity.errors import ChainError
+
+if TYPE_CHECKING:
+    from eth_typing import ChecksumAddress
 
 
 class ChainEvent(BaseModel):
@@ -32,7 +35,7 @@ class EventStream:
     def __init__(self, chain: Chain, contracts: dict[str, str], start: int = 0) -> None:
         self.chain = chain
         self.next_block = start
-        self._by_address: dict[str, tuple[str, Any, dict[bytes, Any]]] = {}
+        self._by_address: dict[ChecksumAddress, tuple[str, Any, dict[bytes, Any]]] = {}
         for name, address in contracts.items():
             c = chain.contract(name, address)
             topics = {event_abi_to_log_topic(e): getattr(c.events, e["name"])

@@ -158,7 +158,11 @@ def qmatmul(x: np.ndarray | None, fx: int, w: np.ndarray, fw: int, fout: int, ba
         out = native_qmatmul(lib, x, w, fout - fx - fw, xq=xq)
         if out is not None:
             return out
-    qx, ax, ex = xq if xq is not None else quantize_rows(x)
+    if xq is None:
+        if x is None:
+            raise ValueError("qmatmul needs x or its quantization xq")
+        xq = quantize_rows(x)
+    qx, ax, ex = xq
     qw, aw, ew = quantize_rows(w)
     acc = gemm(qx, qw, backend)
     scale = ax * aw.T  # < 2**24

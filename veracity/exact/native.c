@@ -192,7 +192,7 @@ void vq_lookup16(const float *x, const float *lut, int64_t n, float *out, int nt
     for (int64_t i = 0; i < n; i++) out[i] = lut[(int64_t)x[i] + 32768];
 }
 
-/* Exact training (exact/train.py): integers held in int64, products that may pass 64 bits in
+/* Exact training (exact/integer.py, training/): integers held in int64, products that may pass 64 bits in
  * __int128. Signed >> is arithmetic (floor) with gcc and clang, as in NumPy and the referees;
  * values that may be negative are scaled by multiplying, never by << (undefined in C). */
 

@@ -105,7 +105,7 @@ class NativeBackend(TorchBackend):
 
     def linear(self, x: Tensor, lin: QLinear) -> Tensor:
         p = self._linear_params(lin)
-        q, ams, e = self.quantize_rows(x, p["smooth"])
+        q, ams, e = self.quantize_rows(x, p.get("smooth"))
         k, ck = q.shape[-1], spec.F32_EXACT_K
         acc32 = acc32b = acc64 = None
         if k <= ck:
@@ -219,17 +219,21 @@ def native_qmatmul(lib: Any, x: np.ndarray | None, w: np.ndarray | None, shift: 
     kw = wq[0].shape[0] if wq is not None else w.shape[1]  # type: ignore[union-attr]
     if kx != kw:
         raise ValueError(f"qmatmul: the operands contract over {kx} and {kw} values")
+    xargs: tuple[int | None, ...]
+    wargs: tuple[int | None, ...]
     if xq is None:
         a = np.ascontiguousarray(x, dtype=np.int64)
         (m, k), xargs = a.shape, (a.ctypes.data, None, None, None)
     else:
-        xq = (np.ascontiguousarray(xq[0], dtype=np.int16), *(np.ascontiguousarray(t, dtype=np.int64) for t in xq[1:]))
+        xq = (np.ascontiguousarray(xq[0], dtype=np.int16), np.ascontiguousarray(xq[1], dtype=np.int64),
+              np.ascontiguousarray(xq[2], dtype=np.int64))
         (m, k), xargs = xq[0].shape, (None, *(t.ctypes.data for t in xq))
     if wq is None:
         b = np.ascontiguousarray(w, dtype=np.int64)
         n, wargs = b.shape[0], (b.ctypes.data, None, None, None)
     else:
-        wq = (np.ascontiguousarray(wq[0], dtype=np.int16), *(np.ascontiguousarray(t, dtype=np.int64) for t in wq[1:]))
+        wq = (np.ascontiguousarray(wq[0], dtype=np.int16), np.ascontiguousarray(wq[1], dtype=np.int64),
+              np.ascontiguousarray(wq[2], dtype=np.int64))
         n, wargs = wq[0].shape[1], (None, *(t.ctypes.data for t in wq))
     out = np.empty((m, n), dtype=np.int64)  # a, b, xq and wq hold the arrays the pointers point into
     bad = lib.vt_qmatmul_q(*xargs, m, k, *wargs, n, shift, out.ctypes.data, threads(m * k * n))

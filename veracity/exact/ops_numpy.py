@@ -52,7 +52,7 @@ def _idot(a: Array, b: Array) -> Array:
     return np.rint(np.matmul(a.astype(np.float64), b.astype(np.float64))).astype(np.int64)
 
 
-def round_div(num: Array, den: Array) -> Array:
+def round_div(num: Array, den: Array | np.int64) -> Array:
     """round_half_up(num / den) for integer arrays, den > 0."""
     return (2 * num + den) // (2 * den)
 
@@ -97,14 +97,14 @@ class NumpyBackend:
         b, t, h = x.shape
         return x.reshape(b, t, heads, h // heads).transpose(0, 2, 1, 3)
 
-    def argmax(self, x):  # type: ignore[no-untyped-def]
+    def argmax(self, x: Array) -> Array:
         """Each row's first largest value's index (np.argmax returns the first)."""
         return np.argmax(x, axis=-1).astype(np.int64)
 
-    def append(self, tokens, token):  # type: ignore[no-untyped-def]
+    def append(self, tokens: Array, token: Array) -> Array:
         return np.concatenate([tokens, token], axis=-1)
 
-    def transpose_last(self, x):  # type: ignore[no-untyped-def]
+    def transpose_last(self, x: Array) -> Array:
         """The last two axes swapped (a layout record: V per head, h per feature)."""
         return np.swapaxes(x, -1, -2)
 
@@ -174,7 +174,7 @@ class NumpyBackend:
         z = np.clip(z, -spec.I16_MAX, spec.I16_MAX)
         return np.where(_key_mask(key_valid, z.shape, causal), z, spec.MASKED_SCORE)
 
-    def scores_softmax(self, q, k, key_valid, causal):  # type: ignore[no-untyped-def]
+    def scores_softmax(self, q: Array, k: Array, key_valid: Array, causal: bool) -> tuple[Array, Array, Array]:
         """Scores, then the softmax numerators and row sums (fused by the native backend)."""
         z = self.attention_scores(q, k, key_valid, causal)
         return (z, *self.softmax(z))

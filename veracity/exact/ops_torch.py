@@ -76,12 +76,10 @@ class TorchBackend:
         hit = self._params.get(id(lin))
         if hit is None:
             colf = lin.mult.astype(np.float64) * np.ldexp(1.0, -lin.shift)
-            hit = (lin, {
-                "wt": self._to(lin.weight.T),
-                "colf": self._to(colf, _F64),
-                "bias": self._to(lin.bias, _F64),
-                "smooth": None if lin.smooth is None else self._to(lin.smooth, _F64),
-            })
+            params = {"wt": self._to(lin.weight.T), "colf": self._to(colf, _F64), "bias": self._to(lin.bias, _F64)}
+            if lin.smooth is not None:
+                params["smooth"] = self._to(lin.smooth, _F64)
+            hit = (lin, params)
             self._params[id(lin)] = hit
         return hit[1]
 
@@ -114,14 +112,14 @@ class TorchBackend:
         b, t, h = x.shape
         return x.reshape(b, t, heads, h // heads).transpose(1, 2)
 
-    def argmax(self, x):  # type: ignore[no-untyped-def]
+    def argmax(self, x: Tensor) -> Tensor:
         """Each row's first largest value's index (torch.argmax returns the first)."""
         return torch.argmax(x, dim=-1)
 
-    def append(self, tokens, token):  # type: ignore[no-untyped-def]
+    def append(self, tokens: Tensor, token: Tensor) -> Tensor:
         return torch.cat([tokens, token.to(tokens.dtype)], dim=-1)
 
-    def transpose_last(self, x):  # type: ignore[no-untyped-def]
+    def transpose_last(self, x: Tensor) -> Tensor:
         """The last two axes swapped (a layout record: V per head, h per feature)."""
         return x.transpose(-1, -2)
 
@@ -152,17 +150,17 @@ class TorchBackend:
         k = a.shape[-1]
         if k <= spec.F32_EXACT_K:
             return torch.matmul(a, b).to(_F64)
-        acc = None
-        for lo in range(0, k, spec.F32_EXACT_K):
-            part = torch.matmul(a[..., lo:lo + spec.F32_EXACT_K], b[..., lo:lo + spec.F32_EXACT_K, :]).to(_F64)
-            acc = part if acc is None else acc.add_(part)
+        acc = torch.matmul(a[..., :spec.F32_EXACT_K], b[..., :spec.F32_EXACT_K, :]).to(_F64)
+        for lo in range(spec.F32_EXACT_K, k, spec.F32_EXACT_K):
+            acc.add_(torch.matmul(a[..., lo:lo + spec.F32_EXACT_K], b[..., lo:lo + spec.F32_EXACT_K, :]).to(_F64))
         return acc
 
     # ops ----------------------------------------------------------------------------------
     def linear(self, x: Tensor, lin: QLinear) -> Tensor:
         """y = round(acc * rowmax * 2**e * mult * 2**-shift) + bias; acc*rowmax*mult < 2**52."""
         p = self._linear_params(lin)
-        q, ams, e = self.quantize_rows(x if p["smooth"] is None else x.to(_F64).mul_(p["smooth"]))
+        smooth = p.get("smooth")
+        q, ams, e = self.quantize_rows(x if smooth is None else x.to(_F64).mul_(smooth))
         acc = self._idot(q, p["wt"])
         rowf = ams.to(_F64) * pow2(e, _F64)
         y = acc.mul_(rowf).mul_(p["colf"]).add_(0.5).floor_().add_(p["bias"])
@@ -215,7 +213,7 @@ class TorchBackend:
         z = z.clamp_(-spec.I16_MAX, spec.I16_MAX).to(torch.float32)
         return z.masked_fill_(~_key_mask(key_valid, z.shape, causal), spec.MASKED_SCORE)
 
-    def scores_softmax(self, q, k, key_valid, causal):  # type: ignore[no-untyped-def]
+    def scores_softmax(self, q: Tensor, k: Tensor, key_valid: Tensor, causal: bool) -> tuple[Tensor, Tensor, Tensor]:
         """Scores, then the softmax numerators and row sums (fused by the native backend)."""
         z = self.attention_scores(q, k, key_valid, causal)
         return (z, *self.softmax(z))

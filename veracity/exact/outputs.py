@@ -53,7 +53,8 @@ def decode_outputs(blob: bytes) -> list[np.ndarray]:
     blob = bytes(blob)
     if not blob:
         raise ValueError("the output blob holds no tensor")
-    out, at, n = [], 0, len(blob)
+    out: list[np.ndarray] = []
+    at, n = 0, len(blob)
     while at < n:
         j = len(out)
         if at + 6 > n:

@@ -36,15 +36,15 @@ import hashlib
 import struct
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import Callable
+from typing import Any, Callable
 
 import numpy as np
 
 from veracity.exact.merkle import root as merkle_root  # the one Merkle tree (position-binding proofs too)
 
 BACKGROUND_BYTES = 1 << 20
-DTYPE_CODES = {np.dtype(np.int8): 1, np.dtype(np.uint8): 2, np.dtype(np.int16): 3,
-               np.dtype(np.int32): 4, np.dtype(np.int64): 5}
+DTYPE_CODES: dict[np.dtype[Any], int] = {np.dtype(np.int8): 1, np.dtype(np.uint8): 2, np.dtype(np.int16): 3,
+                                          np.dtype(np.int32): 4, np.dtype(np.int64): 5}
 CODE_DTYPES = {code: dt for dt, code in DTYPE_CODES.items()}
 
 
@@ -72,7 +72,7 @@ def tensor_chunks(a: np.ndarray) -> list[memoryview]:
     """The canonical bytes cut into chunks of whole rows."""
     c = canonical(a)
     row, per, n = chunking(c.shape, c.dtype.itemsize)
-    data = memoryview(c).cast("B")
+    data = c.data.cast("B")
     size = row * per
     return [data[i * size:(i + 1) * size] for i in range(n)]
 

@@ -20,7 +20,8 @@ import json
 import threading
 import time
 import uuid
-from typing import Any, Iterator
+from contextlib import asynccontextmanager
+from typing import Any, AsyncIterator, Iterator
 
 import numpy as np
 from fastapi import FastAPI, Request
@@ -85,7 +86,7 @@ class Gateway:
         card = cards.BY_ID.get(asked)
         if card is None:
             raise GatewayError(f"The model `{asked}` does not exist: use one of "
-                               f"{', '.join(c.id for c in cards.CARDS)} or auto", 404)
+                               f"{', '.join(c.id for c in cards.CARDS)} or auto", 404, code="model_not_found")
         if endpoint not in card.endpoints:
             able = [c.id for c in cards.CARDS if endpoint in c.endpoints]
             raise GatewayError(f"model `{asked}` does not serve /v1/{endpoint.replace('.', '/')} "
@@ -210,7 +211,6 @@ class Gateway:
 def create_app(pool: LeasePool, close_every: float = 1.0) -> FastAPI:
     """The FastAPI app; a background thread posts windows that are full or old every ``close_every`` s."""
     gw = Gateway(pool)
-    app = FastAPI(title="Veracity gateway", version="1")
     stop = threading.Event()
 
     def closer() -> None:
@@ -220,19 +220,18 @@ def create_app(pool: LeasePool, close_every: float = 1.0) -> FastAPI:
             except Exception as exc:  # logged; the gateway keeps serving
                 pool.log(f"closing windows: {exc}")
 
-    @app.on_event("startup")
-    def _start() -> None:
+    @asynccontextmanager
+    async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
         threading.Thread(target=closer, daemon=True, name="windows").start()
-
-    @app.on_event("shutdown")
-    def _stop() -> None:
+        yield
         stop.set()
         pool.close_all()
 
+    app = FastAPI(title="Veracity gateway", version="1", lifespan=lifespan)
+
     @app.exception_handler(GatewayError)
     def _gateway_error(_req: Request, exc: GatewayError) -> JSONResponse:
-        return error(exc.status, str(exc), exc.kind, code="model_not_found" if exc.status == 404 and
-                     "model" in str(exc) else None)
+        return error(exc.status, str(exc), exc.kind, code=exc.code)
 
     @app.exception_handler(RequestValidationError)
     def _invalid(_req: Request, exc: RequestValidationError) -> JSONResponse:

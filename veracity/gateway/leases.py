@@ -28,16 +28,16 @@ from typing import Any, Callable
 
 import httpx
 
+from veracity.blobs.transfer import push_all
 from veracity.chain.devnet import Deployment
 from veracity.cid import cid_of, digest_of
+from veracity.client.jobs import accept_best, collect_bids, holders, providers
 from veracity.errors import VeracityError
 from veracity.exact.program import program_root
 from veracity.market import receipts as R
 from veracity.market.bids import Bid, window_signer
-from veracity.node.blobs import push_all
-from veracity.node.client import _accept_best, _collect_bids, holders, providers
 from veracity.workloads.infer import job_program
-from veracity.workloads.spec import JobSpec, Verification, model_id
+from veracity.workloads.spec import Inputs, JobSpec, Verification, model_id
 
 TOKEN = 10**18
 INFER = 1  # the Market's kind code for infer orders
@@ -47,10 +47,11 @@ COMMIT_GRACE = 30  # contracts/Market.vy: a window is posted only while max(run 
 class GatewayError(VeracityError):
     """A request the gateway cannot serve; ``status`` is the HTTP status, ``kind`` OpenAI's error type."""
 
-    def __init__(self, message: str, status: int = 503, kind: str | None = None) -> None:
+    def __init__(self, message: str, status: int = 503, kind: str | None = None, code: str | None = None) -> None:
         super().__init__(message)
         self.status = status
         self.kind = kind or ("invalid_request_error" if status < 500 else "service_unavailable")
+        self.code = code  # OpenAI's error code, where it has one (``model_not_found``)
 
 
 class ProviderDown(VeracityError):
@@ -227,11 +228,11 @@ class LeasePool:
             oid = self.market.open_order(bytes(32), INFER, model_id(model), price,
                                          self.chain.now() + self.terms.lease_s, self.terms.challenge_window,
                                          int(self.terms.spot_check_rate * 10_000))
-            bids, reasons = _collect_bids(self.dep, oid, peers, price, self.terms.bid_wait, [])
+            bids, reasons = collect_bids(self.dep, oid, peers, price, self.terms.bid_wait, [])
             if not bids:
                 self.market.reclaim(oid)
                 raise GatewayError(f"no provider took a lease for {model} (escrow refunded): {'; '.join(reasons)}")
-            best: Bid = _accept_best(self.market, self.registry, oid, bids)
+            best: Bid = accept_best(self.market, self.registry, oid, bids)
             deadline, run_time = self.market.order(oid).deadline, self.market.run_time(oid)
             left = deadline - max(run_time, COMMIT_GRACE) - self.terms.post_margin_s - self.chain.now()
         self.log(f"lease {oid}: {model} on provider {best.provider} for {best.price / TOKEN:g} VRC")
@@ -244,7 +245,7 @@ class LeasePool:
         inputs = "".join(R.input_line(i) for i in lease.items).encode()
         with self.chain_lock:
             left = max(1, lease.deadline - self.chain.now())
-        spec = JobSpec(kind="infer", model=lease.model, inputs={"cid": cid_of(inputs)}, max_price=lease.price / TOKEN,
+        spec = JobSpec(kind="infer", model=lease.model, inputs=Inputs(cid=cid_of(inputs)), max_price=lease.price / TOKEN,
                        deadline=left, verification=Verification(challenge_window=self.terms.challenge_window,
                                                                 spot_check_rate=self.terms.spot_check_rate))
         program = job_program(lease.model, inputs)

@@ -17,13 +17,13 @@ import json
 from dataclasses import dataclass, field
 from typing import Any
 
+from veracity.blobs.transfer import fetch, fetch_trace
 from veracity.chain.devnet import Deployment
 from veracity.cid import cid_from_digest
+from veracity.client.jobs import providers
+from veracity.client.outputs import judge_output, served_output
 from veracity.errors import SignatureError, VeracityError
 from veracity.market.receipts import Receipt, line_hash
-from veracity.node.blobs import fetch, fetch_trace
-from veracity.node.client import providers
-from veracity.node.outputs import judge_output, served_output
 from veracity.workloads.jobs import job_from_blobs
 
 

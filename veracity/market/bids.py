@@ -94,9 +94,10 @@ def window_signer(order_id: int, spec_cid: bytes, program_root: bytes, program_l
 
 def bid_digest(bid: Bid, chain_id: int, market: str) -> bytes:
     """The 32-byte EIP-712 digest (what the contract's ``bid_digest`` returns)."""
-    from eth_account.messages import _hash_eip191_message
+    from eth_utils import keccak
 
-    return bytes(_hash_eip191_message(encode_typed_data(full_message=_typed(bid, chain_id, market))))
+    msg = encode_typed_data(full_message=_typed(bid, chain_id, market))  # EIP-191 version 0x01: "\x19\x01" || domain || struct
+    return keccak(b"\x19" + msg.version + msg.header + msg.body)
 
 
 def sign_bid(bid: Bid, private_key: str, chain_id: int, market: str) -> Bid:

@@ -1,22 +1,16 @@
 """What every daemon shares: serve its HTTP app on 127.0.0.1 in a thread and run its loop (or
-loops), logging refusals and errors without ever stopping; and the ``--config FILE`` entry point."""
+loops), logging refusals and errors without ever stopping; and its logging set up."""
 
 from __future__ import annotations
 
-import argparse
-import json
+import logging
 import threading
 import time
 import traceback
-from pathlib import Path
 from typing import Any, Callable
 
 from veracity.errors import VeracityError
-
-
-def log(name: str, message: str) -> None:
-    """One line in the daemon's log: time, daemon, what happened."""
-    print(f"{time.strftime('%H:%M:%S')} {name}: {message}", flush=True)
+from veracity.logs import log, setup
 
 
 def serve_and_loop(name: str, app: Any, port: int, tick: Callable[[], None], interval: float,
@@ -45,12 +39,10 @@ def run_loop(name: str, tick: Callable[[], None], interval: float) -> None:
         except VeracityError as exc:  # logged; the daemon keeps serving
             log(name, str(exc))
         except Exception:  # a bug, not bad input: logged with its traceback, and the daemon goes on
-            log(name, "unexpected error, continuing:\n" + traceback.format_exc())
+            log(name, "unexpected error, continuing:\n" + traceback.format_exc(), logging.ERROR)
         time.sleep(interval)
 
 
-def config_main(description: str, config_cls: Any, node_cls: Any) -> None:
-    ap = argparse.ArgumentParser(description=description)
-    ap.add_argument("--config", required=True)
-    cfg = config_cls.model_validate(json.loads(Path(ap.parse_args().config).read_text()))
-    node_cls(cfg).serve_forever()
+def start_logging(cfg: Any, level: str | None = None, json_lines: bool = False) -> None:
+    """A daemon's logging: ``level`` if given, else its config's ``log_level`` (default info)."""
+    setup(level or getattr(cfg, "log_level", None) or "info", json_lines or bool(getattr(cfg, "log_json", False)))

@@ -5,7 +5,7 @@ The provider's main loop does job work that can take seconds: checking a spec bu
 dispute move waits on none of it: ``Defender.run`` ticks every ``interval`` seconds on its own
 thread, learns of challenges from the Disputes contract's ``Challenged`` events itself (the main
 loop may be busy when one comes), reads jobs through a SQLite connection of its own and plays each
-game with a ``node.disputer.Disputer``. Both threads sign with the node's one account through one
+game with a ``client.disputer.Disputer``. Both threads sign with the node's one account through one
 ``Chain``, whose sends take turns so that the account's nonce stays in step: a move waits at
 most for the one transaction the main loop has in flight.
 """
@@ -16,15 +16,15 @@ import threading
 from pathlib import Path
 from typing import Callable
 
+from veracity.blobs.store import BlobStore
 from veracity.chain.client import DisputesClient, MarketClient
 from veracity.chain.events import EventStream
+from veracity.client.disputer import Disputer
 from veracity.errors import VeracityError
 from veracity.exact.trace import decode_records
-from veracity.node import adversary
-from veracity.node.blobs import BlobStore
 from veracity.node.daemon import run_loop
-from veracity.node.disputer import Disputer
 from veracity.node.state import NodeState
+from veracity.sim import adversary
 from veracity.verify.game import PROVIDER
 from veracity.workloads.jobs import Job
 

@@ -33,7 +33,7 @@ def _spawn(kind: str, cfg: dict[str, Any], folder: Path) -> dict[str, Any]:
     cfg_file = folder / "config.json"
     cfg_file.write_text(json.dumps(cfg, indent=2))
     log = open(folder / "daemon.log", "ab")
-    proc = subprocess.Popen([sys.executable, "-m", f"veracity.node.{kind}", "--config", str(cfg_file)],
+    proc = subprocess.Popen([sys.executable, "-m", "veracity.cli", kind, "run", "--config", str(cfg_file)],
                             stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
     return {"kind": kind, "pid": proc.pid, "url": f"http://127.0.0.1:{cfg['port']}", "address": cfg["address"],
             "home": str(folder)}

@@ -16,10 +16,10 @@ from __future__ import annotations
 
 from typing import Any, Callable
 
+from veracity.blobs.store import BlobStore
 from veracity.errors import ChainError, InputError, VeracityError
 from veracity.exact.outputs import ORACLE_MAX_OUTPUT, encode_outputs, undeliverable_shapes
 from veracity.exact.program import output_records
-from veracity.node.blobs import BlobStore
 from veracity.node.state import NodeState
 from veracity.workloads.jobs import Job, job_from_blobs
 

@@ -25,29 +25,30 @@ from typing import Any, Literal
 from fastapi import Body, HTTPException
 from pydantic import BaseModel, Field
 
+from veracity.blobs.server import create_app
+from veracity.blobs.store import BlobStore
 from veracity.chain.client import PROVIDER, DisputesClient, OracleClient
 from veracity.chain.devnet import Deployment
 from veracity.chain.events import EventStream
 from veracity.cid import cid_from_digest
 from veracity.errors import InputError, VeracityError
 from veracity.exact.program import ProgramTooLarge, program_root
+from veracity.logs import log
 from veracity.market.bids import Bid, sign_bid
 from veracity.market.policy import OrderView, PricePolicy, check_capacity, decide_bid
 from veracity.models.registry import loaded
-from veracity.node import adversary
-from veracity.node.blob_server import create_app
-from veracity.node.blobs import BlobStore
-from veracity.node.daemon import config_main, log, serve_and_loop
+from veracity.node.daemon import serve_and_loop
 from veracity.node.defender import Defender
 from veracity.node.oracle_desk import OracleDesk
 from veracity.node.sessions import LeaseError, LeaseLog, LeaseServer, LeaseTerms, Window
 from veracity.node.settler import Settler
-from veracity.node.state import NodeState
+from veracity.node.state import NodeState, StateError
 from veracity.node.worker import WorkerPool
-from veracity.workloads.infer import JobResult
+from veracity.sim import adversary
 from veracity.workloads.jobs import Job, job_from_blobs
 from veracity.workloads.planner import MAX_PROGRAM_RECORDS, estimate_job
 from veracity.workloads.spec import model_id
+from veracity.workloads.workload import JobResult
 
 TOKEN = 10**18
 
@@ -58,6 +59,8 @@ class MissingBlob(InputError):
 
 class ProviderConfig(BaseModel):
     model_config = {"extra": "ignore"}
+    log_level: str = "info"  # debug, info, warning or error (``--log-level`` overrides it)
+    log_json: bool = False  # one JSON object per line
     deployment: str
     key: str
     home: str
@@ -108,7 +111,7 @@ class ProviderNode:
         self._leases: dict[int, LeaseTerms] = {}  # leases this node serves, as the chain gave them
         self._tls = threading.local()
         self.desk = (OracleDesk(OracleClient(self.chain, dep.oracle), self.market, self.blobs, self.state, self.chain.now,
-                                lambda m: log("provider", m)) if self.dep.oracle else None)
+                                lambda m: log("provider", m)) if dep.oracle else None)
         self.leases = LeaseServer(LeaseLog(home / "state.db"), cfg.key, self.chain.address, self.dep.chain_id,
                                   self.dep.market, self._lease_terms, self._answer, self.chain.now, self._window_program)
         self.settler = Settler(self.market, self.state, self.chain.now, lambda m: log("provider", m),
@@ -333,9 +336,9 @@ class ProviderNode:
         self.harvest()
 
     def start(self, oid: int) -> None:
-        row = self.state.job(oid)
+        spec_cid = self._spec_cid(oid)
         try:
-            job = self.load_job(row.spec_cid)
+            job = self.load_job(spec_cid)
         except VeracityError as exc:
             self.state.advance(oid, "failed", error=str(exc))
             log("provider", f"order {oid}: failed, {exc}")
@@ -347,11 +350,19 @@ class ProviderNode:
                                              self.cfg.behaviour)
         log("provider", f"order {oid}: {'training' if job.trains else 'running'} {job.model_name}")
 
+    def _spec_cid(self, oid: int) -> str:
+        """The spec CID of order ``oid``'s job, as this node recorded it (StateError if none)."""
+        row = self.state.job(oid)
+        if row is None or not row.spec_cid:
+            raise StateError(f"order {oid}: this node has recorded no job spec for it")
+        return row.spec_cid
+
     def harvest(self) -> None:
         for oid, fut in list(self.running.items()):
             if fut.done():
                 del self.running[oid]
-                if self.state.job(oid).status == "running":  # not given up meanwhile
+                row = self.state.job(oid)
+                if row is not None and row.status == "running":  # not given up meanwhile
                     self.finish(oid, fut)
 
     def finish(self, oid: int, fut: Future[JobResult]) -> None:
@@ -359,7 +370,7 @@ class ProviderNode:
             result = fut.result()
             outputs, digests = result.outputs, result.output_digests
             if self.cfg.behaviour == "forged-output":  # an adversary for tests: commits a forged answer
-                outputs, digests = adversary.forge_output(outputs, self.load_job(self.state.job(oid).spec_cid))
+                outputs, digests = adversary.forge_output(outputs, self.load_job(self._spec_cid(oid)))
             out_cid = self.blobs.put(outputs)
             trace_cid = self.blobs.put(result.trace)
         except VeracityError as exc:
@@ -375,6 +386,8 @@ class ProviderNode:
 
     def commit(self, oid: int) -> None:
         job = self.state.job(oid)
+        if job is None or job.trace_root is None or job.trace_length is None:
+            raise StateError(f"order {oid}: this node has recorded no result to commit")
         digests = bytes.fromhex(job.outputs or "")
         self.market.commit_result(oid, [digests[i:i + 32] for i in range(0, len(digests), 32)], bytes.fromhex(job.trace_root),
                                   job.trace_length)
@@ -386,7 +399,7 @@ class ProviderNode:
 
     # http -----------------------------------------------------------------------------------
     def app(self) -> Any:
-        app = create_app(self.blobs, adversary.withheld(self.cfg.behaviour, self.state.path, self.blobs))
+        app = create_app(self.blobs, adversary.withheld(self.cfg.behaviour, self._committed_jobs, self.blobs))
 
         @app.get("/bids/{order_id}")
         def get_bid(order_id: int) -> dict[str, Any]:
@@ -433,6 +446,14 @@ class ProviderNode:
 
         return app
 
+    def _committed_jobs(self) -> list[Any]:
+        """This provider's committed jobs, read on the HTTP thread through its own connection."""
+        state = NodeState(self.state.path)
+        try:
+            return state.jobs(*adversary.COMMITTED)
+        finally:
+            state.close()
+
     def serve_forever(self) -> None:
         self.workers = WorkerPool(self.cfg.workers, backend=self.cfg.backend)  # warming up meanwhile
         from veracity.models.registry import names
@@ -443,10 +464,3 @@ class ProviderNode:
             self.defender.start()
         serve_and_loop("provider", self.app(), self.cfg.port, self.tick, self.cfg.poll_interval, ready=self.register)
 
-
-def main() -> None:
-    config_main("Run a Veracity provider", ProviderConfig, ProviderNode)
-
-
-if __name__ == "__main__":
-    main()

@@ -111,7 +111,7 @@ class LeaseLog:
         """(input line, output line, receipt JSON) of every request served, in order."""
         rows = self._db().execute("SELECT input_line, output_line, receipt FROM lease_requests WHERE order_id = ? "
                                   "ORDER BY idx", (order_id,))
-        return [tuple(r) for r in rows]  # type: ignore[misc]
+        return [tuple(r) for r in rows]
 
     def count(self, order_id: int) -> int:
         return int(self._db().execute("SELECT COUNT(*) FROM lease_requests WHERE order_id = ?", (order_id,)).fetchone()[0])
@@ -119,7 +119,7 @@ class LeaseLog:
     def get(self, order_id: int, index: int) -> tuple[str, str, str] | None:
         row = self._db().execute("SELECT input_line, output_line, receipt FROM lease_requests WHERE order_id = ? "
                                  "AND idx = ?", (order_id, index)).fetchone()
-        return None if row is None else tuple(row)  # type: ignore[return-value]
+        return None if row is None else tuple(row)
 
     def add(self, order_id: int, index: int, input_line: str, output_line: str, receipt: str) -> None:
         self._db().execute("INSERT INTO lease_requests VALUES (?, ?, ?, ?, ?)",
@@ -171,7 +171,7 @@ class LeaseServer:
             raise LeaseError(f"lease {order_id} is past its serving time (its deadline is near): open a new lease")
         return t
 
-    def serve(self, order_id: int, index: int, item: Any, signature: str) -> dict[str, Any]:
+    def serve(self, order_id: int, index: object, item: Any, signature: str) -> dict[str, Any]:
         if not isinstance(item, dict):
             raise LeaseError('"item" must be a JSON object (an infer input line)', 400)
         if not isinstance(index, int) or isinstance(index, bool) or index < 0:

@@ -1,7 +1,7 @@
 """A provider finalizes its own committed results: once a result's challenge window has passed
 unchallenged, ``Market.finalize`` pays it and releases its collateral. Nobody else finalizes a
 standing lease's window (the gateway does not): without this its collateral would stay locked
-and it would go unpaid. A client that finalizes (``node.client.submit``) is left ``grace_s``
+and it would go unpaid. A client that finalizes (``client.jobs.submit``) is left ``grace_s``
 after the window to do it first (it pays the gas).
 
 Orders of a gated client (the Oracle) are left to that client: the Market pays them only on

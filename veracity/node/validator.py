@@ -12,7 +12,7 @@ node (every byte verified), so a provider that withholds them blinds nobody: "er
 node serves them. It runs the job in an isolated worker and compares the output CID and trace
 root with the commitment: "match", or a mismatch. On a trace mismatch the validator challenges
 with its own trace root and bond (whether or not the provider serves its trace: the game makes
-it reveal its values on chain) and plays the dispute game through (``node.disputer``): verdict
+it reveal its values on chain) and plays the dispute game through (``client.disputer``): verdict
 "disputing", then "overturned" (the provider was slashed and the bond came back with its
 collateral and stake share), "upheld" (the validator was wrong and lost its bond) or "undecided".
 A restart resumes its games.
@@ -28,17 +28,19 @@ from typing import Any
 
 from pydantic import BaseModel, Field
 
+from veracity.blobs.server import create_app
+from veracity.blobs.store import DEFAULT_MAX_BYTES, BlobStore
+from veracity.blobs.transfer import fetch_any, fetch_trace
 from veracity.chain.client import VALIDATOR, DisputesClient
 from veracity.chain.devnet import Deployment
 from veracity.chain.events import EventStream
 from veracity.cid import cid_from_digest, cid_of
+from veracity.client.disputer import CHALLENGER, Disputer
+from veracity.client.outputs import judge_output
 from veracity.errors import VeracityError
 from veracity.exact.trace import decode_records, first_difference
-from veracity.node.blob_server import create_app
-from veracity.node.blobs import DEFAULT_MAX_BYTES, BlobStore, fetch_any, fetch_trace
-from veracity.node.daemon import config_main, log, run_loop, serve_and_loop
-from veracity.node.disputer import CHALLENGER, Disputer
-from veracity.node.outputs import judge_output
+from veracity.logs import log
+from veracity.node.daemon import run_loop, serve_and_loop
 from veracity.node.state import CheckLog, NodeState
 from veracity.node.worker import WorkerPool
 from veracity.verify.sampling import check_rate, slashable
@@ -49,6 +51,8 @@ TOKEN = 10**18
 
 class ValidatorConfig(BaseModel):
     model_config = {"extra": "ignore"}
+    log_level: str = "info"  # debug, info, warning or error (``--log-level`` overrides it)
+    log_json: bool = False  # one JSON object per line
     deployment: str
     key: str
     home: str
@@ -237,7 +241,7 @@ class ValidatorNode:
 
     def prove_output(self, oid: int, order: Any, url: str | None, job: Any, records: list[Any]) -> None:
         """The committed trace is this validator's, the committed output root is not its outputs':
-        prove the output that is not its trace record on chain (``node.outputs``)."""
+        prove the output that is not its trace record on chain (``client.outputs``)."""
         detail = "re-execution gives the committed trace but another output"
         program = job.program(None if job.trains else job.model())
         try:
@@ -301,10 +305,3 @@ class ValidatorNode:
             self.player.start()
         serve_and_loop("validator", self.app(), self.cfg.port, self.tick, self.cfg.poll_interval, ready=self.register)
 
-
-def main() -> None:
-    config_main("Run a Veracity validator", ValidatorConfig, ValidatorNode)
-
-
-if __name__ == "__main__":
-    main()

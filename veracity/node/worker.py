@@ -15,8 +15,8 @@ import queue
 from typing import Any
 
 from veracity.errors import VeracityError
-from veracity.workloads.infer import JobResult
 from veracity.workloads.jobs import Job
+from veracity.workloads.workload import JobResult
 
 
 class WorkerError(VeracityError):
@@ -25,7 +25,7 @@ class WorkerError(VeracityError):
 
 def _job(job: Job, backend: str, loaded: Any, behaviour: str) -> Any:
     """The job's result: an honest run, or (in tests and the demo) an adversary's."""
-    from veracity.node import adversary
+    from veracity.sim import adversary
 
     model, inputs, behaviour = job.model_name, job.inputs, adversary.computes(behaviour)
     if job.trains:  # the other adversaries cheat on inference only

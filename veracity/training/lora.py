@@ -69,7 +69,7 @@ class Features:
         starts = np.concatenate([[0], np.cumsum(lens)]).astype(np.int64)
         rows = np.repeat(self.starts[idx] - starts[:-1], lens) + np.arange(starts[-1])
         return Features(self.res[rows], self.u[rows] if with_u else self.u[:0], starts,
-                        tuple(t[rows] for t in self.uq))  # type: ignore[arg-type]
+                        tuple(t[rows] for t in self.uq))
 
     def __len__(self) -> int:
         return len(self.starts) - 1

@@ -105,7 +105,8 @@ def load_checkpoint(blob: bytes) -> MLPState:
     if len(ts) % 6 != 1 or ts[-1].shape != (1,):
         raise ValueError("malformed: not six groups of state tensors and a step counter")
     n = (len(ts) - 1) // 6
-    state = MLPState(*(ts[k * n:(k + 1) * n] for k in range(6)), step=int(ts[-1][0]))
+    ws, bs, vw, vb, sw, sb = (ts[k * n:(k + 1) * n] for k in range(6))
+    state = MLPState(ws, bs, vw, vb, sw, sb, step=int(ts[-1][0]))
     if n < 1 or any(w.ndim != 2 or 0 in w.shape for w in state.weights) or \
             [t.shape for t in state.tensors()] != [t.shape for t in MLPState.init(state.sizes).tensors()]:
         raise ValueError("malformed: the layers' weights, biases and moments do not chain into one MLP")
@@ -199,15 +200,15 @@ def mlp_step(state: MLPState, pixels: np.ndarray, labels: np.ndarray, cfg: SGDCo
             idx = t.rec(P.QMM, step, f"bwd.{i}.dx", dx, (idz, iwt), params=(-W_FRAC, -1)) if on else -1
             dz = np.where(acts[i] > 0, dx, 0)
             idz = t.rec(P.RELU_MASK, step, f"bwd.{i}.dz", dz, (idx, ids[i])) if on else -1
-        for (wn, mn, sn), (w, v, sq), g, ig in ((("w", "m", "s"), (s.weights, s.vw, s.sw), gw, igw),
+        for (wn, mn, sn), (ws, v, sq), g, ig in ((("w", "m", "s"), (s.weights, s.vw, s.sw), gw, igw),
                                                 (("b", "mb", "sb"), (s.biases, s.vb, s.sb), gb, igb)):
-            w[i], v[i], sq[i] = update(w[i], v[i], sq[i], g, len(labels), cfg, backend)
+            ws[i], v[i], sq[i] = update(ws[i], v[i], sq[i], g, len(labels), cfg, backend)
             if on:
                 m_at = t.rec(P.MOMENT, step, f"state.{mn}{i}", v[i], (t.at[f"state.{mn}{i}"], ig),
                              params=ups["moment"])
                 s_at = t.rec(P.SECOND, step, f"state.{sn}{i}", sq[i], (t.at[f"state.{sn}{i}"], ig),
                              params=ups["second"])
-                w_at = t.rec(P.WEIGHT, step, f"state.{wn}{i}", w[i], (t.at[f"state.{wn}{i}"], m_at, s_at),
+                w_at = t.rec(P.WEIGHT, step, f"state.{wn}{i}", ws[i], (t.at[f"state.{wn}{i}"], m_at, s_at),
                              params=ups["weight"])
                 t.at.update({f"state.{mn}{i}": m_at, f"state.{sn}{i}": s_at, f"state.{wn}{i}": w_at})
     s.step += 1

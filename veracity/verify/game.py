@@ -16,7 +16,7 @@ both agreeing on every record before it. Then (``contracts/Disputes.vy``):
    provider loses unless its element is that value.
 
 ``TensorSide`` holds one committed tensor ready to reveal; ``judge_args`` builds a judgement's
-call. The player that sends a party's moves is ``node.player.Player`` (this package stays pure).
+call. The player that sends a party's moves is ``client.player.Player`` (this package stays pure).
 """
 
 from __future__ import annotations
@@ -72,7 +72,7 @@ def desc_proof(program: list[prog.OpDesc], i: int) -> list[bytes]:
     return merkle.prove(merkle.levels([d.hash() for d in program]), i)
 
 
-EMPTY_ROW = (4, [1], bytes(32), b"", [], 0)  # a TensorRow argument the judge does not read
+EMPTY_ROW: tuple[Any, ...] = (4, [1], bytes(32), b"", [], 0)  # a TensorRow argument the judge does not read
 TRAIN_KINDS = (prog.QMM, prog.EXP_ROWS, prog.LOSS_GRAD, prog.ROW_SUM, prog.RELU_MASK, prog.MOMENT, prog.SECOND,
                prog.WEIGHT)
 
@@ -118,7 +118,7 @@ def judge_args(desc: prog.OpDesc, record: int, element: int, view: TraceView, si
         p, q = dims[-2], dims[-1]
         return "transpose", (d, *rec(ins[0], element // (p * q) * q + element % q))
     if kind == prog.SCORES:
-        b, _, i, j = np.unravel_index(element, dims)
+        b, _, i, j = (int(v) for v in np.unravel_index(element, dims))
         t = dims[-1]
         return "scores", (d, ref(ins[0]), side(ins[0]).row(int(b * t + i)),
                           side(ins[0]).row(int(b * t + j)), *rec(ins[1], int(b)))
@@ -129,7 +129,7 @@ def judge_args(desc: prog.OpDesc, record: int, element: int, view: TraceView, si
     if kind == prog.PROBSUM:
         return "probsum", (d, *rec(ins[0], element))
     if kind == prog.VT:
-        b, _, _, t = np.unravel_index(element, dims)
+        b, _, _, t = (int(v) for v in np.unravel_index(element, dims))
         return "vt", (d, *rec(ins[0], int(b * dims[3] + t)))
     if kind == prog.CONTEXT:
         b, tok, cc = (int(v) for v in np.unravel_index(element, dims))
@@ -143,9 +143,9 @@ def judge_args(desc: prog.OpDesc, record: int, element: int, view: TraceView, si
     if kind == prog.ARGMAX:
         return "argmax", (d, *rec(ins[0], element))
     if kind == prog.APPEND:
-        ids = rec(ins[0], r) if c + 1 < n else (ref(ins[0]), EMPTY_ROW)
-        token = rec(ins[1], r) if c + 1 == n else (ref(ins[1]), EMPTY_ROW)
-        return "append", (d, *ids, *token)
+        ids_arg = rec(ins[0], r) if c + 1 < n else (ref(ins[0]), EMPTY_ROW)
+        token_arg = rec(ins[1], r) if c + 1 == n else (ref(ins[1]), EMPTY_ROW)
+        return "append", (d, *ids_arg, *token_arg)
     if kind == prog.SELECT_LAST:
         t = side(ins[0]).tensor.shape[1]
         return "select_last", (d, *rec(ins[0], r * t + t - 1))
@@ -210,23 +210,24 @@ def recompute(desc: prog.OpDesc, element: int, record: Callable[[int], np.ndarra
         p, q = dims[-2], dims[-1]
         return row(ins[0], e // (p * q) * q + e % q)[(e // q) % p]
     if kind in (prog.SCORES, prog.VT, prog.CONTEXT):
-        qkv = record(ins[0]) if kind != prog.CONTEXT else None
         heads = desc.params[0]
         if kind == prog.SCORES:
+            qkv = record(ins[0])
             b, hh, i, j = (int(v) for v in np.unravel_index(e, dims))
-            h = qkv.shape[-1] // 3  # type: ignore[union-attr]
+            h = qkv.shape[-1] // 3
             dh = h // heads
-            q = [int(v) for v in qkv[b, i, hh * dh:(hh + 1) * dh]]  # type: ignore[index]
-            k = [int(v) for v in qkv[b, j, h + hh * dh:h + (hh + 1) * dh]]  # type: ignore[index]
-            return onestep.score(q, k, i, j, int(record(ins[1])[b, j]), bool(desc.params[1]))
+            q_row = [int(v) for v in qkv[b, i, hh * dh:(hh + 1) * dh]]
+            k_row = [int(v) for v in qkv[b, j, h + hh * dh:h + (hh + 1) * dh]]
+            return onestep.score(q_row, k_row, i, j, int(record(ins[1])[b, j]), bool(desc.params[1]))
         if kind == prog.VT:
+            qkv = record(ins[0])
             b, hh, d, t = (int(v) for v in np.unravel_index(e, dims))
-            h = qkv.shape[-1] // 3  # type: ignore[union-attr]
-            return int(qkv[b, t, 2 * h + hh * (h // heads) + d])  # type: ignore[index]
+            h = qkv.shape[-1] // 3
+            return int(qkv[b, t, 2 * h + hh * (h // heads) + d])
         b, tok, cc = (int(v) for v in np.unravel_index(e, dims))
         hh, d = divmod(cc, n // heads)
-        p = [int(v) for v in record(ins[0])[b, hh, tok]]
-        return onestep.context(p, int(record(ins[1])[b, hh, tok]), [int(v) for v in record(ins[2])[b, hh, d]],
+        p_row = [int(v) for v in record(ins[0])[b, hh, tok]]
+        return onestep.context(p_row, int(record(ins[1])[b, hh, tok]), [int(v) for v in record(ins[2])[b, hh, d]],
                                [int(v) for v in record(ins[3])[b]])
     if kind == prog.PROBS:
         z = row(ins[0], r)

@@ -20,8 +20,9 @@ from veracity.errors import InputError
 from veracity.exact import integer as X
 from veracity.exact.trace import TraceRecord, encode_records, records_root
 from veracity.training import lora as F
-from veracity.workloads import train as TR
-from veracity.workloads.infer import JobResult, input_records
+from veracity.workloads import states as TR
+from veracity.workloads.infer import input_records
+from veracity.workloads.workload import JobResult, Tamper, Trainer, register, training_args
 
 LORA_LR_SHIFT = 2  # the adapter learns at a quarter of the head's rate (it starts at zero, as LoRA does)
 STATE_NAMES = ("", "m.", "s.")  # parameters, first and second moments
@@ -115,12 +116,16 @@ def run_finetune_job(data: bytes, params: FinetuneParams, start: bytes | None = 
     norm = model.layers[-1].ln2
     records: list[TraceRecord] = []
     kept: dict[int, np.ndarray] = {}
-    for _ in range(params.steps):
-        state = F.finetune(state, feats, labels, norm.gamma, norm.beta, 1, cfg, backend, lora_lr_shift=LORA_LR_SHIFT)
-        TR.keep_step(kept, keep, len(records), named(state))
-        records += TR.state_records(state.step, named(state))
-        if progress:
-            progress(state.step)
+    try:
+        for _ in range(params.steps):
+            state = F.finetune(state, feats, labels, norm.gamma, norm.beta, 1, cfg, backend,
+                               lora_lr_shift=LORA_LR_SHIFT)
+            TR.keep_step(kept, keep, len(records), named(state))
+            records += TR.state_records(state.step, named(state))
+            if progress:
+                progress(state.step)
+    except ValueError as exc:  # a diverged run is refused (a clear error), never committed
+        raise InputError(f"step {state.step + 1}: {exc}") from None
     result = JobResult(F.checkpoint_bytes(state), F.checkpoint_hash(state), records_root(records), params.steps,
                        len(records), encode_records(records), output_digests=TR.state_digests(named(state)))
     result.kept.update(kept)
@@ -157,3 +162,53 @@ def accuracy(checkpoint: bytes, data: bytes, classes: int = 2, model: Any = None
     feats = F.features(model, texts)
     norm = model.layers[-1].ln2
     return float((F.predict(F.load_checkpoint(checkpoint), feats, norm.gamma, norm.beta) == labels).mean())
+
+
+class FinetuneTrainer(Trainer):
+    """``finetune`` of MiniLM: LoRA and a head on the frozen encoder's exact features; its steps are
+    state records (re-executed and compared; no referee judges inside them yet)."""
+
+    kind, models, code, judged_on_chain = "finetune", ("minilm",), 3, False
+    defaults = (16, "adam", 0.01)
+
+    def params(self, training: Any) -> FinetuneParams:
+        extra = {k: v for k, v in (("rank", training.rank), ("classes", training.classes)) if v is not None}
+        return FinetuneParams(**training_args(training, self.defaults), **extra)
+
+    def run(self, job: Any, backend: str, model: Any = None, tamper: Tamper | None = None,
+            progress: Callable[[int], None] | None = None) -> JobResult:
+        return run_finetune_job(job.inputs, job.params, job.start, backend, model, progress)
+
+    def build_program(self, job: Any, model: Any = None) -> list[Any]:
+        parse_labelled(job.inputs, job.params.classes)  # data the job cannot use is refused before anything is locked
+        return finetune_program(job.params, job.start, model)
+
+    def records(self, job: Any, indices: set[int], model: Any = None,
+                tamper: Tamper | None = None) -> dict[int, np.ndarray]:
+        return record_tensors(job.inputs, job.params, job.start, indices, model)
+
+    def checkpoint_step(self, blob: bytes) -> int:
+        return checkpoint_step(blob)
+
+    def checkpoint_digests(self, blob: bytes) -> list[bytes]:
+        return checkpoint_digests(blob)
+
+    def evaluate(self, job: Any, checkpoint: bytes, data: bytes) -> str:
+        return f"accuracy {accuracy(checkpoint, data, job.params.classes):.4f}"
+
+    def estimate(self, job: Any, program: list[Any] | None = None) -> Any:
+        """The frozen encoder's forward over every text once, plus the adapter's and head's steps."""
+        from veracity.workloads.planner import JobEstimate, human, model_params
+
+        p, model = job.params, job.model()
+        texts, _ = parse_labelled(job.inputs, p.classes)
+        tokens = sum(len(model.parse({"text": t})) for t in texts)
+        n = model_params(model)
+        trained = p.rank * (model.cfg.intermediate + model.cfg.hidden) + p.classes * model.cfg.hidden
+        per_step = 6.0 * trained * p.batch * tokens / max(1, len(texts))
+        return JobEstimate(2.0 * n * tokens + per_step * p.steps, n + 8.0 * tokens * model.cfg.intermediate * 2,
+                           f"{human(n)} frozen weights over {tokens} tokens, {p.steps} steps of {human(trained)} "
+                           "parameters")
+
+
+register(FinetuneTrainer())

@@ -21,8 +21,9 @@ from veracity.errors import InputError
 from veracity.exact.program import check_disputable
 from veracity.exact.trace import TraceRecord, encode_records, records_root
 from veracity.training import gpt as GT
-from veracity.workloads import train as TR
-from veracity.workloads.infer import JobResult, input_records
+from veracity.workloads import states as TR
+from veracity.workloads.infer import input_records
+from veracity.workloads.workload import JobResult, Tamper, Trainer, register, training_args
 
 CTX = 64
 HEADS = 4
@@ -138,4 +139,49 @@ def generate(checkpoint: bytes, prompt: str, n: int) -> str:
     return "".join(vocab[i] for i in ids[len(prompt):])
 
 
-__all__: list[Any] = ["run_gpt_train_job", "gpt_train_program", "checkpoint_digests", "corpus_ids", "generate"]
+
+class GPTTrainer(Trainer):
+    """``train`` of the tiny GPT from scratch on a text; its steps are state records (re-executed
+    and compared; no referee judges inside a transformer step yet)."""
+
+    kind, models, code, judged_on_chain = "train", ("tiny-gpt",), 2, False
+    defaults = (8, "adam", 0.003)
+
+    def params(self, training: Any) -> Any:
+        from veracity.workloads.train import TrainParams
+
+        return TrainParams(**training_args(training, self.defaults))
+
+    def run(self, job: Any, backend: str, model: Any = None, tamper: Tamper | None = None,
+            progress: Callable[[int], None] | None = None) -> JobResult:
+        return run_gpt_train_job(job.inputs, job.params, job.start, backend, progress)
+
+    def build_program(self, job: Any, model: Any = None) -> list[Any]:
+        return gpt_train_program(job.params, job.start, job.inputs)
+
+    def records(self, job: Any, indices: set[int], model: Any = None,
+                tamper: Tamper | None = None) -> dict[int, np.ndarray]:
+        return record_tensors(job.inputs, job.params, job.start, indices)
+
+    def checkpoint_step(self, blob: bytes) -> int:
+        return checkpoint_step(blob)
+
+    def checkpoint_digests(self, blob: bytes) -> list[bytes]:
+        return checkpoint_digests(blob)
+
+    def evaluate(self, job: Any, checkpoint: bytes, data: bytes) -> str:
+        return f"loss {heldout_loss(checkpoint, data):.4f} nats per character"
+
+    def estimate(self, job: Any, program: list[Any] | None = None) -> Any:
+        """6 x parameters per token per step, plus attention's scores and context."""
+        from veracity.workloads.planner import JobEstimate, human
+
+        p, sh = job.params, shape()
+        n = 12 * sh.layers * sh.embd ** 2 + sh.vocab * sh.embd  # the blocks' matrices and the LM head
+        tokens = p.batch * CTX
+        attention = 12 * sh.layers * CTX * sh.embd  # per token: scores and context, forward and backward
+        return JobEstimate((6.0 * n + attention) * tokens * p.steps, 8.0 * 3 * n + 8.0 * tokens * sh.embd * 16,
+                           f"{human(n)} parameters, {p.steps} steps of {p.batch} x {CTX} characters")
+
+
+register(GPTTrainer())

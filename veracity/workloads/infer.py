@@ -17,10 +17,10 @@ from veracity.exact.trace import (
     TraceRecord,
     encode_records,
     output_hash,
-    outputs_root,
     records_root,
     tensor_digest,
 )
+from veracity.workloads.workload import JobResult, Tamper, register
 
 Record = tuple[int, dict[str, Any]]  # (line number, JSON object)
 
@@ -96,23 +96,6 @@ def output_lines(model: Any, records: list[Record], result: InferResult) -> str:
     """The output JSONL: each input's fields plus ``"output"``."""
     return "".join(json.dumps({**rec, "output": model.present(out)}) + "\n"
                    for (_, rec), out in zip(records, result.outputs))
-
-
-@dataclass(frozen=True)
-class JobResult:
-    outputs: bytes  # an infer job: the output JSONL; a train job: the checkpoint blob
-    output_hash: bytes
-    trace_root: bytes
-    steps: int
-    ops: int
-    trace: bytes = b""  # the trace records as a blob (``trace.encode_records``); its root is trace_root
-    kept: dict[int, Any] = field(default_factory=dict)  # tensors of records asked for (disputes)
-    output_digests: list[bytes] = field(default_factory=list)  # the output records' digests, committed
-
-    @property
-    def output_root(self) -> bytes:
-        """The order's output CID once committed (``trace.outputs_root``)."""
-        return outputs_root(self.output_digests)
 
 
 def run_infer_job(model_name: str, inputs_jsonl: bytes, backend: str = "torch", batch_size: int = 32,
@@ -202,3 +185,46 @@ def load_model(name: str) -> Any:
     from veracity.models.registry import load
 
     return load(name)
+
+
+class InferWorkload:
+    """``infer``: any model of the model registry over JSONL items; every record judged on chain."""
+
+    kind, models, code, trains, judged_on_chain, defaults = "infer", None, 1, False, True, None
+
+    def params(self, training: Any) -> Any:
+        raise InputError("an infer job takes no 'training' section (use kind: train or finetune)")
+
+    def run(self, job: Any, backend: str, model: Any = None, tamper: Tamper | None = None,
+            progress: Callable[[int], None] | None = None) -> JobResult:
+        return run_infer_job(job.spec.model, job.inputs, backend, model=model, tamper=tamper)
+
+    def program(self, job: Any, model: Any = None, limit: int | None = None) -> list[Any]:
+        return job_program(job.spec.model, job.inputs, model, limit=limit)
+
+    def records(self, job: Any, indices: set[int], model: Any = None,
+                tamper: Tamper | None = None) -> dict[int, np.ndarray]:
+        return record_tensors(job.spec.model, job.inputs, indices, model=model, tamper=tamper)
+
+    def constants(self, job: Any, model: Any = None) -> dict[bytes, np.ndarray]:
+        from veracity.exact.program import model_constants
+
+        return model_constants(model if model is not None else job.model())
+
+    def served_digests(self, job: Any, outputs: bytes, model: Any = None) -> list[bytes]:
+        return served_digests(job.spec.model, job.inputs, outputs, model)
+
+    def evaluate(self, job: Any, checkpoint: bytes, data: bytes) -> str:
+        raise InputError("only a training job's checkpoint is evaluated")
+
+    def estimate(self, job: Any, program: list[Any] | None = None) -> Any:
+        """From the program's records (exact shapes) and the model's weights."""
+        from veracity.workloads.planner import JobEstimate, human, model_params, program_flops
+
+        program = program if program is not None else job.program(job.model())
+        flops, largest = program_flops(program)
+        params = model_params(job.model())
+        return JobEstimate(flops, params + 8.0 * largest * 4, f"{len(program)} records, {human(params)} weights")
+
+
+register(InferWorkload())

@@ -1,6 +1,6 @@
-"""A job of any kind, as the nodes handle it: its spec and the blobs it reads, and the four things
-a node does with one (run it, compute its program, recompute records for a dispute, check what
-a provider served against its committed trace), dispatched on the spec's kind.
+"""A job of any kind, as the nodes handle it: its spec and the blobs it reads, and what a node does
+with one (run it, compute its program, recompute records for a dispute, check what a provider
+served against its committed output), each answered by the job's ``Workload`` (its kind).
 
     job = Job(spec, inputs, start)   # start: the checkpoint a training work unit resumes from
     job.run("torch")                 # JobResult: outputs (JSONL or a checkpoint), output hash, trace
@@ -14,12 +14,8 @@ from typing import Any, Callable
 import numpy as np
 
 from veracity.errors import InputError
-from veracity.exact.program import ProgramTooLarge
-from veracity.workloads import finetune as FT
-from veracity.workloads import gpt_train as GPT
-from veracity.workloads import infer as I
-from veracity.workloads import train as T
 from veracity.workloads.spec import JobSpec, parse_spec
+from veracity.workloads.workload import JobResult, Workload, workload_for
 
 
 def judged_on_chain(spec: JobSpec) -> bool:
@@ -27,14 +23,19 @@ def judged_on_chain(spec: JobSpec) -> bool:
     digits MLP's training). A fine-tune's and the tiny GPT's training steps are state records that
     no referee judges yet (op-level referees for them come with multi-level traces): re-executed
     and compared, but a wrong result cannot be overturned on chain."""
-    return spec.kind == "infer" or (spec.kind == "train" and spec.model != "tiny-gpt")
+    return workload_for(spec.kind, spec.model).judged_on_chain
 
 
 @dataclass(frozen=True)
 class Job:
     spec: JobSpec
     inputs: bytes
-    start: bytes | None = None  # a train job's start checkpoint (None: a fresh initialisation)
+    start: bytes | None = None  # a training job's start checkpoint (None: a fresh initialisation)
+
+    @property
+    def workload(self) -> Workload:
+        """The job's kind (``workloads.workload``), which answers every question below."""
+        return workload_for(self.spec.kind, self.spec.model)
 
     @property
     def model_name(self) -> str:
@@ -43,21 +44,16 @@ class Job:
     @property
     def trains(self) -> bool:
         """A training job (train or finetune): its output is a checkpoint."""
-        return self.spec.kind in ("train", "finetune")
+        return self.workload.trains
 
     @property
     def params(self) -> Any:
-        return self.spec.training.params(self.spec.kind, self.spec.model)  # type: ignore[union-attr]
-
-    @property
-    def gpt(self) -> bool:
-        """Training the tiny GPT (its steps are trace steps of state records)."""
-        return self.spec.kind == "train" and self.spec.model == "tiny-gpt"
+        return self.workload.params(self.spec.training)
 
     @property
     def disputable(self) -> bool:
         """Whether a dispute can be judged inside every record (``judged_on_chain``)."""
-        return judged_on_chain(self.spec)
+        return self.workload.judged_on_chain
 
     def model(self) -> Any:
         from veracity.models.registry import loaded
@@ -65,84 +61,36 @@ class Job:
         return loaded(self.spec.model)
 
     def run(self, backend: str = "torch", model: Any = None, tamper: Any = None,
-            progress: Callable[[int], None] | None = None) -> I.JobResult:
+            progress: Callable[[int], None] | None = None) -> JobResult:
         """The job's result; ``progress`` hears each finished optimizer step of a training job;
         ``tamper`` replays a cheat (tests, the demo: an Exec hook, or a digits-MLP tape hook)."""
-        if self.spec.kind == "finetune":
-            return FT.run_finetune_job(self.inputs, self.params, self.start, backend, model, progress)
-        if self.gpt:
-            return GPT.run_gpt_train_job(self.inputs, self.params, self.start, backend, progress)
-        if self.trains:
-            return T.run_train_job(self.inputs, self.params, self.start, backend, progress, tamper=tamper)
-        return I.run_infer_job(self.spec.model, self.inputs, backend, model=model, tamper=tamper)
+        return self.workload.run(self, backend, model, tamper, progress)
 
     def program(self, model: Any = None, limit: int | None = None) -> list[Any]:
         """What each record of the job's trace must be (``exact.program``). A program of more than
         ``limit`` records is ``ProgramTooLarge``: a training one before it is built (its length is
         known from its steps: ``planner.program_records``), an inference one once it passes it."""
-        if limit is not None and self.trains:
-            from veracity.workloads.planner import program_records
-
-            if (n := program_records(self, model)) > limit:
-                raise ProgramTooLarge(f"its program has {n} records, more than {limit}")
-        if self.spec.kind == "finetune":  # data the job cannot use is refused before anything is locked
-            FT.parse_labelled(self.inputs, self.params.classes)
-            return FT.finetune_program(self.params, self.start, model)
-        if self.gpt:
-            return GPT.gpt_train_program(self.params, self.start, self.inputs)
-        if self.trains:
-            return T.train_program(self.params, self.start, self.inputs)
-        return I.job_program(self.spec.model, self.inputs, model, limit=limit)
+        return self.workload.program(self, model, limit)
 
     def tensors(self, indices: set[int], model: Any = None, tamper: Any = None) -> dict[int, np.ndarray]:
         """The tensors of records ``indices``, recomputed by re-running the job (exact); ``tamper``
         replays a cheat (an Exec hook for inference, a tape hook for the digits MLP's training)."""
-        if self.spec.kind == "finetune":
-            return FT.record_tensors(self.inputs, self.params, self.start, indices, model)
-        if self.gpt:
-            return GPT.record_tensors(self.inputs, self.params, self.start, indices)
-        if self.trains:
-            return T.record_tensors(self.inputs, self.params, self.start, indices, tamper)
-        return I.record_tensors(self.spec.model, self.inputs, indices, model=model, tamper=tamper)
+        return self.workload.records(self, indices, model, tamper)
 
     def constants(self, model: Any = None) -> dict[bytes, np.ndarray]:
         """Every constant tensor the job's records may name, by digest (weights and tables)."""
-        from veracity.exact import program as P
-
-        if self.spec.kind == "train" and not self.gpt:
-            from veracity.exact.integer import exp_table_digest, exp_table_tensor
-
-            return {exp_table_digest(): exp_table_tensor()}
-        if self.trains:
-            return {}
-        return P.model_constants(model if model is not None else self.model())
+        return self.workload.constants(self, model)
 
     def evaluate(self, checkpoint: bytes, data: bytes) -> str:
         """A trained checkpoint's quality on held-out data, for people: accuracy on labelled
         examples (the digits MLP, a fine-tune) or the mean next-character loss (the tiny GPT)."""
-        if self.spec.kind == "finetune":
-            return f"accuracy {FT.accuracy(checkpoint, data, self.params.classes):.4f}"
-        if self.gpt:
-            return f"loss {GPT.heldout_loss(checkpoint, data):.4f} nats per character"
-        if self.trains:
-            return f"accuracy {T.accuracy(checkpoint, data):.4f}"
-        raise InputError("only a training job's checkpoint is evaluated")
+        return self.workload.evaluate(self, checkpoint, data)
 
     def served_digests(self, outputs: bytes, model: Any = None) -> list[bytes]:
         """The output record digests that outputs a provider served give (what its output root
-        must be over); InputError when they cannot be read as this job's outputs. A checkpoint's
-        step counter, which no output record holds, must be its start's plus the job's steps
-        (the next work unit's batches follow from it)."""
-        if not self.trains:
-            return I.served_digests(self.spec.model, self.inputs, outputs, model)
-        kind = self._trainer()
-        try:
-            digests, step = kind.checkpoint_digests(outputs), kind.checkpoint_step(outputs)
-        except ValueError as exc:
-            raise InputError(f"the checkpoint cannot be read ({exc})") from None
-        if step != (final := self.final_step()):
-            raise InputError(f"the checkpoint says step {step}; the job ends at step {final}")
-        return digests
+        must be over); InputError when they cannot be read as this job's outputs (a checkpoint
+        must also end at the job's final step)."""
+        return self.workload.served_digests(self, outputs, model)
 
     def check_served(self, outputs: bytes, output_root: bytes, model: Any = None) -> str | None:
         """What is wrong with outputs a provider served, against the output root it committed
@@ -157,13 +105,9 @@ class Job:
             return "the served outputs are not the committed output (their output root differs)"
         return None
 
-    def _trainer(self) -> Any:
-        return FT if self.spec.kind == "finetune" else GPT if self.gpt else T
-
     def final_step(self) -> int:
         """The step a training job's checkpoint ends at: its start checkpoint's, plus its steps."""
-        kind = self._trainer()
-        return (kind.checkpoint_step(self.start) if self.start else 0) + self.params.steps
+        return self.workload.final_step(self)  # type: ignore[attr-defined]
 
 
 def infer_job(model: str, inputs: bytes) -> Job:

@@ -158,7 +158,7 @@ def plan(m: ModelShape, mode: Literal["infer", "train"], tokens: float, devices:
         }
         total = max(t.values())
         candidate = Plan(mode, devices, total_flops, per_dev / 1e9, per_dev / 1e9 <= dev.memory_gb, dp, tp, pp,
-                         {k: v / 1e9 for k, v in comm.items()}, t, total, max(t, key=t.get))
+                         {k: v / 1e9 for k, v in comm.items()}, t, total, max(t, key=t.__getitem__))
         if best is None or _rank(candidate) < _rank(best):
             best = candidate
     if best is None:
@@ -202,7 +202,7 @@ class JobEstimate:
         return self.memory_bytes <= count * dev.memory_gb * 1e9
 
 
-def _program_flops(program: list[Any]) -> tuple[float, int]:
+def program_flops(program: list[Any]) -> tuple[float, int]:
     """2 x the multiply-adds of an inference program's linears and attention, and its largest record."""
     from veracity.exact import program as prog
 
@@ -219,7 +219,7 @@ def _program_flops(program: list[Any]) -> tuple[float, int]:
     return flops, largest
 
 
-def _params(model: Any) -> int:
+def model_params(model: Any) -> int:
     """The parameters in a model's matrix multiplies (its QLinear weights, or an MLP's matrices)."""
     from veracity.exact.program import model_constants
 
@@ -227,42 +227,8 @@ def _params(model: Any) -> int:
 
 
 def estimate_job(job: Any, program: list[Any] | None = None) -> JobEstimate:
-    """FLOPs and memory of a ``workloads.jobs.Job``: inference from its program's records (exact
-    shapes); ``train`` as 6 x parameters per example per step; ``finetune`` as the frozen
-    encoder's forward over every text once, plus the adapter's and head's steps."""
-    kind = job.spec.kind
-    if kind == "infer":
-        program = program if program is not None else job.program(job.model())
-        flops, largest = _program_flops(program)
-        params = _params(job.model())
-        return JobEstimate(flops, params + 8.0 * largest * 4, f"{len(program)} records, {human(params)} weights")
-    p = job.params
-    if kind == "train" and job.spec.model == "tiny-gpt":
-        from veracity.workloads.gpt_train import CTX, shape
-
-        sh = shape()
-        n = 12 * sh.layers * sh.embd ** 2 + sh.vocab * sh.embd  # the blocks' matrices and the LM head
-        tokens = p.batch * CTX
-        attention = 12 * sh.layers * CTX * sh.embd  # per token: scores and context, forward and backward
-        return JobEstimate((6.0 * n + attention) * tokens * p.steps, 8.0 * 3 * n + 8.0 * tokens * sh.embd * 16,
-                           f"{human(n)} parameters, {p.steps} steps of {p.batch} x {CTX} characters")
-    if kind == "train":
-        from veracity.training import mlp as MLP
-
-        state = MLP.MLPState.init()
-        n = sum(w.size for w in state.weights)
-        return JobEstimate(6.0 * n * p.batch * p.steps, 8.0 * n * 6 + 8.0 * p.batch * 128 * 8,
-                           f"{human(n)} parameters, {p.steps} steps of {p.batch}")
-    from veracity.workloads.finetune import parse_labelled
-
-    model = job.model()
-    texts, _ = parse_labelled(job.inputs, p.classes)
-    tokens = sum(len(model.parse({"text": t})) for t in texts)
-    n = _params(model)
-    trained = p.rank * (model.cfg.intermediate + model.cfg.hidden) + p.classes * model.cfg.hidden
-    per_step = 6.0 * trained * p.batch * tokens / max(1, len(texts))
-    return JobEstimate(2.0 * n * tokens + per_step * p.steps, n + 8.0 * tokens * model.cfg.intermediate * 2,
-                       f"{human(n)} frozen weights over {tokens} tokens, {p.steps} steps of {human(trained)} parameters")
+    """FLOPs and memory of a ``workloads.jobs.Job``, as its workload estimates them."""
+    return job.workload.estimate(job, program)
 
 
 # the largest program a provider prepares -------------------------------------------------------

@@ -23,7 +23,7 @@ also ``rank`` and ``classes``) adds:
       start: bafkrei...            # optional: the checkpoint CID a work unit resumes from
 
 Its output is the checkpoint blob; a long job is split into work units, each starting from the
-previous unit's committed checkpoint (``node.client.submit_units``).
+previous unit's committed checkpoint (``client.jobs.submit_units``).
 """
 
 from __future__ import annotations
@@ -45,10 +45,6 @@ from pydantic import (
 from veracity.cid import digest_of
 from veracity.errors import InputError
 
-KIND_CODES = {"infer": 1, "train": 2, "finetune": 3}
-TRAINABLE = {"train": ("digits-mlp", "tiny-gpt"), "finetune": ("minilm",)}  # the models each training kind trains
-DEFAULTS = {  # (batch, optimizer, lr) by model, where a spec leaves them out
-    "digits-mlp": (32, "momentum", 0.05), "tiny-gpt": (8, "adam", 0.003), "minilm": (16, "adam", 0.01)}
 MAX_STEPS = 100_000
 
 
@@ -73,12 +69,12 @@ class Inputs(BaseModel):
 
 class Verification(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    challenge_window: int = Field(60, ge=0, le=7 * 24 * 3600)
-    spot_check_rate: float = Field(0.1, ge=0, le=1)
+    challenge_window: int = Field(default=60, ge=0, le=7 * 24 * 3600)
+    spot_check_rate: float = Field(default=0.1, ge=0, le=1)
 
 
 class Training(BaseModel):
-    """Defaults by model (``DEFAULTS``): the digits MLP batch 32, momentum, lr 0.05; the tiny GPT
+    """Defaults by model (each workload's ``defaults``): the digits MLP batch 32, momentum, lr 0.05; the tiny GPT
     batch 8 windows of 64 characters, Adam, lr 0.003; MiniLM's fine-tune (LoRA rank 8 and a head
     over 2 classes) batch 16, Adam, lr 0.01."""
 
@@ -104,22 +100,15 @@ class Training(BaseModel):
         return v
 
     def params(self, kind: str = "train", model: str = "digits-mlp") -> "Any":
-        """The job's parameters: ``TrainParams`` (train) or ``FinetuneParams`` (finetune)."""
-        given = {k: v if v is not None else d for k, v, d in
-                 zip(("batch", "optimizer", "lr"), (self.batch, self.optimizer, self.lr), DEFAULTS[model])}
-        if kind == "finetune":
-            from veracity.workloads.finetune import FinetuneParams
+        """The job's parameters, as ``kind``'s workload for ``model`` reads this section."""
+        from veracity.workloads.workload import workload_for
 
-            extra = {k: v for k, v in (("rank", self.rank), ("classes", self.classes)) if v is not None}
-            return FinetuneParams(steps=self.steps, seed=self.seed, init_seed=self.init_seed, **given, **extra)
-        from veracity.workloads.train import TrainParams
-
-        return TrainParams(steps=self.steps, seed=self.seed, init_seed=self.init_seed, **given)
+        return workload_for(kind, model).params(self)
 
 
 class JobSpec(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    kind: Literal["infer", "train", "finetune"]
+    kind: str  # a registered workload kind (``workloads.workload.kinds``): infer, train, finetune
     model: str
     inputs: Inputs
     max_price: float = Field(gt=0)
@@ -129,18 +118,30 @@ class JobSpec(BaseModel):
 
     @model_validator(mode="after")
     def training_fits_kind(self) -> "JobSpec":
-        if self.kind in TRAINABLE:
+        from veracity.workloads.workload import kinds, trains
+
+        known = kinds()
+        if trains(self.kind):
             if self.training is None:
                 raise ValueError(f"a {self.kind} job needs a 'training' section (steps, and optionally batch, "
                                  "optimizer, lr, seed, init_seed, start)")
-            if self.model not in TRAINABLE[self.kind]:
+            if self.model not in known[self.kind]:
                 raise ValueError(f"model {self.model!r} cannot be trained by a {self.kind} job: use "
-                                 f"{', '.join(TRAINABLE[self.kind])}")
+                                 f"{', '.join(sorted(known[self.kind]))}")
             if self.kind == "train" and (self.training.rank is not None or self.training.classes is not None):
                 raise ValueError("training.rank and training.classes belong to finetune jobs")
         elif self.training is not None:
             raise ValueError(f"a {self.kind} job takes no 'training' section (use kind: train or finetune)")
         return self
+
+    @field_validator("kind")
+    @classmethod
+    def known_kind(cls, v: str) -> str:
+        from veracity.workloads.workload import kinds
+
+        if v not in (known := kinds()):
+            raise ValueError(f"unknown job kind {v!r}: use {', '.join(sorted(known))}")
+        return v
 
     @field_validator("model")
     @classmethod
@@ -153,7 +154,9 @@ class JobSpec(BaseModel):
 
     @property
     def kind_code(self) -> int:
-        return KIND_CODES[self.kind]
+        from veracity.workloads.workload import workload_for
+
+        return workload_for(self.kind, self.model).code
 
     @property
     def model_id(self) -> bytes:

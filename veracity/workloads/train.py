@@ -24,15 +24,15 @@ from veracity.errors import InputError
 from veracity.exact import integer as X
 from veracity.exact import spec
 from veracity.exact.trace import (
-    TraceRecord,
     encode_records,
-    outputs_root,
     records_root,
     tensor_digest,
 )
 from veracity.training import mlp as MLP
 from veracity.training import tape as TP
-from veracity.workloads.infer import JobResult, input_records
+from veracity.workloads.infer import input_records
+from veracity.workloads.states import state_digests
+from veracity.workloads.workload import JobResult, Tamper, Trainer, register, training_args
 
 PIXELS, CLASSES = 64, 10  # an 8x8 digit in, one logit per digit out
 
@@ -150,47 +150,6 @@ def train_program(params: TrainParams, start: bytes | None, data: bytes) -> list
     return prog
 
 
-Named = list[tuple[str, np.ndarray]]  # a training state's tensors by record name ("state.w0", ...)
-
-
-def state_digests(named: Named) -> list[bytes]:
-    """A training job's committed outputs: the digests of its final state's tensors, in state
-    order (its program marks each tensor's last record as an output)."""
-    return [tensor_digest(t) for _, t in named]
-
-
-def state_records(step: int, named: Named) -> list[TraceRecord]:
-    """A step's trace records when the step is recorded as its state (fine-tuning, the tiny GPT)."""
-    return [TraceRecord(step, name, tensor_digest(t)) for name, t in named]
-
-
-def state_program(first: int, named: Named, steps: int, hyper: tuple[int, int]) -> list[Any]:
-    """The program of a job whose steps are recorded as their state: one ``STATE`` descriptor per
-    tensor per step, naming the same tensor's record of the step before and the job's packed
-    hyper-parameters (two: the contract's bound), each descriptor one the contracts decode."""
-    from veracity.exact.program import (
-        NO_INPUT,
-        STATE,
-        OpDesc,
-        check_descriptors,
-        dtype_code,
-    )
-
-    code = dtype_code(np.dtype(np.int64))
-    n = len(named)
-    program = [OpDesc(STATE, first + k + 1, name, code, tuple(t.shape), ((k - 1) * n + j if k else NO_INPUT,), (),
-                      hyper, output=j + 1 if k == steps - 1 else 0, outputs=n if k == steps - 1 else 0)
-               for k in range(steps) for j, (name, t) in enumerate(named)]  # the last step's state: the outputs
-    check_descriptors(program)
-    return program
-
-
-def keep_step(kept: dict[int, np.ndarray], keep: set[int] | None, first: int, named: Named) -> None:
-    """Copy the tensors of the records ``keep`` asks for among a step's records (from ``first``)."""
-    if keep:
-        kept.update({i: named[i - first][1].copy() for i in keep if first <= i < first + len(named)})
-
-
 def checkpoint_step(blob: bytes) -> int:
     return int(MLP.load_checkpoint(blob).step)
 
@@ -198,17 +157,6 @@ def checkpoint_step(blob: bytes) -> int:
 def checkpoint_digests(blob: bytes) -> list[bytes]:
     """The output digests a served checkpoint gives (its state tensors; ValueError: unreadable)."""
     return state_digests(MLP.state_tensors(MLP.load_checkpoint(blob)))
-
-
-def check_checkpoint(blob: bytes, output_root: bytes) -> str | None:
-    """Whether a served checkpoint is the committed output: its state tensors' output root."""
-    try:
-        digests = checkpoint_digests(blob)
-    except ValueError as exc:
-        return f"the checkpoint cannot be read ({exc})"
-    if outputs_root(digests) != output_root:
-        return "the checkpoint is not the committed output (the state the committed trace ends at)"
-    return None
 
 
 def run_train_job(data: bytes, params: TrainParams, start: bytes | None = None, backend: str = "numpy",
@@ -232,7 +180,7 @@ def run_train_job(data: bytes, params: TrainParams, start: bytes | None = None, 
     result = JobResult(blob, MLP.checkpoint_hash(state), records_root(records), params.steps, len(records),
                        encode_records(records), output_digests=state_digests(MLP.state_tensors(state)))
     if keep is not None:
-        result.kept.update(tape.kept)  # type: ignore[attr-defined]
+        result.kept.update(tape.kept)
     return result
 
 
@@ -241,11 +189,55 @@ def accuracy(checkpoint: bytes, data: bytes) -> float:
     return float((MLP.predict(MLP.load_checkpoint(checkpoint), pixels) == labels).mean())
 
 
-__all__: list[Any] = ["TrainParams", "run_train_job", "train_program", "check_checkpoint", "parse_examples", "accuracy"]
 
 
 def record_tensors(data: bytes, params: TrainParams, start: bytes | None, indices: set[int],
                    tamper: Callable[[int, str, np.ndarray], None] | None = None) -> dict[int, np.ndarray]:
     """Re-run a train job (exact, so the same bits) and keep the tensors of records ``indices``:
     what a party shows in a dispute, recomputed rather than stored. ``tamper`` replays a cheat."""
-    return run_train_job(data, params, start, "numpy", keep=set(indices), tamper=tamper).kept  # type: ignore[attr-defined]
+    return run_train_job(data, params, start, "numpy", keep=set(indices), tamper=tamper).kept
+
+
+class MLPTrainer(Trainer):
+    """``train`` of the digits MLP: every op of every step a record, judged by the TrainReferee."""
+
+    kind, models, code, judged_on_chain = "train", ("digits-mlp",), 2, True
+    defaults = (32, "momentum", 0.05)
+
+    def params(self, training: Any) -> TrainParams:
+        return TrainParams(**training_args(training, self.defaults))
+
+    def run(self, job: Any, backend: str, model: Any = None, tamper: Tamper | None = None,
+            progress: Callable[[int], None] | None = None) -> JobResult:
+        return run_train_job(job.inputs, job.params, job.start, backend, progress, tamper=tamper)
+
+    def build_program(self, job: Any, model: Any = None) -> list[Any]:
+        return train_program(job.params, job.start, job.inputs)
+
+    def records(self, job: Any, indices: set[int], model: Any = None,
+                tamper: Tamper | None = None) -> dict[int, np.ndarray]:
+        return record_tensors(job.inputs, job.params, job.start, indices, tamper)
+
+    def constants(self, job: Any, model: Any = None) -> dict[bytes, np.ndarray]:
+        return {X.exp_table_digest(): X.exp_table_tensor()}
+
+    def checkpoint_step(self, blob: bytes) -> int:
+        return checkpoint_step(blob)
+
+    def checkpoint_digests(self, blob: bytes) -> list[bytes]:
+        return checkpoint_digests(blob)
+
+    def evaluate(self, job: Any, checkpoint: bytes, data: bytes) -> str:
+        return f"accuracy {accuracy(checkpoint, data):.4f}"
+
+    def estimate(self, job: Any, program: list[Any] | None = None) -> Any:
+        """6 x parameters per example per step."""
+        from veracity.workloads.planner import JobEstimate, human
+
+        p = job.params
+        n = sum(w.size for w in start_state(p, job.start).weights)
+        return JobEstimate(6.0 * n * p.batch * p.steps, 8.0 * n * 6 + 8.0 * p.batch * 128 * 8,
+                           f"{human(n)} parameters, {p.steps} steps of {p.batch}")
+
+
+register(MLPTrainer())

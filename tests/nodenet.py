@@ -1,0 +1,77 @@
+"""A devnet for tests: anvil, the contracts, and provider and validator daemons as real OS processes
+(``Net``; the ``net`` fixture of ``conftest.py`` gives a fresh one per test)."""
+
+import json
+import subprocess
+import sys
+import time
+
+from veracity.chain.anvil import Anvil, free_port
+from veracity.chain.devnet import deploy, dev_accounts
+
+TOKEN = 10**18
+
+
+class Net:
+    """anvil + a deployment + provider daemons started on demand; everything stopped at the end."""
+
+    def __init__(self, folder, accounts=6, **params):
+        self.folder = folder
+        self.node = Anvil(accounts=accounts, block_time=1)
+        self.accts = dev_accounts(accounts)
+        self.dep = deploy(self.node.rpc_url, self.accts[0], self.accts, **params)
+        self.dep_file = folder / "deployment.json"
+        self.dep.write(self.dep_file)
+        self.procs = []
+        self.last = None
+
+    def provider(self, i, models, floor=TOKEN // 10, behaviour="honest", wait=True, **cfg):
+        """Start a provider daemon as account ``i``; returns its account once it is registered."""
+        port = free_port()
+        config = {"deployment": str(self.dep_file), "key": self.accts[i].key, "home": str(self.folder / f"p{i}"),
+                  "port": port, "behaviour": behaviour,
+                  "policy": {"models": models, "price_floor": floor, "markup_bps": 1000, "collateral_bps": 5000,
+                             "min_deadline_s": 30, **cfg.pop("policy", {})}, **cfg}
+        path = self.folder / f"p{i}.json"
+        path.write_text(json.dumps(config))
+        self.procs.append(self._spawn(path))
+        self.last = (self.procs[-1], path)
+        self.url = f"http://127.0.0.1:{port}"
+        if wait:
+            _, _, reg, _ = self.dep.clients(self.accts[i].key)
+            for _ in range(300):
+                if reg.node(self.accts[i].address).role == 1:
+                    break
+                time.sleep(0.1)
+        return self.accts[i]
+
+    def validator(self, i, **cfg):
+        """Start a validator daemon as account ``i``; returns (account, its /checks URL) once registered."""
+        port = free_port()
+        config = {"deployment": str(self.dep_file), "key": self.accts[i].key, "home": str(self.folder / f"v{i}"),
+                  "port": port, "rate": 1.0, **cfg}
+        path = self.folder / f"v{i}.json"
+        path.write_text(json.dumps(config))
+        self.procs.append(self._spawn(path, "veracity.node.validator"))
+        _, _, reg, _ = self.dep.clients(self.accts[i].key)
+        for _ in range(300):
+            if reg.node(self.accts[i].address).role == 2:
+                break
+            time.sleep(0.1)
+        return self.accts[i], f"http://127.0.0.1:{port}/checks"
+
+    def _spawn(self, path, module="veracity.node.provider"):
+        log = open(path.with_suffix(".log"), "ab")  # the daemon's log, next to its config
+        return subprocess.Popen([sys.executable, "-m", "veracity.cli", module.rsplit(".", 1)[1], "run", "--config", str(path)],
+                                stdout=log, stderr=subprocess.STDOUT)
+
+    def restart(self, path):
+        self.procs.append(self._spawn(path))
+
+    def logs(self):
+        return "".join(f"--- {p.name}\n{p.read_text()}" for p in sorted(self.folder.glob("[pv]*.log")))
+
+    def stop(self):
+        for p in self.procs:
+            p.kill()
+        self.node.stop()

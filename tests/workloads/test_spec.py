@@ -1,0 +1,75 @@
+"""Job specs: the examples load; every malformed spec is a clear error naming the field."""
+
+from pathlib import Path
+
+import pytest
+
+from veracity.cid import cid_of
+from veracity.errors import InputError
+from veracity.workloads.spec import load_spec, parse_spec
+
+JOBS = Path(__file__).resolve().parent.parent.parent / "examples" / "jobs"
+GOOD = "kind: infer\nmodel: minilm\ninputs: {cid: %s}\nmax_price: 2.5\ndeadline: 600\n" % cid_of(b"x")
+
+
+@pytest.mark.parametrize("name", ["digits-mlp", "minilm", "tiny-gpt"])
+def test_example_specs_load(name):
+    spec = load_spec(JOBS / f"{name}.yaml")
+    assert spec.model == name and spec.kind_code == 1 and Path(spec.inputs.path).is_file()
+    assert spec.verification.challenge_window == 60 and len(spec.model_id) == 32
+
+
+def test_defaults_and_cid_inputs():
+    spec = parse_spec(GOOD)
+    assert spec.inputs.cid == cid_of(b"x") and spec.verification.spot_check_rate == 0.1
+
+
+@pytest.mark.parametrize("text,message", [
+    ("kind: [infer", "not valid YAML"),
+    ("- a list", "must be a YAML mapping"),
+    (GOOD.replace("minilm", "gpt-17"), "model: unknown model 'gpt-17'"),
+    (GOOD.replace("infer", "mine-bitcoin"), "kind: unknown job kind 'mine-bitcoin': use finetune, infer, train"),
+    (GOOD + "colour: blue\n", "colour: unknown field"),
+    (GOOD.replace("max_price: 2.5", "max_price: -1"), "max_price: Input should be greater than 0"),
+    (GOOD.replace("deadline: 600\n", ""), "deadline: missing"),
+    (GOOD.replace("{cid: %s}" % cid_of(b"x"), "{cid: Qmnope}"), "not a CIDv1"),
+    (GOOD.replace("{cid: %s}" % cid_of(b"x"), "{cid: %s, path: a.jsonl}" % cid_of(b"x")), "exactly one of"),
+    (GOOD + "verification: {spot_check_rate: 2}\n", "verification.spot_check_rate"),
+    (GOOD.replace("infer", "train"), "a train job needs a 'training' section"),
+    (GOOD.replace("infer", "train") + "training: {steps: 5}\n", "model 'minilm' cannot be trained by a train job"),
+    (GOOD + "training: {steps: 5}\n", "a infer job takes no 'training' section"),
+    (GOOD.replace("infer", "train").replace("minilm", "digits-mlp") + "training: {steps: 0}\n",
+     "training.steps: Input should be greater than 0"),
+    (GOOD.replace("infer", "train").replace("minilm", "digits-mlp") + "training: {steps: 5, optimizer: lion}\n",
+     "training.optimizer: Input should be 'sgd', 'momentum' or 'adam'"),
+    (GOOD.replace("infer", "train").replace("minilm", "digits-mlp") + "training: {steps: 5, start: ckpt-1}\n",
+     "training.start: 'ckpt-1' is not a CIDv1"),
+])
+def test_malformed_specs_are_refused_with_the_field_named(text, message):
+    with pytest.raises(InputError, match=message.replace("(", r"\(").replace("[", r"\[")):
+        parse_spec(text)
+
+
+def test_a_train_spec_names_its_steps_and_start():
+    text = GOOD.replace("infer", "train").replace("minilm", "digits-mlp")
+    spec = parse_spec(text + "training: {steps: 30, optimizer: adam, lr: 0.001, start: %s}\n" % cid_of(b"ck"))
+    assert spec.kind_code == 2 and spec.training.start == cid_of(b"ck")
+    params = spec.training.params()
+    assert (params.steps, params.optimizer, params.lr, params.batch) == (30, "adam", 0.001, 32)
+
+
+def test_missing_spec_and_missing_inputs_file(tmp_path):
+    with pytest.raises(InputError, match="not found"):
+        load_spec(tmp_path / "nope.yaml")
+    spec = tmp_path / "job.yaml"
+    spec.write_text(GOOD.replace("{cid: %s}" % cid_of(b"x"), "{path: missing.jsonl}"))
+    with pytest.raises(InputError, match="inputs.path missing.jsonl not found"):
+        load_spec(spec)
+
+
+def test_training_defaults_follow_the_model():
+    text = GOOD.replace("infer", "train").replace("minilm", "tiny-gpt") + "training: {steps: 3}\n"
+    p = parse_spec(text).training.params("train", "tiny-gpt")
+    assert (p.batch, p.optimizer, p.lr) == (8, "adam", 0.003)
+    mlp = parse_spec(text.replace("tiny-gpt", "digits-mlp")).training.params("train", "digits-mlp")
+    assert (mlp.batch, mlp.optimizer, mlp.lr) == (32, "momentum", 0.05)

@@ -1,0 +1,88 @@
+"""A node's side of the dispute games it is in: one ``client.player.Player`` per disputed order.
+
+Providers defend the results they committed; validators challenge results their re-execution
+contradicts and play the game through. A party shows what it computed: its trace (stored as a
+blob when the job ran) and, once the game is inside a record, that record's tensor and its
+inputs' tensors, recomputed by re-running the job (exact, so the same bits; a cheater replays its
+own cheat). Every tick each game gets the moves that are due, and ``timeout`` is called once the
+other party missed its deadline.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+import numpy as np
+
+from veracity.chain.client import DisputesClient
+from veracity.client.player import CHALLENGER, PROVIDER, Player
+from veracity.errors import ChainError
+from veracity.exact import program as prog
+from veracity.exact.trace import TraceRecord
+from veracity.workloads.jobs import Job
+
+Tamper = Callable[[int, str, Any], Any]
+
+
+@dataclass
+class Disputer:
+    """Plays ``party``'s games (PROVIDER or CHALLENGER) for one account."""
+
+    party: int
+    disputes: DisputesClient
+    referees: tuple[str, ...]
+    log: Callable[[str], None]
+    players: dict[int, Player] = field(default_factory=dict)
+
+    def join(self, order_id: int, records: list[TraceRecord], job: Job, order_program: tuple[bytes, int],
+             tamper: Callable[[], Tamper | None] | None = None, has_tensors: bool = True) -> None:
+        """Start playing the game over ``order_id`` with this party's trace of the job."""
+        if order_id in self.players:
+            return
+        root, length = order_program
+        model = None if job.trains else job.model()
+        program = job.program(model) if length else []
+        if length and prog.program_root(program) != root:
+            self.log(f"order {order_id}: the order's program is not this job's; its records cannot be judged")
+            program = []
+        cache: dict[int, np.ndarray] = {}
+        table = job.constants(model) if program else {}
+
+        def tensor(i: int) -> np.ndarray | None:
+            if not has_tensors or not program:
+                return None
+            if i not in cache:  # one replay keeps the record and the inputs its judgement reads
+                wanted = {i, *(j for j in program[i].inputs if j < len(program))}
+                cache.update(job.tensors(wanted, model=model, tamper=tamper() if tamper else None))
+            return cache.get(i)
+
+        self.players[order_id] = Player(self.party, self.disputes, self.referees, order_id, records, program,
+                                        tensor, lambda d: prog.constants(None, d, table))
+
+    def tick(self, now: int) -> list[int]:
+        """Moves due in every game; returns the orders whose games have settled (and forgets them)."""
+        done = []
+        for oid, player in list(self.players.items()):
+            try:
+                g = self.disputes.game(oid)
+                if g.stage_name == "settled":
+                    done.append(oid)
+                    continue
+                if now > g.deadline:
+                    ours = (g.revealed == CHALLENGER) == (self.party == CHALLENGER) or g.stage_name == "judging"
+                    if ours:
+                        self.disputes.timeout(oid)
+                        self.log(f"order {oid}: dispute, the other side missed its move ({g.stage_name})")
+                    continue
+                move = player.act(g)
+                if move:
+                    self.log(f"order {oid}: dispute, {move}")
+            except ChainError as exc:
+                self.log(f"order {oid}: dispute: {exc}")
+        for oid in done:
+            del self.players[oid]
+        return done
+
+
+__all__ = ["Disputer", "PROVIDER", "CHALLENGER"]
