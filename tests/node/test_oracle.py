@@ -135,4 +135,4 @@ def test_a_minilm_embedding_fits_fulfil_as_a_canonical_blob_and_is_taken(onet):
         assert time.monotonic() < end, onet.logs()
         time.sleep(0.5)
     assert "more than the Oracle's" not in onet.logs()
-    assert oracle.request_state(rid) == 2 and market.order(rid).provider == onet.accts[1].address
+    assert oracle.fn.requests(rid).call()[3] == 2 and market.order(rid).provider == onet.accts[1].address

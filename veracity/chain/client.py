@@ -329,9 +329,6 @@ class OracleClient(_Bound):
     def spec(self, request_id: int) -> bytes:
         return bytes(self.fn.specs(request_id).call())
 
-    def request_state(self, request_id: int) -> int:
-        return int(self.fn.requests(request_id).call()[3])
-
     def accept(self, bid: Any) -> Any:
         return self._send(self.fn.accept(bid.order_id, bid.price, bid.collateral, bid.expiry, bid.run_time,
                                          bytes.fromhex(bid.signature.removeprefix("0x"))))

@@ -95,7 +95,8 @@ def dev_accounts(n: int) -> list[AccountInfo]:
 
 def deploy(rpc_url: str, deployer: AccountInfo, accounts: list[AccountInfo], devnet: bool = True,
            **params: int) -> Deployment:
-    """Deploy Token, Registry and Market, wire them, and fund ``accounts`` with tokens."""
+    """Deploy the nine contracts (Token, Registry, Market, OneStep, the Referee, AttentionReferee and
+    TrainReferee, Disputes, the Oracle), wire them to each other, and fund ``accounts`` with tokens."""
     p = {**DEFAULTS, **params}
     chain = Chain(rpc_url, deployer.key)
     token = chain.deploy("Token", p["supply"], devnet)

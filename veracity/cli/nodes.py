@@ -31,7 +31,10 @@ def _run_daemon(kind: str, config: Path, cfg_cls: Any, node_cls: Any, log_level:
         raise UsageError(f"{kind} config {config} not found")
     try:
         cfg = cfg_cls.model_validate(_json.loads(config.read_text()))
-    except (ValueError, ValidationError) as exc:
+    except ValidationError as exc:
+        what = "; ".join(f"{'.'.join(map(str, e['loc'])) or 'config'}: {e['msg']}" for e in exc.errors())
+        raise UsageError(f"{config} is not a valid {kind} config: {what}") from None
+    except ValueError as exc:  # not JSON
         raise UsageError(f"{config} is not a valid {kind} config: {exc}") from None
     from veracity.node.daemon import start_logging
 

@@ -1,1 +1,2 @@
-"""Node daemons and their I/O: blob store over HTTP, SQLite state, job runner (in progress)."""
+"""The daemons: provider and validator, their worker pool and SQLite state, a provider's dispute
+defence, settlement, Oracle desk and lease sessions, and the devnet launcher."""

@@ -32,7 +32,6 @@ from veracity.exact.trace import TraceRecord, encode_records, records_root
 from veracity.workloads.infer import parse_jsonl, run_infer_job
 from veracity.workloads.workload import JobResult
 
-BEHAVIOURS = ("honest", "late", "wrong-output", "corrupt-op", "lazy", "forged-output", "withhold")
 ATTENTION_INTERNALS = (".scores", ".vt", ".ht")  # recorded, but not what flows on
 
 

@@ -20,7 +20,7 @@ import math
 from dataclasses import dataclass
 
 from veracity.exact import merkle
-from veracity.exact.trace import GENESIS, TraceRecord, chained
+from veracity.exact.trace import TraceRecord, chained
 
 
 @dataclass(frozen=True)
@@ -112,8 +112,3 @@ def play(provider: TraceView, challenger: TraceView, length: int, provider_root:
             return Outcome(None, rounds, bad)
         state = state.after(got["provider"] == got["challenger"])
     return Outcome(state.differ, rounds)
-
-
-def agreed_before(view: TraceView, index: int) -> bytes:
-    """The chain value both parties agree on just before record ``index``."""
-    return GENESIS if index == 0 else view.chain[index - 1]

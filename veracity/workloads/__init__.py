@@ -1,1 +1,2 @@
-"""Job kinds as pure functions: (spec, inputs) -> (outputs, trace)."""
+"""Job kinds behind one ``Workload`` protocol, registered by (kind, model): (spec, inputs) ->
+(outputs, commitments, trace); job specs; the planner."""
