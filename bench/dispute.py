@@ -1,7 +1,8 @@
 """The dispute game's cost on a real anvil node, and what spot checks cost validators.
 
-Full games on real traces: digits-MLP jobs sized so their traces have 2^6 to 2^16 records (n,
-the trace's elements, from 2^17 to 2^27), a
+Full games on real traces: digits-MLP jobs sized so their traces have 2^6 to 2^12 records (n,
+the trace's elements, from 2^17 to 2^23; a larger digits job has more than the 1,024 output
+records a result commits, one per batch, so it is refused), a
 provider that altered one element of a random record (everything after it computed from it),
 and an honest challenger; both play through ``client.player.Player`` against the
 deployed Disputes, Referee and OneStep contracts. For each: the rounds (bisection reveals, the
@@ -245,7 +246,7 @@ def main() -> int:
         accts = dev_accounts(5)
         dep = deploy(node.rpc_url, accts[0], accts)
         games = []
-        for e in range(6, 17, 2):
+        for e in range(6, 13, 2):
             with console.status(f"a full game over a trace of about 2^{e} records"):
                 games.append(game(dep, accts, 1 << e, model, rng))
         gas_one = one_step_gas(dep, rng)

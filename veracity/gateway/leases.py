@@ -32,8 +32,8 @@ from veracity.blobs.transfer import push_all
 from veracity.chain.devnet import Deployment
 from veracity.cid import cid_of, digest_of
 from veracity.client.jobs import accept_best, collect_bids, holders, providers
-from veracity.errors import VeracityError
-from veracity.exact.program import program_root
+from veracity.errors import InputError, VeracityError
+from veracity.exact.program import MAX_OUTPUTS, program_root
 from veracity.market import receipts as R
 from veracity.market.bids import Bid, window_signer
 from veracity.workloads.infer import job_program
@@ -78,6 +78,7 @@ class Lease:
     run_time: int = 0  # the accepted bid's: the Market takes the window only while it fits before the deadline
     post_by: float = float("inf")  # (monotonic) the last moment to post the window, with a margin
     items: list[dict[str, Any]] = field(default_factory=list)
+    outputs: int = 0  # the output records its window commits (at most ``MAX_OUTPUTS``)
     lock: threading.Lock = field(default_factory=threading.Lock)
     closed: bool = False
     window: tuple[bytes, bytes, bytes, int] | None = None  # (spec, inputs, program root, length), built once
@@ -150,6 +151,7 @@ class LeasePool:
             if lease.closed:
                 raise LeaseClosed(f"lease {lease.order_id}'s window closed meanwhile")
             index = len(lease.items)
+            outputs = self._outputs(lease, item)
             line = R.input_line(item)
             sig = R.sign_request(self.key, self.dep.chain_id, self.dep.market, lease.order_id, index, R.line_hash(line))
             body = {"index": index, "item": item, "signature": sig}
@@ -172,7 +174,26 @@ class LeasePool:
                     receipt.output_hash != R.line_hash(R.output_line(item, out["output"])):
                 raise ProviderDown("its receipt does not match the request and answer")
             lease.items.append(item)
+            lease.outputs = outputs
         return {"output": out["output"], "receipt": receipt}
+
+    @staticmethod
+    def _outputs(lease: Lease, item: dict[str, Any]) -> int:
+        """The output records the lease's window would commit with ``item``; LeaseClosed when that
+        is more than a result commits (the next lease takes it)."""
+        from veracity.models.registry import loaded
+        from veracity.workloads.infer import window_outputs
+
+        try:
+            outputs = window_outputs(loaded(lease.model), [*lease.items, item])
+        except InputError as exc:
+            raise GatewayError(str(exc), 400) from None
+        if outputs > MAX_OUTPUTS:
+            if not lease.items:
+                raise GatewayError(f"this request alone makes {outputs} output records, more than the {MAX_OUTPUTS} a "
+                                   "result commits: ask for fewer tokens", 400)
+            raise LeaseClosed(f"lease {lease.order_id}'s window is full ({lease.outputs} output records)")
+        return outputs
 
     # leases ---------------------------------------------------------------------------------
     def _usable(self, lease: Lease | None) -> bool:
@@ -203,6 +224,7 @@ class LeasePool:
     def _due(self, lease: Lease, share: float = 1.0) -> bool:
         now = time.monotonic()
         return (len(lease.items) >= share * self.terms.window_requests or now - lease.opened >= share * self.terms.window_s
+                or lease.outputs >= share * MAX_OUTPUTS
                 or now + self.terms.post_margin_s >= lease.post_by)  # left time to push, co-sign and post
 
     def _retire(self, lease: Lease, dead: bool = False) -> None:

@@ -193,6 +193,11 @@ class ExactGPT:
     def present(self, out: np.ndarray) -> str:
         return "".join(self.cfg.vocab[int(i)] for i in out)
 
+    @staticmethod
+    def outputs_of(item: tuple[list[int], int]) -> int:
+        """Output records a parsed item makes: one per generated token."""
+        return item[1]
+
     def unpresent(self, shown: Any) -> np.ndarray:
         """The token ids ``present`` showed as text."""
         return np.array([self.cfg.vocab.index(ch) for ch in shown], dtype=np.int64)

@@ -113,7 +113,8 @@ class ProviderNode:
         self.desk = (OracleDesk(OracleClient(self.chain, dep.oracle), self.market, self.blobs, self.state, self.chain.now,
                                 lambda m: log("provider", m)) if dep.oracle else None)
         self.leases = LeaseServer(LeaseLog(home / "state.db"), cfg.key, self.chain.address, self.dep.chain_id,
-                                  self.dep.market, self._lease_terms, self._answer, self.chain.now, self._window_program)
+                                  self.dep.market, self._lease_terms, self._answer, self.chain.now, self._window_program,
+                                  outputs=self._window_outputs)
         self.settler = Settler(self.market, self.state, self.chain.now, lambda m: log("provider", m),
                                grace_s=cfg.finalize_after_s)
 
@@ -135,6 +136,12 @@ class ProviderNode:
         if terms.open:
             self._leases[oid] = terms
         return terms
+
+    def _window_outputs(self, model: str, items: list[dict[str, Any]]) -> int:
+        """The output records a lease window of ``items`` commits (``infer.window_outputs``)."""
+        from veracity.workloads.infer import window_outputs
+
+        return window_outputs(loaded(model), items)
 
     def _answer(self, model: str, item: dict[str, Any]) -> Any:
         """One request of a lease, exactly: what the window's output line shows for it."""

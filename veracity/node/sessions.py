@@ -29,6 +29,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from veracity.errors import InputError, VeracityError
+from veracity.exact.program import MAX_OUTPUTS
 from veracity.market import bids
 from veracity.market import receipts as R
 
@@ -150,12 +151,14 @@ class LeaseServer:
     def __init__(self, log: LeaseLog, key: str, address: str, chain_id: int, market: str,
                  terms: Callable[[int], LeaseTerms], answer: Callable[[str, dict[str, Any]], Any],
                  now: Callable[[], int], program: Callable[[str, bytes, bytes], tuple[bytes, int]] | None = None,
-                 margin_s: int = 10, max_requests: int = 4096) -> None:
+                 margin_s: int = 10, max_requests: int = 4096,
+                 outputs: Callable[[str, list[dict[str, Any]]], int] | None = None) -> None:
         self.log, self.key, self.address = log, key, address
         self.chain_id, self.market = chain_id, market
         self.terms, self.answer, self.now, self.margin_s = terms, answer, now, margin_s
         self.program = program
         self.max_requests = max_requests  # per lease: a client must post what it was served
+        self.outputs = outputs  # (model, items) -> the output records a window of them commits
         self._lock = threading.Lock()
 
     def _lease(self, order_id: int, serving: bool = True) -> LeaseTerms:
@@ -201,6 +204,15 @@ class LeaseServer:
                 raise LeaseError(f"lease {order_id} has served its {self.max_requests} requests: post the window")
             if index != have:
                 raise LeaseError(f"lease {order_id} expects request {have} next, not {index}")
+            if self.outputs is not None:  # its window must stay one a result can commit
+                items = [json.loads(line) for line, _, _ in self.log.served(order_id)]
+                try:
+                    n = self.outputs(lease.model, [*items, item])
+                except InputError as exc:
+                    raise LeaseError(str(exc), 400) from None
+                if n > MAX_OUTPUTS:
+                    raise LeaseError(f"lease {order_id}'s window would hold {n} output records, more than the "
+                                     f"{MAX_OUTPUTS} a result commits: post it and open a new lease")
             try:
                 shown = self.answer(lease.model, item)
             except InputError as exc:

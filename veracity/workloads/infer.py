@@ -181,6 +181,24 @@ def served_digests(model_name: str, inputs_jsonl: bytes, outputs_jsonl: bytes, m
     return [tensor_digest(t) for t in served_tensors(model_name, inputs_jsonl, outputs_jsonl, model)]
 
 
+def output_count(model: Any, items: list[Any], batch_size: int = 32) -> int:
+    """The output records an infer job over parsed ``items`` makes (what its result commits, at most
+    ``program.MAX_OUTPUTS``): one per generated token for a model that generates (``outputs_of``),
+    else one per batch."""
+    per_item = getattr(model, "outputs_of", None)
+    if per_item is not None:
+        return sum(per_item(item) for item in items)
+    return -(-len(items) // batch_size)
+
+
+def window_outputs(model: Any, items: list[dict[str, Any]], batch_size: int = 32) -> int:
+    """``output_count`` of input objects (a lease window's requests): only a model that generates
+    parses them (InputError for one it cannot take); for the others the count is the batches'."""
+    if getattr(model, "outputs_of", None) is None:
+        return -(-len(items) // batch_size)
+    return output_count(model, [model.parse(item) for item in items], batch_size)
+
+
 def load_model(name: str) -> Any:
     from veracity.models.registry import load
 

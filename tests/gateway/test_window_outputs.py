@@ -1,0 +1,55 @@
+"""A lease window never holds more output records than a result commits (``MAX_OUTPUTS``): the
+gateway moves the request that would overfill it to the next lease, and a provider refuses to
+serve it (a window it could never post would leave its work unpaid)."""
+
+import json
+
+import pytest
+
+from veracity.chain.devnet import dev_accounts
+from veracity.exact.program import MAX_OUTPUTS
+from veracity.gateway.leases import Lease, LeaseClosed, LeasePool
+from veracity.market import receipts as R
+from veracity.models.registry import loaded
+from veracity.node.sessions import LeaseError, LeaseLog, LeaseServer, LeaseTerms
+from veracity.workloads.infer import output_count, window_outputs
+
+MARKET = "0x" + "22" * 20
+
+
+def test_output_records_are_counted_per_generated_token_or_per_batch():
+    gpt, mlp = loaded("tiny-gpt"), loaded("digits-mlp")
+    assert output_count(gpt, [gpt.parse({"text": "the ", "max_tokens": n}) for n in (3, 8)]) == 11
+    pixels = [mlp.parse({"pixels": [0] * 64}) for _ in range(33)]
+    assert output_count(mlp, pixels) == 2  # one output record per batch of 32
+    assert window_outputs(mlp, [{"pixels": "not parsed"}] * 33) == 2 and window_outputs(gpt, [{"text": "the "}]) == 32
+
+
+def test_the_gateway_moves_a_request_that_would_overfill_a_window():
+    lease = Lease(order_id=7, model="tiny-gpt", provider="0x" + "11" * 20, url="http://127.0.0.1:1", price=1,
+                  deadline=10**9, opened=0.0)
+    lease.items = [{"text": "the provider ", "max_tokens": 100}] * 10  # 1,000 output records
+    lease.outputs = 1000
+    n = LeasePool._outputs(lease, {"text": "the ", "max_tokens": 24})
+    assert n == MAX_OUTPUTS  # fits exactly
+    with pytest.raises(LeaseClosed, match="window is full"):
+        LeasePool._outputs(lease, {"text": "the ", "max_tokens": 25})
+
+
+def test_a_provider_refuses_a_request_its_window_could_not_commit(tmp_path):
+    client, provider = dev_accounts(2)
+    log = LeaseLog(tmp_path / "state.db")
+    answered = []
+    server = LeaseServer(log, provider.key, provider.address, 31337, MARKET,
+                         lambda oid: LeaseTerms(client.address, "tiny-gpt", provider.address, 10**12, True),
+                         lambda model, item: answered.append(item) or "x", lambda: 0,
+                         outputs=lambda model, items: window_outputs(loaded(model), items))
+    for i in range(10):  # served already: ten requests of 100 tokens
+        item = {"text": "the provider ", "max_tokens": 100}
+        log.add(7, i, R.input_line(item), R.output_line(item, "x"), json.dumps({}))
+    item = {"text": "the ", "max_tokens": 25}
+    sig = R.sign_request(client.key, 31337, MARKET, 7, 10, R.line_hash(R.input_line(item)))
+    with pytest.raises(LeaseError, match="would hold 1025 output records, more than the 1024") as err:
+        server.serve(7, 10, item, sig)
+    assert err.value.status == 409 and answered == []  # nothing run, nothing logged
+    assert log.count(7) == 10
