@@ -1,0 +1,103 @@
+"""The block-quantized linear: a GGUF weight matrix used as it is stored (Q4_0, Q4_1, Q8_0 blocks
+of 32), times activations quantized per block of 32, in integers.
+
+Weights (``models.gguf``): ``w[n, k] = (d[n, b] * q[n, k] + m[n, b]) * 2**-24`` for ``k`` in block
+``b``, with integer ``d``, ``m`` (Q4_0 and Q8_0 have ``m = 0``). Activations ``x`` (fixed point,
+``frac_in`` bits) are quantized per block of 32 as llama.cpp's Q8 does, since one outlier channel
+then coarsens only its own block, not the whole row: each row gets one exponent ``e`` (the bits
+of its largest value beyond ``ROW_BITS``), each block a scale ``a_b = ceil(max |x_b| / 2**e) <=
+2**ROW_BITS``, and ``qx = round(127 * x / (a_b * 2**e))`` in -127..127. Then
+
+    acc[t, n] = sum_b a[t, b] * (d[n, b] * sum_k q[n, k] qx[t, k] + m[n, b] * sum_k qx[t, k])
+    y[t, n]   = round(acc * 2**(e + frac_out) / (127 * 2**(24 + frac_in)))
+
+every term an integer; ``check_range`` proves ``acc`` fits int64 for a matrix. The per-block dot
+products are float32 GEMMs over K = 32 (exact: each is below 2**24), batched over blocks; the
+weighting by ``a``, ``d`` and ``m`` is int64. Both backends compute the same integers.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from veracity.exact import spec
+
+BLOCK = 32
+HALF_FRAC = 24  # the weights' scale unit, 2**-24 (every fp16 is an integer multiple of it)
+ROW_BITS = spec.ROW_BITS  # a block scale has at most this many bits
+QX = 127
+
+
+def _bitlen(a: np.ndarray) -> np.ndarray:
+    out = np.zeros(a.shape, dtype=np.int64)
+    v = a.astype(np.int64).copy()
+    while np.any(v > 0):
+        out += v > 0
+        v >>= 1
+    return out
+
+
+def quantize_blocks(x: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """``x`` [T, K] (int64) as (qx int8 [T, K], a int64 [T, K/32], e int64 [T, 1]): per-block int8
+    values, each block's scale and the row's exponent (``x ~ qx * a * 2**e / 127``)."""
+    t, k = x.shape
+    xb = np.asarray(x, dtype=np.int64).reshape(t, k // BLOCK, BLOCK)
+    amax = np.abs(xb).max(axis=2)  # [T, nb]
+    e = np.maximum(_bitlen(amax.max(axis=1, keepdims=True)) - ROW_BITS, 0)  # [T, 1]
+    a = -((-amax) >> e)  # ceil(amax / 2**e): the block's max maps to at most 127
+    den = (a << e)[..., None] * 2  # round(127 x / (a 2**e)) = floor((2 * 127 x + den / 2) / den), den = 2 a 2**e
+    q = np.where(den > 0, np.floor_divide(2 * QX * xb + (den >> 1), np.maximum(den, 1)), 0)
+    return q.reshape(t, k).astype(np.int8), a, e
+
+
+def check_range(q: np.ndarray, d: np.ndarray, m: np.ndarray | None) -> None:
+    """Refuse a matrix whose accumulator could leave int64 for some activation (none of SmolLM2's)."""
+    qmax = int(np.abs(q.astype(np.int64)).max(initial=0))
+    per_block = np.abs(d).astype(np.float64) * qmax * BLOCK * QX
+    if m is not None:
+        per_block = per_block + np.abs(m).astype(np.float64) * BLOCK * QX
+    worst = float((per_block * float(1 << ROW_BITS)).sum(axis=1).max(initial=0.0))
+    if worst >= 2.0 ** 62:
+        raise ValueError("a block-quantized matrix's scales are outside the exact int64 range")
+
+
+def block_dots(qx: np.ndarray, q: np.ndarray, backend: str = "numpy") -> np.ndarray:
+    """Per-block dot products [nb, T, N] of qx [T, K] and q [N, K] (int64 out, exact)."""
+    t, k = qx.shape
+    n = q.shape[0]
+    nb = k // BLOCK
+    xs = qx.reshape(t, nb, BLOCK).transpose(1, 0, 2)  # [nb, T, 32]
+    ws = q.reshape(n, nb, BLOCK).transpose(1, 2, 0)  # [nb, 32, N]
+    if backend == "numpy":
+        return np.matmul(xs.astype(np.int64), ws.astype(np.int64))
+    import torch
+
+    out = torch.bmm(torch.from_numpy(np.ascontiguousarray(xs, dtype=np.float32)),
+                    torch.from_numpy(np.ascontiguousarray(ws, dtype=np.float32)))
+    return out.numpy().astype(np.int64)  # each |dot| <= 32 * 128 * 127 < 2**24: exact in float32
+
+
+def block_linear(x: np.ndarray, q: np.ndarray, d: np.ndarray, m: np.ndarray | None, frac_in: int, frac_out: int,
+                 out_max: int = spec.ACT_MAX, backend: str = "numpy") -> np.ndarray:
+    """``x @ w.T`` for x [T, K] (``frac_in`` bits) and the block-quantized w [N, K], in ``frac_out``
+    bits, clamped to ``+-out_max``. ``backend``: "numpy" (int64 throughout) or "torch" (the dots
+    as float32 GEMMs); the same integers."""
+    qx, a, e = quantize_blocks(x)
+    dots = block_dots(qx, q, backend)  # [nb, T, N]
+    acc = np.einsum("tb,nb,btn->tn", a, d, dots)
+    if m is not None:
+        sx = qx.astype(np.int64).reshape(qx.shape[0], -1, BLOCK).sum(axis=2)  # [T, nb]
+        acc = acc + (a * sx) @ m.T  # |a * sx| < 2**24, |m| < 2**30, nb <= 2**7: exact in int64
+    shift = HALF_FRAC + frac_in - frac_out - e  # [T, 1]
+    pos = np.maximum(shift, 0)
+    num = acc << np.maximum(-shift, 0)
+    den = np.int64(QX) << pos
+    y = np.floor_divide(2 * num + den, 2 * den)  # round half up
+    return np.clip(y, -out_max, out_max)
+
+
+def linear_reference(x: np.ndarray, w: np.ndarray, frac_in: int, frac_out: int) -> Any:
+    """The float64 product the exact op approximates (for tests and benchmarks)."""
+    return (np.asarray(x, dtype=np.float64) / (1 << frac_in)) @ np.asarray(w, dtype=np.float64).T * (1 << frac_out)
