@@ -3,16 +3,18 @@ of 32), times activations quantized per block of 32, in integers.
 
 Weights (``models.gguf``): ``w[n, k] = (d[n, b] * q[n, k] + m[n, b]) * 2**-24`` for ``k`` in block
 ``b``, with integer ``d``, ``m`` (Q4_0 and Q8_0 have ``m = 0``). Activations ``x`` (fixed point,
-``frac_in`` bits) are quantized per block of 32 as llama.cpp's Q8 does, since one outlier channel
-then coarsens only its own block, not the whole row: each row gets one exponent ``e`` (the bits
-of its largest value beyond ``ROW_BITS``), each block a scale ``a_b = ceil(max |x_b| / 2**e) <=
-2**ROW_BITS``, and ``qx = round(127 * x / (a_b * 2**e))`` in -127..127. Then
+``frac_in`` bits) are quantized per block of 32, as llama.cpp's Q8 does, since one outlier channel
+then coarsens only its own block, not the whole row; and to 16 bits, not 8, since an LLM's
+attention logits (tens of units) turn 8-bit rounding of q and k into percent-level errors in its
+attention weights. Each row gets one exponent ``e`` (the bits of its largest value beyond
+``ROW_BITS``), each block a scale ``a_b = ceil(max |x_b| / 2**e) <= 2**ROW_BITS``, and ``qx =
+round(QX * x / (a_b * 2**e))`` in -QX..QX. Then
 
     acc[t, n] = sum_b a[t, b] * (d[n, b] * sum_k q[n, k] qx[t, k] + m[n, b] * sum_k qx[t, k])
-    y[t, n]   = round(acc * 2**(e + frac_out) / (127 * 2**(24 + frac_in)))
+    y[t, n]   = round(acc * 2**(e + frac_out) / (QX * 2**(24 + frac_in)))
 
 every term an integer; ``check_range`` proves ``acc`` fits int64 for a matrix. The per-block dot
-products are float32 GEMMs over K = 32 (exact: each is below 2**24), batched over blocks; the
+products are float64 GEMMs over K = 32 (exact: each is below 2**28), batched over blocks; the
 weighting by ``a``, ``d`` and ``m`` is int64. Both backends compute the same integers.
 """
 
@@ -26,8 +28,8 @@ from veracity.exact import spec
 
 BLOCK = 32
 HALF_FRAC = 24  # the weights' scale unit, 2**-24 (every fp16 is an integer multiple of it)
-ROW_BITS = spec.ROW_BITS  # a block scale has at most this many bits
-QX = 127
+ROW_BITS = 6  # a block scale has at most this many bits (its block's values keep >= 15 of their 16)
+QX = 32767  # activations are 16-bit per block: an LLM's attention logits amplify 8-bit rounding
 
 
 def _bitlen(a: np.ndarray) -> np.ndarray:
@@ -40,16 +42,16 @@ def _bitlen(a: np.ndarray) -> np.ndarray:
 
 
 def quantize_blocks(x: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """``x`` [T, K] (int64) as (qx int8 [T, K], a int64 [T, K/32], e int64 [T, 1]): per-block int8
-    values, each block's scale and the row's exponent (``x ~ qx * a * 2**e / 127``)."""
+    """``x`` [T, K] (int64) as (qx int16 [T, K], a int64 [T, K/32], e int64 [T, 1]): per-block
+    16-bit values, each block's scale and the row's exponent (``x ~ qx * a * 2**e / QX``)."""
     t, k = x.shape
     xb = np.asarray(x, dtype=np.int64).reshape(t, k // BLOCK, BLOCK)
     amax = np.abs(xb).max(axis=2)  # [T, nb]
     e = np.maximum(_bitlen(amax.max(axis=1, keepdims=True)) - ROW_BITS, 0)  # [T, 1]
-    a = -((-amax) >> e)  # ceil(amax / 2**e): the block's max maps to at most 127
-    den = (a << e)[..., None] * 2  # round(127 x / (a 2**e)) = floor((2 * 127 x + den / 2) / den), den = 2 a 2**e
+    a = -((-amax) >> e)  # ceil(amax / 2**e): the block's max maps to at most QX
+    den = (a << e)[..., None] * 2  # round(QX x / (a 2**e)) = floor((2 QX x + den / 2) / den), den = 2 a 2**e
     q = np.where(den > 0, np.floor_divide(2 * QX * xb + (den >> 1), np.maximum(den, 1)), 0)
-    return q.reshape(t, k).astype(np.int8), a, e
+    return q.reshape(t, k).astype(np.int16), a, e
 
 
 def check_range(q: np.ndarray, d: np.ndarray, m: np.ndarray | None) -> None:
@@ -64,7 +66,8 @@ def check_range(q: np.ndarray, d: np.ndarray, m: np.ndarray | None) -> None:
 
 
 def block_dots(qx: np.ndarray, q: np.ndarray, backend: str = "numpy") -> np.ndarray:
-    """Per-block dot products [nb, T, N] of qx [T, K] and q [N, K] (int64 out, exact)."""
+    """Per-block dot products [nb, T, N] of qx [T, K] and q [N, K] (int64 out, exact: each is at
+    most 32 * 128 * 32767 < 2**28, so float64 GEMMs hold it)."""
     t, k = qx.shape
     n = q.shape[0]
     nb = k // BLOCK
@@ -74,9 +77,9 @@ def block_dots(qx: np.ndarray, q: np.ndarray, backend: str = "numpy") -> np.ndar
         return np.matmul(xs.astype(np.int64), ws.astype(np.int64))
     import torch
 
-    out = torch.bmm(torch.from_numpy(np.ascontiguousarray(xs, dtype=np.float32)),
-                    torch.from_numpy(np.ascontiguousarray(ws, dtype=np.float32)))
-    return out.numpy().astype(np.int64)  # each |dot| <= 32 * 128 * 127 < 2**24: exact in float32
+    out = torch.bmm(torch.from_numpy(np.ascontiguousarray(xs, dtype=np.float64)),
+                    torch.from_numpy(np.ascontiguousarray(ws, dtype=np.float64)))
+    return out.numpy().astype(np.int64)
 
 
 def block_linear(x: np.ndarray, q: np.ndarray, d: np.ndarray, m: np.ndarray | None, frac_in: int, frac_out: int,
@@ -89,7 +92,7 @@ def block_linear(x: np.ndarray, q: np.ndarray, d: np.ndarray, m: np.ndarray | No
     acc = np.einsum("tb,nb,btn->tn", a, d, dots)
     if m is not None:
         sx = qx.astype(np.int64).reshape(qx.shape[0], -1, BLOCK).sum(axis=2)  # [T, nb]
-        acc = acc + (a * sx) @ m.T  # |a * sx| < 2**24, |m| < 2**30, nb <= 2**7: exact in int64
+        acc = acc + (a * sx) @ m.T  # |a * sx| < 2**27, |m| < 2**30, nb <= 2**6: exact in int64
     shift = HALF_FRAC + frac_in - frac_out - e  # [T, 1]
     pos = np.maximum(shift, 0)
     num = acc << np.maximum(-shift, 0)
