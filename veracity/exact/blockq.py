@@ -14,7 +14,8 @@ round(QX * x / (a_b * 2**e))`` in -QX..QX. Then
     y[t, n]   = round(acc * 2**(e + frac_out) / (QX * 2**(24 + frac_in)))
 
 every term an integer; ``check_range`` proves ``acc`` fits int64 for a matrix. The per-block dot
-products are float64 GEMMs over K = 32 (exact: each is below 2**28), batched over blocks; the
+products are GEMMs over K = 32 (exact: float32 for 4-bit quants, whose dots stay below 2**24,
+float64 for 8-bit ones), batched over blocks; the
 weighting by ``a``, ``d`` and ``m`` is int64. Both backends compute the same integers.
 """
 
@@ -25,20 +26,12 @@ from typing import Any
 import numpy as np
 
 from veracity.exact import spec
+from veracity.exact.ops_numpy import bitlen
 
 BLOCK = 32
 HALF_FRAC = 24  # the weights' scale unit, 2**-24 (every fp16 is an integer multiple of it)
 ROW_BITS = 6  # a block scale has at most this many bits (its block's values keep >= 15 of their 16)
 QX = 32767  # activations are 16-bit per block: an LLM's attention logits amplify 8-bit rounding
-
-
-def _bitlen(a: np.ndarray) -> np.ndarray:
-    out = np.zeros(a.shape, dtype=np.int64)
-    v = a.astype(np.int64).copy()
-    while np.any(v > 0):
-        out += v > 0
-        v >>= 1
-    return out
 
 
 def quantize_blocks(x: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -47,7 +40,7 @@ def quantize_blocks(x: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     t, k = x.shape
     xb = np.asarray(x, dtype=np.int64).reshape(t, k // BLOCK, BLOCK)
     amax = np.abs(xb).max(axis=2)  # [T, nb]
-    e = np.maximum(_bitlen(amax.max(axis=1, keepdims=True)) - ROW_BITS, 0)  # [T, 1]
+    e = np.maximum(bitlen(amax.max(axis=1, keepdims=True)) - ROW_BITS, 0)  # [T, 1]
     a = -((-amax) >> e)  # ceil(amax / 2**e): the block's max maps to at most QX
     den = (a << e)[..., None] * 2  # round(QX x / (a 2**e)) = floor((2 QX x + den / 2) / den), den = 2 a 2**e
     q = np.where(den > 0, np.floor_divide(2 * QX * xb + (den >> 1), np.maximum(den, 1)), 0)
@@ -65,30 +58,42 @@ def check_range(q: np.ndarray, d: np.ndarray, m: np.ndarray | None) -> None:
         raise ValueError("a block-quantized matrix's scales are outside the exact int64 range")
 
 
-def block_dots(qx: np.ndarray, q: np.ndarray, backend: str = "numpy") -> np.ndarray:
+def prepare(q: np.ndarray) -> Any:
+    """The quants as the torch backend's GEMM operand, once per matrix: [nb, 32, N], in float32
+    when every per-block dot fits its 24-bit mantissa (4-bit quants: 32 * 8 * QX < 2**24), else
+    float64 (8-bit quants)."""
+    import torch
+
+    n, k = q.shape
+    wide = int(np.abs(q.astype(np.int64)).max(initial=0)) * BLOCK * QX >= 1 << 24
+    w = q.reshape(n, k // BLOCK, BLOCK).transpose(1, 2, 0)
+    return torch.from_numpy(np.ascontiguousarray(w, dtype=np.float64 if wide else np.float32))
+
+
+def block_dots(qx: np.ndarray, q: np.ndarray, backend: str = "numpy", prepared: Any = None) -> np.ndarray:
     """Per-block dot products [nb, T, N] of qx [T, K] and q [N, K] (int64 out, exact: each is at
-    most 32 * 128 * 32767 < 2**28, so float64 GEMMs hold it)."""
+    most 32 * 128 * 32767 < 2**28; ``prepare`` picks a GEMM type that holds it)."""
     t, k = qx.shape
     n = q.shape[0]
     nb = k // BLOCK
     xs = qx.reshape(t, nb, BLOCK).transpose(1, 0, 2)  # [nb, T, 32]
-    ws = q.reshape(n, nb, BLOCK).transpose(1, 2, 0)  # [nb, 32, N]
     if backend == "numpy":
-        return np.matmul(xs.astype(np.int64), ws.astype(np.int64))
+        return np.matmul(xs.astype(np.int64), q.reshape(n, nb, BLOCK).transpose(1, 2, 0).astype(np.int64))
     import torch
 
-    out = torch.bmm(torch.from_numpy(np.ascontiguousarray(xs, dtype=np.float64)),
-                    torch.from_numpy(np.ascontiguousarray(ws, dtype=np.float64)))
+    w = prepared if prepared is not None else prepare(q)
+    out = torch.bmm(torch.from_numpy(np.ascontiguousarray(xs, dtype=np.float32 if w.dtype == torch.float32
+                                                          else np.float64)), w)
     return out.numpy().astype(np.int64)
 
 
 def block_linear(x: np.ndarray, q: np.ndarray, d: np.ndarray, m: np.ndarray | None, frac_in: int, frac_out: int,
-                 out_max: int = spec.ACT_MAX, backend: str = "numpy") -> np.ndarray:
+                 out_max: int = spec.ACT_MAX, backend: str = "numpy", prepared: Any = None) -> np.ndarray:
     """``x @ w.T`` for x [T, K] (``frac_in`` bits) and the block-quantized w [N, K], in ``frac_out``
     bits, clamped to ``+-out_max``. ``backend``: "numpy" (int64 throughout) or "torch" (the dots
     as float32 GEMMs); the same integers."""
     qx, a, e = quantize_blocks(x)
-    dots = block_dots(qx, q, backend)  # [nb, T, N]
+    dots = block_dots(qx, q, backend, prepared)  # [nb, T, N]
     acc = np.einsum("tb,nb,btn->tn", a, d, dots)
     if m is not None:
         sx = qx.astype(np.int64).reshape(qx.shape[0], -1, BLOCK).sum(axis=2)  # [T, nb]

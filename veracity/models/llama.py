@@ -95,16 +95,18 @@ class Linear:
     q: np.ndarray
     d: np.ndarray
     m: np.ndarray | None
+    prepared: Any = None  # the quants as the GEMM's operand (``blockq.prepare``), made once
 
     @classmethod
     def of(cls, t: BlockTensor) -> "Linear":
         if t.q is None or t.d is None:
             raise ModelError(f"{t.name} is not a quantized matrix")
         blockq.check_range(t.q, t.d, t.m)
-        return cls(t.q, t.d, t.m)
+        return cls(t.q, t.d, t.m, blockq.prepare(t.q))
 
     def __call__(self, x: np.ndarray, frac_out: int = ACT_FRAC, out_max: int = ACT_MAX) -> np.ndarray:
-        return blockq.block_linear(x, self.q, self.d, self.m, ACT_FRAC, frac_out, out_max, backend="torch")
+        return blockq.block_linear(x, self.q, self.d, self.m, ACT_FRAC, frac_out, out_max, backend="torch",
+                                   prepared=self.prepared)
 
 
 @dataclass(frozen=True)
