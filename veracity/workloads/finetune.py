@@ -142,14 +142,6 @@ def finetune_program(params: FinetuneParams, start: bytes | None, model: Any = N
     return TR.state_program(state.step, named(state), params.steps, hyper)
 
 
-def checkpoint_step(blob: bytes) -> int:
-    return int(F.load_checkpoint(blob).step)
-
-
-def checkpoint_digests(blob: bytes) -> list[bytes]:
-    return TR.state_digests(named(F.load_checkpoint(blob)))
-
-
 def record_tensors(data: bytes, params: FinetuneParams, start: bytes | None, indices: set[int],
                    model: Any = None) -> dict[int, np.ndarray]:
     """Re-run the job (exact, so the same bits) and keep the tensors of records ``indices``."""
@@ -187,11 +179,11 @@ class FinetuneTrainer(Trainer):
                 tamper: Tamper | None = None) -> dict[int, np.ndarray]:
         return record_tensors(job.inputs, job.params, job.start, indices, model)
 
-    def checkpoint_step(self, blob: bytes) -> int:
-        return checkpoint_step(blob)
+    def load_checkpoint(self, blob: bytes) -> Any:
+        return F.load_checkpoint(blob)
 
-    def checkpoint_digests(self, blob: bytes) -> list[bytes]:
-        return checkpoint_digests(blob)
+    def named(self, state: Any) -> list[tuple[str, np.ndarray]]:
+        return named(state)
 
     def evaluate(self, job: Any, checkpoint: bytes, data: bytes) -> str:
         return f"accuracy {accuracy(checkpoint, data, job.params.classes):.4f}"

@@ -106,14 +106,6 @@ def gpt_train_program(params: Any, start: bytes | None, data: bytes) -> list[Any
     return program
 
 
-def checkpoint_step(blob: bytes) -> int:
-    return int(GT.load_checkpoint(blob, shape()).step)
-
-
-def checkpoint_digests(blob: bytes) -> list[bytes]:
-    return TR.state_digests(named(GT.load_checkpoint(blob, shape())))
-
-
 def record_tensors(data: bytes, params: Any, start: bytes | None, indices: set[int]) -> dict[int, np.ndarray]:
     return run_gpt_train_job(data, params, start, "numpy", keep=set(indices)).kept
 
@@ -163,11 +155,11 @@ class GPTTrainer(Trainer):
                 tamper: Tamper | None = None) -> dict[int, np.ndarray]:
         return record_tensors(job.inputs, job.params, job.start, indices)
 
-    def checkpoint_step(self, blob: bytes) -> int:
-        return checkpoint_step(blob)
+    def load_checkpoint(self, blob: bytes) -> Any:
+        return GT.load_checkpoint(blob, shape())
 
-    def checkpoint_digests(self, blob: bytes) -> list[bytes]:
-        return checkpoint_digests(blob)
+    def named(self, state: Any) -> list[tuple[str, np.ndarray]]:
+        return named(state)
 
     def evaluate(self, job: Any, checkpoint: bytes, data: bytes) -> str:
         return f"loss {heldout_loss(checkpoint, data):.4f} nats per character"

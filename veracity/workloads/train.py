@@ -150,15 +150,6 @@ def train_program(params: TrainParams, start: bytes | None, data: bytes) -> list
     return prog
 
 
-def checkpoint_step(blob: bytes) -> int:
-    return int(MLP.load_checkpoint(blob).step)
-
-
-def checkpoint_digests(blob: bytes) -> list[bytes]:
-    """The output digests a served checkpoint gives (its state tensors; ValueError: unreadable)."""
-    return state_digests(MLP.state_tensors(MLP.load_checkpoint(blob)))
-
-
 def run_train_job(data: bytes, params: TrainParams, start: bytes | None = None, backend: str = "numpy",
                   progress: Callable[[int], None] | None = None, keep: set[int] | None = None,
                   tamper: Callable[[int, str, np.ndarray], None] | None = None) -> JobResult:
@@ -221,11 +212,11 @@ class MLPTrainer(Trainer):
     def constants(self, job: Any, model: Any = None) -> dict[bytes, np.ndarray]:
         return {X.exp_table_digest(): X.exp_table_tensor()}
 
-    def checkpoint_step(self, blob: bytes) -> int:
-        return checkpoint_step(blob)
+    def load_checkpoint(self, blob: bytes) -> Any:
+        return MLP.load_checkpoint(blob)
 
-    def checkpoint_digests(self, blob: bytes) -> list[bytes]:
-        return checkpoint_digests(blob)
+    def named(self, state: Any) -> list[tuple[str, np.ndarray]]:
+        return MLP.state_tensors(state)
 
     def evaluate(self, job: Any, checkpoint: bytes, data: bytes) -> str:
         return f"accuracy {accuracy(checkpoint, data):.4f}"

@@ -95,7 +95,8 @@ class Workload(Protocol):
 class Trainer:
     """What every training kind shares: a checkpoint out, whose step must be its start's plus the
     job's steps; a program whose length follows from its first two steps. A subclass names its
-    ``kind``, ``models``, ``defaults`` and the checkpoint readers."""
+    ``kind``, ``models``, ``defaults``, how it reads a checkpoint blob (``load_checkpoint``: a state
+    with a ``step``) and the state's tensors by record name (``named``)."""
 
     trains = True
     code = 0
@@ -104,10 +105,10 @@ class Trainer:
     judged_on_chain = False
     defaults: tuple[int, str, float] | None = None
 
-    def checkpoint_step(self, blob: bytes) -> int:
+    def load_checkpoint(self, blob: bytes) -> Any:
         raise NotImplementedError
 
-    def checkpoint_digests(self, blob: bytes) -> list[bytes]:
+    def named(self, state: Any) -> list[tuple[str, np.ndarray]]:
         raise NotImplementedError
 
     def build_program(self, job: "Job", model: Any = None) -> list[Any]:
@@ -129,18 +130,20 @@ class Trainer:
 
     def final_step(self, job: "Job") -> int:
         """The step the job's checkpoint ends at: its start checkpoint's, plus its steps."""
-        return (self.checkpoint_step(job.start) if job.start else 0) + job.params.steps
+        return (int(self.load_checkpoint(job.start).step) if job.start else 0) + job.params.steps
 
     def served_digests(self, job: "Job", outputs: bytes, model: Any = None) -> list[bytes]:
         """A served checkpoint's state digests; its step counter, which no output record holds,
         must be the job's final step (the next work unit's batches follow from it)."""
+        from veracity.workloads.states import state_digests
+
         try:
-            digests, step = self.checkpoint_digests(outputs), self.checkpoint_step(outputs)
+            state = self.load_checkpoint(outputs)
         except ValueError as exc:
             raise InputError(f"the checkpoint cannot be read ({exc})") from None
-        if step != (final := self.final_step(job)):
+        if (step := int(state.step)) != (final := self.final_step(job)):
             raise InputError(f"the checkpoint says step {step}; the job ends at step {final}")
-        return digests
+        return state_digests(self.named(state))
 
 
 _REGISTRY: dict[tuple[str, str | None], Workload] = {}
