@@ -22,7 +22,7 @@ def test_output_records_are_counted_per_generated_token_or_per_batch():
     assert output_count(gpt, [gpt.parse({"text": "the ", "max_tokens": n}) for n in (3, 8)]) == 11
     pixels = [mlp.parse({"pixels": [0] * 64}) for _ in range(33)]
     assert output_count(mlp, pixels) == 2  # one output record per batch of 32
-    assert window_outputs(mlp, [{"pixels": "not parsed"}] * 33) == 2 and window_outputs(gpt, [{"text": "the "}]) == 32
+    assert window_outputs(mlp, 32, 1, {"pixels": "not parsed"}) == 2 and window_outputs(gpt, 0, 0, {"text": "the "}) == 32
 
 
 def test_the_gateway_moves_a_request_that_would_overfill_a_window():
@@ -43,7 +43,7 @@ def test_a_provider_refuses_a_request_its_window_could_not_commit(tmp_path):
     server = LeaseServer(log, provider.key, provider.address, 31337, MARKET,
                          lambda oid: LeaseTerms(client.address, "tiny-gpt", provider.address, 10**12, True),
                          lambda model, item: answered.append(item) or "x", lambda: 0,
-                         outputs=lambda model, items: window_outputs(loaded(model), items))
+                         outputs=lambda model, served, n, item: window_outputs(loaded(model), served, n, item))
     for i in range(10):  # served already: ten requests of 100 tokens
         item = {"text": "the provider ", "max_tokens": 100}
         log.add(7, i, R.input_line(item), R.output_line(item, "x"), json.dumps({}))

@@ -185,7 +185,7 @@ class LeasePool:
         from veracity.workloads.infer import window_outputs
 
         try:
-            outputs = window_outputs(loaded(lease.model), [*lease.items, item])
+            outputs = window_outputs(loaded(lease.model), len(lease.items), lease.outputs, item)
         except InputError as exc:
             raise GatewayError(str(exc), 400) from None
         if outputs > MAX_OUTPUTS:

@@ -137,11 +137,11 @@ class ProviderNode:
             self._leases[oid] = terms
         return terms
 
-    def _window_outputs(self, model: str, items: list[dict[str, Any]]) -> int:
-        """The output records a lease window of ``items`` commits (``infer.window_outputs``)."""
+    def _window_outputs(self, model: str, served: int, outputs: int, item: dict[str, Any]) -> int:
+        """The output records a lease window commits once ``item`` joins it (``infer.window_outputs``)."""
         from veracity.workloads.infer import window_outputs
 
-        return window_outputs(loaded(model), items)
+        return window_outputs(loaded(model), served, outputs, item)
 
     def _answer(self, model: str, item: dict[str, Any]) -> Any:
         """One request of a lease, exactly: what the window's output line shows for it."""

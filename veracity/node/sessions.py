@@ -152,13 +152,14 @@ class LeaseServer:
                  terms: Callable[[int], LeaseTerms], answer: Callable[[str, dict[str, Any]], Any],
                  now: Callable[[], int], program: Callable[[str, bytes, bytes], tuple[bytes, int]] | None = None,
                  margin_s: int = 10, max_requests: int = 4096,
-                 outputs: Callable[[str, list[dict[str, Any]]], int] | None = None) -> None:
+                 outputs: Callable[[str, int, int, dict[str, Any]], int] | None = None) -> None:
         self.log, self.key, self.address = log, key, address
         self.chain_id, self.market = chain_id, market
         self.terms, self.answer, self.now, self.margin_s = terms, answer, now, margin_s
         self.program = program
         self.max_requests = max_requests  # per lease: a client must post what it was served
-        self.outputs = outputs  # (model, items) -> the output records a window of them commits
+        self.outputs = outputs  # (model, served, their output records, item) -> the records with it
+        self._window_outputs: dict[int, int] = {}  # per lease: its served requests' output records
         self._lock = threading.Lock()
 
     def _lease(self, order_id: int, serving: bool = True) -> LeaseTerms:
@@ -204,10 +205,10 @@ class LeaseServer:
                 raise LeaseError(f"lease {order_id} has served its {self.max_requests} requests: post the window")
             if index != have:
                 raise LeaseError(f"lease {order_id} expects request {have} next, not {index}")
+            n = 0
             if self.outputs is not None:  # its window must stay one a result can commit
-                items = [json.loads(line) for line, _, _ in self.log.served(order_id)]
                 try:
-                    n = self.outputs(lease.model, [*items, item])
+                    n = self.outputs(lease.model, have, self._served_outputs(order_id, lease.model), item)
                 except InputError as exc:
                     raise LeaseError(str(exc), 400) from None
                 if n > MAX_OUTPUTS:
@@ -221,7 +222,19 @@ class LeaseServer:
             receipt = R.sign_receipt(self.key, self.chain_id, self.market, order_id, index, input_hash,
                                      R.line_hash(out))
             self.log.add(order_id, index, line, out, receipt.model_dump_json())
+            self._window_outputs[order_id] = n
             return self._response(index, line, out, receipt.model_dump_json())
+
+    def _served_outputs(self, order_id: int, model: str) -> int:
+        """The output records a lease's served requests make: kept as they are served, counted once
+        from the log after a restart."""
+        if order_id not in self._window_outputs:
+            assert self.outputs is not None
+            n = 0
+            for i, (line, _, _) in enumerate(self.log.served(order_id)):
+                n = self.outputs(model, i, n, json.loads(line))
+            self._window_outputs[order_id] = n
+        return self._window_outputs[order_id]
 
     def sign_window(self, order_id: int, window: Window) -> dict[str, Any]:
         """This provider's signature of ``window`` for a lease it holds, if the window is exactly
@@ -248,6 +261,7 @@ class LeaseServer:
             signature = bids.sign_window(order_id, window.spec_cid, window.program_root, window.program_length,
                                          self.key, self.chain_id, self.market)
             self.log.sign(order_id, window, signature)
+            self._window_outputs.pop(order_id, None)  # it serves no more requests
             return self._signed(order_id, window, signature)
 
     @staticmethod

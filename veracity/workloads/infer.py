@@ -191,12 +191,15 @@ def output_count(model: Any, items: list[Any], batch_size: int = 32) -> int:
     return -(-len(items) // batch_size)
 
 
-def window_outputs(model: Any, items: list[dict[str, Any]], batch_size: int = 32) -> int:
-    """``output_count`` of input objects (a lease window's requests): only a model that generates
-    parses them (InputError for one it cannot take); for the others the count is the batches'."""
-    if getattr(model, "outputs_of", None) is None:
-        return -(-len(items) // batch_size)
-    return output_count(model, [model.parse(item) for item in items], batch_size)
+def window_outputs(model: Any, served: int, outputs: int, item: dict[str, Any], batch_size: int = 32) -> int:
+    """The output records a lease window makes once ``item`` joins it, given that its ``served``
+    requests make ``outputs`` (``output_count``, kept as a running count, so a request costs one
+    parse, not one per request in the window). Only a model that generates parses the item
+    (InputError for one it cannot take); for the others the count is the batches'."""
+    per_item = getattr(model, "outputs_of", None)
+    if per_item is None:
+        return -(-(served + 1) // batch_size)
+    return outputs + per_item(model.parse(item))
 
 
 def load_model(name: str) -> Any:
