@@ -7,7 +7,7 @@ on it, and the share of chat prompts whose first 16 greedy tokens are the float 
 Speed: prefill and decode tokens/s (greedy, 64 tokens after a 37-token chat prompt) for exact,
 transformers float32 and llama.cpp (``llama-cpp-python``, if it is installed: ``pip install
 llama-cpp-python`` builds it from source, which takes minutes; without it the bench says so).
-The traced exact figures come once the model's ops are traced records.
+Traced: every op's output hashed into the job's trace while it decodes.
 
     python bench/llm.py --json bench/results/llm.json
 """
@@ -56,8 +56,11 @@ def main() -> int:
     from rich.table import Table
     from transformers import AutoModelForCausalLM
 
+    from veracity.exact.execute import Exec, make_backend
+    from veracity.exact.spec import ACT_FRAC
+    from veracity.exact.trace import Trace
     from veracity.models.gguf import smollm2_path
-    from veracity.models.llama import ACT_FRAC, ExactLlama
+    from veracity.models.llama import Decoder, ExactLlama
 
     torch.set_num_threads(args.threads)
     console = Console(width=120)
@@ -71,7 +74,7 @@ def main() -> int:
     nll_e = nll_f = 0.0
     for text in HELD_OUT:
         ids = tok.encode(text)
-        le = exact.forward(np.array(ids), [], 0).astype(np.float64) / (1 << ACT_FRAC)
+        le = exact.logits(ids).astype(np.float64) / (1 << ACT_FRAC)
         with torch.no_grad():
             lf = ref(torch.tensor([ids])).logits[0].double().numpy()
         agree += int((le.argmax(-1) == lf.argmax(-1)).sum())
@@ -96,14 +99,23 @@ def main() -> int:
     prompt = tok.encode(exact.template.render([{"role": "user", "content": PROMPTS[0]}]))
     steps = args.decode_tokens
 
-    def exact_run() -> tuple[float, float]:
-        cache: list[Any] = []
+    def exact_run(traced: bool = False) -> tuple[float, float]:
+        """Prefill, then ``steps`` greedy tokens, each read back (as a client streaming it would);
+        traced: every op's output hashed into the trace, all hashes finished before the clock stops."""
+        trace = Trace() if traced else None
+        ex = Exec(make_backend("torch"), trace)
+        dec = Decoder(exact, ex)
         t = time.perf_counter()
-        logits = exact.forward(np.array(prompt), cache, 0)[-1]
+        token = ex.pick("token", dec.feed(ex.index(np.array([prompt]))))
+        ex.to_numpy(token)
         pre = time.perf_counter() - t
         t = time.perf_counter()
-        for i in range(steps):
-            logits = exact.forward(np.array([int(np.argmax(logits))]), cache, len(prompt) + i)[-1]
+        for _ in range(steps):
+            token = ex.pick("token", dec.feed(token))
+            ex.to_numpy(token)
+        if trace is not None:
+            trace.records  # noqa: B018  (waits for the background hashes)
+            trace.close()
         return len(prompt) / pre, steps / (time.perf_counter() - t)
 
     def float_run() -> tuple[float, float]:
@@ -138,11 +150,12 @@ def main() -> int:
             llamacpp.eval([token])
         return len(prompt) / pre, steps / (time.perf_counter() - t)
 
-    runs: dict[str, list[tuple[float, float]]] = {"exact": [], "float32 (transformers)": []}
+    runs: dict[str, list[tuple[float, float]]] = {"exact": [], "exact traced": [], "float32 (transformers)": []}
     if llamacpp is not None:
         runs["llama.cpp"] = []
     for _ in range(args.repeats):
         runs["exact"].append(exact_run())
+        runs["exact traced"].append(exact_run(traced=True))
         runs["float32 (transformers)"].append(float_run())
         if llamacpp is not None:
             runs["llama.cpp"].append(llamacpp_run())
@@ -161,7 +174,8 @@ def main() -> int:
         "llm_decode_tok_s_float": speed["float32 (transformers)"][1],
         "llm_decode_tok_s_llamacpp": speed["llama.cpp"][1] if llamacpp is not None else None,
         "llm_decode_ratio_llamacpp": speed["llama.cpp"][1] / speed["exact"][1] if llamacpp is not None else None,
-        "llm_decode_tok_s_traced": None, "llm_traced_ratio": None,  # once the ops are traced records
+        "llm_decode_tok_s_traced": speed["exact traced"][1],
+        "llm_traced_ratio": speed["exact"][1] / speed["exact traced"][1],  # untraced speed over traced
         "threads": args.threads, "prompt_tokens": len(prompt), "decode_tokens": steps,
     }
     console.print(f"llm_top1_agree {result['llm_top1_agree']:.4f} over {total} tokens; perplexity exact "

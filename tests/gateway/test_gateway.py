@@ -23,7 +23,7 @@ from veracity.market.bids import sign_window, window_signer
 from veracity.models.registry import loaded
 from veracity.workloads.infer import infer
 
-MODELS = ["minilm", "tiny-gpt"]
+MODELS = ["minilm", "tiny-gpt", "smollm2"]
 
 
 def local(model, item):
@@ -101,18 +101,31 @@ def test_the_openai_package_gets_exact_answers_with_receipts_that_verify(gateway
     assert text == local("tiny-gpt", {"text": "once upon a time", "max_tokens": 10})
     last = chunks[-1].model_extra["veracity"]
 
+    # the chat LLM: the conversation through its template, streamed token by token, ending at its
+    # end-of-turn token, with usage in its tokens
+    question = [{"role": "user", "content": "What is the capital of France?"}]
+    chunks = list(client.chat.completions.create(model="smollm2", max_tokens=12, stream=True, messages=question))
+    answer = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
+    assert answer == local("smollm2", {"messages": question, "max_tokens": 12})["text"] == \
+        "The capital of France is Paris."
+    assert chunks[-1].choices[0].finish_reason == "stop" and chunks[-1].usage.completion_tokens == 8
+    assert sum(1 for c in chunks if c.choices and c.choices[0].delta.content) == 7  # one event per token
+    chat_receipt = chunks[-1].model_extra["veracity"]["receipt"]
+    cut = client.chat.completions.create(model="smollm2", max_tokens=12, messages=question, stop=["Paris"])
+    assert cut.choices[0].message.content == "The capital of France is " and cut.choices[0].finish_reason == "stop"
+
     raw = client.completions.with_raw_response.create(model="auto", prompt="write a story about a dragon",
                                                       max_tokens=5)
     picked = raw.parse()
-    assert picked.model == "tiny-gpt" and raw.headers["x-veracity-model"] == "tiny-gpt"
+    assert picked.model == "smollm2" and raw.headers["x-veracity-model"] == "smollm2"
     sims = picked.model_extra["veracity"]["auto"]["similarity"]
-    assert sims["tiny-gpt"] > sims["minilm"] and sims["tiny-gpt"] > sims["digits-mlp"]
+    assert sims["smollm2"] > sims["minilm"] and sims["smollm2"] > sims["digits-mlp"]
     header = json.loads(raw.headers["x-veracity-receipt"])
     assert header == {k: v for k, v in picked.model_extra["veracity"]["receipt"].items() if v is not None}
 
     # every receipt verifies against the chain once its window is committed
     receipts = [emb.model_extra["veracity"]["receipt"], *emb.model_extra["veracity"]["receipts"],
-                done.model_extra["veracity"]["receipt"], last["receipt"], header]
+                done.model_extra["veracity"]["receipt"], last["receipt"], header, chat_receipt]
     for r in receipts:
         committed(url, r)
         out = receipt_verify(net, r, tmp_path)
@@ -149,6 +162,13 @@ def test_the_openai_package_gets_exact_answers_with_receipts_that_verify(gateway
     for p in providers:  # paid exactly what its finalized windows earned, nothing held back
         earned = sum(a["paid"] for a in paid.values() if a["provider"] == p)
         assert token.fn.balanceOf(p).call(block_identifier=block) == before[p] + earned
+
+    # the terminal chat streams an answer and shows its receipt verified once its window is committed
+    out = subprocess.run([sys.executable, "-m", "veracity.cli", "chat", "--url", f"{url}/v1", "--max-tokens", "12",
+                          "-m", "What is the capital of France?", "--wait", "120", "--deployment", str(net.dep_file)],
+                         capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0 and "The capital of France is Paris." in out.stdout, out.stdout + out.stderr
+    assert "verified: the answer is line" in out.stdout, out.stdout
 
     # a receipt whose answer was altered does not verify
     forged = dict(receipts[0], output_hash="0x" + "00" * 32)

@@ -1,11 +1,18 @@
 """SmolLM2 in exact integers (``models.llama``): the answer the float reference of the same GGUF file
-gives (transformers, dequantized, float32), token for token, and its tables computed exactly."""
+gives (transformers, dequantized, float32), token for token; the same bits on every backend and
+thread count, traced against the program a shape-only run gives; inputs refused clearly."""
+
+import json
 
 import numpy as np
 import pytest
+import torch
 
+from veracity.errors import InputError
+from veracity.exact import llm, program
 from veracity.models.gguf import smollm2_path
-from veracity.models.llama import P_MAX, ROPE_FRAC, Z_FRAC, ExactLlama, exp2_table, rope, rope_table
+from veracity.models.llama import ExactLlama
+from veracity.workloads.infer import job_program, run_infer_job, served_digests
 
 QUESTION = [{"role": "user", "content": "What is the capital of France?"}]
 
@@ -16,7 +23,6 @@ def llama():
 
 
 def test_greedy_decoding_gives_the_float_references_answer(llama):
-    import torch
     from transformers import AutoModelForCausalLM
 
     path = smollm2_path()
@@ -25,19 +31,63 @@ def test_greedy_decoding_gives_the_float_references_answer(llama):
     want = ref.generate(torch.tensor([ids]), max_new_tokens=12, do_sample=False)[0, len(ids):].tolist()
     got = llama.generate(ids, 12)
     assert got == want  # the same tokens, EOS included
-    assert llama.tokenizer.decode(got) == "The capital of France is Paris."
-    assert llama.generate(ids, 12) == got  # and the same again (no state left behind)
+    assert llama.chat(QUESTION, 12) == "The capital of France is Paris."
 
 
-def test_rope_and_softmax_tables_are_exact_and_rotate_as_floats_do():
-    cos, sin = rope_table(64, 100000.0, 256)
-    angles = np.arange(256)[:, None] * 100000.0 ** (-np.arange(0, 64, 2) / 64)
-    assert np.abs(cos / (1 << ROPE_FRAC) - np.cos(angles)).max() <= 0.5 / (1 << ROPE_FRAC) + 1e-12
-    assert np.abs(sin / (1 << ROPE_FRAC) - np.sin(angles)).max() <= 0.5 / (1 << ROPE_FRAC) + 1e-12
-    x = np.random.default_rng(0).integers(-(1 << 20), 1 << 20, size=(5, 3, 64))
-    y = rope(x, np.arange(5) + 100, cos, sin)  # a rotation keeps each pair's length (to the tables' 15 bits)
-    pairs = lambda v: np.hypot(v[..., 0::2], v[..., 1::2])  # noqa: E731
-    assert np.all(np.abs(pairs(y) - pairs(x)) <= pairs(x) * 2.0 ** -14 + 2)
-    table = exp2_table()
-    assert table[0] == P_MAX and table[-1] == 0 and np.all(np.diff(table) <= 0)
-    assert abs(table[1 << Z_FRAC] - P_MAX / 2) <= 0.5  # 2**-1
+def test_a_job_gives_the_same_bits_on_every_backend_and_thread_count(llama):
+    inputs = (json.dumps({"messages": [{"role": "user", "content": "Hi"}], "max_tokens": 2}) + "\n").encode()
+    runs = {}
+    threads = torch.get_num_threads()
+    try:
+        for backend, n in [("numpy", 1), ("torch-eager", 1), ("torch", 1), ("torch", 2)]:
+            torch.set_num_threads(n)
+            r = run_infer_job("smollm2", inputs, backend=backend, model=llama)
+            runs[(backend, n)] = (r.output_hash, r.trace_root, r.outputs)
+    finally:
+        torch.set_num_threads(threads)
+    assert len(set(runs.values())) == 1, runs.keys()
+    line = json.loads(r.outputs)
+    assert line["output"]["finish_reason"] == "length" and len(line["output"]["tokens"]) == 2
+    # the program a client derives without arithmetic names every record the run made
+    prog = job_program("smollm2", inputs, model=llama)
+    records = [json.loads(x) for x in r.trace.decode().splitlines()]
+    assert [d.op for d in prog] == [x["op"] for x in records]
+    kinds = {program.OpKind(d.kind).name for d in prog}
+    assert {"QEMBED", "BLINEAR", "WRMSNORM", "ROPE", "KV_APPEND", "GQA_SCORES", "GQA_PROBS", "GQA_CONTEXT",
+            "RESID_ADD", "SILU_GATE", "ROW_MAX", "PICK"} <= kinds
+    consts = program.model_constants(llama)
+    assert all(c in consts for d in prog if d.kind != program.INPUT for c in d.consts)  # a referee finds each
+    # the served output lines give the committed output digests back
+    assert served_digests("smollm2", inputs, r.outputs, llama) == r.output_digests
+
+
+def test_a_job_generates_exactly_max_tokens_and_its_text_ends_at_the_stop_token(llama):
+    item = llama.parse({"messages": QUESTION, "max_tokens": 10})
+    assert llama.outputs_of(item) == 10
+    shown = llama.present(np.array([504, 3575, 282, 4649, 314, 7042, 30, 2, 504, 504]))
+    assert shown["text"] == "The capital of France is Paris." and shown["finish_reason"] == "stop"
+    assert llama.unpresent(shown).tolist() == shown["tokens"]
+
+
+@pytest.mark.parametrize("rec, message", [
+    ({"text": "hi"}, '"messages" (a chat) or "prompt"'),
+    ({"messages": "hi"}, '"messages" must be a non-empty list'),
+    ({"messages": [{"role": "user"}]}, '"messages" must be a non-empty list'),
+    ({"prompt": "hi", "max_tokens": 0}, '"max_tokens" must be an integer from 1 to 1024'),
+    ({"prompt": "hi", "max_tokens": True}, '"max_tokens" must be an integer'),
+    ({"prompt": "word " * 2100, "max_tokens": 1}, "exceed the context of 2048"),
+])
+def test_bad_inputs_get_one_clear_line(llama, rec, message):
+    with pytest.raises(InputError, match=message.replace("(", r"\(").replace(")", r"\)")):
+        llama.parse(rec)
+
+
+def test_a_file_of_another_architecture_or_type_is_refused_by_name(tmp_path):
+    from veracity.errors import ModelError
+    from veracity.models.gguf import read_gguf
+
+    f = read_gguf(smollm2_path())
+    f.tensors["token_embd.weight"] = f.tensors["blk.0.attn_q.weight"]  # a Q4_1 table
+    with pytest.raises(ModelError, match="token_embd.weight is Q4_1"):
+        ExactLlama(f)
+    assert llm.CONTEXT == 2048

@@ -426,9 +426,14 @@ class DisputesClient(_Bound):
     def judge(self, referees: tuple[str, ...], kind: str, order_id: int, *args: Any) -> Any:
         """Call ``judge_<kind>`` (anyone may) with the element's proven inputs, on the Referee or,
         for the attention ops, the AttentionReferee; a training record (``kind`` "train") goes to
-        the TrainReferee's one ``judge`` (``referees``: the three addresses)."""
-        if kind == "train":
-            ref = self.chain.contract("TrainReferee", referees[2])
+        the TrainReferee's one ``judge``, and a Llama-family record (``kind`` "llama" or
+        "llama_attention") to the LlamaReferee's or LlamaAttentionReferee's (``referees``: the five
+        addresses, as ``Deployment.referees``)."""
+        one_judge = {"train": ("TrainReferee", 2), "llama": ("LlamaReferee", 3),
+                     "llama_attention": ("LlamaAttentionReferee", 4)}
+        if kind in one_judge:
+            name, at = one_judge[kind]
+            ref = self.chain.contract(name, referees[at])
             return self._send(ref.functions.judge(order_id, *args))
         attention = kind in ATTENTION_JUDGES
         ref = self.chain.contract("AttentionReferee" if attention else "Referee", referees[attention])

@@ -47,6 +47,8 @@ class Deployment(BaseModel):
     referee: str | None = None
     attention_referee: str | None = None
     train_referee: str | None = None
+    llama_referee: str | None = None
+    llama_attention_referee: str | None = None
     dispute_bond: int = 0
     move_time: int = 0
     oracle: str | None = None  # contract-callable inference (deployments from before it have none)
@@ -66,9 +68,11 @@ class Deployment(BaseModel):
         return chain, token, RegistryClient(chain, self.registry, token), MarketClient(chain, self.market, token)
 
     @property
-    def referees(self) -> tuple[str, str, str]:
-        """(Referee, AttentionReferee, TrainReferee): the contracts that judge a located element."""
-        return self.referee or "", self.attention_referee or "", self.train_referee or ""
+    def referees(self) -> tuple[str, str, str, str, str]:
+        """(Referee, AttentionReferee, TrainReferee, LlamaReferee, LlamaAttentionReferee): the
+        contracts that judge a located element."""
+        return (self.referee or "", self.attention_referee or "", self.train_referee or "", self.llama_referee or "",
+                self.llama_attention_referee or "")
 
     def oracle_client(self, key: str) -> OracleClient:
         if self.oracle is None:
@@ -95,8 +99,8 @@ def dev_accounts(n: int) -> list[AccountInfo]:
 
 def deploy(rpc_url: str, deployer: AccountInfo, accounts: list[AccountInfo], devnet: bool = True,
            **params: int) -> Deployment:
-    """Deploy the nine contracts (Token, Registry, Market, OneStep, the Referee, AttentionReferee and
-    TrainReferee, Disputes, the Oracle), wire them to each other, and fund ``accounts`` with tokens."""
+    """Deploy the contracts (Token, Registry, Market, OneStep and LlamaOneStep, the five referees,
+    Disputes, the Oracle), wire them to each other, and fund ``accounts`` with tokens."""
     p = {**DEFAULTS, **params}
     chain = Chain(rpc_url, deployer.key)
     token = chain.deploy("Token", p["supply"], devnet)
@@ -108,10 +112,13 @@ def deploy(rpc_url: str, deployer: AccountInfo, accounts: list[AccountInfo], dev
     referee = chain.deploy("Referee", onestep)
     attention_referee = chain.deploy("AttentionReferee", onestep)
     train_referee = chain.deploy("TrainReferee")
-    disputes = chain.deploy("Disputes", token, market, p["dispute_bond"], p["move_time"], referee, attention_referee,
-                            train_referee)
-    for name, address in (("Referee", referee), ("AttentionReferee", attention_referee),
-                          ("TrainReferee", train_referee)):
+    llama_onestep = chain.deploy("LlamaOneStep")
+    llama_referee = chain.deploy("LlamaReferee", llama_onestep)
+    llama_attention_referee = chain.deploy("LlamaAttentionReferee", llama_onestep)
+    referees = [referee, attention_referee, train_referee, llama_referee, llama_attention_referee]
+    disputes = chain.deploy("Disputes", token, market, p["dispute_bond"], p["move_time"], referees)
+    for name, address in zip(("Referee", "AttentionReferee", "TrainReferee", "LlamaReferee", "LlamaAttentionReferee"),
+                             referees):
         chain.send(chain.contract(name, address).functions.set_disputes(disputes))
     chain.send(MarketClient(chain, market, TokenClient(chain, token)).fn.set_disputes(disputes))
     oracle = chain.deploy("Oracle", token, market, p["oracle_deadline"], p["oracle_window"], p["oracle_spot_bps"],
@@ -124,7 +131,8 @@ def deploy(rpc_url: str, deployer: AccountInfo, accounts: list[AccountInfo], dev
     return Deployment(rpc_url=rpc_url, chain_id=chain.w3.eth.chain_id, token=token, registry=registry,
                       market=market, deployer=deployer, accounts=accounts, min_stake=p["min_stake"],
                       unbonding_delay=p["unbonding_delay"], fee_bps=p["fee_bps"], disputes=disputes, referee=referee,
-                      attention_referee=attention_referee, train_referee=train_referee,
+                      attention_referee=attention_referee, train_referee=train_referee, llama_referee=llama_referee,
+                      llama_attention_referee=llama_attention_referee,
                       dispute_bond=p["dispute_bond"], move_time=p["move_time"], oracle=oracle)
 
 

@@ -1,11 +1,11 @@
-"""``veracity gateway run``, ``veracity receipt verify`` and ``veracity oracle program``."""
+"""``veracity gateway run``, ``veracity chat``, ``veracity receipt verify`` and ``veracity oracle program``."""
 
 from __future__ import annotations
 
 import json
 import sys
 from pathlib import Path
-from typing import Optional
+from typing import Any, Optional
 
 import typer
 from rich.console import Console
@@ -46,6 +46,99 @@ def gateway_run(port: int = typer.Option(8400, help="port on 127.0.0.1"),
     pool = LeasePool(dep, dep.accounts[account].key, terms, lambda m: log("gateway", m))
     err.print(f"gateway on http://127.0.0.1:{port}/v1 (leases paid by {pool.chain.address})")
     uvicorn.run(create_app(pool), host="127.0.0.1", port=port, log_level="warning")
+
+
+def _chat_stream(url: str, model: str, history: list[dict[str, str]], max_tokens: int) -> tuple[str, dict[str, Any]]:
+    """One streamed answer from the gateway, printed as it arrives: its text and its ``veracity``."""
+    import httpx
+
+    body = {"model": model, "messages": history, "max_tokens": max_tokens, "stream": True}
+    text, meta = "", dict[str, Any]()
+    try:
+        with httpx.stream("POST", f"{url}/chat/completions", json=body, timeout=600) as resp:
+            if resp.status_code != 200:
+                resp.read()
+                try:
+                    why = resp.json()["error"]["message"]
+                except (ValueError, KeyError, TypeError):
+                    why = resp.text[:200]
+                raise InputError(f"the gateway refused: {why}")
+            for line in resp.iter_lines():
+                if not line.startswith("data: ") or line == "data: [DONE]":
+                    continue
+                chunk = json.loads(line[6:])
+                for choice in chunk.get("choices", []):
+                    piece = choice.get("delta", {}).get("content") or ""
+                    text += piece
+                    print(piece, end="", flush=True)
+                meta = chunk.get("veracity", meta)
+    except httpx.HTTPError as exc:
+        raise UsageError(f"no gateway answered at {url} ({type(exc).__name__}): start one with "
+                         "`veracity gateway run`") from None
+    print()
+    return text, meta
+
+
+@app.command("chat")
+def chat(url: str = typer.Option("http://127.0.0.1:8400/v1", help="the gateway's /v1 URL"),
+         model: str = typer.Option("smollm2", help="the model (or auto)"),
+         max_tokens: int = typer.Option(64, min=1, max=1024, help="the longest answer, in tokens"),
+         system: Optional[str] = typer.Option(None, help="a system message that starts the chat"),
+         message: Optional[list[str]] = typer.Option(None, "--message", "-m",
+                                                    help="say this (repeatable) and exit, instead of reading stdin"),
+         wait: float = typer.Option(0, min=0, help="at the end, wait up to this many seconds for each answer's window "
+                                                  "to be committed on chain, and verify its receipt"),
+         deployment: Optional[Path] = typer.Option(None, help="deployment file (default: the devnet's)")) -> None:
+    """A terminal chat over the gateway: each answer streams as it is generated, then its receipt's
+    verdict (signed by the lease's provider; verified once its window is committed on chain)."""
+    import time
+
+    from veracity.gateway.receipts import verify
+    from veracity.market.receipts import Receipt
+
+    try:
+        dep = find_deployment(deployment)
+    except UsageError:
+        dep = None  # answers still stream; receipts are shown but not checked
+    history = [{"role": "system", "content": system}] if system else []
+    receipts: list[Receipt] = []
+
+    def verdict(rec: Receipt) -> str:
+        if dep is None:
+            return "not checked (no deployment file)"
+        check = verify(dep, dep.accounts[0].key, rec)
+        return f"{check.verdict}: {check.reason}"
+
+    said = iter(message) if message else None
+    while True:
+        if said is not None:
+            line = next(said, None)
+            if line is not None:
+                print(f"you> {line}")
+        else:
+            try:
+                line = input("you> ")
+            except EOFError:
+                line = None
+        if line is None or line.strip() in ("/quit", "/exit"):
+            break
+        if not line.strip():
+            continue
+        history.append({"role": "user", "content": line})
+        print(f"{model}> ", end="", flush=True)
+        text, meta = _chat_stream(url, model, history, max_tokens)
+        history.append({"role": "assistant", "content": text})
+        if "receipt" in meta:
+            rec = Receipt.model_validate(meta["receipt"])
+            receipts.append(rec)
+            err.print(f"  receipt: lease {rec.lease} request {rec.index}, provider {rec.provider}: {verdict(rec)}")
+    end = time.monotonic() + wait
+    for rec in receipts if wait > 0 else []:
+        shown = verdict(rec)
+        while shown.startswith("pending") and time.monotonic() < end:
+            time.sleep(1)
+            shown = verdict(rec)
+        print(f"receipt lease {rec.lease} request {rec.index}: {shown}")
 
 
 @receipt_app.command("verify")

@@ -26,7 +26,7 @@ class Player:
 
     party: int
     disputes: Any  # chain.client.DisputesClient acting as this party
-    referees: tuple[str, ...]  # the Referee, the AttentionReferee and the TrainReferee
+    referees: tuple[str, ...]  # the five referees (``Deployment.referees``)
     order_id: int
     records: list[TraceRecord]
     program: list[prog.OpDesc]

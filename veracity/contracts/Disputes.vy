@@ -15,7 +15,7 @@
         name, dtype and dims; the party shows its chunk root), then descend their chunk trees to
         one differing chunk, reveal it (challenger first, then the provider with both), and the
         contract finds the first differing element. Phase three: anyone shows the element's
-        inputs to a referee (`Referee`, `AttentionReferee`, `TrainReferee`): rows of earlier records, each proven
+        inputs to a referee (`Referee`, `AttentionReferee`, `TrainReferee`, `LlamaReferee`, `LlamaAttentionReferee`): rows of earlier records, each proven
         by chain links forward to the agreed chain value, and rows of the descriptor's
         constants; `OneStep` recomputes it, and the provider loses if its value is not the
         recomputed one. An input record is judged at once, by the digest the client posted.
@@ -137,22 +137,17 @@ token: public(immutable(IERC20))
 market: public(immutable(IMarket))
 bond: public(immutable(uint256))
 move_time: public(immutable(uint256))
-referee: public(immutable(address))
-attention_referee: public(immutable(address))
-train_referee: public(immutable(address))
+referees: public(immutable(address[5]))  # Referee, AttentionReferee, TrainReferee, LlamaReferee, LlamaAttentionReferee
 games: public(HashMap[uint256, Game])
 
 
 @deploy
-def __init__(token_: IERC20, market_: IMarket, bond_: uint256, move_time_: uint256, referee_: address,
-             attention_referee_: address, train_referee_: address):
+def __init__(token_: IERC20, market_: IMarket, bond_: uint256, move_time_: uint256, referees_: address[5]):
     token = token_
     market = market_
     bond = bond_
     move_time = move_time_
-    referee = referee_
-    attention_referee = attention_referee_
-    train_referee = train_referee_
+    referees = referees_
 
 
 @internal
@@ -595,8 +590,7 @@ def judged(order_id: uint256, recomputed: int256):
     @param order_id The order's id.
     @param recomputed The element's recomputed value.
     """
-    assert msg.sender == referee or msg.sender == attention_referee or msg.sender == train_referee, \
-        "disputes: only the referees judge"
+    assert msg.sender in referees, "disputes: only the referees judge"
     g: Game = self.games[order_id]
     assert g.stage == JUDGING, "disputes: no element is waiting for its judgement"
     if recomputed == g.provider_element:

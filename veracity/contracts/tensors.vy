@@ -205,3 +205,30 @@ def _last(dims: DynArray[uint256, 4]) -> uint256:
 @pure
 def _same(a: DynArray[uint256, 4], b: DynArray[uint256, 4]) -> bool:
     return keccak256(abi_encode(a)) == keccak256(abi_encode(b))
+
+
+@internal
+@pure
+def _input_row(j: Judging, desc: OpDesc, which: uint256, ref: RecordRef, t: TensorRow,
+        row: uint256) -> Bytes[ROW_BYTES]:
+    """Row `row` of input record `which`, proven through the chain to the agreed value."""
+    assert t.row == row, "referee: that is not the element's row of an input"
+    return self._record_row(j, ref, desc.inputs[which], t)
+
+
+@internal
+@pure
+def _const_row(desc: OpDesc, which: uint256, t: TensorRow, row: uint256) -> Bytes[ROW_BYTES]:
+    """Row `row` of the record's constant `which`, proven against the digest its descriptor names."""
+    assert t.row == row, "referee: that is not the element's row of a constant"
+    return self._row(t, desc.consts[which])
+
+
+@internal
+@pure
+def _input_element(j: Judging, desc: OpDesc, which: uint256, ref: RecordRef,
+                 t: TensorRow) -> int256:
+    """Element `j.element` of input `which`, a record of the output's shape."""
+    assert self._same(t.dims, desc.dims), "referee: the input's shape is not the output's"
+    n: uint256 = self._last(desc.dims)
+    return self._at(self._input_row(j, desc, which, ref, t, j.element // n), t, j.element % n)

@@ -14,9 +14,11 @@ round(QX * x / (a_b * 2**e))`` in -QX..QX. Then
     y[t, n]   = round(acc * 2**(e + frac_out) / (QX * 2**(24 + frac_in)))
 
 every term an integer; ``check_range`` proves ``acc`` fits int64 for a matrix. The per-block dot
-products are GEMMs over K = 32 (exact: float32 for 4-bit quants, whose dots stay below 2**24,
-float64 for 8-bit ones), batched over blocks; the
-weighting by ``a``, ``d`` and ``m`` is int64. Both backends compute the same integers.
+products are exact int64 here; the torch backend runs them as float GEMMs (exact: float32 for
+4-bit quants, whose dots stay below 2**24, float64 for 8-bit ones) and the native backend in one
+C pass (``native.c: bq_linear``) over the quants packed once by ``ops_native.pack_blocks`` (4-bit
+ones as nibbles, read as stored: the decode of one token reads each weight once; its dots are
+int32, its weighting int64, see there why each product is exact); all compute the same integers.
 """
 
 from __future__ import annotations
@@ -26,7 +28,7 @@ from typing import Any
 import numpy as np
 
 from veracity.exact import spec
-from veracity.exact.ops_numpy import bitlen
+from veracity.exact.intmath import bitlen
 
 BLOCK = 32
 HALF_FRAC = 24  # the weights' scale unit, 2**-24 (every fp16 is an integer multiple of it)
@@ -54,46 +56,27 @@ def check_range(q: np.ndarray, d: np.ndarray, m: np.ndarray | None) -> None:
     if m is not None:
         per_block = per_block + np.abs(m).astype(np.float64) * BLOCK * QX
     worst = float((per_block * float(1 << ROW_BITS)).sum(axis=1).max(initial=0.0))
-    if worst >= 2.0 ** 62:
+    if worst >= 2.0 ** 59:  # the final rounding doubles acc, shifted left by up to a bit: < 2**61
         raise ValueError("a block-quantized matrix's scales are outside the exact int64 range")
 
 
-def prepare(q: np.ndarray) -> Any:
-    """The quants as the torch backend's GEMM operand, once per matrix: [nb, 32, N], in float32
-    when every per-block dot fits its 24-bit mantissa (4-bit quants: 32 * 8 * QX < 2**24), else
-    float64 (8-bit quants)."""
-    import torch
-
-    n, k = q.shape
-    wide = int(np.abs(q.astype(np.int64)).max(initial=0)) * BLOCK * QX >= 1 << 24
-    w = q.reshape(n, k // BLOCK, BLOCK).transpose(1, 2, 0)
-    return torch.from_numpy(np.ascontiguousarray(w, dtype=np.float64 if wide else np.float32))
-
-
-def block_dots(qx: np.ndarray, q: np.ndarray, backend: str = "numpy", prepared: Any = None) -> np.ndarray:
-    """Per-block dot products [nb, T, N] of qx [T, K] and q [N, K] (int64 out, exact: each is at
-    most 32 * 128 * 32767 < 2**28; ``prepare`` picks a GEMM type that holds it)."""
+def block_dots(qx: np.ndarray, q: np.ndarray) -> np.ndarray:
+    """Per-block dot products [nb, T, N] of qx [T, K] and q [N, K], int64 (each is at most
+    32 * 128 * 32767 < 2**28)."""
     t, k = qx.shape
     n = q.shape[0]
     nb = k // BLOCK
     xs = qx.reshape(t, nb, BLOCK).transpose(1, 0, 2)  # [nb, T, 32]
-    if backend == "numpy":
-        return np.matmul(xs.astype(np.int64), q.reshape(n, nb, BLOCK).transpose(1, 2, 0).astype(np.int64))
-    import torch
-
-    w = prepared if prepared is not None else prepare(q)
-    out = torch.bmm(torch.from_numpy(np.ascontiguousarray(xs, dtype=np.float32 if w.dtype == torch.float32
-                                                          else np.float64)), w)
-    return out.numpy().astype(np.int64)
+    return np.matmul(xs.astype(np.int64), q.reshape(n, nb, BLOCK).transpose(1, 2, 0).astype(np.int64))
 
 
 def block_linear(x: np.ndarray, q: np.ndarray, d: np.ndarray, m: np.ndarray | None, frac_in: int, frac_out: int,
-                 out_max: int = spec.ACT_MAX, backend: str = "numpy", prepared: Any = None) -> np.ndarray:
+                 out_max: int = spec.ACT_MAX) -> np.ndarray:
     """``x @ w.T`` for x [T, K] (``frac_in`` bits) and the block-quantized w [N, K], in ``frac_out``
-    bits, clamped to ``+-out_max``. ``backend``: "numpy" (int64 throughout) or "torch" (the dots
-    as float32 GEMMs); the same integers."""
+    bits, clamped to ``+-out_max``: the int64 reference (the torch backend computes the same
+    integers with float GEMMs for the dots, the native one in one C pass)."""
     qx, a, e = quantize_blocks(x)
-    dots = block_dots(qx, q, backend, prepared)  # [nb, T, N]
+    dots = block_dots(qx, q)  # [nb, T, N]
     acc = np.einsum("tb,nb,btn->tn", a, d, dots)
     if m is not None:
         sx = qx.astype(np.int64).reshape(qx.shape[0], -1, BLOCK).sum(axis=2)  # [T, nb]

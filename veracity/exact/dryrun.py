@@ -96,6 +96,47 @@ class ShapeBackend:
         return Shaped((h.shape[0], h.shape[2]))
 
 
+    # the Llama family (``exact.llm``)
+    def qembed(self, w: Any, ids: Shaped) -> Shaped:
+        return Shaped(ids.shape + (w.q.shape[1],))
+
+    def block_linear(self, x: Shaped, w: Any, frac_out: int, out_max: int) -> Shaped:
+        from veracity.exact.llm import LOGIT_ROW
+
+        t, n = int(np.prod(x.shape[:-1])), w.q.shape[0]
+        return Shaped((t, -(-n // LOGIT_ROW), LOGIT_ROW) if n > LOGIT_ROW else (1, t, n))
+
+    def wrmsnorm(self, x: Shaped, gain: Any) -> Shaped:
+        return Shaped(x.shape)
+
+    def rope(self, x: Shaped, start: int, head_dim: int, table: Any) -> Shaped:
+        return Shaped(x.shape)
+
+    def kv_append(self, cache: Shaped, new: Shaped) -> Shaped:
+        return Shaped((1, cache.shape[1] + new.shape[1], cache.shape[2]))
+
+    def gqa_scores(self, q: Shaped, k: Shaped, heads: int, kv_heads: int) -> Shaped:
+        return Shaped((heads, q.shape[1], k.shape[1]))
+
+    def gqa_probs(self, z: Shaped) -> Shaped:
+        return Shaped(z.shape)
+
+    def gqa_context(self, p: Shaped, vt: Shaped, heads: int, kv_heads: int) -> Shaped:
+        return Shaped((1, p.shape[1], heads * (vt.shape[1] // kv_heads)))
+
+    def resid_add(self, a: Shaped, b: Shaped) -> Shaped:
+        return Shaped(a.shape)
+
+    def silu_gate(self, g: Shaped, u: Shaped) -> Shaped:
+        return Shaped(g.shape)
+
+    def row_max(self, x: Shaped) -> Shaped:
+        return Shaped((x.shape[0], 2 * x.shape[1]))
+
+    def pick(self, m: Shaped, prev: Any, stops: tuple[int, ...]) -> Shaped:
+        return Shaped((m.shape[0], 1))
+
+
 def build(model: Any, items: list[Any], batch_size: int = 32, limit: int | None = None) -> list[OpDesc]:
     """The program of an ``infer`` job: ``model`` on parsed ``items``, batched as providers run it."""
     return build_with_outputs(model, items, batch_size, limit)[0]

@@ -194,3 +194,59 @@ class Exec:
 
     def l2_normalize(self, op: str, x: Any) -> Any:
         return self._rec(op, self.b.l2_normalize(x), I32, prog.L2_NORMALIZE, (x,))
+
+    # the Llama family (``exact.llm``) --------------------------------------------------------------
+    def qembed(self, op: str, w: Any, ids: Any) -> Any:
+        """Rows of a Q8_0 table (``llm.BlockWeights``) at ``ids`` (an index record) [1, T, H]."""
+        return self._rec(op, self.b.qembed(w, ids), I32, prog.QEMBED, (ids,), lambda: prog.block_consts(w))
+
+    def block_linear(self, op: str, x: Any, w: Any, frac_out: int = spec.ACT_FRAC,
+                     out_max: int = spec.ACT_MAX) -> Any:
+        """x [1, T, K] times a block-quantized matrix [N, K] (``exact.blockq``) -> [1, T, N] (or, wider
+        than ``llm.LOGIT_ROW``, [T, rows, LOGIT_ROW])."""
+        dtype = I16 if out_max <= I16_MAX else I32
+        return self._rec(op, self.b.block_linear(x, w, frac_out, out_max), dtype, prog.BLINEAR, (x,),
+                         lambda: prog.block_consts(w), (frac_out, out_max))
+
+    def wrmsnorm(self, op: str, x: Any, gain: np.ndarray) -> Any:
+        return self._rec(op, self.b.wrmsnorm(x, gain), I32, prog.WRMSNORM, (x,), lambda: prog.row_consts(gain))
+
+    def rope(self, op: str, x: Any, start: int, head_dim: int, table: tuple[np.ndarray, np.ndarray]) -> Any:
+        """x [1, T, C] rotated for positions ``start``.. (a program parameter: it follows from shapes)."""
+        return self._rec(op, self.b.rope(x, start, head_dim, table), I32, prog.ROPE, (x,),
+                         lambda: prog.tables_consts(table), (start, head_dim))
+
+    def kv_append(self, op: str, cache: Any, new: Any) -> Any:
+        return self._rec(op, self.b.kv_append(cache, new), I32, prog.KV_APPEND, (cache, new))
+
+    def transpose(self, op: str, x: Any) -> Any:
+        return self._rec(op, self.b.transpose_last(x), I32, prog.TRANSPOSE, (x,))
+
+    def gqa(self, op: str, q: Any, k: Any, vt: Any, heads: int, kv_heads: int) -> Any:
+        """Grouped-query attention of q [1, T, H*D] over the caches (K [1, S, Hkv*D], V transposed
+        [1, Hkv*D, S]): scores, probabilities and the context, each a record."""
+        from veracity.exact import llm
+
+        b = self.b
+        z = self._rec(op + ".scores", b.gqa_scores(q, k, heads, kv_heads), I32, prog.GQA_SCORES, (q, k),
+                      params=(heads, kv_heads))
+        p = self._rec(op + ".probs", b.gqa_probs(z), I32, prog.GQA_PROBS, (z,),
+                      lambda: prog.tables_consts((llm.exp2_table(),)))
+        return self._rec(op + ".context", b.gqa_context(p, vt, heads, kv_heads), I32, prog.GQA_CONTEXT, (p, vt),
+                         params=(heads, kv_heads))
+
+    def resid_add(self, op: str, a: Any, b: Any) -> Any:
+        return self._rec(op, self.b.resid_add(a, b), I32, prog.RESID_ADD, (a, b))
+
+    def silu_gate(self, op: str, g: Any, u: Any) -> Any:
+        return self._rec(op, self.b.silu_gate(g, u), I32, prog.SILU_GATE, (g, u),
+                         lambda: prog.lut_consts(spec.silu_lut()))
+
+    def pick(self, op: str, logits: Any, prev: Any = None, stops: tuple[int, ...] = ()) -> Any:
+        """The next token [T, 1] from logits rows [T, R, W]: each row's maximum, then the largest; once
+        the previous token record ``prev`` is one of ``stops`` (at most two), that token again."""
+        if len(stops) > 2:
+            raise ValueError("a generation names at most two stop tokens")
+        m = self._rec(op + ".rows", self.b.row_max(logits), I32, prog.ROW_MAX, (logits,))
+        inputs = (m,) if prev is None else (m, prev)
+        return self._rec(op, self.b.pick(m, prev, stops), I32, prog.PICK, inputs, params=tuple(stops))

@@ -509,3 +509,386 @@ void vt_loss_grad(const int64_t *z, const int64_t *labels, int64_t rows, int64_t
                            (j == labels[r] ? 4096 : 0);
     }
 }
+
+/* The block-quantized linear (exact/blockq.py; ops_native.block_linear_native): a GGUF matrix as
+ * stored times activations quantized per block of 32 to int16, the same integers as
+ * blockq.block_linear. Each per-block dot is an int32 sum of 32 products |q| <= 128, |qx| <= 32767
+ * (below 2**28). It is weighted as (a dot) d, or dot (a d), whichever factor pair fits int32
+ * (the packer picks: a dot < 2**30 for 4-bit quants, a d < 2**31 for 8-bit), plus m (a sx)
+ * (|a sx| < 2**26), each an exact int32 x int32 -> int64 product, summed with wrapping int64
+ * adds: acc equals NumPy's int64 einsum modulo 2**64, hence outright (check_range bounds it
+ * below 2**62); the order of the sums changes nothing. The activations' quantization and the
+ * final rounding follow blockq's formulas in integers (floor divisions by a reciprocal, then a
+ * correction). Rows are independent: any thread count gives the same integers.
+ *
+ * Packed weights (ops_native.pack_blocks), per group g of BQ_ROWS = 16 output rows and block b
+ * of 32 columns: the 512 words U[j, r, h] = q[16 g + r, 32 b + 2 j + h] (pair j, row r), so a
+ * vector of W words (BQ_W: 32 with AVX-512, else 16) holds pair j of W / 2 rows, and vpmaddwd
+ * (vpdpwssd) with (qx[2j], qx[2j+1]) broadcast gives those rows' partial dots, 16 at once with
+ * AVX-512: no horizontal sums. 4-bit quants (0..15; Q4_0's -8..7 stored + 8 with m = -8 d) take
+ * chunks of W uint16: word i of chunk c is U[4Wc+i] | U[4Wc+W+i] << 4 | U[4Wc+2W+i] << 8 |
+ * U[4Wc+3W+i] << 12 (a shift and a mask give each vector); 8-bit quants are U as int8. Each
+ * (group, block) is one record: its quants (256 or 512 bytes), then d [16] and (where the matrix
+ * has one) m [16], int32, so a matrix is one stream to read. Rows past N are zero. Several
+ * activation rows (prefill) read 4-bit quants unpacked once per group into a per-thread buffer
+ * of words. */
+#if defined(__AVX2__)
+#include <immintrin.h>
+#endif
+#ifdef _OPENMP
+#include <omp.h>
+#endif
+
+#define BQ_QX 32767
+#define BQ_ROWS 16
+#define BQ_NIB 0  /* weight kinds: 4-bit packed, int8, or 4-bit unpacked to int16 (a per-thread buffer) */
+#define BQ_BYTE 1
+#define BQ_WORD 2
+
+static inline int64_t bq_floor_qx(int64_t v) { /* without a branch: signs are data */
+    const int64_t q = v / BQ_QX;
+    return q - (q * BQ_QX > v);
+}
+
+/* blockq.quantize_blocks on one row: qx, and per block a and a * sum(qx); the row's e. Returns 1
+ * if |x| reaches 2**36 (the double arithmetic below is then not exact; NumPy answers). */
+static int bq_quant_row(const int64_t *x, int64_t k, int16_t *qx, int32_t *a_out, int32_t *asx_out, int64_t *e_out) {
+    uint64_t rmax = 0;
+    for (int64_t j = 0; j < k; j++) {
+        uint64_t v = x[j] < 0 ? 0 - (uint64_t)x[j] : (uint64_t)x[j];
+        rmax = v > rmax ? v : rmax;
+    }
+    if (rmax >> 36) return 1;
+    int64_t e = bitlen64(rmax) - 6;
+    e = e > 0 ? e : 0;
+    for (int64_t b = 0; b < k / 32; b++) {
+        const int64_t *xb = x + 32 * b;
+        int16_t *qb = qx + 32 * b;
+        int64_t amax = 0;
+        for (int i = 0; i < 32; i++) {
+            int64_t v = xb[i] < 0 ? -xb[i] : xb[i];
+            amax = v > amax ? v : amax;
+        }
+        const int64_t a = (amax + ((int64_t)1 << e) - 1) >> e; /* ceil(amax / 2**e) <= 64 */
+        int32_t sx = 0;
+        if (a == 0) {
+            for (int i = 0; i < 32; i++) qb[i] = 0;
+        } else { /* floor((2 QX x + a 2**e) / (2 a 2**e)): all below 2**53, exact in doubles */
+            const double half = (double)(a << e), den = 2 * half, inv = 1.0 / den;
+            for (int i = 0; i < 32; i++) {
+                const double nn = 2.0 * BQ_QX * (double)xb[i] + half;
+                double q = floor(nn * inv);
+                q -= (double)(q * den > nn);
+                q += (double)((q + 1) * den <= nn);
+                qb[i] = (int16_t)q;
+                sx += (int32_t)q;
+            }
+        }
+        a_out[b] = (int32_t)a;
+        asx_out[b] = (int32_t)a * sx;
+    }
+    *e_out = e;
+    return 0;
+}
+
+/* y = floor((2 num + den) / (2 den)), num = acc 2**max(-shift, 0), den = QX 2**max(shift, 0), as
+ * NumPy computes it in wrapping int64 (-63 <= shift <= 46), clipped to +-out_max. */
+static inline int64_t bq_round(uint64_t acc, int64_t shift, int64_t out_max) {
+    const uint64_t num = shift < 0 ? acc << -shift : acc;
+    const int64_t pos = shift > 0 ? shift : 0;
+    const int64_t u = (int64_t)(2 * num + ((uint64_t)BQ_QX << pos));
+    const int64_t y = bq_floor_qx(u >> (pos + 1)); /* floor(floor(u / 2**(pos+1)) / QX) */
+    return y > out_max ? out_max : (y < -out_max ? -out_max : y);
+}
+
+/* The layout's vector width in words: 32 where the kernels use AVX-512, else 16 (the packer asks). */
+#if defined(__AVX512BW__)
+#define BQ_W 32
+#else
+#define BQ_W 16
+#endif
+int bq_vector_words(void) { return BQ_W; }
+
+/* Word idx (0..511) of a block of 4-bit quants: (p >> 4 v) & 15 of the chunk's uint16 p. */
+static inline int bq_nib(const uint8_t *w, int idx) {
+    const int c = idx / (4 * BQ_W), v = (idx / BQ_W) & 3, i = idx % BQ_W, at = 2 * (c * BQ_W + i);
+    return ((w[at] | (w[at + 1] << 8)) >> (4 * v)) & 15;
+}
+
+#if defined(__AVX512BW__)
+static inline __m512i bq_dp(__m512i acc, __m512i w, int32_t x) { /* acc + the pairs' products */
+#if defined(__AVX512VNNI__)
+    return _mm512_dpwssd_epi32(acc, w, _mm512_set1_epi32(x));
+#else
+    return _mm512_add_epi32(acc, _mm512_madd_epi16(w, _mm512_set1_epi32(x)));
+#endif
+}
+
+/* One block's int32 dots for the group's 16 rows. */
+static inline __attribute__((always_inline)) __m512i bq_dots(const void *w, int kind, const int32_t *xp) {
+    __m512i a0 = _mm512_setzero_si512(), a1 = a0, a2 = a0, a3 = a0, w0, w1, w2, w3;
+    const __m512i mask = _mm512_set1_epi16(15);
+    for (int c = 0; c < 4; c++) {
+        if (kind == BQ_NIB) {
+            const __m512i p = _mm512_loadu_si512((const uint8_t *)w + 64 * c);
+            w0 = _mm512_and_si512(p, mask);
+            w1 = _mm512_and_si512(_mm512_srli_epi16(p, 4), mask);
+            w2 = _mm512_and_si512(_mm512_srli_epi16(p, 8), mask);
+            w3 = _mm512_srli_epi16(p, 12);
+        } else if (kind == BQ_BYTE) {
+            const __m256i *p = (const __m256i *)((const int8_t *)w + 128 * c);
+            w0 = _mm512_cvtepi8_epi16(_mm256_loadu_si256(p));
+            w1 = _mm512_cvtepi8_epi16(_mm256_loadu_si256(p + 1));
+            w2 = _mm512_cvtepi8_epi16(_mm256_loadu_si256(p + 2));
+            w3 = _mm512_cvtepi8_epi16(_mm256_loadu_si256(p + 3));
+        } else {
+            const int16_t *p = (const int16_t *)w + 128 * c;
+            w0 = _mm512_load_si512(p);
+            w1 = _mm512_load_si512(p + 32);
+            w2 = _mm512_load_si512(p + 64);
+            w3 = _mm512_load_si512(p + 96);
+        }
+        a0 = bq_dp(a0, w0, xp[4 * c]);
+        a1 = bq_dp(a1, w1, xp[4 * c + 1]);
+        a2 = bq_dp(a2, w2, xp[4 * c + 2]);
+        a3 = bq_dp(a3, w3, xp[4 * c + 3]);
+    }
+    return _mm512_add_epi32(_mm512_add_epi32(a0, a1), _mm512_add_epi32(a2, a3));
+}
+
+/* acc (rows 2i in e, 2i+1 in o) += a d dot + m a sx for 16 rows. */
+static inline void bq_weigh(__m512i s, const int32_t *d, const int32_t *m, int32_t a, int32_t asx, int scale_dot,
+                            __m512i *e, __m512i *o) {
+    __m512i dv = _mm512_loadu_si512(d);
+    const __m512i av = _mm512_set1_epi32(a);
+    if (scale_dot) s = _mm512_mullo_epi32(s, av);
+    else dv = _mm512_mullo_epi32(dv, av);
+    *e = _mm512_add_epi64(*e, _mm512_mul_epi32(s, dv));
+    *o = _mm512_add_epi64(*o, _mm512_mul_epi32(_mm512_srli_epi64(s, 32), _mm512_srli_epi64(dv, 32)));
+    if (m) {
+        const __m512i mv = _mm512_loadu_si512(m), xv = _mm512_set1_epi32(asx);
+        *e = _mm512_add_epi64(*e, _mm512_mul_epi32(mv, xv));
+        *o = _mm512_add_epi64(*o, _mm512_mul_epi32(_mm512_srli_epi64(mv, 32), xv));
+    }
+}
+#elif defined(__AVX2__)
+/* One block's int32 dots for the group's rows 0-7 (s[0]) and 8-15 (s[1]). */
+static inline __attribute__((always_inline)) void bq_dots(const void *w, int kind, const int32_t *xp, __m256i s[2]) {
+    __m256i a0 = _mm256_setzero_si256(), a1 = a0, b0 = a0, b1 = a0, w0, w1, w2, w3;
+    const __m256i mask = _mm256_set1_epi16(15);
+    for (int c = 0; c < 8; c++) {
+        if (kind == BQ_NIB) {
+            const __m256i p = _mm256_loadu_si256((const __m256i *)((const uint8_t *)w + 32 * c));
+            w0 = _mm256_and_si256(p, mask);
+            w1 = _mm256_and_si256(_mm256_srli_epi16(p, 4), mask);
+            w2 = _mm256_and_si256(_mm256_srli_epi16(p, 8), mask);
+            w3 = _mm256_srli_epi16(p, 12);
+        } else if (kind == BQ_BYTE) {
+            const __m128i *p = (const __m128i *)((const int8_t *)w + 64 * c);
+            w0 = _mm256_cvtepi8_epi16(_mm_loadu_si128(p));
+            w1 = _mm256_cvtepi8_epi16(_mm_loadu_si128(p + 1));
+            w2 = _mm256_cvtepi8_epi16(_mm_loadu_si128(p + 2));
+            w3 = _mm256_cvtepi8_epi16(_mm_loadu_si128(p + 3));
+        } else {
+            const __m256i *p = (const __m256i *)((const int16_t *)w + 64 * c);
+            w0 = _mm256_load_si256(p);
+            w1 = _mm256_load_si256(p + 1);
+            w2 = _mm256_load_si256(p + 2);
+            w3 = _mm256_load_si256(p + 3);
+        }
+        const __m256i x0 = _mm256_set1_epi32(xp[2 * c]), x1 = _mm256_set1_epi32(xp[2 * c + 1]);
+        a0 = _mm256_add_epi32(a0, _mm256_madd_epi16(w0, x0));
+        a1 = _mm256_add_epi32(a1, _mm256_madd_epi16(w1, x0));
+        b0 = _mm256_add_epi32(b0, _mm256_madd_epi16(w2, x1));
+        b1 = _mm256_add_epi32(b1, _mm256_madd_epi16(w3, x1));
+    }
+    s[0] = _mm256_add_epi32(a0, b0);
+    s[1] = _mm256_add_epi32(a1, b1);
+}
+
+/* acc (rows 2i in e, 2i+1 in o) += a d dot + m a sx for 8 rows. */
+static inline void bq_weigh(__m256i s, const int32_t *d, const int32_t *m, int32_t a, int32_t asx, int scale_dot,
+                            __m256i *e, __m256i *o) {
+    __m256i dv = _mm256_loadu_si256((const __m256i *)d);
+    const __m256i av = _mm256_set1_epi32(a);
+    if (scale_dot) s = _mm256_mullo_epi32(s, av);
+    else dv = _mm256_mullo_epi32(dv, av);
+    *e = _mm256_add_epi64(*e, _mm256_mul_epi32(s, dv));
+    *o = _mm256_add_epi64(*o, _mm256_mul_epi32(_mm256_srli_epi64(s, 32), _mm256_srli_epi64(dv, 32)));
+    if (m) {
+        const __m256i mv = _mm256_loadu_si256((const __m256i *)m), xv = _mm256_set1_epi32(asx);
+        *e = _mm256_add_epi64(*e, _mm256_mul_epi32(mv, xv));
+        *o = _mm256_add_epi64(*o, _mm256_mul_epi32(_mm256_srli_epi64(mv, 32), xv));
+    }
+}
+
+static inline void bq_store(__m256i e, __m256i o, int64_t *acc) { /* rows 0..7 in order */
+    const __m256i lo = _mm256_unpacklo_epi64(e, o), hi = _mm256_unpackhi_epi64(e, o);
+    _mm256_storeu_si256((__m256i *)acc, _mm256_permute2x128_si256(lo, hi, 0x20));
+    _mm256_storeu_si256((__m256i *)(acc + 4), _mm256_permute2x128_si256(lo, hi, 0x31));
+}
+#endif
+
+/* acc[16] for one activation row and one group: the sum over blocks (quants at w, every stride
+ * bytes; d and m at sc, every sstride bytes). */
+static inline __attribute__((always_inline)) void bq_row(const void *w, int kind, int64_t stride, const uint8_t *sc,
+                                                         int64_t sstride, int has_m, int scale_dot, int64_t nb,
+                                                         const int16_t *qx, const int32_t *a, const int32_t *asx,
+                                                         int64_t *acc) {
+#if defined(__AVX512BW__)
+    __m512i e = _mm512_setzero_si512(), o = e;
+    for (int64_t b = 0; b < nb; b++) {
+        const int32_t *d = (const int32_t *)(sc + b * sstride);
+        const __m512i s = bq_dots((const uint8_t *)w + b * stride, kind, (const int32_t *)(qx + 32 * b));
+        bq_weigh(s, d, has_m ? d + 16 : 0, a[b], asx[b], scale_dot, &e, &o);
+    }
+    _mm512_storeu_si512(acc, _mm512_permutex2var_epi64(e, _mm512_setr_epi64(0, 8, 1, 9, 2, 10, 3, 11), o));
+    _mm512_storeu_si512(acc + 8, _mm512_permutex2var_epi64(e, _mm512_setr_epi64(4, 12, 5, 13, 6, 14, 7, 15), o));
+#elif defined(__AVX2__)
+    __m256i e0 = _mm256_setzero_si256(), o0 = e0, e1 = e0, o1 = e0, s[2];
+    for (int64_t b = 0; b < nb; b++) {
+        const int32_t *d = (const int32_t *)(sc + b * sstride);
+        bq_dots((const uint8_t *)w + b * stride, kind, (const int32_t *)(qx + 32 * b), s);
+        bq_weigh(s[0], d, has_m ? d + 16 : 0, a[b], asx[b], scale_dot, &e0, &o0);
+        bq_weigh(s[1], d + 8, has_m ? d + 24 : 0, a[b], asx[b], scale_dot, &e1, &o1);
+    }
+    bq_store(e0, o0, acc);
+    bq_store(e1, o1, acc + 8);
+#else
+    uint64_t u[BQ_ROWS] = {0};
+    for (int64_t b = 0; b < nb; b++) {
+        const uint8_t *wb = (const uint8_t *)w + b * stride;
+        const int32_t *d = (const int32_t *)(sc + b * sstride);
+        const int16_t *xb = qx + 32 * b;
+        for (int r = 0; r < BQ_ROWS; r++) {
+            int32_t s = 0;
+            for (int i = 0; i < 32; i++) {
+                const int idx = ((i >> 1) * 16 + r) * 2 + (i & 1);
+                const int q = kind == BQ_NIB ? bq_nib(wb, idx)
+                            : kind == BQ_BYTE ? ((const int8_t *)wb)[idx] : ((const int16_t *)wb)[idx];
+                s += q * xb[i];
+            }
+            const int64_t dw = d[r];
+            u[r] += scale_dot ? (uint64_t)((int64_t)(a[b] * s) * dw) : (uint64_t)((int64_t)s * (a[b] * dw));
+            if (has_m) u[r] += (uint64_t)((int64_t)d[16 + r] * asx[b]);
+        }
+    }
+    for (int r = 0; r < BQ_ROWS; r++) acc[r] = (int64_t)u[r];
+#endif
+}
+
+/* The words of nb blocks of 4-bit quants (the BQ_WORD kind), from records of rs bytes. */
+static void bq_unpack(const uint8_t *rec, int64_t nb, int64_t rs, int16_t *out) {
+#if defined(__AVX512BW__)
+    const __m512i mask = _mm512_set1_epi16(15);
+    for (int64_t c = 0; c < nb * 4; c++) {
+        const __m512i p = _mm512_loadu_si512(rec + (c >> 2) * rs + 64 * (c & 3));
+        int16_t *o = out + 128 * c;
+        _mm512_store_si512(o, _mm512_and_si512(p, mask));
+        _mm512_store_si512(o + 32, _mm512_and_si512(_mm512_srli_epi16(p, 4), mask));
+        _mm512_store_si512(o + 64, _mm512_and_si512(_mm512_srli_epi16(p, 8), mask));
+        _mm512_store_si512(o + 96, _mm512_srli_epi16(p, 12));
+    }
+#elif defined(__AVX2__)
+    const __m256i mask = _mm256_set1_epi16(15);
+    for (int64_t c = 0; c < nb * 8; c++) {
+        const __m256i p = _mm256_loadu_si256((const __m256i *)(rec + (c >> 3) * rs + 32 * (c & 7)));
+        __m256i *o = (__m256i *)(out + 64 * c);
+        _mm256_store_si256(o, _mm256_and_si256(p, mask));
+        _mm256_store_si256(o + 1, _mm256_and_si256(_mm256_srli_epi16(p, 4), mask));
+        _mm256_store_si256(o + 2, _mm256_and_si256(_mm256_srli_epi16(p, 8), mask));
+        _mm256_store_si256(o + 3, _mm256_srli_epi16(p, 12));
+    }
+#else
+    for (int64_t i = 0; i < nb * 512; i++) out[i] = (int16_t)bq_nib(rec + (i >> 9) * rs, (int)(i & 511));
+#endif
+}
+
+/* One call's operands (bq_linear's arguments, and the quantized activations). */
+typedef struct {
+    const uint8_t *rec;
+    const int32_t *sc; /* per activation row, a [nb] then a sx [nb] */
+    const int64_t *x, *ex;
+    int16_t *qx;
+    int64_t t_rows, k, n, base_shift, out_max, *y;
+    int kind, has_m, scale_dot;
+} bq_call;
+
+/* Rows t0..t1 of the activations quantized; 1 if one is outside the kernel's range. */
+static int bq_quant_span(const bq_call *c, int64_t t0, int64_t t1) {
+    const int64_t k = c->k, nb = k / 32;
+    int bad = 0;
+    for (int64_t t = t0; t < t1; t++) {
+        int32_t *sc = (int32_t *)c->sc + 2 * t * nb;
+        int64_t *e = (int64_t *)c->ex + t;
+        bad |= bq_quant_row(c->x + t * k, k, c->qx + t * k, sc, sc + nb, e);
+        bad |= c->base_shift - *e < -63 || c->base_shift - *e > 46;
+    }
+    return bad;
+}
+
+/* Output groups g0..g1 (16 rows each) for every activation row. */
+static void bq_group_span(const bq_call *c, int64_t g0, int64_t g1) {
+    const int64_t nb = c->k / 32, n = c->n, qbytes = c->kind == BQ_NIB ? 256 : 512;
+    const int64_t rs = qbytes + (c->has_m ? 128 : 64); /* record bytes */
+    /* 4-bit quants for several rows: unpack each group's words once, for all of them */
+    int16_t *wb = c->kind == BQ_NIB && c->t_rows > 1 ? (int16_t *)aligned_alloc(64, (size_t)(nb * 1024)) : 0;
+    for (int64_t g = g0; g < g1; g++) {
+        const uint8_t *rg = c->rec + g * nb * rs;
+        const int64_t rows = n - g * BQ_ROWS < BQ_ROWS ? n - g * BQ_ROWS : BQ_ROWS;
+        if (wb) bq_unpack(rg, nb, rs, wb);
+        for (int64_t t = 0; t < c->t_rows; t++) {
+            int64_t acc[BQ_ROWS];
+            const int16_t *xt = c->qx + t * c->k;
+            const int32_t *at = c->sc + 2 * t * nb, *st = at + nb;
+            const uint8_t *sc = rg + qbytes;
+            const int hm = c->has_m, sd = c->scale_dot;
+            if (wb) bq_row(wb, BQ_WORD, 1024, sc, rs, hm, sd, nb, xt, at, st, acc);
+            else if (c->kind == BQ_NIB) bq_row(rg, BQ_NIB, rs, sc, rs, hm, sd, nb, xt, at, st, acc);
+            else bq_row(rg, BQ_BYTE, rs, sc, rs, hm, sd, nb, xt, at, st, acc);
+            for (int64_t r = 0; r < rows; r++)
+                c->y[t * n + g * BQ_ROWS + r] = bq_round((uint64_t)acc[r], c->base_shift - c->ex[t], c->out_max);
+        }
+    }
+    free(wb);
+}
+
+/* y [T, N] = blockq.block_linear of x [T, K] (int64) and the packed matrix (records of kind
+ * BQ_NIB or BQ_BYTE quants, with m or without), base_shift = 24 + frac_in - frac_out. Returns 0;
+ * 1 where an input is outside the kernel's range (|x| >= 2**36, or a rounding shift outside
+ * -63..46: the caller asks NumPy); 2 without memory. One thread runs without OpenMP (whose
+ * parallel region costs a microsecond even with one thread); more split the rows (quantization),
+ * then the output groups, evenly. */
+int bq_linear(const int64_t *x, int64_t t_rows, int64_t k, const uint8_t *rec, int64_t n, int kind, int has_m,
+              int scale_dot, int64_t base_shift, int64_t out_max, int64_t *y, int nt) {
+    const int64_t nb = k / 32, groups = (n + BQ_ROWS - 1) / BQ_ROWS;
+    int64_t *ex = (int64_t *)malloc((size_t)t_rows * (8 + 2 * k + 8 * nb) + 64); /* e, qx, a and a sx */
+    if (!ex) return 2;
+    const bq_call c = {rec, (const int32_t *)((int16_t *)(ex + t_rows) + t_rows * k), x, ex,
+                       (int16_t *)(ex + t_rows), t_rows, k, n, base_shift, out_max, y, kind, has_m, scale_dot};
+    int bad = 0;
+#ifdef _OPENMP
+    if (nt > 1 && t_rows > 1) {
+#pragma omp parallel num_threads(nt) reduction(| : bad)
+        {
+            const int64_t i = omp_get_thread_num(), p = omp_get_num_threads();
+            bad |= bq_quant_span(&c, t_rows * i / p, t_rows * (i + 1) / p);
+        }
+    } else
+#endif
+        bad = bq_quant_span(&c, 0, t_rows);
+    if (!bad) {
+#ifdef _OPENMP
+        if (nt > 1) {
+#pragma omp parallel num_threads(nt)
+            {
+                const int64_t i = omp_get_thread_num(), p = omp_get_num_threads();
+                bq_group_span(&c, groups * i / p, groups * (i + 1) / p);
+            }
+        } else
+#endif
+            bq_group_span(&c, 0, groups);
+    }
+    free(ex);
+    return bad;
+}

@@ -5,6 +5,10 @@ softmax, LayerNorm and table lookups that follow run as one pass per row in ``na
 compiled on first use with the system C compiler and cached. Results equal ``ops_numpy`` bit
 for bit (the op tests run all backends); where no compiler is found, ``make_backend`` falls
 back to the plain torch backend, which gives the same bits, only slower.
+
+The block-quantized linear of GGUF matrices (``exact.blockq``) runs wholly in C here
+(``pack_blocks`` once per matrix, then ``block_linear_native``): int32 dots on the quants as
+stored, no GEMM operand copies, which at one token per step is what decoding waits on.
 """
 
 from __future__ import annotations
@@ -16,6 +20,8 @@ import platform
 import shutil
 import subprocess
 import tempfile
+import threading
+from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
 from typing import Any
@@ -24,6 +30,7 @@ import numpy as np
 import torch
 
 from veracity.exact import spec
+from veracity.exact.blockq import HALF_FRAC
 from veracity.exact.ops_torch import TorchBackend, pow2
 from veracity.exact.spec import QLinear, QNorm
 
@@ -77,6 +84,23 @@ def _c(t: Tensor) -> Tensor:
 I64, F64 = ctypes.c_int64, ctypes.c_double
 
 
+def _numpy_op(name: str) -> Any:
+    """A Llama-family op of the int64 reference run on the tensors' memory (zero-copy both ways):
+    at one decoded token these ops are a few hundred values each, where torch's per-op dispatch
+    costs more than the arithmetic."""
+    from veracity.exact.ops_numpy import LlamaOps
+
+    ref = getattr(LlamaOps, name)
+
+    def op(self: Any, *args: Any) -> Tensor:
+        out = ref(self, *[a.numpy() if isinstance(a, torch.Tensor) else a for a in args])
+        return torch.from_numpy(np.ascontiguousarray(out, dtype=np.int64))
+
+    op.__name__ = name
+    op.__doc__ = ref.__doc__
+    return op
+
+
 class NativeBackend(TorchBackend):
     """The exact op set on CPU: torch GEMMs plus fused C kernels."""
 
@@ -88,6 +112,8 @@ class NativeBackend(TorchBackend):
         if lib is None:
             raise RuntimeError("native kernels unavailable (no C compiler)")
         self.lib = lib
+        self._packed: dict[int, tuple[Any, PackedBlocks | None]] = {}  # per block-quantized matrix
+        self._kv_used: dict[int, int] = {}  # per KV buffer (its address): the rows its records hold
 
     @staticmethod
     def _nt() -> ctypes.c_int:
@@ -123,6 +149,41 @@ class NativeBackend(TorchBackend):
         self.lib.vq_requant(_p(acc32), _p(acc32b), _p(acc64), _p(rowf), _p(p["colf"]), _p(p["bias"]),
                             I64(acc.numel() // n), I64(n), F64(lin.out_max), _p(y), self._nt())
         return y
+
+    qembed, wrmsnorm, rope, gqa_scores, gqa_probs, gqa_context, resid_add, silu_gate, row_max, pick = (
+        _numpy_op(n) for n in ("qembed", "wrmsnorm", "rope", "gqa_scores", "gqa_probs", "gqa_context", "resid_add",
+                               "silu_gate", "row_max", "pick"))
+
+    def kv_append(self, cache: Tensor, new: Tensor) -> Tensor:
+        """The cache's rows then the new ones, as a view of a buffer grown in place (a cache record
+        is the buffer's first S rows, which later appends never change), so a decoded token does
+        not copy the whole cache of every block."""
+        s, t = cache.shape[1], new.shape[1]
+        base = cache._base if cache._base is not None else cache
+        if base.dim() == 3 and cache.data_ptr() == base.data_ptr() and cache.is_contiguous() and \
+                self._kv_used.get(base.data_ptr()) == s and s + t <= base.shape[1]:
+            buf = base
+        else:
+            buf = torch.empty((1, max(2 * (s + t), 64), cache.shape[2]), dtype=torch.int64)
+            buf[:, :s] = cache
+        buf[:, s:s + t] = new
+        if len(self._kv_used) > 4096:  # buffers of finished sequences: forget them
+            self._kv_used.clear()
+        self._kv_used[buf.data_ptr()] = s + t
+        return buf[:, :s + t]
+
+    def block_linear(self, x: Tensor, w: Any, frac_out: int, out_max: int) -> Tensor:
+        """The Llama family's block-quantized linear in one C pass (``pack_blocks``, once per matrix)."""
+        from veracity.exact import llm
+
+        hit = self._packed.get(id(w))
+        if hit is None or hit[0] is not w:
+            hit = (w, pack_blocks(w.q, w.d, w.m))
+            self._packed[id(w)] = hit
+        x2 = x.reshape(-1, x.shape[-1]).to(torch.int64).numpy()
+        y = block_linear(x2, w.q, w.d, w.m, spec.ACT_FRAC, frac_out, out_max, hit[1])
+        out = llm.logit_rows(y, out_max) if y.shape[-1] > llm.LOGIT_ROW else y.reshape(1, x2.shape[0], -1)
+        return torch.from_numpy(out)
 
     def layernorm(self, x: Tensor, norm: QNorm) -> Tensor:
         p = self._norm_params(norm)
@@ -255,3 +316,137 @@ def native_update(lib: Any, w: np.ndarray, v: np.ndarray, sq: np.ndarray, g: np.
         raise ValueError("training diverged: a weight or moment passed 2**46 in fixed point (lower the learning rate)")
     return wo, vo, so
 
+
+# the block-quantized linear (``exact.blockq``) ------------------------------------------------------
+@dataclass(frozen=True, eq=False)
+class PackedBlocks:
+    """A block-quantized matrix [n, k] packed once for ``native.c: bq_linear`` (the layout is
+    described there): per group of 16 rows and block of 32 columns one record of the quants, 4-bit
+    ones as nibbles (Q4_0's stored + 8, its -8 d folded into ``m``), 8-bit ones as int8, then the
+    scales as int32."""
+
+    rec: np.ndarray  # uint8, the records
+    n: int
+    k: int
+    kind: int  # 0: 4-bit, 1: 8-bit
+    has_m: bool
+    scale_dot: bool  # weight by (a dot) d, else by dot (a d): the pair that fits int32
+    ptr: int = field(init=False, repr=False)  # the records' address, once (``ndarray.ctypes`` costs a microsecond)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "ptr", self.rec.ctypes.data)
+
+
+@lru_cache(maxsize=1)
+def _bq_lib() -> Any:
+    lib = library()
+    if lib is not None:
+        p, i64, i32 = ctypes.c_void_p, ctypes.c_int64, ctypes.c_int
+        lib.bq_vector_words.restype = i32
+        lib.bq_linear.argtypes = [p, i64, i64, p, i64, i32, i32, i32, i64, i64, p, i32]
+        lib.bq_linear.restype = i32
+    return lib
+
+
+_ARENA: dict[str, Any] = {"chunk": np.empty(0, dtype=np.uint8), "used": 0, "base": 0}
+_ARENA_LOCK = threading.Lock()
+ARENA_CHUNK = 32 << 20
+
+
+def _arena(nbytes: int) -> np.ndarray:
+    """``nbytes`` of 64-byte-aligned zeros cut from a shared 32 MB array. NumPy backs arrays of 4 MB
+    and more with huge pages, so a model's many small matrices stream from memory without a TLB
+    miss and a prefetch restart every 4 KB page (1.3x faster for SmolLM2's at one token). A chunk
+    lives while any matrix cut from it does; a request over a quarter chunk gets its own array."""
+    if nbytes > ARENA_CHUNK // 4:
+        return np.zeros(nbytes, dtype=np.uint8)
+    with _ARENA_LOCK:
+        start = _ARENA["used"] + (-(_ARENA["base"] + _ARENA["used"]) % 64)
+        if start + nbytes > _ARENA["chunk"].size:
+            _ARENA["chunk"] = np.zeros(ARENA_CHUNK, dtype=np.uint8)
+            _ARENA["base"] = _ARENA["chunk"].ctypes.data
+            start = -_ARENA["base"] % 64
+        _ARENA["used"] = start + nbytes
+        return _ARENA["chunk"][start:start + nbytes]
+
+
+def pack_blocks(q: np.ndarray, d: np.ndarray, m: np.ndarray | None) -> PackedBlocks | None:
+    """``q`` int8 [N, K], ``d``, ``m`` int64 [N, K/32] as the kernel reads them, or None where it
+    cannot (no C compiler, K not a multiple of 32, scales beyond int32, or 8-bit quants beyond 32
+    in magnitude with |d| >= 2**25, whose products would pass int32)."""
+    n, k = q.shape
+    if _bq_lib() is None or k % 32 or n == 0:
+        return None
+    lo, hi = int(q.min()), int(q.max())
+    d = np.asarray(d, dtype=np.int64)
+    m = None if m is None else np.asarray(m, dtype=np.int64)
+    nibble = (0 <= lo and hi <= 15) or (-8 <= lo and hi <= 7)
+    offset = 8 if nibble and lo < 0 else 0
+    if offset:
+        m = (0 if m is None else m) - 8 * d  # d (u - 8) + m = d u + (m - 8 d), u = q + 8 in 0..15
+    scale_dot = max(-lo, hi) <= 32  # |a dot| <= 64 * 32 * 32 * 32767 < 2**31
+    lim = 1 << 31
+    if not scale_dot and int(np.abs(d).max(initial=0)) * 64 >= lim:
+        return None
+    if any(v is not None and v.size and int(np.abs(v).max()) >= lim for v in (d, m)):
+        return None
+    if m is not None and not m.any():
+        m = None
+    g, nb = -(-n // 16), k // 32
+    qp = np.zeros((g * 16, k), dtype=np.int16)
+    qp[:n] = q.astype(np.int16) + offset
+    u = qp.reshape(g, 16, nb, 16, 2).transpose(0, 2, 3, 1, 4)  # [group, block, pair, row, half]
+    if nibble:
+        vw = _bq_lib().bq_vector_words()  # the kernel's vector width: 16 words (AVX2) or 32 (AVX-512)
+        u = u.reshape(g, nb, 512 // (4 * vw), 4, vw).astype(np.uint16)  # [.., chunk, vector, word]
+        w = (u[:, :, :, 0] | u[:, :, :, 1] << 4 | u[:, :, :, 2] << 8 | u[:, :, :, 3] << 12).astype("<u2")
+    else:
+        w = u.astype(np.int8)
+    parts = [np.ascontiguousarray(w).view(np.uint8).reshape(g, nb, -1)]
+    for s in (d, m):
+        if s is not None:
+            sp = np.zeros((g * 16, nb), dtype="<i4")
+            sp[:n] = s
+            parts.append(np.ascontiguousarray(sp.reshape(g, 16, nb).transpose(0, 2, 1)).view(np.uint8))
+    rs = sum(p.shape[-1] for p in parts)
+    rec = _arena(g * nb * rs)
+    rec.reshape(g, nb, rs)[...] = np.concatenate(parts, axis=-1)
+    return PackedBlocks(rec, n, k, 0 if nibble else 1, m is not None, scale_dot)
+
+
+def _addr(a: np.ndarray) -> int:
+    """The address of a contiguous array's data (a third of ``a.ctypes.data``'s cost where writable)."""
+    try:
+        return ctypes.addressof(ctypes.c_char.from_buffer(a))  # type: ignore[arg-type]
+    except (TypeError, ValueError):  # read-only, or empty
+        return a.ctypes.data
+
+
+def block_linear_native(p: PackedBlocks, x: np.ndarray, frac_in: int, frac_out: int, out_max: int,
+                        nt: int | None = None) -> np.ndarray | None:
+    """``blockq.block_linear`` of x [T, K] (int64) by ``native.c: bq_linear``: the same integers,
+    or None for an input outside the kernel's range (|x| >= 2**36, or a rounding shift outside
+    -63..46), which NumPy then answers. ``nt``: threads (default ``threads`` of the work)."""
+    x = np.ascontiguousarray(x, dtype=np.int64)
+    t, k = x.shape
+    if k != p.k:
+        raise ValueError(f"block_linear: x has {k} columns, the matrix {p.k}")
+    y = np.empty((t, p.n), dtype=np.int64)
+    rc = _bq_lib().bq_linear(_addr(x), t, k, p.ptr, p.n, p.kind, p.has_m, p.scale_dot,
+                             HALF_FRAC + frac_in - frac_out, out_max, _addr(y),
+                             threads(t * p.n * k, 1 << 18) if nt is None else nt)
+    if rc == 2:
+        raise MemoryError("bq_linear: out of memory")
+    return None if rc else y
+
+
+def block_linear(x: np.ndarray, q: np.ndarray, d: np.ndarray, m: np.ndarray | None, frac_in: int, frac_out: int,
+                 out_max: int, packed: PackedBlocks | None = None, nt: int | None = None) -> np.ndarray:
+    """``blockq.block_linear`` by the kernel (``packed``: the matrix from ``pack_blocks``, or None to
+    pack it now); the int64 reference answers where the kernel cannot take the matrix or input."""
+    from veracity.exact import blockq
+
+    p = packed if packed is not None else pack_blocks(q, d, m)
+    y = None if p is None else block_linear_native(p, x, frac_in, frac_out, out_max, nt)
+    return y if y is not None else blockq.block_linear(np.asarray(x, dtype=np.int64), q, d, m, frac_in, frac_out,
+                                                       out_max)

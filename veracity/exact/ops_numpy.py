@@ -9,52 +9,20 @@ with float32 and float64 vehicles at native speed; the tests compare the two bit
 
 from __future__ import annotations
 
-import math
+from typing import Any
 
 import numpy as np
 
-from veracity.exact import spec
+from veracity.exact import llm, spec
+from veracity.exact.intmath import bitlen, isqrt, round_div  # noqa: F401  (re-exported)
 from veracity.exact.spec import QLinear, QNorm
 
 Array = np.ndarray
 
 
-_VEC_LIMIT = 1 << 62  # below it the vectorised forms are exact; above, the reference loops run
-
-
-def bitlen(a: Array) -> Array:
-    """int.bit_length of each (non-negative) element. Vectorised: the float64 exponent, then one
-    integer check for a conversion that rounded up to the next power of two."""
-    a = np.asarray(a, dtype=np.int64)
-    if a.size and (a.max() >= _VEC_LIMIT or a.min() < 0):
-        flat = [int(v).bit_length() for v in a.ravel()]
-        return np.array(flat, dtype=np.int64).reshape(a.shape)
-    e = np.frexp(a.astype(np.float64))[1].astype(np.int64)  # a == 0 gives 0
-    return np.where((e > 0) & (a < (np.int64(1) << np.maximum(e - 1, 0))), e - 1, e)
-
-
-def isqrt(a: Array) -> Array:
-    """math.isqrt of each (non-negative) element. Vectorised: the float64 root, then integer
-    corrections so that r*r <= a < (r+1)*(r+1) holds exactly."""
-    a = np.asarray(a, dtype=np.int64)
-    if a.size and (a.max() >= _VEC_LIMIT or a.min() < 0):
-        flat = [math.isqrt(int(v)) for v in a.ravel()]
-        return np.array(flat, dtype=np.int64).reshape(a.shape)
-    r = np.sqrt(a.astype(np.float64)).astype(np.int64)
-    r = np.where(r * r > a, r - 1, r)
-    r = np.where(r * r > a, r - 1, r)
-    r = np.where((r + 1) * (r + 1) <= a, r + 1, r)
-    return np.where((r + 1) * (r + 1) <= a, r + 1, r)
-
-
 def _idot(a: Array, b: Array) -> Array:
     """Exact integer matmul a @ b for int8-range operands (float64 BLAS, sums < 2**53)."""
     return np.rint(np.matmul(a.astype(np.float64), b.astype(np.float64))).astype(np.int64)
-
-
-def round_div(num: Array, den: Array | np.int64) -> Array:
-    """round_half_up(num / den) for integer arrays, den > 0."""
-    return (2 * num + den) // (2 * den)
 
 
 def normalize(d: Array, gamma: Array, beta: Array) -> tuple[Array, Array, Array, Array]:
@@ -70,7 +38,53 @@ def normalize(d: Array, gamma: Array, beta: Array) -> tuple[Array, Array, Array,
     return np.clip(out, -spec.ACT_MAX, spec.ACT_MAX), ds, e, den
 
 
-class NumpyBackend:
+class LlamaOps:
+    """The Llama family's ops (``exact.llm``) on the int64 reference: NumpyBackend's, and the
+    formulas any backend must match."""
+
+    def qembed(self, w: Any, ids: Array) -> Array:
+        return llm.qembed(w.q, w.d, ids)
+
+    def block_linear(self, x: Array, w: Any, frac_out: int, out_max: int) -> Array:
+        from veracity.exact import blockq
+
+        t, k = x.shape[-2], x.shape[-1]
+        y = blockq.block_linear(np.asarray(x, dtype=np.int64).reshape(-1, k), w.q, w.d, w.m, spec.ACT_FRAC,
+                                frac_out, out_max)
+        return llm.logit_rows(y, out_max) if y.shape[-1] > llm.LOGIT_ROW else y.reshape(1, t, -1)
+
+    def wrmsnorm(self, x: Array, gain: Array) -> Array:
+        return llm.wrmsnorm(x, gain)
+
+    def rope(self, x: Array, start: int, head_dim: int, table: tuple[Array, Array]) -> Array:
+        return llm.rope(x, start, head_dim, *table)
+
+    def kv_append(self, cache: Array, new: Array) -> Array:
+        return np.concatenate([cache, new], axis=1)
+
+    def gqa_scores(self, q: Array, k: Array, heads: int, kv_heads: int) -> Array:
+        return llm.gqa_scores(q, k, heads, kv_heads)
+
+    def gqa_probs(self, z: Array) -> Array:
+        return llm.gqa_probs(z)
+
+    def gqa_context(self, p: Array, vt: Array, heads: int, kv_heads: int) -> Array:
+        return llm.gqa_context(p, vt, heads, kv_heads)
+
+    def resid_add(self, a: Array, b: Array) -> Array:
+        return llm.resid_add(a, b)
+
+    def silu_gate(self, g: Array, u: Array) -> Array:
+        return llm.silu_gate(g, u, spec.silu_lut())
+
+    def row_max(self, x: Array) -> Array:
+        return llm.row_max(x)
+
+    def pick(self, m: Array, prev: Array | None, stops: tuple[int, ...]) -> Array:
+        return llm.pick(m, prev, stops)
+
+
+class NumpyBackend(LlamaOps):
     """The int64 reference implementation of the exact op set."""
 
     name = "numpy"
@@ -217,3 +231,4 @@ def _key_mask(key_valid: Array, shape: tuple[int, ...], causal: bool) -> Array:
     if causal:
         mask = mask & np.tril(np.ones((t, t), dtype=bool))
     return mask
+

@@ -17,10 +17,12 @@ Results equal ``ops_numpy`` bit for bit; ``tests/exact`` checks that on random a
 
 from __future__ import annotations
 
+from typing import Any, Callable
+
 import numpy as np
 import torch
 
-from veracity.exact import spec
+from veracity.exact import llm, spec
 from veracity.exact.spec import QLinear, QNorm
 
 Tensor = torch.Tensor
@@ -57,7 +59,171 @@ def _shift_round(x: Tensor, e: Tensor) -> Tensor:
     return (x + half).mul_(pow2(-e, x.dtype)).floor_()
 
 
-class TorchBackend:
+_I64 = torch.int64
+
+
+def _rdiv(num: Tensor, den: Tensor | int) -> Tensor:
+    """round_half_up(num / den) on int64, den > 0."""
+    return torch.div(2 * num + den, 2 * den, rounding_mode="floor")
+
+
+def _bitlen64(a: Tensor) -> Tensor:
+    """Bit length of non-negative int64 values below 2**53 (frexp of an exact float64)."""
+    return torch.frexp(a.to(_F64)).exponent.to(_I64)
+
+
+def _isqrt64(n: Tensor) -> Tensor:
+    """floor(sqrt(n)) for int64 n < 2**62: the float64 root, corrected in integers."""
+    r = torch.sqrt(n.to(_F64)).to(_I64)
+    for _ in range(2):
+        r = torch.where(r * r > n, r - 1, r)
+    for _ in range(2):
+        r = torch.where((r + 1) * (r + 1) <= n, r + 1, r)
+    return r
+
+
+class LlamaTorchOps:
+    """The Llama family's ops (``exact.llm``) in torch int64 arithmetic; the per-block dots of the
+    block-quantized linear as float GEMMs (exact: see ``exact.blockq``)."""
+
+    device: torch.device
+    _params: dict[int, tuple[object, dict[str, Tensor]]]
+
+    def _i64(self, a: np.ndarray) -> Tensor:
+        return torch.from_numpy(np.asarray(a, dtype=np.int64)).to(self.device)
+
+    def _cached(self, obj: object, make: "Callable[[], dict[str, Tensor]]") -> dict[str, Tensor]:
+        hit = self._params.get(id(obj))
+        if hit is None or hit[0] is not obj:
+            hit = (obj, make())
+            self._params[id(obj)] = hit
+        return hit[1]
+
+    def _block(self, w: Any) -> dict[str, Tensor]:
+        def make() -> dict[str, Tensor]:
+            n, k = w.q.shape
+            wide = int(np.abs(w.q.astype(np.int64)).max(initial=0)) * 32 * 32767 >= 1 << 24
+            qt = w.q.reshape(n, k // 32, 32).transpose(1, 2, 0)
+            out = {"qt": torch.from_numpy(np.ascontiguousarray(qt)).to(self.device, _F64 if wide else torch.float32),
+                   "q8": torch.from_numpy(np.ascontiguousarray(w.q)).to(self.device),
+                   "d": self._i64(w.d)}
+            if w.m is not None:
+                out["m"] = self._i64(w.m)
+            return out
+        return self._cached(w, make)
+
+    def qembed(self, w: Any, ids: Tensor) -> Tensor:
+        p = self._block(w)
+        q = p["q8"][ids].to(_I64)
+        return _rdiv(q * p["d"][ids].repeat_interleave(32, dim=-1), 1 << llm.EMBED_SHIFT)
+
+    def block_linear(self, x: Tensor, w: Any, frac_out: int, out_max: int) -> Tensor:
+        from veracity.exact.blockq import HALF_FRAC, QX, ROW_BITS
+
+        p = self._block(w)
+        k = x.shape[-1]
+        xb = x.reshape(-1, k // 32, 32).to(_I64)
+        t = xb.shape[0]
+        amax = xb.abs().amax(dim=-1)  # [T, nb]
+        e = (_bitlen64(amax.amax(dim=-1, keepdim=True)) - ROW_BITS).clamp(min=0)  # [T, 1]
+        a = -torch.bitwise_right_shift(-amax, e)
+        den = (torch.bitwise_left_shift(a, e) * 2)[..., None]
+        qx = torch.where(den > 0, torch.div(2 * QX * xb + (den >> 1), den.clamp(min=1), rounding_mode="floor"), 0)
+        dots = torch.bmm(qx.transpose(0, 1).to(p["qt"].dtype), p["qt"]).to(_I64)  # [nb, T, N]
+        acc = (dots * a.T[:, :, None] * p["d"].T[:, None, :]).sum(dim=0)
+        if "m" in p:  # elementwise int64 (CUDA has no int64 GEMM): |a * sx| < 2**27, the sum < 2**62
+            acc = acc + ((a * qx.sum(dim=-1))[:, None, :] * p["m"][None]).sum(dim=-1)
+        shift = HALF_FRAC + spec.ACT_FRAC - frac_out - e
+        num = torch.bitwise_left_shift(acc, (-shift).clamp(min=0))
+        dd = torch.bitwise_left_shift(torch.full_like(shift, QX), shift.clamp(min=0))
+        y = torch.div(2 * num + dd, 2 * dd, rounding_mode="floor").clamp(-out_max, out_max)
+        n = y.shape[-1]
+        if n <= llm.LOGIT_ROW:
+            return y.reshape(1, t, n)
+        r = -(-n // llm.LOGIT_ROW)
+        out = torch.full((t, r * llm.LOGIT_ROW), -(out_max + 1), dtype=_I64, device=y.device)
+        out[:, :n] = y
+        return out.reshape(t, r, llm.LOGIT_ROW)
+
+    def wrmsnorm(self, x: Tensor, gain: np.ndarray) -> Tensor:
+        g = self._cached(gain, lambda: {"g": self._i64(gain)})["g"]
+        x = x.to(_I64)
+        e = (_bitlen64(x.abs().amax(dim=-1, keepdim=True)) - llm.RMS_BITS).clamp(min=0)
+        ds = torch.bitwise_right_shift(x + torch.bitwise_right_shift(torch.bitwise_left_shift(torch.ones_like(e), e), 1), e)
+        ms = torch.div((ds * ds).sum(dim=-1, keepdim=True), x.shape[-1], rounding_mode="floor")
+        den = _isqrt64(ms << (2 * spec.NORM_STD_SHIFT)).clamp(min=1)
+        return _rdiv(ds * g, den).clamp(-spec.ACT_MAX, spec.ACT_MAX)
+
+    def rope(self, x: Tensor, start: int, head_dim: int, table: tuple[np.ndarray, np.ndarray]) -> Tensor:
+        cs = self._cached(table, lambda: {"cos": self._i64(table[0]), "sin": self._i64(table[1])})
+        _, t, c = x.shape
+        xh = x.to(_I64).reshape(t, c // head_dim, head_dim // 2, 2)
+        cos, sin = cs["cos"][start:start + t][:, None, :], cs["sin"][start:start + t][:, None, :]
+        a, b = xh[..., 0], xh[..., 1]
+        one = 1 << llm.ROPE_FRAC
+        return torch.stack([_rdiv(a * cos - b * sin, one), _rdiv(a * sin + b * cos, one)], dim=-1).reshape(1, t, c)
+
+    def kv_append(self, cache: Tensor, new: Tensor) -> Tensor:
+        return torch.cat([cache, new.to(cache.dtype)], dim=1)
+
+    def gqa_scores(self, q: Tensor, k: Tensor, heads: int, kv_heads: int) -> Tensor:
+        _, t, c = q.shape
+        s, dim = k.shape[1], c // heads
+        qh = q.to(_I64).reshape(t, heads, dim).transpose(0, 1)  # [H, T, D]
+        kh = k.to(_I64).reshape(s, kv_heads, dim).transpose(0, 1).repeat_interleave(heads // kv_heads, dim=0)
+        # a float64 GEMM is exact while D <= 64 (|q|, |k| <= ACT_MAX: partial sums below 2**52);
+        # wider heads use int64 (CPU only)
+        if dim <= 64:
+            dot = torch.bmm(qh.to(_F64), kh.transpose(1, 2).to(_F64)).to(_I64)  # [H, T, S]
+        else:
+            dot = torch.bmm(qh, kh.transpose(1, 2))
+        z = _rdiv(_rdiv(dot, 1 << (2 * spec.ACT_FRAC - llm.Z_FRAC)) * llm.score_scale(dim), 1 << llm.SCALE_FRAC)
+        mask = torch.from_numpy(llm.causal(t, s)).to(self.device)
+        return torch.where(mask[None], z.clamp(-llm.Z_MAX, llm.Z_MAX), llm.MASKED)
+
+    def gqa_probs(self, z: Tensor) -> Tensor:
+        table = self._cached(llm.exp2_table(), lambda: {"t": self._i64(llm.exp2_table())})["t"]
+        last = table.shape[0] - 1
+        valid = z != llm.MASKED
+        zmax = z.amax(dim=-1, keepdim=True)  # MASKED is below every score, and each row has one
+        u = torch.where(valid, (zmax - z).clamp(max=last), last)
+        return table[u]
+
+    def gqa_context(self, p: Tensor, vt: Tensor, heads: int, kv_heads: int) -> Tensor:
+        h, t, s = p.shape
+        dim = vt.shape[1] // kv_heads
+        vh = vt.to(_I64).reshape(kv_heads, dim, s).repeat_interleave(heads // kv_heads, dim=0)  # [H, D, S]
+        # exact in float64: p <= 2**16, |v| <= ACT_MAX, S <= CONTEXT: sums below 2**50
+        num = torch.bmm(p.to(_F64), vh.transpose(1, 2).to(_F64)).to(_I64)  # [H, T, D]
+        den = p.sum(dim=-1, keepdim=True)
+        out = _rdiv(num, den).clamp(-spec.ACT_MAX, spec.ACT_MAX)
+        return out.transpose(0, 1).reshape(1, t, h * dim)
+
+    def resid_add(self, a: Tensor, b: Tensor) -> Tensor:
+        return (a.to(_I64) + b.to(_I64)).clamp(-llm.WIDE_MAX, llm.WIDE_MAX)
+
+    def silu_gate(self, g: Tensor, u: Tensor) -> Tensor:
+        lut = self._cached(spec.silu_lut(), lambda: {"t": self._i64(spec.silu_lut())})["t"]
+        s = lut[g.to(_I64) + (1 << 15)]
+        return _rdiv(s * u.to(_I64), 1 << 8).clamp(-llm.WIDE_MAX, llm.WIDE_MAX)
+
+    def row_max(self, x: Tensor) -> Tensor:
+        t, r, w = x.shape
+        idx = torch.argmax(x, dim=-1)  # the first largest
+        val = torch.gather(x, -1, idx[..., None])[..., 0]
+        base = torch.arange(r, device=x.device, dtype=_I64)[None, :] * w
+        return torch.stack([val.to(_I64), idx + base], dim=-1).reshape(t, 2 * r)
+
+    def pick(self, m: Tensor, prev: Tensor | None, stops: tuple[int, ...]) -> Tensor:
+        r = torch.argmax(m[:, 0::2], dim=-1)
+        out = torch.gather(m[:, 1::2], -1, r[:, None])
+        if prev is None:
+            return out
+        prev = prev.to(_I64)
+        return torch.where(torch.isin(prev, torch.tensor(stops, dtype=_I64, device=prev.device)), prev, out)
+
+
+class TorchBackend(LlamaTorchOps):
     """The exact op set on PyTorch (CPU, or CUDA where present)."""
 
     name = "torch"

@@ -62,12 +62,25 @@ class OpKind(IntEnum):
     MOMENT = 27
     SECOND = 28
     WEIGHT = 29
+    QEMBED = 30  # the Llama family (``exact.llm``): a Q8_0 embedding row
+    BLINEAR = 31  # a block-quantized linear (GGUF weights as stored)
+    WRMSNORM = 32  # RMSNorm of the wide residual stream
+    ROPE = 33
+    KV_APPEND = 34
+    GQA_SCORES = 35
+    GQA_PROBS = 36
+    GQA_CONTEXT = 37
+    RESID_ADD = 38
+    SILU_GATE = 39
+    ROW_MAX = 40  # generation over a wide vocabulary: each logits row's maximum, then the pick
+    PICK = 41
 
 
 # the kinds by name, as the rest of the code reads them (``prog.LINEAR``)
 (INPUT, LINEAR, ADD, RELU, GELU, SILU, LAYERNORM, RMSNORM, EMBEDDING, SCORES, PROBS, PROBSUM, CONTEXT, MEAN_POOL,
  L2_NORMALIZE, TRANSPOSE, VT, ARGMAX, APPEND, SELECT_LAST, STATE, QMM, EXP_ROWS, LOSS_GRAD, ROW_SUM, RELU_MASK,
- MOMENT, SECOND, WEIGHT) = tuple(OpKind)
+ MOMENT, SECOND, WEIGHT, QEMBED, BLINEAR, WRMSNORM, ROPE, KV_APPEND, GQA_SCORES, GQA_PROBS, GQA_CONTEXT, RESID_ADD,
+ SILU_GATE, ROW_MAX, PICK) = tuple(OpKind)
 KIND_NAMES = {k: k.name.lower() for k in OpKind}
 NO_INPUT = 2**256 - 1  # an input that is not a whole earlier record (a view, a slice, a constant)
 DESC_ABI = "(uint8,uint256,string,uint8,uint256[],uint256[],bytes32[],int256[],uint256,uint256)"
@@ -159,6 +172,30 @@ def _digests(kind: str, obj: Any, tensors: Any) -> tuple[bytes, ...]:
     return hit[1]
 
 
+def block_consts(w: Any) -> tuple[bytes, ...]:
+    """A block-quantized matrix's constants (``llm.BlockWeights.tensors``)."""
+    return _digests("block", w, lambda o: o.tensors())
+
+
+def row_tensors(v: np.ndarray) -> tuple[np.ndarray, ...]:
+    """A per-channel vector (a norm's gain) as int32 [1, H]."""
+    return (np.asarray(v, dtype=np.int32)[None, :],)
+
+
+def row_consts(v: np.ndarray) -> tuple[bytes, ...]:
+    return _digests("row", v, row_tensors)
+
+
+def tables_tensors(tables: tuple[np.ndarray, ...]) -> tuple[np.ndarray, ...]:
+    """Tables (RoPE's cos and sin [P, D/2]; the 16-bit exp2 table as [rows, 1024]) as int32."""
+    return tuple(np.asarray(t, dtype=np.int32).reshape(-1, 1024) if t.ndim == 1 else np.asarray(t, dtype=np.int32)
+                 for t in tables)
+
+
+def tables_consts(tables: tuple[np.ndarray, ...]) -> tuple[bytes, ...]:
+    return _digests("tables", tables, tables_tensors)
+
+
 def linear_consts(lin: Any) -> tuple[bytes, ...]:
     return _digests("linear", lin, linear_tensors)
 
@@ -216,7 +253,11 @@ def _collect_constants(model: Any) -> dict[bytes, np.ndarray]:
             for v in vars(x).values():
                 walk(v, depth + 1)
 
-    walk(model, 0)
+    extra = getattr(model, "exact_constants", None)
+    if extra is not None:  # a model whose constants are not QLinear/QNorm/tables names them itself
+        found.update(extra())
+    else:
+        walk(model, 0)
     for lut in (spec.gelu_lut(), spec.silu_lut(), spec.exp2_lut()):
         add(lut_consts(lut), lut_tensors(lut))
     return found

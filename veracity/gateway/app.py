@@ -1,6 +1,7 @@
 """The OpenAI-compatible HTTP API (``veracity gateway run``): ``GET /v1/models``,
 ``POST /v1/embeddings`` (minilm), ``POST /v1/completions`` and ``POST /v1/chat/completions``
-(tiny-gpt, ``stream: true`` as server-sent events), errors in OpenAI's shape.
+(smollm2, the chat LLM, and tiny-gpt; ``stream: true`` as server-sent events, one event per token;
+``stop`` sequences; ``usage`` in the model's tokens), errors in OpenAI's shape.
 
 Every answer runs on a provider under a standing lease (``gateway.leases``) and carries its
 receipt: header ``x-veracity-receipt`` (the receipts as compact JSON) and a ``veracity`` field
@@ -9,8 +10,10 @@ receipt: header ``x-veracity-receipt`` (the receipts as compact JSON) and a ``ve
 chain, and ``veracity receipt verify`` checks one against the chain.
 
 Generation is greedy (exact arithmetic gives one answer; ``temperature`` and ``top_p`` are
-accepted and ignored, and the response says so in ``veracity.sampling``). tiny-gpt knows
-lowercase letters, spaces and ``.,:;'-``: a chat's prompt is its last user message, lowercased.
+accepted and ignored, and the response says so in ``veracity.sampling``). A chat with smollm2 is the
+whole conversation through the model file's chat template; the answer ends at its end-of-turn
+token (or ``max_tokens``, 64 unless asked), then at the first ``stop`` sequence, if any. tiny-gpt
+knows lowercase letters, spaces and ``.,:;'-``: a chat's prompt is its last user message, lowercased.
 """
 
 from __future__ import annotations
@@ -21,6 +24,7 @@ import threading
 import time
 import uuid
 from contextlib import asynccontextmanager
+from dataclasses import dataclass
 from typing import Any, AsyncIterator, Iterator
 
 import numpy as np
@@ -44,12 +48,16 @@ class EmbeddingRequest(BaseModel):
     encoding_format: str = "float"
 
 
+Stop = str | list[str] | None
+
+
 class CompletionRequest(BaseModel):
     model_config = ConfigDict(extra="allow")
     model: str
     prompt: str
-    max_tokens: int = Field(16, ge=1)
+    max_tokens: int | None = Field(None, ge=1)
     stream: bool = False
+    stop: Stop = None
 
 
 class ChatMessage(BaseModel):
@@ -65,6 +73,59 @@ class ChatRequest(BaseModel):
     max_tokens: int | None = Field(None, ge=1)
     max_completion_tokens: int | None = Field(None, ge=1)
     stream: bool = False
+    stop: Stop = None
+
+
+SAMPLING = "greedy (exact): temperature and top_p are ignored"
+DEFAULT_MAX_TOKENS = 64  # a chat model's answer when the request names no limit
+
+
+@dataclass
+class Generation:
+    text: str
+    reason: str  # "stop" or "length"
+    prompt_tokens: int
+    completion_tokens: int
+    pieces: list[str]  # the text per generated token (what a stream sends)
+    receipt: Receipt
+    retried: bool
+
+    def usage(self) -> dict[str, int]:
+        return {"prompt_tokens": self.prompt_tokens, "completion_tokens": self.completion_tokens,
+                "total_tokens": self.prompt_tokens + self.completion_tokens}
+
+
+def token_pieces(tokenizer: Any, tokens: list[int]) -> list[str]:
+    """The text each token adds (a token that ends inside a UTF-8 character adds nothing until the
+    character is whole), so the pieces join to the decoded text."""
+    pieces, shown = [], ""
+    for i in range(len(tokens)):
+        now = tokenizer.decode(tokens[:i + 1])
+        if now.endswith("\ufffd") and i + 1 < len(tokens):
+            pieces.append("")
+            continue
+        pieces.append(now[len(shown):] if now.startswith(shown) else now)
+        shown = now
+    return pieces
+
+
+def cut_at_stop(text: str, stop: str | list[str] | None) -> tuple[str, bool]:
+    """``text`` up to the first of the request's stop sequences (at most 4, as OpenAI allows)."""
+    stops = [stop] if isinstance(stop, str) else list(stop or [])
+    if len(stops) > 4 or any(not s for s in stops):
+        raise GatewayError("`stop` must be up to 4 non-empty strings", 400)
+    hits = [i for i in (text.find(s) for s in stops) if i >= 0]
+    return (text[:min(hits)], True) if hits else (text, False)
+
+
+def pieces_upto(pieces: list[str], n: int) -> list[str]:
+    out, have = [], 0
+    for p in pieces:
+        if have >= n:
+            break
+        out.append(p[:n - have])
+        have += len(out[-1])
+    return out
 
 
 def error(status: int, message: str, kind: str = "invalid_request_error", param: str | None = None,
@@ -142,53 +203,74 @@ class Gateway:
                 "veracity": self._veracity(model, receipts, extra, retried)}
         return JSONResponse(body, headers=self._headers(receipts, model))
 
+    def _generate(self, model: str, item: dict[str, Any], stop: str | list[str] | None) -> Generation:
+        """Run one generation request: its text, finish reason, token counts and per-token pieces."""
+        out, receipt, retried = self._run(model, item)
+        if cards.BY_ID[model].task != "chat":  # tiny-gpt: one token per character, no stop token
+            text = str(out)
+            prompt = len(item["text"])
+            return Generation(text, "length", prompt, len(text), list(text), receipt, retried)
+        from veracity.models.registry import loaded
+
+        m = loaded(model)
+        kept, reason = m.answer([int(t) for t in out["tokens"]])
+        pieces = token_pieces(m.tokenizer, kept)
+        made = len(kept) + (reason == "stop")  # the stop token was generated too
+        text, cut = cut_at_stop("".join(pieces), stop)
+        if cut:
+            pieces, reason = pieces_upto(pieces, len(text)), "stop"
+        return Generation(text, reason, len(m.parse(item)[0]), made, pieces, receipt, retried)
+
     def completion(self, req: CompletionRequest) -> Any:
         model, extra = self._model(req.model, "completions", req.prompt)
-        text, receipt, retried = self._run(model, {"text": req.prompt, "max_tokens": req.max_tokens})
-        cid, v = f"cmpl-{uuid.uuid4().hex[:24]}", self._veracity(model, [receipt], extra, retried)
-        v["sampling"] = "greedy (exact): temperature and top_p are ignored"
-        usage = {"prompt_tokens": len(req.prompt), "completion_tokens": len(text),
-                 "total_tokens": len(req.prompt) + len(text)}
+        chat = cards.BY_ID[model].task == "chat"
+        n = req.max_tokens or (DEFAULT_MAX_TOKENS if chat else 16)
+        item = {"prompt": req.prompt, "max_tokens": n} if chat else {"text": req.prompt, "max_tokens": n}
+        g = self._generate(model, item, req.stop)
+        cid, v = f"cmpl-{uuid.uuid4().hex[:24]}", self._veracity(model, [g.receipt], extra, g.retried)
+        v["sampling"] = SAMPLING
+        base = {"id": cid, "object": "text_completion", "created": int(time.time()), "model": model}
         if req.stream:
             def chunks() -> Iterator[dict[str, Any]]:
-                for ch in text:
-                    yield {"id": cid, "object": "text_completion", "created": int(time.time()), "model": model,
-                           "choices": [{"index": 0, "text": ch, "finish_reason": None, "logprobs": None}]}
-                yield {"id": cid, "object": "text_completion", "created": int(time.time()), "model": model,
-                       "choices": [{"index": 0, "text": "", "finish_reason": "length", "logprobs": None}],
-                       "usage": usage, "veracity": v}
-            return self._stream(chunks(), [receipt], model)
-        body = {"id": cid, "object": "text_completion", "created": int(time.time()), "model": model,
-                "choices": [{"index": 0, "text": text, "finish_reason": "length", "logprobs": None}],
-                "usage": usage, "veracity": v}
-        return JSONResponse(body, headers=self._headers([receipt], model))
+                for piece in g.pieces:
+                    yield {**base, "choices": [{"index": 0, "text": piece, "finish_reason": None, "logprobs": None}]}
+                yield {**base, "choices": [{"index": 0, "text": "", "finish_reason": g.reason, "logprobs": None}],
+                       "usage": g.usage(), "veracity": v}
+            return self._stream(chunks(), [g.receipt], model)
+        body = {**base, "choices": [{"index": 0, "text": g.text, "finish_reason": g.reason, "logprobs": None}],
+                "usage": g.usage(), "veracity": v}
+        return JSONResponse(body, headers=self._headers([g.receipt], model))
 
     def chat(self, req: ChatRequest) -> Any:
         users = [m.content for m in req.messages if m.role == "user" and m.content]
         if not users:
             raise GatewayError("`messages` needs a user message with text content", 400)
-        prompt = users[-1].lower()
-        model, extra = self._model(req.model, "chat.completions", prompt)
-        n = req.max_completion_tokens or req.max_tokens or 16
-        text, receipt, retried = self._run(model, {"text": prompt, "max_tokens": n})
-        cid, v = f"chatcmpl-{uuid.uuid4().hex[:24]}", self._veracity(model, [receipt], extra, retried)
-        v["sampling"] = "greedy (exact): temperature and top_p are ignored"
-        usage = {"prompt_tokens": len(prompt), "completion_tokens": len(text), "total_tokens": len(prompt) + len(text)}
+        model, extra = self._model(req.model, "chat.completions", users[-1])
+        chat = cards.BY_ID[model].task == "chat"
+        n = req.max_completion_tokens or req.max_tokens or (DEFAULT_MAX_TOKENS if chat else 16)
+        if chat:  # the whole conversation, through the model's own chat template
+            item = {"messages": [{"role": m.role, "content": m.content or ""} for m in req.messages], "max_tokens": n}
+        else:  # tiny-gpt continues the last user message, lowercased
+            item = {"text": users[-1].lower(), "max_tokens": n}
+        g = self._generate(model, item, req.stop)
+        cid, v = f"chatcmpl-{uuid.uuid4().hex[:24]}", self._veracity(model, [g.receipt], extra, g.retried)
+        v["sampling"] = SAMPLING
         now = int(time.time())
         if req.stream:
             def chunks() -> Iterator[dict[str, Any]]:
                 base = {"id": cid, "object": "chat.completion.chunk", "created": now, "model": model}
                 yield {**base, "choices": [{"index": 0, "delta": {"role": "assistant", "content": ""},
                                             "finish_reason": None}]}
-                for ch in text:
-                    yield {**base, "choices": [{"index": 0, "delta": {"content": ch}, "finish_reason": None}]}
-                yield {**base, "choices": [{"index": 0, "delta": {}, "finish_reason": "length"}], "usage": usage,
+                for piece in g.pieces:
+                    yield {**base, "choices": [{"index": 0, "delta": {"content": piece}, "finish_reason": None}]}
+                yield {**base, "choices": [{"index": 0, "delta": {}, "finish_reason": g.reason}], "usage": g.usage(),
                        "veracity": v}
-            return self._stream(chunks(), [receipt], model)
+            return self._stream(chunks(), [g.receipt], model)
         body = {"id": cid, "object": "chat.completion", "created": now, "model": model,
-                "choices": [{"index": 0, "message": {"role": "assistant", "content": text}, "finish_reason": "length"}],
-                "usage": usage, "veracity": v}
-        return JSONResponse(body, headers=self._headers([receipt], model))
+                "choices": [{"index": 0, "message": {"role": "assistant", "content": g.text},
+                             "finish_reason": g.reason}],
+                "usage": g.usage(), "veracity": v}
+        return JSONResponse(body, headers=self._headers([g.receipt], model))
 
     def _stream(self, chunks: Iterator[dict[str, Any]], receipts: list[Receipt], model: str) -> StreamingResponse:
         def sse() -> Iterator[bytes]:

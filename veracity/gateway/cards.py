@@ -14,10 +14,10 @@ import numpy as np
 @dataclass(frozen=True)
 class ModelCard:
     id: str
-    task: str  # embeddings, completion or classification
+    task: str  # embeddings, chat, completion or classification
     endpoints: tuple[str, ...]
     description: str
-
+    auto: bool = True  # ``model: "auto"`` may pick it
     def public(self) -> dict[str, Any]:
         return {"task": self.task, "endpoints": list(self.endpoints), "description": self.description}
 
@@ -26,9 +26,13 @@ CARDS = (
     ModelCard("minilm", "embeddings", ("embeddings",),
               "Sentence embeddings for semantic search, similarity, retrieval and clustering of English text: "
               "all-MiniLM-L6-v2, 384 dimensions, exact int8 arithmetic."),
+    ModelCard("smollm2", "chat", ("completions", "chat.completions"),
+              "A chat assistant that answers questions, follows instructions, explains, writes stories, poems "
+              "and code, and continues text: SmolLM2-135M-Instruct, a Llama-architecture language model, exact "
+              "integer arithmetic on its 4-bit GGUF weights."),
     ModelCard("tiny-gpt", "completion", ("completions", "chat.completions"),
-              "Text generation: continue a prompt, write a short story or sentence, answer in a chat. A small "
-              "character-level GPT trained on a shipped corpus (lowercase letters and punctuation)."),
+              "Text generation for tests: a small character-level GPT trained on a shipped corpus (lowercase "
+              "letters and punctuation) that continues a prompt. Ask for it by name.", auto=False),
     ModelCard("digits-mlp", "classification", (),
               "Image classification of handwritten digits zero to nine from an 8 by 8 grayscale picture: "
               "recognise which number is drawn."),
@@ -57,5 +61,5 @@ def pick(text: str, endpoint: str) -> tuple[str, dict[str, float]]:
     cards = _card_vectors()
     sims = cards @ v / (np.linalg.norm(cards, axis=1) * np.linalg.norm(v) + 1e-12)
     scores = {c.id: round(float(s), 4) for c, s in zip(CARDS, sims)}
-    able = [c.id for c in CARDS if endpoint in c.endpoints]
+    able = [c.id for c in CARDS if endpoint in c.endpoints and c.auto]
     return max(able, key=lambda m: scores[m]), scores

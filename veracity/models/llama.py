@@ -1,125 +1,65 @@
 """SmolLM2 (and any Llama-architecture GGUF) in exact integers: the forward pass with a KV cache and
-greedy decoding, over the file's weights as stored.
+greedy decoding, over the file's weights as stored, every op an ``Exec`` op (``exact.llm`` defines
+them): traced, with a program from a shape-only run, the same bits on every backend.
 
-This is the reference in plain integer NumPy (the dots of the block-quantized linears as exact
-float32 GEMMs through torch): the next step makes each op an ``Exec`` op with its record, its
-descriptor and its referee, as the other models' ops are. Every value is an integer in fixed point
-(``ACT_FRAC`` bits unless said):
-
-* **Embedding**: the Q8_0 table's rows, ``round(d * q * 2**-24 * 2**12)``.
-* **The residual stream** is wide (``WIDE_MAX``, 2**31 in ``ACT_FRAC`` bits): a few of an LLM's
+* **Embedding**: the Q8_0 table's rows (``QEMBED``).
+* **The residual stream** is wide (``llm.WIDE_MAX``, 2**31 in ``ACT_FRAC`` bits): a few of an LLM's
   channels grow to tens of thousands (SmolLM2's reach 24,874 by block 15), far past ``ACT_MAX``.
-* **RMSNorm**: the input rescaled to ``RMS_BITS`` bits, an integer square root, the gain in
+* **RMSNorm** (``WRMSNORM``): the input rescaled to 26 bits, an integer square root, the gain in
   ``ACT_FRAC + NORM_STD_SHIFT`` bits (epsilon 1e-5 is below its resolution).
-* **Linears**: ``exact.blockq.block_linear`` on the stored quants.
+* **Linears**: ``exact.blockq`` on the stored quants (``BLINEAR``).
 * **RoPE**: adjacent pairs (llama.cpp's "normal" mode, which the GGUF's Q and K rows are permuted
-  for), cos and sin from ``rope_table`` (mpmath, ``ROPE_FRAC`` bits).
-* **Attention** (grouped-query): exact int64 dots q.k, base-2 scores with ``Z_FRAC`` bits
-  (log2(e) / sqrt(head_dim) as a rational), 16-bit probabilities from an mpmath exp2 table (the
-  op set's 8-bit one loses an LLM's small attention weights: 5% error per block), and the context
-  ``round(sum p v / sum p)``.
+  for), cos and sin from mpmath tables.
+* **Attention** (grouped-query): exact int64 dots, base-2 scores, 16-bit probabilities, the context
+  ``round(sum p v / sum p)``; the K and V caches are records (``KV_APPEND``), grown each step.
 * **SwiGLU**: the gate in ``GELU_FRAC`` bits through the SiLU table, times the up projection.
+* **Generation**: the logits in rows of 2,048 (the LM head is the tied Q8_0 embedding), each row's
+  maximum, then the largest (``ROW_MAX``, ``PICK``): every token a pass reads is a record.
+
+A job's program (fixed before it runs) has ``max_tokens`` passes per item; once a stop token (EOS or
+the template's end of turn) is picked, every later pick is that token, so the output follows from
+the answer and a provider serving a request stops computing there (``serve``); the text ends at
+the first stop token.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from veracity.errors import InputError, ModelError
-from veracity.exact import blockq, spec
-from veracity.exact.ops_numpy import bitlen, isqrt, round_div
-from veracity.exact.spec import ACT_FRAC, ACT_MAX, GELU_FRAC, I16_MAX
-from veracity.models.gguf import HALF_FRAC, BlockTensor, GGUFFile, read_gguf
+from veracity.exact import blockq, llm, spec
+from veracity.exact.execute import Exec, make_backend
+from veracity.exact.llm import BlockWeights
+from veracity.exact.program import MAX_OUTPUTS
+from veracity.exact.spec import ACT_FRAC, GELU_FRAC, I16_MAX
+from veracity.models.gguf import BlockTensor, GGUFFile, read_gguf
 from veracity.models.gguf_text import ChatTemplate, GGUFTokenizer
 
-ROPE_FRAC = 15
-WIDE_MAX = (1 << 31) - 1  # the residual stream's range (ACT_FRAC bits): LLMs grow a few huge channels
-RMS_BITS = 26  # the RMSNorm reads its input rescaled to this many bits: sum of squares < 2**62
-LOG2E_FRAC = 16
-LOG2E = 94548  # round(log2(e) * 2**16)
-Z_FRAC = 10  # attention scores: base-2 logits with 10 fractional bits
-P_BITS = 16  # probabilities: round(65535 * 2**-u), u the score's distance below its row's max
-P_MAX = (1 << P_BITS) - 1
+DEFAULT_MAX_TOKENS = 64
 
 
-@lru_cache(maxsize=1)
-def exp2_table() -> np.ndarray:
-    """round(P_MAX * 2**(-u / 2**Z_FRAC)) for u in [0, 18 * 2**Z_FRAC), computed with mpmath; it
-    ends in zeros, so masked keys (u at the end) get no weight."""
-    import mpmath
-
-    mpmath.mp.dps = 40
-    n = 18 << Z_FRAC
-    out = np.array([int(mpmath.floor(P_MAX * mpmath.power(2, -mpmath.mpf(u) / (1 << Z_FRAC)) + mpmath.mpf("0.5")))
-                    for u in range(n)], dtype=np.int64)
-    assert out[-1] == 0
-    return out
-
-
-@lru_cache(maxsize=8)
-def rope_table(head_dim: int, base: float, positions: int) -> tuple[np.ndarray, np.ndarray]:
-    """round(cos(p * theta_i) * 2**ROPE_FRAC) and sin, theta_i = base**(-2i / head_dim), [positions,
-    head_dim / 2], computed with mpmath (the same on every machine)."""
-    import mpmath
-
-    mpmath.mp.dps = 40
-    half = head_dim // 2
-    thetas = [mpmath.power(mpmath.mpf(base), -mpmath.mpf(2 * i) / head_dim) for i in range(half)]
-    one = mpmath.mpf(1 << ROPE_FRAC)
-    cos = np.zeros((positions, half), dtype=np.int64)
-    sin = np.zeros((positions, half), dtype=np.int64)
-    for p in range(positions):
-        for i, th in enumerate(thetas):
-            cos[p, i] = int(mpmath.floor(mpmath.cos(p * th) * one + mpmath.mpf("0.5")))
-            sin[p, i] = int(mpmath.floor(mpmath.sin(p * th) * one + mpmath.mpf("0.5")))
-    return cos, sin
-
-
-def rope(x: np.ndarray, positions: np.ndarray, cos: np.ndarray, sin: np.ndarray) -> np.ndarray:
-    """Rotate adjacent pairs of x [T, H, D] by each row's position."""
-    c, s = cos[positions][:, None, :], sin[positions][:, None, :]
-    a, b = x[..., 0::2], x[..., 1::2]
-    out = np.empty_like(x)
-    out[..., 0::2] = round_div(a * c - b * s, np.int64(1 << ROPE_FRAC))
-    out[..., 1::2] = round_div(a * s + b * c, np.int64(1 << ROPE_FRAC))
-    return out
-
-
-@dataclass(frozen=True)
-class Linear:
-    q: np.ndarray
-    d: np.ndarray
-    m: np.ndarray | None
-    prepared: Any = None  # the quants as the GEMM's operand (``blockq.prepare``), made once
-
-    @classmethod
-    def of(cls, t: BlockTensor) -> "Linear":
-        if t.q is None or t.d is None:
-            raise ModelError(f"{t.name} is not a quantized matrix")
-        blockq.check_range(t.q, t.d, t.m)
-        return cls(t.q, t.d, t.m, blockq.prepare(t.q))
-
-    def __call__(self, x: np.ndarray, frac_out: int = ACT_FRAC, out_max: int = ACT_MAX) -> np.ndarray:
-        return blockq.block_linear(x, self.q, self.d, self.m, ACT_FRAC, frac_out, out_max, backend="torch",
-                                   prepared=self.prepared)
+def _block(t: BlockTensor) -> BlockWeights:
+    if t.q is None or t.d is None:
+        raise ModelError(f"{t.name} is not a quantized matrix")
+    blockq.check_range(t.q, t.d, t.m)
+    return BlockWeights(t.q, t.d, t.m, t.name)
 
 
 @dataclass(frozen=True)
 class Layer:
     attn_norm: np.ndarray
-    q: Linear
-    k: Linear
-    v: Linear
-    o: Linear
+    q: BlockWeights
+    k: BlockWeights
+    v: BlockWeights
+    o: BlockWeights
     ffn_norm: np.ndarray
-    gate: Linear
-    up: Linear
-    down: Linear
+    gate: BlockWeights
+    up: BlockWeights
+    down: BlockWeights
 
 
 def _gain(t: BlockTensor) -> np.ndarray:
@@ -128,8 +68,53 @@ def _gain(t: BlockTensor) -> np.ndarray:
     return spec.to_fixed(t.values.astype(np.float64), ACT_FRAC + spec.NORM_STD_SHIFT, limit=1 << 30)
 
 
+class Decoder:
+    """One sequence's decoding on an ``Exec``: its K and V cache records per block and its position."""
+
+    def __init__(self, model: "ExactLlama", ex: Exec) -> None:
+        self.model, self.ex = model, ex
+        self.caches: list[tuple[Any, Any] | None] = [None] * len(model.layers)
+        self.position = 0
+
+    def feed(self, tokens: Any, every_position: bool = False) -> Any:
+        """One pass over the token ids record ``tokens`` [1, T] at the next T positions: the logits
+        record of the last position [1, R, W] (of every position with ``every_position``, untraced
+        use only). One trace step per block."""
+        m, ex = self.model, self.ex
+        t = int(tokens.shape[-1])
+        start = self.position
+        if start + t > m.context:
+            raise InputError(f"the sequence would pass the context of {m.context} tokens")
+        with ex.step("embed"):
+            x = ex.qembed("tokens", m.embed, tokens)
+        for i, layer in enumerate(m.layers):
+            with ex.step(f"block.{i}"):
+                h = ex.wrmsnorm("attn_norm", x, layer.attn_norm)
+                q = ex.rope("q_rope", ex.block_linear("q", h, layer.q), start, m.head_dim, m.rope)
+                k = ex.rope("k_rope", ex.block_linear("k", h, layer.k), start, m.head_dim, m.rope)
+                v = ex.block_linear("v", h, layer.v)
+                cache = self.caches[i]
+                if cache is not None:
+                    k, v = ex.kv_append("k_cache", cache[0], k), ex.kv_append("v_cache", cache[1], v)
+                self.caches[i] = (k, v)
+                ctx = ex.gqa("attn", q, k, ex.transpose("vt", v), m.heads, m.kv_heads)
+                x = ex.resid_add("res1", x, ex.block_linear("o", ctx, layer.o, out_max=llm.WIDE_MAX))
+                h = ex.wrmsnorm("ffn_norm", x, layer.ffn_norm)
+                g = ex.block_linear("gate", h, layer.gate, GELU_FRAC, I16_MAX)
+                f = ex.silu_gate("swiglu", g, ex.block_linear("up", h, layer.up))
+                x = ex.resid_add("res2", x, ex.block_linear("down", f, layer.down, out_max=llm.WIDE_MAX))
+        self.position += t
+        with ex.step("head"):
+            last = x if every_position else ex.last_row("last", x)
+            return ex.block_linear("logits", ex.wrmsnorm("norm", last, m.out_norm), m.head)
+
+
 class ExactLlama:
-    """A Llama-architecture GGUF on exact integer ops; ``generate`` decodes greedily."""
+    """A Llama-architecture GGUF on exact integer ops: a job model (``parse``, ``run``, ``present``)
+    and ``generate``/``chat`` for direct use."""
+
+    name = "smollm2"
+    default_max_tokens = DEFAULT_MAX_TOKENS
 
     def __init__(self, f: GGUFFile) -> None:
         a = "llama"
@@ -140,108 +125,151 @@ class ExactLlama:
         self.kv_heads = int(f.need(f"{a}.attention.head_count_kv"))
         self.head_dim = self.hidden // self.heads
         self.rope_base = float(f.need(f"{a}.rope.freq_base"))
-        self.context = int(f.meta.get(f"{a}.context_length", 2048))
+        self.context = min(int(f.meta.get(f"{a}.context_length", llm.CONTEXT)), llm.CONTEXT)
         t = f.tensors
         emb = t["token_embd.weight"]
-        if emb.q is None or emb.d is None:
-            raise ModelError("token_embd.weight must be a quantized table")
-        self.embed_q, self.embed_d = emb.q, emb.d
-        self.head = Linear.of(t.get("output.weight", emb))  # tied: the embedding is the LM head
+        if emb.kind != "Q8_0":
+            raise ModelError(f"token_embd.weight is {emb.kind}; the exact embedding reads Q8_0 tables")
+        self.embed = _block(emb)
+        self.head = _block(t["output.weight"]) if "output.weight" in t else self.embed  # tied
         self.layers = [Layer(
-            _gain(t[f"blk.{i}.attn_norm.weight"]), Linear.of(t[f"blk.{i}.attn_q.weight"]),
-            Linear.of(t[f"blk.{i}.attn_k.weight"]), Linear.of(t[f"blk.{i}.attn_v.weight"]),
-            Linear.of(t[f"blk.{i}.attn_output.weight"]), _gain(t[f"blk.{i}.ffn_norm.weight"]),
-            Linear.of(t[f"blk.{i}.ffn_gate.weight"]), Linear.of(t[f"blk.{i}.ffn_up.weight"]),
-            Linear.of(t[f"blk.{i}.ffn_down.weight"])) for i in range(self.layers_n)]
+            _gain(t[f"blk.{i}.attn_norm.weight"]), _block(t[f"blk.{i}.attn_q.weight"]),
+            _block(t[f"blk.{i}.attn_k.weight"]), _block(t[f"blk.{i}.attn_v.weight"]),
+            _block(t[f"blk.{i}.attn_output.weight"]), _gain(t[f"blk.{i}.ffn_norm.weight"]),
+            _block(t[f"blk.{i}.ffn_gate.weight"]), _block(t[f"blk.{i}.ffn_up.weight"]),
+            _block(t[f"blk.{i}.ffn_down.weight"])) for i in range(self.layers_n)]
         self.out_norm = _gain(t["output_norm.weight"])
+        self.rope = llm.rope_table(self.head_dim, self.rope_base)
         self.tokenizer = GGUFTokenizer.from_gguf(f)
         self.template = ChatTemplate.from_gguf(f)
-        self._silu = spec.silu_lut()
+        named = [self.tokenizer.specials.get(s) for s in ("<|im_end|>", "<|eot_id|>", "<|endoftext|>")]
+        # generation stops at EOS or the template's end of turn (a PICK names at most two)
+        self.stops = tuple(dict.fromkeys([self.tokenizer.eos, *(i for i in named if i is not None)]))[:2]
 
     @classmethod
     def from_gguf(cls, path: str | Path) -> "ExactLlama":
         return cls(read_gguf(path))
 
-    # ops -----------------------------------------------------------------------------------
-    def embed(self, ids: np.ndarray) -> np.ndarray:
-        w = self.embed_q[ids].astype(np.int64) * np.repeat(self.embed_d[ids], blockq.BLOCK, axis=-1)
-        return round_div(w, np.int64(1 << (HALF_FRAC - ACT_FRAC)))
+    def exact_constants(self) -> dict[bytes, np.ndarray]:
+        """Every constant a record names, by digest (``exact.program.model_constants``)."""
+        from veracity.exact import program as prog
+
+        found: dict[bytes, np.ndarray] = {}
+
+        def add(digests: tuple[bytes, ...], tensors: tuple[np.ndarray, ...]) -> None:
+            found.update(zip(digests, tensors))
+
+        for w in [self.embed, self.head] + [getattr(L, n) for L in self.layers
+                                            for n in ("q", "k", "v", "o", "gate", "up", "down")]:
+            add(prog.block_consts(w), w.tensors())
+        for g in [self.out_norm] + [x for L in self.layers for x in (L.attn_norm, L.ffn_norm)]:
+            add(prog.row_consts(g), prog.row_tensors(g))
+        for tables in (self.rope, (llm.exp2_table(),)):
+            add(prog.tables_consts(tables), prog.tables_tensors(tables))
+        add(prog.lut_consts(spec.silu_lut()), prog.lut_tensors(spec.silu_lut()))
+        return found
+
+    # job interface ------------------------------------------------------------------------
+    def prompt_ids(self, rec: dict[str, Any]) -> list[int]:
+        """The token ids of an input: ``{"messages": [...]}`` through the file's chat template, or a
+        raw ``{"prompt": "..."}``."""
+        if "messages" in rec:
+            msgs = rec["messages"]
+            if (not isinstance(msgs, list) or not msgs or not all(
+                    isinstance(m, dict) and isinstance(m.get("role"), str) and isinstance(m.get("content"), str)
+                    for m in msgs)):
+                raise InputError('"messages" must be a non-empty list of {"role": ..., "content": "..."} objects')
+            try:
+                text = self.template.render(msgs)
+            except Exception as exc:  # the file's own template refuses (e.g. roles out of order)
+                raise InputError(f"the chat template refused the messages: {exc}") from None
+        elif isinstance(rec.get("prompt"), str) and rec["prompt"]:
+            text = rec["prompt"]
+        else:
+            raise InputError(f'{self.name} needs "messages" (a chat) or "prompt" (a non-empty string)')
+        return self.tokenizer.encode(text)
+
+    def parse(self, rec: dict[str, Any]) -> tuple[list[int], int]:
+        ids = self.prompt_ids(rec)
+        n = rec.get("max_tokens", self.default_max_tokens)
+        if not isinstance(n, int) or isinstance(n, bool) or not 1 <= n <= MAX_OUTPUTS:
+            raise InputError(f'"max_tokens" must be an integer from 1 to {MAX_OUTPUTS}')
+        if len(ids) + n > self.context:
+            raise InputError(f"input too long: {len(ids)} prompt tokens plus max_tokens {n} exceed the context of "
+                             f"{self.context}")
+        return ids, n
 
     @staticmethod
-    def norm(x: np.ndarray, gain: np.ndarray) -> np.ndarray:
-        """RMSNorm of the wide residual stream: x rescaled to ``RMS_BITS`` bits (a massive channel
-        must not wipe out the others' precision, as 15 bits would), D = isqrt(mean(ds^2) * 2**8)
-        (16 times the RMS), out = round(ds * gain / D) in ``ACT_FRAC`` bits."""
-        e = np.maximum(0, bitlen(np.abs(x).max(axis=-1, keepdims=True)) - RMS_BITS)
-        ds = (x + ((np.int64(1) << e) >> 1)) >> e
-        ms = (ds * ds).sum(axis=-1, keepdims=True) // x.shape[-1]
-        den = np.maximum(isqrt(ms << (2 * spec.NORM_STD_SHIFT)), 1)
-        return np.clip(round_div(ds * gain, den), -ACT_MAX, ACT_MAX)
+    def outputs_of(item: tuple[list[int], int]) -> int:
+        """Output records a parsed item makes: one per generated token."""
+        return item[1]
 
-    def attention(self, q: np.ndarray, k: np.ndarray, v: np.ndarray, start: int) -> np.ndarray:
-        """q [T, H, D] at positions start.., k and v [S, Hkv, D] (the cache, this step's rows last)."""
-        t, s = q.shape[0], k.shape[0]
-        group = self.heads // self.kv_heads
-        kk = np.repeat(k, group, axis=1)  # [S, H, D]
-        vv = np.repeat(v, group, axis=1)
-        dot = np.einsum("thd,shd->hts", q, kk)  # exact: |q|, |k| < 2**23, D = 64: < 2**52
-        z = round_div(dot, np.int64(1 << (2 * ACT_FRAC - Z_FRAC)))
-        # log2(e) / sqrt(D) as the rational LOG2E / 2**16 / 8 (D = 64)
-        root = int(round(self.head_dim ** 0.5))
-        z = round_div(z * LOG2E, np.int64(root << LOG2E_FRAC))
-        causal = (np.arange(s)[None, :] <= (start + np.arange(t))[:, None])  # [T, S]
-        table = exp2_table()
-        zmax = np.where(causal[None], z, np.iinfo(np.int64).min).max(axis=-1, keepdims=True)
-        u = np.where(causal[None], np.minimum(zmax - z, len(table) - 1), len(table) - 1)
-        p = table[u]  # [H, T, S] in 0..65535
-        num = np.einsum("hts,shd->thd", p, vv)
-        return np.clip(round_div(num, p.sum(axis=-1).T[..., None]), -ACT_MAX, ACT_MAX)
+    def answer(self, tokens: list[int]) -> tuple[list[int], str]:
+        """The tokens up to the first stop token, and why generation ended there."""
+        for i, tok in enumerate(tokens):
+            if tok in self.stops:
+                return tokens[:i], "stop"
+        return tokens, "length"
 
-    def swiglu(self, layer: Layer, h: np.ndarray) -> np.ndarray:
-        g = layer.gate(h, GELU_FRAC, I16_MAX)
-        s = self._silu[g + (1 << 15)]  # GELU_FRAC bits
-        return np.clip(round_div(s * layer.up(h), np.int64(1 << GELU_FRAC)), -WIDE_MAX, WIDE_MAX)
+    def present(self, out: np.ndarray) -> dict[str, Any]:
+        tokens = [int(i) for i in out]
+        kept, reason = self.answer(tokens)
+        return {"text": self.tokenizer.decode(kept), "finish_reason": reason, "tokens": tokens}
 
-    def forward(self, ids: np.ndarray, cache: list[tuple[np.ndarray, np.ndarray]], start: int) -> np.ndarray:
-        """Logits [T, V] of tokens ``ids`` at positions start.., appending their K and V to ``cache``."""
-        t = len(ids)
-        cos, sin = rope_table(self.head_dim, self.rope_base, -(-(start + t) // 256) * 256)  # grown in steps
-        pos = start + np.arange(t)
-        x = self.embed(np.asarray(ids))
-        for i, layer in enumerate(self.layers):
-            h = self.norm(x, layer.attn_norm)
-            q = rope(layer.q(h).reshape(t, self.heads, self.head_dim), pos, cos, sin)
-            k = rope(layer.k(h).reshape(t, self.kv_heads, self.head_dim), pos, cos, sin)
-            v = layer.v(h).reshape(t, self.kv_heads, self.head_dim)
-            if i < len(cache):
-                k, v = np.concatenate([cache[i][0], k]), np.concatenate([cache[i][1], v])
-                cache[i] = (k, v)
-            else:
-                cache.append((k, v))
-            ctx = self.attention(q, k, v, start).reshape(t, self.hidden)
-            x = np.clip(x + layer.o(ctx, out_max=WIDE_MAX), -WIDE_MAX, WIDE_MAX)
-            ffn = layer.down(self.swiglu(layer, self.norm(x, layer.ffn_norm)), out_max=WIDE_MAX)
-            x = np.clip(x + ffn, -WIDE_MAX, WIDE_MAX)
-        return self.head(self.norm(x, self.out_norm))
+    def unpresent(self, shown: Any) -> np.ndarray:
+        return np.array(shown["tokens"], dtype=np.int64)
 
-    def generate(self, prompt_ids: list[int], max_tokens: int, stop: tuple[int, ...] = ()) -> list[int]:
-        """Greedy decoding: the prompt as one step (prefill), then one step per token, until a stop
-        token (the file's EOS by default) or ``max_tokens``."""
+    def run(self, ex: Exec, items: list[tuple[list[int], int]]) -> list[np.ndarray]:
+        """Greedy generation of exactly ``n`` tokens per item: the prompt is an input record (one
+        prefill pass), each pass's next token a record, and the next pass reads it."""
+        outs = []
+        for ids, n in items:
+            with ex.step("prompt"):
+                tokens = ex.input("ids", np.array([ids]), index=True)
+            dec = Decoder(self, ex)
+            generated: list[int] = []
+            prev = None
+            for _ in range(n):
+                logits = dec.feed(tokens)
+                with ex.step("next"):
+                    tokens = prev = ex.pick("token", logits, prev, self.stops)
+                    generated.append(int(ex.output(tokens).reshape(-1)[0]))
+            outs.append(np.array(generated, dtype=np.int64))
+        return outs
+
+    def serve(self, item: tuple[list[int], int], backend: str = "torch") -> np.ndarray:
+        """A parsed item's output integers, as ``run`` gives them, computed only up to the first stop
+        token (after it every token is that stop token): how a provider answers a request at once."""
+        ids, n = item
+        out = self.generate(ids, n, backend=backend)
+        return np.array(out + [out[-1]] * (n - len(out)), dtype=np.int64)
+
+    # direct use -----------------------------------------------------------------------------
+    def generate(self, prompt_ids: list[int], max_tokens: int, stop: tuple[int, ...] | None = None,
+                 backend: str = "torch") -> list[int]:
+        """Greedy decoding (untraced): the prompt as one step (prefill), then one step per token, until
+        a stop token (the file's EOS and the template's end-of-turn by default) or ``max_tokens``."""
         if len(prompt_ids) + max_tokens > self.context:
             raise InputError(f"{len(prompt_ids)} prompt tokens plus max_tokens {max_tokens} exceed the context of "
                              f"{self.context}")
-        stops = set(stop) | {self.tokenizer.eos}
-        cache: list[tuple[np.ndarray, np.ndarray]] = []
-        logits = self.forward(np.array(prompt_ids), cache, 0)[-1]
+        stops = set(self.stops if stop is None else stop)
+        ex = Exec(make_backend(backend))
+        dec = Decoder(self, ex)
+        tokens = ex.index(np.array([prompt_ids]))
         out: list[int] = []
         while len(out) < max_tokens:
-            token = int(np.argmax(logits))
-            out.append(token)
-            if token in stops:
+            tokens = ex.pick("token", dec.feed(tokens), None if not out else tokens, self.stops)
+            out.append(int(ex.to_numpy(tokens).reshape(-1)[0]))
+            if out[-1] in stops:
                 break
-            logits = self.forward(np.array([token]), cache, len(prompt_ids) + len(out) - 1)[-1]
         return out
 
-    def chat(self, messages: list[dict[str, Any]], max_tokens: int = 64) -> str:
+    def logits(self, ids: list[int], backend: str = "torch") -> np.ndarray:
+        """Teacher-forced logits [T, V] at every position, in ``ACT_FRAC`` bits (one untraced pass)."""
+        ex = Exec(make_backend(backend))
+        rows = ex.to_numpy(Decoder(self, ex).feed(ex.index(np.array([ids])), every_position=True))
+        return rows.reshape(len(ids), -1)[:, :self.tokenizer.vocab_size]
+
+    def chat(self, messages: list[dict[str, Any]], max_tokens: int = DEFAULT_MAX_TOKENS) -> str:
         ids = self.tokenizer.encode(self.template.render(messages))
-        return self.tokenizer.decode(self.generate(ids, max_tokens))
+        return self.tokenizer.decode(self.answer(self.generate(ids, max_tokens))[0])

@@ -26,10 +26,19 @@ def _gpt() -> Any:
     return ExactGPT.load()
 
 
+def _smollm2() -> Any:
+    from veracity.models.gguf import smollm2_path
+    from veracity.models.llama import ExactLlama
+
+    return ExactLlama.from_gguf(smollm2_path())
+
+
 MODELS: dict[str, tuple[Callable[[], Any], str]] = {
     "digits-mlp": (_mlp, 'classify an 8x8 digit; input {"pixels": [64 ints 0..16]}'),
     "minilm": (_minilm, 'sentence embedding (all-MiniLM-L6-v2, 384 dims); input {"text": ...}'),
     "tiny-gpt": (_gpt, 'greedy text generation (char-level); input {"text": ..., "max_tokens": n}'),
+    "smollm2": (_smollm2, 'chat LLM (SmolLM2-135M-Instruct from its GGUF); input {"messages": [...]} or '
+                          '{"prompt": ...}, "max_tokens": n (exactly n tokens are generated)'),
 }
 
 

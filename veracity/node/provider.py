@@ -150,7 +150,10 @@ class ProviderNode:
         if model not in self.cfg.policy.models:
             raise InputError(f"this provider does not serve model {model!r}")
         m = loaded(model)
-        out = infer(m, [m.parse(item)], backend=self.cfg.backend, trace=False).outputs[0]
+        if hasattr(m, "serve"):  # a generator that can stop at its stop token (its later tokens follow)
+            out = m.serve(m.parse(item), backend=self.cfg.backend)
+        else:
+            out = infer(m, [m.parse(item)], backend=self.cfg.backend, trace=False).outputs[0]
         shown = m.present(out)
         if self.cfg.behaviour == "forged-output":  # an adversary for tests: serves what it will not commit
             shown = adversary.forge_answer(shown)

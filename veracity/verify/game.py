@@ -77,6 +77,69 @@ TRAIN_KINDS = (prog.QMM, prog.EXP_ROWS, prog.LOSS_GRAD, prog.ROW_SUM, prog.RELU_
                prog.WEIGHT)
 
 
+LLAMA_KINDS = (prog.QEMBED, prog.BLINEAR, prog.WRMSNORM, prog.ROPE, prog.KV_APPEND, prog.GQA_SCORES, prog.GQA_PROBS,
+               prog.GQA_CONTEXT, prog.RESID_ADD, prog.SILU_GATE, prog.ROW_MAX, prog.PICK)
+LLAMA_ATTENTION_KINDS = (prog.GQA_SCORES, prog.GQA_PROBS, prog.GQA_CONTEXT, prog.ROW_MAX, prog.PICK)
+
+
+def llama_judge_args(desc: prog.OpDesc, element: int, side: Callable[[int], TensorSide],
+                     const: Callable[[int], TensorSide],
+                     rec: Callable[[int, int], tuple[Any, Any]]) -> tuple[str, tuple[Any, ...]]:
+    """The LlamaReferee's (or LlamaAttentionReferee's) one judge for a Llama-family record
+    (``exact.llm``): the rows of its inputs and constants the element reads, and the exp2 table
+    index for a probability."""
+    from veracity.exact import llm
+
+    dims, kind, ins = desc.dims, desc.kind, desc.inputs
+    n = dims[-1]
+    r, c = divmod(element, n)
+    rows: list[int] = [r] * len(ins)  # the element's row of each input (elementwise ops)
+    consts: list[tuple[Any, ...]] = []
+    index = 0
+    if kind == prog.BLINEAR:
+        big = const(0).tensor.shape[0]
+        per = dims[1] * dims[2] if big > llm.LOGIT_ROW else n
+        t, ch = divmod(element, per)
+        rows = [t]
+        consts = [const(k).row(ch) if ch < big else EMPTY_ROW for k in range(len(desc.consts))]
+    elif kind == prog.QEMBED:
+        ids = side(ins[0]).tensor
+        token = int(ids.flat[r])
+        rows = [r // ids.shape[-1]]
+        consts = [const(0).row(token), const(1).row(token)]
+    elif kind == prog.WRMSNORM:
+        consts = [const(0).row(0)]
+    elif kind == prog.ROPE:
+        consts = [const(0).row(desc.params[0] + r), const(1).row(desc.params[0] + r)]
+    elif kind == prog.KV_APPEND:
+        old = side(ins[0]).tensor.shape[1]
+        rows = [min(r, old - 1), r - min(r, old)]
+    elif kind == prog.GQA_SCORES:
+        _, t, s = (int(v) for v in np.unravel_index(element, dims))
+        rows = [t, s]
+    elif kind == prog.GQA_PROBS:
+        z = side(ins[0]).tensor.reshape(-1, n)[r].astype(np.int64)
+        last = len(llm.exp2_table()) - 1
+        valid = z != llm.MASKED
+        index = last if not valid[c] else min(int(z[valid].max() - z[c]), last)
+        consts = [const(0).row(index // 1024)]
+    elif kind == prog.GQA_CONTEXT:
+        heads, kv_heads = desc.params
+        dim = n // heads
+        h = c // dim
+        t_len = side(ins[0]).tensor.shape[1]
+        rows = [h * t_len + r, h // (heads // kv_heads) * dim + c % dim]
+    elif kind == prog.SILU_GATE:
+        consts = [const(0).row((int(side(ins[0]).tensor.flat[element]) + (1 << 15)) // 256)]
+    elif kind == prog.ROW_MAX:
+        rows = [r * side(ins[0]).tensor.shape[1] + c // 2]
+    elif kind == prog.PICK:
+        rows = [element] * len(ins)
+    pairs = [rec(i, rr) for i, rr in zip(ins, rows)]
+    judge = "llama_attention" if kind in LLAMA_ATTENTION_KINDS else "llama"
+    return judge, (desc.as_tuple(), [p[0] for p in pairs], [p[1] for p in pairs], consts, index)
+
+
 def judge_args(desc: prog.OpDesc, record: int, element: int, view: TraceView, side: Callable[[int], TensorSide],
                const: Callable[[int], TensorSide]) -> tuple[str, tuple[Any, ...]] | None:
     """The referee call that judges ``element`` of a record with ``desc``: (judge, arguments).
@@ -149,6 +212,8 @@ def judge_args(desc: prog.OpDesc, record: int, element: int, view: TraceView, si
     if kind == prog.SELECT_LAST:
         t = side(ins[0]).tensor.shape[1]
         return "select_last", (d, *rec(ins[0], r * t + t - 1))
+    if kind in LLAMA_KINDS:
+        return llama_judge_args(desc, element, side, const, rec)
     if kind in TRAIN_KINDS:  # the TrainReferee's one judge: a row of each input, and a table row
         table = EMPTY_ROW
         if kind == prog.QMM:  # row r of x, row c of w, the bias
@@ -187,6 +252,8 @@ def recompute(desc: prog.OpDesc, element: int, record: Callable[[int], np.ndarra
     def at(i: int) -> int:
         return int(record(i).flat[e])
 
+    if kind in LLAMA_KINDS:
+        return recompute_llama(desc, element, record, consts, row, at)
     if kind == prog.LINEAR:
         req = consts[1][c]
         smooth = [int(v) for v in consts[2][0]] if len(consts) == 3 else None
@@ -262,3 +329,70 @@ def recompute(desc: prog.OpDesc, element: int, record: Callable[[int], np.ndarra
     if kind == prog.WEIGHT:
         return onestep.weight(at(ins[0]), at(ins[1]), at(ins[2]), *desc.params)
     raise ValueError(f"record {desc.op!r} of kind {desc.kind} is judged by its digest, not element by element")
+
+
+def recompute_llama(desc: prog.OpDesc, element: int, record: Callable[[int], np.ndarray],
+                    consts: tuple[np.ndarray, ...], row: Callable[[int, int], list[int]],
+                    at: Callable[[int], int]) -> int:
+    """``recompute`` for a Llama-family record, as the LlamaReferee (and LlamaAttentionReferee)
+    reads it: the same rows of its inputs (``row(i, r)``, ``at(i)``: the element's own value of
+    input ``i``) and constants, by ``verify.onestep_llm``."""
+    from veracity.exact import llm
+    from veracity.verify import onestep_llm as one
+
+    dims, kind, ins, e = desc.dims, desc.kind, desc.inputs, element
+    n = dims[-1]
+    r, c = divmod(e, n)
+
+    if kind == prog.BLINEAR:
+        big = consts[0].shape[0]
+        per = dims[1] * dims[2] if big > llm.LOGIT_ROW else n
+        t, ch = divmod(e, per)
+        if ch >= big:
+            return -(desc.params[1] + 1)
+        m = [int(v) for v in consts[2][ch]] if len(consts) == 3 else None
+        return one.block_linear(row(ins[0], t), [int(v) for v in consts[0][ch]], [int(v) for v in consts[1][ch]], m,
+                                desc.params[0], desc.params[1])
+    if kind == prog.QEMBED:
+        token = int(record(ins[0]).flat[r])
+        return one.qembed(int(consts[0][token, c]), int(consts[1][token, c // 32]))
+    if kind == prog.WRMSNORM:
+        return one.wrmsnorm(row(ins[0], r), c, int(consts[0][0, c]))
+    if kind == prog.ROPE:
+        x = row(ins[0], r)
+        pos, col, first = desc.params[0] + r, (c % desc.params[1]) // 2, c - c % 2
+        return one.rope(x[first], x[first + 1], int(consts[0][pos, col]), int(consts[1][pos, col]), c % 2 == 1)
+    if kind == prog.KV_APPEND:
+        old = record(ins[0]).shape[1]
+        return row(ins[0], r)[c] if r < old else row(ins[1], r - old)[c]
+    if kind == prog.GQA_SCORES:
+        h, t, s = (int(v) for v in np.unravel_index(e, dims))
+        heads, kv_heads = desc.params
+        dim = record(ins[0]).shape[-1] // heads
+        kvh = h // (heads // kv_heads)
+        return one.gqa_score(row(ins[0], t)[h * dim:(h + 1) * dim], row(ins[1], s)[kvh * dim:(kvh + 1) * dim],
+                             s + dims[1] <= dims[2] + t)
+    if kind == prog.GQA_PROBS:
+        z = row(ins[0], r)
+        index = one.exp2_index(z, c)
+        return one.gqa_prob(z, c, index, int(consts[0].flat[index]))
+    if kind == prog.GQA_CONTEXT:
+        heads, kv_heads = desc.params
+        dim = n // heads
+        h = c // dim
+        t_len = record(ins[0]).shape[1]
+        return one.gqa_context(row(ins[0], h * t_len + r), row(ins[1], h // (heads // kv_heads) * dim + c % dim))
+    if kind == prog.RESID_ADD:
+        return one.resid_add(at(ins[0]), at(ins[1]))
+    if kind == prog.SILU_GATE:
+        g = at(ins[0])
+        return one.silu_gate(g, g + (1 << 15), int(consts[0].flat[g + (1 << 15)]), at(ins[1]))
+    if kind == prog.ROW_MAX:
+        rows = record(ins[0]).shape[1]
+        return one.row_max(row(ins[0], r * rows + c // 2), c // 2, c % 2)
+    if kind == prog.PICK:
+        y = one.pick(row(ins[0], e))
+        if len(ins) == 2 and at(ins[1]) in desc.params:
+            y = at(ins[1])
+        return y
+    raise ValueError(f"record {desc.op!r} of kind {desc.kind} is not a Llama-family record")

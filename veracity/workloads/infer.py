@@ -211,7 +211,8 @@ def load_model(name: str) -> Any:
 class InferWorkload:
     """``infer``: any model of the model registry over JSONL items; every record judged on chain."""
 
-    kind, models, code, trains, judged_on_chain, defaults = "infer", None, 1, False, True, None
+    kind, code, trains, judged_on_chain, defaults = "infer", 1, False, True, None
+    models: tuple[str, ...] | None = None  # any model
 
     def params(self, training: Any) -> Any:
         raise InputError("an infer job takes no 'training' section (use kind: train or finetune)")
@@ -249,3 +250,13 @@ class InferWorkload:
 
 
 register(InferWorkload())
+
+
+class LlmInferWorkload(InferWorkload):
+    """``infer`` on the chat LLM: its op kinds (``exact.llm``) have no referee on chain yet, so its
+    results are checked by re-execution only, and a client orders it only with consent."""
+
+    models, judged_on_chain = ("smollm2",), False
+
+
+register(LlmInferWorkload())
