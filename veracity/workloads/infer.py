@@ -251,12 +251,3 @@ class InferWorkload:
 
 register(InferWorkload())
 
-
-class LlmInferWorkload(InferWorkload):
-    """``infer`` on the chat LLM: its op kinds (``exact.llm``) have no referee on chain yet, so its
-    results are checked by re-execution only, and a client orders it only with consent."""
-
-    models, judged_on_chain = ("smollm2",), False
-
-
-register(LlmInferWorkload())
