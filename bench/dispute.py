@@ -12,7 +12,8 @@ the wall time. Then a full game at the first record of every kind MiniLM's trace
 final step's gas for each: the referee's call, proofs included), OneStep alone on its most
 expensive element (a smoothed linear row of 1536), and the validators' CPU relative to the providers' at the
 spot-check rate ``verify.sampling`` chooses for the devnet's figures (a check re-executes the job,
-so its CPU is the provider's run, times the rate).
+so its CPU is the provider's run, times the rate). Last, a full game at a record of every kind
+SmolLM2's trace has (``LlamaReferee`` and ``LlamaAttentionReferee``).
 
     python bench/dispute.py --json bench/results/dispute.json
 """
@@ -233,6 +234,43 @@ def train_judgements(dep, accts) -> list[dict[str, Any]]:
     return out
 
 
+LLAMA_KINDS = ("qembed", "blinear", "wrmsnorm", "rope", "kv_append", "transpose", "gqa_scores", "gqa_probs",
+               "gqa_context", "resid_add", "silu_gate", "select_last", "row_max", "pick")
+
+
+def llama_judgements(dep, accts) -> list[dict[str, Any]]:
+    """A full game at a record of every kind SmolLM2's trace has (a chat prompt, two tokens; the
+    record in block 15 of the second pass where the kind has one, and the LM head's logits): the
+    provider's trace is the honest one with that record's tensor off by 3 in one element."""
+    from veracity.exact.trace import CODE_DTYPES, TraceRecord, records_root, tensor_digest
+    from veracity.models.registry import load
+    from veracity.workloads.infer import job_program, record_tensors, run_infer_job
+
+    model = load("smollm2")
+    inputs = (json.dumps({"messages": [{"role": "user", "content": "Hi"}], "max_tokens": 2}) + "\n").encode()
+    program = job_program("smollm2", inputs, model)
+    honest = run_infer_job("smollm2", inputs, backend="torch", model=model)
+    tensors = record_tensors("smollm2", inputs, set(range(len(program))), model=model)
+    records = decode_records(honest.trace)
+    picks = []
+    for kind in LLAMA_KINDS:
+        hits = [i for i, d in enumerate(program) if prog.KIND_NAMES[d.kind] == kind and i > len(program) // 2]
+        picks.append(next((i for i in hits if program[i].op.startswith("block.15.")), hits[0]))
+    picks.append([i for i, d in enumerate(program) if d.op == "head.logits"][-1])
+    out = []
+    for k in picks:
+        bad = np.array(tensors[k], dtype=np.int64, copy=True)
+        bad.flat[bad.size // 3] += 3 if bad.flat[bad.size // 3] < 1000 else -3
+        cheat = [r if i != k else TraceRecord(r.step, r.op, tensor_digest(bad.astype(CODE_DTYPES[program[k].dtype])))
+                 for i, r in enumerate(records)]
+        sides = {"provider": (cheat, records_root(cheat), lambda i, k=k, bad=bad: bad if i == k else tensors[i]),
+                 "challenger": (records, honest.trace_root, tensors.get)}
+        moves, g, state, _ = settle(dep, accts, program, sides, lambda desc: prog.constants(model, desc))
+        assert g.differ == k and state == "overturned", (g.differ, k, state)
+        out.append(summary(program, k, moves))
+    return out
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--json", type=Path)
@@ -256,6 +294,8 @@ def main() -> int:
             judged = minilm_judgements(dep, accts, rng)
         with console.status("a full game at each kind of training record"):
             trained = train_judgements(dep, accts)
+        with console.status("a full game at each kind of SmolLM2 record"):
+            llama = llama_judgements(dep, accts)
     finally:
         node.stop()
     cost = verify_cost()
@@ -271,7 +311,9 @@ def main() -> int:
             ("MiniLM record", "the final step for every kind of record (MiniLM, 5 sentences; the referee's whole call)",
              judged),
             ("training record", "the final step for every kind of training record (digits MLP, Adam, batch 32, "
-             "step 2 of 2)", trained)):
+             "step 2 of 2)", trained),
+            ("SmolLM2 record", "the final step for every kind of SmolLM2 record (a chat prompt, 2 tokens; "
+             "LlamaReferee / LlamaAttentionReferee)", llama)):
         jt = Table(first, "kind", "rounds", "ceil(log2 n) + 8", "gas, whole game", "judgement (the final step)",
                    title=title)
         for g in rows:
@@ -281,7 +323,7 @@ def main() -> int:
     console.print(f"OneStep alone, the widest element (smoothed linear, K=1536): {gas_one:,}")
     console.print(f"spot-check rate {cost['rate']:.4f}; a check costs {cost['check_cpu_s']:.2f} CPU-s for a "
                   f"{cost['provider_cpu_s']:.2f} CPU-s job -> verify_cost_ratio {cost['verify_cost_ratio']:.4f}")
-    every = games + judged + trained
+    every = games + judged + trained + llama
     assert all(g["rounds"] <= g["bound"] for g in every), "a game took more rounds than ceil(log2 n) + 8"
     result = {"rounds_max": max(g["rounds"] for g in every), "gas_full_game": max(g["gas"] for g in every),
               "rounds_scope": "n is the trace's elements (every record's tensor); a round is both parties' "
@@ -293,7 +335,9 @@ def main() -> int:
                                     "the largest over every kind of record",
               "gas_onestep_widest_linear": gas_one, "verify_cost_ratio": cost["verify_cost_ratio"],
               "games": games, "minilm_judgements": judged, "train_judgements": trained,
-              "gas_one_step_train": max(g["gas_judge"] for g in trained), **cost}
+              "gas_one_step_train": max(g["gas_judge"] for g in trained),
+              "llama_judgements": llama, "gas_one_step_llama": max(g["gas_judge"] for g in llama),
+              "rounds_max_llama": max(g["rounds"] for g in llama), **cost}
     write_json(args.json, result)
     return 0
 

@@ -15,9 +15,10 @@ def test_demo_runs_the_network_story(tmp_path):
                           timeout=400, cwd=ROOT)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     out = proc.stdout
-    for model in ("digits-mlp", "minilm", "tiny-gpt"):
+    for model in ("digits-mlp", "minilm", "tiny-gpt", "smollm2"):
         assert f"{model}: order" in out and "settled with p0 @ 4.5 VRC" in out
-    assert out.count("bit-identical") == 5 and out.count("match") >= 6
+    assert "chat: 'What is the capital of France?' -> 'The capital of France is Paris.' (stop); receipt: order" in out
+    assert out.count("bit-identical") == 6 and out.count("match") >= 7
     # a training job, and the same job as two work units on p0 and p1, end at one checkpoint
     m = re.search(r"digits-train: order (\d+) and its work units \(orders \d+, \d+\) ended at checkpoint", out)
     assert m and f"= order {m.group(1)}'s" in out and "p1 @ 2.375" in out

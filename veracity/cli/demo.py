@@ -4,7 +4,8 @@ It starts anvil with the contracts, three provider daemons and a validator as se
 on 127.0.0.1 (in a temporary folder, so a devnet you run yourself is left alone), then:
 
 * one ``infer`` job per model: bids, match, run, commit, the validator's re-execution, settlement,
-  and the output compared bit for bit with a local run of the int64 NumPy reference;
+  and the output compared bit for bit with a local run of the int64 NumPy reference; the SmolLM2
+  one is a chat question, whose answer and receipt (the committed output and trace root) it prints;
 * a training job (the digits MLP, exactly, 120 optimizer steps), and the same job split into two
   work units on two providers, the second resuming from the first's committed checkpoint: it ends
   at the unsplit job's checkpoint, bit for bit;
@@ -23,6 +24,7 @@ happened and every balance moved exactly as the protocol says.
 
 from __future__ import annotations
 
+import json
 import os
 import tempfile
 import threading
@@ -46,6 +48,7 @@ MARKUPS = [1000, 500, 0, 0]  # provider-0 bids 10% under the max price, provider
 CHEAT_WINDOW = 40  # seconds of challenge window on the cheater's job: the validator re-runs it and challenges
 WINDOW = 3  # seconds of challenge window (60 in the example specs; short so the demo is quick)
 LATE_DEADLINE = 35  # seconds the late job allows (the providers' minimum is 30)
+CHAT_QUESTION = "What is the capital of France?"
 
 
 @dataclass
@@ -152,11 +155,15 @@ def _story(console: Console, dep: Any, daemons: list[dict[str, Any]]) -> bool:
     late_thread.start()
 
     stories: list[Story] = []
-    for model in ("digits-mlp", "minilm", "tiny-gpt"):
+    chat_inputs = Path(tempfile.mkdtemp(prefix="veracity-demo-")) / "chat.jsonl"
+    chat_inputs.write_text(json.dumps({"messages": [{"role": "user", "content": CHAT_QUESTION}], "max_tokens": 8}) + "\n")
+    for model in ("digits-mlp", "minilm", "tiny-gpt", "smollm2"):
         story = Story(model, "client-1")
         stories.append(story)
         spec = load_spec(JOBS / f"{model}.yaml").model_copy(update={
             "deadline": 120, "verification": Verification(challenge_window=WINDOW, spot_check_rate=1.0)})
+        if model == "smollm2":  # a chat job: one question, short enough for the demo's local NumPy check
+            spec = spec.model_copy(update={"inputs": spec.inputs.model_copy(update={"path": str(chat_inputs)})})
         with console.status(f"{model}: uploading inputs and opening the order") as status:
             labels = {"order": "collecting bids", "match": "provider running the job",
                       "run": "fetching the output", "commit": "waiting out the challenge window", "settle": "settled"}
@@ -170,6 +177,11 @@ def _story(console: Console, dep: Any, daemons: list[dict[str, Any]]) -> bool:
         story.output = _compare_local(model, spec.inputs.path, out)
         story.ok = [len(out.bids) >= 2, story.output.startswith("[green]")]
         console.print(f"[bold]{model}[/]: order {out.order_id} settled with {story.matched} VRC", highlight=False)
+        if model == "smollm2":
+            answer = json.loads(out.outputs.decode().splitlines()[0])["output"]
+            console.print(f"  chat: {CHAT_QUESTION!r} -> {answer['text']!r} ({answer['finish_reason']}); receipt: "
+                          f"order {out.order_id}, output {out.output_cid}, trace root 0x{out.trace_root.hex()[:16]}.., "
+                          "committed on chain, re-executed by the validator", highlight=False)
 
     stories += _training(console, dep, clients["client-1"], provs[:2], names)
 

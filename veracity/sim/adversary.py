@@ -29,7 +29,7 @@ import numpy as np
 
 from veracity.errors import VeracityError
 from veracity.exact.trace import TraceRecord, encode_records, records_root
-from veracity.workloads.infer import parse_jsonl, run_infer_job
+from veracity.workloads.infer import job_program, parse_jsonl, run_infer_job
 from veracity.workloads.workload import JobResult
 
 ATTENTION_INTERNALS = (".scores", ".vt", ".ht")  # recorded, but not what flows on
@@ -48,8 +48,8 @@ def corrupt_tamper(model_name: str, inputs: bytes, model: Any = None, target: fl
     """The ``corrupt-op`` cheat as an Exec hook: one element of the op at about ``target`` of the
     way through (or at record ``at``) is off by 64 units (1/64 in activation fixed point). A fresh hook replays the same cheat,
     which is how the cheater shows its tensors in a dispute."""
-    if at is None:
-        ops = run_infer_job(model_name, inputs, backend="numpy", model=model).ops
+    if at is None:  # the job's records, from its program (a shape-only run: no arithmetic)
+        ops = len(job_program(model_name, inputs, model))
         at = min(int(ops * target), ops - 1)
 
     def tamper(index: int, op: str, x: Any) -> Any:
