@@ -21,7 +21,7 @@ JUDGE_GAS = 3_000_000
 @pytest.fixture(scope="module")
 def llama_job():
     model = loaded("smollm2")
-    inputs = (json.dumps({"messages": [{"role": "user", "content": "Hi"}], "max_tokens": 2}) + "\n").encode()
+    inputs = (json.dumps({"prompt": "The sky is", "max_tokens": 2}) + "\n").encode()
     program = job_program("smollm2", inputs, model)
     honest = run_infer_job("smollm2", inputs, backend="torch", model=model)
     tensors = record_tensors("smollm2", inputs, set(range(len(program))), model=model)

@@ -18,7 +18,7 @@ JOBS = {
     "digits-mlp": [{"pixels": [(i * 7 + j) % 17 for j in range(64)]} for i in range(3)],
     "minilm": [{"text": "Exact arithmetic makes checking a hash comparison."}, {"text": "A short one."}],
     "tiny-gpt": [{"text": "the cat ", "max_tokens": 2}],
-    "smollm2": [{"messages": [{"role": "user", "content": "Hi"}], "max_tokens": 2}],
+    "smollm2": [{"prompt": "The sky is", "max_tokens": 2}],
 }
 
 

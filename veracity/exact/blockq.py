@@ -61,13 +61,15 @@ def check_range(q: np.ndarray, d: np.ndarray, m: np.ndarray | None) -> None:
 
 
 def block_dots(qx: np.ndarray, q: np.ndarray) -> np.ndarray:
-    """Per-block dot products [nb, T, N] of qx [T, K] and q [N, K], int64 (each is at most
-    32 * 128 * 32767 < 2**28)."""
+    """Per-block dot products [nb, T, N] of qx [T, K] and q [N, K], int64: float64 BLAS GEMMs, exact
+    as every partial sum is an integer of at most 32 * 128 * 32767 < 2**28 (as ``ops_numpy``'s
+    other dot products)."""
     t, k = qx.shape
     n = q.shape[0]
     nb = k // BLOCK
     xs = qx.reshape(t, nb, BLOCK).transpose(1, 0, 2)  # [nb, T, 32]
-    return np.matmul(xs.astype(np.int64), q.reshape(n, nb, BLOCK).transpose(1, 2, 0).astype(np.int64))
+    w = q.reshape(n, nb, BLOCK).transpose(1, 2, 0)
+    return np.rint(np.matmul(xs.astype(np.float64), w.astype(np.float64))).astype(np.int64)
 
 
 def block_linear(x: np.ndarray, q: np.ndarray, d: np.ndarray, m: np.ndarray | None, frac_in: int, frac_out: int,

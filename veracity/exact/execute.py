@@ -7,6 +7,7 @@ step, so a model's code is the same for the torch and NumPy backends, traced or 
 from __future__ import annotations
 
 from contextlib import contextmanager
+from functools import partial
 from typing import Any, Callable, Iterator
 
 import numpy as np
@@ -207,6 +208,15 @@ class Exec:
         dtype = I16 if out_max <= I16_MAX else I32
         return self._rec(op, self.b.block_linear(x, w, frac_out, out_max), dtype, prog.BLINEAR, (x,),
                          lambda: prog.block_consts(w), (frac_out, out_max))
+
+    def block_linears(self, ops: tuple[str, ...], x: Any, ws: tuple[Any, ...]) -> list[Any]:
+        """Several block linears of one input (attention's q, k and v), each its own record, in
+        order: a backend may run them as one matrix (the native one does: one pass over x)."""
+        fused = getattr(self.b, "block_linears", None)
+        ys = fused(x, ws, spec.ACT_FRAC, spec.ACT_MAX) if fused is not None else \
+            [self.b.block_linear(x, w, spec.ACT_FRAC, spec.ACT_MAX) for w in ws]
+        return [self._rec(op, y, I32, prog.BLINEAR, (x,), partial(prog.block_consts, w), (spec.ACT_FRAC, spec.ACT_MAX))
+                for op, y, w in zip(ops, ys, ws)]
 
     def wrmsnorm(self, op: str, x: Any, gain: np.ndarray) -> Any:
         return self._rec(op, self.b.wrmsnorm(x, gain), I32, prog.WRMSNORM, (x,), lambda: prog.row_consts(gain))

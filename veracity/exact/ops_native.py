@@ -84,6 +84,12 @@ def _c(t: Tensor) -> Tensor:
 I64, F64 = ctypes.c_int64, ctypes.c_double
 
 
+def llm_row() -> int:
+    from veracity.exact.llm import LOGIT_ROW
+
+    return LOGIT_ROW
+
+
 def _numpy_op(name: str) -> Any:
     """A Llama-family op of the int64 reference run on the tensors' memory (zero-copy both ways):
     at one decoded token these ops are a few hundred values each, where torch's per-op dispatch
@@ -114,6 +120,7 @@ class NativeBackend(TorchBackend):
         self.lib = lib
         self._packed: dict[int, tuple[Any, PackedBlocks | None]] = {}  # per block-quantized matrix
         self._kv_used: dict[int, int] = {}  # per KV buffer (its address): the rows its records hold
+        self._stacked: dict[tuple[int, ...], tuple[Any, PackedBlocks | None]] = {}  # matrices run as one
 
     @staticmethod
     def _nt() -> ctypes.c_int:
@@ -184,6 +191,32 @@ class NativeBackend(TorchBackend):
         y = block_linear(x2, w.q, w.d, w.m, spec.ACT_FRAC, frac_out, out_max, hit[1])
         out = llm.logit_rows(y, out_max) if y.shape[-1] > llm.LOGIT_ROW else y.reshape(1, x2.shape[0], -1)
         return torch.from_numpy(out)
+
+    def block_linears(self, x: Tensor, ws: tuple[Any, ...], frac_out: int, out_max: int) -> list[Tensor]:
+        """Block linears of one input as one matrix (their rows stacked, packed once): one call and
+        one quantization of x instead of one per matrix; the same integers as each on its own."""
+        key = tuple(id(w) for w in ws)
+        hit = self._stacked.get(key)
+        if hit is None or any(a is not b for a, b in zip(hit[0], ws)):
+            ms = [w.m for w in ws]
+            packed = None
+            if len({w.q.shape[1] for w in ws}) == 1 and (all(m is None for m in ms) or all(m is not None for m in ms)):
+                packed = pack_blocks(np.concatenate([w.q for w in ws]), np.concatenate([w.d for w in ws]),
+                                     None if ms[0] is None else np.concatenate(ms))
+            hit = (ws, packed)
+            self._stacked[key] = hit
+        if hit[1] is None or any(w.q.shape[0] > llm_row() for w in ws):
+            return [self.block_linear(x, w, frac_out, out_max) for w in ws]
+        x2 = x.reshape(-1, x.shape[-1]).to(torch.int64).numpy()
+        y = block_linear_native(hit[1], x2, spec.ACT_FRAC, frac_out, out_max)
+        if y is None:
+            return [self.block_linear(x, w, frac_out, out_max) for w in ws]
+        out, at = [], 0
+        for w in ws:
+            n = w.q.shape[0]
+            out.append(torch.from_numpy(np.ascontiguousarray(y[:, at:at + n])).reshape(1, x2.shape[0], n))
+            at += n
+        return out
 
     def layernorm(self, x: Tensor, norm: QNorm) -> Tensor:
         p = self._norm_params(norm)

@@ -90,9 +90,9 @@ class Decoder:
         for i, layer in enumerate(m.layers):
             with ex.step(f"block.{i}"):
                 h = ex.wrmsnorm("attn_norm", x, layer.attn_norm)
-                q = ex.rope("q_rope", ex.block_linear("q", h, layer.q), start, m.head_dim, m.rope)
-                k = ex.rope("k_rope", ex.block_linear("k", h, layer.k), start, m.head_dim, m.rope)
-                v = ex.block_linear("v", h, layer.v)
+                q, k, v = ex.block_linears(("q", "k", "v"), h, (layer.q, layer.k, layer.v))
+                q = ex.rope("q_rope", q, start, m.head_dim, m.rope)
+                k = ex.rope("k_rope", k, start, m.head_dim, m.rope)
                 cache = self.caches[i]
                 if cache is not None:
                     k, v = ex.kv_append("k_cache", cache[0], k), ex.kv_append("v_cache", cache[1], v)
