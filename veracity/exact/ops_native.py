@@ -84,23 +84,32 @@ def _c(t: Tensor) -> Tensor:
 I64, F64 = ctypes.c_int64, ctypes.c_double
 
 
+# packed matrices, per process (a job's backend is new, the model's weights are not): by the id of
+# the weights (kept alive with them), or of the matrices run as one
+_PACKED: dict[int, tuple[Any, PackedBlocks | None]] = {}
+_STACKED: dict[tuple[int, ...], tuple[Any, PackedBlocks | None]] = {}
+
+
 def llm_row() -> int:
     from veracity.exact.llm import LOGIT_ROW
 
     return LOGIT_ROW
 
 
+def _np(a: Any) -> np.ndarray:
+    return a.numpy() if isinstance(a, torch.Tensor) else a
+
+
 def _numpy_op(name: str) -> Any:
-    """A Llama-family op of the int64 reference run on the tensors' memory (zero-copy both ways):
-    at one decoded token these ops are a few hundred values each, where torch's per-op dispatch
-    costs more than the arithmetic."""
+    """A Llama-family op of the int64 reference on NumPy arrays (the native backend keeps that
+    family's records as arrays: at one decoded token its ops are a few hundred values each, where
+    a framework's per-op dispatch costs more than the arithmetic)."""
     from veracity.exact.ops_numpy import LlamaOps
 
     ref = getattr(LlamaOps, name)
 
-    def op(self: Any, *args: Any) -> Tensor:
-        out = ref(self, *[a.numpy() if isinstance(a, torch.Tensor) else a for a in args])
-        return torch.from_numpy(np.ascontiguousarray(out, dtype=np.int64))
+    def op(self: Any, *args: Any) -> np.ndarray:
+        return np.ascontiguousarray(ref(self, *[_np(a) for a in args]), dtype=np.int64)
 
     op.__name__ = name
     op.__doc__ = ref.__doc__
@@ -118,9 +127,8 @@ class NativeBackend(TorchBackend):
         if lib is None:
             raise RuntimeError("native kernels unavailable (no C compiler)")
         self.lib = lib
-        self._packed: dict[int, tuple[Any, PackedBlocks | None]] = {}  # per block-quantized matrix
-        self._kv_used: dict[int, int] = {}  # per KV buffer (its address): the rows its records hold
-        self._stacked: dict[tuple[int, ...], tuple[Any, PackedBlocks | None]] = {}  # matrices run as one
+        self._kv: dict[int, tuple[np.ndarray, np.ndarray]] = {}  # a KV cache record: (it, its buffer)
+        self._kv_used: dict[int, int] = {}  # per KV buffer: the rows its records hold
 
     @staticmethod
     def _nt() -> ctypes.c_int:
@@ -161,42 +169,52 @@ class NativeBackend(TorchBackend):
         _numpy_op(n) for n in ("qembed", "wrmsnorm", "rope", "gqa_scores", "gqa_probs", "gqa_context", "resid_add",
                                "silu_gate", "row_max", "pick"))
 
-    def kv_append(self, cache: Tensor, new: Tensor) -> Tensor:
+    def canonical(self, x: Any, dtype: np.dtype) -> np.ndarray:
+        if isinstance(x, np.ndarray):  # a Llama-family record
+            return np.ascontiguousarray(x.astype(dtype))
+        return super().canonical(x, dtype)
+
+    def transpose_last(self, x: Any) -> Any:
+        return np.swapaxes(x, -1, -2) if isinstance(x, np.ndarray) else super().transpose_last(x)
+
+    def kv_append(self, cache: Any, new: Any) -> Any:  # a NumPy array
         """The cache's rows then the new ones, as a view of a buffer grown in place (a cache record
         is the buffer's first S rows, which later appends never change), so a decoded token does
         not copy the whole cache of every block."""
+        cache, new = _np(cache), _np(new)
         s, t = cache.shape[1], new.shape[1]
-        base = cache._base if cache._base is not None else cache
-        if base.dim() == 3 and cache.data_ptr() == base.data_ptr() and cache.is_contiguous() and \
-                self._kv_used.get(base.data_ptr()) == s and s + t <= base.shape[1]:
-            buf = base
+        hit = self._kv.get(id(cache))
+        if hit is not None and hit[0] is cache and self._kv_used.get(id(hit[1])) == s and s + t <= hit[1].shape[1]:
+            buf = hit[1]
         else:
-            buf = torch.empty((1, max(2 * (s + t), 64), cache.shape[2]), dtype=torch.int64)
+            buf = np.empty((1, max(2 * (s + t), 64), cache.shape[2]), dtype=np.int64)
             buf[:, :s] = cache
         buf[:, s:s + t] = new
-        if len(self._kv_used) > 4096:  # buffers of finished sequences: forget them
+        if len(self._kv) > 4096:  # views of finished sequences: forget them
+            self._kv.clear()
             self._kv_used.clear()
-        self._kv_used[buf.data_ptr()] = s + t
-        return buf[:, :s + t]
+        view = buf[:, :s + t]
+        self._kv[id(view)] = (view, buf)
+        self._kv_used[id(buf)] = s + t
+        return view
 
-    def block_linear(self, x: Tensor, w: Any, frac_out: int, out_max: int) -> Tensor:
+    def block_linear(self, x: Any, w: Any, frac_out: int, out_max: int) -> Any:  # a NumPy array
         """The Llama family's block-quantized linear in one C pass (``pack_blocks``, once per matrix)."""
         from veracity.exact import llm
 
-        hit = self._packed.get(id(w))
+        hit = _PACKED.get(id(w))
         if hit is None or hit[0] is not w:
             hit = (w, pack_blocks(w.q, w.d, w.m))
-            self._packed[id(w)] = hit
-        x2 = x.reshape(-1, x.shape[-1]).to(torch.int64).numpy()
+            _PACKED[id(w)] = hit
+        x2 = np.asarray(_np(x), dtype=np.int64).reshape(-1, x.shape[-1])
         y = block_linear(x2, w.q, w.d, w.m, spec.ACT_FRAC, frac_out, out_max, hit[1])
-        out = llm.logit_rows(y, out_max) if y.shape[-1] > llm.LOGIT_ROW else y.reshape(1, x2.shape[0], -1)
-        return torch.from_numpy(out)
+        return llm.logit_rows(y, out_max) if y.shape[-1] > llm.LOGIT_ROW else y.reshape(1, x2.shape[0], -1)
 
-    def block_linears(self, x: Tensor, ws: tuple[Any, ...], frac_out: int, out_max: int) -> list[Tensor]:
+    def block_linears(self, x: Any, ws: tuple[Any, ...], frac_out: int, out_max: int) -> list[np.ndarray]:
         """Block linears of one input as one matrix (their rows stacked, packed once): one call and
         one quantization of x instead of one per matrix; the same integers as each on its own."""
         key = tuple(id(w) for w in ws)
-        hit = self._stacked.get(key)
+        hit = _STACKED.get(key)
         if hit is None or any(a is not b for a, b in zip(hit[0], ws)):
             ms = [w.m for w in ws]
             packed = None
@@ -204,17 +222,17 @@ class NativeBackend(TorchBackend):
                 packed = pack_blocks(np.concatenate([w.q for w in ws]), np.concatenate([w.d for w in ws]),
                                      None if ms[0] is None else np.concatenate(ms))
             hit = (ws, packed)
-            self._stacked[key] = hit
+            _STACKED[key] = hit
         if hit[1] is None or any(w.q.shape[0] > llm_row() for w in ws):
             return [self.block_linear(x, w, frac_out, out_max) for w in ws]
-        x2 = x.reshape(-1, x.shape[-1]).to(torch.int64).numpy()
+        x2 = np.asarray(_np(x), dtype=np.int64).reshape(-1, x.shape[-1])
         y = block_linear_native(hit[1], x2, spec.ACT_FRAC, frac_out, out_max)
         if y is None:
             return [self.block_linear(x, w, frac_out, out_max) for w in ws]
         out, at = [], 0
         for w in ws:
             n = w.q.shape[0]
-            out.append(torch.from_numpy(np.ascontiguousarray(y[:, at:at + n])).reshape(1, x2.shape[0], n))
+            out.append(np.ascontiguousarray(y[:, at:at + n]).reshape(1, x2.shape[0], n))
             at += n
         return out
 

@@ -82,6 +82,9 @@ def _isqrt64(n: Tensor) -> Tensor:
     return r
 
 
+_BLOCKS: dict[tuple[int, str], tuple[Any, dict[str, Tensor]]] = {}  # block-quantized matrices, per device
+
+
 class LlamaTorchOps:
     """The Llama family's ops (``exact.llm``) in torch int64 arithmetic; the per-block dots of the
     block-quantized linear as float GEMMs (exact: see ``exact.blockq``)."""
@@ -100,17 +103,21 @@ class LlamaTorchOps:
         return hit[1]
 
     def _block(self, w: Any) -> dict[str, Tensor]:
-        def make() -> dict[str, Tensor]:
+        """A matrix's tensors on this device, made once per process (``_BLOCKS``: a job's backend is
+        new, the model's weights are not)."""
+        key = (id(w), str(self.device))
+        hit = _BLOCKS.get(key)
+        if hit is None or hit[0] is not w:
             n, k = w.q.shape
             wide = int(np.abs(w.q.astype(np.int64)).max(initial=0)) * 32 * 32767 >= 1 << 24
             qt = w.q.reshape(n, k // 32, 32).transpose(1, 2, 0)
             out = {"qt": torch.from_numpy(np.ascontiguousarray(qt)).to(self.device, _F64 if wide else torch.float32),
-                   "q8": torch.from_numpy(np.ascontiguousarray(w.q)).to(self.device),
-                   "d": self._i64(w.d)}
+                   "q8": torch.from_numpy(np.ascontiguousarray(w.q)).to(self.device), "d": self._i64(w.d)}
             if w.m is not None:
                 out["m"] = self._i64(w.m)
-            return out
-        return self._cached(w, make)
+            hit = (w, out)
+            _BLOCKS[key] = hit
+        return hit[1]
 
     def qembed(self, w: Any, ids: Tensor) -> Tensor:
         p = self._block(w)
