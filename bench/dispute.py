@@ -252,10 +252,12 @@ def llama_judgements(dep, accts) -> list[dict[str, Any]]:
     honest = run_infer_job("smollm2", inputs, backend="torch", model=model)
     tensors = record_tensors("smollm2", inputs, set(range(len(program))), model=model)
     records = decode_records(honest.trace)
+    second = next(i for i, d in enumerate(program) if d.op == "next.token") + 1  # the first decode pass
     picks = []
     for kind in LLAMA_KINDS:
-        hits = [i for i, d in enumerate(program) if prog.KIND_NAMES[d.kind] == kind and i > len(program) // 2]
-        picks.append(next((i for i in hits if program[i].op.startswith("block.15.")), hits[0]))
+        hits = [i for i, d in enumerate(program) if prog.KIND_NAMES[d.kind] == kind]
+        later = [i for i in hits if i >= second]
+        picks.append(next((i for i in later if program[i].op.startswith("block.15.")), (later or hits)[0]))
     picks.append([i for i, d in enumerate(program) if d.op == "head.logits"][-1])
     out = []
     for k in picks:

@@ -44,7 +44,7 @@ from veracity.exact.intmath import bitlen, clip, isqrt, round_div
 from veracity.exact.spec import ACT_FRAC, ACT_MAX, NORM_STD_SHIFT
 
 WIDE_MAX = (1 << 31) - 1
-RMS_BITS = 26  # sum of squares of up to 2048 26-bit values < 2**63
+RMS_BITS = 26  # a row rescales to |v| <= 2**26: up to 1024 of them keep the sum of squares below 2**63
 ROPE_FRAC = 15
 CONTEXT = 2048  # positions a sequence may reach on the network (a scores row is at most this long)
 Z_FRAC = 10  # attention scores: base-2 logits with 10 fractional bits

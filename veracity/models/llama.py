@@ -124,6 +124,9 @@ class ExactLlama:
         self.heads = int(f.need(f"{a}.attention.head_count"))
         self.kv_heads = int(f.need(f"{a}.attention.head_count_kv"))
         self.head_dim = self.hidden // self.heads
+        if self.hidden > 1024:  # 26-bit rows: the RMSNorm's int64 sum of squares holds 1,024 of them
+            raise ModelError(f"{f.path.name} is {self.hidden} wide; the exact RMSNorm takes rows of at most 1024 "
+                             "(a wider model needs a narrower rescale)")
         self.rope_base = float(f.need(f"{a}.rope.freq_base"))
         self.context = min(int(f.meta.get(f"{a}.context_length", llm.CONTEXT)), llm.CONTEXT)
         t = f.tensors
