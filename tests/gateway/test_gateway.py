@@ -55,14 +55,17 @@ def committed(gateway_url, receipt, timeout=120):
 
 @pytest.fixture
 def gateway(net, tmp_path, request):
-    models = getattr(request, "param", MODELS)
+    # a test may ask for other models or a longer window (``indirect`` parametrization)
+    param = {"models": MODELS, "window_s": 6, **getattr(request, "param", {})}
+    models = param["models"]
     providers = {net.provider(i, models).address: net.procs[-1] for i in (1, 2)}
     validator, checks = net.validator(3)
     port = free_port()
     log = open(tmp_path / "gateway.log", "ab")
     proc = subprocess.Popen([sys.executable, "-m", "veracity.cli", "gateway", "run", "--port", str(port),
                              "--deployment", str(net.dep_file), "--account", "4", "--window-requests", "4",
-                             "--window-s", "6", "--challenge-window", "4"], stdout=log, stderr=subprocess.STDOUT)
+                             "--window-s", str(param["window_s"]), "--challenge-window", "4"], stdout=log,
+                            stderr=subprocess.STDOUT)
     net.procs.append(proc)
     url = f"http://127.0.0.1:{port}"
     for _ in range(300):
@@ -84,7 +87,7 @@ def market_events(net):
     return [e for e in EventStream(market.chain, {"Market": net.dep.market}).poll() if e.block <= latest], latest
 
 
-@pytest.mark.parametrize("gateway", [CHAT_MODELS], indirect=True, ids=["with-smollm2"])
+@pytest.mark.parametrize("gateway", [{"models": CHAT_MODELS}], indirect=True, ids=["with-smollm2"])
 def test_the_openai_package_gets_exact_answers_with_receipts_that_verify(gateway, net, tmp_path):
     client, url, providers, checks = gateway
     _, token, _, market = net.dep.clients(net.accts[0].key)
@@ -181,7 +184,10 @@ def test_the_openai_package_gets_exact_answers_with_receipts_that_verify(gateway
     assert out.returncode == 1 and "not by its provider" in out.stdout, out.stdout
 
 
+@pytest.mark.parametrize("gateway", [{"window_s": 120}], indirect=True, ids=["long-window"])
 def test_a_provider_killed_mid_session_costs_one_retried_request(gateway):
+    """(A long window: the dead provider's lease must still be the open one when the next request
+    comes, however slow the machine.)"""
     client, _, providers, _ = gateway
     first = client.completions.create(model="tiny-gpt", prompt="the lady ", max_tokens=6)
     holder = first.model_extra["veracity"]["receipt"]["provider"]
