@@ -83,6 +83,8 @@ def test_corruption_on_disk_is_never_served(node):
         fetch(url, cid)
     with pytest.raises(BlobError, match="corrupted on disk"):
         BlobStore(root).get(cid)
+    assert push(url, b"the real bytes") == cid  # the same bytes again heal the damaged copy
+    assert fetch(url, cid) == b"the real bytes" and BlobStore(root).get(cid) == b"the real bytes"
 
 
 LYING_PEER = """

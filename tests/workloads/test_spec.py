@@ -30,6 +30,8 @@ def test_defaults_and_cid_inputs():
     (GOOD.replace("minilm", "gpt-17"), "model: unknown model 'gpt-17'"),
     (GOOD.replace("infer", "mine-bitcoin"), "kind: unknown job kind 'mine-bitcoin': use finetune, infer, train"),
     (GOOD + "colour: blue\n", "colour: unknown field"),
+    (GOOD + "max_price: 9000\n", "the key 'max_price' appears twice"),  # YAML would keep the last silently
+    (GOOD + "verification: {spot_check_rate: 0.1, spot_check_rate: 1}\n", "the key 'spot_check_rate' appears twice"),
     (GOOD.replace("max_price: 2.5", "max_price: -1"), "max_price: Input should be greater than 0"),
     (GOOD.replace("deadline: 600\n", ""), "deadline: missing"),
     (GOOD.replace("{cid: %s}" % cid_of(b"x"), "{cid: Qmnope}"), "not a CIDv1"),

@@ -39,11 +39,18 @@ class BlobStore:
             raise BlobError(f"blob of {len(data)} bytes exceeds this store's limit of {self.max_bytes}")
         cid = cid_of(data)
         path = self._path(cid)
-        if not path.exists():
+        if not path.exists() or not self._intact(path, cid):  # a damaged copy heals when the bytes come again
             tmp = path.with_suffix(f".{os.getpid()}.tmp")
             tmp.write_bytes(data)
             os.replace(tmp, path)
         return cid
+
+    @staticmethod
+    def _intact(path: Path, cid: str) -> bool:
+        try:
+            return hashlib.sha256(path.read_bytes()).digest() == digest_of(cid)
+        except OSError:
+            return False
 
     def has(self, cid: str) -> bool:
         return self._path(cid).is_file()

@@ -181,11 +181,32 @@ def _explain(err: ValidationError) -> str:
     return "; ".join(parts)
 
 
+class _StrictLoader(yaml.SafeLoader):
+    """YAML's safe loader, refusing a mapping that names a key twice (YAML keeps the last silently,
+    so a spec could say one price and mean another)."""
+
+
+def _unique_mapping(loader: _StrictLoader, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
+    seen: set[Any] = set()
+    for key_node, _ in node.value:
+        key = loader.construct_object(key_node, deep=deep)
+        if key in seen:
+            raise yaml.constructor.ConstructorError(None, None, f"the key {key!r} appears twice",
+                                                    key_node.start_mark)
+        seen.add(key)
+    return loader.construct_mapping(node, deep=deep)
+
+
+_StrictLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _unique_mapping)
+
+
 def parse_spec(text: str, source: str = "spec") -> JobSpec:
     try:
-        data = yaml.safe_load(text)
+        data = yaml.load(text, Loader=_StrictLoader)  # noqa: S506  (a safe loader)
     except yaml.YAMLError as exc:
-        raise InputError(f"{source} is not valid YAML ({str(exc).splitlines()[0]})") from None
+        lines = str(exc).splitlines()
+        why = next((ln for ln in lines if "appears twice" in ln), lines[0])
+        raise InputError(f"{source} is not valid YAML ({why.strip()})") from None
     if not isinstance(data, dict):
         raise InputError(f"{source} must be a YAML mapping with kind, model, inputs, max_price, deadline")
     try:
