@@ -242,8 +242,9 @@ def llama_judgements(dep, accts) -> list[dict[str, Any]]:
     """A full game at a record of every kind SmolLM2's trace has (a chat prompt, two tokens; the
     record in block 15 of the second pass where the kind has one, and the LM head's logits): the
     provider's trace is the honest one with that record's tensor off by 3 in one element."""
-    from veracity.exact.trace import CODE_DTYPES, TraceRecord, records_root, tensor_digest
+    from veracity.exact.trace import CODE_DTYPES
     from veracity.models.registry import load
+    from veracity.sim.adversary import altered_trace
     from veracity.workloads.infer import job_program, record_tensors, run_infer_job
 
     model = load("smollm2")
@@ -261,11 +262,7 @@ def llama_judgements(dep, accts) -> list[dict[str, Any]]:
     picks.append([i for i, d in enumerate(program) if d.op == "head.logits"][-1])
     out = []
     for k in picks:
-        bad = np.array(tensors[k], dtype=np.int64, copy=True)
-        bad.flat[bad.size // 3] += 3 if bad.flat[bad.size // 3] < 1000 else -3
-        cheat = [r if i != k else TraceRecord(r.step, r.op, tensor_digest(bad.astype(CODE_DTYPES[program[k].dtype])))
-                 for i, r in enumerate(records)]
-        sides = {"provider": (cheat, records_root(cheat), lambda i, k=k, bad=bad: bad if i == k else tensors[i]),
+        sides = {"provider": altered_trace(records, tensors.get, CODE_DTYPES[program[k].dtype], k),
                  "challenger": (records, honest.trace_root, tensors.get)}
         moves, g, state, _ = settle(dep, accts, program, sides, lambda desc: prog.constants(model, desc))
         assert g.differ == k and state == "overturned", (g.differ, k, state)

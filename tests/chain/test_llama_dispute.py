@@ -2,20 +2,18 @@
 any kind the Llama family uses (the Q8_0 embedding, the block-quantized linear and the LM head's
 logits, the wide RMSNorm, RoPE, the KV cache, grouped-query scores, probabilities and context, the
 residual add, the SiLU gate, the token pick) is located, judged to one element by the
-LlamaReferee or LlamaAttentionReferee, and overturned; each judgement under 3M gas."""
+LlamaReferee or LlamaAttentionReferee, and overturned (the judgements' gas: bench/dispute.py)."""
 
 import json
 
-import numpy as np
 import pytest
 from test_dispute_game import committed_order, play, players
 
 from veracity.exact import program as prog
-from veracity.exact.trace import CODE_DTYPES, TraceRecord, decode_records, records_root, tensor_digest
+from veracity.exact.trace import CODE_DTYPES, decode_records
 from veracity.models.registry import loaded
+from veracity.sim.adversary import altered_trace
 from veracity.workloads.infer import job_program, record_tensors, run_infer_job
-
-JUDGE_GAS = 3_000_000
 
 
 @pytest.fixture(scope="module")
@@ -28,20 +26,9 @@ def llama_job():
     return model, program, (decode_records(honest.trace), honest.trace_root, tensors.get)
 
 
-def cheat_at(honest, program, k):
-    """A provider's side whose record ``k`` is off by 3 in one element, everything else as computed
-    (the first record it gets wrong is ``k``): its trace, root and tensors."""
-    records, _, tensors = honest
-    bad = np.array(tensors(k), dtype=np.int64, copy=True)
-    at = bad.size // 3
-    bad.flat[at] += 3 if bad.flat[at] < 1000 else -3
-    digest = tensor_digest(bad.astype(CODE_DTYPES[program[k].dtype]))
-    cheat = [r if i != k else TraceRecord(r.step, r.op, digest) for i, r in enumerate(records)]
-    return cheat, records_root(cheat), (lambda i: bad if i == k else tensors(i))
-
-
 def record_of(program, kind, block="block.15."):
-    """The first record of ``kind`` in the middle block of the second pass (else the last of it)."""
+    """The first record of ``kind`` in the middle block of the trace's second half (else the first in
+    that half, else the first of all)."""
     hits = [i for i, d in enumerate(program) if prog.KIND_NAMES[d.kind] == kind]
     second = [i for i in hits if i > len(program) // 2]
     middle = [i for i in second if program[i].op.startswith(block)]
@@ -57,7 +44,7 @@ def test_every_llama_op_is_judged_to_one_element(actors, llama_job, kind):
     a = actors
     model, program, honest = llama_job
     k = record_of(program, kind)
-    cheat = cheat_at(honest, program, k)
+    cheat = altered_trace(honest[0], honest[2], CODE_DTYPES[program[k].dtype], k)
     oid, _ = committed_order(a, program, cheat[1], len(program))
     a.d.disputes_client(a.validator.key).challenge(oid, honest[1])
     moves = play(a, oid, players(a, oid, model, program, cheat, honest))
@@ -72,7 +59,7 @@ def test_the_lm_heads_logits_are_judged(actors, llama_job):
     a = actors
     model, program, honest = llama_job
     head = [i for i, d in enumerate(program) if d.op == "head.logits"][-1]
-    cheat = cheat_at(honest, program, head)
+    cheat = altered_trace(honest[0], honest[2], CODE_DTYPES[program[head].dtype], head)
     oid, _ = committed_order(a, program, cheat[1], len(program))
     a.d.disputes_client(a.validator.key).challenge(oid, honest[1])
     play(a, oid, players(a, oid, model, program, cheat, honest))

@@ -1,12 +1,35 @@
 """Random op inputs with edge rows, run through the int64 reference (shared by the Python and the
 contract one-step tests)."""
 
+from contextlib import contextmanager
+
 import numpy as np
 
 from veracity.exact import spec
 from veracity.exact.ops_numpy import NumpyBackend
 
 REF = NumpyBackend()
+
+
+@contextmanager
+def deployed(name):
+    """A contract deployed on a fresh anvil node: its functions, while the node runs."""
+    from veracity.chain.anvil import Anvil
+    from veracity.chain.client import Chain
+    from veracity.chain.devnet import dev_accounts
+
+    node = Anvil(accounts=1)
+    try:
+        chain = Chain(node.rpc_url, dev_accounts(1)[0].key)
+        yield chain.contract(name, chain.deploy(name)).functions
+    finally:
+        node.stop()
+
+
+def picks(rng, shape, n):
+    """Index tuples of ``shape`` to check: the first, the last and ``n`` random ones."""
+    return [tuple(0 for _ in shape), tuple(s - 1 for s in shape),
+            *[tuple(int(rng.integers(s)) for s in shape) for _ in range(n)]]
 
 
 def act_rows(rng, n, k, limit=spec.ACT_MAX):

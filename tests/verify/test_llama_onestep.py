@@ -8,14 +8,13 @@ import pytest
 from gguf import GGMLQuantizationType
 from gguf.quants import quantize
 
-from veracity.chain.anvil import Anvil
-from veracity.chain.client import Chain
-from veracity.chain.devnet import dev_accounts
 from veracity.exact import blockq, llm, spec
 from veracity.models.gguf import decode_tensor
 from veracity.verify import onestep_llm as ref
 from veracity.verify.onestep import OneStepError
 from veracity.verify.rows import padded
+
+from .cases import deployed, picks
 
 ONE_STEP_GAS = 3_000_000
 WIDE = llm.WIDE_MAX
@@ -23,18 +22,8 @@ WIDE = llm.WIDE_MAX
 
 @pytest.fixture(scope="module")
 def referee():
-    node = Anvil(accounts=1)
-    try:
-        chain = Chain(node.rpc_url, dev_accounts(1)[0].key)
-        address = chain.deploy("LlamaOneStep")
-        yield chain.contract("LlamaOneStep", address).functions
-    finally:
-        node.stop()
-
-
-def picks(rng, shape, n):
-    return [tuple(0 for _ in shape), tuple(s - 1 for s in shape),
-            *[tuple(int(rng.integers(s)) for s in shape) for _ in range(n)]]
+    with deployed("LlamaOneStep") as functions:
+        yield functions
 
 
 def weights(kind, rng, n, k):

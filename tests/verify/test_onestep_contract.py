@@ -4,32 +4,19 @@ of every op, on a real anvil node; and its worst case (the longest linear row) f
 import numpy as np
 import pytest
 
-from veracity.chain.anvil import Anvil
-from veracity.chain.client import Chain
-from veracity.chain.devnet import dev_accounts
 from veracity.exact import spec
 from veracity.verify import onestep
 from veracity.verify.rows import padded
 
-from .cases import REF, act_rows, attention_case, linear_case, norm_case
+from .cases import REF, act_rows, attention_case, deployed, linear_case, norm_case, picks
 
 ONE_STEP_GAS = 3_000_000
 
 
 @pytest.fixture(scope="module")
 def referee():
-    node = Anvil(accounts=1)
-    try:
-        chain = Chain(node.rpc_url, dev_accounts(1)[0].key)
-        address = chain.deploy("OneStep")
-        yield chain.contract("OneStep", address).functions
-    finally:
-        node.stop()
-
-
-def picks(rng, shape, n):
-    return [tuple(0 for _ in shape), tuple(s - 1 for s in shape),
-            *[tuple(int(rng.integers(s)) for s in shape) for _ in range(n)]]
+    with deployed("OneStep") as functions:
+        yield functions
 
 
 @pytest.mark.parametrize("smooth", [False, True])

@@ -82,7 +82,7 @@ def check_orderable(spec: JobSpec, accept_unjudged: bool = False) -> None:
     accepts that (``accept_unjudged``): its re-run still checks the result, but a provider that
     commits a wrong one would be paid."""
     if not (accept_unjudged or judged_on_chain(spec)):
-        what = {"finetune": "a fine-tune", "infer": f"inference on {spec.model}"}.get(spec.kind, f"training {spec.model}")
+        what = "a fine-tune" if spec.kind == "finetune" else f"training {spec.model}"
         raise InputError(f"{what} is checked by re-execution but not yet judged on chain (a wrong result "
                          "could not be overturned, and would be paid): pass --accept-unjudged to order it anyway")
 

@@ -205,9 +205,11 @@ class Exec:
                      out_max: int = spec.ACT_MAX) -> Any:
         """x [1, T, K] times a block-quantized matrix [N, K] (``exact.blockq``) -> [1, T, N] (or, wider
         than ``llm.LOGIT_ROW``, [T, rows, LOGIT_ROW])."""
-        dtype = I16 if out_max <= I16_MAX else I32
-        return self._rec(op, self.b.block_linear(x, w, frac_out, out_max), dtype, prog.BLINEAR, (x,),
-                         lambda: prog.block_consts(w), (frac_out, out_max))
+        return self._blinear(op, self.b.block_linear(x, w, frac_out, out_max), x, w, frac_out, out_max)
+
+    def _blinear(self, op: str, y: Any, x: Any, w: Any, frac_out: int, out_max: int) -> Any:
+        return self._rec(op, y, I16 if out_max <= I16_MAX else I32, prog.BLINEAR, (x,), partial(prog.block_consts, w),
+                         (frac_out, out_max))
 
     def block_linears(self, ops: tuple[str, ...], x: Any, ws: tuple[Any, ...]) -> list[Any]:
         """Several block linears of one input (attention's q, k and v), each its own record, in
@@ -215,8 +217,7 @@ class Exec:
         fused = getattr(self.b, "block_linears", None)
         ys = fused(x, ws, spec.ACT_FRAC, spec.ACT_MAX) if fused is not None else \
             [self.b.block_linear(x, w, spec.ACT_FRAC, spec.ACT_MAX) for w in ws]
-        return [self._rec(op, y, I32, prog.BLINEAR, (x,), partial(prog.block_consts, w), (spec.ACT_FRAC, spec.ACT_MAX))
-                for op, y, w in zip(ops, ys, ws)]
+        return [self._blinear(op, y, x, w, spec.ACT_FRAC, spec.ACT_MAX) for op, y, w in zip(ops, ys, ws)]
 
     def wrmsnorm(self, op: str, x: Any, gain: np.ndarray) -> Any:
         return self._rec(op, self.b.wrmsnorm(x, gain), I32, prog.WRMSNORM, (x,), lambda: prog.row_consts(gain))
@@ -241,7 +242,7 @@ class Exec:
         z = self._rec(op + ".scores", b.gqa_scores(q, k, heads, kv_heads), I32, prog.GQA_SCORES, (q, k),
                       params=(heads, kv_heads))
         p = self._rec(op + ".probs", b.gqa_probs(z), I32, prog.GQA_PROBS, (z,),
-                      lambda: prog.tables_consts((llm.exp2_table(),)))
+                      lambda: prog.tables_consts(llm.exp2_tables()))
         return self._rec(op + ".context", b.gqa_context(p, vt, heads, kv_heads), I32, prog.GQA_CONTEXT, (p, vt),
                          params=(heads, kv_heads))
 

@@ -94,6 +94,12 @@ def exp2_table() -> np.ndarray:
     return out
 
 
+@lru_cache(maxsize=1)
+def exp2_tables() -> tuple[np.ndarray]:
+    """The probability table as the constants a record names (one tuple, so its digest is taken once)."""
+    return (exp2_table(),)
+
+
 @lru_cache(maxsize=4)
 def rope_table(head_dim: int, base: float) -> tuple[np.ndarray, np.ndarray]:
     """round(cos(p theta_i) * 2**ROPE_FRAC) and sin for p < CONTEXT, theta_i = base**(-2i / head_dim),

@@ -29,7 +29,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from veracity.exact import spec
+from veracity.exact import llm, spec
 from veracity.exact.blockq import HALF_FRAC
 from veracity.exact.ops_torch import TorchBackend, pow2
 from veracity.exact.spec import QLinear, QNorm
@@ -84,16 +84,26 @@ def _c(t: Tensor) -> Tensor:
 I64, F64 = ctypes.c_int64, ctypes.c_double
 
 
-# packed matrices, per process (a job's backend is new, the model's weights are not): by the id of
-# the weights (kept alive with them), or of the matrices run as one
-_PACKED: dict[int, tuple[Any, PackedBlocks | None]] = {}
-_STACKED: dict[tuple[int, ...], tuple[Any, PackedBlocks | None]] = {}
+# packed matrices, per process (a job's backend is new, the model's weights are not): by the ids of
+# the weights packed as one matrix (kept alive with it)
+_PACKED: dict[tuple[int, ...], tuple[tuple[Any, ...], PackedBlocks | None]] = {}
 
 
-def llm_row() -> int:
-    from veracity.exact.llm import LOGIT_ROW
-
-    return LOGIT_ROW
+def _packed(ws: tuple[Any, ...]) -> PackedBlocks | None:
+    """Block-quantized matrices (``llm.BlockWeights``) of one width, their rows stacked and packed
+    once per process; None where the kernel cannot take them (``pack_blocks``), or where some have
+    minimums and others not."""
+    key = tuple(id(w) for w in ws)
+    hit = _PACKED.get(key)
+    if hit is None or any(a is not b for a, b in zip(hit[0], ws)):
+        ms = [w.m for w in ws]
+        packed = None
+        if len({w.q.shape[1] for w in ws}) == 1 and len({m is None for m in ms}) == 1:
+            packed = pack_blocks(np.concatenate([w.q for w in ws]), np.concatenate([w.d for w in ws]),
+                                 None if ms[0] is None else np.concatenate(ms))
+        hit = (ws, packed)
+        _PACKED[key] = hit
+    return hit[1]
 
 
 def _np(a: Any) -> np.ndarray:
@@ -199,42 +209,22 @@ class NativeBackend(TorchBackend):
         return view
 
     def block_linear(self, x: Any, w: Any, frac_out: int, out_max: int) -> Any:  # a NumPy array
-        """The Llama family's block-quantized linear in one C pass (``pack_blocks``, once per matrix)."""
-        from veracity.exact import llm
-
-        hit = _PACKED.get(id(w))
-        if hit is None or hit[0] is not w:
-            hit = (w, pack_blocks(w.q, w.d, w.m))
-            _PACKED[id(w)] = hit
+        """The Llama family's block-quantized linear in one C pass (the matrix packed once)."""
         x2 = np.asarray(_np(x), dtype=np.int64).reshape(-1, x.shape[-1])
-        y = block_linear(x2, w.q, w.d, w.m, spec.ACT_FRAC, frac_out, out_max, hit[1])
+        y = block_linear(x2, w.q, w.d, w.m, spec.ACT_FRAC, frac_out, out_max, _packed((w,)))
         return llm.logit_rows(y, out_max) if y.shape[-1] > llm.LOGIT_ROW else y.reshape(1, x2.shape[0], -1)
 
     def block_linears(self, x: Any, ws: tuple[Any, ...], frac_out: int, out_max: int) -> list[np.ndarray]:
         """Block linears of one input as one matrix (their rows stacked, packed once): one call and
         one quantization of x instead of one per matrix; the same integers as each on its own."""
-        key = tuple(id(w) for w in ws)
-        hit = _STACKED.get(key)
-        if hit is None or any(a is not b for a, b in zip(hit[0], ws)):
-            ms = [w.m for w in ws]
-            packed = None
-            if len({w.q.shape[1] for w in ws}) == 1 and (all(m is None for m in ms) or all(m is not None for m in ms)):
-                packed = pack_blocks(np.concatenate([w.q for w in ws]), np.concatenate([w.d for w in ws]),
-                                     None if ms[0] is None else np.concatenate(ms))
-            hit = (ws, packed)
-            _STACKED[key] = hit
-        if hit[1] is None or any(w.q.shape[0] > llm_row() for w in ws):
-            return [self.block_linear(x, w, frac_out, out_max) for w in ws]
+        packed = _packed(ws)
         x2 = np.asarray(_np(x), dtype=np.int64).reshape(-1, x.shape[-1])
-        y = block_linear_native(hit[1], x2, spec.ACT_FRAC, frac_out, out_max)
+        wide = any(w.q.shape[0] > llm.LOGIT_ROW for w in ws)
+        y = None if packed is None or wide else block_linear_native(packed, x2, spec.ACT_FRAC, frac_out, out_max)
         if y is None:
             return [self.block_linear(x, w, frac_out, out_max) for w in ws]
-        out, at = [], 0
-        for w in ws:
-            n = w.q.shape[0]
-            out.append(np.ascontiguousarray(y[:, at:at + n]).reshape(1, x2.shape[0], n))
-            at += n
-        return out
+        ends = np.cumsum([w.q.shape[0] for w in ws])
+        return [np.ascontiguousarray(part).reshape(1, x2.shape[0], -1) for part in np.split(y, ends[:-1], axis=1)]
 
     def layernorm(self, x: Tensor, norm: QNorm) -> Tensor:
         p = self._norm_params(norm)

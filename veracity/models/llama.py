@@ -167,7 +167,7 @@ class ExactLlama:
             add(prog.block_consts(w), w.tensors())
         for g in [self.out_norm] + [x for L in self.layers for x in (L.attn_norm, L.ffn_norm)]:
             add(prog.row_consts(g), prog.row_tensors(g))
-        for tables in (self.rope, (llm.exp2_table(),)):
+        for tables in (self.rope, llm.exp2_tables()):
             add(prog.tables_consts(tables), prog.tables_tensors(tables))
         add(prog.lut_consts(spec.silu_lut()), prog.lut_tensors(spec.silu_lut()))
         return found

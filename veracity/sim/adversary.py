@@ -28,7 +28,7 @@ from typing import Any, Callable
 import numpy as np
 
 from veracity.errors import VeracityError
-from veracity.exact.trace import TraceRecord, encode_records, records_root
+from veracity.exact.trace import TraceRecord, encode_records, records_root, tensor_digest
 from veracity.workloads.infer import job_program, parse_jsonl, run_infer_job
 from veracity.workloads.workload import JobResult
 
@@ -71,6 +71,16 @@ def alter_record(k: int) -> Callable[[int, str, Any], Any]:
             return x
         return nudged(x, np.size(x) // 3, 3)
     return tamper
+
+
+def altered_trace(records: list[TraceRecord], tensor_of: Callable[[int], np.ndarray], dtype: np.dtype,
+                  k: int) -> tuple[list[TraceRecord], bytes, Callable[[int], np.ndarray]]:
+    """A cheat for tests and benchmarks, without a re-run: the honest trace ``records`` with record
+    ``k``'s tensor altered as ``alter_record`` alters it (``dtype``: its canonical dtype) and nothing
+    after it recomputed, so the first record it gets wrong is ``k``. Its (records, root, tensors)."""
+    bad = nudged(tensor_of(k), np.size(tensor_of(k)) // 3, 3)
+    cheat = [r if i != k else TraceRecord(r.step, r.op, tensor_digest(bad.astype(dtype))) for i, r in enumerate(records)]
+    return cheat, records_root(cheat), (lambda i: bad if i == k else tensor_of(i))
 
 
 def corrupt_op_job(model_name: str, inputs: bytes, model: Any = None, target: float = 0.5,

@@ -211,8 +211,7 @@ def load_model(name: str) -> Any:
 class InferWorkload:
     """``infer``: any model of the model registry over JSONL items; every record judged on chain."""
 
-    kind, code, trains, judged_on_chain, defaults = "infer", 1, False, True, None
-    models: tuple[str, ...] | None = None  # any model
+    kind, models, code, trains, judged_on_chain, defaults = "infer", None, 1, False, True, None
 
     def params(self, training: Any) -> Any:
         raise InputError("an infer job takes no 'training' section (use kind: train or finetune)")
@@ -250,4 +249,3 @@ class InferWorkload:
 
 
 register(InferWorkload())
-
