@@ -40,6 +40,7 @@ from functools import lru_cache
 
 import numpy as np
 
+from veracity.exact.blockq import HALF_FRAC
 from veracity.exact.intmath import bitlen, clip, isqrt, round_div
 from veracity.exact.spec import ACT_FRAC, ACT_MAX, NORM_STD_SHIFT
 
@@ -55,7 +56,7 @@ P_BITS = 16
 P_MAX = (1 << P_BITS) - 1
 EXP2_ROWS = 18  # the probability table covers u < 18 * 2**Z_FRAC (2**-18 rounds to 0)
 LOGIT_ROW = 2048  # a record's row holds at most this many int32 (one 8 KiB chunk)
-EMBED_SHIFT = 24 - ACT_FRAC  # Q8_0 scales are in 2**-24 units
+EMBED_SHIFT = HALF_FRAC - ACT_FRAC  # Q8_0 scales are in 2**-24 units
 
 
 @dataclass(frozen=True, eq=False)

@@ -22,9 +22,8 @@ from typing import Any
 import numpy as np
 
 from veracity.errors import ModelError
+from veracity.exact.blockq import BLOCK, HALF_FRAC  # weights per block; every fp16 is k * 2**-24
 
-HALF_FRAC = 24  # every fp16 value is an integer times 2**-24
-BLOCK = 32  # weights per block in Q4_0, Q4_1 and Q8_0
 SMOLLM2_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
 SUPPORTED = ("F32", "F16", "Q4_0", "Q4_1", "Q8_0")
 
