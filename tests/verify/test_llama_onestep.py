@@ -228,7 +228,7 @@ def test_row_max_and_pick(referee, fresh_rng):
     y[0, [5, 2100]] = 1 << 21  # a tie across rows: the first row's (the lower id) wins the pick
     y[1, [2050, 2060]] = 1 << 22  # a tie within a row: its first index
     y[2, -1] = 1 << 23  # the best in the padded row
-    rows = llm.logit_rows(y, WIDE)
+    rows = llm.linear_record(y, WIDE)
     m = llm.row_max(rows)
     chosen = llm.pick(m)
     w = llm.LOGIT_ROW
@@ -274,7 +274,7 @@ def test_the_longest_rows_fit_the_gas_target(referee, fresh_rng):
     assert call.call() == llm.wrmsnorm(x[None], gain)[0, 3]
     gas["wrmsnorm H=576"] = call.estimate_gas()
 
-    rows = llm.logit_rows(fresh_rng.integers(-(1 << 20), 1 << 20, size=(1, llm.LOGIT_ROW)), WIDE)
+    rows = llm.linear_record(fresh_rng.integers(-(1 << 20), 1 << 20, size=(1, llm.LOGIT_ROW)), WIDE)
     gas["row_max W=2048"] = referee.row_max(padded(rows[0, 0], 4), 4, llm.LOGIT_ROW, 0, 1).estimate_gas()
     for name, g in gas.items():
         print(f"llama one-step gas, {name}: {g}")

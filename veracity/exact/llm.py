@@ -230,9 +230,12 @@ def silu_gate(g: np.ndarray, u: np.ndarray, silu: np.ndarray) -> np.ndarray:
     return clip(round_div(s * np.asarray(u, dtype=np.int64), np.int64(1 << 8)), -WIDE_MAX, WIDE_MAX)
 
 
-def logit_rows(y: np.ndarray, out_max: int) -> np.ndarray:
-    """A [T, N] output wider than ``LOGIT_ROW`` as [T, ceil(N / W), W], padded below every value."""
+def linear_record(y: np.ndarray, out_max: int) -> np.ndarray:
+    """A block linear's [T, N] output as its record: [1, T, N]; or, wider than ``LOGIT_ROW`` (the LM
+    head's logits), [T, ceil(N / W), W], padded below every value."""
     t, n = y.shape
+    if n <= LOGIT_ROW:
+        return y.reshape(1, t, n)
     r = -(-n // LOGIT_ROW)
     out = np.full((t, r * LOGIT_ROW), -(out_max + 1), dtype=np.int64)
     out[:, :n] = y

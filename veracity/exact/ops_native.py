@@ -212,7 +212,7 @@ class NativeBackend(TorchBackend):
         """The Llama family's block-quantized linear in one C pass (the matrix packed once)."""
         x2 = np.asarray(_np(x), dtype=np.int64).reshape(-1, x.shape[-1])
         y = block_linear(x2, w.q, w.d, w.m, spec.ACT_FRAC, frac_out, out_max, _packed((w,)))
-        return llm.logit_rows(y, out_max) if y.shape[-1] > llm.LOGIT_ROW else y.reshape(1, x2.shape[0], -1)
+        return llm.linear_record(y, out_max)
 
     def block_linears(self, x: Any, ws: tuple[Any, ...], frac_out: int, out_max: int) -> list[np.ndarray]:
         """Block linears of one input as one matrix (their rows stacked, packed once): one call and

@@ -13,7 +13,7 @@ from typing import Any
 
 import numpy as np
 
-from veracity.exact import llm, spec
+from veracity.exact import blockq, llm, spec
 from veracity.exact.intmath import bitlen, isqrt, round_div  # noqa: F401  (re-exported)
 from veracity.exact.spec import QLinear, QNorm
 
@@ -46,12 +46,9 @@ class LlamaOps:
         return llm.qembed(w.q, w.d, ids)
 
     def block_linear(self, x: Array, w: Any, frac_out: int, out_max: int) -> Array:
-        from veracity.exact import blockq
-
-        t, k = x.shape[-2], x.shape[-1]
-        y = blockq.block_linear(np.asarray(x, dtype=np.int64).reshape(-1, k), w.q, w.d, w.m, spec.ACT_FRAC,
+        y = blockq.block_linear(np.asarray(x, dtype=np.int64).reshape(-1, x.shape[-1]), w.q, w.d, w.m, spec.ACT_FRAC,
                                 frac_out, out_max)
-        return llm.logit_rows(y, out_max) if y.shape[-1] > llm.LOGIT_ROW else y.reshape(1, t, -1)
+        return llm.linear_record(y, out_max)
 
     def wrmsnorm(self, x: Array, gain: Array) -> Array:
         return llm.wrmsnorm(x, gain)
