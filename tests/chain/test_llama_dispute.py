@@ -64,3 +64,28 @@ def test_the_lm_heads_logits_are_judged(actors, llama_job):
     a.d.disputes_client(a.validator.key).challenge(oid, honest[1])
     play(a, oid, players(a, oid, model, program, cheat, honest))
     assert a.client.market.order(oid).state_name == "overturned"
+
+
+@pytest.mark.parametrize("kind", ["blinear", "gqa_probs", "pick"])
+def test_an_honest_provider_wins_against_a_lying_challenger(actors, llama_job, kind):
+    """A challenger whose trace is wrong at one SmolLM2 record: the referee recomputes the honest
+    provider's element, the challenger loses its bond, and the result is finalized."""
+    from veracity.verify.sampling import bond_to_provider
+
+    a = actors
+    model, program, honest = llama_job
+    k = record_of(program, kind)
+    liar = altered_trace(honest[0], honest[2], CODE_DTYPES[program[k].dtype], k)
+    oid, _ = committed_order(a, program, honest[1], len(program))
+    prov0 = a.provider.token.balance_of(a.provider.address)
+    chal0 = a.validator.token.balance_of(a.validator.address)
+    disputes = a.d.disputes_client(a.validator.key)
+    disputes.challenge(oid, liar[1])
+    moves = play(a, oid, players(a, oid, model, program, honest, liar))
+    bond = disputes.game(oid).bond
+    assert disputes.game(oid).differ == k and any("called the referee" in m for m in moves), moves
+    assert a.validator.token.balance_of(a.validator.address) == chal0 - bond
+    assert a.provider.token.balance_of(a.provider.address) == prov0 + bond_to_provider(bond)
+    a.advance(601)
+    a.stranger.market.finalize(oid)
+    assert a.client.market.order(oid).state_name == "finalized"
