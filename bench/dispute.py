@@ -15,7 +15,21 @@ spot-check rate ``verify.sampling`` chooses for the devnet's figures (a check re
 so its CPU is the provider's run, times the rate). Last, a full game at a record of every kind
 SmolLM2's trace has (``LlamaReferee`` and ``LlamaAttentionReferee``).
 
+Each digits, MiniLM and SmolLM2 game is also played as a two-level game (``exact.levels``) on the
+same traces: the order posts the coarse program, the provider commits the coarse trace (the
+records a later step reads, and the outputs), the game bisects the coarse traces to one record,
+both parties open its step (``open_step``: the step's op-level trace), bisection goes on inside
+the step, then the record, chunk-tree descent, chunk and judgement as before. The corrupted
+record is the same; where altering one element of it does not reach any coarse record (a later
+op rounds it away, or the record is one nothing later reads), the two-level cheat alters every
+element of it by +50 and computes on; where even that does not reach one, the provider also
+claims a wrong digest for its step's next coarse record (nothing recomputed), so the game still
+lands on the corrupted record. A SmolLM2 provider's trace is not recomputed in either game
+(``sim.adversary.altered_trace``), so there the step's next coarse record is claimed whenever the
+corrupted record is not itself coarse.
+
     python bench/dispute.py --json bench/results/dispute.json
+    python bench/dispute.py --only digits --sizes 6 8   # a subset, while developing
 """
 
 from __future__ import annotations
@@ -39,7 +53,8 @@ from veracity.chain.devnet import deploy, dev_accounts
 from veracity.client.player import CHALLENGER, Player
 from veracity.exact import program as prog
 from veracity.exact import spec
-from veracity.exact.trace import decode_records
+from veracity.exact.levels import Levels
+from veracity.exact.trace import TraceRecord, decode_records, records_root
 from veracity.market.bids import Bid, sign_bid
 from veracity.verify.game import PROVIDER as PROVIDER_PARTY
 from veracity.verify.rows import padded
@@ -54,7 +69,7 @@ RECORDS_PER_BATCH = 6  # input, then linear and ReLU, linear and ReLU, linear: p
 class Metered:
     """A DisputesClient that notes the gas of every move it sends."""
 
-    MOVES = ("challenge", "reveal", "open_record", "descend", "reveal_chunk", "judge")
+    MOVES = ("challenge", "reveal", "open_step", "open_record", "descend", "reveal_chunk", "judge")
 
     def __init__(self, inner: Any, log: list[tuple[str, int]]) -> None:
         self.inner, self.log = inner, log
@@ -80,11 +95,12 @@ def job_inputs(n_records: int) -> bytes:
     return "".join(json.dumps({"pixels": images[i % len(images)].tolist()}) + "\n" for i in range(items)).encode()
 
 
-def settle(dep, accts, program: list[Any], sides: dict[str, Any], constants: Any, kind_code: int = 1
-           ) -> tuple[list[tuple[str, int]], Any, str, float]:
+def settle(dep, accts, program: list[Any], sides: dict[str, Any], constants: Any, kind_code: int = 1,
+           levels: Levels | None = None) -> tuple[list[tuple[str, int]], Any, str, float]:
     """Open an order for ``program``, have the provider commit its (cheating) side's trace, and
     play the game against the honest challenger to settlement: (metered moves, game, order
-    state, wall seconds)."""
+    state, wall seconds). A side is (records, root, tensor of a full index), and with ``levels``
+    (a two-level game: ``program`` the coarse one) also its step records (``Player.step_records``)."""
     client, provider, challenger = accts[1], accts[2], accts[3]
     _, _, _, cmarket = dep.clients(client.key)
     _, _, preg, pmarket = dep.clients(provider.key)
@@ -101,7 +117,8 @@ def settle(dep, accts, program: list[Any], sides: dict[str, Any], constants: Any
     moves: list[tuple[str, int]] = []
     prov = Metered(dep.disputes_client(provider.key), moves)
     chal = Metered(dep.disputes_client(challenger.key), moves)
-    players = [Player(party, d, dep.referees, oid, sides[who][0], program, sides[who][2], constants)
+    players = [Player(party, d, dep.referees, oid, sides[who][0], program, sides[who][2], constants, levels,
+                      sides[who][3] if levels is not None else None)
                for party, d, who in ((PROVIDER_PARTY, prov, "provider"), (CHALLENGER, chal, "challenger"))]
     t0 = time.perf_counter()
     chal.challenge(oid, sides["challenger"][1])
@@ -126,25 +143,124 @@ def summary(program: list[Any], k: int, moves: list[tuple[str, int]]) -> dict[st
             "gas": sum(gas for _, gas in moves), "gas_judge": sum(gas for m, gas in moves if m == "judge")}
 
 
+def summary_two(levels: Levels, k: int, moves: list[tuple[str, int]]) -> dict[str, Any]:
+    """A settled two-level game over record ``k`` (a full index): its rounds by phase (coarse
+    bisection, opening the step, bisection inside it, then the record, chunk-tree levels, chunk
+    and judgement) against ceil(log2 records) + 8 for the full program's records, and its gas."""
+    kinds = [m for m, _ in moves]
+    at = kinds.index("open_step") if "open_step" in kinds else len(kinds)
+    phases = {"coarse_bisection": kinds[:at].count("reveal") // 2, "open_step": kinds.count("open_step") // 2,
+              "step_bisection": kinds[at:].count("reveal") // 2,
+              "inside": kinds.count("open_record") // 2 + kinds.count("descend") // 2 +
+              (1 if "reveal_chunk" in kinds else 0) + kinds.count("judge")}
+    n = len(levels.program)
+    elements = sum(int(np.prod(d.dims)) for d in levels.program)
+    return {"records": n, "coarse_records": len(levels.coarse), "step": levels.program[k].step,
+            "step_records": len(levels.steps[levels.program[k].step]), **phases, "rounds": sum(phases.values()),
+            "bound": math.ceil(math.log2(n)) + 8, "bound_elements": math.ceil(math.log2(elements)) + 8,
+            "gas_total": sum(gas for _, gas in moves),
+            "gas_bisection": sum(gas for m, gas in moves if m in ("challenge", "reveal")),
+            "gas_open_step": sum(gas for m, gas in moves if m == "open_step"),
+            "gas_judgement": sum(gas for m, gas in moves if m == "judge")}
+
+
+def alter_all(k: int) -> Any:
+    """Every element of record ``k`` moved by 50 (as tests/chain/test_levels_dispute.py's
+    ``alter_first``): a change the ops after it do not round away."""
+    return lambda i, op, x: np.asarray(x, dtype=np.int64) + 50 if i == k else x
+
+
+def captured_run(model_name: str, inputs: bytes, model: Any, tamper: Any, wanted: set[int]
+                 ) -> tuple[list[TraceRecord], dict[int, np.ndarray]]:
+    """One numpy run of an ``infer`` job with every record traced (single-level), keeping the
+    tensors of records ``wanted`` (what ``record_tensors`` keeps, from the same run)."""
+    from veracity.workloads.infer import keeping, run_infer_job
+
+    hook, kept = keeping(wanted, tamper)
+    result = run_infer_job(model_name, inputs, backend="numpy", model=model, tamper=hook, coarse=False)
+    records = decode_records(result.trace)
+    assert records_root(records) == result.trace_root
+    return records, kept
+
+
+def two_level_cheat(levels: Levels, k: int, honest: list[TraceRecord], cheat: list[TraceRecord],
+                    rerun: Any = None) -> tuple[list[TraceRecord], Any, str] | None:
+    """The cheating provider's full records for the two-level game at record ``k``, a tensor getter
+    when they had to be recomputed (None: the single-level cheat's), and how it cheated: its
+    single-level trace when the change reaches a coarse record; else (``rerun(tamper)``: records
+    and tensors) every element of ``k`` moved by 50; else its step's next coarse record claimed
+    wrong too. None when no coarse record at or after ``k`` in its step can show it."""
+    coarse = levels.coarse_records(honest)
+    if levels.coarse_records(cheat) != coarse:
+        return cheat, None, "one element"
+    if rerun is not None:
+        try:
+            records, tensors = rerun(alter_all(k))
+        except Exception:  # an op refused the altered values (out of its range): claim instead
+            records = None
+        if records is not None and levels.coarse_records(records) != coarse:
+            return records, tensors.get, "all +50"
+    s = levels.program[k].step
+    e = next((i for i in levels.steps[s] if i >= k and i in levels.coarse_index), None)
+    if e is None:
+        return None
+    claimed = list(cheat)
+    claimed[e] = TraceRecord(claimed[e].step, claimed[e].op, bytes(b ^ 0xFF for b in claimed[e].digest))
+    return claimed, None, f"+ {e} claimed"
+
+
+def two_level_game(dep, accts, levels: Levels, k: int, full: dict[str, tuple[list[TraceRecord], Any]],
+                   constants: Any) -> dict[str, Any]:
+    """The two-level game over the same (full) traces: each side commits its coarse trace and, in
+    the dispute, its step's op-level records (cut from its full trace: the bits a re-run hashes)."""
+    coarse_program = levels.coarse_program()
+    sides = {}
+    for who, (records, tensor) in full.items():
+        coarse = levels.coarse_records(records)
+        sides[who] = (coarse, records_root(coarse), tensor, lambda s, records=records: levels.step_records(s, records))
+    moves, g, state, wall = settle(dep, accts, coarse_program, sides, constants, levels=levels)
+    s = levels.program[k].step
+    assert g.fine and g.offset == levels.first[s] and levels.steps[s][g.differ] == k and state == "overturned", \
+        (g.fine, g.offset, g.differ, k, state)
+    return {**summary_two(levels, k, moves), "wall_s": wall, "outcome": state}
+
+
 def game(dep, accts, n: int, model: Any, rng: np.random.Generator, model_name: str = MODEL,
-         inputs: bytes | None = None, k: int | None = None) -> dict[str, Any]:
+         inputs: bytes | None = None, k: int | None = None, check_coarse: bool = False) -> dict[str, Any]:
+    """A single-level game at record ``k`` (random if None), then the two-level one on the same
+    traces (``two_level``); ``check_coarse``: check the coarse trace cut from the full one is the
+    one a provider's run commits."""
     from veracity.sim.adversary import alter_record
-    from veracity.workloads.infer import job_program, record_tensors, run_infer_job
+    from veracity.workloads.infer import job_program, run_infer_job
 
     inputs = inputs if inputs is not None else job_inputs(n)
     program = job_program(model_name, inputs, model)
+    levels = Levels.of(program)
     k = int(rng.integers(len(program))) if k is None else k
-    sides = {}
-    for who, cheat in (("provider", True), ("challenger", False)):
-        result = run_infer_job(model_name, inputs, backend="numpy", model=model, tamper=alter_record(k) if cheat else None)
-        wanted = {k, *[i for i in program[k].inputs if i < len(program)]}
-        tensors = record_tensors(model_name, inputs, wanted, model=model, tamper=alter_record(k) if cheat else None)
-        sides[who] = (decode_records(result.trace), result.trace_root, tensors.get)
-    moves, g, state, wall = settle(dep, accts, program, sides, lambda desc: prog.constants(model, desc))
+    wanted = {k, *[i for i in program[k].inputs if i < len(program)]}
+    full = {who: captured_run(model_name, inputs, model, alter_record(k) if cheat else None, wanted)
+            for who, cheat in (("provider", True), ("challenger", False))}
+    sides = {who: (records, records_root(records), tensors.get) for who, (records, tensors) in full.items()}
+    constants = lambda desc: prog.constants(model, desc)  # noqa: E731
+    moves, g, state, wall = settle(dep, accts, program, sides, constants)
     assert g.differ == k and state == "overturned", (g.differ, k, state)
-    return {**summary(program, k, moves), "items": len(program) // RECORDS_PER_BATCH * 32,
-            "gas_bisection": sum(gas for m, gas in moves if m in ("challenge", "reveal")),
-            "wall_s": wall, "outcome": state}
+    out = {**summary(program, k, moves), "items": len(program) // RECORDS_PER_BATCH * 32,
+           "gas_bisection": sum(gas for m, gas in moves if m in ("challenge", "reveal")),
+           "wall_s": wall, "outcome": state}
+    if check_coarse:
+        committed = run_infer_job(model_name, inputs, backend="numpy", model=model).trace_root
+        assert committed == records_root(levels.coarse_records(full["challenger"][0])), "coarse trace differs"
+    cheat = two_level_cheat(levels, k, full["challenger"][0], full["provider"][0],
+                            lambda tamper: captured_run(model_name, inputs, model, tamper, wanted))
+    if cheat is None:
+        out["two_level"] = None
+        return out
+    records, tensor, how = cheat
+    two = two_level_game(dep, accts, levels, k, {"provider": (records, tensor or full["provider"][1].get),
+                                                 "challenger": (full["challenger"][0], full["challenger"][1].get)},
+                         constants)
+    out["two_level"] = {**two, "cheat": how}
+    return out
 
 
 def minilm_judgements(dep, accts, rng: np.random.Generator) -> list[dict[str, Any]]:
@@ -245,14 +361,14 @@ def llama_judgements(dep, accts) -> list[dict[str, Any]]:
     from veracity.exact.trace import CODE_DTYPES
     from veracity.models.registry import load
     from veracity.sim.adversary import altered_trace
-    from veracity.workloads.infer import job_program, record_tensors, run_infer_job
+    from veracity.workloads.infer import job_program
 
     model = load("smollm2")
     inputs = (json.dumps({"messages": [{"role": "user", "content": "Hi"}], "max_tokens": 2}) + "\n").encode()
     program = job_program("smollm2", inputs, model)
-    honest = run_infer_job("smollm2", inputs, backend="torch", model=model)
-    tensors = record_tensors("smollm2", inputs, set(range(len(program))), model=model)
-    records = decode_records(honest.trace)
+    levels = Levels.of(program)
+    records, tensors = captured_run("smollm2", inputs, model, None, set(range(len(program))))
+    root = records_root(records)
     second = next(i for i, d in enumerate(program) if d.op == "next.token") + 1  # the first decode pass
     picks = []
     for kind in LLAMA_KINDS:
@@ -263,80 +379,198 @@ def llama_judgements(dep, accts) -> list[dict[str, Any]]:
     out = []
     for k in picks:
         sides = {"provider": altered_trace(records, tensors.get, CODE_DTYPES[program[k].dtype], k),
-                 "challenger": (records, honest.trace_root, tensors.get)}
-        moves, g, state, _ = settle(dep, accts, program, sides, lambda desc: prog.constants(model, desc))
+                 "challenger": (records, root, tensors.get)}
+        constants = lambda desc: prog.constants(model, desc)  # noqa: E731
+        moves, g, state, _ = settle(dep, accts, program, sides, constants)
         assert g.differ == k and state == "overturned", (g.differ, k, state)
-        out.append(summary(program, k, moves))
+        row = summary(program, k, moves)
+        cheat = two_level_cheat(levels, k, records, sides["provider"][0])
+        if cheat is None:
+            row["two_level"] = None
+        else:
+            two = two_level_game(dep, accts, levels, k, {"provider": (cheat[0], sides["provider"][2]),
+                                                         "challenger": (records, tensors.get)}, constants)
+            row["two_level"] = {**two, "cheat": cheat[2]}
+        out.append(row)
     return out
+
+
+PARTS = ("digits", "minilm", "train", "llama", "cost")
+
+
+def two_cells(t: dict[str, Any] | None) -> list[str]:
+    """A kind table's two-level cells: rounds, whole game's gas, judgement, how the provider cheated."""
+    if t is None:
+        return ["-", "-", "-", "no coarse record shows it"]
+    return [str(t["rounds"]), f"{t['gas_total']:,}", f"{t['gas_judgement']:,}", t["cheat"]]
 
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--json", type=Path)
     ap.add_argument("--seed", type=int, default=7)
+    ap.add_argument("--only", nargs="+", choices=PARTS, default=list(PARTS),
+                    help="run these parts only (while developing; the JSON then holds only their keys)")
+    ap.add_argument("--sizes", nargs="+", type=int, default=[6, 8, 10, 12],
+                    help="the digits games' log2 record counts")
     args = ap.parse_args()
     from veracity.models.registry import load
 
     rng = np.random.default_rng(args.seed)
     model = load(MODEL)
     node = Anvil(accounts=5)
-    console = Console(width=130)
+    console = Console(width=165)
+    games: list[dict[str, Any]] = []
+    judged: list[dict[str, Any]] = []
+    trained: list[dict[str, Any]] = []
+    llama: list[dict[str, Any]] = []
+    gas_one = None
+    t_start = time.perf_counter()
     try:
         accts = dev_accounts(5)
         dep = deploy(node.rpc_url, accts[0], accts)
-        games = []
-        for e in range(6, 13, 2):
-            with console.status(f"a full game over a trace of about 2^{e} records"):
-                games.append(game(dep, accts, 1 << e, model, rng))
-        gas_one = one_step_gas(dep, rng)
-        with console.status("a full game at each kind of MiniLM record"):
-            judged = minilm_judgements(dep, accts, rng)
-        with console.status("a full game at each kind of training record"):
-            trained = train_judgements(dep, accts)
-        with console.status("a full game at each kind of SmolLM2 record"):
-            llama = llama_judgements(dep, accts)
+        if "digits" in args.only:
+            for e in args.sizes:
+                with console.status(f"a full game over a trace of about 2^{e} records (one level, then two)"):
+                    games.append(game(dep, accts, 1 << e, model, rng, check_coarse=True))
+        if "cost" in args.only:
+            gas_one = one_step_gas(dep, rng)
+        if "minilm" in args.only:
+            with console.status("a full game at each kind of MiniLM record (one level, then two)"):
+                judged = minilm_judgements(dep, accts, rng)
+        if "train" in args.only:
+            with console.status("a full game at each kind of training record"):
+                trained = train_judgements(dep, accts)
+        if "llama" in args.only:
+            with console.status("a full game at each kind of SmolLM2 record (one level, then two)"):
+                llama = llama_judgements(dep, accts)
     finally:
         node.stop()
-    cost = verify_cost()
-    table = Table("records", "elements n", "items", "corrupted record", "rounds", "ceil(log2 n) + 8", "gas, whole game",
-                  "of it bisection", "judgement", "wall", "outcome",
-                  title="full dispute games on anvil (digits-MLP traces, a provider that altered one element, honest challenger)")
-    for g in games:
-        table.add_row(str(g["n"]), f"{g['elements']:,}", str(g["items"]), f"{g['record']} ({g['kind']})",
-                      str(g["rounds"]), str(g["bound"]), f"{g['gas']:,}", f"{g['gas_bisection']:,}",
-                      f"{g['gas_judge']:,}", f"{g['wall_s']:.1f}s", g["outcome"])
-    console.print(table)
-    for first, title, rows in (
+    cost = verify_cost() if "cost" in args.only else None
+    if games:
+        table = Table("records", "elements n", "items", "corrupted record", "rounds", "ceil(log2 n) + 8",
+                      "gas, whole game", "of it bisection", "judgement", "wall", "outcome",
+                      title="full dispute games on anvil (digits-MLP traces, a provider that altered one element, "
+                            "honest challenger)")
+        for g in games:
+            table.add_row(str(g["n"]), f"{g['elements']:,}", str(g["items"]), f"{g['record']} ({g['kind']})",
+                          str(g["rounds"]), str(g["bound"]), f"{g['gas']:,}", f"{g['gas_bisection']:,}",
+                          f"{g['gas_judge']:,}", f"{g['wall_s']:.1f}s", g["outcome"])
+        console.print(table)
+        rounds = Table("records", "coarse records", "corrupted record", "its step's records", "cheat",
+                       "coarse bisection", "open_step", "step bisection", "record, descent, chunk, judge", "rounds",
+                       "1-level rounds", "ceil(log2 records) + 8",
+                       title="the same games, two-level: rounds (the coarse trace committed; the disputed step's "
+                             "op-level trace opened in the game)")
+        gas = Table("records", "corrupted record", "gas, whole game", "1-level", "of it bisection", "of it open_step",
+                    "judgement", "1-level judgement", "wall", "outcome", title="the same games, two-level: gas")
+        for g in games:
+            t = g["two_level"]
+            if t is None:
+                rounds.add_row(str(g["n"]), "-", f"{g['record']} ({g['kind']})", "-", "no coarse record shows it",
+                               *["-"] * 7)
+                continue
+            rounds.add_row(str(t["records"]), str(t["coarse_records"]), f"{g['record']} ({g['kind']})",
+                           str(t["step_records"]), t["cheat"], str(t["coarse_bisection"]), str(t["open_step"]),
+                           str(t["step_bisection"]), str(t["inside"]), str(t["rounds"]), str(g["rounds"]),
+                           str(t["bound"]))
+            gas.add_row(str(t["records"]), f"{g['record']} ({g['kind']})", f"{t['gas_total']:,}", f"{g['gas']:,}",
+                        f"{t['gas_bisection']:,}", f"{t['gas_open_step']:,}", f"{t['gas_judgement']:,}",
+                        f"{g['gas_judge']:,}", f"{t['wall_s']:.1f}s", t["outcome"])
+        console.print(rounds)
+        console.print(gas)
+    for first, title, rows, two in (
             ("MiniLM record", "the final step for every kind of record (MiniLM, 5 sentences; the referee's whole call)",
-             judged),
+             judged, True),
             ("training record", "the final step for every kind of training record (digits MLP, Adam, batch 32, "
-             "step 2 of 2)", trained),
+             "step 2 of 2)", trained, False),
             ("SmolLM2 record", "the final step for every kind of SmolLM2 record (a chat prompt, 2 tokens; "
-             "LlamaReferee / LlamaAttentionReferee)", llama)):
-        jt = Table(first, "kind", "rounds", "ceil(log2 n) + 8", "gas, whole game", "judgement (the final step)",
-                   title=title)
+             "LlamaReferee / LlamaAttentionReferee)", llama, True)):
+        if not rows:
+            continue
+        heads = [first, "kind", "rounds", "ceil(log2 n) + 8", "gas, whole game", "judgement (the final step)"]
+        if two:
+            bound = rows[0]["two_level"]["bound"] if rows[0].get("two_level") else "-"
+            heads += ["2-level rounds", "2-level gas, whole game", "2-level judgement", "2-level cheat"]
+            title += f"; 2-level bound ceil(log2 records) + 8 = {bound}"
+        jt = Table(*heads, title=title)
         for g in rows:
             jt.add_row(f"{g['record']} {g['op']}", g["kind"], str(g["rounds"]), str(g["bound"]), f"{g['gas']:,}",
-                       f"{g['gas_judge']:,}")
+                       f"{g['gas_judge']:,}", *(two_cells(g.get("two_level")) if two else []))
         console.print(jt)
-    console.print(f"OneStep alone, the widest element (smoothed linear, K=1536): {gas_one:,}")
-    console.print(f"spot-check rate {cost['rate']:.4f}; a check costs {cost['check_cpu_s']:.2f} CPU-s for a "
-                  f"{cost['provider_cpu_s']:.2f} CPU-s job -> verify_cost_ratio {cost['verify_cost_ratio']:.4f}")
+    if gas_one is not None and cost is not None:
+        console.print(f"OneStep alone, the widest element (smoothed linear, K=1536): {gas_one:,}")
+        console.print(f"spot-check rate {cost['rate']:.4f}; a check costs {cost['check_cpu_s']:.2f} CPU-s for a "
+                      f"{cost['provider_cpu_s']:.2f} CPU-s job -> verify_cost_ratio {cost['verify_cost_ratio']:.4f}")
     every = games + judged + trained + llama
     assert all(g["rounds"] <= g["bound"] for g in every), "a game took more rounds than ceil(log2 n) + 8"
-    result = {"rounds_max": max(g["rounds"] for g in every), "gas_full_game": max(g["gas"] for g in every),
-              "rounds_scope": "n is the trace's elements (every record's tensor); a round is both parties' "
-                              "moves at one query, the chunk reveal, or the judgement",
-              "gas_full_game_scope": "challenge to settlement: bisection, opening, chunk-tree descent, chunk, "
-                                     "one-step judgement (both parties and the judge)",
-              "gas_one_step": max(g["gas_judge"] for g in every),
-              "gas_one_step_scope": "the referee's whole judgement call (proofs of every input row and OneStep), "
-                                    "the largest over every kind of record",
-              "gas_onestep_widest_linear": gas_one, "verify_cost_ratio": cost["verify_cost_ratio"],
-              "games": games, "minilm_judgements": judged, "train_judgements": trained,
-              "gas_one_step_train": max(g["gas_judge"] for g in trained),
-              "llama_judgements": llama, "gas_one_step_llama": max(g["gas_judge"] for g in llama),
-              "rounds_max_llama": max(g["rounds"] for g in llama), **cost}
+    twos = [g["two_level"] for g in games + judged + llama if g.get("two_level")]
+    digits_twos = [g["two_level"] for g in games if g.get("two_level")]
+    kind_games = [g for g in judged + llama if g.get("two_level")]
+    over = max((t["rounds"] - t["bound"] for t in digits_twos), default=None)
+    over_kinds = max((g["two_level"]["rounds"] - g["two_level"]["bound"] for g in kind_games), default=None)
+    one_over_kinds = max((g["rounds"] - g["two_level"]["bound"] for g in kind_games), default=None)
+    over_elements = max((t["rounds"] - t["bound_elements"] for t in twos), default=None)
+    judge_max = max((t["gas_judgement"] for t in twos), default=None)
+    if twos:
+        console.print(f"two-level: rounds at most {max(t['rounds'] for t in twos)}, whole games at most "
+                      f"{max(t['gas_total'] for t in twos):,} gas, judgements at most {judge_max:,} gas; rounds "
+                      f"over the single-level bound (ceil(log2 n) + 8) at most {over_elements:+d}")
+        if over is not None:
+            console.print(f"two-level digits games: rounds over ceil(log2 records) + 8 at most {over:+d}")
+        if over_kinds is not None:
+            console.print(f"two-level MiniLM and SmolLM2 games: rounds over ceil(log2 records) + 8 at most "
+                          f"{over_kinds:+d} (their single-level games, over the same bound: {one_over_kinds:+d})")
+        if over is not None and over > 0:
+            console.print("[bold red]a two-level digits game took more rounds than ceil(log2 records) + 8[/]")
+        if judge_max >= 3_000_000:
+            console.print("[bold red]a two-level judgement took 3,000,000 gas or more[/]")
+    console.print(f"whole bench: {time.perf_counter() - t_start:.0f}s")
+    result: dict[str, Any] = {}
+    if every:
+        result.update({"rounds_max": max(g["rounds"] for g in every), "gas_full_game": max(g["gas"] for g in every),
+                       "rounds_scope": "n is the trace's elements (every record's tensor); a round is both parties' "
+                                       "moves at one query, the chunk reveal, or the judgement",
+                       "gas_full_game_scope": "challenge to settlement: bisection, opening, chunk-tree descent, "
+                                              "chunk, one-step judgement (both parties and the judge)",
+                       "gas_one_step": max(g["gas_judge"] for g in every),
+                       "gas_one_step_scope": "the referee's whole judgement call (proofs of every input row and "
+                                             "OneStep), the largest over every kind of record"})
+    if gas_one is not None:
+        result["gas_onestep_widest_linear"] = gas_one
+    if cost is not None:
+        result["verify_cost_ratio"] = cost["verify_cost_ratio"]
+    if games:
+        result["games"] = games
+    if judged:
+        result["minilm_judgements"] = judged
+    if trained:
+        result.update({"train_judgements": trained, "gas_one_step_train": max(g["gas_judge"] for g in trained)})
+    if llama:
+        result.update({"llama_judgements": llama, "gas_one_step_llama": max(g["gas_judge"] for g in llama),
+                       "rounds_max_llama": max(g["rounds"] for g in llama)})
+    if cost is not None:
+        result.update(cost)
+    if twos:
+        result.update({
+            "two_level_rounds_max": max(t["rounds"] for t in twos),
+            "two_level_rounds_max_over_bound": over,
+            "two_level_rounds_max_over_bound_scope": "the digits games (`games`): max of rounds - (ceil(log2 "
+                                                     "records) + 8), records the full program's",
+            "two_level_rounds_max_over_bound_kinds": over_kinds,
+            "one_level_rounds_max_over_bound_kinds": one_over_kinds,
+            "two_level_rounds_max_over_bound_kinds_scope": "the MiniLM and SmolLM2 games, the same bound, two-level "
+                                                           "and (one_level_...) single-level: their records are "
+                                                           "wide, so the chunk-tree descent alone takes up to 7",
+            "two_level_rounds_max_over_elements_bound": over_elements,
+            "two_level_gas_full_game": max(t["gas_total"] for t in twos),
+            "two_level_judgement_gas_max": judge_max,
+            "two_level_scope": "the two-level game (exact.levels) on the same traces and corrupted record as the "
+                               "single-level one (each game's `two_level`: null where no coarse record can show "
+                               "the change): rounds are coarse bisection + open_step + bisection inside the step + "
+                               "record, chunk-tree descent, chunk and judgement; the bound is ceil(log2 records) + 8 "
+                               "over the full program's records; gas is challenge to settlement, both parties and "
+                               "the judge"})
     write_json(args.json, result)
     return 0
 

@@ -55,10 +55,12 @@ def interleaved(runs: dict[str, Callable[[], Any]], repeats: int) -> dict[str, f
     return {k: statistics.median(v) for k, v in samples.items()}
 
 
-def exact_runner(model: Any, items: list[Any], backend: Any, trace: bool) -> Callable[[], Any]:
+def exact_runner(model: Any, items: list[Any], backend: Any, trace: str | None) -> Callable[[], Any]:
+    """One exact run: untraced (None), with the coarse trace a provider commits ("coarse",
+    ``exact.levels``), or with every op's record hashed ("full": a single-level trace)."""
     def run() -> Any:
         tr = Trace() if trace else None
-        out = model.run(Exec(backend, tr), items)
+        out = model.run(Exec(backend, tr, coarse=trace == "coarse"), items)
         if tr:
             tr.root()
             tr.close()
@@ -152,8 +154,8 @@ def main() -> int:
 
         reps = max(args.repeats, 4096 // mb * args.repeats // 4)
         mlp_times[mb] = interleaved({"float": float_mlp_run,
-                                     "exact": exact_runner(exact_mlp, mlp_items, tb, False),
-                                     "exact_trace": exact_runner(exact_mlp, mlp_items, tb, True)}, reps)
+                                     "exact": exact_runner(exact_mlp, mlp_items, tb, None),
+                                     "exact_trace": exact_runner(exact_mlp, mlp_items, tb, "coarse")}, reps)
     t_mlp = mlp_times[args.batch]
     acc_exact = float((exact_mlp.predict(Exec(tb), data["x_test"]) == data["y_test"]).mean())
     acc_float = mlp.float_accuracy(float_m.cpu(), data["x_test"], data["y_test"])
@@ -171,8 +173,9 @@ def main() -> int:
             return torch.nn.functional.normalize(h.mean(1), dim=-1).cpu()
 
     t_lm = interleaved({"float": float_minilm_run,
-                        "exact": exact_runner(enc, items, tb, False),
-                        "exact_trace": exact_runner(enc, items, tb, True)}, args.repeats)
+                        "exact": exact_runner(enc, items, tb, None),
+                        "exact_trace": exact_runner(enc, items, tb, "coarse"),
+                        "exact_full_trace": exact_runner(enc, items, tb, "full")}, args.repeats)
     where = breakdown(enc, items, tb)
 
     sents = (ROOT / "tests" / "data" / "sentences.txt").read_text().splitlines()
@@ -207,6 +210,9 @@ def main() -> int:
                                         "float_ms": t["float"] * 1e3} for b, t in mlp_times.items()},
         "minilm_ratio": t_lm["exact_trace"] / t_lm["float"],
         "minilm_ratio_no_trace": t_lm["exact"] / t_lm["float"],
+        "minilm_ratio_full_trace": t_lm["exact_full_trace"] / t_lm["float"],
+        "minilm_trace_overhead": t_lm["exact_trace"] / t_lm["exact"],  # coarse traced over untraced, same run
+        "minilm_full_trace_overhead": t_lm["exact_full_trace"] / t_lm["exact"],
         "seconds": {"mlp": {str(b): t for b, t in mlp_times.items()}, "minilm": t_lm},
         "minilm_cos_min": float(cos.min()), "minilm_cos_mean": float(cos.mean()),
         "minilm_sentences": len(sents),
@@ -225,6 +231,8 @@ def main() -> int:
     table.add_row(f"MiniLM ratio, {args.batch}x{args.seq} (traced / untraced)",
                   f"{result['minilm_ratio']:.2f} / {result['minilm_ratio_no_trace']:.2f}  "
                   f"(float {t_lm['float']:.3f} s, exact {t_lm['exact']:.3f} s, traced {t_lm['exact_trace']:.3f} s)")
+    table.add_row("MiniLM trace overhead: coarse / every op (traced over untraced)",
+                  f"{result['minilm_trace_overhead']:.3f} / {result['minilm_full_trace_overhead']:.3f}")
     table.add_row(f"MiniLM cosine to float, {len(sents)} sentences", f"min {cos.min():.4f}, mean {cos.mean():.4f}")
     table.add_row("digits accuracy float / exact", f"{acc_float:.4f} / {acc_exact:.4f}")
     table.add_row("bit-identical (torch 2T, 1T, numpy" + (", cuda" if device == "cuda" else "") + ")",

@@ -34,7 +34,7 @@ def job():
 def side(model, inputs, n, at=None):
     """A party's trace and its record tensors: honest, or corrupted at record ``at``."""
     fresh = (lambda: corrupt_tamper(MODEL_NAME, inputs, model, at=at)) if at is not None else (lambda: None)
-    result = run_infer_job(MODEL_NAME, inputs, backend="numpy", model=model, tamper=fresh())
+    result = run_infer_job(MODEL_NAME, inputs, backend="numpy", model=model, tamper=fresh(), coarse=False)
     tensors = record_tensors(MODEL_NAME, inputs, set(range(n)), model=model, tamper=fresh())
     return decode_records(result.trace), result.trace_root, tensors.get
 
@@ -67,7 +67,7 @@ def scores_cheat_challenged(a, minilm_job):
     with the honest root: (that record, the order, the challenger's client, both players)."""
     model, inputs, program, honest = minilm_job
     k = next(i for i, d in enumerate(program) if d.kind == prog.SCORES)
-    result = run_infer_job("minilm", inputs, backend="numpy", model=model, tamper=alter_record(k))
+    result = run_infer_job("minilm", inputs, backend="numpy", model=model, tamper=alter_record(k), coarse=False)
     tensors = record_tensors("minilm", inputs, set(range(len(program))), model=model, tamper=alter_record(k))
     cheat = (decode_records(result.trace), result.trace_root, tensors.get)
     oid, _ = committed_order(a, program, cheat[1], len(program))
@@ -183,7 +183,7 @@ def minilm_job():
     model = load("minilm")
     inputs = "".join(json.dumps({"text": t}) + "\n" for t in MINILM_TEXTS).encode()
     program = job_program("minilm", inputs, model)
-    honest = run_infer_job("minilm", inputs, backend="numpy", model=model)
+    honest = run_infer_job("minilm", inputs, backend="numpy", model=model, coarse=False)
     tensors = record_tensors("minilm", inputs, set(range(len(program))), model=model)
     return model, inputs, program, (decode_records(honest.trace), honest.trace_root, tensors.get)
 
@@ -197,7 +197,7 @@ def test_every_minilm_op_is_judged_to_one_element(actors, minilm_job, kind):
     a = actors
     model, inputs, program, honest = minilm_job
     k = next(i for i, d in enumerate(program) if prog.KIND_NAMES[d.kind] == kind and (kind != "input" or i > 0))
-    result = run_infer_job("minilm", inputs, backend="numpy", model=model, tamper=alter_record(k))
+    result = run_infer_job("minilm", inputs, backend="numpy", model=model, tamper=alter_record(k), coarse=False)
     tensors = record_tensors("minilm", inputs, set(range(len(program))), model=model, tamper=alter_record(k))
     cheat = (decode_records(result.trace), result.trace_root, tensors.get)
     oid, bid = committed_order(a, program, cheat[1], len(program))
@@ -216,7 +216,7 @@ def gpt_job():
     model = load("tiny-gpt")
     inputs = (json.dumps({"text": "the cat ", "max_tokens": 3}) + "\n").encode()
     program = job_program("tiny-gpt", inputs, model)
-    honest = run_infer_job("tiny-gpt", inputs, backend="numpy", model=model)
+    honest = run_infer_job("tiny-gpt", inputs, backend="numpy", model=model, coarse=False)
     tensors = record_tensors("tiny-gpt", inputs, set(range(len(program))), model=model)
     return model, inputs, program, (decode_records(honest.trace), honest.trace_root, tensors.get)
 
@@ -228,7 +228,7 @@ def test_generation_is_judged_token_by_token(actors, gpt_job, kind, nth):
     a = actors
     model, inputs, program, honest = gpt_job
     k = [i for i, d in enumerate(program) if prog.KIND_NAMES[d.kind] == kind][nth]
-    result = run_infer_job("tiny-gpt", inputs, backend="numpy", model=model, tamper=alter_record(k))
+    result = run_infer_job("tiny-gpt", inputs, backend="numpy", model=model, tamper=alter_record(k), coarse=False)
     tensors = record_tensors("tiny-gpt", inputs, set(range(len(program))), model=model, tamper=alter_record(k))
     cheat = (decode_records(result.trace), result.trace_root, tensors.get)
     oid, _ = committed_order(a, program, cheat[1], len(program))

@@ -21,7 +21,7 @@ def llama_job():
     model = loaded("smollm2")
     inputs = (json.dumps({"prompt": "The sky is", "max_tokens": 2}) + "\n").encode()
     program = job_program("smollm2", inputs, model)
-    honest = run_infer_job("smollm2", inputs, backend="torch", model=model)
+    honest = run_infer_job("smollm2", inputs, backend="torch", model=model, coarse=False)
     tensors = record_tensors("smollm2", inputs, set(range(len(program))), model=model)
     return model, program, (decode_records(honest.trace), honest.trace_root, tensors.get)
 

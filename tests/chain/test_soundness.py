@@ -162,7 +162,7 @@ def test_13_a_bond_is_priced_by_what_the_game_holds_up_and_pays_the_delay(actors
     oid, bid, cheat, honest = cheated(a, collateral=400 * TOKEN)
     disputes = a.d.disputes_client(a.stranger.key)
     bond = disputes.bond_for(oid)
-    rounds = N.bit_length() + 40
+    rounds = N.bit_length() + 72  # the coarse bisection, then at most 72 rounds below it (Disputes.INSIDE_ROUNDS)
     assert bond == a.d.dispute_bond + (bid.price + bid.collateral) * rounds * 10 // 10_000
     prov0 = a.provider.token.balance_of(a.provider.address)
     for _ in range(2):  # bogus challenges: each delays the provider, and each pays it for that
@@ -329,7 +329,7 @@ def mlp_result():
     m = loaded("digits-mlp")
     items = [np.arange(64) % 17, (np.arange(64) * 5) % 17, (np.arange(64) * 3) % 17]
     program = build(m, items, batch_size=1)  # one output record per image
-    result = infer(m, items, backend="numpy", batch_size=1)
+    result = infer(m, items, backend="numpy", batch_size=1, coarse=False)  # a single-level order: every record
     return program, program_root(program), result.records, output_records(program)
 
 

@@ -3,6 +3,7 @@ claim loses its bond to the provider, and the client's job settles as usual. It 
 while its job loop is busy building the programs of heavy (legal) specs (hole 12)."""
 
 import json
+import re
 import sqlite3
 import threading
 import time
@@ -85,6 +86,6 @@ def test_a_lying_challenger_loses_its_bond_to_the_provider_that_defends(tmp_path
         log = (tmp_path / "p3.log").read_text()
         assert "dispute, revealed the chain value of record" in log
         for oid in heavy:  # each heavy spec was checked in full, and refused on its (made-up) program
-            assert f"order {oid}: no bid, computes another program for these inputs (94000 records" in log
+            assert re.search(rf"order {oid}: no bid, computes another program for these inputs \(\d+ records", log)
     finally:
         net.stop()

@@ -18,6 +18,7 @@ from web3.logs import DISCARD
 
 from veracity.cid import cid_of
 from veracity.errors import ChainError
+from veracity.exact.levels import Levels
 from veracity.exact.outputs import blob_root, encode_outputs
 from veracity.exact.program import program_root
 from veracity.exact.trace import outputs_root, tensor_digest
@@ -45,7 +46,7 @@ def consumer(net, who):
 
 def ask(chain, token, labeler, pixels, payment):
     line = json.dumps({"pixels": pixels}).encode()
-    program = job_program("digits-mlp", line)  # the requester's program, as a Market client's
+    program = Levels.of(job_program("digits-mlp", line)).coarse_program()  # the requester's, as a Market client's
     token.approve(labeler.address, payment)
     receipt = chain.send(labeler.functions.label(line, payment, program_root(program), len(program)))
     (ev,) = chain.contract("Oracle", chain.w3.to_checksum_address(labeler.functions.oracle().call())) \
@@ -126,7 +127,7 @@ def test_a_minilm_embedding_fits_fulfil_as_a_canonical_blob_and_is_taken(onet):
     chain, token, market, _ = consumer(onet, user)
     oracle = onet.dep.oracle_client(user.key)
     line = json.dumps({"text": "a cat sat on the mat"}).encode()
-    program = job_program("minilm", line)
+    program = Levels.of(job_program("minilm", line)).coarse_program()
     token.approve(oracle.address, TOKEN)
     chain.send(oracle.fn.request("minilm", line, user.address, TOKEN, program_root(program), len(program)))
     rid = market.fn.order_count().call()

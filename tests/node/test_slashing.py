@@ -1,6 +1,8 @@
-"""Cheaters are caught and slashed end to end: four cheating provider daemons (corrupt-op,
-wrong-output, lazy, and withhold: corrupt-op's cheat, then none of the order's spec, inputs or
-trace served once committed) each take a job; a validator daemon re-executes each result (from the
+"""Cheaters are caught and slashed end to end: six cheating provider daemons (corrupt-op,
+wrong-output, lazy, withhold: corrupt-op's cheat, then none of the order's spec, inputs or
+trace served once committed; disconnected: a coarse record its own op-level trace cannot end in;
+lie-inside: corrupt-op's cheat, then an op-level trace of honest ops ending in its wrong record)
+each take a job; a validator daemon re-executes each result (from the
 blobs the client pushed to it too), challenges it with
 its bond, and plays the dispute game through (bisection, the record opened against the order's
 program, the chunk trees, one element judged on-chain by OneStep, or the cheater unable to show
@@ -25,7 +27,7 @@ from veracity.verify.sampling import challenger_reward
 from veracity.workloads.spec import Verification, load_spec
 
 JOBS = Path(__file__).resolve().parent.parent.parent / "examples" / "jobs"
-CHEATS = ("corrupt-op", "wrong-output", "lazy", "withhold")
+CHEATS = ("corrupt-op", "wrong-output", "lazy", "withhold", "disconnected", "lie-inside")
 STAKE = 1000 * TOKEN  # each provider's registered stake (the daemon's default)
 
 
@@ -47,12 +49,12 @@ def front_run(net, sybil, provider, stop, got_in):
 
 
 def test_each_cheater_is_caught_by_the_validator_and_slashed(tmp_path):
-    net = Net(tmp_path, accounts=11, move_time=8)
+    net = Net(tmp_path, accounts=15, move_time=8)
     stop = threading.Event()
     try:
         urls = {}
         cheaters = {}
-        for b, i in zip(CHEATS, (3, 4, 5, 7)):  # started at once, then waited for below
+        for b, i in zip(CHEATS, (3, 4, 5, 7, 11, 12)):  # started at once, then waited for below
             cheaters[b] = net.provider(i, ["digits-mlp"], behaviour=b, wait=False)
             urls[b] = net.url
         validator, checks_url = net.validator(8, poll_interval=1.5)
@@ -66,7 +68,7 @@ def test_each_cheater_is_caught_by_the_validator_and_slashed(tmp_path):
             if all(reg.node(a.address).role == 1 for a in cheaters.values()) and reg.node(validator.address).role == 2:
                 break
             time.sleep(0.1)
-        clients = {b: net.accts[i] for b, i in zip(CHEATS, (1, 2, 6, 9))}
+        clients = {b: net.accts[i] for b, i in zip(CHEATS, (1, 2, 6, 9, 13, 14))}
         before = {b: token.balance_of(c.address) for b, c in clients.items()}
         v_before = token.balance_of(validator.address)
         spec = load_spec(JOBS / "digits-mlp.yaml").model_copy(
@@ -117,7 +119,8 @@ def test_each_cheater_is_caught_by_the_validator_and_slashed(tmp_path):
             assert httpx.get(f"{urls['withhold']}/blobs/{cid}", timeout=5).status_code == 404
         logs = net.logs()
         assert "called the referee on element" in logs  # corrupt-op and wrong-output: judged by OneStep
-        assert "opened record 0 (input.pixels)" in logs  # lazy: its made-up input record is not the client's
+        assert "opened step 0 at coarse record 0 (input.pixels)" in logs  # lazy: it cannot show the step
+        assert "does not hold your committed record" in logs  # disconnected: its step's trace cannot connect
         assert "the provider's trace could not be read" in logs or \
             games.game(ids[cheaters["withhold"].address]).challenger == clients["withhold"].address  # withhold:
         # challenged without its trace, by the validator or by its client (whose re-run contradicts it)

@@ -28,9 +28,9 @@ def start(module, cfg, path):
 @pytest.mark.parametrize("behaviour,verdict,detail", [
     ("honest", "match", None),
     # the final output altered, and committed with the trace that ends in it
-    ("wrong-output", "mismatch", r"trace root; the traces first differ at record 5 \(step 3, op layer\.2\.fc\)"),
+    ("wrong-output", "mismatch", r"trace root; the traces first differ at record 3 \(step 3, op layer\.2\.fc\)"),
     # one op altered half-way: the label may survive it, the trace does not, and it names the op
-    ("corrupt-op", "mismatch", r"trace root; the traces first differ at record 3 \(step 2, op layer\.1\.fc\)"),
+    ("corrupt-op", "mismatch", r"trace root; the traces first differ at record 2 \(step 2, op layer\.1\.relu\)"),
     ("lazy", "mismatch", "trace root; the traces first differ at record 0 "),
 ])
 def test_validator_checks_a_committed_result(tmp_path, behaviour, verdict, detail):

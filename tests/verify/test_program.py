@@ -9,10 +9,11 @@ import pytest
 
 from veracity.exact import program as prog
 from veracity.exact.dryrun import ShapeBackend
-from veracity.exact.trace import CODE_DTYPES, decode_records, tensor_digest
+from veracity.exact.levels import Levels
+from veracity.exact.trace import CODE_DTYPES, decode_records, records_root, tensor_digest
 from veracity.models.registry import load
 from veracity.verify.game import recompute
-from veracity.workloads.infer import job_program, record_tensors, run_infer_job
+from veracity.workloads.infer import infer, input_records, job_program, parse_items, record_tensors, run_infer_job
 
 JOBS = {
     "digits-mlp": [{"pixels": [(i * 7 + j) % 17 for j in range(64)]} for i in range(3)],
@@ -28,7 +29,7 @@ def test_every_record_is_what_its_descriptor_says(name, fresh_rng):
     model = load(name)
     inputs = "".join(json.dumps(r) + "\n" for r in JOBS[name]).encode()
     program = job_program(name, inputs, model)
-    trace = decode_records(run_infer_job(name, inputs, backend="numpy", model=model).trace)
+    trace = infer(model, parse_items(model, input_records(inputs), "inputs"), backend="numpy", coarse=False).records
     tensors = record_tensors(name, inputs, set(range(len(program))), model=model)
     consts = prog.model_constants(model)
     assert [(d.step, d.op) for d in program] == [(r.step, r.op) for r in trace]
@@ -49,6 +50,26 @@ def test_every_record_is_what_its_descriptor_says(name, fresh_rng):
             got = recompute(d, int(e), record, prog.constants(model, d, consts))
             assert got == int(t.flat[e]), f"record {i} {d.op} element {e}: recomputed {got}, traced {int(t.flat[e])}"
     assert kinds  # every model has records judged element by element
+
+    # two levels: the committed (coarse) trace is the full trace's exported records, and inside every
+    # step the op-level program, numbered on from the coarse records before it, still recomputes
+    levels = Levels.of(program)
+    committed = run_infer_job(name, inputs, backend="torch", model=model)
+    assert decode_records(committed.trace) == levels.coarse_records(trace)
+    assert committed.trace_root == records_root(levels.coarse_records(trace)) and committed.ops == len(levels.coarse)
+    assert len(levels.coarse) < len(program)
+    for s in levels.steps:
+        seg = levels.segment(s)
+        for n, d in enumerate(seg):
+            here = levels.first[s] + n
+            full = levels.full_index(s, here)
+            assert all(j < here for j in d.inputs if j != prog.NO_INPUT), f"{d.op} reads a later record"
+            if d.kind == prog.INPUT:
+                continue
+            t = record(full)
+            e = int(rng.integers(0, t.size))
+            got = recompute(d, e, lambda j: record(levels.full_index(s, j)), prog.constants(model, d, consts))
+            assert got == int(t.flat[e]), f"step {s} record {n} {d.op} element {e}: recomputed {got}"
 
 
 def test_a_shape_only_run_tells_records_apart():

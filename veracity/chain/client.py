@@ -374,6 +374,13 @@ class GameInfo:
     element: int = 0
     provider_element: int = 0
     challenger_element: int = 0
+    provider_root: bytes = b""
+    prog_root: bytes = b""
+    prog_len: int = 0
+    offset: int = 0  # inside a step: the index of its first record in the order's trace
+    fine: bool = False  # the game is inside a step's op-level trace
+    provider_sub: bytes = b""
+    challenger_sub: bytes = b""
 
     @property
     def stage_name(self) -> str:
@@ -400,8 +407,15 @@ class DisputesClient(_Bound):
         return self._send(self.fn.reveal(order_id, chain_value, proof))
 
     def prove_output_fault(self, order_id: int, fault: Any) -> Any:
-        """Overturn a result whose output root is not its trace's (``verify.outputs.find_fault``)."""
-        return self._send(self.fn.prove_output_fault(*fault.args(order_id)))
+        """Overturn a result whose output root is not its trace's (``verify.outputs.find_fault``), on
+        the OutputFaults contract this Disputes contract settles for."""
+        faults = self.chain.contract("OutputFaults", self.fn.output_faults().call())
+        return self._send(faults.functions.prove_output_fault(*fault.args(order_id)))
+
+    def open_step(self, order_id: int, *args: Any) -> Any:
+        """Open the located coarse record's step (``verify.levels``): its op-level trace's root, tied
+        to the record and to the agreed chain value before the step."""
+        return self._send(self.fn.open_step(order_id, *args))
 
     def timeout(self, order_id: int) -> Any:
         return self._send(self.fn.timeout(order_id))

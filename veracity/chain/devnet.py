@@ -100,7 +100,7 @@ def dev_accounts(n: int) -> list[AccountInfo]:
 def deploy(rpc_url: str, deployer: AccountInfo, accounts: list[AccountInfo], devnet: bool = True,
            **params: int) -> Deployment:
     """Deploy the contracts (Token, Registry, Market, OneStep and LlamaOneStep, the five referees,
-    Disputes, the Oracle), wire them to each other, and fund ``accounts`` with tokens."""
+    OutputFaults, Disputes, the Oracle), wire them to each other, and fund ``accounts`` with tokens."""
     p = {**DEFAULTS, **params}
     chain = Chain(rpc_url, deployer.key)
     token = chain.deploy("Token", p["supply"], devnet)
@@ -116,7 +116,9 @@ def deploy(rpc_url: str, deployer: AccountInfo, accounts: list[AccountInfo], dev
     llama_referee = chain.deploy("LlamaReferee", llama_onestep)
     llama_attention_referee = chain.deploy("LlamaAttentionReferee", llama_onestep)
     referees = [referee, attention_referee, train_referee, llama_referee, llama_attention_referee]
-    disputes = chain.deploy("Disputes", token, market, p["dispute_bond"], p["move_time"], referees)
+    output_faults = chain.deploy("OutputFaults", market)
+    disputes = chain.deploy("Disputes", token, market, p["dispute_bond"], p["move_time"], referees, output_faults)
+    chain.send(chain.contract("OutputFaults", output_faults).functions.set_disputes(disputes))
     for name, address in zip(("Referee", "AttentionReferee", "TrainReferee", "LlamaReferee", "LlamaAttentionReferee"),
                              referees):
         chain.send(chain.contract(name, address).functions.set_disputes(disputes))

@@ -188,6 +188,7 @@ def oracle_program(model: str = typer.Option(..., help="the model a consumer ask
     import hashlib
 
     from veracity.cid import cid_from_digest
+    from veracity.exact.levels import Levels
     from veracity.exact.program import program_root
     from veracity.models.registry import names
     from veracity.workloads.infer import job_program
@@ -196,7 +197,7 @@ def oracle_program(model: str = typer.Option(..., help="the model a consumer ask
         raise UsageError(f"unknown model {model!r}: choose one of {', '.join(names())}")
     if "\n" in input or input.startswith(" "):
         raise InputError("the input must be one JSON line that does not start with a space")
-    program = job_program(model, input.encode())
+    program = Levels.of(job_program(model, input.encode())).coarse_program()
     spec = (f"kind: infer\nmodel: {model}\nmax_price: 1\ndeadline: 3600\ninputs:\n  inline: |-\n    {input}\n").encode()
     out = {"program_root": "0x" + program_root(program).hex(), "program_length": len(program),
            "spec_cid": cid_from_digest(hashlib.sha256(spec).digest())}

@@ -19,6 +19,7 @@ from veracity.chain.client import DisputesClient
 from veracity.client.player import CHALLENGER, PROVIDER, Player
 from veracity.errors import ChainError
 from veracity.exact import program as prog
+from veracity.exact.levels import Levels
 from veracity.exact.trace import TraceRecord
 from veracity.workloads.jobs import Job
 
@@ -36,29 +37,44 @@ class Disputer:
     players: dict[int, Player] = field(default_factory=dict)
 
     def join(self, order_id: int, records: list[TraceRecord], job: Job, order_program: tuple[bytes, int],
-             tamper: Callable[[], Tamper | None] | None = None, has_tensors: bool = True) -> None:
-        """Start playing the game over ``order_id`` with this party's trace of the job."""
+             tamper: Callable[[], Tamper | None] | None = None, has_tensors: bool = True,
+             shows: Callable[..., list[TraceRecord]] | None = None) -> None:
+        """Start playing the game over ``order_id`` with this party's trace of the job. ``shows``
+        (tests, the demo: ``sim.adversary.lying_step_records``) replaces the op-level trace of a
+        step this party would recompute: ``shows(job, levels, step, model, tamper)``."""
         if order_id in self.players:
             return
         root, length = order_program
         model = None if job.trains else job.model()
-        program = job.program(model) if length else []
+        full = job.program(model) if length else []
+        levels: Levels | None = Levels.of(full) if full else None
+        program = levels.coarse_program() if levels is not None else []
+        if length and prog.program_root(program) != root:
+            levels = None  # an order posted with a single-level program: every record in its trace
+            program = full
         if length and prog.program_root(program) != root:
             self.log(f"order {order_id}: the order's program is not this job's; its records cannot be judged")
-            program = []
+            program = full = []
         cache: dict[int, np.ndarray] = {}
         table = job.constants(model) if program else {}
 
         def tensor(i: int) -> np.ndarray | None:
-            if not has_tensors or not program:
+            if not has_tensors or not full:
                 return None
             if i not in cache:  # one replay keeps the record and the inputs its judgement reads
-                wanted = {i, *(j for j in program[i].inputs if j < len(program))}
+                wanted = {i, *(j for j in full[i].inputs if j < len(full))}
                 cache.update(job.tensors(wanted, model=model, tamper=tamper() if tamper else None))
             return cache.get(i)
 
+        def step_records(s: int) -> list[TraceRecord] | None:
+            if not has_tensors or levels is None:
+                return None
+            if shows is not None:
+                return shows(job, levels, s, model, tamper() if tamper else None)
+            return job.step_records(levels, s, model, tamper() if tamper else None)
+
         self.players[order_id] = Player(self.party, self.disputes, self.referees, order_id, records, program,
-                                        tensor, lambda d: prog.constants(None, d, table))
+                                        tensor, lambda d: prog.constants(None, d, table), levels, step_records)
 
     def tick(self, now: int) -> list[int]:
         """Moves due in every game; returns the orders whose games have settled (and forgets them)."""

@@ -130,7 +130,7 @@ def submit(spec: JobSpec, dep: Deployment, key: str, bid_wait: float = 15, resul
     job = Job(spec, inputs, start) if inputs is not None else None
     # the program fixes what each trace record must be, so a dispute can judge inside any record;
     # a dry run over shapes (milliseconds), which also refuses inputs the job cannot take
-    program = job.program() if job is not None else []
+    program = job.posted_program() if job is not None else []
     doc = spec.model_copy(update={"inputs": spec.inputs.model_copy(
         update={"path": None, "cid": cid_of(inputs) if inputs is not None else spec.inputs.cid})})
     spec_bytes = doc.model_dump_json(exclude_none=True).encode()

@@ -9,7 +9,15 @@
         before one record and disagree at it. Each move has a deadline; a party that misses it
         loses. Losing as the provider: the client is refunded, and the provider's collateral and
         a share of its stake go to the challenger, who gets its bond back. Losing as the
-        challenger: its bond goes to the provider, and the result may finalize.
+        challenger: its bond goes to the provider, and the result may finalize. A committed
+        output that is not the committed trace's is proven in one call on `OutputFaults`.
+        Over a two-level program (`veracity/exact/levels.py`: the provider committed only its
+        coarse trace, the records a later step reads) the located record is a step's: both
+        open the step (`open_step`) with the root of its op-level trace, recomputed now, which
+        must go on from the agreed chain value before the step and hold the party's committed
+        record at its place; bisection then goes on over the two op-level traces, numbered on
+        from the coarse records before the step, and the phases below run inside it. A party
+        that cannot connect its op-level trace to its coarse commitment misses its move.
         Phase two goes inside the located record: both open it against the order's program
         (the record's descriptor, proven against the program root the client posted, fixes its
         name, dtype and dims; the party shows its chunk root), then descend their chunk trees to
@@ -46,6 +54,8 @@ DESCENDING: constant(uint8) = 4  # walking down the two chunk trees
 CHUNK: constant(uint8) = 5  # waiting for the differing chunk (challenger, then provider)
 JUDGING: constant(uint8) = 6  # one element located: waiting for its inputs
 K_INPUT: constant(uint8) = 1  # op kinds (`veracity/exact/program.py`)
+K_STEP: constant(uint8) = 42  # a coarse record: the game goes on inside its step (`veracity/exact/levels.py`)
+MAX_STEP_LINKS: constant(uint256) = 256  # a step's coarse records before the located one, at most
 PROVIDER_WON: constant(uint8) = 1  # outcomes, as the Market names them
 PROVIDER_LOST: constant(uint8) = 2
 UNDECIDED: constant(uint8) = 3
@@ -54,7 +64,7 @@ PROVIDER: constant(uint8) = 1
 CHALLENGER: constant(uint8) = 2
 MAX_DEPTH: constant(uint256) = 64
 BOND_BPS_PER_ROUND: constant(uint256) = 10  # of the order's price + collateral, per round a game can last
-INSIDE_ROUNDS: constant(uint256) = 40  # rounds inside a record at most: open, chunk-tree descent, chunk, judgement
+INSIDE_ROUNDS: constant(uint256) = 72  # rounds below the coarse trace at most: the step's open and bisection, then the record's open, chunk-tree descent, chunk, judgement
 BURN_BPS: constant(uint256) = 5000  # share of a lost bond that is burnt
 MAX_BPS: constant(uint256) = 10000
 
@@ -87,6 +97,13 @@ struct Game:
     element: uint256  # the differing element (flat index in the record's tensor)
     provider_element: int256
     challenger_element: int256
+    provider_root: bytes32  # the provider's root at this level (its committed trace root, then its step's)
+    prog_root: bytes32  # the program the located record is opened against (the order's, then the step's)
+    prog_len: uint256
+    offset: uint256  # inside a step: its first record's index in the order's trace (the referees' record numbers)
+    fine: bool  # the game is inside a step (its op-level trace)
+    provider_sub: bytes32  # each party's op-level root for the located step
+    challenger_sub: bytes32
 
 event Challenged:
     order_id: indexed(uint256)
@@ -138,16 +155,19 @@ market: public(immutable(IMarket))
 bond: public(immutable(uint256))
 move_time: public(immutable(uint256))
 referees: public(immutable(address[5]))  # Referee, AttentionReferee, TrainReferee, LlamaReferee, LlamaAttentionReferee
+output_faults: public(immutable(address))  # OutputFaults: proves a committed output is not its trace's
 games: public(HashMap[uint256, Game])
 
 
 @deploy
-def __init__(token_: IERC20, market_: IMarket, bond_: uint256, move_time_: uint256, referees_: address[5]):
+def __init__(token_: IERC20, market_: IMarket, bond_: uint256, move_time_: uint256, referees_: address[5],
+             output_faults_: address):
     token = token_
     market = market_
     bond = bond_
     move_time = move_time_
     referees = referees_
+    output_faults = output_faults_
 
 
 @internal
@@ -200,6 +220,10 @@ def challenge(order_id: uint256, root: bytes32):
     g.query = o.trace_length - 1
     g.deadline = deadline
     g.stage = BISECTING
+    g.provider_root = o.trace_root
+    p: IMarket.Program = staticcall market.programs(order_id)
+    g.prog_root = p.root
+    g.prog_len = p.length
     self.games[order_id] = g
     log Challenged(order_id=order_id, challenger=msg.sender, bond=b, root=root)
     log Query(order_id=order_id, index=o.trace_length - 1, agree=-1, differ=o.trace_length, deadline=deadline)
@@ -221,7 +245,7 @@ def reveal(order_id: uint256, chain_value: bytes32, proof: DynArray[bytes32, MAX
     root: bytes32 = empty(bytes32)
     if msg.sender == o.provider:
         party = PROVIDER
-        root = o.trace_root
+        root = g.provider_root
         g.provider_value = chain_value
     elif msg.sender == g.challenger:
         party = CHALLENGER
@@ -287,90 +311,27 @@ def timeout(order_id: uint256):
         self._settle(order_id, PROVIDER_WON, "the challenger missed its move's deadline")
 
 
-# the output: bound to the trace ------------------------------------------------------------------
-
-event OutputFault:
-    order_id: indexed(uint256)
-    prover: indexed(address)
-    record: uint256
-    reason: String[80]
-
-
-@internal
-@view
-def _trace_digest_is(o: IMarket.Order, index: uint256, step: uint256, op: String[64], digest: bytes32, prev: bytes32,
-                     prev_proof: DynArray[bytes32, MAX_DEPTH], at: bytes32,
-                     at_proof: DynArray[bytes32, MAX_DEPTH]) -> bool:
-    """Whether the committed trace holds record `index` with `digest`: its chain value `at` and the
-    one before it (`prev`, zero before the first record) are proven against the trace root, and
-    `at` is `prev` linked with the record's leaf."""
-    if index > 0:
-        assert tensors._proves(o.trace_root, prev, index - 1, o.trace_length, prev_proof), \
-            "disputes: the chain value before the record is not in the committed trace"
-    else:
-        assert prev == empty(bytes32), "disputes: the first record follows the zero chain value"
-    assert tensors._proves(o.trace_root, at, index, o.trace_length, at_proof), \
-        "disputes: the record's chain value is not in the committed trace"
-    return sha256(concat(b"\x02", prev, tensors._leaf(step, op, digest))) == at
-
+# the output: bound to the trace (`OutputFaults` proves a fault; the provider loses here) -----------
 
 @external
-def prove_output_fault(order_id: uint256, desc: tensors.OpDesc, index: uint256,
-                       desc_proof: DynArray[bytes32, MAX_DEPTH], count: uint256, tree: bytes32, leaf: bytes32,
-                       leaf_proof: DynArray[bytes32, MAX_DEPTH], digest: bytes32, prev: bytes32,
-                       prev_proof: DynArray[bytes32, MAX_DEPTH], at: bytes32, at_proof: DynArray[bytes32, MAX_DEPTH]):
+def fault_proven(order_id: uint256, prover: address):
     """
-    @notice Prove, in one call, that a committed output is not the committed trace's: the
-            output root (`sha256("VXO1" || count || tree)`, `veracity/exact/trace.py`) holds a
-            different number of outputs than the program names (`desc.outputs`, on output
-            record `index`), or its leaf for that output is not the record's digest in the
-            trace (`digest`, proven by chain values `prev` and `at`). The provider loses at
-            once, as in a lost game, and the prover takes the challenger's share. No bond: a
-            proof that does not hold reverts. Open while the result can be challenged, even
-            while a game runs (that game ends, its challenger's bond returned), so nobody's idle
-            game can hold a proof off.
+    @notice `OutputFaults` proved that the committed output is not the committed trace's: the
+            provider loses at once, as in a lost game, and the prover takes the challenger's
+            share. A game that runs (perhaps a sybil's, to hold proofs off) ends here, its bond
+            returned.
     @param order_id The order's id.
-    @param desc The output record's descriptor.
-    @param index The record's index in the trace.
-    @param desc_proof The descriptor's Merkle proof against the order's program root.
-    @param count The number of outputs the output root holds.
-    @param tree The Merkle root over the output digests.
-    @param leaf The output root's leaf for the record's output.
-    @param leaf_proof Its Merkle proof against `tree`.
-    @param digest The record's digest in the committed trace.
-    @param prev The chain value before the record (zero before the first).
-    @param prev_proof `prev`'s Merkle proof against the committed trace root.
-    @param at The record's chain value.
-    @param at_proof `at`'s Merkle proof against the committed trace root.
+    @param prover Who proved it.
     """
-    o: IMarket.Order = staticcall market.orders(order_id)
-    assert o.state == ORDER_COMMITTED, "disputes: only a committed result can be proven wrong"
-    assert block.timestamp < o.committed_at + o.challenge_window, "disputes: the challenge window has closed"
-    assert msg.sender != o.provider, "disputes: a provider cannot prove its own result wrong"
-    p: IMarket.Program = staticcall market.programs(order_id)
-    assert tensors._proves(p.root, keccak256(abi_encode(desc)), index, p.length, desc_proof), \
-        "disputes: that descriptor is not the program's for this record"
-    assert desc.output > 0, "disputes: the program does not name that record as an output"
-    assert sha256(concat(b"VXO1", slice(convert(count, bytes32), 28, 4), tree)) == o.output_cid and count < 2**32, \
-        "disputes: that is not the committed output root"
-    reason: String[80] = "the output root holds another number of outputs than the program"
-    if count == desc.outputs:
-        assert desc.output <= count and tensors._proves(tree, leaf, desc.output - 1, count, leaf_proof), \
-            "disputes: that leaf is not in the committed output root"
-        assert index < o.trace_length and self._trace_digest_is(o, index, desc.step, desc.op, digest, prev,
-                                                                prev_proof, at, at_proof), \
-            "disputes: that is not the record's digest in the committed trace"
-        assert leaf != digest, "disputes: the output is the trace's record: no fault"
-        reason = "an output is not the committed trace's record"
+    assert msg.sender == output_faults, "disputes: only OutputFaults reports an output fault"
     g: Game = self.games[order_id]
     if g.stage == 0 or g.stage == SETTLED:
         extcall market.set_challenged(order_id, True)
-    else:  # a game runs (perhaps a sybil's, to hold proofs off): it ends here, its bond returned
+    else:
         self.games[order_id].stage = SETTLED
         assert extcall token.transfer(g.challenger, g.bond), "disputes: bond refund failed"
         log Settled(order_id=order_id, outcome=PROVIDER_LOST, reason="the output was proven wrong")
-    extcall market.resolve_dispute(order_id, PROVIDER_LOST, msg.sender)
-    log OutputFault(order_id=order_id, prover=msg.sender, record=index, reason=reason)
+    extcall market.resolve_dispute(order_id, PROVIDER_LOST, prover)
 
 
 # phase two: inside the located record ------------------------------------------------------------
@@ -411,6 +372,88 @@ def _after_descent(order_id: uint256, g: Game):
 
 
 @external
+def open_step(order_id: uint256, desc: tensors.OpDesc, desc_proof: DynArray[bytes32, MAX_DEPTH], digest: bytes32,
+              seed: bytes32, links: DynArray[bytes32, MAX_STEP_LINKS], sub_root: bytes32, prev: bytes32,
+              prev_proof: DynArray[bytes32, MAX_DEPTH], at: bytes32, at_proof: DynArray[bytes32, MAX_DEPTH]):
+    """
+    @notice Open your differing coarse record's step: commit to the step's op-level trace, which
+            must start from the agreed chain value before the step and hold your committed record.
+            Once both have, the game bisects the two op-level traces (the record's place in the
+            step is their first known difference), then goes inside one op's record as always.
+    @param order_id The order's id.
+    @param desc The coarse record's descriptor (kind STEP: `inputs[0]` the step's first coarse
+           record, `consts[0]` the step's op-level program root, `params` the record's place in
+           the step and the step's length).
+    @param desc_proof Its Merkle proof against the order's program root.
+    @param digest Your record's tensor digest.
+    @param seed The chain value before the step (zero before the first record).
+    @param links The leaves of the step's coarse records before this one (from `seed` they hash
+           forward to the agreed chain value).
+    @param sub_root Your op-level trace's root (chain values going on from `seed`).
+    @param prev Your op-level chain value before the record (`seed` if it is the step's first).
+    @param prev_proof `prev`'s Merkle proof against `sub_root`.
+    @param at Your op-level chain value at the record.
+    @param at_proof `at`'s Merkle proof against `sub_root`.
+    """
+    g: Game = self.games[order_id]
+    assert g.stage == LOCATED and not g.fine, "disputes: no record is waiting to be opened"
+    assert block.timestamp <= g.deadline, "disputes: the move's deadline has passed"
+    party: uint8 = self._party(order_id, g)
+    assert g.revealed & party == 0, "disputes: you already opened this record"
+    assert desc.kind == K_STEP and tensors._proves(g.prog_root, keccak256(abi_encode(desc)), g.differ, g.prog_len,
+                                                   desc_proof), "disputes: that descriptor is not the program's for this record"
+    leaf: bytes32 = tensors._leaf(desc.step, desc.op, digest)
+    mine: bytes32 = g.provider_at if party == PROVIDER else g.challenger_at
+    assert sha256(concat(b"\x02", g.agreed, leaf)) == mine, "disputes: that record does not give your committed chain value"
+    first: uint256 = desc.inputs[0]
+    assert first <= g.differ and len(links) == g.differ - first, "disputes: give the step's earlier leaves"
+    c: bytes32 = seed
+    for l: bytes32 in links:
+        c = sha256(concat(b"\x02", c, l))
+    assert c == g.agreed, "disputes: the seed does not give the agreed value"
+    f: uint256 = convert(desc.params[0], uint256)
+    size: uint256 = convert(desc.params[1], uint256)
+    if f > 0:
+        assert tensors._proves(sub_root, prev, f - 1, size, prev_proof), "disputes: your step's trace does not hold your committed record"
+    else:
+        assert prev == seed, "disputes: your step's trace does not hold your committed record"
+    assert tensors._proves(sub_root, at, f, size, at_proof) and sha256(concat(b"\x02", prev, leaf)) == at, \
+        "disputes: your step's trace does not hold your committed record"
+    if party == PROVIDER:
+        g.provider_sub = sub_root
+        g.provider_left = at
+    else:
+        g.challenger_sub = sub_root
+        g.challenger_left = at
+    g.revealed |= party
+    if g.revealed != PROVIDER | CHALLENGER:
+        self.games[order_id] = g
+        return
+    g.fine = True
+    g.provider_root = g.provider_sub
+    g.root = g.challenger_sub
+    g.size = size
+    g.prog_root = desc.consts[0]
+    g.prog_len = size
+    g.offset = first
+    g.agree = -1
+    g.agreed = seed
+    g.differ = f
+    g.provider_at = g.provider_left
+    g.challenger_at = g.challenger_left
+    g.revealed = 0
+    g.deadline = block.timestamp + move_time
+    if f == 0:
+        self.games[order_id] = g
+        log Located(order_id=order_id, record=first)
+        return
+    g.stage = BISECTING
+    g.query = (f - 1) // 2
+    self.games[order_id] = g
+    log Query(order_id=order_id, index=g.query, agree=-1, differ=f, deadline=g.deadline)
+
+
+@external
 def open_record(order_id: uint256, desc: tensors.OpDesc, desc_proof: DynArray[bytes32, MAX_DEPTH], chunk_root: bytes32):
     """
     @notice Open your differing record: its descriptor (proven against the order's program) and
@@ -425,10 +468,10 @@ def open_record(order_id: uint256, desc: tensors.OpDesc, desc_proof: DynArray[by
     assert block.timestamp <= g.deadline, "disputes: the move's deadline has passed"
     party: uint8 = self._party(order_id, g)
     assert g.revealed & party == 0, "disputes: you already opened this record"
-    p: IMarket.Program = staticcall market.programs(order_id)
     h: bytes32 = keccak256(abi_encode(desc))
-    assert p.length == g.size and tensors._proves(p.root, h, g.differ, p.length, desc_proof), \
+    assert g.prog_len == g.size and tensors._proves(g.prog_root, h, g.differ, g.prog_len, desc_proof), \
         "disputes: that descriptor is not the program's for this record"
+    assert desc.kind != K_STEP, "disputes: a step's record is opened with open_step"
     digest: bytes32 = tensors._digest(desc.dtype, desc.dims, chunk_root)
     mine: bytes32 = g.provider_at if party == PROVIDER else g.challenger_at
     assert sha256(concat(b"\x02", g.agreed, tensors._leaf(desc.step, desc.op, digest))) == mine, \
@@ -580,7 +623,7 @@ def judging(order_id: uint256) -> (bytes32, uint256, uint256, bytes32):
     """
     g: Game = self.games[order_id]
     assert g.stage == JUDGING, "disputes: no element is waiting for its judgement"
-    return g.desc_hash, g.differ, g.element, g.agreed
+    return g.desc_hash, g.offset + g.differ, g.element, g.agreed
 
 
 @external

@@ -6,6 +6,7 @@ step, so a model's code is the same for the torch and NumPy backends, traced or 
 
 from __future__ import annotations
 
+import weakref
 from contextlib import contextmanager
 from functools import partial
 from typing import Any, Callable, Iterator
@@ -46,13 +47,20 @@ def make_backend(name: str, device: str = "cpu") -> Any:
 
 class Exec:
     """Runs exact ops on ``backend``, recording each output in ``trace`` (when given) and, when
-    ``program`` is a list, each op's descriptor (``exact.program``) in it."""
+    ``program`` is a list, each op's descriptor (``exact.program``) in it.
+
+    ``coarse``: the trace holds only the coarse records (``exact.levels``): a record is hashed when
+    an op of a later step first reads it, or when it is a job output; the rest cost nothing."""
 
     def __init__(self, backend: Any, trace: Trace | None = None,
                  tamper: Callable[[int, str, Any], Any] | None = None,
-                 program: list[prog.OpDesc] | None = None) -> None:
+                 program: list[prog.OpDesc] | None = None, coarse: bool = False) -> None:
         self.b = backend
         self.trace = trace
+        self.coarse = coarse
+        # coarse: id(tensor) -> (record index, step, name, dtype, weak reference), while it lives
+        self._live: dict[int, tuple[int, int, str, np.dtype, Any]] = {}
+        self._hashed: set[int] = set()
         # adversaries and dispute replays set this: (op index, op name, output) -> output
         self.tamper = tamper
         self.program = program
@@ -82,10 +90,40 @@ class Exec:
         self._last = (x, self.ops)
         self.ops += 1
         if self.trace is not None:
-            b = self.b
-            nbytes = int(np.prod(x.shape)) * dtype.itemsize
-            self.trace.record(self.step_index, self._prefix + op, lambda: b.canonical(x, dtype), nbytes)
+            if self.coarse:
+                for t in inputs:
+                    self._export(t)
+                self._remember(x, self._prefix + op, dtype)
+            else:
+                self._hash(self.ops - 1, self.step_index, self._prefix + op, x, dtype)
         return x
+
+    def _hash(self, index: int, step: int, name: str, x: Any, dtype: np.dtype) -> None:
+        assert self.trace is not None
+        b = self.b
+        self.trace.record(step, name, lambda: b.canonical(x, dtype), int(np.prod(x.shape)) * dtype.itemsize, index)
+
+    def _remember(self, x: Any, name: str, dtype: np.dtype) -> None:
+        key = id(x)
+
+        def gone(ref: Any, key: int = key) -> None:
+            hit = self._live.get(key)
+            if hit is not None and hit[4] is ref:
+                del self._live[key]
+
+        try:
+            ref: Any = weakref.ref(x, gone)
+        except TypeError:  # not weakly referable: kept alive instead
+            ref = (lambda x=x: x)
+        self._live[key] = (self.ops - 1, self.step_index, name, dtype, ref)
+
+    def _export(self, t: Any) -> None:
+        """Hash record ``t`` if it is an earlier step's record not hashed yet (a coarse record)."""
+        hit = self._live.get(id(t))
+        if hit is None or hit[4]() is not t or hit[1] >= self.step_index or hit[0] in self._hashed:
+            return
+        self._hashed.add(hit[0])
+        self._hash(hit[0], hit[1], hit[2], t, hit[3])
 
     def _describe(self, op: str, x: Any, dtype: np.dtype, kind: int, inputs: tuple[Any, ...],
                   consts: tuple[bytes, ...], params: tuple[int, ...]) -> None:
@@ -129,6 +167,10 @@ class Exec:
         if self._last is None or self._last[0] is not x:
             raise AssertionError("a job output must be the record just made")
         self.outputs.append(self._last[1])
+        if self.coarse and self.trace is not None and self._last[1] not in self._hashed:
+            index, step, name, dtype, _ = self._live[id(x)]
+            self._hashed.add(index)
+            self._hash(index, step, name, x, dtype)
         return self.to_numpy(x)
 
     def to_numpy(self, x: Any, dtype: np.dtype = I32) -> np.ndarray:

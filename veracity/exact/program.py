@@ -74,13 +74,14 @@ class OpKind(IntEnum):
     SILU_GATE = 39
     ROW_MAX = 40  # generation over a wide vocabulary: each logits row's maximum, then the pick
     PICK = 41
+    STEP = 42  # a coarse record (``exact.levels``): a dispute goes on inside its step's op-level trace
 
 
 # the kinds by name, as the rest of the code reads them (``prog.LINEAR``)
 (INPUT, LINEAR, ADD, RELU, GELU, SILU, LAYERNORM, RMSNORM, EMBEDDING, SCORES, PROBS, PROBSUM, CONTEXT, MEAN_POOL,
  L2_NORMALIZE, TRANSPOSE, VT, ARGMAX, APPEND, SELECT_LAST, STATE, QMM, EXP_ROWS, LOSS_GRAD, ROW_SUM, RELU_MASK,
  MOMENT, SECOND, WEIGHT, QEMBED, BLINEAR, WRMSNORM, ROPE, KV_APPEND, GQA_SCORES, GQA_PROBS, GQA_CONTEXT, RESID_ADD,
- SILU_GATE, ROW_MAX, PICK) = tuple(OpKind)
+ SILU_GATE, ROW_MAX, PICK, STEP) = tuple(OpKind)
 KIND_NAMES = {k: k.name.lower() for k in OpKind}
 NO_INPUT = 2**256 - 1  # an input that is not a whole earlier record (a view, a slice, a constant)
 DESC_ABI = "(uint8,uint256,string,uint8,uint256[],uint256[],bytes32[],int256[],uint256,uint256)"

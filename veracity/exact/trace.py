@@ -150,9 +150,10 @@ def chain_link(prev: bytes, leaf: bytes) -> bytes:
 GENESIS = bytes(32)
 
 
-def chained(records: list[TraceRecord]) -> list[bytes]:
-    """The chain values ``c_0 .. c_{n-1}`` of a trace (the leaves of its Merkle tree)."""
-    out, c = [], GENESIS
+def chained(records: list[TraceRecord], start: bytes = GENESIS) -> list[bytes]:
+    """The chain values ``c_0 .. c_{n-1}`` of a trace (the leaves of its Merkle tree), going on from
+    ``start`` (a step's op-level trace goes on from the coarse chain value before it: ``exact.levels``)."""
+    out, c = [], start
     for r in records:
         c = chain_link(c, leaf_hash(r.step, r.op, r.digest))
         out.append(c)
@@ -177,22 +178,33 @@ class Trace:
 
     def __init__(self, background: bool = True) -> None:
         self._pool = ThreadPoolExecutor(max_workers=1) if background else None
-        self._pending: list[tuple[int, str, Future[bytes] | bytes]] = []
+        self._pending: list[tuple[int, int, str, Future[bytes] | bytes]] = []
 
-    def record(self, step: int, op: str, produce: Callable[[], np.ndarray], nbytes: int = 0) -> None:
-        """Record an op output; ``produce`` returns its canonical integer array.
+    def record(self, step: int, op: str, produce: Callable[[], np.ndarray], nbytes: int = 0,
+               index: int | None = None) -> None:
+        """Record an op output; ``produce`` returns its canonical integer array. ``index`` places it
+        among the records (a coarse trace hashes a record when a later step first reads it, so
+        not always in order); by default, after the last.
 
         Outputs of ``nbytes`` >= BACKGROUND_BYTES are hashed on the worker thread, overlapping the
         next ops; smaller ones inline, where a thread hand-off would cost more than the hash.
         """
+        at = len(self._pending) if index is None else index
         if self._pool is None or nbytes < BACKGROUND_BYTES:
-            self._pending.append((step, op, tensor_digest(produce())))
+            self._pending.append((at, step, op, tensor_digest(produce())))
         else:
-            self._pending.append((step, op, self._pool.submit(lambda: tensor_digest(produce()))))
+            self._pending.append((at, step, op, self._pool.submit(lambda: tensor_digest(produce()))))
+
+    @property
+    def indexed(self) -> list[tuple[int, TraceRecord]]:
+        """(record index, record) of each record hashed, in record order."""
+        return [(i, TraceRecord(s, o, d if isinstance(d, bytes) else d.result()))
+                for i, s, o, d in sorted(self._pending, key=lambda p: p[0])]
 
     @property
     def records(self) -> list[TraceRecord]:
-        return [TraceRecord(s, o, d if isinstance(d, bytes) else d.result()) for s, o, d in self._pending]
+        """The records, in record order."""
+        return [r for _, r in self.indexed]
 
     def root(self) -> bytes:
         return records_root(self.records)

@@ -33,6 +33,7 @@ from veracity.chain.devnet import Deployment
 from veracity.cid import cid_of, digest_of
 from veracity.client.jobs import accept_best, collect_bids, holders, providers
 from veracity.errors import InputError, VeracityError
+from veracity.exact.levels import Levels
 from veracity.exact.program import MAX_OUTPUTS, program_root
 from veracity.market import receipts as R
 from veracity.market.bids import Bid, window_signer
@@ -270,7 +271,7 @@ class LeasePool:
         spec = JobSpec(kind="infer", model=lease.model, inputs=Inputs(cid=cid_of(inputs)), max_price=lease.price / TOKEN,
                        deadline=left, verification=Verification(challenge_window=self.terms.challenge_window,
                                                                 spot_check_rate=self.terms.spot_check_rate))
-        program = job_program(lease.model, inputs)
+        program = Levels.of(job_program(lease.model, inputs)).coarse_program()
         return spec.model_dump_json(exclude_none=True).encode(), inputs, program_root(program), len(program)
 
     def _cosign(self, lease: Lease, spec_cid: bytes, root: bytes, length: int) -> str:

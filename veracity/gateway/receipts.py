@@ -54,7 +54,7 @@ def _output_wrong(market: Any, url: str, lease: int, order: Any, job: Any, outpu
         records = fetch_trace(url, lease, order.trace_root)
     except VeracityError as exc:
         return str(exc)
-    program = job.program(job.model())
+    program = job.posted_program(job.model())
     if program_root(program) != market.program(lease)[0]:
         return "the window's program is not its job's"
     verdict = judge_output(job, program, records, committed, outputs)

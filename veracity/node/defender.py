@@ -86,5 +86,6 @@ class Defender:
         job = self.load_job(row.spec_cid or "")
         cheat = adversary.tamper_for(self.behaviour, job)  # a cheater replays its cheat to show tensors
         self.disputer.join(oid, decode_records(self.blobs.get(row.trace_cid)), job, self.market.program(oid), cheat,
-                           has_tensors=self.behaviour != "lazy")
+                           has_tensors=self.behaviour != "lazy",
+                           shows=adversary.lying_step_records if self.behaviour == "lie-inside" else None)
         self.log(f"order {oid}: defending the result in a dispute")

@@ -68,7 +68,8 @@ class ProviderConfig(BaseModel):
     policy: PricePolicy
     stake: int = 1000 * TOKEN
     # for tests and the demo: late never delivers; the others cheat (see node.adversary)
-    behaviour: Literal["honest", "late", "wrong-output", "corrupt-op", "lazy", "forged-output", "withhold"] = "honest"
+    behaviour: Literal["honest", "late", "wrong-output", "corrupt-op", "lazy", "forged-output", "withhold",
+                       "disconnected", "lie-inside"] = "honest"
     backend: str = "torch"
     workers: int = Field(2, ge=1)  # jobs run at once (each in its own process); more leases wait their turn
     job_timeout: float = 600
@@ -176,7 +177,7 @@ class ProviderNode:
             raise LeaseError(f"the window's inputs are not the {len(served.splitlines())} requests this provider "
                              "served on the lease, in order")
         try:
-            program = job.program(loaded(model), limit=MAX_PROGRAM_RECORDS)
+            program = job.posted_program(loaded(model), limit=MAX_PROGRAM_RECORDS)
         except VeracityError as exc:
             raise LeaseError(f"its program cannot be computed: {exc}") from None
         return program_root(program), len(program)
@@ -313,7 +314,7 @@ class ProviderNode:
             return (f"declines a program of {length} records: it prepares at most {MAX_PROGRAM_RECORDS} (a dispute "
                     "move may wait on building and hashing it); split the job into smaller orders")
         try:  # inputs the job cannot take are refused now, not after collateral is locked
-            mine = job.program(None if job.trains else loaded(model), limit=length)  # no longer than the order's
+            mine = job.posted_program(None if job.trains else loaded(model), limit=MAX_PROGRAM_RECORDS)
         except ProgramTooLarge as exc:
             return f"computes another program for these inputs than the order's ({length} records): {exc}"
         except VeracityError as exc:  # not UTF-8 JSONL, items the model cannot take, an unreadable checkpoint

@@ -243,7 +243,7 @@ class ValidatorNode:
         """The committed trace is this validator's, the committed output root is not its outputs':
         prove the output that is not its trace record on chain (``client.outputs``)."""
         detail = "re-execution gives the committed trace but another output"
-        program = job.program(None if job.trains else job.model())
+        program = job.posted_program(None if job.trains else job.model())
         try:
             committed = self.market.committed_outputs(oid)
         except VeracityError as exc:

@@ -37,6 +37,8 @@ def _job(job: Job, backend: str, loaded: Any, behaviour: str) -> Any:
         return adversary.wrong_output_job(model, inputs, loaded)
     if behaviour == "lazy":
         return adversary.lazy_job(model, inputs, loaded)
+    if behaviour == "disconnected":
+        return adversary.disconnected(job.run(backend, model=loaded))
     return job.run(backend, model=loaded)
 
 

@@ -9,6 +9,12 @@ verification layer is tested against what a dishonest node would actually do:
 * ``lazy``: runs nothing; commits made-up outputs and a made-up trace;
 * ``forged-output``: commits the honest trace with a forged output (the root of the forged JSONL it serves)
   (anyone holding the trace proves the output root is not its records: `Disputes.prove_output_fault`);
+* ``disconnected``: runs the job honestly but commits a coarse trace with one record (not an
+  output) its computation does not give; in a dispute the step's op-level trace it recomputes
+  cannot end in that record, so it cannot open the step (``exact.levels``);
+* ``lie-inside``: cheats as ``corrupt-op`` does, and in a dispute shows an op-level trace of the
+  disputed step whose op records are all honest and whose exported records are the ones it
+  committed, pinning its error on the step's last op (``lying_step_records``);
 * ``withhold``: cheats as ``corrupt-op`` does, and once it has committed a result its blob server
   answers 404 for that order's spec, inputs, start checkpoint and trace, to blind validators
   that would re-execute it (``withheld``; validators read them from the other nodes the client
@@ -46,11 +52,20 @@ def nudged(x: Any, i: int, amount: int) -> np.ndarray:
 def corrupt_tamper(model_name: str, inputs: bytes, model: Any = None, target: float = 0.5,
                    at: int | None = None) -> Callable[[int, str, Any], Any]:
     """The ``corrupt-op`` cheat as an Exec hook: one element of the op at about ``target`` of the
-    way through (or at record ``at``) is off by 64 units (1/64 in activation fixed point). A fresh hook replays the same cheat,
-    which is how the cheater shows its tensors in a dispute."""
+    way through (or at record ``at``) is off by 64 units (1/64 in activation fixed point). A fresh
+    hook replays the same cheat, which is how the cheater shows its tensors in a dispute. Without
+    ``at`` the op is the first record from there on that a later step reads (or an output): one
+    element of an op inside a step is often rounded away before anything the job commits (then
+    nothing was cheated; ``exact.levels``)."""
     if at is None:  # the job's records, from its program (a shape-only run: no arithmetic)
-        ops = len(job_program(model_name, inputs, model))
-        at = min(int(ops * target), ops - 1)
+        from veracity.exact import program as prog
+        from veracity.exact.levels import exported
+
+        program = job_program(model_name, inputs, model)
+        ops = len(program)
+        start = min(int(ops * target), ops - 1)
+        flows = [i for i in exported(program) if program[i].kind != prog.INPUT]
+        at = next((i for i in flows if i >= start), flows[-1] if flows else start)
 
     def tamper(index: int, op: str, x: Any) -> Any:
         nonlocal at
@@ -126,8 +141,33 @@ def wrong_output_job(model_name: str, inputs: bytes, model: Any = None) -> JobRe
 
 
 def computes(behaviour: str) -> str:
-    """The behaviour whose results ``behaviour`` computes (``withhold`` computes ``corrupt-op``'s)."""
-    return "corrupt-op" if behaviour == "withhold" else behaviour
+    """The behaviour whose results ``behaviour`` computes (``withhold`` and ``lie-inside`` compute
+    ``corrupt-op``'s)."""
+    return "corrupt-op" if behaviour in ("withhold", "lie-inside") else behaviour
+
+
+def disconnected(result: JobResult) -> JobResult:
+    """``disconnected``: the honest result with one coarse record (the middle one that is not an
+    output) replaced by a made-up digest; outputs and output digests stay honest."""
+    from dataclasses import replace
+
+    from veracity.exact.trace import decode_records
+
+    records = decode_records(result.trace)
+    inner = [i for i, r in enumerate(records) if r.digest not in result.output_digests]
+    if not inner:
+        return result
+    k = inner[len(inner) // 2]
+    records[k] = TraceRecord(records[k].step, records[k].op, secrets.token_bytes(32))
+    return replace(result, trace=encode_records(records), trace_root=records_root(records))
+
+
+def lying_step_records(job: Any, levels: Any, step: int, model: Any, tamper: Any) -> list[TraceRecord]:
+    """``lie-inside``'s op-level trace of ``step``: its op records honest, its exported records the
+    (wrong) ones it committed, so it connects to its coarse trace and lies about the ops between."""
+    honest = job.step_records(levels, step, model)
+    mine = job.step_records(levels, step, model, tamper)
+    return [m if i in levels.coarse_index else h for i, h, m in zip(levels.steps[step], honest, mine)]
 
 
 def tamper_for(behaviour: str, job: Any) -> Callable[[], Any] | None:
@@ -156,11 +196,13 @@ def lazy_job(model_name: str, inputs: bytes, model: Any = None) -> JobResult:
     from veracity.workloads.infer import job_program
 
     lines = [json.dumps({**rec, "output": 0}) + "\n" for _, rec in parse_jsonl(inputs.decode("utf-8"), "inputs")]
-    program = job_program(model_name, inputs, model)
+    from veracity.exact.levels import Levels
+
+    program = Levels.of(job_program(model_name, inputs, model)).coarse_program()  # the committed (coarse) trace's
     records = [TraceRecord(d.step, d.op, secrets.token_bytes(32)) for d in program]
     outputs = "".join(lines).encode()
     return JobResult(outputs, secrets.token_bytes(32), records_root(records), 1, len(records), encode_records(records),
-                     output_digests=[records[i].digest for i in output_records(program)])
+                     output_digests=[records[i].digest for i in output_records(program)], coarse=True)
 
 
 def train_tamper(at: int) -> Callable[[int, str, np.ndarray], None]:

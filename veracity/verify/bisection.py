@@ -57,9 +57,9 @@ def rounds_needed(size: int) -> int:
 class TraceView:
     """A party's trace: its records, chain values and Merkle tree, ready to reveal any position."""
 
-    def __init__(self, records: list[TraceRecord]) -> None:
+    def __init__(self, records: list[TraceRecord], start: bytes = bytes(32)) -> None:
         self.records = records
-        self.chain = chained(records)
+        self.chain = chained(records, start)
         self.tree = merkle.levels(self.chain)
         self.root = self.tree[-1][0]
 

@@ -31,28 +31,32 @@ class InferResult:
     output_hash: bytes  # independent of batching
     trace_root: bytes
     steps: int
-    ops: int
+    ops: int  # the trace's records
     records: list[TraceRecord] = field(default_factory=list)  # the trace, in execution order
-    output_records: list[int] = field(default_factory=list)  # which records are the outputs
+    output_digests: list[bytes] = field(default_factory=list)  # the output records' digests, in output order
 
 
 def infer(model: Any, items: list[Any], backend: str = "torch", batch_size: int = 32,
           trace: bool = True, progress: Callable[[int], None] | None = None,
-          tamper: Callable[[int, str, Any], Any] | None = None) -> InferResult:
-    """Run ``model`` on parsed ``items`` in batches of ``batch_size`` (in input order)."""
+          tamper: Callable[[int, str, Any], Any] | None = None, coarse: bool = True) -> InferResult:
+    """Run ``model`` on parsed ``items`` in batches of ``batch_size`` (in input order). The trace is
+    the coarse one a provider commits (``exact.levels``), or with ``coarse=False`` every record."""
     tr = Trace() if trace else None
-    ex = Exec(make_backend(backend), tr, tamper)
+    ex = Exec(make_backend(backend), tr, tamper, coarse=coarse)
     outputs: list[np.ndarray] = []
     for lo in range(0, len(items), batch_size):
         outputs += model.run(ex, items[lo:lo + batch_size])
         if progress:
             progress(min(lo + batch_size, len(items)))
     digests = [tensor_digest(np.asarray(o, dtype=np.int32)) for o in outputs]
-    records = tr.records if tr else []
+    indexed = tr.indexed if tr else []
     if tr:
         tr.close()
+    records = [r for _, r in indexed]
+    by_index = dict(indexed)
     root = records_root(records) if tr else b"\0" * 32
-    return InferResult(outputs, output_hash(digests), root, ex.step_index + 1, len(records), records, ex.outputs)
+    return InferResult(outputs, output_hash(digests), root, ex.step_index + 1, len(records), records,
+                       [by_index[i].digest for i in ex.outputs] if tr else [])
 
 
 def parse_jsonl(text: str, source: str) -> list[Record]:
@@ -99,16 +103,19 @@ def output_lines(model: Any, records: list[Record], result: InferResult) -> str:
 
 
 def run_infer_job(model_name: str, inputs_jsonl: bytes, backend: str = "torch", batch_size: int = 32,
-                  model: Any = None, tamper: Callable[[int, str, Any], Any] | None = None) -> JobResult:
-    """The ``infer`` job kind end to end: JSONL bytes in, output JSONL and commitments out."""
+                  model: Any = None, tamper: Callable[[int, str, Any], Any] | None = None,
+                  coarse: bool = True) -> JobResult:
+    """The ``infer`` job kind end to end: JSONL bytes in, output JSONL and commitments out (the
+    coarse trace a provider commits, or with ``coarse=False`` every record: a single-level one)."""
     from veracity.models.registry import load
 
     m = model if model is not None else load(model_name)
     records = input_records(inputs_jsonl)
-    result = infer(m, parse_items(m, records, "inputs"), backend=backend, batch_size=batch_size, tamper=tamper)
+    result = infer(m, parse_items(m, records, "inputs"), backend=backend, batch_size=batch_size, tamper=tamper,
+                   coarse=coarse)
     return JobResult(output_lines(m, records, result).encode(), result.output_hash, result.trace_root,
                      result.steps, result.ops, encode_records(result.records),
-                     output_digests=[result.records[i].digest for i in result.output_records])
+                     output_digests=result.output_digests, coarse=coarse)
 
 
 def job_program(model_name: str, inputs_jsonl: bytes, model: Any = None, batch_size: int = 32,
@@ -123,11 +130,10 @@ def job_program(model_name: str, inputs_jsonl: bytes, model: Any = None, batch_s
     return build(m, parse_items(m, input_records(inputs_jsonl), "inputs"), batch_size, limit)
 
 
-def record_tensors(model_name: str, inputs_jsonl: bytes, indices: set[int], model: Any = None,
-                   tamper: Callable[[int, str, Any], Any] | None = None) -> dict[int, np.ndarray]:
-    """Re-run a job (exact, so the same bits) and keep the tensors of records ``indices``: what a
-    party shows in a dispute, recomputed when needed rather than stored. ``tamper`` replays an
-    adversary's run."""
+def keeping(indices: set[int], tamper: Callable[[int, str, Any], Any] | None = None
+            ) -> tuple[Callable[[int, str, Any], Any], dict[int, np.ndarray]]:
+    """An Exec hook that keeps a copy of records ``indices`` (after ``tamper``, when given), and the
+    dict it keeps them in."""
     captured: dict[int, np.ndarray] = {}
 
     def hook(i: int, op: str, x: Any) -> Any:
@@ -137,7 +143,17 @@ def record_tensors(model_name: str, inputs_jsonl: bytes, indices: set[int], mode
             captured[i] = np.array(x, dtype=np.int64, copy=True)
         return x
 
-    run_infer_job(model_name, inputs_jsonl, backend="numpy", model=model, tamper=hook)
+    return hook, captured
+
+
+def record_tensors(model_name: str, inputs_jsonl: bytes, indices: set[int], model: Any = None,
+                   tamper: Callable[[int, str, Any], Any] | None = None) -> dict[int, np.ndarray]:
+    """Re-run a job (exact, so the same bits) and keep the tensors of records ``indices``: what a
+    party shows in a dispute, recomputed when needed rather than stored. ``tamper`` replays an
+    adversary's run."""
+    hook, captured = keeping(indices, tamper)
+    m = model if model is not None else load_model(model_name)
+    infer(m, parse_items(m, input_records(inputs_jsonl), "inputs"), backend="numpy", trace=False, tamper=hook)
     return captured
 
 

@@ -64,7 +64,38 @@ class Job:
             progress: Callable[[int], None] | None = None) -> JobResult:
         """The job's result; ``progress`` hears each finished optimizer step of a training job;
         ``tamper`` replays a cheat (tests, the demo: an Exec hook, or a digits-MLP tape hook)."""
-        return self.workload.run(self, backend, model, tamper, progress)
+        result = self.workload.run(self, backend, model, tamper, progress)
+        if result.coarse:
+            return result
+        from dataclasses import replace
+
+        from veracity.exact.trace import decode_records, encode_records, records_root
+
+        coarse = self.levels(model).coarse_records(decode_records(result.trace))
+        return replace(result, trace_root=records_root(coarse), ops=len(coarse), trace=encode_records(coarse),
+                       coarse=True)
+
+    def levels(self, model: Any = None, limit: int | None = None) -> Any:
+        """The job's program as two levels (``exact.levels.Levels``): its coarse records, committed
+        while it runs, and each step's records, derived in a dispute."""
+        from veracity.exact.levels import Levels
+
+        return Levels.of(self.program(model, limit))
+
+    def posted_program(self, model: Any = None, limit: int | None = None) -> list[Any]:
+        """The program a client posts with the order (``exact.levels``: the coarse records'
+        descriptors, each naming its step's op-level program root)."""
+        return self.levels(model, limit).coarse_program()
+
+    def step_records(self, levels: Any, step: int, model: Any = None, tamper: Any = None) -> list[Any]:
+        """Step ``step``'s op-level trace records (``exact.levels``), recomputed by re-running the job
+        (exact, so the bits it hashed; ``tamper`` replays a cheat)."""
+        from veracity.exact.trace import CODE_DTYPES, TraceRecord, tensor_digest
+
+        wanted = levels.steps[step]
+        got = self.tensors(set(wanted), model, tamper)
+        return [TraceRecord(d.step, d.op, tensor_digest(got[i].astype(CODE_DTYPES[d.dtype])))
+                for i, d in ((i, levels.program[i]) for i in wanted)]
 
     def program(self, model: Any = None, limit: int | None = None) -> list[Any]:
         """What each record of the job's trace must be (``exact.program``). A program of more than

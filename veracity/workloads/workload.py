@@ -40,6 +40,7 @@ class JobResult:
     trace: bytes = b""  # the trace records as a blob (``trace.encode_records``); its root is trace_root
     kept: dict[int, Any] = field(default_factory=dict)  # tensors of records asked for (disputes)
     output_digests: list[bytes] = field(default_factory=list)  # the output records' digests, committed
+    coarse: bool = False  # the trace is the coarse one (``exact.levels``); else every record (``Job.run`` cuts it)
 
     @property
     def output_root(self) -> bytes:
