@@ -353,7 +353,7 @@ def test_random_call_sequences_conserve_tokens(machine_cls):
     # derandomized, so CI runs the same 16 sequences every time: random draws of 10 sometimes
     # reached no successful commit or finalize, and a check that skips a path tests nothing there
     run_state_machine_as_test(machine_cls, settings=settings(
-        max_examples=16, stateful_step_count=25, deadline=None, derandomize=True,
+        max_examples=12, stateful_step_count=25, deadline=None, derandomize=True,
         suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture]))
     # the sequences must reach every settlement path, or the invariants were never tested there
     print("successful calls:", machine_cls.successes)

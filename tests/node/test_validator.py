@@ -9,6 +9,7 @@ from pathlib import Path
 
 import httpx
 import pytest
+from nodenet import TOKEN, Net
 
 from veracity.chain.anvil import Anvil, free_port
 from veracity.chain.devnet import deploy, dev_accounts
@@ -82,3 +83,56 @@ def test_sampling_is_deterministic_and_follows_the_rate():
     assert draws == [sampled("0xABC", i, 0.1) for i in range(5000)]
     assert 0.08 < sum(draws) / len(draws) < 0.12
     assert not any(sampled("0xabc", i, 0.0) for i in range(100)) and all(sampled("0xabc", i, 1.0) for i in range(100))
+
+
+def test_a_validator_does_not_bet_its_bond_on_a_program_it_cannot_answer_for(tmp_path):
+    """A provider and its own client post a single-level program (every record) for an honest job
+    and commit its full trace: the validator's coarse re-run cannot match it, and a game over it
+    would stall at the first query this validator's trace cannot answer, losing its bond to them.
+    The validator records the mismatch and does not challenge."""
+    from veracity.blobs.transfer import push
+    from veracity.cid import cid_of, digest_of
+    from veracity.exact.program import program_root
+    from veracity.exact.trace import decode_records
+    from veracity.market.bids import Bid, sign_bid
+    from veracity.workloads.infer import job_program, run_infer_job
+    from veracity.workloads.jobs import infer_job
+
+    net = Net(tmp_path, accounts=6)
+    try:
+        validator, checks_url = net.validator(5, rate=1.0)
+        client, prov = net.accts[1], net.accts[3]
+        chain, token, reg, market = net.dep.clients(prov.key)
+        reg.register(1, 1000 * TOKEN, "cpu", 2, [], 1, "http://127.0.0.1:9")
+        spec = load_spec(JOBS / "digits-mlp.yaml")
+        inputs = Path(spec.inputs.path).read_bytes()
+        spec = spec.model_copy(update={"inputs": spec.inputs.model_copy(update={"path": None, "cid": cid_of(inputs)}),
+                                       "verification": Verification(challenge_window=30)})
+        spec_bytes = spec.model_dump_json(exclude_none=True).encode()
+        vurl = checks_url.removesuffix("/checks")
+        push(vurl, inputs), push(vurl, spec_bytes)
+        full = job_program("digits-mlp", inputs)
+        _, _, _, cmarket = net.dep.clients(client.key)
+        oid = cmarket.open_order(digest_of(cid_of(spec_bytes)), spec.kind_code, spec.model_id, TOKEN,
+                                 chain.now() + 600, 30, 10_000, program_root(full), len(full))
+        bid = sign_bid(Bid(order_id=oid, provider=prov.address, price=TOKEN // 2, collateral=TOKEN,
+                           expiry=chain.now() + 300, run_time=60), prov.key, net.dep.chain_id, net.dep.market)
+        cmarket.accept_bid(bid)
+        honest = run_infer_job("digits-mlp", inputs, backend="numpy", coarse=False)  # every record
+        assert len(decode_records(honest.trace)) == len(full)
+        market.commit_result(oid, honest.output_digests, honest.trace_root, len(full))
+        assert infer_job("digits-mlp", inputs).run("numpy").trace_root != honest.trace_root  # coarse differs
+        before = token.balance_of(validator.address)
+        checks = []
+        for _ in range(600):
+            checks = httpx.get(checks_url, timeout=5).json()
+            if checks:
+                break
+            time.sleep(0.1)
+        assert checks and checks[0]["verdict"] == "mismatch", checks
+        assert "the order's program is not the one its job gives, so this validator does not challenge" in \
+            checks[0]["detail"], checks
+        assert net.dep.disputes_client(validator.key).game(oid).stage == 0  # no game, no bond at stake
+        assert token.balance_of(validator.address) == before
+    finally:
+        net.stop()

@@ -19,7 +19,7 @@ JOBS = {
     "digits-mlp": [{"pixels": [(i * 7 + j) % 17 for j in range(64)]} for i in range(3)],
     "minilm": [{"text": "Exact arithmetic makes checking a hash comparison."}, {"text": "A short one."}],
     "tiny-gpt": [{"text": "the cat ", "max_tokens": 2}],
-    "smollm2": [{"prompt": "The sky is", "max_tokens": 2}],
+    "smollm2": [{"prompt": "The sky is", "max_tokens": 3}],  # 3: a KV cache grown twice (hashed incrementally)
 }
 
 

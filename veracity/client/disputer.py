@@ -71,7 +71,7 @@ class Disputer:
                 return None
             if shows is not None:
                 return shows(job, levels, s, model, tamper() if tamper else None)
-            return job.step_records(levels, s, model, tamper() if tamper else None)
+            return job.step_records(levels, s, model, tamper() if tamper else None, keep=cache)  # one re-run
 
         self.players[order_id] = Player(self.party, self.disputes, self.referees, order_id, records, program,
                                         tensor, lambda d: prog.constants(None, d, table), levels, step_records)
@@ -96,6 +96,8 @@ class Disputer:
                     self.log(f"order {oid}: dispute, {move}")
             except ChainError as exc:
                 self.log(f"order {oid}: dispute: {exc}")
+            except Exception as exc:  # one game's failure never stops the moves of the others
+                self.log(f"order {oid}: dispute: could not move ({type(exc).__name__}: {exc})")
         for oid in done:
             del self.players[oid]
         return done

@@ -16,9 +16,10 @@ import numpy as np
 from veracity.exact import program as prog
 from veracity.exact import spec
 from veracity.exact.spec import I16_MAX, QLinear, QNorm
-from veracity.exact.trace import Trace, tensor_digest
+from veracity.exact.trace import Trace, digest_and_leaves, rows_of, tensor_digest
 
 I32, I16, U8 = np.dtype(np.int32), np.dtype(np.int16), np.dtype(np.uint8)
+NOT_GROWN = -2  # a record that does not grow another by appended rows (``Exec._hash``)
 
 
 BACKENDS = ("torch", "torch-eager", "numpy")
@@ -58,9 +59,10 @@ class Exec:
         self.b = backend
         self.trace = trace
         self.coarse = coarse
-        # coarse: id(tensor) -> (record index, step, name, dtype, weak reference), while it lives
-        self._live: dict[int, tuple[int, int, str, np.dtype, Any]] = {}
+        # coarse: id(tensor) -> (record index, step, name, dtype, weak reference, the record it grows), while it lives
+        self._live: dict[int, tuple[int, int, str, np.dtype, Any, int]] = {}
         self._hashed: set[int] = set()
+        self._leaves: dict[int, tuple[int, list[bytes]]] = {}  # a hashed KV cache's (rows, chunk leaves)
         # adversaries and dispute replays set this: (op index, op name, output) -> output
         self.tamper = tamper
         self.program = program
@@ -82,7 +84,8 @@ class Exec:
             self._prefix = ""
 
     def _rec(self, op: str, x: Any, dtype: np.dtype, kind: int = 0, inputs: tuple[Any, ...] = (),
-             consts: Callable[[], tuple[bytes, ...]] | None = None, params: tuple[int, ...] = ()) -> Any:
+             consts: Callable[[], tuple[bytes, ...]] | None = None, params: tuple[int, ...] = (),
+             grows: Any = None) -> Any:
         if self.tamper is not None:
             x = self.tamper(self.ops, self._prefix + op, x)
         if self.program is not None:
@@ -93,17 +96,37 @@ class Exec:
             if self.coarse:
                 for t in inputs:
                     self._export(t)
-                self._remember(x, self._prefix + op, dtype)
+                self._remember(x, self._prefix + op, dtype, NOT_GROWN if grows is None else self._index_of(grows))
             else:
                 self._hash(self.ops - 1, self.step_index, self._prefix + op, x, dtype)
         return x
 
-    def _hash(self, index: int, step: int, name: str, x: Any, dtype: np.dtype) -> None:
+    def _hash(self, index: int, step: int, name: str, x: Any, dtype: np.dtype, grows: int = NOT_GROWN) -> None:
+        """Hash record ``index``. A coarse trace hashes inline: its few records are cheaper to hash
+        than a hashing thread is to run beside the compute threads (``bench/exact_vs_native.py``);
+        a trace of every op hands its large records to the trace's thread. A record that grows an
+        earlier one by appended rows (a KV cache: ``grows``, that record's index, -1 for the first)
+        keeps its chunk leaves, and the next one hashes only the chunks after their whole ones."""
         assert self.trace is not None
         b = self.b
+        if self.coarse:
+            arr = x if isinstance(x, np.ndarray) else b.canonical(x, dtype)
+            prev_rows, prev = self._leaves.pop(grows, (0, None)) if grows != NOT_GROWN else (0, None)
+            if self.tamper is not None:  # a cheat may have altered the rows the cache kept
+                prev = None
+            digest, leaves = digest_and_leaves(arr, dtype, prev_rows, prev)
+            if grows != NOT_GROWN:
+                self._leaves[index] = (rows_of(tuple(arr.shape)), leaves)
+            self.trace.add(step, name, digest, index)
+            return
         self.trace.record(step, name, lambda: b.canonical(x, dtype), int(np.prod(x.shape)) * dtype.itemsize, index)
 
-    def _remember(self, x: Any, name: str, dtype: np.dtype) -> None:
+    def _index_of(self, t: Any) -> int:
+        """The record ``t`` is (a coarse run's live records), or -1."""
+        hit = self._live.get(id(t))
+        return hit[0] if hit is not None and hit[4]() is t else -1
+
+    def _remember(self, x: Any, name: str, dtype: np.dtype, grows: int = -2) -> None:
         key = id(x)
 
         def gone(ref: Any, key: int = key) -> None:
@@ -115,7 +138,7 @@ class Exec:
             ref: Any = weakref.ref(x, gone)
         except TypeError:  # not weakly referable: kept alive instead
             ref = (lambda x=x: x)
-        self._live[key] = (self.ops - 1, self.step_index, name, dtype, ref)
+        self._live[key] = (self.ops - 1, self.step_index, name, dtype, ref, grows)
 
     def _export(self, t: Any) -> None:
         """Hash record ``t`` if it is an earlier step's record not hashed yet (a coarse record)."""
@@ -123,7 +146,7 @@ class Exec:
         if hit is None or hit[4]() is not t or hit[1] >= self.step_index or hit[0] in self._hashed:
             return
         self._hashed.add(hit[0])
-        self._hash(hit[0], hit[1], hit[2], t, hit[3])
+        self._hash(hit[0], hit[1], hit[2], t, hit[3], hit[5])
 
     def _describe(self, op: str, x: Any, dtype: np.dtype, kind: int, inputs: tuple[Any, ...],
                   consts: tuple[bytes, ...], params: tuple[int, ...]) -> None:
@@ -168,9 +191,9 @@ class Exec:
             raise AssertionError("a job output must be the record just made")
         self.outputs.append(self._last[1])
         if self.coarse and self.trace is not None and self._last[1] not in self._hashed:
-            index, step, name, dtype, _ = self._live[id(x)]
+            index, step, name, dtype, _, grows = self._live[id(x)]
             self._hashed.add(index)
-            self._hash(index, step, name, x, dtype)
+            self._hash(index, step, name, x, dtype, grows)
         return self.to_numpy(x)
 
     def to_numpy(self, x: Any, dtype: np.dtype = I32) -> np.ndarray:
@@ -270,7 +293,8 @@ class Exec:
                          lambda: prog.tables_consts(table), (start, head_dim))
 
     def kv_append(self, op: str, cache: Any, new: Any) -> Any:
-        return self._rec(op, self.b.kv_append(cache, new), I32, prog.KV_APPEND, (cache, new))
+        """The cache [1, S, C] with the new rows appended: its first rows are ``cache``'s."""
+        return self._rec(op, self.b.kv_append(cache, new), I32, prog.KV_APPEND, (cache, new), grows=cache)
 
     def transpose(self, op: str, x: Any) -> Any:
         return self._rec(op, self.b.transpose_last(x), I32, prog.TRANSPOSE, (x,))

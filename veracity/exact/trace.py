@@ -33,6 +33,7 @@ Format (version 2)
 from __future__ import annotations
 
 import hashlib
+import math
 import struct
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
@@ -63,7 +64,7 @@ def canonical(a: np.ndarray) -> np.ndarray:
 def chunking(shape: tuple[int, ...], itemsize: int) -> tuple[int, int, int]:
     """(row bytes, rows per chunk, chunks) of a tensor: rows run along the last axis."""
     row = (shape[-1] if shape else 1) * itemsize
-    rows = int(np.prod(shape[:-1])) if len(shape) > 1 else 1
+    rows = math.prod(shape[:-1]) if len(shape) > 1 else 1
     per = max(1, CHUNK_BYTES // max(row, 1))
     return row, per, max(1, -(-rows // per))
 
@@ -84,14 +85,48 @@ def chunk_leaf(chunk: bytes | memoryview) -> bytes:
 
 
 def header(a: np.ndarray) -> bytes:
-    dt = np.dtype(f"{a.dtype.kind}{a.dtype.itemsize}")
-    return TENSOR_MAGIC + struct.pack(">BB", DTYPE_CODES[dt], a.ndim) + struct.pack(f">{a.ndim}I", *a.shape)
+    return header_of(tuple(a.shape), a.dtype)
+
+
+def header_of(shape: tuple[int, ...], dtype: np.dtype) -> bytes:
+    dt = np.dtype(f"{dtype.kind}{dtype.itemsize}")
+    return TENSOR_MAGIC + struct.pack(">BB", DTYPE_CODES[dt], len(shape)) + struct.pack(f">{len(shape)}I", *shape)
 
 
 def tensor_digest(a: np.ndarray) -> bytes:
     """Digest of an integer tensor: ``sha256(header || root over its row chunks)`` (see above)."""
     c = canonical(a)
-    return hashlib.sha256(header(c) + merkle_root([chunk_leaf(ch) for ch in tensor_chunks(c)])).digest()
+    return digest_of_leaves(header(c), [chunk_leaf(ch) for ch in tensor_chunks(c)])
+
+
+def digest_and_leaves(a: np.ndarray, dtype: np.dtype, prev_rows: int = 0,
+                      prev: list[bytes] | None = None) -> tuple[bytes, list[bytes]]:
+    """``tensor_digest(a.astype(dtype))`` and its chunk leaves, in one conversion (a running
+    provider's hot path). ``prev``: the chunk leaves of an earlier tensor of ``prev_rows`` rows
+    that are ``a``'s first rows (a KV cache before a step appended to it): its whole chunks are
+    ``a``'s too, so only the rows after them are converted and hashed."""
+    shape = tuple(int(d) for d in a.shape) or (1,)  # (``canonical`` makes a scalar one element)
+    row, per, n = chunking(shape, dtype.itemsize)
+    if n == 1:  # one chunk (most records of a decoded token): its leaf is the root
+        leaf = chunk_leaf(np.ascontiguousarray(a, dtype=dtype.newbyteorder(">")).tobytes())
+        return hashlib.sha256(header_of(shape, dtype) + leaf).digest(), [leaf]
+    keep = min(prev_rows // per, len(prev), n) if prev else 0
+    rows = a.reshape(rows_of(shape), shape[-1])
+    data = np.ascontiguousarray(rows[keep * per:], dtype=dtype.newbyteorder(">")).data.cast("B")
+    size = row * per
+    fresh = [chunk_leaf(data[i:i + size]) for i in range(0, len(data), size)] or [chunk_leaf(b"")]
+    leaves = (prev[:keep] if prev else []) + fresh
+    return digest_of_leaves(header_of(shape, dtype), leaves), leaves
+
+
+def digest_of_leaves(head: bytes, leaves: list[bytes]) -> bytes:
+    """A tensor's digest from its header and chunk leaves (one leaf is its own root)."""
+    return hashlib.sha256(head + (leaves[0] if len(leaves) == 1 else merkle_root(leaves))).digest()
+
+
+def rows_of(shape: tuple[int, ...]) -> int:
+    """A tensor's rows (along the last axis), as chunks count them."""
+    return math.prod(shape[:-1]) if len(shape) > 1 else 1
 
 
 def leaf_hash(step: int, op: str, digest: bytes) -> bytes:
@@ -194,6 +229,10 @@ class Trace:
             self._pending.append((at, step, op, tensor_digest(produce())))
         else:
             self._pending.append((at, step, op, self._pool.submit(lambda: tensor_digest(produce()))))
+
+    def add(self, step: int, op: str, digest: bytes, index: int) -> None:
+        """Record an op output whose digest is already computed (``record``'s ``index``)."""
+        self._pending.append((index, step, op, digest))
 
     @property
     def indexed(self) -> list[tuple[int, TraceRecord]]:

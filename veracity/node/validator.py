@@ -45,6 +45,7 @@ from veracity.node.state import CheckLog, NodeState
 from veracity.node.worker import WorkerPool
 from veracity.verify.sampling import check_rate, slashable
 from veracity.workloads.jobs import job_from_blobs
+from veracity.workloads.planner import MAX_PROGRAM_RECORDS
 
 TOKEN = 10**18
 
@@ -187,6 +188,11 @@ class ValidatorNode:
         detail = f"re-execution differs in its {' and '.join(what)}"
         if not job.disputable:  # no referee judges inside these steps yet: a game would end undecided
             detail += "; this job's steps are not yet judged on-chain, so this validator does not challenge"
+        if not same_trace and self.disputer is not None and job.disputable and (why := self.unplayable(oid, job)):
+            detail += f"; {why}, so this validator does not challenge"
+            self.checks.record(oid, "mismatch", detail)
+            log("validator", f"order {oid}: mismatch, {detail}")
+            return
         if same_trace or self.disputer is None or not job.disputable:
             if not same_trace and not resume:
                 detail += "; " + self.locate(url, oid, order.trace_root, result.trace)
@@ -194,6 +200,21 @@ class ValidatorNode:
             log("validator", f"order {oid}: mismatch, {detail}")
             return
         self.challenge(oid, order, url, job, result, detail, resume)
+
+    def unplayable(self, oid: int, job: Any) -> str | None:
+        """Why a game over ``oid`` could not be played to a verdict (None: it can): its posted
+        program is not the two-level one this job gives (a single-level or made-up program, whose
+        records this validator's coarse trace cannot answer for: a bond lost to a provider that
+        posted it for its own order)."""
+        from veracity.exact.program import program_root
+
+        try:
+            mine = job.posted_program(None if job.trains else job.model(), limit=MAX_PROGRAM_RECORDS)
+        except VeracityError as exc:
+            return f"its program cannot be computed here ({exc})"
+        if self.market.program(oid) != (program_root(mine), len(mine)):
+            return "the order's program is not the one its job gives"
+        return None
 
     def challenge(self, oid: int, order: Any, url: str | None, job: Any, result: Any, detail: str,
                   resume: bool = False) -> None:

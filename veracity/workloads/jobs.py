@@ -87,13 +87,19 @@ class Job:
         descriptors, each naming its step's op-level program root)."""
         return self.levels(model, limit).coarse_program()
 
-    def step_records(self, levels: Any, step: int, model: Any = None, tamper: Any = None) -> list[Any]:
+    def step_records(self, levels: Any, step: int, model: Any = None, tamper: Any = None,
+                     keep: dict[int, np.ndarray] | None = None) -> list[Any]:
         """Step ``step``'s op-level trace records (``exact.levels``), recomputed by re-running the job
-        (exact, so the bits it hashed; ``tamper`` replays a cheat)."""
+        (exact, so the bits it hashed; ``tamper`` replays a cheat). ``keep``: filled with the
+        tensors of the step's records and of every record they read, from the same run (what the
+        rest of a game inside the step shows)."""
         from veracity.exact.trace import CODE_DTYPES, TraceRecord, tensor_digest
 
         wanted = levels.steps[step]
-        got = self.tensors(set(wanted), model, tamper)
+        reads = {r for i in wanted for r in levels.program[i].inputs if r < len(levels.program)}
+        got = self.tensors(set(wanted) | (reads if keep is not None else set()), model, tamper)
+        if keep is not None:
+            keep.update(got)
         return [TraceRecord(d.step, d.op, tensor_digest(got[i].astype(CODE_DTYPES[d.dtype])))
                 for i, d in ((i, levels.program[i]) for i in wanted)]
 
