@@ -108,12 +108,12 @@ def main() -> int:
         ex = Exec(make_backend("torch"), trace, coarse=traced == "coarse")
         dec = Decoder(exact, ex)
         t = time.perf_counter()
-        token = ex.pick("token", dec.feed(ex.index(np.array([prompt]))))
+        token = dec.next_token(ex.index(np.array([prompt])))
         ex.to_numpy(token)
         pre = time.perf_counter() - t
         t = time.perf_counter()
         for _ in range(steps):
-            token = ex.pick("token", dec.feed(token))
+            token = dec.next_token(token)
             ex.to_numpy(token)
         if trace is not None:
             trace.records  # noqa: B018  (waits for the background hashes)

@@ -22,7 +22,9 @@ def test_a_provider_that_corrupts_smollm2_is_judged_and_slashed(tmp_path):
         validator, _ = net.validator(2, poll_interval=1.0)
         dep = net.dep
         _, token, reg, market = dep.clients(dep.accounts[0].key)
-        line = {"prompt": "The capital of France is", "max_tokens": 1}  # short: the cheater runs the int64 reference
+        # three passes: half-way through is a middle block of the second, whose KV cache the third reads
+        # (a coarse record); short, as the cheater runs the int64 reference
+        line = {"prompt": "The capital of France is", "max_tokens": 3}
         (tmp_path / "chat.jsonl").write_text(json.dumps(line) + "\n")
         spec = JobSpec(kind="infer", model="smollm2", inputs=Inputs(path=str(tmp_path / "chat.jsonl")), max_price=5,
                        deadline=900, verification=Verification(challenge_window=60))

@@ -16,7 +16,7 @@ import numpy as np
 from veracity.exact import program as prog
 from veracity.exact import spec
 from veracity.exact.spec import I16_MAX, QLinear, QNorm
-from veracity.exact.trace import Trace, digest_and_leaves, rows_of, tensor_digest
+from veracity.exact.trace import Growth, Trace, fast_digest, tensor_digest
 
 I32, I16, U8 = np.dtype(np.int32), np.dtype(np.int16), np.dtype(np.uint8)
 NOT_GROWN = -2  # a record that does not grow another by appended rows (``Exec._hash``)
@@ -62,7 +62,7 @@ class Exec:
         # coarse: id(tensor) -> (record index, step, name, dtype, weak reference, the record it grows), while it lives
         self._live: dict[int, tuple[int, int, str, np.dtype, Any, int]] = {}
         self._hashed: set[int] = set()
-        self._leaves: dict[int, tuple[int, list[bytes]]] = {}  # a hashed KV cache's (rows, chunk leaves)
+        self._grown: dict[int, Growth] = {}  # a hashed KV cache's whole chunks and their Merkle peaks
         # adversaries and dispute replays set this: (op index, op name, output) -> output
         self.tamper = tamper
         self.program = program
@@ -74,10 +74,23 @@ class Exec:
         self._prefix = ""
 
     @contextmanager
+    def scope(self, name: str) -> Iterator[None]:
+        """Op names inside are prefixed with ``name`` (a block of a decoded token's pass), within
+        the current step."""
+        before = self._prefix
+        self._prefix = name + "."
+        try:
+            yield
+        finally:
+            self._prefix = before
+
+    @contextmanager
     def step(self, name: str) -> Iterator[None]:
         """One trace step (a layer call); op names inside are prefixed with ``name``."""
         self.step_index += 1
         self._prefix = name + "."
+        if len(self._live) > 4096:  # forget the records that died
+            self._live = {k: v for k, v in self._live.items() if v[4]() is not None}
         try:
             yield
         finally:
@@ -106,17 +119,17 @@ class Exec:
         than a hashing thread is to run beside the compute threads (``bench/exact_vs_native.py``);
         a trace of every op hands its large records to the trace's thread. A record that grows an
         earlier one by appended rows (a KV cache: ``grows``, that record's index, -1 for the first)
-        keeps its chunk leaves, and the next one hashes only the chunks after their whole ones."""
+        keeps its whole chunks' Merkle peaks, and the next one hashes only the rows after them."""
         assert self.trace is not None
         b = self.b
         if self.coarse:
             arr = x if isinstance(x, np.ndarray) else b.canonical(x, dtype)
-            prev_rows, prev = self._leaves.pop(grows, (0, None)) if grows != NOT_GROWN else (0, None)
+            grown = self._grown.pop(grows, None) if grows != NOT_GROWN else None
             if self.tamper is not None:  # a cheat may have altered the rows the cache kept
-                prev = None
-            digest, leaves = digest_and_leaves(arr, dtype, prev_rows, prev)
+                grown = None
+            digest, growth = fast_digest(arr, dtype, grown)
             if grows != NOT_GROWN:
-                self._leaves[index] = (rows_of(tuple(arr.shape)), leaves)
+                self._grown[index] = growth
             self.trace.add(step, name, digest, index)
             return
         self.trace.record(step, name, lambda: b.canonical(x, dtype), int(np.prod(x.shape)) * dtype.itemsize, index)
@@ -127,18 +140,13 @@ class Exec:
         return hit[0] if hit is not None and hit[4]() is t else -1
 
     def _remember(self, x: Any, name: str, dtype: np.dtype, grows: int = -2) -> None:
-        key = id(x)
-
-        def gone(ref: Any, key: int = key) -> None:
-            hit = self._live.get(key)
-            if hit is not None and hit[4] is ref:
-                del self._live[key]
-
+        """Note record ``x`` (weakly: a dead tensor's entry is never matched, and is dropped at a
+        step's start once there are many)."""
         try:
-            ref: Any = weakref.ref(x, gone)
+            ref: Any = weakref.ref(x)
         except TypeError:  # not weakly referable: kept alive instead
             ref = (lambda x=x: x)
-        self._live[key] = (self.ops - 1, self.step_index, name, dtype, ref, grows)
+        self._live[id(x)] = (self.ops - 1, self.step_index, name, dtype, ref, grows)
 
     def _export(self, t: Any) -> None:
         """Hash record ``t`` if it is an earlier step's record not hashed yet (a coarse record)."""

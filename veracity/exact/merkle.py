@@ -32,6 +32,27 @@ def root(leaves: list[bytes]) -> bytes:
     return levels(leaves)[-1][0]
 
 
+Peaks = list[tuple[int, bytes]]  # (leaves under it, hash): a tree grown leaf by leaf, its perfect subtrees
+
+
+def grow(peaks: Peaks, leaf: bytes) -> Peaks:
+    """``peaks`` with one more leaf (equal subtrees merged, as the tree pairs them)."""
+    out = peaks + [(1, leaf)]
+    while len(out) >= 2 and out[-1][0] == out[-2][0]:
+        (n, left), (_, right) = out[-2], out[-1]
+        out[-2:] = [(2 * n, node(left, right))]
+    return out
+
+
+def peaks_root(peaks: Peaks) -> bytes:
+    """The root of the tree ``peaks`` hold: ``root`` of their leaves (an odd last node carried up
+    is a smaller subtree folded in from the right), in O(log n) hashes."""
+    h = peaks[-1][1]
+    for _, p in reversed(peaks[:-1]):
+        h = node(p, h)
+    return h
+
+
 def prove(tree: list[list[bytes]], index: int) -> list[bytes]:
     """Sibling hashes for leaf ``index`` of a tree from ``levels``."""
     proof = []

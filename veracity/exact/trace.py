@@ -99,24 +99,31 @@ def tensor_digest(a: np.ndarray) -> bytes:
     return digest_of_leaves(header(c), [chunk_leaf(ch) for ch in tensor_chunks(c)])
 
 
-def digest_and_leaves(a: np.ndarray, dtype: np.dtype, prev_rows: int = 0,
-                      prev: list[bytes] | None = None) -> tuple[bytes, list[bytes]]:
-    """``tensor_digest(a.astype(dtype))`` and its chunk leaves, in one conversion (a running
-    provider's hot path). ``prev``: the chunk leaves of an earlier tensor of ``prev_rows`` rows
-    that are ``a``'s first rows (a KV cache before a step appended to it): its whole chunks are
-    ``a``'s too, so only the rows after them are converted and hashed."""
+Growth = tuple[int, list[tuple[int, bytes]]]  # a grown tensor's whole chunks and their Merkle peaks
+
+
+def fast_digest(a: np.ndarray, dtype: np.dtype, grown: Growth | None = None) -> tuple[bytes, Growth]:
+    """``tensor_digest(a.astype(dtype))`` in one conversion (a running provider's hot path), and what
+    a tensor grown from ``a`` by appended rows needs (``grown``: what the tensor ``a`` grew from
+    gave; a KV cache before a step appended to it): its whole chunks are ``a``'s too, so only the
+    rows after them are converted and hashed, and the chunk tree's root comes from its peaks."""
+    from veracity.exact.merkle import grow, peaks_root
+
     shape = tuple(int(d) for d in a.shape) or (1,)  # (``canonical`` makes a scalar one element)
     row, per, n = chunking(shape, dtype.itemsize)
-    if n == 1:  # one chunk (most records of a decoded token): its leaf is the root
+    whole = rows_of(shape) // per
+    keep, peaks = grown if grown is not None and grown[0] <= whole else (0, [])
+    if n == 1 and not peaks:  # one chunk (most records of a decoded token): its leaf is the root
         leaf = chunk_leaf(np.ascontiguousarray(a, dtype=dtype.newbyteorder(">")).tobytes())
-        return hashlib.sha256(header_of(shape, dtype) + leaf).digest(), [leaf]
-    keep = min(prev_rows // per, len(prev), n) if prev else 0
+        return hashlib.sha256(header_of(shape, dtype) + leaf).digest(), (whole, [(1, leaf)] if whole else [])
     rows = a.reshape(rows_of(shape), shape[-1])
     data = np.ascontiguousarray(rows[keep * per:], dtype=dtype.newbyteorder(">")).data.cast("B")
     size = row * per
     fresh = [chunk_leaf(data[i:i + size]) for i in range(0, len(data), size)] or [chunk_leaf(b"")]
-    leaves = (prev[:keep] if prev else []) + fresh
-    return digest_of_leaves(header_of(shape, dtype), leaves), leaves
+    for leaf in fresh[:whole - keep]:
+        peaks = grow(peaks, leaf)
+    tree = grow(peaks, fresh[-1]) if len(fresh) > whole - keep else peaks
+    return hashlib.sha256(header_of(shape, dtype) + peaks_root(tree)).digest(), (whole, peaks)
 
 
 def digest_of_leaves(head: bytes, leaves: list[bytes]) -> bytes:

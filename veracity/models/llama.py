@@ -79,16 +79,29 @@ class Decoder:
     def feed(self, tokens: Any, every_position: bool = False) -> Any:
         """One pass over the token ids record ``tokens`` [1, T] at the next T positions: the logits
         record of the last position [1, R, W] (of every position with ``every_position``, untraced
-        use only). One trace step per block."""
+        use only). One trace step."""
+        with self.ex.step("pass"):
+            return self._pass(tokens, every_position)
+
+    def next_token(self, tokens: Any, prev: Any = None, stops: tuple[int, ...] = ()) -> Any:
+        """One pass and its greedy pick, in one trace step: the next token record [1, 1] (``prev``
+        and ``stops``: ``Exec.pick``'s). A pass is a coarse step (``exact.levels``): what a later
+        pass reads of it is its K and V caches and its token, not its logits or residuals."""
+        with self.ex.step("pass"):
+            logits = self._pass(tokens)
+            with self.ex.scope("next"):
+                return self.ex.pick("token", logits, prev, stops)
+
+    def _pass(self, tokens: Any, every_position: bool = False) -> Any:
         m, ex = self.model, self.ex
         t = int(tokens.shape[-1])
         start = self.position
         if start + t > m.context:
             raise InputError(f"the sequence would pass the context of {m.context} tokens")
-        with ex.step("embed"):
+        with ex.scope("embed"):
             x = ex.qembed("tokens", m.embed, tokens)
         for i, layer in enumerate(m.layers):
-            with ex.step(f"block.{i}"):
+            with ex.scope(f"block.{i}"):
                 h = ex.wrmsnorm("attn_norm", x, layer.attn_norm)
                 q, k, v = ex.block_linears(("q", "k", "v"), h, (layer.q, layer.k, layer.v))
                 q = ex.rope("q_rope", q, start, m.head_dim, m.rope)
@@ -104,7 +117,7 @@ class Decoder:
                 f = ex.silu_gate("swiglu", g, ex.block_linear("up", h, layer.up))
                 x = ex.resid_add("res2", x, ex.block_linear("down", f, layer.down, out_max=llm.WIDE_MAX))
         self.position += t
-        with ex.step("head"):
+        with ex.scope("head"):
             last = x if every_position else ex.last_row("last", x)
             return ex.block_linear("logits", ex.wrmsnorm("norm", last, m.out_norm), m.head)
 
@@ -233,10 +246,8 @@ class ExactLlama:
             generated: list[int] = []
             prev = None
             for _ in range(n):
-                logits = dec.feed(tokens)
-                with ex.step("next"):
-                    tokens = prev = ex.pick("token", logits, prev, self.stops)
-                    generated.append(int(ex.output(tokens).reshape(-1)[0]))
+                tokens = prev = dec.next_token(tokens, prev, self.stops)
+                generated.append(int(ex.output(tokens).reshape(-1)[0]))
             outs.append(np.array(generated, dtype=np.int64))
         return outs
 
@@ -261,7 +272,7 @@ class ExactLlama:
         tokens = ex.index(np.array([prompt_ids]))
         out: list[int] = []
         while len(out) < max_tokens:
-            tokens = ex.pick("token", dec.feed(tokens), None if not out else tokens, self.stops)
+            tokens = dec.next_token(tokens, None if not out else tokens, self.stops)
             out.append(int(ex.to_numpy(tokens).reshape(-1)[0]))
             if out[-1] in stops:
                 break
