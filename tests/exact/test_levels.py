@@ -48,7 +48,7 @@ def test_the_coarse_records_before_a_step_and_its_records_are_one_chain():
     levels = lv.Levels.of(PROGRAM)
     full = [TraceRecord(d.step, d.op, os.urandom(32)) for d in PROGRAM]
     coarse = levels.coarse_records(full)
-    step = levels.step_records(2, full)
+    step = [full[i] for i in levels.steps[2]]
     seed = lv.seed(coarse, levels.first[2])
     assert seed == chained(coarse)[1]
     assert chained(coarse[:2]) + chained(step, seed) == chained(coarse[:2] + step)

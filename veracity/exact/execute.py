@@ -139,7 +139,7 @@ class Exec:
         hit = self._live.get(id(t))
         return hit[0] if hit is not None and hit[4]() is t else -1
 
-    def _remember(self, x: Any, name: str, dtype: np.dtype, grows: int = -2) -> None:
+    def _remember(self, x: Any, name: str, dtype: np.dtype, grows: int = NOT_GROWN) -> None:
         """Note record ``x`` (weakly: a dead tensor's entry is never matched, and is dropped at a
         step's start once there are many)."""
         try:
@@ -148,10 +148,11 @@ class Exec:
             ref = (lambda x=x: x)
         self._live[id(x)] = (self.ops - 1, self.step_index, name, dtype, ref, grows)
 
-    def _export(self, t: Any) -> None:
-        """Hash record ``t`` if it is an earlier step's record not hashed yet (a coarse record)."""
+    def _export(self, t: Any, later: bool = True) -> None:
+        """Hash record ``t`` once, if it is a live record (with ``later``: of an earlier step; a coarse
+        record is one a later step reads, or an output)."""
         hit = self._live.get(id(t))
-        if hit is None or hit[4]() is not t or hit[1] >= self.step_index or hit[0] in self._hashed:
+        if hit is None or hit[4]() is not t or (later and hit[1] >= self.step_index) or hit[0] in self._hashed:
             return
         self._hashed.add(hit[0])
         self._hash(hit[0], hit[1], hit[2], t, hit[3], hit[5])
@@ -198,10 +199,8 @@ class Exec:
         if self._last is None or self._last[0] is not x:
             raise AssertionError("a job output must be the record just made")
         self.outputs.append(self._last[1])
-        if self.coarse and self.trace is not None and self._last[1] not in self._hashed:
-            index, step, name, dtype, _, grows = self._live[id(x)]
-            self._hashed.add(index)
-            self._hash(index, step, name, x, dtype, grows)
+        if self.coarse and self.trace is not None:
+            self._export(x, later=False)
         return self.to_numpy(x)
 
     def to_numpy(self, x: Any, dtype: np.dtype = I32) -> np.ndarray:

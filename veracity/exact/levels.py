@@ -30,7 +30,7 @@ from dataclasses import dataclass, field, replace
 from functools import cached_property
 
 from veracity.exact import program as prog
-from veracity.exact.trace import GENESIS, TraceRecord, chained, leaf_hash, merkle_root
+from veracity.exact.trace import GENESIS, TraceRecord, chained, leaf_hash
 
 MAX_STEP_COARSE = 257  # a step's coarse records (contracts/Disputes.vy MAX_STEP_LINKS, plus the one disputed)
 
@@ -54,6 +54,7 @@ class Levels:
     steps: dict[int, list[int]] = field(default_factory=dict)  # step -> full indices of its records
     first: dict[int, int] = field(default_factory=dict)  # step -> its first coarse index (coarse records before it)
     where: dict[int, tuple[int, int]] = field(default_factory=dict)  # full index -> (step, place in it)
+    exports: dict[int, int] = field(default_factory=dict)  # step -> its coarse records
 
     @classmethod
     def of(cls, program: list[prog.OpDesc]) -> "Levels":
@@ -64,24 +65,20 @@ class Levels:
             at = steps.setdefault(d.step, [])
             where[i] = (d.step, len(at))
             at.append(i)
-        per_step: dict[int, int] = {}
+        exports: dict[int, int] = {}
         for r in coarse:
-            per_step[program[r].step] = per_step.get(program[r].step, 0) + 1
+            exports[program[r].step] = exports.get(program[r].step, 0) + 1
         first: dict[int, int] = {}
         n = 0
         for s in sorted(steps):
             first[s] = n
-            n += per_step.get(s, 0)
-        return cls(program, coarse, steps, first, where)
+            n += exports.get(s, 0)
+        return cls(program, coarse, steps, first, where, exports)
 
     @cached_property
     def coarse_index(self) -> dict[int, int]:
         """Full index -> coarse index, for the coarse records."""
         return {r: k for k, r in enumerate(self.coarse)}
-
-    def step_of(self, k: int) -> int:
-        """The step of coarse record ``k``."""
-        return self.program[self.coarse[k]].step
 
     def number(self, s: int, r: int) -> int:
         """Record ``r`` (a full index) as step ``s``'s op-level trace numbers it: a coarse index before
@@ -112,15 +109,12 @@ class Levels:
         """The program posted with the order: one ``STEP`` descriptor per coarse record. A step
         exporting more than ``MAX_STEP_COARSE`` records is refused (``Disputes.open_step`` takes the
         leaves of the step's coarse records before the disputed one: at most 256)."""
-        per_step: dict[int, int] = {}
-        for r in self.coarse:
-            per_step[self.program[r].step] = per_step.get(self.program[r].step, 0) + 1
-        if per_step and max(per_step.values()) > MAX_STEP_COARSE:
+        if self.exports and max(self.exports.values()) > MAX_STEP_COARSE:
             from veracity.errors import InputError
 
-            s = max(per_step, key=lambda k: per_step[k])
-            raise InputError(f"step {s} of the job exports {per_step[s]} records, more than the {MAX_STEP_COARSE} a "
-                             "dispute can open: split the job")
+            s = max(self.exports, key=lambda k: self.exports[k])
+            raise InputError(f"step {s} of the job exports {self.exports[s]} records, more than the {MAX_STEP_COARSE} "
+                             "a dispute can open: split the job")
         out = []
         for r in self.coarse:
             d = self.program[r]
@@ -133,19 +127,10 @@ class Levels:
         """The coarse trace of a full trace."""
         return [records[i] for i in self.coarse]
 
-    def step_records(self, s: int, records: list[TraceRecord]) -> list[TraceRecord]:
-        """Step ``s``'s op-level records out of a full trace."""
-        return [records[i] for i in self.steps[s]]
-
 
 def seed(coarse: list[TraceRecord], first: int) -> bytes:
     """The chain value before coarse record ``first`` (a step's op-level trace goes on from it)."""
     return chained(coarse[:first])[-1] if first > 0 else GENESIS
-
-
-def step_root(step_records: list[TraceRecord], start: bytes) -> bytes:
-    """A step's op-level trace root: the Merkle root over its chain values, going on from ``start``."""
-    return merkle_root(chained(step_records, start))
 
 
 def links(coarse: list[TraceRecord], first: int, k: int) -> list[bytes]:

@@ -64,9 +64,8 @@ def canonical(a: np.ndarray) -> np.ndarray:
 def chunking(shape: tuple[int, ...], itemsize: int) -> tuple[int, int, int]:
     """(row bytes, rows per chunk, chunks) of a tensor: rows run along the last axis."""
     row = (shape[-1] if shape else 1) * itemsize
-    rows = math.prod(shape[:-1]) if len(shape) > 1 else 1
     per = max(1, CHUNK_BYTES // max(row, 1))
-    return row, per, max(1, -(-rows // per))
+    return row, per, max(1, -(-rows_of(shape) // per))
 
 
 def tensor_chunks(a: np.ndarray) -> list[memoryview]:
@@ -96,7 +95,7 @@ def header_of(shape: tuple[int, ...], dtype: np.dtype) -> bytes:
 def tensor_digest(a: np.ndarray) -> bytes:
     """Digest of an integer tensor: ``sha256(header || root over its row chunks)`` (see above)."""
     c = canonical(a)
-    return digest_of_leaves(header(c), [chunk_leaf(ch) for ch in tensor_chunks(c)])
+    return hashlib.sha256(header(c) + merkle_root([chunk_leaf(ch) for ch in tensor_chunks(c)])).digest()
 
 
 Growth = tuple[int, list[tuple[int, bytes]]]  # a grown tensor's whole chunks and their Merkle peaks
@@ -124,11 +123,6 @@ def fast_digest(a: np.ndarray, dtype: np.dtype, grown: Growth | None = None) -> 
         peaks = grow(peaks, leaf)
     tree = grow(peaks, fresh[-1]) if len(fresh) > whole - keep else peaks
     return hashlib.sha256(header_of(shape, dtype) + peaks_root(tree)).digest(), (whole, peaks)
-
-
-def digest_of_leaves(head: bytes, leaves: list[bytes]) -> bytes:
-    """A tensor's digest from its header and chunk leaves (one leaf is its own root)."""
-    return hashlib.sha256(head + (leaves[0] if len(leaves) == 1 else merkle_root(leaves))).digest()
 
 
 def rows_of(shape: tuple[int, ...]) -> int:
