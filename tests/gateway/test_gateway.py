@@ -147,6 +147,9 @@ def test_the_openai_package_gets_exact_answers_with_receipts_that_verify(gateway
             break
         time.sleep(1)
     assert all(verdicts[lease] == "match" for lease in leases), verdicts
+    # and each provider ran every request once: a window's result is its requests' runs joined
+    logs = net.logs()
+    assert all(f"lease {lease}: window result joined from the" in logs for lease in leases), logs
 
     # every window posted was co-signed by its lease's provider; after its challenge window the
     # provider finalized it itself (nobody else finalizes a lease) and was paid

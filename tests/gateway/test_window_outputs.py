@@ -3,6 +3,7 @@ gateway moves the request that would overfill it to the next lease, and a provid
 serve it (a window it could never post would leave its work unpaid)."""
 
 import json
+from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
@@ -12,7 +13,14 @@ from veracity.gateway.leases import Lease, LeaseClosed, LeasePool
 from veracity.market import receipts as R
 from veracity.models.registry import loaded
 from veracity.node.sessions import LeaseError, LeaseLog, LeaseServer, LeaseTerms
-from veracity.workloads.infer import output_count, window_outputs
+from veracity.workloads.infer import (
+    WINDOW_BATCH,
+    joined_result,
+    output_count,
+    run_infer_job,
+    served_run,
+    window_outputs,
+)
 
 MARKET = "0x" + "22" * 20
 
@@ -22,7 +30,9 @@ def test_output_records_are_counted_per_generated_token_or_per_batch():
     assert output_count(gpt, [gpt.parse({"text": "the ", "max_tokens": n}) for n in (3, 8)]) == 11
     pixels = [mlp.parse({"pixels": [0] * 64}) for _ in range(33)]
     assert output_count(mlp, pixels) == 2  # one output record per batch of 32
-    assert window_outputs(mlp, 32, 1, {"pixels": "not parsed"}) == 2 and window_outputs(gpt, 0, 0, {"text": "the "}) == 32
+    assert window_outputs(mlp, 32, 2, {"pixels": "not parsed"}, batch_size=32) == 2
+    assert window_outputs(mlp, 32, 32, {"pixels": "not parsed"}) == 33  # a window's batches are of 1
+    assert window_outputs(gpt, 0, 0, {"text": "the "}) == 32
 
 
 def test_the_gateway_moves_a_request_that_would_overfill_a_window():
@@ -42,7 +52,7 @@ def test_a_provider_refuses_a_request_its_window_could_not_commit(tmp_path):
     answered = []
     server = LeaseServer(log, provider.key, provider.address, 31337, MARKET,
                          lambda oid: LeaseTerms(client.address, "tiny-gpt", provider.address, 10**12, True),
-                         lambda model, item: answered.append(item) or "x", lambda: 0,
+                         lambda model, item: (answered.append(item), ("x", None))[1], lambda: 0,
                          outputs=lambda model, served, n, item: window_outputs(loaded(model), served, n, item))
     for i in range(10):  # served already: ten requests of 100 tokens
         item = {"text": "the provider ", "max_tokens": 100}
@@ -53,3 +63,34 @@ def test_a_provider_refuses_a_request_its_window_could_not_commit(tmp_path):
         server.serve(7, 10, item, sig)
     assert err.value.status == 409 and answered == []  # nothing run, nothing logged
     assert log.count(7) == 10
+
+
+def test_a_lease_keeps_each_requests_run_once_it_ends_and_its_window_joins_them(tmp_path):
+    client, provider = dev_accounts(2)
+    log = LeaseLog(tmp_path / "state.db")
+    mlp = loaded("digits-mlp")
+    runner = ThreadPoolExecutor(1)
+
+    def answer(model, item):  # as a provider answers: the run goes on after the answer
+        if item["pixels"][0] < 0:  # a run that dies after its answer (a crash): not kept
+            return "x", runner.submit(lambda: 1 / 0)
+        run = served_run(mlp, mlp.parse(item), "numpy")
+        return mlp.present(run.output), runner.submit(lambda: run)
+
+    server = LeaseServer(log, provider.key, provider.address, 31337, MARKET,
+                         lambda oid: LeaseTerms(client.address, "digits-mlp", provider.address, 10**12, True),
+                         answer, lambda: 0)
+    items = [{"pixels": [(i * 5 + j) % 17 for j in range(64)]} for i in range(3)]
+    for i, item in enumerate(items):
+        server.serve(7, i, item, R.sign_request(client.key, 31337, MARKET, 7, i, R.line_hash(R.input_line(item))))
+    server.settled()
+    inputs = "".join(R.input_line(i) for i in items).encode()
+    joined = joined_result(mlp, inputs, log.runs(7))  # read back from SQLite
+    window = run_infer_job("digits-mlp", inputs, "numpy", batch_size=WINDOW_BATCH, model=mlp)
+    assert (joined.trace_root, joined.outputs, joined.output_digests) == \
+        (window.trace_root, window.outputs, window.output_digests)
+    assert joined.outputs.decode() == "".join(out for _, out, _ in log.served(7))  # what it answered
+    lost = {"pixels": [-1] * 64}
+    server.serve(7, 3, lost, R.sign_request(client.key, 31337, MARKET, 7, 3, R.line_hash(R.input_line(lost))))
+    server.settled()
+    assert len(log.runs(7)) == 3 < log.count(7) == 4  # its window is run again, not joined

@@ -6,6 +6,7 @@ import pytest
 
 from veracity.cid import cid_of
 from veracity.errors import InputError
+from veracity.workloads.jobs import Job
 from veracity.workloads.spec import load_spec, parse_spec
 
 JOBS = Path(__file__).resolve().parent.parent.parent / "examples" / "jobs"
@@ -22,6 +23,15 @@ def test_example_specs_load(name):
 def test_defaults_and_cid_inputs():
     spec = parse_spec(GOOD)
     assert spec.inputs.cid == cid_of(b"x") and spec.verification.spot_check_rate == 0.1
+    assert spec.batch is None and Job(spec, b"").batch == 32
+    assert Job(parse_spec(GOOD + "batch: 1\n"), b"").batch == 1  # a gateway window's
+
+
+def test_an_infer_jobs_batch_changes_its_program_not_its_outputs():
+    inputs = b'{"text": "one"}\n{"text": "two words"}\n'
+    one, many = (Job(parse_spec(GOOD + f"batch: {b}\n"), inputs) for b in (1, 2))
+    assert len(one.posted_program()) != len(many.posted_program())
+    assert one.run("numpy").outputs == many.run("numpy").outputs
 
 
 @pytest.mark.parametrize("text,message", [
@@ -40,6 +50,9 @@ def test_defaults_and_cid_inputs():
     (GOOD.replace("infer", "train"), "a train job needs a 'training' section"),
     (GOOD.replace("infer", "train") + "training: {steps: 5}\n", "model 'minilm' cannot be trained by a train job"),
     (GOOD + "training: {steps: 5}\n", "a infer job takes no 'training' section"),
+    (GOOD + "batch: 0\n", "batch: Input should be greater than 0"),
+    (GOOD.replace("infer", "train").replace("minilm", "digits-mlp") + "batch: 8\ntraining: {steps: 5}\n",
+     "batch is an infer job's field: a train job's batch is training.batch"),
     (GOOD.replace("infer", "train").replace("minilm", "digits-mlp") + "training: {steps: 0}\n",
      "training.steps: Input should be greater than 0"),
     (GOOD.replace("infer", "train").replace("minilm", "digits-mlp") + "training: {steps: 5, optimizer: lion}\n",

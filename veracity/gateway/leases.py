@@ -4,7 +4,8 @@ For each model the gateway holds one open lease (``Market.open_order`` with no s
 the provider serves until the gateway posts the window it served). A request goes straight to
 the lease's provider over HTTP, signed by the gateway's key, and comes back with the provider's
 signed receipt. A window closes after ``window_requests`` requests or ``window_s`` seconds: the
-gateway pushes the window's spec (an ``infer`` job whose inputs are the requests, in order) to the
+gateway pushes the window's spec (an ``infer`` job whose inputs are the requests, in order, in
+batches of 1: its provider joins the runs that served them and runs nothing again) to the
 provider, computes its program, asks the provider to co-sign them (``POST /leases/{order}/window``:
 it signs only exactly what it served) and posts them with that signature (``Market.post_window``);
 the provider commits the window like any order, validators check it and may dispute it like any
@@ -37,7 +38,7 @@ from veracity.exact.levels import Levels
 from veracity.exact.program import MAX_OUTPUTS, program_root
 from veracity.market import receipts as R
 from veracity.market.bids import Bid, window_signer
-from veracity.workloads.infer import job_program
+from veracity.workloads.infer import WINDOW_BATCH, job_program
 from veracity.workloads.spec import Inputs, JobSpec, Verification, model_id
 
 TOKEN = 10**18
@@ -270,8 +271,9 @@ class LeasePool:
             left = max(1, lease.deadline - self.chain.now())
         spec = JobSpec(kind="infer", model=lease.model, inputs=Inputs(cid=cid_of(inputs)), max_price=lease.price / TOKEN,
                        deadline=left, verification=Verification(challenge_window=self.terms.challenge_window,
-                                                                spot_check_rate=self.terms.spot_check_rate))
-        program = Levels.of(job_program(lease.model, inputs)).coarse_program()
+                                                                spot_check_rate=self.terms.spot_check_rate),
+                       batch=WINDOW_BATCH)  # its provider joins the runs that served the requests
+        program = Levels.of(job_program(lease.model, inputs, batch_size=WINDOW_BATCH)).coarse_program()
         return spec.model_dump_json(exclude_none=True).encode(), inputs, program_root(program), len(program)
 
     def _cosign(self, lease: Lease, spec_cid: bytes, root: bytes, length: int) -> str:

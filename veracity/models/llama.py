@@ -26,7 +26,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 
@@ -235,19 +235,26 @@ class ExactLlama:
     def unpresent(self, shown: Any) -> np.ndarray:
         return np.array(shown["tokens"], dtype=np.int64)
 
-    def run(self, ex: Exec, items: list[tuple[list[int], int]]) -> list[np.ndarray]:
+    def run(self, ex: Exec, items: list[tuple[list[int], int]],
+            answered: Callable[[int, np.ndarray], None] | None = None) -> list[np.ndarray]:
         """Greedy generation of exactly ``n`` tokens per item: the prompt is an input record (one
-        prefill pass), each pass's next token a record, and the next pass reads it."""
+        prefill pass), each pass's next token a record, and the next pass reads it. ``answered(k,
+        output)`` hears item ``k``'s output at its first stop token (every later token is that
+        one: ``Exec.pick``), before its remaining passes run."""
         outs = []
-        for ids, n in items:
+        for k, (ids, n) in enumerate(items):
             with ex.step("prompt"):
                 tokens = ex.input("ids", np.array([ids]), index=True)
             dec = Decoder(self, ex)
             generated: list[int] = []
             prev = None
+            told = False
             for _ in range(n):
                 tokens = prev = dec.next_token(tokens, prev, self.stops)
                 generated.append(int(ex.output(tokens).reshape(-1)[0]))
+                if answered is not None and not told and (generated[-1] in self.stops or len(generated) == n):
+                    answered(k, np.array(generated + [generated[-1]] * (n - len(generated)), dtype=np.int64))
+                    told = True
             outs.append(np.array(generated, dtype=np.int64))
         return outs
 

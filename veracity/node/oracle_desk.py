@@ -50,7 +50,7 @@ def output_blob(job: Job, outputs_jsonl: bytes, model: Any = None) -> bytes:
     if job.spec.kind != "infer":
         raise InputError(f"an Oracle request is an infer job, not {job.spec.kind}")
     try:
-        return encode_outputs(served_tensors(job.model_name, job.inputs, outputs_jsonl, model))
+        return encode_outputs(served_tensors(job.model_name, job.inputs, outputs_jsonl, model, job.batch))
     except ValueError as exc:
         raise InputError(f"the outputs cannot be encoded for the Oracle ({exc})") from None
 

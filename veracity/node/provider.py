@@ -76,6 +76,9 @@ class ProviderConfig(BaseModel):
     poll_interval: float = 0.3
     max_blob_bytes: int = 64 << 20  # the largest spec, input or output this node stores
     finalize_after_s: int = Field(30, ge=0)  # past a result's challenge window: its client may finalize first
+    # a lease window's result joins the runs that served its requests; true runs the window's job
+    # again instead (as a plain order is run: twice the work, for comparison: bench/gateway.py)
+    rerun_windows: bool = False
 
 
 class ProviderNode:
@@ -113,6 +116,7 @@ class ProviderNode:
         self._tls = threading.local()
         self.desk = (OracleDesk(OracleClient(self.chain, dep.oracle), self.market, self.blobs, self.state, self.chain.now,
                                 lambda m: log("provider", m)) if dep.oracle else None)
+        self._serving = ThreadPoolExecutor(max_workers=1, thread_name_prefix="serve")  # lease requests' runs, in turn
         self.leases = LeaseServer(LeaseLog(home / "state.db"), cfg.key, self.chain.address, self.dep.chain_id,
                                   self.dep.market, self._lease_terms, self._answer, self.chain.now, self._window_program,
                                   outputs=self._window_outputs)
@@ -144,21 +148,35 @@ class ProviderNode:
 
         return window_outputs(loaded(model), served, outputs, item)
 
-    def _answer(self, model: str, item: dict[str, Any]) -> Any:
-        """One request of a lease, exactly: what the window's output line shows for it."""
-        from veracity.workloads.infer import infer
+    def _answer(self, model: str, item: dict[str, Any]) -> tuple[Any, Future[Any]]:
+        """One request of a lease, exactly: what the window's output line shows for it, as soon as
+        it is known (a generator's at its stop token), and its run (``infer.served_run``: the coarse
+        trace the window's result joins), which goes on after the answer."""
+        from veracity.workloads.infer import served_run
 
         if model not in self.cfg.policy.models:
             raise InputError(f"this provider does not serve model {model!r}")
         m = loaded(model)
-        if hasattr(m, "serve"):  # a generator that can stop at its stop token (its later tokens follow)
-            out = m.serve(m.parse(item), backend=self.cfg.backend)
-        else:
-            out = infer(m, [m.parse(item)], backend=self.cfg.backend, trace=False).outputs[0]
-        shown = m.present(out)
+        parsed = m.parse(item)
+        answer: Future[Any] = Future()
+
+        def answered(out: Any) -> None:
+            if not answer.done():
+                answer.set_result(out)
+
+        def run() -> Any:
+            try:
+                return served_run(m, parsed, self.cfg.backend, answered)
+            except BaseException as exc:
+                if not answer.done():
+                    answer.set_exception(exc)
+                raise
+
+        ran = self._serving.submit(run)
+        shown = m.present(answer.result())
         if self.cfg.behaviour == "forged-output":  # an adversary for tests: serves what it will not commit
             shown = adversary.forge_answer(shown)
-        return shown
+        return shown, ran
 
     def _window_program(self, model: str, spec_cid: bytes, served: bytes) -> tuple[bytes, int]:
         """The program this node computes for a lease window's spec (in its blob store), once the
@@ -354,12 +372,46 @@ class ProviderNode:
             self.state.advance(oid, "failed", error=str(exc))
             log("provider", f"order {oid}: failed, {exc}")
             return
+        joined = self._joined_window(oid, job)
+        if joined is not None:
+            self.state.advance(oid, "running")
+            self.finish(oid, joined)
+            return
         if self.workers is None:
             self.workers = WorkerPool(self.cfg.workers, backend=self.cfg.backend)
         self.state.advance(oid, "running")
         self.running[oid] = self.pool.submit(self.workers.run, job, self.cfg.backend, self.cfg.job_timeout,
                                              self.cfg.behaviour)
         log("provider", f"order {oid}: {'training' if job.trains else 'running'} {job.model_name}")
+
+    def _joined_window(self, oid: int, job: Job) -> Future[JobResult] | None:
+        """A lease window's result from the runs that served its requests (``node.sessions``), or
+        None: not a window this node signed, runs not all kept, a spec other than batch 1 (its
+        trace is not theirs joined), or an adversary's behaviour; then the job runs as any order."""
+        from veracity.workloads.infer import joined_result
+
+        signed = self.leases.log.signed(oid)
+        if signed is None or self.cfg.rerun_windows or self.cfg.behaviour not in ("honest", "forged-output"):
+            return None
+        self.leases.settled()
+        runs = self.leases.log.runs(oid)
+        if job.spec.kind != "infer" or job.batch != 1 or len(runs) != self.leases.log.count(oid):
+            log("provider", f"lease {oid}: its window is run again ({len(runs)} of {self.leases.log.count(oid)} "
+                            f"runs kept, batch {job.batch})")
+            return None
+        try:
+            result = joined_result(loaded(job.model_name), job.inputs, runs)
+        except VeracityError as exc:  # cannot be: the window's inputs are the lines it served
+            log("provider", f"lease {oid}: its runs cannot be joined ({exc}): run again")
+            return None
+        if result.ops != signed[0].program_length:  # cannot be, for the window it checked and signed
+            log("provider", f"lease {oid}: its runs joined make {result.ops} records, not the window's "
+                            f"{signed[0].program_length}: run again")
+            return None
+        done: Future[JobResult] = Future()
+        done.set_result(result)
+        log("provider", f"lease {oid}: window result joined from the {len(runs)} requests' runs (nothing run again)")
+        return done
 
     def _spec_cid(self, oid: int) -> str:
         """The spec CID of order ``oid``'s job, as this node recorded it (StateError if none)."""

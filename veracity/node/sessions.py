@@ -14,9 +14,13 @@ only if its spec, already pushed to this node, is an ``infer`` job of the lease'
 inputs are exactly the requests it served on the lease, in order, and the program is the one it
 computes for that spec; once signed, the lease serves no more requests. So a client cannot post a
 window its provider never served, which a sybil could then challenge to have it slashed.
-When the client posts the window (``Market.post_window``) the lease is an ordinary order: the
-provider runs the window's job and commits it, and its outputs are the answers it served (exact
-arithmetic: the same bits, whatever the batch).
+When the client posts the window (``Market.post_window``) the lease is an ordinary order, and
+the provider commits the window's job. It runs nothing again: each request ran once, alone, with
+the coarse trace a provider commits (``workloads.infer.served_run``; a generator answers at its
+stop token and finishes its remaining passes after the answer is sent), and its run is kept here;
+the window's job is an infer job with batch 1 over the requests, so its result is their runs
+joined (``infer.joined_result``: the same bits). A window whose runs are not all kept (a crash
+between an answer and its run's end) is run again, like any order.
 """
 
 from __future__ import annotations
@@ -24,14 +28,19 @@ from __future__ import annotations
 import json
 import sqlite3
 import threading
+from concurrent.futures import Future
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
+import numpy as np
+
 from veracity.errors import InputError, VeracityError
 from veracity.exact.program import MAX_OUTPUTS
+from veracity.exact.trace import decode_records, encode_records
 from veracity.market import bids
 from veracity.market import receipts as R
+from veracity.workloads.infer import ServedRun
 
 COMMIT_GRACE = 30  # contracts/Market.vy: a window is posted only while max(run time, this) fits before the deadline
 MAX_ORDER_ID = 2**63  # order ids the chain can have (and SQLite can store)
@@ -100,6 +109,9 @@ class LeaseLog:
         self._db().execute("CREATE TABLE IF NOT EXISTS lease_windows (order_id INTEGER PRIMARY KEY, "
                            "spec_cid TEXT NOT NULL, program_root TEXT NOT NULL, program_length TEXT NOT NULL, "
                            "signature TEXT NOT NULL)")
+        self._db().execute("CREATE TABLE IF NOT EXISTS lease_runs (order_id INTEGER NOT NULL, idx INTEGER NOT NULL, "
+                           "output TEXT NOT NULL, steps INTEGER NOT NULL, records BLOB NOT NULL, "
+                           "output_digests BLOB NOT NULL, PRIMARY KEY (order_id, idx))")
 
     def _db(self) -> sqlite3.Connection:
         db = getattr(self._local, "db", None)
@@ -126,6 +138,20 @@ class LeaseLog:
         self._db().execute("INSERT INTO lease_requests VALUES (?, ?, ?, ?, ?)",
                            (order_id, index, input_line, output_line, receipt))
 
+    def keep(self, order_id: int, index: int, run: ServedRun) -> None:
+        """Request ``index``'s run: its output and the coarse trace it kept."""
+        self._db().execute("INSERT OR REPLACE INTO lease_runs VALUES (?, ?, ?, ?, ?, ?)",
+                           (order_id, index, json.dumps([int(v) for v in run.output]), run.steps,
+                            encode_records(run.records), b"".join(run.output_digests)))
+
+    def runs(self, order_id: int) -> list[ServedRun]:
+        """The kept runs of a lease's requests, in order (fewer than its requests when some were lost)."""
+        rows = self._db().execute("SELECT output, steps, records, output_digests FROM lease_runs WHERE order_id = ? "
+                                  "ORDER BY idx", (order_id,))
+        return [ServedRun(np.array(json.loads(out), dtype=np.int64), decode_records(records), steps,
+                          [digests[i:i + 32] for i in range(0, len(digests), 32)])
+                for out, steps, records, digests in rows]
+
     def signed(self, order_id: int) -> tuple[Window, str] | None:
         """The window this node signed for a lease, and its signature (a lease has one at most)."""
         row = self._db().execute("SELECT spec_cid, program_root, program_length, signature FROM lease_windows "
@@ -140,16 +166,20 @@ class LeaseLog:
                             signature))
 
 
+Answer = tuple[Any, "Future[ServedRun] | None"]  # what an answer shows, and its run (kept once it ends)
+
+
 class LeaseServer:
     """Serves requests under this provider's open leases, and co-signs their windows.
     ``terms(order)`` reads a lease from the chain; ``answer(model, item)`` runs one item exactly
-    and returns what the job's output shows for it; ``program(model, spec_cid, inputs)`` is the
+    and returns what the job's output shows for it, with its run's future (``ServedRun``: kept in
+    the log when it ends, which may be after the answer is sent); ``program(model, spec_cid, inputs)`` is the
     program (root, length) this node computes for a window spec, once it has checked the spec is
     an infer job of ``model`` over exactly ``inputs`` (else a LeaseError says why). One request
     runs at a time (the models share this process's cores)."""
 
     def __init__(self, log: LeaseLog, key: str, address: str, chain_id: int, market: str,
-                 terms: Callable[[int], LeaseTerms], answer: Callable[[str, dict[str, Any]], Any],
+                 terms: Callable[[int], LeaseTerms], answer: Callable[[str, dict[str, Any]], Answer],
                  now: Callable[[], int], program: Callable[[str, bytes, bytes], tuple[bytes, int]] | None = None,
                  margin_s: int = 10, max_requests: int = 4096,
                  outputs: Callable[[str, int, int, dict[str, Any]], int] | None = None) -> None:
@@ -161,6 +191,7 @@ class LeaseServer:
         self.outputs = outputs  # (model, served, their output records, item) -> the records with it
         self._window_outputs: dict[int, int] = {}  # per lease: its served requests' output records
         self._lock = threading.Lock()
+        self._kept: Future[None] | None = None  # done when the latest answer's run (which may outlive it) is kept
 
     def _lease(self, order_id: int, serving: bool = True) -> LeaseTerms:
         if not 0 < order_id < MAX_ORDER_ID:
@@ -215,7 +246,7 @@ class LeaseServer:
                     raise LeaseError(f"lease {order_id}'s window would hold {n} output records, more than the "
                                      f"{MAX_OUTPUTS} a result commits: post it and open a new lease")
             try:
-                shown = self.answer(lease.model, item)
+                shown, run = self.answer(lease.model, item)
             except InputError as exc:
                 raise LeaseError(str(exc), 400) from None
             out = R.output_line(item, shown)
@@ -223,7 +254,25 @@ class LeaseServer:
                                      R.line_hash(out))
             self.log.add(order_id, index, line, out, receipt.model_dump_json())
             self._window_outputs[order_id] = n
+            if run is not None:
+                kept: Future[None] = Future()
+                self._kept = kept
+                run.add_done_callback(lambda f: self._keep(order_id, index, f, kept))
             return self._response(index, line, out, receipt.model_dump_json())
+
+    def _keep(self, order_id: int, index: int, run: "Future[ServedRun]", kept: "Future[None]") -> None:
+        """A request's run has ended: keep it for the window (a failed one is not kept, and its
+        window is run again)."""
+        try:
+            if run.exception() is None:
+                self.log.keep(order_id, index, run.result())
+        finally:
+            kept.set_result(None)
+
+    def settled(self) -> None:
+        """Wait until the latest answer's run has ended and is kept (or failed: not kept)."""
+        if self._kept is not None:
+            self._kept.result()
 
     def _served_outputs(self, order_id: int, model: str) -> int:
         """The output records a lease's served requests make: kept as they are served, counted once
@@ -243,6 +292,7 @@ class LeaseServer:
         if self.program is None:
             raise LeaseError("this provider does not co-sign lease windows", 404)
         with self._lock:  # no request is served on the lease while its window is checked
+            self.settled()
             lease = self._lease(order_id, serving=False)
             done = self.log.signed(order_id)
             if done is not None:

@@ -32,11 +32,11 @@ def _job(job: Job, backend: str, loaded: Any, behaviour: str) -> Any:
         cheat = adversary.tamper_for(behaviour, job)
         return job.run("numpy" if cheat else backend, tamper=cheat() if cheat else None)
     if behaviour == "corrupt-op":
-        return adversary.corrupt_op_job(model, inputs, loaded)
+        return adversary.corrupt_op_job(model, inputs, loaded, batch_size=job.batch)
     if behaviour == "wrong-output":
-        return adversary.wrong_output_job(model, inputs, loaded)
+        return adversary.wrong_output_job(model, inputs, loaded, batch_size=job.batch)
     if behaviour == "lazy":
-        return adversary.lazy_job(model, inputs, loaded)
+        return adversary.lazy_job(model, inputs, loaded, batch_size=job.batch)
     if behaviour == "disconnected":
         return adversary.disconnected(job.run(backend, model=loaded))
     return job.run(backend, model=loaded)

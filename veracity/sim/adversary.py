@@ -36,6 +36,7 @@ import numpy as np
 from veracity.errors import VeracityError
 from veracity.exact.trace import TraceRecord, encode_records, records_root, tensor_digest
 from veracity.workloads.infer import job_program, parse_jsonl, run_infer_job
+from veracity.workloads.spec import INFER_BATCH
 from veracity.workloads.workload import JobResult
 
 ATTENTION_INTERNALS = (".scores", ".vt", ".ht")  # recorded, but not what flows on
@@ -50,7 +51,7 @@ def nudged(x: Any, i: int, amount: int) -> np.ndarray:
 
 
 def corrupt_tamper(model_name: str, inputs: bytes, model: Any = None, target: float = 0.5,
-                   at: int | None = None) -> Callable[[int, str, Any], Any]:
+                   at: int | None = None, batch_size: int = INFER_BATCH) -> Callable[[int, str, Any], Any]:
     """The ``corrupt-op`` cheat as an Exec hook: one element of the op at about ``target`` of the
     way through (or at record ``at``) is off by 64 units (1/64 in activation fixed point). A fresh
     hook replays the same cheat, which is how the cheater shows its tensors in a dispute. Without
@@ -61,7 +62,7 @@ def corrupt_tamper(model_name: str, inputs: bytes, model: Any = None, target: fl
         from veracity.exact import program as prog
         from veracity.exact.levels import exported
 
-        program = job_program(model_name, inputs, model)
+        program = job_program(model_name, inputs, model, batch_size)
         ops = len(program)
         start = min(int(ops * target), ops - 1)
         flows = [i for i in exported(program) if program[i].kind != prog.INPUT]
@@ -99,11 +100,11 @@ def altered_trace(records: list[TraceRecord], tensor_of: Callable[[int], np.ndar
 
 
 def corrupt_op_job(model_name: str, inputs: bytes, model: Any = None, target: float = 0.5,
-                   at: int | None = None) -> JobResult:
+                   at: int | None = None, batch_size: int = INFER_BATCH) -> JobResult:
     """``corrupt-op``: every op after the corrupted one is computed from it (on the int64
     reference backend), so outputs and trace are consistent with each other and wrong."""
-    tamper = corrupt_tamper(model_name, inputs, model, target, at)
-    return run_infer_job(model_name, inputs, backend="numpy", model=model, tamper=tamper)
+    tamper = corrupt_tamper(model_name, inputs, model, target, at, batch_size)
+    return run_infer_job(model_name, inputs, "numpy", batch_size, model=model, tamper=tamper)
 
 
 def forge_answer(shown: Any) -> Any:
@@ -135,9 +136,9 @@ def forge_output(outputs_jsonl: bytes, job: Any) -> tuple[bytes, list[bytes]]:
     return forged, job.served_digests(forged)
 
 
-def wrong_output_job(model_name: str, inputs: bytes, model: Any = None) -> JobResult:
+def wrong_output_job(model_name: str, inputs: bytes, model: Any = None, batch_size: int = INFER_BATCH) -> JobResult:
     """``wrong-output``: the last op's output (the job's final output) is off in one element."""
-    return corrupt_op_job(model_name, inputs, model, target=1.0)
+    return corrupt_op_job(model_name, inputs, model, target=1.0, batch_size=batch_size)
 
 
 def computes(behaviour: str) -> str:
@@ -184,10 +185,10 @@ def tamper_for(behaviour: str, job: Any) -> Callable[[], Any] | None:
         return lambda: train_tamper(at)
     model = job.model()
     target = 0.5 if behaviour == "corrupt-op" else 1.0
-    return lambda: corrupt_tamper(job.model_name, job.inputs, model, target=target)
+    return lambda: corrupt_tamper(job.model_name, job.inputs, model, target=target, batch_size=job.batch)
 
 
-def lazy_job(model_name: str, inputs: bytes, model: Any = None) -> JobResult:
+def lazy_job(model_name: str, inputs: bytes, model: Any = None, batch_size: int = INFER_BATCH) -> JobResult:
     """``lazy``: each input echoed with a made-up output, and a made-up trace of the program's
     length (so the Market takes the commitment), with the program's names and random digests; the
     committed outputs are its made-up trace's output records (consistent, so only a re-execution
@@ -198,7 +199,7 @@ def lazy_job(model_name: str, inputs: bytes, model: Any = None) -> JobResult:
     lines = [json.dumps({**rec, "output": 0}) + "\n" for _, rec in parse_jsonl(inputs.decode("utf-8"), "inputs")]
     from veracity.exact.levels import Levels
 
-    program = Levels.of(job_program(model_name, inputs, model)).coarse_program()  # the committed (coarse) trace's
+    program = Levels.of(job_program(model_name, inputs, model, batch_size)).coarse_program()  # the committed (coarse) trace's
     records = [TraceRecord(d.step, d.op, secrets.token_bytes(32)) for d in program]
     outputs = "".join(lines).encode()
     return JobResult(outputs, secrets.token_bytes(32), records_root(records), 1, len(records), encode_records(records),

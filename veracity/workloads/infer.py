@@ -20,9 +20,11 @@ from veracity.exact.trace import (
     records_root,
     tensor_digest,
 )
+from veracity.workloads.spec import INFER_BATCH
 from veracity.workloads.workload import JobResult, Tamper, register
 
 Record = tuple[int, dict[str, Any]]  # (line number, JSON object)
+WINDOW_BATCH = 1  # a lease window's items per batch: each request's trace is its own part (``joined_result``)
 
 
 @dataclass(frozen=True)
@@ -36,16 +38,27 @@ class InferResult:
     output_digests: list[bytes] = field(default_factory=list)  # the output records' digests, in output order
 
 
-def infer(model: Any, items: list[Any], backend: str = "torch", batch_size: int = 32,
+def infer(model: Any, items: list[Any], backend: str = "torch", batch_size: int = INFER_BATCH,
           trace: bool = True, progress: Callable[[int], None] | None = None,
-          tamper: Callable[[int, str, Any], Any] | None = None, coarse: bool = True) -> InferResult:
+          tamper: Callable[[int, str, Any], Any] | None = None, coarse: bool = True,
+          answered: Callable[[int, np.ndarray], None] | None = None) -> InferResult:
     """Run ``model`` on parsed ``items`` in batches of ``batch_size`` (in input order). The trace is
-    the coarse one a provider commits (``exact.levels``), or with ``coarse=False`` every record."""
+    the coarse one a provider commits (``exact.levels``), or with ``coarse=False`` every record.
+    ``answered(i, output)`` hears item ``i``'s output as soon as it is known: a generator's at its
+    stop token (its later passes still run, and are traced), the others' when its batch is done."""
     tr = Trace() if trace else None
     ex = Exec(make_backend(backend), tr, tamper, coarse=coarse)
     outputs: list[np.ndarray] = []
     for lo in range(0, len(items), batch_size):
-        outputs += model.run(ex, items[lo:lo + batch_size])
+        if answered is not None and hasattr(model, "serve"):  # a generator answers at its stop token
+            outs = model.run(ex, items[lo:lo + batch_size],
+                             answered=lambda k, out, lo=lo, tell=answered: tell(lo + k, out))
+        else:
+            outs = model.run(ex, items[lo:lo + batch_size])
+            if answered is not None:
+                for k, out in enumerate(outs):
+                    answered(lo + k, out)
+        outputs += outs
         if progress:
             progress(min(lo + batch_size, len(items)))
     digests = [tensor_digest(np.asarray(o, dtype=np.int32)) for o in outputs]
@@ -57,6 +70,45 @@ def infer(model: Any, items: list[Any], backend: str = "torch", batch_size: int 
     root = records_root(records) if tr else b"\0" * 32
     return InferResult(outputs, output_hash(digests), root, ex.step_index + 1, len(records), records,
                        [by_index[i].digest for i in ex.outputs] if tr else [])
+
+
+@dataclass(frozen=True)
+class ServedRun:
+    """One request served under a lease: its output and the coarse trace its run kept, steps
+    counted from 0. A lease window is an infer job with batch 1 over the requests, in order, so
+    its result is these runs joined (``joined_result``): nothing is run twice."""
+
+    output: np.ndarray
+    records: list[TraceRecord]
+    steps: int
+    output_digests: list[bytes]
+
+
+def served_run(model: Any, item: Any, backend: str = "torch",
+               answered: Callable[[np.ndarray], None] | None = None) -> ServedRun:
+    """Run parsed ``item`` alone (a batch of 1) with the coarse trace a provider commits;
+    ``answered`` hears its output as soon as it is known (``infer``)."""
+    r = infer(model, [item], backend, batch_size=1,
+              answered=None if answered is None else (lambda _, out: answered(out)))
+    return ServedRun(r.outputs[0], r.records, r.steps, r.output_digests)
+
+
+def joined_result(model: Any, inputs_jsonl: bytes, runs: list[ServedRun]) -> JobResult:
+    """The result of the infer job with batch 1 over ``inputs_jsonl``, from each item's run alone:
+    the same bits as running the job, since a batch's records depend on its item only (each leaf
+    is its step, op name and digest), and its steps follow the earlier items' (``ServedRun``)."""
+    records: list[TraceRecord] = []
+    steps = 0
+    for run in runs:
+        records += [TraceRecord(r.step + steps, r.op, r.digest) for r in run.records]
+        steps += run.steps
+    outputs = [run.output for run in runs]
+    result = InferResult(outputs, output_hash([tensor_digest(np.asarray(o, dtype=np.int32)) for o in outputs]),
+                         records_root(records), steps, len(records), records,
+                         [d for run in runs for d in run.output_digests])
+    return JobResult(output_lines(model, input_records(inputs_jsonl), result).encode(), result.output_hash,
+                     result.trace_root, steps, len(records), encode_records(records),
+                     output_digests=result.output_digests, coarse=True)
 
 
 def parse_jsonl(text: str, source: str) -> list[Record]:
@@ -102,7 +154,7 @@ def output_lines(model: Any, records: list[Record], result: InferResult) -> str:
                    for (_, rec), out in zip(records, result.outputs))
 
 
-def run_infer_job(model_name: str, inputs_jsonl: bytes, backend: str = "torch", batch_size: int = 32,
+def run_infer_job(model_name: str, inputs_jsonl: bytes, backend: str = "torch", batch_size: int = INFER_BATCH,
                   model: Any = None, tamper: Callable[[int, str, Any], Any] | None = None,
                   coarse: bool = True) -> JobResult:
     """The ``infer`` job kind end to end: JSONL bytes in, output JSONL and commitments out (the
@@ -118,7 +170,7 @@ def run_infer_job(model_name: str, inputs_jsonl: bytes, backend: str = "torch", 
                      output_digests=result.output_digests, coarse=coarse)
 
 
-def job_program(model_name: str, inputs_jsonl: bytes, model: Any = None, batch_size: int = 32,
+def job_program(model_name: str, inputs_jsonl: bytes, model: Any = None, batch_size: int = INFER_BATCH,
                 limit: int | None = None) -> list[Any]:
     """The program of an ``infer`` job (``exact.program``): what each record of its trace must be.
     A shape-only dry run: no arithmetic, so a client computes it in milliseconds (a large job,
@@ -147,18 +199,19 @@ def keeping(indices: set[int], tamper: Callable[[int, str, Any], Any] | None = N
 
 
 def record_tensors(model_name: str, inputs_jsonl: bytes, indices: set[int], model: Any = None,
-                   tamper: Callable[[int, str, Any], Any] | None = None) -> dict[int, np.ndarray]:
+                   tamper: Callable[[int, str, Any], Any] | None = None, batch_size: int = INFER_BATCH) -> dict[int, np.ndarray]:
     """Re-run a job (exact, so the same bits) and keep the tensors of records ``indices``: what a
     party shows in a dispute, recomputed when needed rather than stored. ``tamper`` replays an
     adversary's run."""
     hook, captured = keeping(indices, tamper)
     m = model if model is not None else load_model(model_name)
-    infer(m, parse_items(m, input_records(inputs_jsonl), "inputs"), backend="numpy", trace=False, tamper=hook)
+    infer(m, parse_items(m, input_records(inputs_jsonl), "inputs"), backend="numpy", batch_size=batch_size,
+          trace=False, tamper=hook)
     return captured
 
 
 def served_tensors(model_name: str, inputs_jsonl: bytes, outputs_jsonl: bytes, model: Any = None,
-                   batch_size: int = 32) -> list[np.ndarray]:
+                   batch_size: int = INFER_BATCH) -> list[np.ndarray]:
     """The output records' tensors that served output JSONL shows: its integers, read back from
     each line's ``"output"`` (``unpresent``), cut into the program's output records (their dtypes
     and dims). Raises InputError when the JSONL cannot be read as this job's outputs, or when a
@@ -192,12 +245,13 @@ def served_tensors(model_name: str, inputs_jsonl: bytes, outputs_jsonl: bytes, m
     return tensors
 
 
-def served_digests(model_name: str, inputs_jsonl: bytes, outputs_jsonl: bytes, model: Any = None) -> list[bytes]:
+def served_digests(model_name: str, inputs_jsonl: bytes, outputs_jsonl: bytes, model: Any = None,
+                   batch_size: int = INFER_BATCH) -> list[bytes]:
     """The output record digests served output JSONL gives (``served_tensors``)."""
-    return [tensor_digest(t) for t in served_tensors(model_name, inputs_jsonl, outputs_jsonl, model)]
+    return [tensor_digest(t) for t in served_tensors(model_name, inputs_jsonl, outputs_jsonl, model, batch_size)]
 
 
-def output_count(model: Any, items: list[Any], batch_size: int = 32) -> int:
+def output_count(model: Any, items: list[Any], batch_size: int = INFER_BATCH) -> int:
     """The output records an infer job over parsed ``items`` makes (what its result commits, at most
     ``program.MAX_OUTPUTS``): one per generated token for a model that generates (``outputs_of``),
     else one per batch."""
@@ -207,7 +261,7 @@ def output_count(model: Any, items: list[Any], batch_size: int = 32) -> int:
     return -(-len(items) // batch_size)
 
 
-def window_outputs(model: Any, served: int, outputs: int, item: dict[str, Any], batch_size: int = 32) -> int:
+def window_outputs(model: Any, served: int, outputs: int, item: dict[str, Any], batch_size: int = WINDOW_BATCH) -> int:
     """The output records a lease window makes once ``item`` joins it, given that its ``served``
     requests make ``outputs`` (``output_count``, kept as a running count, so a request costs one
     parse, not one per request in the window). Only a model that generates parses the item
@@ -234,14 +288,14 @@ class InferWorkload:
 
     def run(self, job: Any, backend: str, model: Any = None, tamper: Tamper | None = None,
             progress: Callable[[int], None] | None = None) -> JobResult:
-        return run_infer_job(job.spec.model, job.inputs, backend, model=model, tamper=tamper)
+        return run_infer_job(job.spec.model, job.inputs, backend, job.batch, model=model, tamper=tamper)
 
     def program(self, job: Any, model: Any = None, limit: int | None = None) -> list[Any]:
-        return job_program(job.spec.model, job.inputs, model, limit=limit)
+        return job_program(job.spec.model, job.inputs, model, job.batch, limit)
 
     def records(self, job: Any, indices: set[int], model: Any = None,
                 tamper: Tamper | None = None) -> dict[int, np.ndarray]:
-        return record_tensors(job.spec.model, job.inputs, indices, model=model, tamper=tamper)
+        return record_tensors(job.spec.model, job.inputs, indices, model=model, tamper=tamper, batch_size=job.batch)
 
     def constants(self, job: Any, model: Any = None) -> dict[bytes, np.ndarray]:
         from veracity.exact.program import model_constants
@@ -249,7 +303,7 @@ class InferWorkload:
         return model_constants(model if model is not None else job.model())
 
     def served_digests(self, job: Any, outputs: bytes, model: Any = None) -> list[bytes]:
-        return served_digests(job.spec.model, job.inputs, outputs, model)
+        return served_digests(job.spec.model, job.inputs, outputs, model, job.batch)
 
     def evaluate(self, job: Any, checkpoint: bytes, data: bytes) -> str:
         raise InputError("only a training job's checkpoint is evaluated")

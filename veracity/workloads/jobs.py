@@ -14,7 +14,7 @@ from typing import Any, Callable
 import numpy as np
 
 from veracity.errors import InputError
-from veracity.workloads.spec import JobSpec, parse_spec
+from veracity.workloads.spec import INFER_BATCH, JobSpec, parse_spec
 from veracity.workloads.workload import JobResult, Workload, workload_for
 
 
@@ -40,6 +40,11 @@ class Job:
     @property
     def model_name(self) -> str:
         return self.spec.model
+
+    @property
+    def batch(self) -> int:
+        """An infer job's items per batch (its trace depends on it, its outputs do not)."""
+        return self.spec.batch or INFER_BATCH
 
     @property
     def trains(self) -> bool:
@@ -154,7 +159,7 @@ def infer_job(model: str, inputs: bytes) -> Job:
     from veracity.workloads.spec import Inputs
 
     spec = JobSpec.model_construct(kind="infer", model=model, inputs=Inputs(cid=cid_of(inputs)), max_price=1.0,
-                                   deadline=1, training=None)
+                                   deadline=1, training=None, batch=None)
     return Job(spec, inputs)
 
 

@@ -5,6 +5,9 @@
     inputs: {path: inputs.jsonl}   # a local JSONL file, or {cid: bafkrei...} already in a blob store
     max_price: 5                   # VRC the client escrows at most
     deadline: 600                  # seconds from acceptance for the provider to commit
+    batch: 32                      # infer: items per batch (the default; it changes the trace, not
+                                   # the outputs: a gateway's window has 1, so each request's trace
+                                   # is its own part of the window's, kept as it was served)
     verification:
       challenge_window: 60         # seconds during which anyone may challenge the result
       spot_check_rate: 0.1         # share of jobs validators re-execute
@@ -46,6 +49,7 @@ from veracity.cid import digest_of
 from veracity.errors import InputError
 
 MAX_STEPS = 100_000
+INFER_BATCH = 32  # an infer job's items per batch when its spec names none
 
 
 class Inputs(BaseModel):
@@ -115,6 +119,7 @@ class JobSpec(BaseModel):
     deadline: int = Field(gt=0, le=30 * 24 * 3600)
     verification: Verification = Verification()
     training: Training | None = None
+    batch: int | None = Field(None, gt=0, le=1024)  # infer only: items per batch (None: INFER_BATCH)
 
     @model_validator(mode="after")
     def training_fits_kind(self) -> "JobSpec":
@@ -132,6 +137,8 @@ class JobSpec(BaseModel):
                 raise ValueError("training.rank and training.classes belong to finetune jobs")
         elif self.training is not None:
             raise ValueError(f"a {self.kind} job takes no 'training' section (use kind: train or finetune)")
+        if self.batch is not None and self.kind != "infer":
+            raise ValueError(f"batch is an infer job's field: a {self.kind} job's batch is training.batch")
         return self
 
     @field_validator("kind")
