@@ -64,6 +64,8 @@ def write(tmp_path, text, name="in.jsonl"):
     ("bad pixels", "digits-mlp", json.dumps({"pixels": [99] * 64}) + "\n", "integers from 0 to 16"),
     ("wrong field", "minilm", json.dumps({"prompt": "hi"}) + "\n", '"text"'),
     ("empty file", "minilm", "\n\n", "no input lines"),
+    ("lone surrogate", "minilm", '{"text": "a \\ud800 b"}\n', "lone surrogate"),
+    ("nested too deeply", "minilm", '{"text": ' + "[" * 100_000 + "]" * 100_000 + "}\n", "nested more than 64 deep"),
 ])
 def test_bad_input_is_a_one_line_error_with_exit_2(tmp_path, case, model, content, message):
     src = tmp_path / "missing.jsonl" if content is None else write(tmp_path, content)
@@ -73,6 +75,15 @@ def test_bad_input_is_a_one_line_error_with_exit_2(tmp_path, case, model, conten
     assert "Traceback" not in proc.stderr
     assert len(proc.stderr.strip().splitlines()) == 1
     assert not (tmp_path / "o.jsonl").exists()
+
+
+def test_a_raw_line_separator_inside_a_string_is_text(tmp_path):
+    """JSON allows a raw U+2028 in a string; lines end at newlines only."""
+    src = tmp_path / "in.jsonl"
+    src.write_text('{"text": "one\u2028two"}\n', encoding="utf-8")
+    proc = veracity("infer", "minilm", "--input", src, "--output", tmp_path / "o.jsonl", "--backend", "numpy")
+    assert proc.returncode == 0, proc.stderr
+    assert json.loads((tmp_path / "o.jsonl").read_text(encoding="utf-8"))["text"] == "one\u2028two"
 
 
 def test_unknown_backend_is_refused(tmp_path):

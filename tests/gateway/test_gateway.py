@@ -216,6 +216,15 @@ def test_malformed_requests_and_windows_get_clear_errors(gateway, net):
     assert bad.status_code == 400 and bad.json()["error"]["type"] == "invalid_request_error"
     missing = httpx.post(f"{url}/v1/embeddings", json={"model": "minilm"})
     assert missing.status_code == 400 and missing.json()["error"]["param"] == "input"
+    lone = httpx.post(f"{url}/v1/embeddings", content=b'{"model": "minilm", "input": "a \\ud800 b"}',
+                      headers={"content-type": "application/json"})
+    assert lone.status_code == 400 and "lone surrogate" in lone.json()["error"]["message"]
+    # ``auto`` reads a long request's first words, and a blank one picks by the endpoint alone
+    long = httpx.post(f"{url}/v1/embeddings", json={"model": "auto", "input": "word " * 1000}, timeout=60)
+    assert long.status_code == 400 and "input too long" in long.json()["error"]["message"]  # for minilm itself
+    blank = httpx.post(f"{url}/v1/embeddings", json={"model": "auto", "input": " \n "}, timeout=60)
+    assert blank.status_code < 500 and blank.json().get("veracity", {}).get("auto", {}).get("picked", "minilm") == \
+        "minilm", blank.text
     # the gateway still serves after them
     assert client.embeddings.create(model="minilm", input="fine").data[0].embedding == local("minilm", {"text": "fine"})
 

@@ -40,11 +40,11 @@ def still_serving(net):
     assert httpx.get(f"{net.url}/health", timeout=5).json() == {"status": "ok"}
 
 
-def open_by_hand(net, spec_bytes, model="digits-mlp", client=1):
+def open_by_hand(net, spec_bytes, model="digits-mlp", client=1, price=5 * TOKEN):
     """Push ``spec_bytes`` to the provider and open an order for it directly on the Market."""
     _, _, _, market = net.dep.clients(net.accts[client].key)
     push(net.url, spec_bytes)
-    return market, market.open_order(digest_of(cid_of(spec_bytes)), 1, model_id(model), 5 * TOKEN,
+    return market, market.open_order(digest_of(cid_of(spec_bytes)), 1, model_id(model), price,
                                      market.chain.now() + 600, 2, 0, b"\1" * 32, 1)
 
 
@@ -153,4 +153,23 @@ def test_too_little_escrow(live, tmp_path):
     with pytest.raises(NoBidError, match="below its price floor"):
         submit(cheap, live.dep, poor.key, bid_wait=10)
     assert token.balance_of(poor.address) == TOKEN  # nothing lost
+    still_serving(live)
+
+
+def test_order_ids_and_amounts_past_64_bits(live):
+    """Order ids past what the chain can have are a 404, never a 500; an order escrowing more than
+    2^63 wei (9.23 VRC) is decided like any other (its price once overflowed SQLite)."""
+    body = {"index": 0, "item": {"text": "x"}, "signature": "0x" + "00" * 65}
+    for method, path, json in [("GET", f"/traces/{2**63}", None), ("GET", "/traces/-1", None),
+                               ("GET", f"/bids/{2**256}", None), ("POST", "/leases/-1/requests", body),
+                               ("POST", f"/leases/{2**256}/requests", body), ("POST", f"/leases/{2**63}/requests", body)]:
+        resp = httpx.request(method, f"{live.url}{path}", json=json, timeout=10)
+        assert resp.status_code == 404, (path, resp.status_code, resp.text)
+    inputs = (ROOT / "examples" / "inputs" / "digits-mlp.jsonl").read_bytes()
+    push(live.url, inputs)
+    spec = f"kind: infer\nmodel: digits-mlp\ninputs: {{cid: {cid_of(inputs)}}}\nmax_price: 10\ndeadline: 600\n"
+    market, oid = open_by_hand(live, spec.encode(), price=10 * TOKEN)
+    resp = refusal(live, oid)  # decided: its program (made up here) is not the job's
+    assert resp.status_code == 409 and "computes another program" in resp.json()["detail"], resp.text
+    market.reclaim(oid)
     still_serving(live)

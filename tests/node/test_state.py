@@ -55,3 +55,33 @@ def test_two_connections_see_each_others_writes(tmp_path):
     a.add_job(3)
     b.advance(3, "bid")
     assert a.job(3).status == "bid"
+
+
+def test_any_token_amount_is_kept_exactly(tmp_path):
+    """A spec's max_price past 2^63 wei (9.23 VRC) once overflowed SQLite's integers, and the
+    provider never decided on the order."""
+    from veracity.market.policy import OrderView, PricePolicy, decide_bid
+
+    s = NodeState(tmp_path / "n.db")
+    for oid, price in enumerate((2**63, 2**256 - 1, 10 * 10**18, 0), 1):
+        s.add_job(oid, model="minilm", price=price, deadline=10**6)
+        assert s.job(oid).price == price and type(s.job(oid).price) is int
+    terms = decide_bid(OrderView(1, "minilm", s.job(1).price, 10**6), PricePolicy(models=["minilm"], price_floor=1),
+                       0, 0, 10**24)
+    assert not isinstance(terms, str) and 0 < terms.price <= 2**63
+
+
+def test_an_older_state_files_integer_prices_are_kept(tmp_path):
+    import sqlite3
+
+    old = sqlite3.connect(tmp_path / "n.db")
+    old.execute("CREATE TABLE jobs (order_id INTEGER PRIMARY KEY, status TEXT NOT NULL, model TEXT, spec_cid TEXT, "
+                "price INTEGER, deadline INTEGER, output_cid TEXT, trace_root TEXT, trace_length INTEGER, error TEXT, "
+                "updated_at REAL NOT NULL)")
+    old.execute("INSERT INTO jobs (order_id, status, price, updated_at) VALUES (4, 'bid', ?, 0)", (2**63 - 1,))
+    old.commit()
+    old.close()
+    s = NodeState(tmp_path / "n.db")
+    assert s.job(4).price == 2**63 - 1 and s.job(4).status == "bid"
+    s.add_job(5, price=2**70)
+    assert s.job(5).price == 2**70

@@ -31,17 +31,28 @@ import numpy as np
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, StreamingResponse
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from veracity.gateway import cards
 from veracity.gateway.leases import GatewayError, LeasePool
 from veracity.market.receipts import Receipt
+from veracity.workloads.infer import is_text
 
 CREATED = 1764115200  # the models' "created" field (2025-11-26)
 
 
-class EmbeddingRequest(BaseModel):
+class TextRequest(BaseModel):
+    """A request whose every string is text: a lone surrogate (``"\\ud800"``, valid JSON) is refused."""
+
+    @model_validator(mode="after")
+    def only_text(self) -> "TextRequest":
+        if not is_text(self.model_dump()):
+            raise ValueError("a string holds a lone surrogate (such as \\ud800), which is not text: send UTF-8 text")
+        return self
+
+
+class EmbeddingRequest(TextRequest):
     model_config = ConfigDict(extra="allow")
     model: str
     input: str | list[str]
@@ -51,7 +62,7 @@ class EmbeddingRequest(BaseModel):
 Stop = str | list[str] | None
 
 
-class CompletionRequest(BaseModel):
+class CompletionRequest(TextRequest):
     model_config = ConfigDict(extra="allow")
     model: str
     prompt: str
@@ -66,7 +77,7 @@ class ChatMessage(BaseModel):
     content: str | None = None
 
 
-class ChatRequest(BaseModel):
+class ChatRequest(TextRequest):
     model_config = ConfigDict(extra="allow")
     model: str
     messages: list[ChatMessage] = Field(min_length=1)

@@ -10,6 +10,10 @@ from typing import Any
 
 import numpy as np
 
+from veracity.errors import InputError
+
+AUTO_WORDS = 96  # the words of a request ``auto`` reads (MiniLM takes 256 tokens)
+
 
 @dataclass(frozen=True)
 class ModelCard:
@@ -50,14 +54,28 @@ def _embed(texts: list[str]) -> np.ndarray:
     from veracity.workloads.infer import infer
 
     model = loaded("minilm")
-    out = infer(model, [model.parse({"text": t}) for t in texts], backend="torch", trace=False).outputs
+    out = infer(model, [_fitting(model, t) for t in texts], backend="torch", trace=False).outputs
     return np.stack([np.asarray(o, dtype=np.float64) for o in out])
 
 
+def _fitting(model: Any, text: str) -> Any:
+    """``text`` parsed for MiniLM, cut to its first words until it fits the model's input (a long
+    request's topic is in its start)."""
+    words = text.split()[:AUTO_WORDS]
+    while True:
+        try:
+            return model.parse({"text": " ".join(words)})
+        except InputError:
+            if len(words) <= 1:
+                raise
+            words = words[:len(words) // 2]
+
+
 def pick(text: str, endpoint: str) -> tuple[str, dict[str, float]]:
-    """The model ``auto`` stands for: the card most similar to ``text`` among those that serve
-    ``endpoint``, and every card's similarity (so the caller sees why)."""
-    v = _embed([text[:2000] or endpoint])[0]
+    """The model ``auto`` stands for: the card most similar to ``text`` (its first words; the
+    endpoint's name when it has none) among those that serve ``endpoint``, and every card's
+    similarity (so the caller sees why)."""
+    v = _embed([text if text.split() else endpoint])[0]
     cards = _card_vectors()
     sims = cards @ v / (np.linalg.norm(cards, axis=1) * np.linalg.norm(v) + 1e-12)
     scores = {c.id: round(float(s), 4) for c, s in zip(CARDS, sims)}

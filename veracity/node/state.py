@@ -35,7 +35,7 @@ CREATE TABLE IF NOT EXISTS jobs (
     status TEXT NOT NULL,
     model TEXT,
     spec_cid TEXT,
-    price INTEGER,
+    price TEXT,
     deadline INTEGER,
     output_cid TEXT,
     trace_root TEXT,
@@ -54,6 +54,17 @@ COLUMNS = ("order_id", "status", "model", "spec_cid", "price", "deadline", "outp
 SELECT = f"SELECT {', '.join(COLUMNS)} FROM jobs"
 
 
+def _stored(fields: dict[str, Any]) -> dict[str, Any]:
+    """Job fields as stored: a price as decimal text."""
+    return {k: str(v) if k == "price" and v is not None else v for k, v in fields.items()}
+
+
+def _job(row: tuple[Any, ...]) -> "Job":
+    """A jobs row as a Job: its price read back as an integer."""
+    price = COLUMNS.index("price")
+    return Job(*row[:price], None if row[price] is None else int(row[price]), *row[price + 1:])
+
+
 class StateError(VeracityError):
     """A job status change that its life does not allow."""
 
@@ -64,7 +75,7 @@ class Job:
     status: str
     model: str | None
     spec_cid: str | None
-    price: int | None
+    price: int | None  # token base units (kept as decimal text: an amount may pass SQLite's 2^63)
     deadline: int | None
     output_cid: str | None
     trace_root: str | None
@@ -84,10 +95,14 @@ class NodeState:
         self.db.execute("PRAGMA journal_mode=WAL")
         self.db.execute("PRAGMA synchronous=NORMAL")
         self.db.executescript(SCHEMA)
-        have = {r[1] for r in self.db.execute("PRAGMA table_info(jobs)")}
+        have = {r[1]: r[2] for r in self.db.execute("PRAGMA table_info(jobs)")}
         for col in ("bid", "trace_cid", "outputs"):  # a state file from an older version
             if col not in have:
                 self.db.execute(f"ALTER TABLE jobs ADD COLUMN {col} TEXT")
+        if have.get("price") == "INTEGER":  # an older state file's prices, as text (no amount is too large)
+            self.db.execute("ALTER TABLE jobs RENAME COLUMN price TO price_integer")
+            self.db.execute("ALTER TABLE jobs ADD COLUMN price TEXT")
+            self.db.execute("UPDATE jobs SET price = CAST(price_integer AS TEXT)")
 
     def close(self) -> None:
         self.db.close()
@@ -103,12 +118,14 @@ class NodeState:
 
     # jobs -----------------------------------------------------------------------------------
     def job(self, order_id: int) -> Job | None:
+        if not 0 <= order_id < 2**63:  # no order has that id (nor could SQLite look it up)
+            return None
         row = self.db.execute(f"{SELECT} WHERE order_id = ?", (order_id,)).fetchone()
-        return None if row is None else Job(*row)
+        return None if row is None else _job(row)
 
     def add_job(self, order_id: int, **fields: Any) -> Job:
         """Record a newly seen order (status 'seen'); seeing it again changes nothing."""
-        cols = {k: v for k, v in fields.items() if k in FIELDS}
+        cols = _stored({k: v for k, v in fields.items() if k in FIELDS})
         names = ", ".join(["order_id", "status", "updated_at", *cols])
         marks = ", ".join("?" * (3 + len(cols)))
         self.db.execute(f"INSERT OR IGNORE INTO jobs ({names}) VALUES ({marks})",
@@ -129,7 +146,7 @@ class NodeState:
                 raise StateError(f"order {order_id} cannot go from {job.status} to {status}")
             sets = ", ".join(["status = ?", "updated_at = ?", *(f"{k} = ?" for k in fields)])
             self.db.execute(f"UPDATE jobs SET {sets} WHERE order_id = ?",
-                            (status, time.time(), *fields.values(), order_id))
+                            (status, time.time(), *_stored(fields).values(), order_id))
             self.db.execute("COMMIT")
         except BaseException:
             self.db.execute("ROLLBACK")
@@ -142,13 +159,13 @@ class NodeState:
         if unknown or not fields:
             raise StateError(f"unknown job fields {sorted(unknown)}")
         sets = ", ".join(["updated_at = ?", *(f"{k} = ?" for k in fields)])
-        self.db.execute(f"UPDATE jobs SET {sets} WHERE order_id = ?", (time.time(), *fields.values(), order_id))
+        self.db.execute(f"UPDATE jobs SET {sets} WHERE order_id = ?", (time.time(), *_stored(fields).values(), order_id))
         return self.job(order_id)  # type: ignore[return-value]
 
     def jobs(self, *statuses: str) -> list[Job]:
         marks = ", ".join("?" * len(statuses))
         rows = self.db.execute(f"{SELECT} WHERE status IN ({marks}) ORDER BY order_id", statuses)
-        return [Job(*r) for r in rows]
+        return [_job(r) for r in rows]
 
     def unfinished(self) -> list[Job]:
         """Jobs a restarted daemon must resume: every status that is not final."""

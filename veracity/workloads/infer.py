@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
@@ -112,21 +113,51 @@ def joined_result(model: Any, inputs_jsonl: bytes, runs: list[ServedRun]) -> Job
 
 
 def parse_jsonl(text: str, source: str) -> list[Record]:
-    """Input records, one JSON object per line (blank lines skipped), with line numbers."""
+    """Input records, one JSON object per line (blank lines skipped), with line numbers. Lines end
+    at a newline only (a raw U+2028 inside a JSON string is text, as JSON says)."""
     records = []
-    for n, line in enumerate(text.splitlines(), 1):
+    for n, line in enumerate(text.split("\n"), 1):
         if not line.strip():
             continue
+        if nesting(line) > MAX_NESTING:  # before the parser's recursion (deep enough, it crashes the process)
+            raise InputError(f"{source} line {n}: JSON nested more than {MAX_NESTING} deep")
         try:
             rec = json.loads(line)
         except json.JSONDecodeError as exc:
             raise InputError(f"{source} line {n}: not valid JSON ({exc.msg})") from None
         if not isinstance(rec, dict):
             raise InputError(f"{source} line {n}: expected a JSON object such as {{\"text\": \"...\"}}")
+        if not is_text(rec):
+            raise InputError(f"{source} line {n}: a string holds a lone surrogate (such as \\ud800), which is not "
+                             "text: send UTF-8 text")
         records.append((n, rec))
     if not records:
         raise InputError(f"{source} has no input lines")
     return records
+
+
+MAX_NESTING = 64  # arrays and objects in an input line, one inside another
+_STRINGS = re.compile(r'"(?:[^"\\]|\\.)*"')
+
+
+def nesting(line: str) -> int:
+    """How deep a JSON line's arrays and objects nest (outside its strings); cheap when it has few."""
+    if line.count("[") + line.count("{") <= MAX_NESTING:
+        return 0
+    depth = deepest = 0
+    for c in re.findall(r"[\[\]{}]", _STRINGS.sub("", line)):
+        depth += 1 if c in "[{" else -1
+        deepest = max(deepest, depth)
+    return deepest
+
+
+def is_text(value: Any) -> bool:
+    """Whether every string in a parsed JSON value is text (UTF-8 can encode it: no lone surrogate)."""
+    try:
+        json.dumps(value, ensure_ascii=False).encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 def input_records(inputs_jsonl: bytes, source: str = "inputs") -> list[Record]:
