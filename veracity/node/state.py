@@ -61,8 +61,10 @@ def _stored(fields: dict[str, Any]) -> dict[str, Any]:
 
 def _job(row: tuple[Any, ...]) -> "Job":
     """A jobs row as a Job: its price read back as an integer."""
-    price = COLUMNS.index("price")
-    return Job(*row[:price], None if row[price] is None else int(row[price]), *row[price + 1:])
+    fields = list(row)
+    at = COLUMNS.index("price")
+    fields[at] = None if fields[at] is None else int(fields[at])
+    return Job(*fields)
 
 
 class StateError(VeracityError):
