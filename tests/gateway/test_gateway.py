@@ -216,6 +216,12 @@ def test_malformed_requests_and_windows_get_clear_errors(gateway, net):
     assert bad.status_code == 400 and bad.json()["error"]["type"] == "invalid_request_error"
     missing = httpx.post(f"{url}/v1/embeddings", json={"model": "minilm"})
     assert missing.status_code == 400 and missing.json()["error"]["param"] == "input"
+    # an input past the model's limit is refused before anything runs (a 32 MiB one once took the
+    # gateway down: tokenized under the provider's lease lock, past the gateway's timeout)
+    huge = httpx.post(f"{url}/v1/embeddings", json={"model": "minilm", "input": "word " * (1 << 20)}, timeout=60)
+    assert huge.status_code == 400 and "minilm takes at most 16,384" in huge.json()["error"]["message"]
+    many = httpx.post(f"{url}/v1/embeddings", json={"model": "minilm", "input": ["a"] * 65})
+    assert many.status_code == 400 and "at most 64 per request" in many.json()["error"]["message"]
     lone = httpx.post(f"{url}/v1/embeddings", content=b'{"model": "minilm", "input": "a \\ud800 b"}',
                       headers={"content-type": "application/json"})
     assert lone.status_code == 400 and "lone surrogate" in lone.json()["error"]["message"]

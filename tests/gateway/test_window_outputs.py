@@ -94,3 +94,21 @@ def test_a_lease_keeps_each_requests_run_once_it_ends_and_its_window_joins_them(
     server.serve(7, 3, lost, R.sign_request(client.key, 31337, MARKET, 7, 3, R.line_hash(R.input_line(lost))))
     server.settled()
     assert len(log.runs(7)) == 3 < log.count(7) == 4  # its window is run again, not joined
+
+
+def test_a_provider_that_stops_answering_is_tried_again_after_a_growing_backoff(monkeypatch):
+    from types import SimpleNamespace
+
+    from veracity.gateway import leases
+
+    now = [1000.0]
+    monkeypatch.setattr(leases.time, "monotonic", lambda: now[0])
+    pool = SimpleNamespace(dead={})
+    p = "0x" + "AB" * 20
+    assert not LeasePool._is_down(pool, p)
+    assert [LeasePool._down(pool, p) for _ in range(8)] == [5, 10, 20, 40, 80, 160, 300, 300]
+    assert LeasePool._is_down(pool, p.lower())
+    now[0] += 299
+    assert LeasePool._is_down(pool, p)
+    now[0] += 2
+    assert not LeasePool._is_down(pool, p)  # tried again: a lease may go to it

@@ -145,6 +145,25 @@ def error(status: int, message: str, kind: str = "invalid_request_error", param:
     return JSONResponse({"error": {"message": message, "type": kind, "param": param, "code": code}}, status)
 
 
+MAX_BATCH = 64  # embedding inputs per request
+
+
+def check_input(model: str, item: dict[str, Any]) -> None:
+    """Refuse, before anything runs, an input the model cannot take: longer than its card's byte
+    limit (nothing parses it), or one its own parser refuses (too many tokens, an unknown word)."""
+    from veracity.errors import InputError
+    from veracity.models.registry import loaded
+
+    size, limit = len(json.dumps(item).encode("utf-8")), cards.BY_ID[model].max_input_bytes
+    if size > limit:
+        raise GatewayError(f"the input is {size:,} bytes; {model} takes at most {limit:,}: shorten it", 400,
+                           code="input_too_long")
+    try:
+        loaded(model).parse(item)
+    except InputError as exc:
+        raise GatewayError(str(exc), 400) from None
+
+
 class Gateway:
     def __init__(self, pool: LeasePool) -> None:
         self.pool = pool
@@ -165,7 +184,9 @@ class Gateway:
                                f"(it is a {card.task} model): use {', '.join(able)} or auto", 400)
         return asked, {}
 
-    def _run(self, model: str, item: dict[str, Any]) -> tuple[Any, Receipt, bool]:
+    def _run(self, model: str, item: dict[str, Any], checked: bool = False) -> tuple[Any, Receipt, bool]:
+        if not checked:
+            check_input(model, item)
         out = self.pool.call(model, item)
         receipt: Receipt = out["receipt"]
         self.receipts[(receipt.lease, receipt.index)] = receipt
@@ -196,12 +217,16 @@ class Gateway:
         texts = [req.input] if isinstance(req.input, str) else req.input
         if not texts:
             raise GatewayError("`input` must be a string or a non-empty list of strings", 400)
+        if len(texts) > MAX_BATCH:
+            raise GatewayError(f"`input` holds {len(texts)} texts; at most {MAX_BATCH} per request", 400)
         if req.encoding_format not in ("float", "base64"):
             raise GatewayError("`encoding_format` must be float or base64", 400)
         model, extra = self._model(req.model, "embeddings", texts[0])
         data, receipts, retried, tokens = [], [], False, 0
+        for text in texts:  # every input, before any runs
+            check_input(model, {"text": text})
         for i, text in enumerate(texts):
-            vec, receipt, again = self._run(model, {"text": text})
+            vec, receipt, again = self._run(model, {"text": text}, checked=True)
             receipts.append(receipt)
             retried |= again
             tokens += len(text.split())

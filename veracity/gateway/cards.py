@@ -22,6 +22,7 @@ class ModelCard:
     endpoints: tuple[str, ...]
     description: str
     auto: bool = True  # ``model: "auto"`` may pick it
+    max_input_bytes: int = 16 << 10  # a request's input line, checked before anything parses or runs it
     def public(self) -> dict[str, Any]:
         return {"task": self.task, "endpoints": list(self.endpoints), "description": self.description}
 
@@ -29,17 +30,18 @@ class ModelCard:
 CARDS = (
     ModelCard("minilm", "embeddings", ("embeddings",),
               "Sentence embeddings for semantic search, similarity, retrieval and clustering of English text: "
-              "all-MiniLM-L6-v2, 384 dimensions, exact int8 arithmetic."),
+              "all-MiniLM-L6-v2, 384 dimensions, exact int8 arithmetic.", max_input_bytes=16 << 10),
     ModelCard("smollm2", "chat", ("completions", "chat.completions"),
               "A chat assistant that answers questions, follows instructions, explains, writes stories, poems "
               "and code, and continues text: SmolLM2-135M-Instruct, a Llama-architecture language model, exact "
-              "integer arithmetic on its 4-bit GGUF weights."),
+              "integer arithmetic on its 4-bit GGUF weights.", max_input_bytes=64 << 10),
     ModelCard("tiny-gpt", "completion", ("completions", "chat.completions"),
               "Text generation for tests: a small character-level GPT trained on a shipped corpus (lowercase "
-              "letters and punctuation) that continues a prompt. Ask for it by name.", auto=False),
+              "letters and punctuation) that continues a prompt. Ask for it by name.", auto=False,
+              max_input_bytes=4 << 10),
     ModelCard("digits-mlp", "classification", (),
               "Image classification of handwritten digits zero to nine from an 8 by 8 grayscale picture: "
-              "recognise which number is drawn."),
+              "recognise which number is drawn.", max_input_bytes=4 << 10),
 )
 BY_ID = {c.id: c for c in CARDS}
 

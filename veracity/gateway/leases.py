@@ -44,6 +44,8 @@ from veracity.workloads.spec import Inputs, JobSpec, Verification, model_id
 TOKEN = 10**18
 INFER = 1  # the Market's kind code for infer orders
 COMMIT_GRACE = 30  # contracts/Market.vy: a window is posted only while max(run time, this) fits before the deadline
+REQUEST_TIMEOUT_S = 30  # a request's wait for its provider, plus a second per output record it makes
+FIRST_BACKOFF_S, MAX_BACKOFF_S = 5.0, 300.0  # a provider that stopped answering is tried again after this
 
 
 class GatewayError(VeracityError):
@@ -112,7 +114,7 @@ class LeasePool:
         self.open: dict[str, Lease] = {}
         self.standby: dict[str, Lease] = {}  # the next lease per model, opened before it is needed
         self.closing: list[tuple[Lease, bool]] = []  # (lease, its provider is dead): windows to post
-        self.dead: set[str] = set()  # providers that stopped answering this run
+        self.dead: dict[str, tuple[float, float]] = {}  # provider -> (tried again after, its backoff in s)
         self.orphans: list[Lease] = []  # leases reclaimed once their deadline passes
         self._lock = threading.RLock()  # the dicts above
         self.chain_lock = threading.RLock()  # the chain client, one thread at a time
@@ -136,17 +138,31 @@ class LeasePool:
                         self._retire(lease)
                 continue
             except ProviderDown as exc:
-                self.log(f"lease {lease.order_id}: provider {lease.provider} is down ({exc}); moving the session")
                 with self._lock:
-                    self.dead.add(lease.provider.lower())
+                    wait = self._down(lease.provider)
+                    self.log(f"lease {lease.order_id}: provider {lease.provider} is down ({exc}); moving the "
+                             f"session (it is tried again in {wait:g} s)")
                     self._retire(lease, dead=True)  # its window posted; reclaimed (slashed) at its deadline
                     spare = self.standby.get(model)
-                    if spare is not None and spare.provider.lower() in self.dead:
+                    if spare is not None and self._is_down(spare.provider):
                         self._retire(self.standby.pop(model), dead=True)
                 if retried:
                     break
                 retried = True
         raise GatewayError(f"no provider answered for {model} (two tried); try again shortly")
+
+    def _down(self, provider: str) -> float:
+        """Note that ``provider`` stopped answering: it gets no lease until its backoff has passed
+        (doubled each time it fails again, up to MAX_BACKOFF_S). The backoff, in seconds."""
+        _, before = self.dead.get(provider.lower(), (0.0, 0.0))
+        wait = min(MAX_BACKOFF_S, max(FIRST_BACKOFF_S, 2 * before))
+        self.dead[provider.lower()] = (time.monotonic() + wait, wait)
+        return wait
+
+    def _is_down(self, provider: str) -> bool:
+        """Whether ``provider`` is still in its backoff (after it, it is tried again)."""
+        until = self.dead.get(provider.lower())
+        return until is not None and time.monotonic() < until[0]
 
     def _send(self, lease: Lease, item: dict[str, Any]) -> dict[str, Any]:
         with lease.lock:
@@ -157,8 +173,10 @@ class LeasePool:
             line = R.input_line(item)
             sig = R.sign_request(self.key, self.dep.chain_id, self.dep.market, lease.order_id, index, R.line_hash(line))
             body = {"index": index, "item": item, "signature": sig}
+            # its time: a base, and a second per output record it makes (a generator's tokens)
+            timeout = REQUEST_TIMEOUT_S + max(0, outputs - lease.outputs)
             try:
-                resp = self._http.post(f"{lease.url}/leases/{lease.order_id}/requests", json=body)
+                resp = self._http.post(f"{lease.url}/leases/{lease.order_id}/requests", json=body, timeout=timeout)
             except httpx.HTTPError as exc:
                 raise ProviderDown(str(exc) or type(exc).__name__) from None
             if resp.status_code == 400:
@@ -177,6 +195,8 @@ class LeasePool:
                 raise ProviderDown("its receipt does not match the request and answer")
             lease.items.append(item)
             lease.outputs = outputs
+        with self._lock:
+            self.dead.pop(lease.provider.lower(), None)  # it answers (again)
         return {"output": out["output"], "receipt": receipt}
 
     @staticmethod
@@ -241,7 +261,7 @@ class LeasePool:
             self.orphans.append(lease)
 
     def _open(self, model: str) -> Lease:
-        peers = {a: u.rstrip("/") for a, u in providers(self.dep, self.key).items() if a.lower() not in self.dead}
+        peers = {a: u.rstrip("/") for a, u in providers(self.dep, self.key).items() if not self._is_down(a)}
         if not peers:
             raise GatewayError("no live provider is registered: start one (`veracity devnet up`)")
         price = int(self.terms.price * TOKEN)
