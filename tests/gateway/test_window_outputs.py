@@ -63,6 +63,10 @@ def test_a_provider_refuses_a_request_its_window_could_not_commit(tmp_path):
         server.serve(7, 10, item, sig)
     assert err.value.status == 409 and answered == []  # nothing run, nothing logged
     assert log.count(7) == 10
+    huge = {"text": "the " * (1 << 15), "max_tokens": 1}  # refused before its signature is even read
+    with pytest.raises(LeaseError, match="at most 65,536 bytes") as err:
+        server.serve(7, 10, huge, sig)
+    assert err.value.status == 400 and answered == []
 
 
 def test_a_lease_keeps_each_requests_run_once_it_ends_and_its_window_joins_them(tmp_path):

@@ -44,6 +44,7 @@ from veracity.workloads.infer import ServedRun
 
 COMMIT_GRACE = 30  # contracts/Market.vy: a window is posted only while max(run time, this) fits before the deadline
 MAX_ORDER_ID = 2**63  # order ids the chain can have (and SQLite can store)
+MAX_REQUEST_BYTES = 64 << 10  # a request's input line (the gateway's largest model limit), refused unread past it
 
 
 class LeaseError(VeracityError):
@@ -214,6 +215,8 @@ class LeaseServer:
         if index >= self.max_requests:
             raise LeaseError(f"a lease serves at most {self.max_requests} requests: post the window")
         line = R.input_line(item)
+        if len(line) > MAX_REQUEST_BYTES:  # (JSON with ASCII escapes: its length is its bytes)
+            raise LeaseError(f"a request's item is at most {MAX_REQUEST_BYTES:,} bytes", 400)
         input_hash = R.line_hash(line)
         lease = self._lease(order_id)
         try:
