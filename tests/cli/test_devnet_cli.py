@@ -22,6 +22,7 @@ def test_devnet_up_status_down(tmp_path):
     try:
         assert up.returncode == 0, up.stderr
         dep = Deployment.read(tmp_path / "devnet" / "deployment.json")
+        assert (tmp_path / "devnet" / "deployment.json").stat().st_mode & 0o777 == 0o600  # it holds keys
         assert dep.rpc_url in up.stdout and dep.market in up.stdout
         _, token, _, _ = dep.clients(dep.accounts[1].key)
         assert token.balance_of(dep.accounts[1].address) == 100_000 * 10**18  # funded

@@ -72,6 +72,8 @@ def test_devnet_starts_and_stops_its_daemons(tmp_path):
         _, _, reg, _ = dep.clients(dep.accounts[0].key)
         assert [reg.node(d["address"]).role for d in daemons] == [1, 1, 2]
         assert all(str(d["pid"]) in up.stdout for d in daemons)
+        for d in daemons:  # a daemon's config holds its key: its owner's alone
+            assert (Path(d["home"]) / "config.json").stat().st_mode & 0o777 == 0o600
     finally:
         down = veracity("devnet", "down", env=env)
     assert "3 daemons stopped" in down.stdout

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 from eth_account import Account
@@ -30,6 +31,16 @@ class AccountInfo(BaseModel):
     key: str
 
 
+def write_private(path: Path, text: str) -> None:
+    """Write ``text`` to ``path`` readable and writable by its owner only (0600), from its creation
+    on (a file that holds keys: a daemon's config, a devnet's deployment)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    os.fchmod(fd, 0o600)  # an existing file keeps its mode through O_CREAT: set it
+    with os.fdopen(fd, "w") as f:
+        f.write(text)
+
+
 class Deployment(BaseModel):
     """Where the contracts are and who may use them: what every node and CLI command reads."""
 
@@ -54,8 +65,8 @@ class Deployment(BaseModel):
     oracle: str | None = None  # contract-callable inference (deployments from before it have none)
 
     def write(self, path: Path) -> None:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(self.model_dump_json(indent=2))
+        """Written readable by its owner only: a devnet's holds its accounts' keys."""
+        write_private(path, self.model_dump_json(indent=2))
 
     @classmethod
     def read(cls, path: Path) -> "Deployment":

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from veracity.chain.anvil import free_port
-from veracity.chain.devnet import Deployment, home
+from veracity.chain.devnet import Deployment, home, write_private
 from veracity.errors import VeracityError
 from veracity.models.registry import names
 
@@ -31,7 +31,7 @@ def accounts_needed(providers: int, validators: int) -> int:
 def _spawn(kind: str, cfg: dict[str, Any], folder: Path) -> dict[str, Any]:
     folder.mkdir(parents=True, exist_ok=True)
     cfg_file = folder / "config.json"
-    cfg_file.write_text(json.dumps(cfg, indent=2))
+    write_private(cfg_file, json.dumps(cfg, indent=2))  # it holds the node's key
     log = open(folder / "daemon.log", "ab")
     proc = subprocess.Popen([sys.executable, "-m", "veracity.cli", kind, "run", "--config", str(cfg_file)],
                             stdout=log, stderr=subprocess.STDOUT, start_new_session=True)

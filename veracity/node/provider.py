@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from fastapi import Body, HTTPException
-from pydantic import BaseModel, Field
+from pydantic import Field
 
 from veracity.blobs.server import create_app
 from veracity.blobs.store import BlobStore
@@ -39,6 +39,7 @@ from veracity.market.policy import OrderView, PricePolicy, check_capacity, decid
 from veracity.models.registry import loaded
 from veracity.node.daemon import serve_and_loop
 from veracity.node.defender import Defender
+from veracity.node.keys import KeyedConfig
 from veracity.node.oracle_desk import OracleDesk
 from veracity.node.sessions import LeaseError, LeaseLog, LeaseServer, LeaseTerms, Window
 from veracity.node.settler import Settler
@@ -57,12 +58,11 @@ class MissingBlob(InputError):
     """A blob the job names is not in this node's store (the client did not push it)."""
 
 
-class ProviderConfig(BaseModel):
+class ProviderConfig(KeyedConfig):
     model_config = {"extra": "ignore"}
     log_level: str = "info"  # debug, info, warning or error (``--log-level`` overrides it)
     log_json: bool = False  # one JSON object per line
     deployment: str
-    key: str
     home: str
     port: int
     policy: PricePolicy

@@ -26,7 +26,7 @@ import threading
 from pathlib import Path
 from typing import Any
 
-from pydantic import BaseModel, Field
+from pydantic import Field
 
 from veracity.blobs.server import create_app
 from veracity.blobs.store import DEFAULT_MAX_BYTES, BlobStore
@@ -41,6 +41,7 @@ from veracity.errors import VeracityError
 from veracity.exact.trace import decode_records, first_difference
 from veracity.logs import log
 from veracity.node.daemon import run_loop, serve_and_loop
+from veracity.node.keys import KeyedConfig
 from veracity.node.state import CheckLog, NodeState
 from veracity.node.worker import WorkerPool
 from veracity.verify.sampling import check_rate, slashable
@@ -50,12 +51,11 @@ from veracity.workloads.planner import MAX_PROGRAM_RECORDS
 TOKEN = 10**18
 
 
-class ValidatorConfig(BaseModel):
+class ValidatorConfig(KeyedConfig):
     model_config = {"extra": "ignore"}
     log_level: str = "info"  # debug, info, warning or error (``--log-level`` overrides it)
     log_json: bool = False  # one JSON object per line
     deployment: str
-    key: str
     home: str
     port: int
     rate: float = Field(0.0, ge=0, le=1)  # the least share of results this validator checks
