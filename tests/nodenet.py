@@ -75,3 +75,24 @@ class Net:
         for p in self.procs:
             p.kill()
         self.node.stop()
+
+
+def fuzz(url, examples):
+    """Schema-driven requests against every operation of the server at ``url`` (its OpenAPI
+    schema), a bounded number each; yields (operation, case, response)."""
+    import schemathesis
+    from hypothesis import HealthCheck, given, settings
+
+    schema = schemathesis.openapi.from_url(f"{url}/openapi.json")
+    for result in schema.get_all_operations():
+        op = result.ok()
+        seen = []
+
+        @settings(max_examples=examples, deadline=None, database=None, suppress_health_check=list(HealthCheck))
+        @given(case=op.as_strategy())
+        def call(case):
+            seen.append((case, case.call(base_url=url, timeout=60)))
+
+        call()
+        yield from ((op, case, resp) for case, resp in seen)
+

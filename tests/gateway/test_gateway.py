@@ -11,6 +11,7 @@ import time
 import httpx
 import openai
 import pytest
+from nodenet import fuzz
 
 from veracity.blobs.transfer import push
 from veracity.chain.anvil import free_port
@@ -231,6 +232,12 @@ def test_malformed_requests_and_windows_get_clear_errors(gateway, net):
     blank = httpx.post(f"{url}/v1/embeddings", json={"model": "auto", "input": " \n "}, timeout=60)
     assert blank.status_code < 500 and blank.json().get("veracity", {}).get("auto", {}).get("picked", "minilm") == \
         "minilm", blank.text
+    # schema-driven requests: never a server error, and every error in OpenAI's shape
+    for op, case, resp in fuzz(url, 15):
+        assert resp.status_code < 500, (op.label, case.body, resp.status_code, resp.text[:300])
+        if resp.status_code >= 400:
+            err = resp.json()["error"]
+            assert isinstance(err["message"], str) and err["message"] and isinstance(err["type"], str), resp.text
     # the gateway still serves after them
     assert client.embeddings.create(model="minilm", input="fine").data[0].embedding == local("minilm", {"text": "fine"})
 

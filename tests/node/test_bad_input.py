@@ -9,7 +9,7 @@ from pathlib import Path
 
 import httpx
 import pytest
-from nodenet import Net
+from nodenet import Net, fuzz
 
 from veracity.blobs.store import BlobError
 from veracity.blobs.transfer import fetch, push
@@ -172,4 +172,13 @@ def test_order_ids_and_amounts_past_64_bits(live):
     resp = refusal(live, oid)  # decided: its program (made up here) is not the job's
     assert resp.status_code == 409 and "computes another program" in resp.json()["detail"], resp.text
     market.reclaim(oid)
+    still_serving(live)
+
+
+def test_fuzzed_requests_get_no_server_error(live):
+    calls = 0
+    for op, case, resp in fuzz(live.url, 25):
+        calls += 1
+        assert resp.status_code < 500, (op.label, case.path_parameters, case.body, resp.status_code, resp.text[:300])
+    assert calls >= 5 * 6  # every operation was called
     still_serving(live)
