@@ -88,3 +88,29 @@ def test_training_defaults_follow_the_model():
     assert (p.batch, p.optimizer, p.lr) == (8, "adam", 0.003)
     mlp = parse_spec(text.replace("tiny-gpt", "digits-mlp")).training.params("train", "digits-mlp")
     assert (mlp.batch, mlp.optimizer, mlp.lr) == (32, "momentum", 0.05)
+
+
+def test_threads_that_parse_specs_at_once_all_see_every_job_kind():
+    """The registry is filled on first use; a thread that asked while another filled it once saw
+    it empty ("unknown job kind 'infer': use ")."""
+    import subprocess
+    import sys
+
+    script = """
+import threading
+from veracity.workloads.spec import parse_spec
+text = "kind: infer\\nmodel: minilm\\ninputs: {cid: %s}\\nmax_price: 1\\ndeadline: 60\\n"
+out, barrier = [], threading.Barrier(8)
+def parse():
+    barrier.wait()
+    try:
+        out.append(parse_spec(text).kind)
+    except Exception as exc:
+        out.append(str(exc))
+threads = [threading.Thread(target=parse) for _ in range(8)]
+[t.start() for t in threads]
+[t.join() for t in threads]
+print(sorted(set(out)))
+""" % cid_of(b"x")
+    proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
+    assert proc.stdout.strip() == "['infer']", proc.stdout + proc.stderr

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import importlib
 import pkgutil
+import threading
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Callable, Protocol
 
@@ -149,6 +150,7 @@ class Trainer:
 
 _REGISTRY: dict[tuple[str, str | None], Workload] = {}
 _discovered = False
+_discovering = threading.RLock()
 
 
 def register(workload: Workload) -> Workload:
@@ -162,14 +164,16 @@ def register(workload: Workload) -> Workload:
 
 
 def _discover() -> None:
-    """Import every module of this package once, so each registers its workloads."""
+    """Import every module of this package once, so each registers its workloads (under a lock:
+    a thread that asks while another imports waits for the whole registry)."""
     global _discovered
-    if not _discovered:
-        _discovered = True
-        import veracity.workloads as package
+    with _discovering:
+        if not _discovered:
+            import veracity.workloads as package
 
-        for info in pkgutil.iter_modules(package.__path__):
-            importlib.import_module(f"{package.__name__}.{info.name}")
+            for info in pkgutil.iter_modules(package.__path__):
+                importlib.import_module(f"{package.__name__}.{info.name}")
+            _discovered = True
 
 
 def workload_for(kind: str, model: str) -> Workload:
