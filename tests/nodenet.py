@@ -38,12 +38,17 @@ class Net:
         self.last = (self.procs[-1], path)
         self.url = f"http://127.0.0.1:{port}"
         if wait:
-            _, _, reg, _ = self.dep.clients(self.accts[i].key)
-            for _ in range(300):
-                if reg.node(self.accts[i].address).role == 1:
-                    break
-                time.sleep(0.1)
+            self._registered(i, 1)
         return self.accts[i]
+
+    def _registered(self, i, role, within=300):
+        """Wait until account ``i`` is registered as ``role`` (a loaded machine starts daemons slowly)."""
+        _, _, reg, _ = self.dep.clients(self.accts[i].key)
+        end = time.monotonic() + within
+        while reg.node(self.accts[i].address).role != role:
+            if time.monotonic() > end:
+                raise AssertionError(f"account {i} did not register in {within} s:\n{self.logs()[-3000:]}")
+            time.sleep(0.1)
 
     def validator(self, i, **cfg):
         """Start a validator daemon as account ``i``; returns (account, its /checks URL) once registered."""
@@ -53,11 +58,7 @@ class Net:
         path = self.folder / f"v{i}.json"
         path.write_text(json.dumps(config))
         self.procs.append(self._spawn(path, "veracity.node.validator"))
-        _, _, reg, _ = self.dep.clients(self.accts[i].key)
-        for _ in range(300):
-            if reg.node(self.accts[i].address).role == 2:
-                break
-            time.sleep(0.1)
+        self._registered(i, 2)
         return self.accts[i], f"http://127.0.0.1:{port}/checks"
 
     def _spawn(self, path, module="veracity.node.provider"):

@@ -135,7 +135,7 @@ def test_unreachable_provider(live):
     with pytest.raises(NoBidError, match=f"provider {dead.address}: cannot reach"):
         submit(spec, live.dep, live.accts[5].key, bid_wait=10, only={dead.address})
     assert token.balance_of(live.accts[5].address) == before
-    out = submit(spec, live.dep, live.accts[5].key, bid_wait=20, result_timeout=180)  # the live one takes it
+    out = submit(spec, live.dep, live.accts[5].key, bid_wait=120, result_timeout=400)  # the live one takes it
     assert out.provider == live.accts[3].address
     still_serving(live)
 

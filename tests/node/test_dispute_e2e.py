@@ -47,7 +47,7 @@ def test_a_lying_challenger_loses_its_bond_to_the_provider_that_defends(tmp_path
         before_p, before_liar = token.balance_of(p.address), token.balance_of(liar.address)
         spec = load_spec(JOBS / "digits-mlp.yaml").model_copy(update={"verification": Verification(challenge_window=20)})
         result = {}
-        job = threading.Thread(target=lambda: result.update(out=submit(spec, dep, client.key, bid_wait=20,
+        job = threading.Thread(target=lambda: result.update(out=submit(spec, dep, client.key, bid_wait=120,
                                                                        result_timeout=300)))
         job.start()
         for _ in range(600):  # wait for the commitment

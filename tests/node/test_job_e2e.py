@@ -35,7 +35,7 @@ def test_a_job_settles_and_the_output_is_the_local_exact_run(network):
     spec = spec.model_copy(update={"verification": Verification(challenge_window=2, spot_check_rate=0.1)})
     _, token, _, _ = dep.clients(client.key)
     before_c, before_p = token.balance_of(client.address), token.balance_of(p.address)
-    out = submit(spec, dep, client.key, bid_wait=20, result_timeout=180)
+    out = submit(spec, dep, client.key, bid_wait=120, result_timeout=400)
     local = run_infer_job("digits-mlp", Path(spec.inputs.path).read_bytes(), backend="numpy")
     assert out.outputs == local.outputs and out.trace_root == local.trace_root
     # the provider keeps the whole trace; its records hash to the committed root
@@ -55,7 +55,7 @@ def test_when_nobody_bids_the_client_is_told_why_and_refunded(network):
     _, token, _, _ = dep.clients(client.key)
     before = token.balance_of(client.address)
     with pytest.raises(NoBidError, match="does not serve model 'digits-mlp'"):
-        submit(load_spec(JOBS / "digits-mlp.yaml"), dep, client.key, bid_wait=20)
+        submit(load_spec(JOBS / "digits-mlp.yaml"), dep, client.key, bid_wait=120)
     assert token.balance_of(client.address) == before
 
 
@@ -67,7 +67,7 @@ def test_a_late_provider_is_slashed_and_the_client_refunded(network):
     before_c, stake = token.balance_of(client.address), registry.node(p.address).stake
     spec = load_spec(JOBS / "digits-mlp.yaml").model_copy(update={"deadline": 35})
     with pytest.raises(MissedDeadlineError, match="missed the deadline"):
-        submit(spec, dep, client.key, bid_wait=20, result_timeout=120)
+        submit(spec, dep, client.key, bid_wait=120, result_timeout=400)
     collateral = int(5 * TOKEN * 0.9) * 5000 // 10_000
     assert token.balance_of(client.address) == before_c + collateral  # escrow back, plus the collateral
     node = registry.node(p.address)
@@ -90,7 +90,7 @@ def test_a_provider_killed_mid_job_resumes_and_is_paid_once(network, tmp_path):
         "verification": Verification(challenge_window=2)})
     spec = spec.model_copy(update={"inputs": spec.inputs.model_copy(update={"path": str(inputs)})})
     result = {}
-    worker = threading.Thread(target=lambda: result.update(out=submit(spec, dep, client.key, bid_wait=20,
+    worker = threading.Thread(target=lambda: result.update(out=submit(spec, dep, client.key, bid_wait=120,
                                                                       result_timeout=300)))
     worker.start()
     db = tmp_path / "p3" / "state.db"

@@ -31,7 +31,7 @@ def test_a_provider_that_corrupts_smollm2_is_judged_and_slashed(tmp_path):
         client = net.accts[3]
         before = token.balance_of(client.address)
         try:
-            submit(spec, dep, client.key, bid_wait=30, result_timeout=600, only={cheater.address})
+            submit(spec, dep, client.key, bid_wait=120, result_timeout=600, only={cheater.address})
             raise AssertionError("the corrupted result was accepted")
         except VeracityError as exc:
             assert "a dispute found provider" in str(exc) and "was refunded" in str(exc), str(exc)

@@ -34,7 +34,7 @@ def test_twenty_jobs_in_flight_across_three_providers_all_settle(tmp_path):
 
         def run(i):
             try:
-                outcomes[i] = submit(specs[i], dep, clients[i].key, bid_wait=30, result_timeout=500)
+                outcomes[i] = submit(specs[i], dep, clients[i].key, bid_wait=300, result_timeout=500)  # (it stops waiting once all bid)
             except Exception as exc:  # collected, then reported by the assertion below
                 errors.append(f"client {i}: {exc!r}")
 

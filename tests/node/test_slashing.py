@@ -77,7 +77,7 @@ def test_each_cheater_is_caught_by_the_validator_and_slashed(tmp_path):
 
         def run(b):
             try:
-                submit(spec, dep, clients[b].key, bid_wait=20, result_timeout=400, only={cheaters[b].address})
+                submit(spec, dep, clients[b].key, bid_wait=120, result_timeout=400, only={cheaters[b].address})
             except VeracityError as exc:
                 errors[b] = str(exc)
 
@@ -149,7 +149,7 @@ def test_an_output_that_is_not_the_committed_traces_is_proven_wrong_by_the_clien
             spec = load_spec(JOBS / f"{model}.yaml").model_copy(update={"verification": Verification(challenge_window=10)})
             before, stake = token.balance_of(client.address), reg.node(forger.address).stake
             with pytest.raises(VeracityError, match="a dispute found .* result wrong"):
-                submit(spec, net.dep, client.key, bid_wait=20, result_timeout=120, only={forger.address})
+                submit(spec, net.dep, client.key, bid_wait=120, result_timeout=400, only={forger.address})
             assert reg.node(forger.address).stake < stake  # slashed
             assert token.balance_of(client.address) > before  # refunded, and paid for the proof
         # a cheater that withholds its trace, with no validator about: the client's own re-run
@@ -158,7 +158,7 @@ def test_an_output_that_is_not_the_committed_traces_is_proven_wrong_by_the_clien
         spec = load_spec(JOBS / "digits-mlp.yaml").model_copy(update={"verification": Verification(challenge_window=30)})
         before, stake = token.balance_of(client.address), reg.node(withholder.address).stake
         with pytest.raises(VeracityError, match="a dispute found .* result wrong"):
-            submit(spec, net.dep, client.key, bid_wait=20, result_timeout=120, only={withholder.address})
+            submit(spec, net.dep, client.key, bid_wait=120, result_timeout=400, only={withholder.address})
         assert reg.node(withholder.address).stake < stake
         assert token.balance_of(client.address) > before  # refunded, its bond back, and the challenger's share
     finally:

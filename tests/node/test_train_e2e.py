@@ -41,12 +41,12 @@ def test_a_training_job_and_its_work_units_settle_at_one_checkpoint(net):
     data = Path(spec.inputs.path).read_bytes()
     local = Job(spec, data).run("numpy")
 
-    whole = submit(spec, net.dep, client.key, bid_wait=20, result_timeout=180)
+    whole = submit(spec, net.dep, client.key, bid_wait=120, result_timeout=400)
     assert whole.outputs == local.outputs and whole.trace_root == local.trace_root
     assert MLP.load_checkpoint(whole.outputs).step == 40
 
-    units = submit_units(spec, net.dep, client.key, 2, rotate=[p1.address, p2.address], bid_wait=20,
-                         result_timeout=180)
+    units = submit_units(spec, net.dep, client.key, 2, rotate=[p1.address, p2.address], bid_wait=120,
+                         result_timeout=400)
     assert [u.provider for u in units] == [p1.address, p2.address]  # two providers shared the job
     assert MLP.load_checkpoint(units[0].outputs).step == 20
     assert units[-1].output_cid == whole.output_cid and units[-1].outputs == whole.outputs
@@ -62,9 +62,9 @@ def test_a_training_job_and_its_work_units_settle_at_one_checkpoint(net):
     market = net.dep.clients(client.key)[3]
     before = market.fn.order_count().call()
     with pytest.raises(InputError, match="not yet judged on chain"):  # its steps have no referee yet
-        submit(tune, net.dep, client.key, bid_wait=20)
+        submit(tune, net.dep, client.key, bid_wait=120)
     assert market.fn.order_count().call() == before  # nothing posted without the client's consent
-    tuned = submit(tune, net.dep, client.key, bid_wait=20, result_timeout=180, accept_unjudged=True)
+    tuned = submit(tune, net.dep, client.key, bid_wait=120, result_timeout=400, accept_unjudged=True)
     assert tuned.outputs == Job(tune, few).run("numpy").outputs
 
     orders = [whole.order_id, *(u.order_id for u in units), tuned.order_id]
@@ -102,7 +102,7 @@ def test_a_cheating_trainer_is_caught_judged_and_slashed(tmp_path):
                                        "training": spec.training.model_copy(update={"steps": 6})})
         before, v_before = token.balance_of(client.address), token.balance_of(validator.address)
         with pytest.raises(VeracityError, match="a dispute found provider"):
-            submit(spec, net.dep, client.key, bid_wait=20, result_timeout=400)
+            submit(spec, net.dep, client.key, bid_wait=120, result_timeout=400)
         order = market.order(market.fn.order_count().call())
         assert order.state_name == "overturned" and order.provider == cheater.address
         share = (1000 * TOKEN - order.collateral) * 2000 // 10_000

@@ -57,7 +57,7 @@ def test_validator_checks_a_committed_result(tmp_path, behaviour, verdict, detai
         spec = load_spec(JOBS / "digits-mlp.yaml")
         spec = spec.model_copy(update={"verification": Verification(challenge_window=2)})
         try:
-            submit(spec, dep, accts[1].key, bid_wait=20, result_timeout=180)
+            submit(spec, dep, accts[1].key, bid_wait=120, result_timeout=400)
         except VeracityError as exc:  # a lazy provider serves outputs that are not even its committed ones
             assert behaviour == "lazy" and "served outputs that are not its committed result" in str(exc), exc
         else:
