@@ -161,7 +161,8 @@ def soak(minutes: float, clients: int, fault_every: float, seed: int | None = No
                 except Exception as exc:  # a fault's effect on one job; the money is checked at the end
                     with lock:
                         counts["client_errors"] += 1
-                        errors.append(f"client {k}: {str(exc)[:160]}")
+                        errors.append(f"client {k}: {str(exc)[:400]}")
+                    time.sleep(2)  # as a person would before trying again
 
         def gateway_load() -> None:
             http = httpx.Client(timeout=120)
