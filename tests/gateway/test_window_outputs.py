@@ -87,7 +87,7 @@ def test_a_lease_keeps_each_requests_run_once_it_ends_and_its_window_joins_them(
     items = [{"pixels": [(i * 5 + j) % 17 for j in range(64)]} for i in range(3)]
     for i, item in enumerate(items):
         server.serve(7, i, item, R.sign_request(client.key, 31337, MARKET, 7, i, R.line_hash(R.input_line(item))))
-    server.settled()
+    server.settled(7)
     inputs = "".join(R.input_line(i) for i in items).encode()
     joined = joined_result(mlp, inputs, log.runs(7))  # read back from SQLite
     window = run_infer_job("digits-mlp", inputs, "numpy", batch_size=WINDOW_BATCH, model=mlp)
@@ -96,7 +96,7 @@ def test_a_lease_keeps_each_requests_run_once_it_ends_and_its_window_joins_them(
     assert joined.outputs.decode() == "".join(out for _, out, _ in log.served(7))  # what it answered
     lost = {"pixels": [-1] * 64}
     server.serve(7, 3, lost, R.sign_request(client.key, 31337, MARKET, 7, 3, R.line_hash(R.input_line(lost))))
-    server.settled()
+    server.settled(7)
     assert len(log.runs(7)) == 3 < log.count(7) == 4  # its window is run again, not joined
 
 
@@ -116,3 +116,33 @@ def test_a_provider_that_stops_answering_is_tried_again_after_a_growing_backoff(
     assert LeasePool._is_down(pool, p)
     now[0] += 2
     assert not LeasePool._is_down(pool, p)  # tried again: a lease may go to it
+
+
+def test_a_long_request_on_one_lease_never_holds_another_leases(tmp_path):
+    import threading
+
+    client, provider = dev_accounts(2)
+    release, started = threading.Event(), threading.Event()
+
+    def answer(model, item):  # lease 7's request runs until released
+        if item["text"] == "long":
+            started.set()
+            assert release.wait(60)
+        return "x", None
+
+    server = LeaseServer(LeaseLog(tmp_path / "state.db"), provider.key, provider.address, 31337, MARKET,
+                         lambda oid: LeaseTerms(client.address, "minilm", provider.address, 10**12, True),
+                         answer, lambda: 0)
+
+    def ask(oid, text):
+        item = {"text": text}
+        return server.serve(oid, 0, item, R.sign_request(client.key, 31337, MARKET, oid, 0,
+                                                         R.line_hash(R.input_line(item))))
+
+    long = threading.Thread(target=ask, args=(7, "long"))
+    long.start()
+    assert started.wait(60)
+    assert ask(8, "short")["output"] == "x"  # served while lease 7's request still runs
+    release.set()
+    long.join(60)
+    assert not long.is_alive()

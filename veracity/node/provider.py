@@ -116,7 +116,8 @@ class ProviderNode:
         self._tls = threading.local()
         self.desk = (OracleDesk(OracleClient(self.chain, dep.oracle), self.market, self.blobs, self.state, self.chain.now,
                                 lambda m: log("provider", m)) if dep.oracle else None)
-        self._serving = ThreadPoolExecutor(max_workers=1, thread_name_prefix="serve")  # lease requests' runs, in turn
+        self._serving: dict[str, ThreadPoolExecutor] = {}  # per model: its lease requests' runs, in turn
+        self._serving_lock = threading.Lock()
         self.leases = LeaseServer(LeaseLog(home / "state.db"), cfg.key, self.chain.address, self.dep.chain_id,
                                   self.dep.market, self._lease_terms, self._answer, self.chain.now, self._window_program,
                                   outputs=self._window_outputs)
@@ -172,7 +173,10 @@ class ProviderNode:
                     answer.set_exception(exc)
                 raise
 
-        ran = self._serving.submit(run)
+        with self._serving_lock:  # one model's long request never queues another model's
+            if model not in self._serving:
+                self._serving[model] = ThreadPoolExecutor(1, thread_name_prefix=f"serve-{model}")
+        ran = self._serving[model].submit(run)
         shown = m.present(answer.result())
         if self.cfg.behaviour == "forged-output":  # an adversary for tests: serves what it will not commit
             shown = adversary.forge_answer(shown)
@@ -393,7 +397,7 @@ class ProviderNode:
         signed = self.leases.log.signed(oid)
         if signed is None or self.cfg.rerun_windows or self.cfg.behaviour not in ("honest", "forged-output"):
             return None
-        self.leases.settled()
+        self.leases.settled(oid)
         runs = self.leases.log.runs(oid)
         if job.spec.kind != "infer" or job.batch != 1 or len(runs) != self.leases.log.count(oid):
             log("provider", f"lease {oid}: its window is run again ({len(runs)} of {self.leases.log.count(oid)} "

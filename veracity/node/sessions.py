@@ -176,8 +176,8 @@ class LeaseServer:
     and returns what the job's output shows for it, with its run's future (``ServedRun``: kept in
     the log when it ends, which may be after the answer is sent); ``program(model, spec_cid, inputs)`` is the
     program (root, length) this node computes for a window spec, once it has checked the spec is
-    an infer job of ``model`` over exactly ``inputs`` (else a LeaseError says why). One request
-    runs at a time (the models share this process's cores)."""
+    an infer job of ``model`` over exactly ``inputs`` (else a LeaseError says why). A lease serves
+    one request at a time; different leases' requests run side by side."""
 
     def __init__(self, log: LeaseLog, key: str, address: str, chain_id: int, market: str,
                  terms: Callable[[int], LeaseTerms], answer: Callable[[str, dict[str, Any]], Answer],
@@ -191,8 +191,9 @@ class LeaseServer:
         self.max_requests = max_requests  # per lease: a client must post what it was served
         self.outputs = outputs  # (model, served, their output records, item) -> the records with it
         self._window_outputs: dict[int, int] = {}  # per lease: its served requests' output records
-        self._lock = threading.Lock()
-        self._kept: Future[None] | None = None  # done when the latest answer's run (which may outlive it) is kept
+        self._locks: dict[int, threading.Lock] = {}  # per lease: its requests and its window, one at a time
+        self._locks_lock = threading.Lock()
+        self._kept: dict[int, Future[None]] = {}  # per lease: done when its latest answer's run is kept
 
     def _lease(self, order_id: int, serving: bool = True) -> LeaseTerms:
         if not 0 < order_id < MAX_ORDER_ID:
@@ -225,7 +226,7 @@ class LeaseServer:
             raise LeaseError("the request's signature cannot be read", 401) from None
         if signer.lower() != lease.client.lower():
             raise LeaseError(f"request {index} is not signed by lease {order_id}'s client", 401)
-        with self._lock:
+        with self._lock(order_id):  # another lease's requests go on meanwhile (a long one never holds them)
             lease = self._lease(order_id)  # again: the window may have been posted while this waited
             if self.log.signed(order_id) is not None:
                 raise LeaseError(f"lease {order_id}'s window is signed: post it and open a new lease")
@@ -259,7 +260,7 @@ class LeaseServer:
             self._window_outputs[order_id] = n
             if run is not None:
                 kept: Future[None] = Future()
-                self._kept = kept
+                self._kept[order_id] = kept
                 run.add_done_callback(lambda f: self._keep(order_id, index, f, kept))
             return self._response(index, line, out, receipt.model_dump_json())
 
@@ -272,10 +273,15 @@ class LeaseServer:
         finally:
             kept.set_result(None)
 
-    def settled(self) -> None:
-        """Wait until the latest answer's run has ended and is kept (or failed: not kept)."""
-        if self._kept is not None:
-            self._kept.result()
+    def settled(self, order_id: int) -> None:
+        """Wait until lease ``order_id``'s latest answer's run has ended and is kept (or failed: not kept)."""
+        kept = self._kept.get(order_id)
+        if kept is not None:
+            kept.result()
+
+    def _lock(self, order_id: int) -> threading.Lock:
+        with self._locks_lock:
+            return self._locks.setdefault(order_id, threading.Lock())
 
     def _served_outputs(self, order_id: int, model: str) -> int:
         """The output records a lease's served requests make: kept as they are served, counted once
@@ -294,8 +300,8 @@ class LeaseServer:
         window gives the same signature; another window is refused."""
         if self.program is None:
             raise LeaseError("this provider does not co-sign lease windows", 404)
-        with self._lock:  # no request is served on the lease while its window is checked
-            self.settled()
+        with self._lock(order_id):  # no request is served on the lease while its window is checked
+            self.settled(order_id)
             lease = self._lease(order_id, serving=False)
             done = self.log.signed(order_id)
             if done is not None:
