@@ -11,6 +11,7 @@ Traced: the coarse trace a provider commits (``exact.levels``: the records a lat
 while it decodes; "every op traced": every op's output hashed, as a single-level trace would.
 
     python bench/llm.py --json bench/results/llm.json
+    python bench/llm.py --quick   # llm_trace_overhead alone: exact decode, untraced against traced
 """
 
 from __future__ import annotations
@@ -44,24 +45,76 @@ def log_softmax(z: np.ndarray) -> np.ndarray:
     return z - np.log(np.exp(z).sum(axis=-1, keepdims=True))
 
 
+def exact_run(exact: Any, prompt: list[int], steps: int, traced: str | None = None) -> tuple[float, float]:
+    """Prefill, then ``steps`` greedy tokens, each read back (as a client streaming it would): prefill
+    and decode tokens/s. traced "coarse": the coarse trace a provider commits (``exact.levels``),
+    "full": every op's output hashed; all hashes finished before the clock stops."""
+    from veracity.exact.execute import Exec, make_backend
+    from veracity.exact.trace import Trace
+    from veracity.models.llama import Decoder
+
+    trace = Trace() if traced else None
+    ex = Exec(make_backend("torch"), trace, coarse=traced == "coarse")
+    dec = Decoder(exact, ex)
+    t = time.perf_counter()
+    token = dec.next_token(ex.index(np.array([prompt])))
+    ex.to_numpy(token)
+    pre = time.perf_counter() - t
+    t = time.perf_counter()
+    for _ in range(steps):
+        token = dec.next_token(token)
+        ex.to_numpy(token)
+    if trace is not None:
+        trace.records  # noqa: B018  (waits for the background hashes)
+        trace.close()
+    return len(prompt) / pre, steps / (time.perf_counter() - t)
+
+
+def quick(args: argparse.Namespace) -> int:
+    """``llm_trace_overhead`` alone: exact decode untraced and traced (coarse), alternating, medians."""
+    import torch
+
+    from veracity.models.gguf import smollm2_path
+    from veracity.models.llama import ExactLlama
+
+    torch.set_num_threads(args.threads)
+    exact = ExactLlama.from_gguf(smollm2_path())
+    prompt = exact.tokenizer.encode(exact.template.render([{"role": "user", "content": PROMPTS[0]}]))
+    runs: dict[str, list[float]] = {"exact": [], "exact traced": []}
+    for _ in range(args.repeats):
+        runs["exact"].append(exact_run(exact, prompt, args.decode_tokens)[1])
+        runs["exact traced"].append(exact_run(exact, prompt, args.decode_tokens, traced="coarse")[1])
+    speed = {k: float(np.median(v)) for k, v in runs.items()}
+    result = {"llm_decode_tok_s_exact": speed["exact"], "llm_decode_tok_s_traced": speed["exact traced"],
+              "llm_trace_overhead": speed["exact"] / speed["exact traced"], "threads": args.threads,
+              "prompt_tokens": len(prompt), "decode_tokens": args.decode_tokens, "repeats": args.repeats}
+    print(f"decode tok/s: exact {speed['exact']:.1f}, traced {speed['exact traced']:.1f}; llm_trace_overhead "
+          f"{result['llm_trace_overhead']:.3f} (median of {args.repeats}, alternating)")
+    write_json(args.json, result)
+    return 0
+
+
 def main() -> int:
     ap = argparse.ArgumentParser()
     ap.add_argument("--json", type=Path)
     ap.add_argument("--decode-tokens", type=int, default=64)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--quick", action="store_true",
+                    help="only llm_trace_overhead: exact decode untraced against traced, alternating (no quality, "
+                         "float or llama.cpp runs)")
     args = ap.parse_args()
+    if args.quick:
+        return quick(args)
 
     import torch
     from rich.console import Console
     from rich.table import Table
     from transformers import AutoModelForCausalLM
 
-    from veracity.exact.execute import Exec, make_backend
     from veracity.exact.spec import ACT_FRAC
-    from veracity.exact.trace import Trace
     from veracity.models.gguf import smollm2_path
-    from veracity.models.llama import Decoder, ExactLlama
+    from veracity.models.llama import ExactLlama
 
     torch.set_num_threads(args.threads)
     console = Console(width=120)
@@ -100,26 +153,6 @@ def main() -> int:
     prompt = tok.encode(exact.template.render([{"role": "user", "content": PROMPTS[0]}]))
     steps = args.decode_tokens
 
-    def exact_run(traced: str | None = None) -> tuple[float, float]:
-        """Prefill, then ``steps`` greedy tokens, each read back (as a client streaming it would);
-        traced "coarse": the coarse trace a provider commits (``exact.levels``), "full": every op's
-        output hashed; all hashes finished before the clock stops."""
-        trace = Trace() if traced else None
-        ex = Exec(make_backend("torch"), trace, coarse=traced == "coarse")
-        dec = Decoder(exact, ex)
-        t = time.perf_counter()
-        token = dec.next_token(ex.index(np.array([prompt])))
-        ex.to_numpy(token)
-        pre = time.perf_counter() - t
-        t = time.perf_counter()
-        for _ in range(steps):
-            token = dec.next_token(token)
-            ex.to_numpy(token)
-        if trace is not None:
-            trace.records  # noqa: B018  (waits for the background hashes)
-            trace.close()
-        return len(prompt) / pre, steps / (time.perf_counter() - t)
-
     def float_run() -> tuple[float, float]:
         with torch.no_grad():
             t = time.perf_counter()
@@ -157,9 +190,9 @@ def main() -> int:
     if llamacpp is not None:
         runs["llama.cpp"] = []
     for _ in range(args.repeats):
-        runs["exact"].append(exact_run())
-        runs["exact traced"].append(exact_run(traced="coarse"))
-        runs["exact, every op traced"].append(exact_run(traced="full"))
+        runs["exact"].append(exact_run(exact, prompt, steps))
+        runs["exact traced"].append(exact_run(exact, prompt, steps, traced="coarse"))
+        runs["exact, every op traced"].append(exact_run(exact, prompt, steps, traced="full"))
         runs["float32 (transformers)"].append(float_run())
         if llamacpp is not None:
             runs["llama.cpp"].append(llamacpp_run())

@@ -126,3 +126,26 @@ def test_a_growing_kv_cache_keeps_every_records_rows(fresh_rng):
             caches.append(be.kv_append(caches[-1], be.index(new)))
         for i, c in enumerate(caches):
             np.testing.assert_array_equal(be.canonical(c, np.int64), np.concatenate(rows[:i + 1], axis=1))
+
+
+@pytest.mark.skipif(not ops_native.available(), reason="no C compiler")
+def test_native_digests_of_growing_caches_are_their_tensor_digests(fresh_rng, monkeypatch):
+    """A step's caches hashed together in C, each going on from the one it grew from, with the odd
+    ones out (not int64 in C order) by hashlib, are ``tensor_digest``'s; so is every digest where
+    the CPU lacks the SHA extensions, whichever growths the steps before left."""
+    from veracity.exact.trace import tensor_digest
+
+    be = ops_native.NativeBackend()
+    caches = fresh_rng.integers(-(1 << 40), 1 << 40, size=(4, 1, 90, 192))
+    dtypes = [np.dtype(np.int32)] * 3 + [np.dtype(np.int16)]
+    for without_sha in (False, True):
+        if without_sha:
+            monkeypatch.setattr(ops_native, "grown_digests", lambda *args: None)
+        grown: list = [None] * 4
+        for rows in (37, 38, 39, 40, 41, 60, 61, 90):
+            arrays = [c[:, :rows] for c in caches]
+            arrays[2] = np.asfortranarray(arrays[2])
+            arrays[3] = arrays[3].astype(np.int32)
+            got = be.grown_digests(arrays, dtypes, grown)
+            assert [d for d, _ in got] == [tensor_digest(a.astype(dt)) for a, dt in zip(arrays, dtypes)]
+            grown = [g for _, g in got]

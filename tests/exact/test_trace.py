@@ -52,6 +52,26 @@ def test_digest_depends_on_dtype_and_shape_not_on_memory_layout():
     assert tensor_digest(a.astype(">i4")) == tensor_digest(a)
 
 
+@pytest.mark.parametrize("dtype", [np.int8, np.uint8, np.int16, np.int32, np.int64])
+@pytest.mark.parametrize("width", [1, 3, 192, 3000])
+def test_a_growing_tensors_digest_is_its_tensor_digest(dtype, width, fresh_rng):
+    """A cache grown by a few rows at a time: each digest, from the growth of the one before it (or
+    from none), is ``tensor_digest``'s, across chunk boundaries and multi-chunk appends."""
+    from veracity.exact.trace import fast_digest, grown_digest
+
+    dt = np.dtype(dtype)
+    grown = fresh_rng.integers(-(1 << 40), 1 << 40, size=(1, 120, width))  # cast as astype does
+    growth, rows = None, 0
+    while rows < 120:
+        rows = min(120, rows + int(fresh_rng.integers(1, 25)))
+        want = tensor_digest(grown[:, :rows].astype(dt))
+        assert fast_digest(grown[:, :rows], dt) == want
+        assert grown_digest(grown[:, :rows], dt)[0] == want
+        digest, growth = grown_digest(grown[:, :rows], dt, growth)
+        assert digest == want
+    assert fast_digest(np.int64(7), dt) == tensor_digest(np.array(7, dtype=dt))
+
+
 def test_float_tensors_are_never_committed():
     import pytest
 

@@ -16,10 +16,10 @@ import numpy as np
 from veracity.exact import program as prog
 from veracity.exact import spec
 from veracity.exact.spec import I16_MAX, QLinear, QNorm
-from veracity.exact.trace import Growth, Trace, fast_digest, tensor_digest
+from veracity.exact.trace import Trace, fast_digest, grown_digests, tensor_digest
 
 I32, I16, U8 = np.dtype(np.int32), np.dtype(np.int16), np.dtype(np.uint8)
-NOT_GROWN = -2  # a record that does not grow another by appended rows (``Exec._hash``)
+NOT_GROWN = -2  # a record that does not grow another by appended rows (``Exec._hash_due``)
 
 
 BACKENDS = ("torch", "torch-eager", "numpy")
@@ -51,7 +51,8 @@ class Exec:
     ``program`` is a list, each op's descriptor (``exact.program``) in it.
 
     ``coarse``: the trace holds only the coarse records (``exact.levels``): a record is hashed when
-    an op of a later step first reads it, or when it is a job output; the rest cost nothing."""
+    an op of a later step first reads it (at that step's end), or when it is a job output; the rest
+    cost nothing."""
 
     def __init__(self, backend: Any, trace: Trace | None = None,
                  tamper: Callable[[int, str, Any], Any] | None = None,
@@ -62,7 +63,9 @@ class Exec:
         # coarse: id(tensor) -> (record index, step, name, dtype, weak reference, the record it grows), while it lives
         self._live: dict[int, tuple[int, int, str, np.dtype, Any, int]] = {}
         self._hashed: set[int] = set()
-        self._grown: dict[int, Growth] = {}  # a hashed KV cache's whole chunks and their Merkle peaks
+        self._due: list[tuple[int, int, str, Any, np.dtype, int]] = []  # exported, hashed at the step's end
+        self._in_step = False
+        self._grown: dict[int, Any] = {}  # a hashed KV cache's growth (``trace.Growth``, or its backend's)
         # adversaries and dispute replays set this: (op index, op name, output) -> output
         self.tamper = tamper
         self.program = program
@@ -89,12 +92,16 @@ class Exec:
         """One trace step (a layer call); op names inside are prefixed with ``name``."""
         self.step_index += 1
         self._prefix = name + "."
+        self._in_step = True
         if len(self._live) > 4096:  # forget the records that died
             self._live = {k: v for k, v in self._live.items() if v[4]() is not None}
         try:
             yield
         finally:
             self._prefix = ""
+            self._in_step = False
+            if self._due:
+                self._hash_due()
 
     def _rec(self, op: str, x: Any, dtype: np.dtype, kind: int = 0, inputs: tuple[Any, ...] = (),
              consts: Callable[[], tuple[bytes, ...]] | None = None, params: tuple[int, ...] = (),
@@ -107,55 +114,85 @@ class Exec:
         self.ops += 1
         if self.trace is not None:
             if self.coarse:
-                for t in inputs:
-                    self._export(t)
-                self._remember(x, self._prefix + op, dtype, NOT_GROWN if grows is None else self._index_of(grows))
+                self._note(x, self._prefix + op, dtype, inputs, grows)
             else:
-                self._hash(self.ops - 1, self.step_index, self._prefix + op, x, dtype)
+                self._record(self.ops - 1, self._prefix + op, x, dtype)
         return x
 
-    def _hash(self, index: int, step: int, name: str, x: Any, dtype: np.dtype, grows: int = NOT_GROWN) -> None:
-        """Hash record ``index``. A coarse trace hashes inline: its few records are cheaper to hash
-        than a hashing thread is to run beside the compute threads (``bench/exact_vs_native.py``);
-        a trace of every op hands its large records to the trace's thread. A record that grows an
-        earlier one by appended rows (a KV cache: ``grows``, that record's index, -1 for the first)
-        keeps its whole chunks' Merkle peaks, and the next one hashes only the rows after them."""
+    def _record(self, index: int, name: str, x: Any, dtype: np.dtype) -> None:
+        """Hash record ``index`` (a trace of every op: its large records on the trace's thread)."""
         assert self.trace is not None
         b = self.b
-        if self.coarse:
-            arr = x if isinstance(x, np.ndarray) else b.canonical(x, dtype)
-            grown = self._grown.pop(grows, None) if grows != NOT_GROWN else None
-            if self.tamper is not None:  # a cheat may have altered the rows the cache kept
-                grown = None
-            digest, growth = fast_digest(arr, dtype, grown)
-            if grows != NOT_GROWN:
-                self._grown[index] = growth
-            self.trace.add(step, name, digest, index)
-            return
-        self.trace.record(step, name, lambda: b.canonical(x, dtype), int(np.prod(x.shape)) * dtype.itemsize, index)
+        self.trace.record(self.step_index, name, lambda: b.canonical(x, dtype), int(np.prod(x.shape)) * dtype.itemsize,
+                          index)
 
     def _index_of(self, t: Any) -> int:
         """The record ``t`` is (a coarse run's live records), or -1."""
         hit = self._live.get(id(t))
         return hit[0] if hit is not None and hit[4]() is t else -1
 
-    def _remember(self, x: Any, name: str, dtype: np.dtype, grows: int = NOT_GROWN) -> None:
-        """Note record ``x`` (weakly: a dead tensor's entry is never matched, and is dropped at a
-        step's start once there are many)."""
+    def _note(self, x: Any, name: str, dtype: np.dtype, inputs: tuple[Any, ...], grows: Any) -> None:
+        """A coarse run's bookkeeping of record ``x``, the latest: each of its inputs that is a record
+        of an earlier step is hashed (once), then ``x`` is noted (weakly: a dead tensor's entry is
+        never matched, and is dropped at a step's start once there are many)."""
+        live, step = self._live, self.step_index
+        for t in inputs:
+            hit = live.get(id(t))
+            # an entry of this step is the input's own (a live tensor's id is its own) or a dead
+            # record's, when the input is no record: neither is exported by this step
+            if hit is not None and hit[1] < step:
+                self._export(t)
         try:
             ref: Any = weakref.ref(x)
         except TypeError:  # not weakly referable: kept alive instead
             ref = (lambda x=x: x)
-        self._live[id(x)] = (self.ops - 1, self.step_index, name, dtype, ref, grows)
+        live[id(x)] = (self.ops - 1, step, name, dtype, ref, NOT_GROWN if grows is None else self._index_of(grows))
 
     def _export(self, t: Any, later: bool = True) -> None:
-        """Hash record ``t`` once, if it is a live record (with ``later``: of an earlier step; a coarse
-        record is one a later step reads, or an output)."""
+        """Hash record ``t`` once, if it is a live record (with ``later``: of an earlier step, hashed at
+        the end of the step that reads it; a coarse record is one a later step reads, or an output,
+        hashed at once)."""
         hit = self._live.get(id(t))
         if hit is None or hit[4]() is not t or (later and hit[1] >= self.step_index) or hit[0] in self._hashed:
             return
         self._hashed.add(hit[0])
-        self._hash(hit[0], hit[1], hit[2], t, hit[3], hit[5])
+        self._due.append((hit[0], hit[1], hit[2], t, hit[3], hit[5]))
+        if not later or not self._in_step:  # no step's end will come to hash it
+            self._hash_due()
+
+    def _hash_due(self) -> None:
+        """Hash the records exported since the last call, inline: a coarse trace's few records are
+        cheaper to hash than a hashing thread is to run beside the compute threads
+        (``bench/exact_vs_native.py``); a step's at its end, one after another away from its ops, in
+        half the time they take between them (``bench/llm.py``). Records that grow an earlier one
+        by appended rows (KV caches: ``grows``, that record's index, -1 for the first) are hashed
+        together (``_hash_grown``)."""
+        assert self.trace is not None
+        due, self._due = self._due, []
+        for index, step, name, x, dtype, grows in due:
+            if grows == NOT_GROWN:
+                self.trace.add(step, name, fast_digest(self._array(x, dtype), dtype), index)
+        grown = [d for d in due if d[5] != NOT_GROWN]
+        if grown:
+            self._hash_grown(grown)
+
+    def _hash_grown(self, due: list[tuple[int, int, str, Any, np.dtype, int]]) -> None:
+        """Hash records that grow earlier ones by the backend's ``grown_digests`` (``trace``'s without
+        one): each keeps its whole chunks' Merkle peaks and its open chunk's hash, and the one grown
+        from it next hashes only the rows after them."""
+        assert self.trace is not None
+        prior = [self._grown.pop(grows, None) for *_, grows in due]
+        if self.tamper is not None:  # a cheat may have altered the rows a cache kept
+            prior = [None] * len(due)
+        digests = getattr(self.b, "grown_digests", grown_digests)
+        got = digests([self._array(x, dtype) for _, _, _, x, dtype, _ in due], [d[4] for d in due], prior)
+        for (index, step, name, *_), (digest, growth) in zip(due, got):
+            self._grown[index] = growth
+            self.trace.add(step, name, digest, index)
+
+    def _array(self, x: Any, dtype: np.dtype) -> np.ndarray:
+        """Record ``x`` as a NumPy array to hash as ``dtype`` (a Llama-family record is one already)."""
+        return x if isinstance(x, np.ndarray) else self.b.canonical(x, dtype)
 
     def _describe(self, op: str, x: Any, dtype: np.dtype, kind: int, inputs: tuple[Any, ...],
                   consts: tuple[bytes, ...], params: tuple[int, ...]) -> None:

@@ -8,8 +8,10 @@
  * -fno-trapping-math lets floor() vectorize; it changes no value, only FP exception flags.
  * GEMMs stay in torch (float32 on int8 values, exact). */
 #include <math.h>
+#include <stddef.h>
 #include <stdint.h>
 #include <stdlib.h>
+#include <string.h>
 
 #define ROW_BITS 12
 #define RECIP_SHIFT 17
@@ -891,4 +893,195 @@ int bq_linear(const int64_t *x, int64_t t_rows, int64_t k, const uint8_t *rec, i
     }
     free(ex);
     return bad;
+}
+
+/* Trace digests (exact.trace) of tensors grown by appended rows, a step's KV caches: SHA-256 on the
+ * x86 SHA extensions; without them vh_grown_digests declines and trace.grown_digest (hashlib) answers. */
+#define VH_PEAKS 48
+#define VH_STAGE 64
+
+typedef struct { /* SHA-256 part way: the state, the bytes of a block not yet compressed, bytes fed */
+    uint32_t h[8];
+    uint8_t buf[64];
+    uint64_t len;
+} vh_ctx;
+
+/* A grown tensor's hashing state (trace.Growth): its rows, its whole chunks and their Merkle peaks
+ * (popcount(whole) of them, the largest first), and the open chunk's hash so far. */
+typedef struct {
+    int64_t rows, whole;
+    vh_ctx open;
+    uint8_t peaks[VH_PEAKS][32];
+} vh_growth;
+
+int64_t vh_growth_bytes(void) { return (int64_t)sizeof(vh_growth); }
+
+#if defined(__SHA__) && defined(__SSE4_1__)
+#include <immintrin.h>
+#define VH_SHA 1
+
+static const uint32_t VH_K[64] = {
+    0x428a2f98, 0x71374491, 0xb5c0fbcf, 0xe9b5dba5, 0x3956c25b, 0x59f111f1, 0x923f82a4, 0xab1c5ed5,
+    0xd807aa98, 0x12835b01, 0x243185be, 0x550c7dc3, 0x72be5d74, 0x80deb1fe, 0x9bdc06a7, 0xc19bf174,
+    0xe49b69c1, 0xefbe4786, 0x0fc19dc6, 0x240ca1cc, 0x2de92c6f, 0x4a7484aa, 0x5cb0a9dc, 0x76f988da,
+    0x983e5152, 0xa831c66d, 0xb00327c8, 0xbf597fc7, 0xc6e00bf3, 0xd5a79147, 0x06ca6351, 0x14292967,
+    0x27b70a85, 0x2e1b2138, 0x4d2c6dfc, 0x53380d13, 0x650a7354, 0x766a0abb, 0x81c2c92e, 0x92722c85,
+    0xa2bfe8a1, 0xa81a664b, 0xc24b8b70, 0xc76c51a3, 0xd192e819, 0xd6990624, 0xf40e3585, 0x106aa070,
+    0x19a4c116, 0x1e376c08, 0x2748774c, 0x34b0bcb5, 0x391c0cb3, 0x4ed8aa4a, 0x5b9cca4f, 0x682e6ff3,
+    0x748f82ee, 0x78a5636f, 0x84c87814, 0x8cc70208, 0x90befffa, 0xa4506ceb, 0xbef9a3f7, 0xc67178f2};
+
+/* The compression function over n 64-byte blocks (the SHA extensions' ABEF/CDGH state layout). */
+static void vh_blocks(uint32_t h[8], const uint8_t *p, size_t n) {
+    const __m128i swap = _mm_set_epi64x(0x0c0d0e0f08090a0bULL, 0x0405060700010203ULL);
+    __m128i t = _mm_shuffle_epi32(_mm_loadu_si128((const __m128i *)h), 0xB1);      /* CDAB */
+    __m128i s1 = _mm_shuffle_epi32(_mm_loadu_si128((const __m128i *)(h + 4)), 0x1B); /* EFGH */
+    __m128i s0 = _mm_alignr_epi8(t, s1, 8);                                          /* ABEF */
+    s1 = _mm_blend_epi16(s1, t, 0xF0);                                               /* CDGH */
+    for (; n; n--, p += 64) {
+        const __m128i abef = s0, cdgh = s1;
+        __m128i w[4];
+#pragma GCC unroll 16
+        for (int g = 0; g < 16; g++) { /* four rounds a group */
+            if (g < 4) {
+                w[g] = _mm_shuffle_epi8(_mm_loadu_si128((const __m128i *)(p + 16 * g)), swap);
+            } else {
+                __m128i m = _mm_add_epi32(_mm_sha256msg1_epu32(w[g % 4], w[(g + 1) % 4]),
+                                          _mm_alignr_epi8(w[(g + 3) % 4], w[(g + 2) % 4], 4));
+                w[g % 4] = _mm_sha256msg2_epu32(m, w[(g + 3) % 4]);
+            }
+            __m128i m = _mm_add_epi32(w[g % 4], _mm_loadu_si128((const __m128i *)(VH_K + 4 * g)));
+            s1 = _mm_sha256rnds2_epu32(s1, s0, m);
+            s0 = _mm_sha256rnds2_epu32(s0, s1, _mm_shuffle_epi32(m, 0x0E));
+        }
+        s0 = _mm_add_epi32(s0, abef);
+        s1 = _mm_add_epi32(s1, cdgh);
+    }
+    t = _mm_shuffle_epi32(s0, 0x1B);  /* FEBA */
+    s1 = _mm_shuffle_epi32(s1, 0xB1); /* DCHG */
+    _mm_storeu_si128((__m128i *)h, _mm_blend_epi16(t, s1, 0xF0));      /* DCBA */
+    _mm_storeu_si128((__m128i *)(h + 4), _mm_alignr_epi8(s1, t, 8)); /* HGFE */
+}
+
+static void vh_init(vh_ctx *c) {
+    static const uint32_t iv[8] = {0x6a09e667, 0xbb67ae85, 0x3c6ef372, 0xa54ff53a,
+                                   0x510e527f, 0x9b05688c, 0x1f83d9ab, 0x5be0cd19};
+    memcpy(c->h, iv, sizeof iv);
+    c->len = 0;
+}
+
+static void vh_update(vh_ctx *c, const uint8_t *p, size_t n) {
+    size_t have = c->len % 64;
+    c->len += n;
+    if (have) {
+        size_t take = n < 64 - have ? n : 64 - have;
+        memcpy(c->buf + have, p, take);
+        p += take;
+        n -= take;
+        if (have + take < 64) return;
+        vh_blocks(c->h, c->buf, 1);
+    }
+    if (n >= 64) vh_blocks(c->h, p, n / 64);
+    memcpy(c->buf, p + n / 64 * 64, n % 64);
+}
+
+/* The digest of what ``c`` was fed (``c`` unchanged). */
+static void vh_final(const vh_ctx *c, uint8_t out[32]) {
+    static const uint8_t pad[64] = {0x80};
+    vh_ctx d = *c;
+    uint8_t bits[8];
+    for (int i = 0; i < 8; i++) bits[i] = (uint8_t)((c->len * 8) >> (56 - 8 * i));
+    vh_update(&d, pad, 1 + (119 - c->len % 64) % 64);
+    vh_update(&d, bits, 8);
+    for (int i = 0; i < 8; i++) {
+        uint32_t v = __builtin_bswap32(d.h[i]);
+        memcpy(out + 4 * i, &v, 4);
+    }
+}
+
+/* merkle.node: sha256(0x01 || left || right); ``out`` may be either input. */
+static void vh_node(const uint8_t *left, const uint8_t *right, uint8_t *out) {
+    vh_ctx c;
+    uint8_t b[65] = {1};
+    memcpy(b + 1, left, 32);
+    memcpy(b + 33, right, 32);
+    vh_init(&c);
+    vh_update(&c, b, sizeof b);
+    vh_final(&c, out);
+}
+
+static void vh_open(vh_ctx *c) {
+    static const uint8_t tag = 3;
+    vh_init(c);
+    vh_update(c, &tag, 1);
+}
+
+/* Values as big-endian integers of ``size`` bytes (a two's complement cast, as NumPy's astype). */
+static void vh_pack(const int64_t *x, int64_t n, int64_t size, uint8_t *out) {
+    for (int64_t j = 0; j < n; j++) {
+        uint64_t v = (uint64_t)x[j];
+        if (size == 8) v = __builtin_bswap64(v);
+        else if (size == 4) v = __builtin_bswap32((uint32_t)v);
+        else if (size == 2) v = __builtin_bswap16((uint16_t)v);
+        memcpy(out + j * size, &v, (size_t)size);
+    }
+}
+
+/* trace.grown_digest of x [rows, cols] (int64) as ``size``-byte integers, ``per`` rows a chunk. */
+static void vh_grown(const int64_t *x, int64_t rows, int64_t cols, int64_t size, int64_t per,
+                     const vh_growth *prev, vh_growth *g, const uint8_t *header, int64_t hlen, uint8_t *out) {
+    uint8_t stage[VH_STAGE * 8], root[32];
+    if (prev && prev->rows <= rows) { /* its used peaks only */
+        memcpy(g, prev, offsetof(vh_growth, peaks) + 32 * (size_t)__builtin_popcountll((uint64_t)prev->whole));
+    } else {
+        g->rows = g->whole = 0;
+        vh_open(&g->open);
+    }
+    for (; g->rows < rows; g->rows++) {
+        for (int64_t j = 0; j < cols; j += VH_STAGE) {
+            int64_t n = cols - j < VH_STAGE ? cols - j : VH_STAGE;
+            vh_pack(x + g->rows * cols + j, n, size, stage);
+            vh_update(&g->open, stage, (size_t)(n * size));
+        }
+        if ((g->rows + 1) % per == 0) { /* a whole chunk: its leaf joins the peaks */
+            int k = __builtin_popcountll((uint64_t)g->whole);
+            vh_final(&g->open, g->peaks[k]);
+            for (uint64_t w = (uint64_t)g->whole; w & 1; w >>= 1, k--)
+                vh_node(g->peaks[k - 1], g->peaks[k], g->peaks[k - 1]);
+            g->whole++;
+            vh_open(&g->open);
+        }
+    }
+    int k = __builtin_popcountll((uint64_t)g->whole);
+    if (rows % per || k == 0) {
+        vh_final(&g->open, root);
+    } else {
+        memcpy(root, g->peaks[--k], 32);
+    }
+    while (k-- > 0) vh_node(g->peaks[k], root, root);
+    vh_ctx c;
+    vh_init(&c);
+    vh_update(&c, header, (size_t)hlen);
+    vh_update(&c, root, 32);
+    vh_final(&c, out);
+}
+#endif
+
+/* trace.grown_digest of ``count`` tensors of one shape and dtype: items [count][3] are each one's
+ * address (int64, C order), rows and the address of its previous growth (or 0); writes each one's
+ * growth and digest. Returns 1 (nothing written) without the SHA extensions. */
+int vh_grown_digests(int64_t count, const int64_t *items, int64_t cols, int64_t size, int64_t per,
+                     const uint8_t *header, int64_t hlen, vh_growth *growths, uint8_t *digests, int nt) {
+#ifdef VH_SHA
+#pragma omp parallel for num_threads(nt) schedule(static) if (nt > 1 && count > 1)
+    for (int64_t i = 0; i < count; i++) {
+        const int64_t *it = items + 3 * i;
+        vh_grown((const int64_t *)(intptr_t)it[0], it[1], cols, size, per, (const vh_growth *)(intptr_t)it[2],
+                 growths + i, header, hlen, digests + 32 * i);
+    }
+    return 0;
+#else
+    (void)count, (void)items, (void)cols, (void)size, (void)per, (void)header, (void)hlen, (void)growths,
+        (void)digests, (void)nt;
+    return 1;
+#endif
 }

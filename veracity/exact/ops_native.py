@@ -24,7 +24,7 @@ import threading
 from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 import torch
@@ -33,6 +33,7 @@ from veracity.exact import llm, spec
 from veracity.exact.blockq import HALF_FRAC
 from veracity.exact.ops_torch import TorchBackend, pow2
 from veracity.exact.spec import QLinear, QNorm
+from veracity.exact.trace import chunking, grown_digest, header_of, rows_of
 
 Tensor = torch.Tensor
 SOURCE = Path(__file__).with_name("native.c")
@@ -183,6 +184,23 @@ class NativeBackend(TorchBackend):
         if isinstance(x, np.ndarray):  # a Llama-family record
             return np.ascontiguousarray(x.astype(dtype))
         return super().canonical(x, dtype)
+
+    def grown_digests(self, arrays: list[np.ndarray], dtypes: list[np.dtype],
+                      grown: list[Any]) -> list[tuple[bytes, Any]]:
+        """``trace.grown_digests``: those of one shape and dtype held as int64 in C order (a step's KV
+        caches) in one call of ``native.c`` each, the rest (all, without the CPU's SHA extensions)
+        by ``trace.grown_digest``."""
+        out: list[tuple[bytes, Any] | None] = [None] * len(arrays)
+        groups: dict[tuple[tuple[int, ...], np.dtype], list[int]] = {}
+        for i, a in enumerate(arrays):
+            if a.dtype == np.int64 and a.flags.c_contiguous:
+                groups.setdefault((a.shape, dtypes[i]), []).append(i)
+        for (_, dtype), idx in groups.items():
+            got = grown_digests([arrays[i] for i in idx], dtype, [grown[i] for i in idx], self._nt())
+            for i, r in zip(idx, got or ()):
+                out[i] = r
+        return [r if r is not None else grown_digest(a, dtype, None if isinstance(g, Growth) else g)
+                for r, a, dtype, g in zip(out, arrays, dtypes, grown)]
 
     def transpose_last(self, x: Any) -> Any:
         return np.swapaxes(x, -1, -2) if isinstance(x, np.ndarray) else super().transpose_last(x)
@@ -461,6 +479,46 @@ def _addr(a: np.ndarray) -> int:
         return ctypes.addressof(ctypes.c_char.from_buffer(a))  # type: ignore[arg-type]
     except (TypeError, ValueError):  # read-only, or empty
         return a.ctypes.data
+
+
+@lru_cache(maxsize=1)
+def _vh_lib() -> Any:
+    lib = library()
+    if lib is not None:
+        p, i64 = ctypes.c_void_p, ctypes.c_int64
+        lib.vh_growth_bytes.restype = i64
+        lib.vh_grown_digests.argtypes = [i64, p, i64, i64, i64, ctypes.c_char_p, i64, p, p, ctypes.c_int]
+        lib.vh_grown_digests.restype = ctypes.c_int
+    return lib
+
+
+class Growth(NamedTuple):
+    """A grown tensor's hashing state as ``native.c`` keeps it (``vh_growth``; ``trace.Growth`` in C):
+    the array holding it and its address."""
+
+    states: np.ndarray
+    address: int
+
+
+def grown_digests(arrays: list[np.ndarray], dtype: np.dtype, grown: list[Any],
+                  nt: ctypes.c_int | int = 1) -> list[tuple[bytes, Growth]] | None:
+    """``trace.grown_digest`` of tensors of one shape held as int64 in C order, as ``dtype``, in one
+    call of ``native.c: vh_grown_digests`` (``nt`` threads): each one's digest and growth, or None
+    where the CPU lacks the SHA extensions. A growth that is not a ``Growth`` (hashlib's) counts as
+    none: that tensor is hashed whole."""
+    lib = _vh_lib()
+    shape = arrays[0].shape or (1,)
+    rows, size = rows_of(shape), lib.vh_growth_bytes()
+    items = np.array([(_addr(a), rows, g.address if isinstance(g, Growth) else 0) for a, g in zip(arrays, grown)],
+                     dtype=np.int64)
+    states = np.empty((len(arrays), size), dtype=np.uint8)
+    digests = np.empty((len(arrays), 32), dtype=np.uint8)
+    head, base = header_of(shape, dtype), _addr(states)
+    if lib.vh_grown_digests(len(arrays), _addr(items), shape[-1], dtype.itemsize, chunking(shape, dtype.itemsize)[1],
+                            head, len(head), base, _addr(digests), nt):
+        return None
+    raw = digests.tobytes()
+    return [(raw[32 * i:32 * (i + 1)], Growth(states, base + i * size)) for i in range(len(arrays))]
 
 
 def block_linear_native(p: PackedBlocks, x: np.ndarray, frac_in: int, frac_out: int, out_max: int,

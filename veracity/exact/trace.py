@@ -37,10 +37,12 @@ import math
 import struct
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
+from functools import lru_cache
 from typing import Any, Callable
 
 import numpy as np
 
+from veracity.exact.merkle import Peaks, grow, peaks_root
 from veracity.exact.merkle import root as merkle_root  # the one Merkle tree (position-binding proofs too)
 
 BACKGROUND_BYTES = 1 << 20
@@ -61,6 +63,7 @@ def canonical(a: np.ndarray) -> np.ndarray:
     return np.ascontiguousarray(a, dtype=dt.newbyteorder(">"))
 
 
+@lru_cache(maxsize=4096)
 def chunking(shape: tuple[int, ...], itemsize: int) -> tuple[int, int, int]:
     """(row bytes, rows per chunk, chunks) of a tensor: rows run along the last axis."""
     row = (shape[-1] if shape else 1) * itemsize
@@ -87,6 +90,7 @@ def header(a: np.ndarray) -> bytes:
     return header_of(tuple(a.shape), a.dtype)
 
 
+@lru_cache(maxsize=4096)
 def header_of(shape: tuple[int, ...], dtype: np.dtype) -> bytes:
     dt = np.dtype(f"{dtype.kind}{dtype.itemsize}")
     return TENSOR_MAGIC + struct.pack(">BB", DTYPE_CODES[dt], len(shape)) + struct.pack(f">{len(shape)}I", *shape)
@@ -98,31 +102,60 @@ def tensor_digest(a: np.ndarray) -> bytes:
     return hashlib.sha256(header(c) + merkle_root([chunk_leaf(ch) for ch in tensor_chunks(c)])).digest()
 
 
-Growth = tuple[int, list[tuple[int, bytes]]]  # a grown tensor's whole chunks and their Merkle peaks
-
-
-def fast_digest(a: np.ndarray, dtype: np.dtype, grown: Growth | None = None) -> tuple[bytes, Growth]:
-    """``tensor_digest(a.astype(dtype))`` in one conversion (a running provider's hot path), and what
-    a tensor grown from ``a`` by appended rows needs (``grown``: what the tensor ``a`` grew from
-    gave; a KV cache before a step appended to it): its whole chunks are ``a``'s too, so only the
-    rows after them are converted and hashed, and the chunk tree's root comes from its peaks."""
-    from veracity.exact.merkle import grow, peaks_root
-
-    shape = tuple(int(d) for d in a.shape) or (1,)  # (``canonical`` makes a scalar one element)
+def fast_digest(a: np.ndarray, dtype: np.dtype) -> bytes:
+    """``tensor_digest(a.astype(dtype))`` in one conversion (a running provider's hot path)."""
+    shape = a.shape or (1,)  # (``canonical`` makes a scalar one element)
     row, per, n = chunking(shape, dtype.itemsize)
-    whole = rows_of(shape) // per
-    keep, peaks = grown if grown is not None and grown[0] <= whole else (0, [])
-    if n == 1 and not peaks:  # one chunk (most records of a decoded token): its leaf is the root
-        leaf = chunk_leaf(np.ascontiguousarray(a, dtype=dtype.newbyteorder(">")).tobytes())
-        return hashlib.sha256(header_of(shape, dtype) + leaf).digest(), (whole, [(1, leaf)] if whole else [])
-    rows = a.reshape(rows_of(shape), shape[-1])
-    data = np.ascontiguousarray(rows[keep * per:], dtype=dtype.newbyteorder(">")).data.cast("B")
-    size = row * per
-    fresh = [chunk_leaf(data[i:i + size]) for i in range(0, len(data), size)] or [chunk_leaf(b"")]
-    for leaf in fresh[:whole - keep]:
-        peaks = grow(peaks, leaf)
-    tree = grow(peaks, fresh[-1]) if len(fresh) > whole - keep else peaks
-    return hashlib.sha256(header_of(shape, dtype) + peaks_root(tree)).digest(), (whole, peaks)
+    c = np.ascontiguousarray(a, dtype=big_endian(dtype))
+    if n == 1:  # one chunk (most records of a decoded token): its leaf is the root
+        return hashlib.sha256(header_of(shape, dtype) + chunk_leaf(c.data)).digest()
+    data, size = c.data.cast("B"), row * per
+    return hashlib.sha256(header_of(shape, dtype) + merkle_root([chunk_leaf(data[i * size:(i + 1) * size])
+                                                                 for i in range(n)])).digest()
+
+
+# a grown tensor's rows, its whole chunks' Merkle peaks and the hash so far of the chunk its last rows opened
+Growth = tuple[int, Peaks, Any]
+
+
+def grown_digest(a: np.ndarray, dtype: np.dtype, grown: Growth | None = None) -> tuple[bytes, Growth]:
+    """``fast_digest`` of a tensor that grows by appended rows (a KV cache), and what the tensor grown
+    from it needs. ``grown``: what the tensor ``a`` grew from gave, whose rows are ``a``'s first
+    rows; so only the rows after them are converted and hashed, going on from the hash of the chunk
+    they left open, and the chunk tree's root comes from the whole chunks' peaks (a decoded token's
+    cache hashes its one new row)."""
+    shape = a.shape or (1,)
+    _, per, _ = chunking(shape, dtype.itemsize)
+    n = rows_of(shape)
+    done, peaks, chunk = grown if grown is not None and grown[0] <= n else (0, [], _open_chunk())
+    chunk = chunk.copy()
+    rows = np.ascontiguousarray(a.reshape(n, shape[-1])[done:], dtype=big_endian(dtype))
+    at = 0
+    while done < n:
+        take = min(per - done % per, n - done)
+        chunk.update(rows[at:at + take])
+        at, done = at + take, done + take
+        if done % per == 0:
+            peaks, chunk = grow(peaks, chunk.digest()), _open_chunk()
+    tree = grow(peaks, chunk.digest()) if done % per or not peaks else peaks
+    return hashlib.sha256(header_of(shape, dtype) + peaks_root(tree)).digest(), (n, peaks, chunk)
+
+
+def grown_digests(arrays: list[np.ndarray], dtypes: list[np.dtype],
+                  grown: list[Growth | None]) -> list[tuple[bytes, Growth]]:
+    """``grown_digest`` of each (the native backend hashes them together in C instead)."""
+    return [grown_digest(a, dtype, g) for a, dtype, g in zip(arrays, dtypes, grown)]
+
+
+@lru_cache(maxsize=None)
+def big_endian(dtype: np.dtype) -> np.dtype:
+    """``dtype``, big endian (what is hashed)."""
+    return dtype.newbyteorder(">")
+
+
+def _open_chunk() -> Any:
+    """The hash of a chunk with no rows yet (``chunk_leaf``'s prefix)."""
+    return hashlib.sha256(b"\x03")
 
 
 def rows_of(shape: tuple[int, ...]) -> int:
