@@ -216,7 +216,7 @@ def settle(dep: Any, keys: dict[str, str], validator_url: str, counts: dict[str,
     chain, token, registry, market = dep.clients(dep.deployer.key)
     events = EventStream(chain, {"Market": dep.market}).poll()
     orders = sorted({int(e.args["order_id"]) for e in events if e.name == "OrderOpened"})
-    time.sleep(20)  # the restarted daemons commit what they finished and resume their games
+    time.sleep(8)  # the restarted daemons commit what they finished and resume their games
     chain.w3.provider.make_request("evm_increaseTime", [4000])  # past every deadline and challenge window
     chain.w3.provider.make_request("evm_mine", [])
     deadline = time.monotonic() + 120

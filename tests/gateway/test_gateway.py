@@ -233,7 +233,7 @@ def test_malformed_requests_and_windows_get_clear_errors(gateway, net):
     assert blank.status_code < 500 and blank.json().get("veracity", {}).get("auto", {}).get("picked", "minilm") == \
         "minilm", blank.text
     # schema-driven requests: never a server error, and every error in OpenAI's shape
-    for op, case, resp in fuzz(url, 15):
+    for op, case, resp in fuzz(url, 8):
         assert resp.status_code < 500, (op.label, case.body, resp.status_code, resp.text[:300])
         if resp.status_code >= 400:
             err = resp.json()["error"]

@@ -177,7 +177,7 @@ def test_order_ids_and_amounts_past_64_bits(live):
 
 def test_fuzzed_requests_get_no_server_error(live):
     calls = 0
-    for op, case, resp in fuzz(live.url, 25):
+    for op, case, resp in fuzz(live.url, 15):
         calls += 1
         assert resp.status_code < 500, (op.label, case.path_parameters, case.body, resp.status_code, resp.text[:300])
     assert calls >= 5 * 6  # every operation was called

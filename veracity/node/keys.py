@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import os
 from pathlib import Path
+from typing import Any
 
 from pydantic import BaseModel, model_validator
 
@@ -49,10 +50,15 @@ class KeyedConfig(BaseModel):
     keystore: str | None = None
     keystore_password_env: str = PASSWORD_ENV
 
+    @model_validator(mode="before")
+    @classmethod
+    def names_a_key(cls, data: Any) -> Any:
+        if isinstance(data, dict) and not data.get("key") and not data.get("keystore"):
+            raise ValueError("a node needs its key: set key, or keystore (an encrypted Ethereum keystore file)")
+        return data
+
     @model_validator(mode="after")
     def key_from_keystore(self) -> "KeyedConfig":
         if self.keystore is not None:
             self.key = keystore_key(Path(self.keystore), self.keystore_password_env)
-        elif not self.key:
-            raise ValueError("a node needs its key: set key, or keystore (an encrypted Ethereum keystore file)")
         return self
