@@ -28,7 +28,7 @@ lint: $(STAMP)
 	$(PY) -m mypy
 
 test: $(STAMP)
-	$(PY) -m pytest -n 3 tests  # three workers on two cores: the end-to-end tests mostly wait on blocks
+	$(PY) -m pytest -n 2 tests
 
 install-check: $(STAMP)
 	.ci/install-check
