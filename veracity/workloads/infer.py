@@ -62,15 +62,19 @@ def infer(model: Any, items: list[Any], backend: str = "torch", batch_size: int 
         outputs += outs
         if progress:
             progress(min(lo + batch_size, len(items)))
-    digests = [tensor_digest(np.asarray(o, dtype=np.int32)) for o in outputs]
     indexed = tr.indexed if tr else []
     if tr:
         tr.close()
     records = [r for _, r in indexed]
     by_index = dict(indexed)
     root = records_root(records) if tr else b"\0" * 32
-    return InferResult(outputs, output_hash(digests), root, ex.step_index + 1, len(records), records,
+    return InferResult(outputs, items_hash(outputs), root, ex.step_index + 1, len(records), records,
                        [by_index[i].digest for i in ex.outputs] if tr else [])
+
+
+def items_hash(outputs: list[np.ndarray]) -> bytes:
+    """The output hash over per-item outputs (``trace.output_hash``: independent of batching)."""
+    return output_hash([tensor_digest(np.asarray(o, dtype=np.int32)) for o in outputs])
 
 
 @dataclass(frozen=True)
@@ -104,7 +108,7 @@ def joined_result(model: Any, inputs_jsonl: bytes, runs: list[ServedRun]) -> Job
         records += [TraceRecord(r.step + steps, r.op, r.digest) for r in run.records]
         steps += run.steps
     outputs = [run.output for run in runs]
-    result = InferResult(outputs, output_hash([tensor_digest(np.asarray(o, dtype=np.int32)) for o in outputs]),
+    result = InferResult(outputs, items_hash(outputs),
                          records_root(records), steps, len(records), records,
                          [d for run in runs for d in run.output_digests])
     return JobResult(output_lines(model, input_records(inputs_jsonl), result).encode(), result.output_hash,
