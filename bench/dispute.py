@@ -12,8 +12,10 @@ the wall time. Then a full game at the first record of every kind MiniLM's trace
 final step's gas for each: the referee's call, proofs included), OneStep alone on its most
 expensive element (a smoothed linear row of 1536), and the validators' CPU relative to the providers' at the
 spot-check rate ``verify.sampling`` chooses for the devnet's figures (a check re-executes the job,
-so its CPU is the provider's run, times the rate). Last, a full game at a record of every kind
-SmolLM2's trace has (``LlamaReferee`` and ``LlamaAttentionReferee``).
+so its CPU is the provider's run, times the rate). Then a full game at a record of every kind
+SmolLM2's trace has (``LlamaReferee`` and ``LlamaAttentionReferee``), and a two-level game at a
+record of every kind the tiny GPT's training step has (of each kind the one with the longest
+input rows: the training referees' heaviest judgements).
 
 Each digits, MiniLM and SmolLM2 game is also played as a two-level game (``exact.levels``) on the
 same traces: the order posts the coarse program, the provider commits the coarse trace (the
@@ -30,6 +32,7 @@ corrupted record is not itself coarse.
 
     python bench/dispute.py --json bench/results/dispute.json
     python bench/dispute.py --only digits --sizes 6 8   # a subset, while developing
+    python bench/dispute.py --only gpt                  # the tiny GPT's training step, every kind
 """
 
 from __future__ import annotations
@@ -395,7 +398,55 @@ def llama_judgements(dep, accts) -> list[dict[str, Any]]:
     return out
 
 
-PARTS = ("digits", "minilm", "train", "llama", "cost")
+def gpt_judgements(dep, accts) -> list[dict[str, Any]]:
+    """A two-level game at a record of every kind the tiny GPT's training step has (the shipped
+    job's batch of 8 windows of 64, Adam, step 2 of 2; of each kind the record with the longest
+    input rows): the provider altered every seventh element of it by 4096 and trained on from it,
+    and commits its coarse trace; the game opens step 2 and the referee recomputes the element."""
+    from veracity.workloads.jobs import Job
+    from veracity.workloads.spec import load_spec
+
+    spec = load_spec(ROOT / "examples" / "jobs" / "tiny-gpt-train.yaml")
+    spec = spec.model_copy(update={"training": spec.training.model_copy(update={"steps": 2})})
+    job = Job(spec, Path(spec.inputs.path).read_bytes())
+    levels = job.levels()
+    coarse_program = levels.coarse_program()
+    table = job.constants()
+    constants = lambda desc: prog.constants(None, desc, table)  # noqa: E731
+    program = levels.program
+    step = levels.steps[2]
+    width = lambda i: max((int(program[r].dims[-1]) for r in program[i].inputs), default=0)  # noqa: E731
+    picks = {}
+    for i in step:
+        kind = program[i].kind
+        if kind != prog.INPUT and (kind not in picks or width(i) >= width(picks[kind])):
+            picks[kind] = i
+
+    def side(k: int | None) -> tuple[Any, ...]:
+        def tamper(i: int, op: str, x: np.ndarray) -> None:
+            if i == k:
+                x.flat[::7] += 4096
+        cheat = tamper if k is not None else None
+        result = job.run("torch", tamper=cheat)
+        tensors = job.tensors(set(step) | {r for i in step for r in program[i].inputs}, tamper=cheat)
+        return (decode_records(result.trace), result.trace_root, tensors.get,
+                lambda s: job.step_records(levels, s, tamper=cheat))
+
+    honest = side(None)
+    out = []
+    rpc = dep.clients(accts[1].key)[0].w3.provider.make_request
+    for kind, k in sorted(picks.items()):
+        snap = rpc("evm_snapshot", [])["result"]
+        moves, g, state, wall = settle(dep, accts, coarse_program, {"provider": side(k), "challenger": honest},
+                                       constants, 2, levels)
+        assert g.fine and levels.steps[2][g.differ] == k and state == "overturned", (g.differ, k, state)
+        out.append({"record": k, "op": program[k].op, "kind": prog.KIND_NAMES[kind], "row": width(k),
+                    **summary_two(levels, k, moves), "wall_s": wall, "outcome": state})
+        rpc("evm_revert", [snap])
+    return out
+
+
+PARTS = ("digits", "minilm", "train", "gpt", "llama", "cost")
 
 
 def two_cells(t: dict[str, Any] | None) -> list[str]:
@@ -424,6 +475,7 @@ def main() -> int:
     judged: list[dict[str, Any]] = []
     trained: list[dict[str, Any]] = []
     llama: list[dict[str, Any]] = []
+    gpt: list[dict[str, Any]] = []
     gas_one = None
     t_start = time.perf_counter()
     try:
@@ -441,6 +493,9 @@ def main() -> int:
         if "train" in args.only:
             with console.status("a full game at each kind of training record"):
                 trained = train_judgements(dep, accts)
+        if "gpt" in args.only:
+            with console.status("a two-level game at each kind of tiny-GPT training record"):
+                gpt = gpt_judgements(dep, accts)
         if "llama" in args.only:
             with console.status("a full game at each kind of SmolLM2 record (one level, then two)"):
                 llama = llama_judgements(dep, accts)
@@ -498,12 +553,24 @@ def main() -> int:
             jt.add_row(f"{g['record']} {g['op']}", g["kind"], str(g["rounds"]), str(g["bound"]), f"{g['gas']:,}",
                        f"{g['gas_judge']:,}", *(two_cells(g.get("two_level")) if two else []))
         console.print(jt)
+    if gpt:
+        gt = Table("tiny-GPT record", "kind", "longest input row", "rounds", "ceil(log2 n) + 8",
+                   "ceil(log2 records) + 8", "gas, whole game", "judgement (the final step)", "wall",
+                   title="two-level games at every kind of the tiny GPT's training step (batch 8 x 64, Adam, "
+                         "step 2 of 2; TrainReferee, TrainNormReferee, TrainAttentionReferee, Referee)")
+        for g in gpt:
+            gt.add_row(f"{g['record']} {g['op']}", g["kind"], str(g["row"]), str(g["rounds"]),
+                       str(g["bound_elements"]), str(g["bound"]), f"{g['gas_total']:,}", f"{g['gas_judgement']:,}", f"{g['wall_s']:.1f}s")
+        console.print(gt)
+        if max(g["gas_judgement"] for g in gpt) >= 3_000_000:
+            console.print("[bold red]a tiny-GPT judgement took 3,000,000 gas or more[/]")
     if gas_one is not None and cost is not None:
         console.print(f"OneStep alone, the widest element (smoothed linear, K=1536): {gas_one:,}")
         console.print(f"spot-check rate {cost['rate']:.4f}; a check costs {cost['check_cpu_s']:.2f} CPU-s for a "
                       f"{cost['provider_cpu_s']:.2f} CPU-s job -> verify_cost_ratio {cost['verify_cost_ratio']:.4f}")
     every = games + judged + trained + llama
     assert all(g["rounds"] <= g["bound"] for g in every), "a game took more rounds than ceil(log2 n) + 8"
+    assert all(g["rounds"] <= g["bound_elements"] for g in gpt), "a game took more rounds than ceil(log2 n) + 8"
     twos = [g["two_level"] for g in games + judged + llama if g.get("two_level")]
     digits_twos = [g["two_level"] for g in games if g.get("two_level")]
     kind_games = [g for g in judged + llama if g.get("two_level")]
@@ -546,6 +613,9 @@ def main() -> int:
         result["minilm_judgements"] = judged
     if trained:
         result.update({"train_judgements": trained, "gas_one_step_train": max(g["gas_judge"] for g in trained)})
+    if gpt:
+        result.update({"gpt_judgements": gpt, "gas_one_step_gpt": max(g["gas_judgement"] for g in gpt),
+                       "rounds_max_gpt": max(g["rounds"] for g in gpt)})
     if llama:
         result.update({"llama_judgements": llama, "gas_one_step_llama": max(g["gas_judge"] for g in llama),
                        "rounds_max_llama": max(g["rounds"] for g in llama)})

@@ -139,8 +139,13 @@ def test_train_runs_a_training_job_here_and_work_units_meet(tmp_path):
     assert bad.returncode != 0 and "is a job of kind 'infer'" in bad.stderr and "Traceback" not in bad.stderr
 
 
-def test_a_job_no_referee_judges_is_not_ordered_without_consent(tmp_path):
+def test_every_job_kind_is_judged_on_chain_so_none_asks_for_consent(tmp_path):
+    """Every kind a client can order is judged op by op in a dispute (``judged_on_chain``), so
+    ``--accept-unjudged`` (the consent a kind no referee judged needed) is asked for none."""
+    from veracity.workloads.workload import workloads
+
+    assert all(w.judged_on_chain for w in workloads()), [w for w in workloads() if not w.judged_on_chain]
     spec = EXAMPLES.parent / "jobs" / "reviews-finetune.yaml"
     proc = veracity("job", "submit", spec, "--deployment", tmp_path / "none.json")
     assert proc.returncode != 0 and "Traceback" not in proc.stderr
-    assert "not yet judged on chain" in proc.stderr and "--accept-unjudged" in proc.stderr, proc.stderr
+    assert "not yet judged on chain" not in proc.stderr and "none.json" in proc.stderr, proc.stderr

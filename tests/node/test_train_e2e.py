@@ -59,12 +59,7 @@ def test_a_training_job_and_its_work_units_settle_at_one_checkpoint(net):
     tune = tune.model_copy(update={"inputs": tune.inputs.model_copy(update={"path": str(net.folder / "few.jsonl")}),
                                    "verification": Verification(challenge_window=2, spot_check_rate=1.0),
                                    "training": tune.training.model_copy(update={"steps": 12})})
-    market = net.dep.clients(client.key)[3]
-    before = market.fn.order_count().call()
-    with pytest.raises(InputError, match="not yet judged on chain"):  # its steps have no referee yet
-        submit(tune, net.dep, client.key, bid_wait=120)
-    assert market.fn.order_count().call() == before  # nothing posted without the client's consent
-    tuned = submit(tune, net.dep, client.key, bid_wait=120, result_timeout=400, accept_unjudged=True)
+    tuned = submit(tune, net.dep, client.key, bid_wait=120, result_timeout=400)  # judged on chain: no consent asked
     assert tuned.outputs == Job(tune, few).run("numpy").outputs
 
     orders = [whole.order_id, *(u.order_id for u in units), tuned.order_id]

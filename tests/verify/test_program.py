@@ -148,3 +148,19 @@ def test_a_program_with_more_outputs_than_a_commitment_holds_is_refused():
     check_disputable(mark_outputs(many[:MAX_OUTPUTS], list(range(MAX_OUTPUTS))))
     with pytest.raises(InputError, match=f"{MAX_OUTPUTS + 1} output records; a result commits at most {MAX_OUTPUTS}"):
         check_disputable(mark_outputs(many, list(range(MAX_OUTPUTS + 1))))
+
+
+def test_a_descriptors_encoding_is_the_abi_encoding_the_contracts_hash(fresh_rng):
+    """``program.encode_desc`` (written out, for speed) is ``eth_abi``'s encoding of the contracts'
+    ``OpDesc`` tuple, for descriptors of every size the contracts decode, negative parameters too."""
+    from eth_abi import encode
+
+    rng = fresh_rng
+    for _ in range(300):
+        n = lambda most: int(rng.integers(0, most + 1))  # noqa: E731
+        d = prog.OpDesc(int(rng.integers(1, 70)), int(rng.integers(0, 2**32)), "op." * n(16), int(rng.integers(1, 6)),
+                        tuple(int(v) for v in rng.integers(1, 5000, n(4))),
+                        tuple(prog.NO_INPUT if rng.random() < 0.2 else int(v) for v in rng.integers(0, 10**6, n(4))),
+                        tuple(rng.bytes(32) for _ in range(n(3))),
+                        tuple(int(v) * 2**40 for v in rng.integers(-2**20, 2**20, n(2))), n(9), n(9))
+        assert prog.encode_desc(d) == encode([prog.DESC_ABI], [d.as_tuple()]), d

@@ -440,11 +440,14 @@ class DisputesClient(_Bound):
     def judge(self, referees: tuple[str, ...], kind: str, order_id: int, *args: Any) -> Any:
         """Call ``judge_<kind>`` (anyone may) with the element's proven inputs, on the Referee or,
         for the attention ops, the AttentionReferee; a training record (``kind`` "train") goes to
-        the TrainReferee's one ``judge``, and a Llama-family record (``kind`` "llama" or
-        "llama_attention") to the LlamaReferee's or LlamaAttentionReferee's (``referees``: the five
-        addresses, as ``Deployment.referees``)."""
+        the TrainReferee's one ``judge``, a tiny-GPT or fine-tuning step's record ("train_norm",
+        "train_attention", "finetune") to the TrainNormReferee's, TrainAttentionReferee's or
+        FinetuneReferee's, and a Llama-family record ("llama" or "llama_attention") to the
+        LlamaReferee's or LlamaAttentionReferee's (``referees``: the eight addresses, as
+        ``Deployment.referees``)."""
         one_judge = {"train": ("TrainReferee", 2), "llama": ("LlamaReferee", 3),
-                     "llama_attention": ("LlamaAttentionReferee", 4)}
+                     "llama_attention": ("LlamaAttentionReferee", 4), "train_norm": ("TrainNormReferee", 5),
+                     "train_attention": ("TrainAttentionReferee", 6), "finetune": ("FinetuneReferee", 7)}
         if kind in one_judge:
             name, at = one_judge[kind]
             ref = self.chain.contract(name, referees[at])

@@ -60,6 +60,9 @@ class Deployment(BaseModel):
     train_referee: str | None = None
     llama_referee: str | None = None
     llama_attention_referee: str | None = None
+    train_norm_referee: str | None = None  # the tiny GPT's step (through the TrainReferee's relay)
+    train_attention_referee: str | None = None
+    finetune_referee: str | None = None
     dispute_bond: int = 0
     move_time: int = 0
     oracle: str | None = None  # contract-callable inference (deployments from before it have none)
@@ -79,11 +82,13 @@ class Deployment(BaseModel):
         return chain, token, RegistryClient(chain, self.registry, token), MarketClient(chain, self.market, token)
 
     @property
-    def referees(self) -> tuple[str, str, str, str, str]:
-        """(Referee, AttentionReferee, TrainReferee, LlamaReferee, LlamaAttentionReferee): the
-        contracts that judge a located element."""
+    def referees(self) -> tuple[str, ...]:
+        """(Referee, AttentionReferee, TrainReferee, LlamaReferee, LlamaAttentionReferee,
+        TrainNormReferee, TrainAttentionReferee, FinetuneReferee): the contracts that judge a located
+        element (the last three through the TrainReferee's relay)."""
         return (self.referee or "", self.attention_referee or "", self.train_referee or "", self.llama_referee or "",
-                self.llama_attention_referee or "")
+                self.llama_attention_referee or "", self.train_norm_referee or "", self.train_attention_referee or "",
+                self.finetune_referee or "")
 
     def oracle_client(self, key: str) -> OracleClient:
         if self.oracle is None:
@@ -110,7 +115,7 @@ def dev_accounts(n: int) -> list[AccountInfo]:
 
 def deploy(rpc_url: str, deployer: AccountInfo, accounts: list[AccountInfo], devnet: bool = True,
            **params: int) -> Deployment:
-    """Deploy the contracts (Token, Registry, Market, OneStep and LlamaOneStep, the five referees,
+    """Deploy the contracts (Token, Registry, Market, OneStep and LlamaOneStep, the eight referees,
     OutputFaults, Disputes, the Oracle), wire them to each other, and fund ``accounts`` with tokens."""
     p = {**DEFAULTS, **params}
     chain = Chain(rpc_url, deployer.key)
@@ -127,6 +132,11 @@ def deploy(rpc_url: str, deployer: AccountInfo, accounts: list[AccountInfo], dev
     llama_referee = chain.deploy("LlamaReferee", llama_onestep)
     llama_attention_referee = chain.deploy("LlamaAttentionReferee", llama_onestep)
     referees = [referee, attention_referee, train_referee, llama_referee, llama_attention_referee]
+    train_norm_referee = chain.deploy("TrainNormReferee", train_referee)
+    train_attention_referee = chain.deploy("TrainAttentionReferee", train_referee)
+    finetune_referee = chain.deploy("FinetuneReferee", train_referee)
+    chain.send(chain.contract("TrainReferee", train_referee).functions.set_relays(
+        [train_norm_referee, train_attention_referee, finetune_referee]))
     output_faults = chain.deploy("OutputFaults", market)
     disputes = chain.deploy("Disputes", token, market, p["dispute_bond"], p["move_time"], referees, output_faults)
     chain.send(chain.contract("OutputFaults", output_faults).functions.set_disputes(disputes))
@@ -145,7 +155,8 @@ def deploy(rpc_url: str, deployer: AccountInfo, accounts: list[AccountInfo], dev
                       market=market, deployer=deployer, accounts=accounts, min_stake=p["min_stake"],
                       unbonding_delay=p["unbonding_delay"], fee_bps=p["fee_bps"], disputes=disputes, referee=referee,
                       attention_referee=attention_referee, train_referee=train_referee, llama_referee=llama_referee,
-                      llama_attention_referee=llama_attention_referee,
+                      llama_attention_referee=llama_attention_referee, train_norm_referee=train_norm_referee,
+                      train_attention_referee=train_attention_referee, finetune_referee=finetune_referee,
                       dispute_bond=p["dispute_bond"], move_time=p["move_time"], oracle=oracle)
 
 

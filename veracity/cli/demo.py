@@ -9,8 +9,8 @@ on 127.0.0.1 (in a temporary folder, so a devnet you run yourself is left alone)
 * a training job (the digits MLP, exactly, 120 optimizer steps), and the same job split into two
   work units on two providers, the second resuming from the first's committed checkpoint: it ends
   at the unsplit job's checkpoint, bit for bit;
-* a LoRA fine-tune of MiniLM on the shipped reviews, settled the same way (re-executed and compared;
-  its steps are not yet judged on chain, so the client orders it with ``accept_unjudged``);
+* a LoRA fine-tune of MiniLM on the shipped reviews, settled the same way (its steps judged op by op,
+  like every job's);
 * a job whose client picks a provider that turns out to be late: the client reclaims after the
   deadline, gets its escrow back, and the provider's collateral is slashed to it;
 * a job whose client picks a cheater (``corrupt-op``: one element of one op altered half-way, the
@@ -293,8 +293,7 @@ def _finetune(console: Console, dep: Any, client: Any, names: dict[str, str]) ->
     story = Story(f"minilm LoRA ({spec.training.steps} steps)", "client-1")  # type: ignore[union-attr]
     try:
         with console.status("reviews-finetune: the exact encoder's features, then LoRA and head steps"):
-            out = submit(spec, dep, client.key, bid_wait=20, result_timeout=180,
-                         accept_unjudged=True)  # re-executed and compared; no referee judges its steps yet
+            out = submit(spec, dep, client.key, bid_wait=20, result_timeout=180)
     except VeracityError as exc:
         story.settle, story.ok = f"[red]failed: {exc}[/]", [False]
         return story

@@ -51,7 +51,7 @@ class Player:
 
     party: int
     disputes: Any  # chain.client.DisputesClient acting as this party
-    referees: tuple[str, ...]  # the five referees (``Deployment.referees``)
+    referees: tuple[str, ...]  # the referees (``Deployment.referees``)
     order_id: int
     records: list[TraceRecord]
     program: list[prog.OpDesc]

@@ -13,6 +13,7 @@
 
 from interfaces import IDisputes
 import tensors
+import trainmath
 
 K_QMM: constant(uint8) = 22  # op kinds (`veracity/exact/program.py`)
 K_EXP_ROWS: constant(uint8) = 23
@@ -23,19 +24,16 @@ K_MOMENT: constant(uint8) = 27
 K_SECOND: constant(uint8) = 28
 K_WEIGHT: constant(uint8) = 29
 
-QMAX: constant(int256) = 127
-ROW_BITS: constant(uint256) = 12
-RECIP_SHIFT: constant(uint256) = 17
 ACT_FRAC: constant(int256) = 12
 W_FRAC: constant(int256) = 20
 LOG2E_16: constant(int256) = 94548
 EXP_SHIFT: constant(uint256) = 20
 EXP_SIZE: constant(int256) = 6144
-MAX_K: constant(uint256) = 1040  # the longest row an int64 chunk holds
 
 
 deployer: immutable(address)
 disputes: public(IDisputes)
+relays: public(address[3])  # the TrainNormReferee, TrainAttentionReferee and FinetuneReferee, whose verdicts this one passes on
 
 
 @deploy
@@ -54,6 +52,32 @@ def set_disputes(disputes_: IDisputes):
     self.disputes = disputes_
 
 
+@external
+def set_relays(relays_: address[3]):
+    """
+    @notice Set once, by the deployer, to the referees of the tiny GPT's and the fine-tune's steps
+            (the TrainNormReferee, the TrainAttentionReferee and the FinetuneReferee), whose
+            verdicts `relay` passes on to Disputes (which takes verdicts from its five referees only).
+    @param relays_ The three referees.
+    """
+    assert msg.sender == deployer, "referee: only the deployer sets the relays"
+    assert self.relays[0] == empty(address), "referee: the relays are already set"
+    for a: address in relays_:
+        assert a != empty(address), "referee: a relay is the zero address"
+    self.relays = relays_
+
+
+@external
+def relay(order_id: uint256, recomputed: int256):
+    """
+    @notice A relay referee's verdict, passed on to Disputes.
+    @param order_id The disputed order's id.
+    @param recomputed The element's recomputed value.
+    """
+    assert msg.sender in self.relays and msg.sender != empty(address), "referee: only the relays pass on verdicts"
+    extcall self.disputes.judged(order_id, recomputed)
+
+
 @internal
 @view
 def _judging(order_id: uint256, desc: tensors.OpDesc) -> tensors.Judging:
@@ -64,48 +88,6 @@ def _judging(order_id: uint256, desc: tensors.OpDesc) -> tensors.Judging:
     h, record, element, agreed = staticcall self.disputes.judging(order_id)
     assert keccak256(abi_encode(desc)) == h, "referee: that is not the record's descriptor"
     return tensors.Judging(record=record, element=element, agreed=agreed)
-
-
-@internal
-@pure
-def _fdiv(a: int256, b: int256) -> int256:
-    """floor(a / b) for b > 0 (Vyper's // truncates toward zero)."""
-    q: int256 = a // b
-    if a % b != 0 and a < 0:
-        q -= 1
-    return q
-
-
-@internal
-@pure
-def _round_shift(num: int256, den: int256, sh: int256) -> int256:
-    """round_half_up(num * 2**shift / den), as `exact.integer.round_shift`."""
-    pos: uint256 = convert(max(sh, 0), uint256)
-    neg: uint256 = convert(max(-sh, 0), uint256)
-    d2: int256 = (den << neg) * 2
-    return self._fdiv((num << pos) * 2 + d2 // 2, d2)
-
-
-@internal
-@pure
-def _quantized(row: Bytes[tensors.ROW_BYTES], t: tensors.TensorRow, k: uint256) -> (DynArray[int256, MAX_K], int256, int256):
-    """A row as per-row int8 (`ops_numpy.quantize_rows`): the values, the rescaled max, the shift."""
-    amax: int256 = 0
-    for i: uint256 in range(k, bound=MAX_K):
-        amax = max(amax, abs(tensors._at(row, t, i)))
-    b: uint256 = tensors._bitlen(convert(amax, uint256))
-    e: uint256 = 0
-    if b > ROW_BITS:
-        e = b - ROW_BITS
-    half: int256 = convert((1 << e) >> 1, int256)
-    ams: int256 = (amax + half) >> e
-    inv: int256 = 0
-    if ams > 0:
-        inv = (QMAX << RECIP_SHIFT) // ams
-    q: DynArray[int256, MAX_K] = []
-    for i: uint256 in range(k, bound=MAX_K):
-        q.append(((tensors._at(row, t, i) + half) >> e) * inv + (1 << (RECIP_SHIFT - 1)) >> RECIP_SHIFT)
-    return q, ams, convert(e, int256)
 
 
 @internal
@@ -124,23 +106,16 @@ def _element(j: tensors.Judging, desc: tensors.OpDesc, which: uint256, ref: tens
 def _qmm(j: tensors.Judging, desc: tensors.OpDesc, refs: DynArray[tensors.RecordRef, 3],
          rows: DynArray[tensors.TensorRow, 3]) -> int256:
     """y[r, c] = round_shift(dot(q(x_r), q(w_c)) * ax * aw, 127**2, ex + ew + params[0])
-    (+ b[c] >> params[1] when the record reads a bias): row r of x, row c of w."""
+    (+ b[c] >> params[1] when the record reads a bias): row r of x, row c of w [N, K], or,
+    batched (w [G, N, K], y [G, M, N]), row N g + c of w."""
     n: uint256 = tensors._last(desc.dims)
-    k: uint256 = tensors._last(rows[0].dims)
-    assert rows[0].row == j.element // n and rows[1].row == j.element % n and tensors._last(rows[1].dims) == k, \
-        "referee: those are not the element's rows"
-    qx: DynArray[int256, MAX_K] = []
-    qw: DynArray[int256, MAX_K] = []
-    ax: int256 = 0
-    aw: int256 = 0
-    ex: int256 = 0
-    ew: int256 = 0
-    qx, ax, ex = self._quantized(tensors._record_row(j, refs[0], desc.inputs[0], rows[0]), rows[0], k)
-    qw, aw, ew = self._quantized(tensors._record_row(j, refs[1], desc.inputs[1], rows[1]), rows[1], k)
-    acc: int256 = 0
-    for i: uint256 in range(k, bound=MAX_K):
-        acc += qx[i] * qw[i]
-    y: int256 = self._round_shift(acc * ax * aw, QMAX * QMAX, ex + ew + desc.params[0])
+    w_row: uint256 = j.element % n
+    if len(rows[1].dims) == 3:
+        w_row += j.element // (desc.dims[len(desc.dims) - 2] * n) * n
+    assert rows[0].row == j.element // n and rows[1].row == w_row, "referee: those are not the element's rows"
+    y: int256 = trainmath._qdot(trainmath._row(tensors._record_row(j, refs[0], desc.inputs[0], rows[0]), rows[0]),
+                                trainmath._row(tensors._record_row(j, refs[1], desc.inputs[1], rows[1]), rows[1]),
+                                desc.params[0])
     if len(desc.inputs) == 3:
         b: tensors.TensorRow = rows[2]
         assert b.row == 0 and len(b.dims) == 1, "referee: the bias is one row"
@@ -157,11 +132,11 @@ def _exp_rows(j: tensors.Judging, desc: tensors.OpDesc, ref: tensors.RecordRef, 
     assert tensors._same(z.dims, desc.dims), "referee: the input's shape is not the output's"
     n: uint256 = tensors._last(desc.dims)
     assert z.row == j.element // n, "referee: that is not the element's row"
-    row: Bytes[tensors.ROW_BYTES] = tensors._record_row(j, ref, desc.inputs[0], z)
+    row: DynArray[int256, trainmath.MAX_K] = trainmath._row(tensors._record_row(j, ref, desc.inputs[0], z), z)
     top: int256 = min_value(int256)
-    for i: uint256 in range(n, bound=MAX_K):
-        top = max(top, tensors._at(row, z, i))
-    u: int256 = min(((top - tensors._at(row, z, j.element % n)) * LOG2E_16) >> EXP_SHIFT, EXP_SIZE - 1)
+    for v: int256 in row:
+        top = max(top, v)
+    u: int256 = min(((top - row[j.element % n]) * LOG2E_16) >> EXP_SHIFT, EXP_SIZE - 1)
     entry: uint256 = convert(u, uint256)
     assert table.row == entry // 256 and tensors._last(table.dims) == 256, "referee: not the entry's row of the table"
     return tensors._at(tensors._row(table, desc.consts[0]), table, entry % 256)
@@ -178,11 +153,8 @@ def _loss_grad(j: tensors.Judging, desc: tensors.OpDesc, refs: DynArray[tensors.
     n: uint256 = tensors._last(desc.dims)
     r: uint256 = j.element // n
     assert p.row == r and y.row == 0 and len(y.dims) == 1, "referee: those are not the element's rows"
-    row: Bytes[tensors.ROW_BYTES] = tensors._record_row(j, refs[0], desc.inputs[0], p)
-    total: int256 = 0
-    for i: uint256 in range(n, bound=MAX_K):
-        total += tensors._at(row, p, i)
-    g: int256 = self._round_shift(tensors._at(row, p, j.element % n), total, ACT_FRAC)
+    row: DynArray[int256, trainmath.MAX_K] = trainmath._row(tensors._record_row(j, refs[0], desc.inputs[0], p), p)
+    g: int256 = trainmath._round_shift(row[j.element % n], trainmath._sum(row), ACT_FRAC)
     if tensors._at(tensors._record_row(j, refs[1], desc.inputs[1], y), y, r) == convert(j.element % n, int256):
         g -= 4096  # 2**ACT_FRAC
     return g
@@ -193,11 +165,8 @@ def _loss_grad(j: tensors.Judging, desc: tensors.OpDesc, refs: DynArray[tensors.
 def _row_sum(j: tensors.Judging, desc: tensors.OpDesc, ref: tensors.RecordRef, x: tensors.TensorRow) -> int256:
     """y[c] = sum(x[c, :]) << params[0] (a bias gradient: the loss gradient's column c)."""
     assert x.row == j.element, "referee: that is not the element's row"
-    row: Bytes[tensors.ROW_BYTES] = tensors._record_row(j, ref, desc.inputs[0], x)
-    total: int256 = 0
-    for i: uint256 in range(tensors._last(x.dims), bound=MAX_K):
-        total += tensors._at(row, x, i)
-    return total << convert(desc.params[0], uint256)
+    return trainmath._sum(trainmath._row(tensors._record_row(j, ref, desc.inputs[0], x), x)) << \
+        convert(desc.params[0], uint256)
 
 
 @internal
@@ -205,7 +174,7 @@ def _row_sum(j: tensors.Judging, desc: tensors.OpDesc, ref: tensors.RecordRef, x
 def _mean(g: int256, grad: int256) -> int256:
     """The summed gradient's batch mean, clipped (`grad` packs batch | clip << 16)."""
     limit: int256 = grad >> 16
-    return max(-limit, min(limit, self._round_shift(g, grad & 65535, 0)))
+    return max(-limit, min(limit, trainmath._round_shift(g, grad & 65535, 0)))
 
 
 @internal
@@ -221,7 +190,7 @@ def _update(kind: uint8, params: DynArray[int256, 2], a: int256, b: int256, c: i
     if kind == K_WEIGHT:
         if code == 3:
             root: int256 = convert(isqrt(convert(c, uint256)), int256)
-            return a - self._round_shift(b * rate, (root + params[1]) << 16, W_FRAC)
+            return a - trainmath._round_shift(b * rate, (root + params[1]) << 16, W_FRAC)
         return a - ((b * rate) >> 16)
     g: int256 = self._mean(b, params[1])
     if kind == K_MOMENT and code == 3:

@@ -75,13 +75,37 @@ class OpKind(IntEnum):
     ROW_MAX = 40  # generation over a wide vocabulary: each logits row's maximum, then the pick
     PICK = 41
     STEP = 42  # a coarse record (``exact.levels``): a dispute goes on inside its step's op-level trace
+    RESCALE = 43  # training the tiny GPT (``training.gpt.gpt_step``): round_shift(x, 1, shift)
+    SUM = 44  # an unclipped residual add
+    EMBED_SUM = 45  # token and position embedding rows from the state's tables
+    LN_REC = 46  # LayerNorm with gamma and beta read from records
+    XHAT = 47  # LayerNorm's normalized input
+    LN_BWD = 48  # LayerNorm's backward
+    COL_DOT = 49  # a gain's gradient: a dot product over the tokens
+    HEAD_SPLIT = 50  # layout: one part's heads [B*H, T, d] of a [B*T, parts*H*d] tensor
+    HEAD_MERGE = 51  # layout: heads back into rows of tokens
+    T_SCORES = 52  # causal attention scores, scaled
+    ROW_NORM = 53  # each row over its sum (the attention probabilities)
+    SOFTMAX_BWD = 54  # the attention softmax's backward, scaled
+    GELU_T = 55  # GELU of a training activation through the int16 table
+    GELU_GRAD = 56  # GELU's slope times the gradient
+    SCATTER_ADD = 57  # an embedding table's gradient: rows summed by the index each token names
+    SEG_MEAN = 58  # fine-tuning MiniLM (``training.lora.lora_step``): the mean over each sentence's tokens
+    SEG_SPREAD = 59  # the mean's backward: each sentence's gradient over its count, on each of its tokens
+    ROW_QSCALE = 60  # each row's int8 quantization scale (rescaled max, shift)
+    QSCALE_MUL = 61  # rows times a scale record's rows: (x * max) << shift
+    QUANT_T = 62  # each row's int8 values, transposed
+    QMM_INT8W = 63  # a GEMM whose second operand is int8 values already (quantized per row of x only)
+    QMM_W2 = 64  # a GEMM whose second operand's rows are stored in two halves ([N, 2, K/2]: rows past a chunk)
 
 
 # the kinds by name, as the rest of the code reads them (``prog.LINEAR``)
 (INPUT, LINEAR, ADD, RELU, GELU, SILU, LAYERNORM, RMSNORM, EMBEDDING, SCORES, PROBS, PROBSUM, CONTEXT, MEAN_POOL,
  L2_NORMALIZE, TRANSPOSE, VT, ARGMAX, APPEND, SELECT_LAST, STATE, QMM, EXP_ROWS, LOSS_GRAD, ROW_SUM, RELU_MASK,
  MOMENT, SECOND, WEIGHT, QEMBED, BLINEAR, WRMSNORM, ROPE, KV_APPEND, GQA_SCORES, GQA_PROBS, GQA_CONTEXT, RESID_ADD,
- SILU_GATE, ROW_MAX, PICK, STEP) = tuple(OpKind)
+ SILU_GATE, ROW_MAX, PICK, STEP, RESCALE, SUM, EMBED_SUM, LN_REC, XHAT, LN_BWD, COL_DOT, HEAD_SPLIT, HEAD_MERGE,
+ T_SCORES, ROW_NORM, SOFTMAX_BWD, GELU_T, GELU_GRAD, SCATTER_ADD, SEG_MEAN, SEG_SPREAD, ROW_QSCALE, QSCALE_MUL, QUANT_T,
+ QMM_INT8W, QMM_W2) = tuple(OpKind)
 KIND_NAMES = {k: k.name.lower() for k in OpKind}
 NO_INPUT = 2**256 - 1  # an input that is not a whole earlier record (a view, a slice, a constant)
 DESC_ABI = "(uint8,uint256,string,uint8,uint256[],uint256[],bytes32[],int256[],uint256,uint256)"
@@ -105,10 +129,32 @@ class OpDesc:
                 list(self.consts), list(self.params), self.output, self.outputs)
 
     def hash(self) -> bytes:
-        from eth_abi import encode
         from eth_utils import keccak
 
-        return keccak(encode([DESC_ABI], [self.as_tuple()]))
+        return keccak(encode_desc(self))
+
+
+def _word(v: int) -> bytes:
+    return (v % (1 << 256)).to_bytes(32, "big")
+
+
+def encode_desc(d: OpDesc) -> bytes:
+    """``abi_encode(desc)`` of the contracts' ``OpDesc`` (``eth_abi.encode([DESC_ABI], [d.as_tuple()])``,
+    written out: a program of 20,000 records hashes ten times faster). A dynamic tuple: its
+    offset, the heads (static fields in place, dynamic ones as offsets into the tuple), the tails."""
+    op = d.op.encode()
+    tails = [_word(len(op)) + op + bytes(-len(op) % 32),
+             *(_word(len(xs)) + b"".join(_word(int(v)) for v in xs) for xs in (d.dims, d.inputs, d.params)),
+             _word(len(d.consts)) + b"".join(bytes(c) for c in d.consts)]
+    dims, inputs, params, consts = tails[1], tails[2], tails[3], tails[4]
+    tails = [tails[0], dims, inputs, consts, params]  # in field order: op, dims, inputs, consts, params
+    at, offsets = 10 * 32, []
+    for t in tails:
+        offsets.append(at)
+        at += len(t)
+    heads = [_word(d.kind), _word(d.step), _word(offsets[0]), _word(d.dtype), _word(offsets[1]), _word(offsets[2]),
+             _word(offsets[3]), _word(offsets[4]), _word(d.output), _word(d.outputs)]
+    return _word(32) + b"".join(heads) + b"".join(tails)
 
 
 def program_root(program: list[OpDesc]) -> bytes:

@@ -31,14 +31,17 @@ from typing import Any
 import numpy as np
 
 from veracity.exact import integer as X
+from veracity.exact import program as P
 from veracity.exact import spec
 from veracity.exact.trace import tensor_digest
 from veracity.training import checkpoint as CK
 from veracity.training import lora as FT
+from veracity.training.tape import NULL_TAPE, Tape
 
 ACT, W, G = spec.ACT_FRAC, X.W_FRAC, FT.G
 PROB = 16  # attention probabilities
 SCALE_SHIFT = 16
+MASKED = -(1 << 40)  # a masked attention score (its exp is the table's last entry, 0)
 
 
 @dataclass(frozen=True)
@@ -121,140 +124,303 @@ def gelu_slope() -> np.ndarray:
     return d
 
 
+@lru_cache(maxsize=None)
+def gelu_slope_tensor() -> np.ndarray:
+    """The slope table as a dispute shows it: int32 [256, 256] (entry i: row i // 256)."""
+    return gelu_slope().astype(np.int32).reshape(256, 256)
+
+
+@lru_cache(maxsize=None)
+def table_digests() -> tuple[bytes, bytes, bytes]:
+    """The digests of the exp table, the GELU table and its slope table (constants records name)."""
+    from veracity.exact.program import lut_consts
+
+    return X.exp_table_digest(), lut_consts(spec.gelu_lut())[0], tensor_digest(gelu_slope_tensor())
+
+
+def gelu_index(h: np.ndarray) -> np.ndarray:
+    """The GELU table's index of ACT_FRAC values (GELU_FRAC, clipped to 16 bits, offset by 2**15)."""
+    return np.clip(X.round_shift(h, 1, -(ACT - spec.GELU_FRAC)), -(1 << 15), (1 << 15) - 1) + (1 << 15)
+
+
 def _gelu(h: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """GELU of ACT_FRAC values through the GELU_FRAC table; returns (ACT_FRAC out, table index)."""
-    idx = np.clip(X.round_shift(h, 1, -(ACT - spec.GELU_FRAC)), -(1 << 15), (1 << 15) - 1) + (1 << 15)
+    idx = gelu_index(h)
     return spec.gelu_lut().astype(np.int64)[idx] << (ACT - spec.GELU_FRAC), idx
 
 
-def _norm_params(state: GPTState, name: str) -> tuple[np.ndarray, np.ndarray]:
-    """LayerNorm gain (ACT_FRAC + 4 bits, as the op set reads it) and bias (ACT_FRAC) from masters."""
-    g = X.round_shift(state.params[name + ".g"], 1, -(W - ACT - spec.NORM_STD_SHIFT))
-    return g, X.round_shift(state.params[name + ".b"], 1, -(W - ACT))
+def attention_scale(head_dim: int) -> int:
+    """Attention scores' scale, round(2**16 / sqrt(head_dim))."""
+    return int(round((1 << SCALE_SHIFT) / np.sqrt(np.float64(head_dim))))
 
 
-def _linear(x: np.ndarray, state: GPTState, name: str, backend: str, bias: bool = True) -> np.ndarray:
+def split_heads(x: np.ndarray, b: int, heads: int, part: int, parts: int) -> np.ndarray:
+    """Part ``part`` of rows of tokens [B*T, parts*C] as heads [B*heads, T, C/heads]."""
+    n, width = x.shape
+    hd = width // parts // heads
+    return x.reshape(b, n // b, parts, heads, hd)[:, :, part].transpose(0, 2, 1, 3).reshape(b * heads, n // b, hd)
+
+
+def merge_heads(xs: list[np.ndarray], heads: int) -> np.ndarray:
+    """Heads [B*heads, T, d] (one per part) back into rows of tokens [B*T, parts*heads*d]."""
+    g, t, hd = xs[0].shape
+    b = g // heads
+    return np.stack([x.reshape(b, heads, t, hd).transpose(0, 2, 1, 3) for x in xs], axis=2).reshape(b * t, -1)
+
+
+class _Rec:
+    """A step's recorder on a tape: ``r(kind, op, x, inputs, ...)`` is ``tape.rec`` at this step
+    (-1 on the null tape, without building anything)."""
+
+    def __init__(self, tape: Tape, step: int) -> None:
+        self.tape, self.step, self.on, self.at = tape, step, tape.on, tape.at
+
+    def __call__(self, kind: int, op: str, x: Any, inputs: tuple[int, ...] = (), consts: tuple[bytes, ...] = (),
+                 params: tuple[int, ...] = ()) -> int:
+        if not self.on:
+            return -1
+        return self.tape.rec(kind, self.step, op, x() if callable(x) else x, inputs, consts, params)
+
+    def state(self, name: str) -> int:
+        return self.at.get("state." + name, -1) if self.on else -1
+
+
+def _norm_params(state: GPTState, name: str, r: _Rec) -> tuple[np.ndarray, np.ndarray, int, int]:
+    """LayerNorm gain (ACT_FRAC + 4 bits, as the op set reads it) and bias (ACT_FRAC) from masters,
+    and their records."""
+    gs, bs = -(W - ACT - spec.NORM_STD_SHIFT), -(W - ACT)
+    g = X.round_shift(state.params[name + ".g"], 1, gs)
+    b = X.round_shift(state.params[name + ".b"], 1, bs)
+    ig = r(P.RESCALE, name + ".gamma", g, (r.state(name + ".g"),), params=(gs,))
+    ib = r(P.RESCALE, name + ".beta", b, (r.state(name + ".b"),), params=(bs,))
+    return g, b, ig, ib
+
+
+def _linear(x: np.ndarray, ix: int, state: GPTState, name: str, backend: str, r: _Rec,
+            bias: bool = True) -> tuple[np.ndarray, int]:
     y = X.qmatmul(x, ACT, state.params[name + ".w"], W, ACT, backend)
-    return y + X.round_shift(state.params[name + ".b"], 1, -(W - ACT)) if bias else y
+    if not bias:
+        return y, r(P.QMM, name, y, (ix, r.state(name + ".w")), params=(-W, -1))
+    b = X.round_shift(state.params[name + ".b"], 1, -(W - ACT))
+    ib = r(P.RESCALE, name + ".bias", b, (r.state(name + ".b"),), params=(-(W - ACT),))
+    y = y + b
+    return y, r(P.QMM, name, y, (ix, r.state(name + ".w"), ib), params=(-W, 0))
 
 
-def _linear_back(dy: np.ndarray, x: np.ndarray, state: GPTState, name: str, grads: dict[str, np.ndarray],
-                 backend: str, bias: bool = True) -> np.ndarray:
-    """dx (G) for y = x W^T + b, accumulating dW and db (W_FRAC) over the tokens."""
-    grads[name + ".w"] = X.qmatmul(dy.T, G, x.T, ACT, W, backend)
+def _linear_back(dy: np.ndarray, idy: int, x: np.ndarray, ix: int, state: GPTState, name: str,
+                 grads: dict[str, tuple[np.ndarray, int]], backend: str, r: _Rec,
+                 bias: bool = True) -> tuple[np.ndarray, int]:
+    """dx (G) for y = x W^T + b, and dW and db (W_FRAC) summed over the tokens, into ``grads``."""
+    idyt = r(P.TRANSPOSE, name + ".dy_t", lambda: dy.T, (idy,))
+    ixt = r(P.TRANSPOSE, name + ".x_t", lambda: x.T, (ix,))
+    gw = X.qmatmul(dy.T, G, x.T, ACT, W, backend)
+    grads[name + ".w"] = gw, r(P.QMM, name + ".gw", gw, (idyt, ixt), params=(W - G - ACT, -1))
     if bias:
-        grads[name + ".b"] = dy.sum(axis=0) << (W - G)
-    return X.qmatmul(dy, G, state.params[name + ".w"].T, W, G, backend)
+        gb = dy.sum(axis=0) << (W - G)
+        grads[name + ".b"] = gb, r(P.ROW_SUM, name + ".gb", gb, (idyt,), params=(W - G,))
+    w = state.params[name + ".w"]
+    iwt = r(P.TRANSPOSE, name + ".w_t", lambda: w.T, (r.state(name + ".w"),))
+    dx = X.qmatmul(dy, G, w.T, W, G, backend)
+    return dx, r(P.QMM, name + ".dx", dx, (idy, iwt), params=(-W, -1))
 
 
-def _norm_back(dz: np.ndarray, cache: FT.NormCache, gamma: np.ndarray, name: str,
-               grads: dict[str, np.ndarray], backend: str = "numpy") -> np.ndarray:
+def _norm_back(dz: np.ndarray, idz: int, x: Any, cache: FT.NormCache, gamma: np.ndarray, name: str,
+               grads: dict[str, tuple[np.ndarray, int]], backend: str, r: _Rec) -> tuple[np.ndarray, int]:
+    """dx of a LayerNorm (input record ``x``: (index, gamma's record)), its gain and bias gradients."""
+    ix, ig = x
     xhat = X.round_shift(cache.ds, cache.den, spec.NORM_STD_SHIFT + ACT)
-    grads[name + ".g"] = X.round_shift((dz * xhat).sum(axis=0), 1, -ACT) << (W - G)
-    grads[name + ".b"] = dz.sum(axis=0) << (W - G)
-    return FT.layernorm_backward(dz, gamma, cache, backend)
+    ixh = r(P.XHAT, name + ".xhat", xhat, (ix,))
+    idzt = r(P.TRANSPOSE, name + ".dz_t", lambda: dz.T, (idz,))
+    ixht = r(P.TRANSPOSE, name + ".xhat_t", lambda: xhat.T, (ixh,))
+    gg = X.round_shift((dz * xhat).sum(axis=0), 1, -ACT) << (W - G)
+    grads[name + ".g"] = gg, r(P.COL_DOT, name + ".gg", gg, (idzt, ixht), params=(-ACT, W - G))
+    gb = dz.sum(axis=0) << (W - G)
+    grads[name + ".b"] = gb, r(P.ROW_SUM, name + ".gb", gb, (idzt,), params=(W - G,))
+    dx = FT.layernorm_backward(dz, gamma, cache, backend)
+    return dx, r(P.LN_BWD, name + ".dx", dx, (idz, ix, ig))
 
 
-def _attention(qkv: np.ndarray, heads: int, backend: str) -> tuple[np.ndarray, list[Any]]:
-    """Causal attention per sequence and head: the context [B, T, C] and what the backward reads."""
-    b, t, c3 = qkv.shape
-    c, hd = c3 // 3, c3 // 3 // heads
-    scale = int(round((1 << SCALE_SHIFT) / np.sqrt(np.float64(hd))))
+def _heads(g: int, f: Any) -> np.ndarray:
+    """``f(n)`` for each of ``g`` heads, stacked."""
+    return np.stack([f(n) for n in range(g)])
+
+
+def _attention(qkv: np.ndarray, iqkv: int, b: int, heads: int, backend: str, r: _Rec,
+               name: str) -> tuple[np.ndarray, int, dict[str, Any]]:
+    """Causal attention per sequence and head: the context [B*T, C], its record, and what the
+    backward reads (the heads' q, k, v and probabilities [B*heads, T, d], with their records).
+    Each stage is recorded before the next reads it (so an adversary's altered record is what
+    the rest of the step computes from)."""
+    q, k, v = (split_heads(qkv, b, heads, part, 3) for part in range(3))
+    iq, ik, iv = (r(P.HEAD_SPLIT, f"{name}.{part}", x, (iqkv,), params=(j, heads))
+                  for j, (part, x) in enumerate((("q", q), ("k", k), ("v", v))))
+    g, t, hd = q.shape
+    scale = attention_scale(hd)
     causal = np.tril(np.ones((t, t), dtype=bool))
-    out = np.zeros((b, t, c), dtype=np.int64)
-    saved = []
-    for bi in range(b):
-        for h in range(heads):
-            q = qkv[bi, :, h * hd:(h + 1) * hd]
-            k = qkv[bi, :, c + h * hd:c + (h + 1) * hd]
-            v = qkv[bi, :, 2 * c + h * hd:2 * c + (h + 1) * hd]
-            s = X.round_shift(X.qmatmul(q, ACT, k, ACT, ACT, backend) * scale, 1, -SCALE_SHIFT)
-            e = X.exp_rows(np.where(causal, s, -(1 << 40)))
-            p = X.round_shift(e, e.sum(axis=1, keepdims=True), PROB)
-            out[bi, :, h * hd:(h + 1) * hd] = X.qmatmul(p, PROB, v.T, ACT, ACT, backend)
-            saved.append((q, k, v, p))
-    return out, saved
+    z = _heads(g, lambda n: np.where(causal, X.round_shift(X.qmatmul(q[n], ACT, k[n], ACT, ACT, backend) * scale, 1,
+                                                           -SCALE_SHIFT), MASKED))
+    iz = r(P.T_SCORES, name + ".scores", z, (iq, ik), params=(-ACT, scale))
+    e = _heads(g, lambda n: X.exp_rows(z[n]))
+    ie = r(P.EXP_ROWS, name + ".exp", e, (iz,), consts=(table_digests()[0],))
+    p = X.round_shift(e, e.sum(axis=2, keepdims=True), PROB)
+    ip = r(P.ROW_NORM, name + ".probs", p, (ie,), params=(PROB,))
+    ivt = r(P.TRANSPOSE, name + ".v_t", lambda: v.transpose(0, 2, 1), (iv,))
+    ctx = _heads(g, lambda n: X.qmatmul(p[n], PROB, v[n].T, ACT, ACT, backend))
+    ich = r(P.QMM, name + ".ctx_heads", ctx, (ip, ivt), params=(-PROB, -1))
+    out = merge_heads([ctx], heads)
+    saved = {"q": (q, iq), "k": (k, ik), "v": (v, iv), "p": (p, ip), "scale": scale}
+    return out, r(P.HEAD_MERGE, name + ".ctx", out, (ich,), params=(heads,)), saved
 
 
-def _attention_back(do: np.ndarray, saved: list[Any], heads: int, backend: str, shape: tuple[int, ...]) -> np.ndarray:
-    """d(qkv) [B, T, 3C] (G) from d(context) [B, T, C] (G)."""
-    b, t, c3 = shape
-    c, hd = c3 // 3, c3 // 3 // heads
-    scale = int(round((1 << SCALE_SHIFT) / np.sqrt(np.float64(hd))))
-    dqkv = np.zeros(shape, dtype=np.int64)
-    for n, (q, k, v, p) in enumerate(saved):
-        bi, h = divmod(n, heads)
-        dout = do[bi, :, h * hd:(h + 1) * hd]
-        dv = X.qmatmul(p.T, PROB, dout.T, G, G, backend)  # [keys, hd]
-        dp = X.qmatmul(dout, G, v, ACT, G, backend)  # [queries, keys]
-        r = X.round_shift((p * dp).sum(axis=1, keepdims=True), 1, -PROB)
-        ds = X.round_shift(p * (dp - r), 1, -PROB)
-        ds = X.round_shift(ds * scale, 1, -SCALE_SHIFT)
-        dqkv[bi, :, h * hd:(h + 1) * hd] = X.qmatmul(ds, G, k.T, ACT, G, backend)
-        dqkv[bi, :, c + h * hd:c + (h + 1) * hd] = X.qmatmul(ds.T, G, q.T, ACT, G, backend)
-        dqkv[bi, :, 2 * c + h * hd:2 * c + (h + 1) * hd] = dv
-    return dqkv
+def _attention_back(do: np.ndarray, ido: int, saved: dict[str, Any], b: int, heads: int, backend: str,
+                    r: _Rec, name: str) -> tuple[np.ndarray, int]:
+    """d(qkv) [B*T, 3C] (G) from d(context) [B*T, C] (G), and its record."""
+    (q, iq), (k, ik), (v, iv), (p, ip), scale = saved["q"], saved["k"], saved["v"], saved["p"], saved["scale"]
+    dout = split_heads(do, b, heads, 0, 1)
+    idh = r(P.HEAD_SPLIT, name + ".dctx_heads", dout, (ido,), params=(0, heads))
+    g = dout.shape[0]
+    ipt = r(P.TRANSPOSE, name + ".p_t", lambda: p.transpose(0, 2, 1), (ip,))
+    idht = r(P.TRANSPOSE, name + ".dctx_t", lambda: dout.transpose(0, 2, 1), (idh,))
+    dv = _heads(g, lambda n: X.qmatmul(p[n].T, PROB, dout[n].T, G, G, backend))  # [keys, hd]
+    idv = r(P.QMM, name + ".dv", dv, (ipt, idht), params=(-PROB, -1))
+    dp = _heads(g, lambda n: X.qmatmul(dout[n], G, v[n], ACT, G, backend))  # [queries, keys]
+    idp = r(P.QMM, name + ".dp", dp, (idh, iv), params=(-ACT, -1))
+    rs = X.round_shift((p * dp).sum(axis=2, keepdims=True), 1, -PROB)
+    ds = X.round_shift(X.round_shift(p * (dp - rs), 1, -PROB) * scale, 1, -SCALE_SHIFT)
+    ids = r(P.SOFTMAX_BWD, name + ".ds", ds, (ip, idp), params=(scale,))
+    ikt = r(P.TRANSPOSE, name + ".k_t", lambda: k.transpose(0, 2, 1), (ik,))
+    dq = _heads(g, lambda n: X.qmatmul(ds[n], G, k[n].T, ACT, G, backend))
+    idq = r(P.QMM, name + ".dq", dq, (ids, ikt), params=(-ACT, -1))
+    idst = r(P.TRANSPOSE, name + ".ds_t", lambda: ds.transpose(0, 2, 1), (ids,))
+    iqt = r(P.TRANSPOSE, name + ".q_t", lambda: q.transpose(0, 2, 1), (iq,))
+    dk = _heads(g, lambda n: X.qmatmul(ds[n].T, G, q[n].T, ACT, G, backend))
+    idk = r(P.QMM, name + ".dk", dk, (idst, iqt), params=(-ACT, -1))
+    dqkv = merge_heads([dq, dk, dv], heads)
+    return dqkv, r(P.HEAD_MERGE, name + ".dqkv", dqkv, (idq, idk, idv), params=(heads,))
 
 
 # the step ----------------------------------------------------------------------------------------
-def forward(state: GPTState, ids: np.ndarray, heads: int, backend: str, keep: bool = False) -> tuple[np.ndarray, Any]:
-    """Logits [B*T, V] (ACT_FRAC) for token windows ``ids`` [B, T], and what the backward reads."""
+def _layers(state: GPTState) -> int:
+    return sum(1 for k in state.params if k.endswith(".ln1.g"))
+
+
+def forward(state: GPTState, ids: np.ndarray, heads: int, backend: str, r: _Rec | None = None,
+            inputs: tuple[int, ...] = (-1, -1)) -> tuple[np.ndarray, dict[str, Any]]:
+    """Logits [B*T, V] (ACT_FRAC) for token windows ``ids`` [B, T], and what the backward reads
+    (with a recorder, every op a record: ``inputs`` are the records of the ids and positions)."""
+    r = r if r is not None else _Rec(NULL_TAPE, 0)
     b, t = ids.shape
     p = state.params
-    x = X.round_shift(p["wte"][ids] + p["wpe"][np.arange(t)][None], 1, -(W - ACT)).reshape(b * t, -1)
+    shift = -(W - ACT)
+    x = X.round_shift(p["wte"][ids] + p["wpe"][np.arange(t)][None], 1, shift).reshape(b * t, -1)
+    ix = r(P.EMBED_SUM, "embed", x, (inputs[0], r.state("wte"), r.state("wpe")), params=(t, shift))
     cache: dict[str, Any] = {}
-    for i in range(sum(1 for k in p if k.endswith(".ln1.g"))):
-        g1, b1 = _norm_params(state, f"h{i}.ln1")
-        a, cache[f"h{i}.ln1"] = FT.layernorm(x, g1, b1, backend)
-        qkv = _linear(a, state, f"h{i}.attn", backend)
-        ctx, cache[f"h{i}.att"] = _attention(qkv.reshape(b, t, -1), heads, backend)
-        ctx = ctx.reshape(b * t, -1)
-        x = x + _linear(ctx, state, f"h{i}.proj", backend)
-        g2, b2 = _norm_params(state, f"h{i}.ln2")
-        a2, cache[f"h{i}.ln2"] = FT.layernorm(x, g2, b2, backend)
-        hfc = _linear(a2, state, f"h{i}.fc", backend)
+    for i in range(_layers(state)):
+        h = f"h{i}"
+        g1, b1, ig1, ib1 = _norm_params(state, h + ".ln1", r)
+        a, cache[h + ".ln1"] = FT.layernorm(x, g1, b1, backend)
+        ia = r(P.LN_REC, h + ".ln1", a, (ix, ig1, ib1))
+        cache[h + ".ln1.in"] = (ix, ig1)
+        qkv, iqkv = _linear(a, ia, state, h + ".attn", backend, r)
+        ctx, ictx, cache[h + ".att"] = _attention(qkv, iqkv, b, heads, backend, r, h + ".attn")
+        y, iy = _linear(ctx, ictx, state, h + ".proj", backend, r)
+        x = x + y
+        ix = r(P.SUM, h + ".resid1", x, (ix, iy))
+        g2, b2, ig2, ib2 = _norm_params(state, h + ".ln2", r)
+        a2, cache[h + ".ln2"] = FT.layernorm(x, g2, b2, backend)
+        ia2 = r(P.LN_REC, h + ".ln2", a2, (ix, ig2, ib2))
+        cache[h + ".ln2.in"] = (ix, ig2)
+        hfc, ihfc = _linear(a2, ia2, state, h + ".fc", backend, r)
         f, idx = _gelu(hfc)
-        x = x + _linear(f, state, f"h{i}.fc_proj", backend)
-        cache[f"h{i}.acts"] = (a, (b, t, qkv.shape[-1]), ctx, a2, f, idx)
-    gf, bf = _norm_params(state, "ln_f")
+        i_f = r(P.GELU_T, h + ".gelu", f, (ihfc,), consts=(table_digests()[1],))
+        y, iy = _linear(f, i_f, state, h + ".fc_proj", backend, r)
+        x = x + y
+        ix = r(P.SUM, h + ".resid2", x, (ix, iy))
+        cache[h + ".acts"] = ((a, ia), (ctx, ictx), (a2, ia2), (f, i_f), (hfc, ihfc), idx, g1, g2)
+    gf, bf, igf, ibf = _norm_params(state, "ln_f", r)
     z, cache["ln_f"] = FT.layernorm(x, gf, bf, backend)
-    cache["z"] = z
-    return X.qmatmul(z, ACT, p["head.w"], W, ACT, backend), cache
+    iz = r(P.LN_REC, "ln_f", z, (ix, igf, ibf))
+    cache["ln_f.in"], cache["gf"], cache["z"] = (ix, igf), gf, (z, iz)
+    logits, ilog = _linear(z, iz, state, "head", backend, r, bias=False)
+    cache["logits"] = ilog
+    return logits, cache
+
+
+def step_inputs(ids: np.ndarray, targets: np.ndarray) -> list[tuple[str, np.ndarray]]:
+    """A step's batch as input records: the token ids, the targets and the positions [B*T]."""
+    b, t = ids.shape
+    return [("batch.ids", ids.reshape(-1)), ("batch.targets", targets.reshape(-1)),
+            ("batch.positions", np.tile(np.arange(t, dtype=np.int64), b))]
 
 
 def gpt_step(state: GPTState, ids: np.ndarray, targets: np.ndarray, cfg: X.SGDConfig, heads: int,
-             backend: str = "numpy") -> GPTState:
-    """One optimizer step on windows ``ids`` [B, T] predicting ``targets`` [B, T]."""
+             backend: str = "numpy", tape: Tape = NULL_TAPE) -> GPTState:
+    """One optimizer step on windows ``ids`` [B, T] predicting ``targets`` [B, T]. With a tape,
+    every op is a record (``exact.program``'s training kinds), each state tensor's update last."""
+    from veracity.training.mlp import update_params
+
     s = state.copy()
     b, t = ids.shape
-    logits, cache = forward(s, ids, heads, backend)
-    grads: dict[str, np.ndarray] = {}
-    dlogits = X.loss_pair(logits, targets.reshape(-1), backend)[1] << (G - ACT)
-    grads["head.w"] = X.qmatmul(dlogits.T, G, cache["z"].T, ACT, W, backend)
-    dz = X.qmatmul(dlogits, G, s.params["head.w"].T, W, G, backend)
-    gf, _ = _norm_params(s, "ln_f")
-    dx = _norm_back(dz, cache["ln_f"], gf, "ln_f", grads, backend)
-    for i in reversed(range(sum(1 for k in s.params if k.endswith(".ln1.g")))):
-        a, qkv_shape, ctx, a2, f, idx = cache[f"h{i}.acts"]
-        df = _linear_back(dx, f, s, f"h{i}.fc_proj", grads, backend)
+    r = _Rec(tape, s.step + 1)
+    i_ids, i_tgt, i_pos = ((tape.input(r.step, op, x) if r.on else -1) for op, x in step_inputs(ids, targets))
+    logits, cache = forward(s, ids, heads, backend, r, (i_ids, i_pos))
+    grads: dict[str, tuple[np.ndarray, int]] = {}
+    exp_d, gelu_d, slope_d = table_digests()
+    pexp, dl = X.loss_pair(logits, targets.reshape(-1), backend)
+    ipe = r(P.EXP_ROWS, "loss.exp", pexp, (cache["logits"],), consts=(exp_d,))
+    idl = r(P.LOSS_GRAD, "loss.grad", dl, (ipe, i_tgt))
+    dlogits = dl << (G - ACT)
+    idlog = r(P.RESCALE, "loss.dlogits", dlogits, (idl,), params=(G - ACT,))
+    z, iz = cache["z"]
+    dx, idx_ = _linear_back(dlogits, idlog, z, iz, s, "head", grads, backend, r, bias=False)
+    dx, idx_ = _norm_back(dx, idx_, cache["ln_f.in"], cache["ln_f"], cache["gf"], "ln_f", grads, backend, r)
+    for i in reversed(range(_layers(s))):
+        h = f"h{i}"
+        (a, ia), (ctx, ictx), (a2, ia2), (f, i_f), (_, ihfc), idx, g1, g2 = cache[h + ".acts"]
+        df, idf = _linear_back(dx, idx_, f, i_f, s, h + ".fc_proj", grads, backend, r)
         dh = X.round_shift(df * gelu_slope()[idx], 1, -ACT)
-        da2 = _linear_back(dh, a2, s, f"h{i}.fc", grads, backend)
-        g2, _ = _norm_params(s, f"h{i}.ln2")
-        dx = dx + _norm_back(da2, cache[f"h{i}.ln2"], g2, f"h{i}.ln2", grads, backend)
-        dctx = _linear_back(dx, ctx, s, f"h{i}.proj", grads, backend)
-        dqkv = _attention_back(dctx.reshape(b, t, -1), cache[f"h{i}.att"], heads, backend, qkv_shape)
-        da = _linear_back(dqkv.reshape(b * t, -1), a, s, f"h{i}.attn", grads, backend)
-        g1, _ = _norm_params(s, f"h{i}.ln1")
-        dx = dx + _norm_back(da, cache[f"h{i}.ln1"], g1, f"h{i}.ln1", grads, backend)
-    dx = (dx << (W - G)).reshape(b, t, -1)
-    grads["wte"] = np.zeros_like(s.params["wte"])
-    np.add.at(grads["wte"], ids.reshape(-1), dx.reshape(b * t, -1))
-    grads["wpe"] = np.zeros_like(s.params["wpe"])
-    grads["wpe"][:t] = dx.sum(axis=0)
+        idh = r(P.GELU_GRAD, h + ".gelu_grad", dh, (idf, ihfc), consts=(slope_d,))
+        da2, ida2 = _linear_back(dh, idh, a2, ia2, s, h + ".fc", grads, backend, r)
+        dn, idn = _norm_back(da2, ida2, cache[h + ".ln2.in"], cache[h + ".ln2"], g2, h + ".ln2", grads, backend, r)
+        dx = dx + dn
+        idx_ = r(P.SUM, h + ".dresid2", dx, (idx_, idn))
+        dctx, idctx = _linear_back(dx, idx_, ctx, ictx, s, h + ".proj", grads, backend, r)
+        dqkv, idqkv = _attention_back(dctx, idctx, cache[h + ".att"], b, heads, backend, r, h + ".attn")
+        da, ida = _linear_back(dqkv, idqkv, a, ia, s, h + ".attn", grads, backend, r)
+        dn, idn = _norm_back(da, ida, cache[h + ".ln1.in"], cache[h + ".ln1"], g1, h + ".ln1", grads, backend, r)
+        dx = dx + dn
+        idx_ = r(P.SUM, h + ".dresid1", dx, (idx_, idn))
+    dx = dx << (W - G)
+    idx_ = r(P.RESCALE, "embed.dx", dx, (idx_,), params=(W - G,))
+    dxt = dx.T
+    idxt = r(P.TRANSPOSE, "embed.dx_t", dxt, (idx_,))
+    gwte = np.zeros_like(s.params["wte"])
+    np.add.at(gwte, ids.reshape(-1), dx)
+    grads["wte"] = gwte, r(P.SCATTER_ADD, "wte.grad", gwte, (idxt, i_ids))
+    gwpe = np.zeros_like(s.params["wpe"])
+    gwpe[:t] = dx.reshape(b, t, -1).sum(axis=0)
+    grads["wpe"] = gwpe, r(P.SCATTER_ADD, "wpe.grad", gwpe, (idxt, i_pos))
+    ups = update_params(cfg, b * t) if r.on else {}
     for k in s.params:
-        s.params[k], s.m[k], s.s[k] = X.update(s.params[k], s.m[k], s.s[k], grads[k], b * t, cfg, backend)
+        g, ig = grads[k]
+        s.params[k], s.m[k], s.s[k] = X.update(s.params[k], s.m[k], s.s[k], g, b * t, cfg, backend)
+        if r.on:
+            m_at = r(P.MOMENT, f"state.m.{k}", s.m[k], (r.state(f"m.{k}"), ig), params=ups["moment"])
+            s_at = r(P.SECOND, f"state.s.{k}", s.s[k], (r.state(f"s.{k}"), ig), params=ups["second"])
+            w_at = r(P.WEIGHT, f"state.{k}", s.params[k], (r.state(k), m_at, s_at), params=ups["weight"])
+            tape.at.update({f"state.m.{k}": m_at, f"state.s.{k}": s_at, f"state.{k}": w_at})
     s.step += 1
     return s
+
+
+def coarse_names(state: GPTState) -> list[str]:
+    """The record names a step leaves its state under, in record order (each tensor's first and
+    second moment, then the tensor): the step's coarse records (``exact.levels``)."""
+    return [name for k in state.params for name in (f"state.m.{k}", f"state.s.{k}", f"state.{k}")]
+
+
+def coarse_tensors(state: GPTState) -> list[np.ndarray]:
+    return [t for k in state.params for t in (state.m[k], state.s[k], state.params[k])]
 
 
 def windows(data: np.ndarray, step: int, batch: int, ctx: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
@@ -266,10 +432,10 @@ def windows(data: np.ndarray, step: int, batch: int, ctx: int, seed: int) -> tup
 
 
 def train(state: GPTState, data: np.ndarray, steps: int, cfg: X.SGDConfig, heads: int, ctx: int,
-          backend: str = "numpy", progress: Any = None) -> GPTState:
+          backend: str = "numpy", progress: Any = None, tape: Tape = NULL_TAPE) -> GPTState:
     for _ in range(steps):
         ids, targets = windows(data, state.step, cfg.batch, ctx, cfg.seed)
-        state = gpt_step(state, ids, targets, cfg, heads, backend)
+        state = gpt_step(state, ids, targets, cfg, heads, backend, tape)
         if progress:
             progress(state.step)
     return state

@@ -42,6 +42,7 @@ from veracity.exact.ops_numpy import normalize, round_div
 from veracity.exact.trace import tensor_digest
 from veracity.training import checkpoint as CK
 from veracity.training import mlp as MLP
+from veracity.training.tape import NULL_TAPE, Tape
 
 ACT = spec.ACT_FRAC
 W = X.W_FRAC
@@ -244,30 +245,123 @@ def _grad_a(dv: np.ndarray, uq: tuple[np.ndarray, np.ndarray, np.ndarray], backe
     return X.round_shift(acc * ad, spec.QMAX * spec.QMAX, ed + W - G - spec.GELU_FRAC)
 
 
+def halves(t: np.ndarray) -> np.ndarray:
+    """A tensor with rows of ``intermediate`` values (the adapter A, its moments, its gradient) as a
+    record holds it: each row in two halves, [r, 2, intermediate / 2], so a row fits a dispute's chunk."""
+    return t.reshape(t.shape[0], 2, -1)
+
+
+def step_inputs(f: Features, labels: np.ndarray, gamma: np.ndarray,
+                beta: np.ndarray) -> list[tuple[str, np.ndarray, Any]]:
+    """A step's batch as input records (name, tensor, dtype): the frozen features of its sentences'
+    tokens (the residual sum, the GELU activations as int16), each sentence's first token, the
+    labels, and the LayerNorm's gain and bias (read every step, so a step's own records)."""
+    return [("batch.res", f.res, np.int64), ("batch.u", f.u, np.int16), ("batch.starts", f.starts, np.int64),
+            ("batch.labels", labels, np.int64), ("norm.gamma", gamma, np.int64), ("norm.beta", beta, np.int64)]
+
+
 def lora_step(state: LoraState, f: Features, labels: np.ndarray, gamma: np.ndarray, beta: np.ndarray,
-              cfg: X.SGDConfig, backend: str = "numpy", lora_lr_shift: int = 0) -> LoraState:
-    """One optimizer step on a batch of sentences (a new state; ``state`` is not changed)."""
+              cfg: X.SGDConfig, backend: str = "numpy", lora_lr_shift: int = 0, tape: Tape = NULL_TAPE) -> LoraState:
+    """One optimizer step on a batch of sentences (a new state; ``state`` is not changed). With a
+    tape (``f`` then holds the GELU activations ``u`` too), every op is a record: the batch, the
+    adapter's GEMMs, the LayerNorm, the mean pool, the head, the loss, every backward op (the
+    adapter's gradient through u's per-token int8 form: its scales, the scaled gradient, u's int8
+    values transposed) and each state tensor's update."""
+    from veracity.exact import program as P
+    from veracity.training.mlp import update_params
+
     s = state.copy()
     a, b, w, hb = s.params
-    fw = forward(s, f, gamma, beta, backend)
-    dlogits = X.loss_pair(fw["logits"], labels, backend)[1]
+    on, step = tape.on, s.step + 1
+    r = (lambda kind, op, x, ins=(), consts=(), params=(), dtype=np.int64:  # noqa: E731
+         tape.rec(kind, step, op, x() if callable(x) else x, tuple(ins), consts, tuple(params), dtype) if on else -1)
+    at = (lambda name: tape.at.get("state." + name, -1) if on else -1)  # noqa: E731
+    ids = {name: (tape.input(step, name, x, dtype) if on else -1) for name, x, dtype in step_inputs(f, labels, gamma,
+                                                                                                    beta)}
+    fw: dict[str, Any] = {}  # the forward (``forward``'s), each op recorded before the next reads it
+    x, ix = f.res, ids["batch.res"]
+    if s.rank:
+        fw["v"] = X.qmatmul(None, spec.GELU_FRAC, a, W, ACT, backend, xq=f.uq)  # [tokens, r]
+        iv = r(P.QMM_W2, "lora.v", fw["v"], (ids["batch.u"], at("lora.A")), params=(ACT - spec.GELU_FRAC - W,))
+        bv = X.qmatmul(fw["v"], ACT, b, W, ACT, backend)
+        ibv = r(P.QMM, "lora.bv", bv, (iv, at("lora.B")), params=(-W, -1))
+        x = x + bv
+        ix = r(P.SUM, "lora.x", x, (ix, ibv))
+    z, fw["norm"] = layernorm(x, gamma, beta, backend)
+    iz = r(P.LN_REC, "norm", z, (ix, ids["norm.gamma"], ids["norm.beta"]))
+    izt = r(P.TRANSPOSE, "norm.z_t", lambda: z.T, (iz,))
+    fw["pooled"] = mean_pool(z, f.starts)
+    ipool = r(P.SEG_MEAN, "pool", fw["pooled"], (izt, ids["batch.starts"]))
+    fw["logits"] = X.qmatmul(fw["pooled"], ACT, w, W, ACT, backend) + (hb >> (W - ACT))
+    ilog = r(P.QMM, "head", fw["logits"], (ipool, at("head.w"), at("head.b")), params=(-W, W - ACT))
+    pexp, dlogits = X.loss_pair(fw["logits"], labels, backend)
+    ipe = r(P.EXP_ROWS, "loss.exp", pexp, (ilog,), consts=(X.exp_table_digest(),))
+    idl = r(P.LOSS_GRAD, "loss.grad", dlogits, (ipe, ids["batch.labels"]))
+    idlt = r(P.TRANSPOSE, "head.dy_t", lambda: dlogits.T, (idl,))
+    ipt = r(P.TRANSPOSE, "head.x_t", lambda: fw["pooled"].T, (ipool,))
     grads = [np.zeros_like(a), np.zeros_like(b),
              X.qmatmul(dlogits.T, ACT, fw["pooled"].T, ACT, W, backend),
              dlogits.sum(axis=0) << (W - ACT)]
+    gat = [-1, -1, r(P.QMM, "head.gw", grads[2], (idlt, ipt), params=(W - 2 * ACT, -1)),
+           r(P.ROW_SUM, "head.gb", grads[3], (idlt,), params=(W - ACT,))]
     if s.rank:
+        iwt = r(P.TRANSPOSE, "head.w_t", lambda: w.T, (at("head.w"),))
         dpooled = X.qmatmul(dlogits, ACT, w.T, W, G, backend)  # [sentences, hidden]
+        idp = r(P.QMM, "head.dx", dpooled, (idl, iwt), params=(G - ACT - W, -1))
         counts = np.diff(f.starts)  # the mean's gradient: the same for every token of a sentence
         dz = np.repeat(X.round_shift(dpooled, counts[:, None], 0), counts, axis=0)
+        idz = r(P.SEG_SPREAD, "pool.dz", dz, (idp, ids["batch.starts"]))
         dx = layernorm_backward(dz, gamma, fw["norm"], backend)  # [tokens, hidden]
+        idx = r(P.LN_BWD, "norm.dx", dx, (idz, ix, ids["norm.gamma"]))
+        idxt = r(P.TRANSPOSE, "lora.dx_t", lambda: dx.T, (idx,))
+        ivt = r(P.TRANSPOSE, "lora.v_t", lambda: fw["v"].T, (iv,))
         grads[1] = X.qmatmul(dx.T, G, fw["v"].T, ACT, W, backend)  # over the tokens
+        gat[1] = r(P.QMM, "lora.gB", grads[1], (idxt, ivt), params=(W - G - ACT, -1))
+        ibt = r(P.TRANSPOSE, "lora.B_t", lambda: b.T, (at("lora.B"),))
         dv = X.qmatmul(dx, G, b.T, W, G, backend)
-        grads[0] = _grad_a(dv, f.uq, backend)
+        idv = r(P.QMM, "lora.dv", dv, (idx, ibt), params=(-W, -1))
+        if not on:
+            grads[0] = _grad_a(dv, f.uq, backend)
+        else:  # the same integers (``_grad_a``'s reference path), each stage recorded before the next reads it
+            q, ams, e = f.uq
+            scale = np.concatenate([ams, e], axis=1)
+            isc = r(P.ROW_QSCALE, "lora.u_scale", scale, (ids["batch.u"],))
+            dvs = (dv * scale[:, :1]) << scale[:, 1:]
+            idvs = r(P.QSCALE_MUL, "lora.dv_scaled", dvs, (idv, isc))
+            idvst = r(P.TRANSPOSE, "lora.dv_scaled_t", lambda: dvs.T, (idvs,))
+            qt = np.ascontiguousarray(q.T, dtype=np.int64)
+            iqt = r(P.QUANT_T, "lora.u_q_t", qt, (ids["batch.u"],), dtype=np.int8)
+            qd, ad, ed = X.quantize_rows(dvs.T)
+            acc = X.gemm(qd, qt.astype(np.int64 if backend == "numpy" else np.float32), backend)
+            grads[0] = X.round_shift(acc * ad, spec.QMAX * spec.QMAX, ed + W - G - spec.GELU_FRAC)
+            gat[0] = r(P.QMM_INT8W, "lora.gA", lambda: halves(grads[0]), (idvst, iqt), params=(W - G - spec.GELU_FRAC,))
     lora_cfg = replace(cfg, lr_num=max(1, cfg.lr_num >> lora_lr_shift))
+    ups = {False: update_params(cfg, len(labels)), True: update_params(lora_cfg, len(labels))} if on else {}
     for i, g in enumerate(grads):
         s.params[i], s.m[i], s.s[i] = X.update(s.params[i], s.m[i], s.s[i], g, len(labels), lora_cfg if i < 2 else cfg,
                                                         backend)
+        if on and (i >= 2 or s.rank):
+            name, up = LoraState.NAMES[i], ups[i < 2]
+            view = halves if i == 0 else (lambda t: t)
+            m_at = r(P.MOMENT, f"state.m.{name}", view(s.m[i]), (at(f"m.{name}"), gat[i]), params=up["moment"])
+            s_at = r(P.SECOND, f"state.s.{name}", view(s.s[i]), (at(f"s.{name}"), gat[i]), params=up["second"])
+            w_at = r(P.WEIGHT, f"state.{name}", view(s.params[i]), (at(name), m_at, s_at), params=up["weight"])
+            tape.at.update({f"state.m.{name}": m_at, f"state.s.{name}": s_at, f"state.{name}": w_at})
     s.step += 1
     return s
+
+
+def coarse_names(state: LoraState) -> list[str]:
+    """The record names a step leaves its state under, in record order (each trained tensor's
+    first and second moment, then the tensor; a rank-0 job trains the head alone)."""
+    names = LoraState.NAMES if state.rank else LoraState.NAMES[2:]
+    return [n for name in names for n in (f"state.m.{name}", f"state.s.{name}", f"state.{name}")]
+
+
+def coarse_tensors(state: LoraState) -> list[np.ndarray]:
+    keep = range(4) if state.rank else range(2, 4)
+    view = lambda i, t: halves(t) if i == 0 else t  # noqa: E731
+    return [view(i, t) for i in keep for t in (state.m[i], state.s[i], state.params[i])]
 
 
 def batch_indices(n: int, step: int, cfg: X.SGDConfig) -> np.ndarray:
@@ -275,11 +369,13 @@ def batch_indices(n: int, step: int, cfg: X.SGDConfig) -> np.ndarray:
 
 
 def finetune(state: LoraState, f: Features, labels: np.ndarray, gamma: np.ndarray, beta: np.ndarray, steps: int,
-             cfg: X.SGDConfig, backend: str = "numpy", progress: Any = None, lora_lr_shift: int = 0) -> LoraState:
+             cfg: X.SGDConfig, backend: str = "numpy", progress: Any = None, lora_lr_shift: int = 0,
+             tape: Tape = NULL_TAPE) -> LoraState:
     """``steps`` steps from ``state`` (which carries its step counter, so a work unit resumes)."""
     for _ in range(steps):
         idx = X.batch_indices(len(labels), state.step, cfg)
-        state = lora_step(state, f.sentences(idx, with_u=False), labels[idx], gamma, beta, cfg, backend, lora_lr_shift)
+        state = lora_step(state, f.sentences(idx, with_u=tape.on), labels[idx], gamma, beta, cfg, backend,
+                          lora_lr_shift, tape)
         if progress:
             progress(state.step)
     return state

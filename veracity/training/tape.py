@@ -12,12 +12,16 @@ from veracity.exact.trace import tensor_digest
 class Tape:
     """A training step's ops as trace records (``rec``: kind, name, value, input records, and the
     parameters the referee reads), each with the descriptor a dispute judges it by. ``at`` maps a
-    state tensor's name to the record that holds its current value. The null tape (``Tape(False)``)
+    state tensor's name to the record that holds its current value; ``base`` numbers a tape that
+    records from the middle of a job (a dispute's one step) as the whole job's would. The null tape (``Tape(False)``)
     records nothing, so an untraced step pays nothing."""
 
     def __init__(self, on: bool = True, keep: set[int] | None = None,
-                 tamper: Callable[[int, str, np.ndarray], None] | None = None) -> None:
+                 tamper: Callable[[int, str, np.ndarray], None] | None = None, base: int = 0,
+                 digests: bool = True) -> None:
         self.on = on
+        self.digests = digests  # False: descriptors only (a program's; an input's digest is in its descriptor)
+        self.base = base  # the index of this tape's first record (a tape that opens a job mid-way)
         self.tamper = tamper  # an adversary's hook (tests, the demo): alters a value in place
         self.records: list[Any] = []  # TraceRecord
         self.descs: list[Any] = []  # program.OpDesc
@@ -26,26 +30,26 @@ class Tape:
         self.kept: dict[int, np.ndarray] = {}
 
     def rec(self, kind: int, step: int, op: str, x: np.ndarray, inputs: tuple[int, ...] = (),
-            consts: tuple[bytes, ...] = (), params: tuple[int, ...] = ()) -> int:
+            consts: tuple[bytes, ...] = (), params: tuple[int, ...] = (), dtype: Any = np.int64) -> int:
         if not self.on:
             return -1
-        from veracity.exact.program import OpDesc, dtype_code
+        from veracity.exact.program import INPUT, OpDesc, dtype_code
         from veracity.exact.trace import TraceRecord
 
-        i = len(self.records)
+        i = self.base + len(self.records)
         if self.tamper is not None:
             self.tamper(i, op, x)  # in place, so every later op reads the altered value
-        t = np.ascontiguousarray(x, dtype=np.int64)
-        self.records.append(TraceRecord(step, op, tensor_digest(t)))
+        t = np.ascontiguousarray(x, dtype=dtype)  # int64, or narrower where rows would not fit a chunk
+        self.records.append(TraceRecord(step, op, tensor_digest(t) if self.digests or kind == INPUT else b""))
         self.descs.append(OpDesc(kind, step, op, dtype_code(t.dtype), tuple(t.shape), inputs, consts, params))
         if i in self.keep:
             self.kept[i] = t.copy()
         return i
 
-    def input(self, step: int, op: str, x: np.ndarray) -> int:
+    def input(self, step: int, op: str, x: np.ndarray, dtype: Any = np.int64) -> int:
         from veracity.exact.program import INPUT
 
-        return self.rec(INPUT, step, op, x, consts=(tensor_digest(np.asarray(x, dtype=np.int64)),))
+        return self.rec(INPUT, step, op, x, consts=(tensor_digest(np.asarray(x, dtype=dtype)),), dtype=dtype)
 
     def start(self, step: int, named: list[tuple[str, np.ndarray]]) -> None:
         """The state a job starts from (its step, its tensors by record name), as input records

@@ -75,6 +75,74 @@ def desc_proof(program: list[prog.OpDesc], i: int) -> list[bytes]:
 EMPTY_ROW: tuple[Any, ...] = (4, [1], bytes(32), b"", [], 0)  # a TensorRow argument the judge does not read
 TRAIN_KINDS = (prog.QMM, prog.EXP_ROWS, prog.LOSS_GRAD, prog.ROW_SUM, prog.RELU_MASK, prog.MOMENT, prog.SECOND,
                prog.WEIGHT)
+TRAIN_NORM_KINDS = (prog.RESCALE, prog.SUM, prog.LN_REC, prog.XHAT, prog.LN_BWD, prog.COL_DOT, prog.SCATTER_ADD)
+TRAIN_ATTENTION_KINDS = (prog.HEAD_SPLIT, prog.HEAD_MERGE, prog.T_SCORES, prog.ROW_NORM, prog.SOFTMAX_BWD,
+                         prog.EMBED_SUM, prog.GELU_T, prog.GELU_GRAD)
+FINETUNE_KINDS = (prog.SEG_MEAN, prog.SEG_SPREAD, prog.ROW_QSCALE, prog.QSCALE_MUL, prog.QUANT_T, prog.QMM_INT8W,
+                  prog.QMM_W2)
+GPT_KINDS = TRAIN_NORM_KINDS + TRAIN_ATTENTION_KINDS
+STEP_KINDS = GPT_KINDS + FINETUNE_KINDS  # judged by the referees behind the TrainReferee's relay
+
+
+def qmm_w_row(dims: tuple[int, ...], element: int, w_dims: tuple[int, ...]) -> int:
+    """The row of a QMM's second operand that element ``element`` reads: row c of w [N, K], or,
+    batched (w [G, N, K], the output [G, M, N]), row N g + c of group g."""
+    n = dims[-1]
+    if len(w_dims) == 3:
+        return element // (dims[-2] * n) * n + element % n
+    return element % n
+
+
+def gpt_rows(desc: prog.OpDesc, element: int, shape: Callable[[int], tuple[int, ...]],
+             value: Callable[[int, int], int]) -> tuple[list[int], list[int], int]:
+    """For a tiny-GPT or fine-tuning step's record: (which inputs, the row of each, the table
+    entry) its element reads (-1: no table). ``shape(i)`` is input ``i``'s dims, ``value(i, flat)``
+    an element."""
+    from veracity.verify import onestep_train as og
+
+    dims, kind, ins = desc.dims, desc.kind, desc.inputs
+    n = dims[-1]
+    r, c = divmod(element, n)
+    which = list(range(len(ins)))
+    if kind in (prog.RESCALE, prog.SUM, prog.XHAT, prog.ROW_NORM, prog.SOFTMAX_BWD):
+        return which, [r] * len(ins), -1
+    if kind == prog.EMBED_SUM:
+        return which, [0, value(0, r), r % desc.params[0]], -1
+    if kind == prog.LN_REC:
+        return which, [r, 0, 0], -1
+    if kind == prog.LN_BWD:
+        return which, [r, r, 0], -1
+    if kind == prog.COL_DOT:
+        return which, [element, element], -1
+    if kind == prog.GELU_T:
+        return which, [r], og.gelu_index(value(0, element))
+    if kind == prog.GELU_GRAD:
+        return which, [r, r], og.gelu_index(value(1, element))
+    if kind == prog.SCATTER_ADD:
+        return which, [c, 0], -1
+    if kind == prog.HEAD_SPLIT:
+        return which, [og.head_split_source(dims, element, desc.params[1], desc.params[0])[0]], -1
+    if kind == prog.HEAD_MERGE:
+        part, row, _ = og.head_merge_source(n, shape(0), element, desc.params[0])
+        return [part], [row], -1
+    if kind == prog.T_SCORES:
+        t_len = dims[-1]
+        return which, [element // t_len, element // (t_len * t_len) * t_len + element % t_len], -1
+    if kind == prog.SEG_MEAN:
+        return which, [c, 0], -1
+    if kind == prog.SEG_SPREAD:
+        starts = [value(1, k) for k in range(shape(1)[0])]
+        return which, [og._segment(starts, r), 0], -1
+    if kind in (prog.ROW_QSCALE, prog.QSCALE_MUL):
+        return which, [r] * len(ins), -1
+    if kind == prog.QUANT_T:
+        return which, [c], -1
+    if kind == prog.QMM_INT8W:  # y [R, N] or, in halves, [R, 2, N/2]: row r of x, row c of w
+        per = int(np.prod(dims[1:]))
+        return which, [element // per, element % per], -1
+    if kind == prog.QMM_W2:
+        return [0, 1, 1], [r, 2 * c, 2 * c + 1], -1
+    raise ValueError(f"record {desc.op!r} of kind {kind} is not a training step's record")
 
 
 LLAMA_KINDS = (prog.QEMBED, prog.BLINEAR, prog.WRMSNORM, prog.ROPE, prog.KV_APPEND, prog.GQA_SCORES, prog.GQA_PROBS,
@@ -214,10 +282,18 @@ def judge_args(desc: prog.OpDesc, record: int, element: int, view: TraceView, si
         return "select_last", (d, *rec(ins[0], r * t + t - 1))
     if kind in LLAMA_KINDS:
         return llama_judge_args(desc, element, side, const, rec)
+    if kind in STEP_KINDS:  # the TrainNormReferee's, TrainAttentionReferee's or FinetuneReferee's judge
+        which, rows, entry = gpt_rows(desc, element, lambda i: tuple(side(ins[i]).tensor.shape),
+                                      lambda i, f: int(side(ins[i]).tensor.flat[f]))
+        pairs = [rec(ins[i], rr) for i, rr in zip(which, rows)]
+        table = const(0).row(entry // 256) if entry >= 0 else EMPTY_ROW
+        judge = ("train_norm" if kind in TRAIN_NORM_KINDS else "train_attention" if kind in TRAIN_ATTENTION_KINDS
+                 else "finetune")
+        return judge, (d, [p[0] for p in pairs], [p[1] for p in pairs], table)
     if kind in TRAIN_KINDS:  # the TrainReferee's one judge: a row of each input, and a table row
         table = EMPTY_ROW
-        if kind == prog.QMM:  # row r of x, row c of w, the bias
-            rows = [r, c, 0][:len(ins)]
+        if kind == prog.QMM:  # row r of x, row c of w (of its group, batched), the bias
+            rows = [r, qmm_w_row(dims, element, tuple(side(ins[1]).tensor.shape)), 0][:len(ins)]
         elif kind == prog.EXP_ROWS:
             from veracity.verify.onestep import exp_index
 
@@ -254,6 +330,8 @@ def recompute(desc: prog.OpDesc, element: int, record: Callable[[int], np.ndarra
 
     if kind in LLAMA_KINDS:
         return recompute_llama(desc, element, record, consts, row, at)
+    if kind in STEP_KINDS:
+        return recompute_gpt(desc, element, record, consts, row)
     if kind == prog.LINEAR:
         req = consts[1][c]
         smooth = [int(v) for v in consts[2][0]] if len(consts) == 3 else None
@@ -313,7 +391,8 @@ def recompute(desc: prog.OpDesc, element: int, record: Callable[[int], np.ndarra
         return row(ins[0], r * t + t - 1)[c]
     if kind == prog.QMM:
         bias = int(record(ins[2]).flat[c]) if len(ins) == 3 else None
-        return onestep.qmm(row(ins[0], r), row(ins[1], c), desc.params[0], bias, desc.params[1])
+        wr = qmm_w_row(dims, e, record(ins[1]).shape)
+        return onestep.qmm(row(ins[0], r), row(ins[1], wr), desc.params[0], bias, desc.params[1])
     if kind == prog.EXP_ROWS:
         return int(consts[0].flat[onestep.exp_index(row(ins[0], r), c)])
     if kind == prog.LOSS_GRAD:
@@ -396,3 +475,65 @@ def recompute_llama(desc: prog.OpDesc, element: int, record: Callable[[int], np.
             y = at(ins[1])
         return y
     raise ValueError(f"record {desc.op!r} of kind {desc.kind} is not a Llama-family record")
+
+
+def recompute_gpt(desc: prog.OpDesc, element: int, record: Callable[[int], np.ndarray],
+                  consts: tuple[np.ndarray, ...], row: Callable[[int, int], list[int]]) -> int:
+    """``recompute`` for a tiny-GPT or fine-tuning step's record, from the rows ``gpt_rows`` names
+    (what the TrainNormReferee, TrainAttentionReferee and FinetuneReferee read), by
+    ``verify.onestep_train``."""
+    from veracity.verify import onestep_train as og
+
+    dims, kind, ins, e = desc.dims, desc.kind, desc.inputs, element
+    n = dims[-1]
+    c = e % n
+    which, rows, entry = gpt_rows(desc, e, lambda i: tuple(record(ins[i]).shape),
+                                  lambda i, f: int(record(ins[i]).flat[f]))
+    got = [row(ins[i], rr) for i, rr in zip(which, rows)]
+    p = desc.params
+    if kind == prog.RESCALE:
+        return og.rescale(got[0][c], p[0])
+    if kind == prog.SUM:
+        return got[0][c] + got[1][c]
+    if kind == prog.EMBED_SUM:
+        return og.embed_sum(got[1], got[2], c, p[1])
+    if kind == prog.LN_REC:
+        return og.ln_rec(got[0], c, got[1], got[2])
+    if kind == prog.XHAT:
+        return og.xhat(got[0], c)
+    if kind == prog.LN_BWD:
+        return og.ln_bwd(got[0], got[1], got[2], c)
+    if kind == prog.COL_DOT:
+        return og.col_dot(got[0], got[1], p[0], p[1])
+    if kind == prog.GELU_T:
+        return og.gelu_t(got[0][c], entry, int(consts[0].flat[entry]))
+    if kind == prog.GELU_GRAD:
+        return og.gelu_grad(got[0][c], got[1][c], entry, int(consts[0].flat[entry]))
+    if kind == prog.SCATTER_ADD:
+        return og.scatter_add(got[0], got[1], e // n)
+    if kind == prog.HEAD_SPLIT:
+        return got[0][og.head_split_source(dims, e, p[1], p[0])[1]]
+    if kind == prog.HEAD_MERGE:
+        return got[0][og.head_merge_source(n, tuple(record(ins[0]).shape), e, p[0])[2]]
+    if kind == prog.T_SCORES:
+        i, j = divmod(e % (n * n), n)
+        return og.t_score(got[0], got[1], i, j, p[0], p[1])
+    if kind == prog.ROW_NORM:
+        return og.row_norm(got[0], c, p[0])
+    if kind == prog.SOFTMAX_BWD:
+        return og.softmax_bwd(got[0], got[1], c, p[0])
+    if kind == prog.SEG_MEAN:
+        return og.seg_mean(got[0], got[1], e // n)
+    if kind == prog.SEG_SPREAD:
+        return og.seg_spread(got[0], got[1], e // n, c)
+    if kind == prog.ROW_QSCALE:
+        return og.row_qscale(got[0], c)
+    if kind == prog.QSCALE_MUL:
+        return og.qscale_mul(got[0][c], got[1])
+    if kind == prog.QUANT_T:
+        return og.quant_t(got[0], e // n)
+    if kind == prog.QMM_INT8W:
+        return og.qmm_int8w(got[0], got[1], p[0])
+    if kind == prog.QMM_W2:
+        return og.qmm(got[0], got[1] + got[2], p[0], None, 0)
+    raise ValueError(f"record {desc.op!r} of kind {kind} is not a training step's record")

@@ -5,8 +5,13 @@ Inputs are JSONL, one labelled text per line: ``{"text": "...", "label": 0..clas
 runs the frozen encoder exactly over the texts once (the same ops and bits as an ``infer`` job),
 then ``steps`` optimizer steps of the adapter (rank ``rank``; 0 trains the head alone) and the
 head, from a seeded initialisation or a checkpoint blob (a work unit). The output is the
-checkpoint blob, its hash the output hash; step ``s``'s trace records are the trained tensors and
-their optimizer moments after it.
+checkpoint blob, its hash the output hash.
+
+The program names every op of every step (``training.lora.lora_step``), its batch's features as
+inputs whose digests the client computes (so building the program runs the encoder); it is traced
+from a run of the steps, since a step's shapes follow from its sentences. A provider commits the
+coarse trace (``exact.levels``: the start state, then each step's trained tensors and moments); a
+dispute opens one step, and the training referees judge the element the game reaches.
 """
 
 from __future__ import annotations
@@ -18,8 +23,10 @@ import numpy as np
 
 from veracity.errors import InputError
 from veracity.exact import integer as X
-from veracity.exact.trace import TraceRecord, encode_records, records_root
+from veracity.exact import program as P
+from veracity.exact.trace import TraceRecord, encode_records, records_root, tensor_digest
 from veracity.training import lora as F
+from veracity.training import tape as TP
 from veracity.workloads import states as TR
 from veracity.workloads.infer import input_records
 from veracity.workloads.workload import JobResult, Tamper, Trainer, register, training_args
@@ -79,8 +86,10 @@ def start_state(params: FinetuneParams, start: bytes | None, model: Any) -> F.Lo
 
 
 def named(state: F.LoraState) -> TR.Named:
-    """The state's tensors by record name: ``state.lora.A`` ... ``state.m.head.b`` ... ``state.s.head.b``."""
-    return [(f"state.{prefix}{name}", t) for prefix, ts in zip(STATE_NAMES, (state.params, state.m, state.s))
+    """The state's tensors by record name: ``state.lora.A`` ... ``state.m.head.b`` ... ``state.s.head.b``
+    (A and its moments as records hold them: rows in two halves, ``training.lora.halves``)."""
+    return [(f"state.{prefix}{name}", F.halves(t) if name == "lora.A" else t)
+            for prefix, ts in zip(STATE_NAMES, (state.params, state.m, state.s))
             for name, t in zip(F.LoraState.NAMES, ts)]
 
 
@@ -107,45 +116,60 @@ def prepare(data: bytes, params: FinetuneParams, model: Any = None, backend: str
 
 def run_finetune_job(data: bytes, params: FinetuneParams, start: bytes | None = None, backend: str = "torch",
                      model: Any = None, progress: Callable[[int], None] | None = None,
-                     keep: set[int] | None = None) -> JobResult:
-    """Fine-tune from ``start`` (a checkpoint blob) or a fresh initialisation for ``params.steps``;
-    ``keep``: records whose tensors to keep (what a party shows in a dispute)."""
+                     keep: set[int] | None = None, tamper: Tamper | None = None) -> JobResult:
+    """Fine-tune from ``start`` (a checkpoint blob) or a fresh initialisation for ``params.steps``.
+    The trace is the coarse one (``exact.levels``): the start state's records, then each step's
+    state records. ``keep``: records whose tensors to keep (a dispute's), ``tamper``: an
+    adversary's replay; with either, every step is recorded op by op (``finetune_program``'s
+    numbering)."""
+    return _run(data, params, start, backend, model, progress, keep, tamper)[0]
+
+
+def _run(data: bytes, params: FinetuneParams, start: bytes | None, backend: str, model: Any,
+         progress: Callable[[int], None] | None, keep: set[int] | None,
+         tamper: Tamper | None, digests: bool = True) -> tuple[JobResult, TP.Tape]:
     cfg = params.config()
     model, feats, labels = prepare(data, params, model, backend)
     state = start_state(params, start, model)
     norm = model.layers[-1].ln2
-    records: list[TraceRecord] = []
-    kept: dict[int, np.ndarray] = {}
+    records = [TraceRecord(state.step, "start." + name.removeprefix("state."), tensor_digest(t))
+               for name, t in named(state)]
+    tape = TP.Tape(keep=keep, tamper=tamper, digests=digests) if keep is not None or tamper is not None else TP.NULL_TAPE
+    tape.start(state.step, named(state))
     try:
         for _ in range(params.steps):
             state = F.finetune(state, feats, labels, norm.gamma, norm.beta, 1, cfg, backend,
-                               lora_lr_shift=LORA_LR_SHIFT)
-            TR.keep_step(kept, keep, len(records), named(state))
-            records += TR.state_records(state.step, named(state))
+                               lora_lr_shift=LORA_LR_SHIFT, tape=tape)
+            records += [TraceRecord(state.step, name, tensor_digest(t))
+                        for name, t in zip(F.coarse_names(state), F.coarse_tensors(state))]
             if progress:
                 progress(state.step)
     except ValueError as exc:  # a diverged run is refused (a clear error), never committed
         raise InputError(f"step {state.step + 1}: {exc}") from None
     result = JobResult(F.checkpoint_bytes(state), F.checkpoint_hash(state), records_root(records), params.steps,
-                       len(records), encode_records(records), output_digests=TR.state_digests(named(state)))
-    result.kept.update(kept)
-    return result
+                       len(records), encode_records(records), output_digests=TR.state_digests(named(state)),
+                       coarse=True)
+    result.kept.update(tape.kept)
+    return result, tape
 
 
-def finetune_program(params: FinetuneParams, start: bytes | None, model: Any = None) -> list[Any]:
-    """One ``STATE`` descriptor per trained tensor and moment per step (``train.state_program``):
-    the learning rate, batch, rank, classes and the adapter's rate shift packed in one parameter,
-    the data seed in the other."""
-    cfg = params.config()
+def finetune_program(params: FinetuneParams, start: bytes | None, data: bytes, model: Any = None) -> list[Any]:
+    """Every record of every step (``training.lora.lora_step``): the start state's tensors as
+    inputs, then each step's batch (the frozen encoder's features of its sentences, their starts,
+    the labels, the LayerNorm's gain and bias: inputs whose digests the client computes by running
+    the encoder) and its ops, from a traced run (a step's shapes follow from its sentences)."""
+    _, tape = _run(data, params, start, "torch", model, None, set(), None, digests=False)
+    at = tape.at
     state = start_state(params, start, _load(model))
-    hyper = (cfg.lr_num | cfg.batch << 32 | params.rank << 48 | params.classes << 56 | LORA_LR_SHIFT << 62, cfg.seed)
-    return TR.state_program(state.step, named(state), params.steps, hyper)
+    program = P.mark_outputs(list(tape.descs), [at[name] for name, _ in named(state)])  # the final state
+    P.check_disputable(program)
+    return program
 
 
 def record_tensors(data: bytes, params: FinetuneParams, start: bytes | None, indices: set[int],
-                   model: Any = None) -> dict[int, np.ndarray]:
+                   model: Any = None, tamper: Tamper | None = None) -> dict[int, np.ndarray]:
     """Re-run the job (exact, so the same bits) and keep the tensors of records ``indices``."""
-    return run_finetune_job(data, params, start, "numpy", model, keep=set(indices)).kept
+    return run_finetune_job(data, params, start, "torch", model, keep=set(indices), tamper=tamper).kept
 
 
 def accuracy(checkpoint: bytes, data: bytes, classes: int = 2, model: Any = None) -> float:
@@ -157,10 +181,10 @@ def accuracy(checkpoint: bytes, data: bytes, classes: int = 2, model: Any = None
 
 
 class FinetuneTrainer(Trainer):
-    """``finetune`` of MiniLM: LoRA and a head on the frozen encoder's exact features; its steps are
-    state records (re-executed and compared; no referee judges inside them yet)."""
+    """``finetune`` of MiniLM: LoRA and a head on the frozen encoder's exact features, every op of
+    every step a record, judged by the training referees."""
 
-    kind, models, code, judged_on_chain = "finetune", ("minilm",), 3, False
+    kind, models, code, judged_on_chain = "finetune", ("minilm",), 3, True
     defaults = (16, "adam", 0.01)
 
     def params(self, training: Any) -> FinetuneParams:
@@ -169,15 +193,18 @@ class FinetuneTrainer(Trainer):
 
     def run(self, job: Any, backend: str, model: Any = None, tamper: Tamper | None = None,
             progress: Callable[[int], None] | None = None) -> JobResult:
-        return run_finetune_job(job.inputs, job.params, job.start, backend, model, progress)
+        return run_finetune_job(job.inputs, job.params, job.start, backend, model, progress, tamper=tamper)
 
     def build_program(self, job: Any, model: Any = None) -> list[Any]:
         parse_labelled(job.inputs, job.params.classes)  # data the job cannot use is refused before anything is locked
-        return finetune_program(job.params, job.start, model)
+        return finetune_program(job.params, job.start, job.inputs, model)
 
     def records(self, job: Any, indices: set[int], model: Any = None,
                 tamper: Tamper | None = None) -> dict[int, np.ndarray]:
-        return record_tensors(job.inputs, job.params, job.start, indices, model)
+        return record_tensors(job.inputs, job.params, job.start, indices, model, tamper)
+
+    def constants(self, job: Any, model: Any = None) -> dict[bytes, np.ndarray]:
+        return {X.exp_table_digest(): X.exp_table_tensor()}
 
     def load_checkpoint(self, blob: bytes) -> Any:
         return F.load_checkpoint(blob)

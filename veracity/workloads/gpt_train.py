@@ -4,23 +4,32 @@
 Inputs are JSONL, one ``{"text": "..."}`` per line; the lines joined by newlines are the corpus
 (the shipped one is ``examples/inputs/tiny-corpus.jsonl``). Every character must be in the tiny
 GPT's vocabulary (the shipped model's). The model's shape is the shipped tiny GPT's (2 layers of
-128, 4 heads) with a context of ``CTX`` characters. Step ``s``'s trace records are every
-parameter and its two Adam moments after it; no referee judges inside a transformer step yet
-(the digits MLP's steps are judged op by op), so validators re-execute these jobs and report a
-mismatch without challenging.
+128, 4 heads) with a context of ``CTX`` characters.
+
+The program names every op of every step (``training.gpt.gpt_step``: the batch, the forward
+through embeddings, LayerNorms, attention, GELU and the head, the loss, every backward op, each
+state tensor's update), from one traced template step (``step_template``). A provider commits the
+coarse trace while it runs (``exact.levels``: the start state, then each step's state tensors,
+which are what the next step reads); a dispute opens the step the coarse traces first differ in,
+both parties recompute its op records, and the TrainReferee, TrainNormReferee and
+TrainAttentionReferee judge the one element the game reaches.
 """
 
 from __future__ import annotations
 
-import hashlib
+from dataclasses import astuple, dataclass, replace
+from functools import lru_cache
 from typing import Any, Callable
 
 import numpy as np
 
 from veracity.errors import InputError
-from veracity.exact.program import check_disputable
-from veracity.exact.trace import TraceRecord, encode_records, records_root
+from veracity.exact import integer as X
+from veracity.exact import program as P
+from veracity.exact import spec
+from veracity.exact.trace import TraceRecord, encode_records, records_root, tensor_digest
 from veracity.training import gpt as GT
+from veracity.training import tape as TP
 from veracity.workloads import states as TR
 from veracity.workloads.infer import input_records
 from veracity.workloads.workload import JobResult, Tamper, Trainer, register, training_args
@@ -70,44 +79,123 @@ def named(state: GT.GPTState) -> TR.Named:
             for name, t in ts.items()]
 
 
-def run_gpt_train_job(data: bytes, params: Any, start: bytes | None = None, backend: str = "torch",
-                      progress: Callable[[int], None] | None = None, keep: set[int] | None = None) -> JobResult:
-    """Train from ``start`` or a fresh initialisation for ``params.steps`` (``TrainParams``)."""
+@dataclass(frozen=True)
+class StepTemplate:
+    """One traced optimizer step's descriptors, from which every step's are made: the start
+    state's input records (``named`` order), then the step's records, whose inputs number the
+    start records from 0 and the step's own from ``len(start)``."""
+
+    start: tuple[Any, ...]
+    step: tuple[Any, ...]
+    writes: dict[str, int]  # a state tensor's record name -> the step record that leaves it
+
+    @property
+    def per_step(self) -> int:
+        return len(self.step)
+
+
+@lru_cache(maxsize=8)
+def _template(sh: GT.Shape, batch: int, cfg_key: tuple[Any, ...]) -> StepTemplate:
+    cfg = X.SGDConfig(*cfg_key)
+    state = GT.GPTState.init(sh, 0)
+    tape = TP.Tape()
+    tape.start(0, named(state))
+    ids = np.zeros((batch, CTX), dtype=np.int64)
+    GT.gpt_step(state, ids, ids, cfg, HEADS, "torch", tape)
+    n0 = len(named(state))
+    step = tuple(tape.descs[n0:])
+    if any(i < 0 for d in step for i in d.inputs):
+        raise AssertionError("a tiny-GPT step record reads a record its tape did not name")
+    coarse = set(GT.coarse_names(state))
+    return StepTemplate(tuple(tape.descs[:n0]), step, {d.op: j for j, d in enumerate(step) if d.op in coarse})
+
+
+def step_template(cfg: X.SGDConfig) -> StepTemplate:
+    """The template of a job's steps (``StepTemplate``): traced once per shape, batch and optimizer."""
+    return _template(shape(), cfg.batch, astuple(replace(cfg, seed=0)))
+
+
+def _state_at(tpl: StepTemplate, names: list[str], k: int) -> dict[str, int]:
+    """Where each state tensor's value is before the job's step ``k`` (0-based): the start's input
+    records, then the records the step before left them in."""
+    if k == 0:
+        return {name: i for i, name in enumerate(names)}
+    base = len(tpl.start) + (k - 1) * tpl.per_step
+    return {name: base + tpl.writes[name] for name in names}
+
+
+def gpt_train_program(params: Any, start: bytes | None, data: bytes) -> list[Any]:
+    """Every record of every step (``training.gpt.gpt_step``): the start state's tensors as inputs
+    (their digests the client computes), then each step's batch (ids, targets, positions) and its
+    ops, from one traced template step, every input renumbered into the job's records."""
     cfg = params.config()
     ids = corpus_ids(data)
     state = start_state(params, start)
-    records: list[TraceRecord] = []
-    kept: dict[int, np.ndarray] = {}
+    tpl = step_template(cfg)
+    names = [name for name, _ in named(state)]
+    prog: list[Any] = [replace(d, step=state.step, consts=(tensor_digest(t),))
+                       for d, (_, t) in zip(tpl.start, named(state))]
+    n0, per = len(tpl.start), tpl.per_step
+    for k in range(params.steps):
+        at = _state_at(tpl, names, k)
+        old = {i: at[name] for i, name in enumerate(names)}
+        base, step = n0 + k * per, state.step + k + 1
+        x, y = GT.windows(ids, step - 1, cfg.batch, CTX, cfg.seed)
+        batch = iter(tensor_digest(t) for _, t in GT.step_inputs(x, y))
+        for d in tpl.step:
+            ins = tuple(old[i] if i < n0 else base + i - n0 for i in d.inputs)
+            consts = (next(batch),) if d.kind == P.INPUT else d.consts
+            prog.append(replace(d, step=step, inputs=ins, consts=consts))
+    final = _state_at(tpl, names, params.steps)
+    prog = P.mark_outputs(prog, [final[name] for name in names])  # the final state, in named order
+    P.check_disputable(prog)
+    return prog
+
+
+def run_gpt_train_job(data: bytes, params: Any, start: bytes | None = None, backend: str = "torch",
+                      progress: Callable[[int], None] | None = None, keep: set[int] | None = None,
+                      tamper: Tamper | None = None) -> JobResult:
+    """Train from ``start`` or a fresh initialisation for ``params.steps`` (``TrainParams``). The
+    trace is the coarse one (``exact.levels``): the start state's records, then each step's state
+    records. A step is recorded op by op only when ``keep`` asks for one of its records (a
+    dispute) or ``tamper`` may alter any (an adversary's replay): the records ``gpt_train_program``
+    names, numbered as it numbers them."""
+    cfg = params.config()
+    ids = corpus_ids(data)
+    state = start_state(params, start)
+    names = [name for name, _ in named(state)]
+    records = [TraceRecord(state.step, "start." + name.removeprefix("state."), tensor_digest(t))
+               for name, t in named(state)]
+    kept: dict[int, np.ndarray] = {i: named(state)[i][1].copy() for i in (keep or set()) if i < len(names)}
+    tpl = step_template(cfg) if keep or tamper is not None else None
     try:
-        for _ in range(params.steps):
-            state = GT.train(state, ids, 1, cfg, HEADS, CTX, backend)
-            TR.keep_step(kept, keep, len(records), named(state))
-            records += TR.state_records(state.step, named(state))
+        for k in range(params.steps):
+            tape = TP.NULL_TAPE
+            if tpl is not None:
+                base = len(tpl.start) + k * tpl.per_step
+                if tamper is not None or any(base <= i < base + tpl.per_step for i in keep or ()):
+                    tape = TP.Tape(keep=keep, tamper=tamper, base=base)
+                    tape.at.update(_state_at(tpl, names, k))
+            state = GT.train(state, ids, 1, cfg, HEADS, CTX, backend, tape=tape)
+            kept.update(tape.kept)
+            records += [TraceRecord(state.step, name, tensor_digest(t))
+                        for name, t in zip(GT.coarse_names(state), GT.coarse_tensors(state))]
             if progress:
                 progress(state.step)
     except ValueError as exc:
         raise InputError(f"step {state.step + 1}: {exc}") from None
     result = JobResult(GT.checkpoint_bytes(state), GT.checkpoint_hash(state), records_root(records), params.steps,
-                       len(records), encode_records(records), output_digests=TR.state_digests(named(state)))
+                       len(records), encode_records(records), output_digests=TR.state_digests(named(state)),
+                       coarse=True)
     result.kept.update(kept)
     return result
 
 
-def gpt_train_program(params: Any, start: bytes | None, data: bytes) -> list[Any]:
-    """One ``STATE`` descriptor per parameter and moment per step (``train.state_program``): the
-    learning rate, batch and context packed in one parameter, the data seed and a hash of the
-    corpus in the other."""
-    cfg = params.config()
-    corpus = int.from_bytes(hashlib.sha256(corpus_ids(data).tobytes()).digest()[:7], "big")
-    state = start_state(params, start)
-    program = TR.state_program(state.step, named(state), params.steps,
-                               (cfg.lr_num | cfg.batch << 32 | CTX << 48, cfg.seed % (1 << 62) ^ corpus))
-    check_disputable(program)  # its rows fit what a dispute reads (a fine-tune's adapter rows do not)
-    return program
-
-
-def record_tensors(data: bytes, params: Any, start: bytes | None, indices: set[int]) -> dict[int, np.ndarray]:
-    return run_gpt_train_job(data, params, start, "numpy", keep=set(indices)).kept
+def record_tensors(data: bytes, params: Any, start: bytes | None, indices: set[int],
+                   tamper: Tamper | None = None) -> dict[int, np.ndarray]:
+    """Re-run a job (exact, so the same bits) and keep the tensors of records ``indices``, tracing
+    only the steps they are in (``tamper`` replays a cheat, and traces every step)."""
+    return run_gpt_train_job(data, params, start, "torch", keep=set(indices), tamper=tamper).kept
 
 
 def heldout_loss(checkpoint: bytes, data: bytes, windows: int = 32) -> float:
@@ -133,10 +221,10 @@ def generate(checkpoint: bytes, prompt: str, n: int) -> str:
 
 
 class GPTTrainer(Trainer):
-    """``train`` of the tiny GPT from scratch on a text; its steps are state records (re-executed
-    and compared; no referee judges inside a transformer step yet)."""
+    """``train`` of the tiny GPT from scratch on a text: every op of every step a record, judged
+    by the training referees."""
 
-    kind, models, code, judged_on_chain = "train", ("tiny-gpt",), 2, False
+    kind, models, code, judged_on_chain = "train", ("tiny-gpt",), 2, True
     defaults = (8, "adam", 0.003)
 
     def params(self, training: Any) -> Any:
@@ -146,14 +234,19 @@ class GPTTrainer(Trainer):
 
     def run(self, job: Any, backend: str, model: Any = None, tamper: Tamper | None = None,
             progress: Callable[[int], None] | None = None) -> JobResult:
-        return run_gpt_train_job(job.inputs, job.params, job.start, backend, progress)
+        return run_gpt_train_job(job.inputs, job.params, job.start, backend, progress, tamper=tamper)
 
     def build_program(self, job: Any, model: Any = None) -> list[Any]:
         return gpt_train_program(job.params, job.start, job.inputs)
 
     def records(self, job: Any, indices: set[int], model: Any = None,
                 tamper: Tamper | None = None) -> dict[int, np.ndarray]:
-        return record_tensors(job.inputs, job.params, job.start, indices)
+        return record_tensors(job.inputs, job.params, job.start, indices, tamper)
+
+    def constants(self, job: Any, model: Any = None) -> dict[bytes, np.ndarray]:
+        exp_d, gelu_d, slope_d = GT.table_digests()
+        return {exp_d: X.exp_table_tensor(), gelu_d: P.lut_tensors(spec.gelu_lut())[0],
+                slope_d: GT.gelu_slope_tensor()}
 
     def load_checkpoint(self, blob: bytes) -> Any:
         return GT.load_checkpoint(blob, shape())

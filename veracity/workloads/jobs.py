@@ -20,9 +20,8 @@ from veracity.workloads.workload import JobResult, Workload, workload_for
 
 def judged_on_chain(spec: JobSpec) -> bool:
     """Whether a dispute over ``spec``'s result can be judged inside every record (inference, the
-    digits MLP's training). A fine-tune's and the tiny GPT's training steps are state records that
-    no referee judges yet (op-level referees for them come with multi-level traces): re-executed
-    and compared, but a wrong result cannot be overturned on chain."""
+    digits MLP's and the tiny GPT's training). A fine-tune's steps are state records that no
+    referee judges yet: re-executed and compared, but a wrong result cannot be overturned on chain."""
     return workload_for(spec.kind, spec.model).judged_on_chain
 
 

@@ -1,5 +1,5 @@
 """Training steps recorded as their state: one record per state tensor per step (the fine-tune's and
-the tiny GPT's traces, and every trainer's committed outputs: its final state's digests)."""
+every trainer's committed outputs: its final state's digests)."""
 
 from __future__ import annotations
 
@@ -19,7 +19,7 @@ def state_digests(named: Named) -> list[bytes]:
 
 
 def state_records(step: int, named: Named) -> list[TraceRecord]:
-    """A step's trace records when the step is recorded as its state (fine-tuning, the tiny GPT)."""
+    """A step's trace records when the step is recorded as its state (fine-tuning)."""
     return [TraceRecord(step, name, tensor_digest(t)) for name, t in named]
 
 

@@ -197,6 +197,12 @@ def kinds() -> dict[str, tuple[str, ...]]:
     return out
 
 
+def workloads() -> list[Workload]:
+    """Every registered workload (one per kind and model it serves)."""
+    _discover()
+    return list(_REGISTRY.values())
+
+
 def trains(kind: str) -> bool:
     """Whether ``kind``'s jobs train (their output is a checkpoint)."""
     _discover()
