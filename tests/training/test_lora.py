@@ -78,14 +78,18 @@ def test_the_frozen_path_is_the_inference_ops_bits(reviews):
 
 def test_checkpoints_are_bit_identical_across_backends_threads_and_work_units():
     data = "".join(json.dumps(r) + "\n" for r in _rows("reviews-train.jsonl")[:24]).encode()
+    from veracity.workloads import finetune as FW
+
     p = FinetuneParams(steps=6, batch=8, seed=1)
+    FW._FEATURES.clear()  # each run computes its features on its own backend (a node keeps them)
     whole = run_finetune_job(data, p, backend="numpy")
     threads = torch.get_num_threads()
     try:
         for n in (1, 2):
             torch.set_num_threads(n)
-            assert run_finetune_job(data, p, backend="torch").trace_root == whole.trace_root
-            assert run_finetune_job(data, p, backend="native").trace_root == whole.trace_root
+            for backend in ("torch", "native"):
+                FW._FEATURES.clear()
+                assert run_finetune_job(data, p, backend=backend).trace_root == whole.trace_root
     finally:
         torch.set_num_threads(threads)
     first = run_finetune_job(data, FinetuneParams(steps=4, batch=8, seed=1))

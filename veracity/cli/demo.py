@@ -293,7 +293,7 @@ def _finetune(console: Console, dep: Any, client: Any, names: dict[str, str]) ->
     story = Story(f"minilm LoRA ({spec.training.steps} steps)", "client-1")  # type: ignore[union-attr]
     try:
         with console.status("reviews-finetune: the exact encoder's features, then LoRA and head steps"):
-            out = submit(spec, dep, client.key, bid_wait=20, result_timeout=180)
+            out = submit(spec, dep, client.key, bid_wait=60, result_timeout=180)  # providers run the encoder to price it
     except VeracityError as exc:
         story.settle, story.ok = f"[red]failed: {exc}[/]", [False]
         return story

@@ -75,7 +75,7 @@ def tensor_chunks(a: np.ndarray) -> list[memoryview]:
     """The canonical bytes cut into chunks of whole rows."""
     c = canonical(a)
     row, per, n = chunking(c.shape, c.dtype.itemsize)
-    data = c.data.cast("B")
+    data = c.data.cast("B") if c.size else memoryview(b"")  # an empty tensor (a rank-0 adapter): one empty chunk
     size = row * per
     return [data[i * size:(i + 1) * size] for i in range(n)]
 

@@ -248,7 +248,7 @@ def _grad_a(dv: np.ndarray, uq: tuple[np.ndarray, np.ndarray, np.ndarray], backe
 def halves(t: np.ndarray) -> np.ndarray:
     """A tensor with rows of ``intermediate`` values (the adapter A, its moments, its gradient) as a
     record holds it: each row in two halves, [r, 2, intermediate / 2], so a row fits a dispute's chunk."""
-    return t.reshape(t.shape[0], 2, -1)
+    return t.reshape(t.shape[0], 2, t.shape[1] // 2)
 
 
 def step_inputs(f: Features, labels: np.ndarray, gamma: np.ndarray,

@@ -16,6 +16,8 @@ dispute opens one step, and the training referees judge the element the game rea
 
 from __future__ import annotations
 
+import hashlib
+import threading
 from dataclasses import dataclass
 from typing import Any, Callable
 
@@ -101,17 +103,33 @@ def _load(model: Any) -> Any:
     return loaded("minilm")
 
 
+_FEATURES: dict[tuple[Any, ...], tuple[Any, F.Features, np.ndarray]] = {}  # the last few data sets' (exact: any backend's)
+_FEATURES_LOCK = threading.Lock()
+
+
 def prepare(data: bytes, params: FinetuneParams, model: Any = None, backend: str = "torch",
             progress: Callable[[int], None] | None = None) -> tuple[Any, F.Features, np.ndarray]:
-    """The model, the frozen encoder's exact features of the job's texts, and the labels."""
+    """The model, the frozen encoder's exact features of the job's texts, and the labels. Kept
+    for the last two data sets: a node builds a fine-tune's program (its inputs' digests are
+    features) before it bids, then runs the job, from the same features."""
     model = _load(model)
+    key = (id(model), hashlib.sha256(data).digest(), params.classes)
+    with _FEATURES_LOCK:
+        hit = _FEATURES.get(key)
+    if hit is not None and hit[0] is model:
+        return hit
     texts, labels = parse_labelled(data, params.classes)
     for n, t in enumerate(texts, 1):
         try:
             model.parse({"text": t})
         except InputError as exc:
             raise InputError(f"fine-tuning data line {n}: {exc}") from None
-    return model, F.features(model, texts, backend, progress=progress), labels
+    out = (model, F.features(model, texts, backend, progress=progress), labels)
+    with _FEATURES_LOCK:
+        while len(_FEATURES) >= 2:
+            _FEATURES.pop(next(iter(_FEATURES)))
+        _FEATURES[key] = out
+    return out
 
 
 def run_finetune_job(data: bytes, params: FinetuneParams, start: bytes | None = None, backend: str = "torch",
@@ -153,17 +171,105 @@ def _run(data: bytes, params: FinetuneParams, start: bytes | None, backend: str,
     return result, tape
 
 
+@dataclass(frozen=True)
+class StepShapes:
+    """A fine-tuning step's descriptors as functions of its batch: traced on three tiny made-up
+    batches (zeros: a descriptor holds no value), each dimension solved as ``a + b T + c S``
+    (T the batch's tokens, S its sentences). Inputs number the start state's records from 0 and
+    the step's own from ``len(start)``, as ``gpt_train.StepTemplate``'s."""
+
+    start: tuple[Any, ...]
+    step: tuple[Any, ...]
+    dims: tuple[tuple[tuple[int, int, int], ...], ...]  # per record, per dimension: (a, b, c)
+    params: tuple[tuple[tuple[int, int, int], ...], ...]  # per record, per parameter (the updates' batch)
+    writes: dict[str, int]
+
+    def at(self, tokens: int, sentences: int) -> list[Any]:
+        from dataclasses import replace
+
+        solve = lambda abc: tuple(a + b * tokens + c * sentences for a, b, c in abc)  # noqa: E731
+        return [replace(d, dims=solve(dims), params=solve(params))
+                for d, dims, params in zip(self.step, self.dims, self.params)]
+
+
+_SHAPES: dict[tuple[Any, ...], StepShapes] = {}
+
+
+def step_shapes(params: FinetuneParams, model: Any) -> StepShapes:
+    """The job's ``StepShapes`` (cached per rank, classes, optimizer and model)."""
+    from dataclasses import astuple, replace
+
+    cfg = params.config()
+    key = (params.rank, params.classes, astuple(replace(cfg, seed=0)), id(model))
+    if key in _SHAPES:
+        return _SHAPES[key]
+    norm = model.layers[-1].ln2
+    hidden, inter = model.cfg.hidden, model.cfg.intermediate
+    traced = []
+    for tokens, sentences in ((6, 3), (7, 3), (7, 4)):
+        state = F.LoraState.init(params.rank, params.classes, hidden, inter, seed=params.init_seed)
+        starts = np.array([0, *range(tokens - sentences + 1, tokens + 1)], dtype=np.int64)  # every sentence >= 1 token
+        feats = F.Features(np.zeros((tokens, hidden), dtype=np.int64), np.zeros((tokens, inter), dtype=np.int64), starts)
+        tape = TP.Tape(digests=False)
+        tape.start(0, named(state))
+        F.lora_step(state, feats, np.zeros(sentences, dtype=np.int64), norm.gamma, norm.beta,
+                    replace(cfg, batch=sentences), "numpy", LORA_LR_SHIFT, tape)
+        traced.append(tape)
+    n0 = len(named(F.LoraState.init(params.rank, params.classes, hidden, inter)))
+    one, two, three = (t.descs[n0:] for t in traced)
+    if not len(one) == len(two) == len(three) or any(
+            (x.kind, x.op, x.inputs, len(x.dims), len(x.params)) != (y.kind, y.op, y.inputs, len(y.dims), len(y.params))
+            for x, y in zip(one, three)):
+        raise AssertionError("a fine-tuning step's records do not follow from its batch's size alone")
+
+    def solved(v1: tuple[int, ...], v2: tuple[int, ...], v3: tuple[int, ...]) -> tuple[tuple[int, int, int], ...]:
+        return tuple((a1 - 6 * (a2 - a1) - 3 * (a3 - a2), a2 - a1, a3 - a2) for a1, a2, a3 in zip(v1, v2, v3))
+
+    dims = [solved(x.dims, y.dims, z.dims) for x, y, z in zip(one, two, three)]
+    pars = [solved(x.params, y.params, z.params) for x, y, z in zip(one, two, three)]
+    coarse = set(F.coarse_names(F.LoraState.init(params.rank, params.classes, hidden, inter)))
+    shapes = StepShapes(tuple(traced[0].descs[:n0]), tuple(one), tuple(dims), tuple(pars),
+                        {d.op: j for j, d in enumerate(one) if d.op in coarse})
+    _SHAPES[key] = shapes
+    return shapes
+
+
 def finetune_program(params: FinetuneParams, start: bytes | None, data: bytes, model: Any = None) -> list[Any]:
     """Every record of every step (``training.lora.lora_step``): the start state's tensors as
     inputs, then each step's batch (the frozen encoder's features of its sentences, their starts,
     the labels, the LayerNorm's gain and bias: inputs whose digests the client computes by running
-    the encoder) and its ops, from a traced run (a step's shapes follow from its sentences)."""
-    _, tape = _run(data, params, start, "torch", model, None, set(), None, digests=False)
-    at = tape.at
-    state = start_state(params, start, _load(model))
-    program = P.mark_outputs(list(tape.descs), [at[name] for name, _ in named(state)])  # the final state
-    P.check_disputable(program)
-    return program
+    the encoder) and its ops (``StepShapes``: no arithmetic but the digests)."""
+    from dataclasses import replace
+
+    cfg = params.config()
+    model, feats, labels = prepare(data, params, model)
+    state = start_state(params, start, model)
+    shapes = step_shapes(params, model)
+    names = [name for name, _ in named(state)]
+    first = {name: i for i, name in enumerate(names)}
+    n0, per = len(shapes.start), len(shapes.step)
+    norm = model.layers[-1].ln2
+
+    def where(k: int) -> dict[str, int]:  # each state tensor's record before the job's step k (0-based)
+        base = n0 + (k - 1) * per
+        return {name: base + shapes.writes[name] if k and name in shapes.writes else first[name] for name in names}
+
+    prog: list[Any] = [replace(d, step=state.step, dims=tuple(t.shape), consts=(tensor_digest(t),))
+                       for d, (_, t) in zip(shapes.start, named(state))]
+    for k in range(params.steps):
+        old = {i: where(k)[name] for i, name in enumerate(names)}
+        base, step = n0 + k * per, state.step + k + 1
+        idx = X.batch_indices(len(labels), step - 1, cfg)
+        f = feats.sentences(idx)
+        batch = iter(tensor_digest(np.asarray(x, dtype=dtype)) for _, x, dtype in
+                     F.step_inputs(f, labels[idx], norm.gamma, norm.beta))
+        for d in shapes.at(int(f.starts[-1]), len(idx)):
+            ins = tuple(old[i] if i < n0 else base + i - n0 for i in d.inputs)
+            prog.append(replace(d, step=step, inputs=ins, consts=(next(batch),) if d.kind == P.INPUT else d.consts))
+    final = where(params.steps)
+    prog = P.mark_outputs(prog, [final[name] for name in names])  # the final state, in named order
+    P.check_disputable(prog)
+    return prog
 
 
 def record_tensors(data: bytes, params: FinetuneParams, start: bytes | None, indices: set[int],
