@@ -137,3 +137,18 @@ def test_the_native_layernorm_kernels_are_the_reference():
         assert np.array_equal(ref, nat) and np.array_equal(rc.den, nc.den) and np.array_equal(rc.ds, nc.ds)
         dz = rng.integers(-(1 << 24), 1 << 24, x.shape)
         assert np.array_equal(F.layernorm_backward(dz, gamma, rc), F.layernorm_backward(dz, gamma, nc, "native"))
+
+
+@pytest.mark.parametrize("rank", [8, 0])
+def test_the_program_built_from_shapes_is_the_traced_steps_descriptors(rank):
+    """``finetune_program`` solves each record's dims from three tiny steps (no arithmetic but the
+    inputs' digests): the descriptors a traced run of the job records, record for record."""
+    from veracity.exact.program import mark_outputs
+    from veracity.workloads import finetune as FW
+
+    data = "".join(json.dumps(r) + "\n" for r in _rows("reviews-train.jsonl")[:30]).encode()
+    p = FinetuneParams(steps=3, batch=5, seed=2, rank=rank)
+    _, tape = FW._run(data, p, None, "torch", None, None, set(), None, digests=False)
+    state = FW.start_state(p, None, FW._load(None))
+    traced = mark_outputs(list(tape.descs), [tape.at[name] for name, _ in FW.named(state)])
+    assert FW.finetune_program(p, None, data) == traced
