@@ -32,7 +32,7 @@ corrupted record is not itself coarse.
 
     python bench/dispute.py --json bench/results/dispute.json
     python bench/dispute.py --only digits --sizes 6 8   # a subset, while developing
-    python bench/dispute.py --only gpt                  # the tiny GPT's training step, every kind
+    python bench/dispute.py --only gpt finetune         # the tiny GPT's and the fine-tune's steps, every kind
 """
 
 from __future__ import annotations
@@ -398,15 +398,16 @@ def llama_judgements(dep, accts) -> list[dict[str, Any]]:
     return out
 
 
-def gpt_judgements(dep, accts) -> list[dict[str, Any]]:
-    """A two-level game at a record of every kind the tiny GPT's training step has (the shipped
-    job's batch of 8 windows of 64, Adam, step 2 of 2; of each kind the record with the longest
-    input rows): the provider altered every seventh element of it by 4096 and trained on from it,
+def step_judgements(dep, accts, job_file: str) -> list[dict[str, Any]]:
+    """A two-level game at a record of every kind a training step has (the shipped job, step 2 of
+    2: the tiny GPT's batch of 8 windows of 64, or the fine-tune's 16 reviews; of each kind the
+    record with the longest input rows): the provider altered every seventh element of it by 4099
+    (tripled first where that much is rounded away before the step's state) and trained on from it,
     and commits its coarse trace; the game opens step 2 and the referee recomputes the element."""
     from veracity.workloads.jobs import Job
     from veracity.workloads.spec import load_spec
 
-    spec = load_spec(ROOT / "examples" / "jobs" / "tiny-gpt-train.yaml")
+    spec = load_spec(ROOT / "examples" / "jobs" / job_file)
     spec = spec.model_copy(update={"training": spec.training.model_copy(update={"steps": 2})})
     job = Job(spec, Path(spec.inputs.path).read_bytes())
     levels = job.levels()
@@ -422,10 +423,10 @@ def gpt_judgements(dep, accts) -> list[dict[str, Any]]:
         if kind != prog.INPUT and (kind not in picks or width(i) >= width(picks[kind])):
             picks[kind] = i
 
-    def side(k: int | None) -> tuple[Any, ...]:
+    def side(k: int | None, strong: bool = False) -> tuple[Any, ...]:
         def tamper(i: int, op: str, x: np.ndarray) -> None:
             if i == k:
-                x.flat[::7] += 4096
+                x.flat[::7] = x.flat[::7] * (3 if strong else 1) + 4099
         cheat = tamper if k is not None else None
         result = job.run("torch", tamper=cheat)
         tensors = job.tensors(set(step) | {r for i in step for r in program[i].inputs}, tamper=cheat)
@@ -437,7 +438,10 @@ def gpt_judgements(dep, accts) -> list[dict[str, Any]]:
     rpc = dep.clients(accts[1].key)[0].w3.provider.make_request
     for kind, k in sorted(picks.items()):
         snap = rpc("evm_snapshot", [])["result"]
-        moves, g, state, wall = settle(dep, accts, coarse_program, {"provider": side(k), "challenger": honest},
+        cheat = side(k)
+        if cheat[1] == honest[1]:  # rounded away before the step's state (the loss's exp rows): alter more
+            cheat = side(k, strong=True)
+        moves, g, state, wall = settle(dep, accts, coarse_program, {"provider": cheat, "challenger": honest},
                                        constants, 2, levels)
         assert g.fine and levels.steps[2][g.differ] == k and state == "overturned", (g.differ, k, state)
         out.append({"record": k, "op": program[k].op, "kind": prog.KIND_NAMES[kind], "row": width(k),
@@ -446,7 +450,7 @@ def gpt_judgements(dep, accts) -> list[dict[str, Any]]:
     return out
 
 
-PARTS = ("digits", "minilm", "train", "gpt", "llama", "cost")
+PARTS = ("digits", "minilm", "train", "gpt", "finetune", "llama", "cost")
 
 
 def two_cells(t: dict[str, Any] | None) -> list[str]:
@@ -476,6 +480,7 @@ def main() -> int:
     trained: list[dict[str, Any]] = []
     llama: list[dict[str, Any]] = []
     gpt: list[dict[str, Any]] = []
+    tuned: list[dict[str, Any]] = []
     gas_one = None
     t_start = time.perf_counter()
     try:
@@ -495,7 +500,10 @@ def main() -> int:
                 trained = train_judgements(dep, accts)
         if "gpt" in args.only:
             with console.status("a two-level game at each kind of tiny-GPT training record"):
-                gpt = gpt_judgements(dep, accts)
+                gpt = step_judgements(dep, accts, "tiny-gpt-train.yaml")
+        if "finetune" in args.only:
+            with console.status("a two-level game at each kind of fine-tuning record"):
+                tuned = step_judgements(dep, accts, "reviews-finetune.yaml")
         if "llama" in args.only:
             with console.status("a full game at each kind of SmolLM2 record (one level, then two)"):
                 llama = llama_judgements(dep, accts)
@@ -570,7 +578,7 @@ def main() -> int:
                       f"{cost['provider_cpu_s']:.2f} CPU-s job -> verify_cost_ratio {cost['verify_cost_ratio']:.4f}")
     every = games + judged + trained + llama
     assert all(g["rounds"] <= g["bound"] for g in every), "a game took more rounds than ceil(log2 n) + 8"
-    assert all(g["rounds"] <= g["bound_elements"] for g in gpt), "a game took more rounds than ceil(log2 n) + 8"
+    assert all(g["rounds"] <= g["bound_elements"] for g in gpt + tuned), "a game took more rounds than ceil(log2 n) + 8"
     twos = [g["two_level"] for g in games + judged + llama if g.get("two_level")]
     digits_twos = [g["two_level"] for g in games if g.get("two_level")]
     kind_games = [g for g in judged + llama if g.get("two_level")]
@@ -616,6 +624,9 @@ def main() -> int:
     if gpt:
         result.update({"gpt_judgements": gpt, "gas_one_step_gpt": max(g["gas_judgement"] for g in gpt),
                        "rounds_max_gpt": max(g["rounds"] for g in gpt)})
+    if tuned:
+        result.update({"finetune_judgements": tuned, "gas_one_step_finetune": max(g["gas_judgement"] for g in tuned),
+                       "rounds_max_finetune": max(g["rounds"] for g in tuned)})
     if llama:
         result.update({"llama_judgements": llama, "gas_one_step_llama": max(g["gas_judge"] for g in llama),
                        "rounds_max_llama": max(g["rounds"] for g in llama)})

@@ -366,8 +366,13 @@ def gpt_step(state: GPTState, ids: np.ndarray, targets: np.ndarray, cfg: X.SGDCo
     logits, cache = forward(s, ids, heads, backend, r, (i_ids, i_pos))
     grads: dict[str, tuple[np.ndarray, int]] = {}
     exp_d, gelu_d, slope_d = table_digests()
-    pexp, dl = X.loss_pair(logits, targets.reshape(-1), backend)
-    ipe = r(P.EXP_ROWS, "loss.exp", pexp, (cache["logits"],), consts=(exp_d,))
+    if r.on:  # each recorded before the next reads it (untraced: one pass, the same integers)
+        pexp = X.exp_rows(logits)
+        ipe = r(P.EXP_ROWS, "loss.exp", pexp, (cache["logits"],), consts=(exp_d,))
+        dl = X.loss_grad(pexp, targets.reshape(-1))
+    else:
+        pexp, dl = X.loss_pair(logits, targets.reshape(-1), backend)
+        ipe = -1
     idl = r(P.LOSS_GRAD, "loss.grad", dl, (ipe, i_tgt))
     dlogits = dl << (G - ACT)
     idlog = r(P.RESCALE, "loss.dlogits", dlogits, (idl,), params=(G - ACT,))

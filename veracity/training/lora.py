@@ -294,8 +294,13 @@ def lora_step(state: LoraState, f: Features, labels: np.ndarray, gamma: np.ndarr
     ipool = r(P.SEG_MEAN, "pool", fw["pooled"], (izt, ids["batch.starts"]))
     fw["logits"] = X.qmatmul(fw["pooled"], ACT, w, W, ACT, backend) + (hb >> (W - ACT))
     ilog = r(P.QMM, "head", fw["logits"], (ipool, at("head.w"), at("head.b")), params=(-W, W - ACT))
-    pexp, dlogits = X.loss_pair(fw["logits"], labels, backend)
-    ipe = r(P.EXP_ROWS, "loss.exp", pexp, (ilog,), consts=(X.exp_table_digest(),))
+    if on:  # each recorded before the next reads it (untraced: one pass, the same integers)
+        pexp = X.exp_rows(fw["logits"])
+        ipe = r(P.EXP_ROWS, "loss.exp", pexp, (ilog,), consts=(X.exp_table_digest(),))
+        dlogits = X.loss_grad(pexp, labels)
+    else:
+        pexp, dlogits = X.loss_pair(fw["logits"], labels, backend)
+        ipe = -1
     idl = r(P.LOSS_GRAD, "loss.grad", dlogits, (ipe, ids["batch.labels"]))
     idlt = r(P.TRANSPOSE, "head.dy_t", lambda: dlogits.T, (idl,))
     ipt = r(P.TRANSPOSE, "head.x_t", lambda: fw["pooled"].T, (ipool,))
