@@ -561,17 +561,22 @@ def main() -> int:
             jt.add_row(f"{g['record']} {g['op']}", g["kind"], str(g["rounds"]), str(g["bound"]), f"{g['gas']:,}",
                        f"{g['gas_judge']:,}", *(two_cells(g.get("two_level")) if two else []))
         console.print(jt)
-    if gpt:
-        gt = Table("tiny-GPT record", "kind", "longest input row", "rounds", "ceil(log2 n) + 8",
-                   "ceil(log2 records) + 8", "gas, whole game", "judgement (the final step)", "wall",
-                   title="two-level games at every kind of the tiny GPT's training step (batch 8 x 64, Adam, "
-                         "step 2 of 2; TrainReferee, TrainNormReferee, TrainAttentionReferee, Referee)")
-        for g in gpt:
+    for rows, first, title in (
+            (gpt, "tiny-GPT record", "two-level games at every kind of the tiny GPT's training step (batch 8 x 64, "
+                                     "Adam, step 2 of 2; TrainReferee, TrainNormReferee, TrainAttentionReferee, Referee)"),
+            (tuned, "fine-tune record", "two-level games at every kind of MiniLM's fine-tuning step (16 reviews, "
+                                        "rank 8, step 2 of 2; TrainReferee, TrainNormReferee, FinetuneReferee, Referee)")):
+        if not rows:
+            continue
+        gt = Table(first, "kind", "longest input row", "rounds", "ceil(log2 n) + 8", "ceil(log2 records) + 8",
+                   "gas, whole game", "judgement (the final step)", "wall", title=title)
+        for g in rows:
             gt.add_row(f"{g['record']} {g['op']}", g["kind"], str(g["row"]), str(g["rounds"]),
-                       str(g["bound_elements"]), str(g["bound"]), f"{g['gas_total']:,}", f"{g['gas_judgement']:,}", f"{g['wall_s']:.1f}s")
+                       str(g["bound_elements"]), str(g["bound"]), f"{g['gas_total']:,}",
+                       f"{g['gas_judgement']:,}", f"{g['wall_s']:.1f}s")
         console.print(gt)
-        if max(g["gas_judgement"] for g in gpt) >= 3_000_000:
-            console.print("[bold red]a tiny-GPT judgement took 3,000,000 gas or more[/]")
+        if max(g["gas_judgement"] for g in rows) >= 3_000_000:
+            console.print(f"[bold red]a {first} judgement took 3,000,000 gas or more[/]")
     if gas_one is not None and cost is not None:
         console.print(f"OneStep alone, the widest element (smoothed linear, K=1536): {gas_one:,}")
         console.print(f"spot-check rate {cost['rate']:.4f}; a check costs {cost['check_cpu_s']:.2f} CPU-s for a "

@@ -192,11 +192,15 @@ def judge(order_id: uint256, desc: tensors.OpDesc, refs: DynArray[tensors.Record
         acc: int256 = 0
         xb: uint256 = 256 - 8 * xw
         wb: uint256 = 256 - 8 * ww
-        for i: uint256 in range(half, bound=WIDE):
-            acc += self._q(convert(extract32(x, i * xw), int256) >> xb, ex, ix) * \
-                self._q(convert(extract32(w1, i * ww), int256) >> wb, ew, iw)
-            acc += self._q(convert(extract32(x, (half + i) * xw), int256) >> xb, ex, ix) * \
-                self._q(convert(extract32(w2, i * ww), int256) >> wb, ew, iw)
+        hx: int256 = convert((1 << ex) >> 1, int256)
+        hw: int256 = convert((1 << ew) >> 1, int256)
+        rnd: int256 = 1 << (RECIP_SHIFT - 1)
+        for i: uint256 in range(half, bound=WIDE):  # the quantizer inline (a call per value costs more than it)
+            qa: int256 = (((convert(extract32(x, i * xw), int256) >> xb) + hx >> ex) * ix + rnd) >> RECIP_SHIFT
+            qb: int256 = (((convert(extract32(w1, i * ww), int256) >> wb) + hw >> ew) * iw + rnd) >> RECIP_SHIFT
+            qc: int256 = (((convert(extract32(x, (half + i) * xw), int256) >> xb) + hx >> ex) * ix + rnd) >> RECIP_SHIFT
+            qd: int256 = (((convert(extract32(w2, i * ww), int256) >> wb) + hw >> ew) * iw + rnd) >> RECIP_SHIFT
+            acc += qa * qb + qc * qd
         y = trainmath._round_shift(acc * ax * aw, QMAX * QMAX, convert(ex + ew, int256) + desc.params[0])
     else:
         raise "referee: not a fine-tuning step's record"
