@@ -398,7 +398,7 @@ def llama_judgements(dep, accts) -> list[dict[str, Any]]:
     return out
 
 
-def step_judgements(dep, accts, job_file: str) -> list[dict[str, Any]]:
+def step_judgements(dep, accts, job_file: str, only: list[str] | None = None) -> list[dict[str, Any]]:
     """A two-level game at a record of every kind a training step has (the shipped job, step 2 of
     2: the tiny GPT's batch of 8 windows of 64, or the fine-tune's 16 reviews; of each kind the
     record with the longest input rows): the provider altered every seventh element of it by 4099
@@ -437,6 +437,8 @@ def step_judgements(dep, accts, job_file: str) -> list[dict[str, Any]]:
     out = []
     rpc = dep.clients(accts[1].key)[0].w3.provider.make_request
     for kind, k in sorted(picks.items()):
+        if only and prog.KIND_NAMES[kind] not in only:
+            continue
         snap = rpc("evm_snapshot", [])["result"]
         cheat = side(k)
         if cheat[1] == honest[1]:  # rounded away before the step's state (the loss's exp rows): alter more
@@ -466,6 +468,7 @@ def main() -> int:
     ap.add_argument("--seed", type=int, default=7)
     ap.add_argument("--only", nargs="+", choices=PARTS, default=list(PARTS),
                     help="run these parts only (while developing; the JSON then holds only their keys)")
+    ap.add_argument("--kinds", nargs="+", help="the training steps' games at these op kinds only (gpt, finetune)")
     ap.add_argument("--sizes", nargs="+", type=int, default=[6, 8, 10, 12],
                     help="the digits games' log2 record counts")
     args = ap.parse_args()
@@ -500,10 +503,10 @@ def main() -> int:
                 trained = train_judgements(dep, accts)
         if "gpt" in args.only:
             with console.status("a two-level game at each kind of tiny-GPT training record"):
-                gpt = step_judgements(dep, accts, "tiny-gpt-train.yaml")
+                gpt = step_judgements(dep, accts, "tiny-gpt-train.yaml", args.kinds)
         if "finetune" in args.only:
             with console.status("a two-level game at each kind of fine-tuning record"):
-                tuned = step_judgements(dep, accts, "reviews-finetune.yaml")
+                tuned = step_judgements(dep, accts, "reviews-finetune.yaml", args.kinds)
         if "llama" in args.only:
             with console.status("a full game at each kind of SmolLM2 record (one level, then two)"):
                 llama = llama_judgements(dep, accts)

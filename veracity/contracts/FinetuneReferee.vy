@@ -181,17 +181,24 @@ def judge(order_id: uint256, desc: tensors.OpDesc, refs: DynArray[tensors.Record
         assert kk == 2 * half, "referee: rows of different lengths"
         xw: uint256 = tensors._itemsize(rows[0].dtype)
         ww: uint256 = tensors._itemsize(rows[1].dtype)
+        xb: uint256 = 256 - 8 * xw
+        wb: uint256 = 256 - 8 * ww
+        mx: int256 = 0
+        mw: int256 = 0
+        for i: uint256 in range(half, bound=WIDE):  # the rows' largest |values|, read in place
+            mx = max(mx, max(abs(convert(extract32(x, i * xw), int256) >> xb),
+                             abs(convert(extract32(x, (half + i) * xw), int256) >> xb)))
+            mw = max(mw, max(abs(convert(extract32(w1, i * ww), int256) >> wb),
+                             abs(convert(extract32(w2, i * ww), int256) >> wb)))
         ax: int256 = 0
         ex: uint256 = 0
         ix: int256 = 0
         aw: int256 = 0
         ew: uint256 = 0
         iw: int256 = 0
-        ax, ex, ix = self._scale(self._amax(x, xw, kk))
-        aw, ew, iw = self._scale(max(self._amax(w1, ww, half), self._amax(w2, ww, half)))
+        ax, ex, ix = self._scale(mx)
+        aw, ew, iw = self._scale(mw)
         acc: int256 = 0
-        xb: uint256 = 256 - 8 * xw
-        wb: uint256 = 256 - 8 * ww
         hx: int256 = convert((1 << ex) >> 1, int256)
         hw: int256 = convert((1 << ew) >> 1, int256)
         rnd: int256 = 1 << (RECIP_SHIFT - 1)
