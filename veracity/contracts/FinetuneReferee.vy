@@ -99,7 +99,7 @@ def judge(order_id: uint256, desc: tensors.OpDesc, refs: DynArray[tensors.Record
           rows: DynArray[tensors.TensorRow, 3], table: tensors.TensorRow):
     """
     @notice Judge the located element of a fine-tuning step's record: `refs` and `rows` prove the
-            rows of its input records the op reads (`veracity/verify/game.py: gpt_rows` names
+            rows of its input records the op reads (`veracity/verify/game.py: step_rows` names
             them; the two-halves GEMM reads row r of x and rows 2c and 2c + 1 of w).
     @param order_id The disputed order's id.
     @param desc The located record's descriptor.

@@ -83,7 +83,7 @@ def judge(order_id: uint256, desc: tensors.OpDesc, refs: DynArray[tensors.Record
           rows: DynArray[tensors.TensorRow, 3], table: tensors.TensorRow):
     """
     @notice Judge the located element of a tiny-GPT attention record: `refs` and `rows` prove the
-            rows of its input records the op reads (`veracity/verify/game.py: gpt_rows` names
+            rows of its input records the op reads (`veracity/verify/game.py: step_rows` names
             them; a merge reads one row of the one input its column names); `table` the GELU or
             slope table's row.
     @param order_id The disputed order's id.

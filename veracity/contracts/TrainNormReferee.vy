@@ -120,7 +120,7 @@ def judge(order_id: uint256, desc: tensors.OpDesc, refs: DynArray[tensors.Record
     """
     @notice Judge the located element of a tiny-GPT training record: `refs` and `rows` prove the
             rows of its input records the op reads, in the descriptor's input order
-            (`veracity/verify/game.py: gpt_rows` names them).
+            (`veracity/verify/game.py: step_rows` names them).
     @param order_id The disputed order's id.
     @param desc The located record's descriptor.
     @param refs The input records' links to the agreed chain value, in input order.

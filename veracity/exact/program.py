@@ -53,7 +53,7 @@ class OpKind(IntEnum):
     ARGMAX = 18  # generation: the next token
     APPEND = 19  # the ids grown by it
     SELECT_LAST = 20  # the last position
-    STATE = 21  # training: a state tensor after an optimizer step (judged by no referee yet: finetune)
+    STATE = 21  # a state tensor after an optimizer step (a program of state records only: none now; kept numbered)
     QMM = 22  # training (the digits MLP's step, every op a record; judged by TrainReferee)
     EXP_ROWS = 23
     LOSS_GRAD = 24

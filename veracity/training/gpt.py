@@ -36,7 +36,7 @@ from veracity.exact import spec
 from veracity.exact.trace import tensor_digest
 from veracity.training import checkpoint as CK
 from veracity.training import lora as FT
-from veracity.training.tape import NULL_TAPE, Tape
+from veracity.training.tape import NULL_TAPE, StepRecorder, Tape
 
 ACT, W, G = spec.ACT_FRAC, X.W_FRAC, FT.G
 PROB = 16  # attention probabilities
@@ -168,24 +168,7 @@ def merge_heads(xs: list[np.ndarray], heads: int) -> np.ndarray:
     return np.stack([x.reshape(b, heads, t, hd).transpose(0, 2, 1, 3) for x in xs], axis=2).reshape(b * t, -1)
 
 
-class _Rec:
-    """A step's recorder on a tape: ``r(kind, op, x, inputs, ...)`` is ``tape.rec`` at this step
-    (-1 on the null tape, without building anything)."""
-
-    def __init__(self, tape: Tape, step: int) -> None:
-        self.tape, self.step, self.on, self.at = tape, step, tape.on, tape.at
-
-    def __call__(self, kind: int, op: str, x: Any, inputs: tuple[int, ...] = (), consts: tuple[bytes, ...] = (),
-                 params: tuple[int, ...] = ()) -> int:
-        if not self.on:
-            return -1
-        return self.tape.rec(kind, self.step, op, x() if callable(x) else x, inputs, consts, params)
-
-    def state(self, name: str) -> int:
-        return self.at.get("state." + name, -1) if self.on else -1
-
-
-def _norm_params(state: GPTState, name: str, r: _Rec) -> tuple[np.ndarray, np.ndarray, int, int]:
+def _norm_params(state: GPTState, name: str, r: StepRecorder) -> tuple[np.ndarray, np.ndarray, int, int]:
     """LayerNorm gain (ACT_FRAC + 4 bits, as the op set reads it) and bias (ACT_FRAC) from masters,
     and their records."""
     gs, bs = -(W - ACT - spec.NORM_STD_SHIFT), -(W - ACT)
@@ -196,7 +179,7 @@ def _norm_params(state: GPTState, name: str, r: _Rec) -> tuple[np.ndarray, np.nd
     return g, b, ig, ib
 
 
-def _linear(x: np.ndarray, ix: int, state: GPTState, name: str, backend: str, r: _Rec,
+def _linear(x: np.ndarray, ix: int, state: GPTState, name: str, backend: str, r: StepRecorder,
             bias: bool = True) -> tuple[np.ndarray, int]:
     y = X.qmatmul(x, ACT, state.params[name + ".w"], W, ACT, backend)
     if not bias:
@@ -208,7 +191,7 @@ def _linear(x: np.ndarray, ix: int, state: GPTState, name: str, backend: str, r:
 
 
 def _linear_back(dy: np.ndarray, idy: int, x: np.ndarray, ix: int, state: GPTState, name: str,
-                 grads: dict[str, tuple[np.ndarray, int]], backend: str, r: _Rec,
+                 grads: dict[str, tuple[np.ndarray, int]], backend: str, r: StepRecorder,
                  bias: bool = True) -> tuple[np.ndarray, int]:
     """dx (G) for y = x W^T + b, and dW and db (W_FRAC) summed over the tokens, into ``grads``."""
     idyt = r(P.TRANSPOSE, name + ".dy_t", lambda: dy.T, (idy,))
@@ -225,7 +208,7 @@ def _linear_back(dy: np.ndarray, idy: int, x: np.ndarray, ix: int, state: GPTSta
 
 
 def _norm_back(dz: np.ndarray, idz: int, x: Any, cache: FT.NormCache, gamma: np.ndarray, name: str,
-               grads: dict[str, tuple[np.ndarray, int]], backend: str, r: _Rec) -> tuple[np.ndarray, int]:
+               grads: dict[str, tuple[np.ndarray, int]], backend: str, r: StepRecorder) -> tuple[np.ndarray, int]:
     """dx of a LayerNorm (input record ``x``: (index, gamma's record)), its gain and bias gradients."""
     ix, ig = x
     xhat = X.round_shift(cache.ds, cache.den, spec.NORM_STD_SHIFT + ACT)
@@ -245,7 +228,7 @@ def _heads(g: int, f: Any) -> np.ndarray:
     return np.stack([f(n) for n in range(g)])
 
 
-def _attention(qkv: np.ndarray, iqkv: int, b: int, heads: int, backend: str, r: _Rec,
+def _attention(qkv: np.ndarray, iqkv: int, b: int, heads: int, backend: str, r: StepRecorder,
                name: str) -> tuple[np.ndarray, int, dict[str, Any]]:
     """Causal attention per sequence and head: the context [B*T, C], its record, and what the
     backward reads (the heads' q, k, v and probabilities [B*heads, T, d], with their records).
@@ -273,7 +256,7 @@ def _attention(qkv: np.ndarray, iqkv: int, b: int, heads: int, backend: str, r: 
 
 
 def _attention_back(do: np.ndarray, ido: int, saved: dict[str, Any], b: int, heads: int, backend: str,
-                    r: _Rec, name: str) -> tuple[np.ndarray, int]:
+                    r: StepRecorder, name: str) -> tuple[np.ndarray, int]:
     """d(qkv) [B*T, 3C] (G) from d(context) [B*T, C] (G), and its record."""
     (q, iq), (k, ik), (v, iv), (p, ip), scale = saved["q"], saved["k"], saved["v"], saved["p"], saved["scale"]
     dout = split_heads(do, b, heads, 0, 1)
@@ -304,11 +287,11 @@ def _layers(state: GPTState) -> int:
     return sum(1 for k in state.params if k.endswith(".ln1.g"))
 
 
-def forward(state: GPTState, ids: np.ndarray, heads: int, backend: str, r: _Rec | None = None,
+def forward(state: GPTState, ids: np.ndarray, heads: int, backend: str, r: StepRecorder | None = None,
             inputs: tuple[int, ...] = (-1, -1)) -> tuple[np.ndarray, dict[str, Any]]:
     """Logits [B*T, V] (ACT_FRAC) for token windows ``ids`` [B, T], and what the backward reads
     (with a recorder, every op a record: ``inputs`` are the records of the ids and positions)."""
-    r = r if r is not None else _Rec(NULL_TAPE, 0)
+    r = r if r is not None else StepRecorder(NULL_TAPE, 0)
     b, t = ids.shape
     p = state.params
     shift = -(W - ACT)
@@ -361,8 +344,8 @@ def gpt_step(state: GPTState, ids: np.ndarray, targets: np.ndarray, cfg: X.SGDCo
 
     s = state.copy()
     b, t = ids.shape
-    r = _Rec(tape, s.step + 1)
-    i_ids, i_tgt, i_pos = ((tape.input(r.step, op, x) if r.on else -1) for op, x in step_inputs(ids, targets))
+    r = StepRecorder(tape, s.step + 1)
+    i_ids, i_tgt, i_pos = (r.input(op, x) for op, x in step_inputs(ids, targets))
     logits, cache = forward(s, ids, heads, backend, r, (i_ids, i_pos))
     grads: dict[str, tuple[np.ndarray, int]] = {}
     exp_d, gelu_d, slope_d = table_digests()
@@ -409,11 +392,7 @@ def gpt_step(state: GPTState, ids: np.ndarray, targets: np.ndarray, cfg: X.SGDCo
     for k in s.params:
         g, ig = grads[k]
         s.params[k], s.m[k], s.s[k] = X.update(s.params[k], s.m[k], s.s[k], g, b * t, cfg, backend)
-        if r.on:
-            m_at = r(P.MOMENT, f"state.m.{k}", s.m[k], (r.state(f"m.{k}"), ig), params=ups["moment"])
-            s_at = r(P.SECOND, f"state.s.{k}", s.s[k], (r.state(f"s.{k}"), ig), params=ups["second"])
-            w_at = r(P.WEIGHT, f"state.{k}", s.params[k], (r.state(k), m_at, s_at), params=ups["weight"])
-            tape.at.update({f"state.m.{k}": m_at, f"state.s.{k}": s_at, f"state.{k}": w_at})
+        r.update((f"m.{k}", f"s.{k}", k), (s.m[k], s.s[k], s.params[k]), ig, ups)
     s.step += 1
     return s
 

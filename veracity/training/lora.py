@@ -42,7 +42,7 @@ from veracity.exact.ops_numpy import normalize, round_div
 from veracity.exact.trace import tensor_digest
 from veracity.training import checkpoint as CK
 from veracity.training import mlp as MLP
-from veracity.training.tape import NULL_TAPE, Tape
+from veracity.training.tape import NULL_TAPE, StepRecorder, Tape
 
 ACT = spec.ACT_FRAC
 W = X.W_FRAC
@@ -272,12 +272,9 @@ def lora_step(state: LoraState, f: Features, labels: np.ndarray, gamma: np.ndarr
 
     s = state.copy()
     a, b, w, hb = s.params
-    on, step = tape.on, s.step + 1
-    r = (lambda kind, op, x, ins=(), consts=(), params=(), dtype=np.int64:  # noqa: E731
-         tape.rec(kind, step, op, x() if callable(x) else x, tuple(ins), consts, tuple(params), dtype) if on else -1)
-    at = (lambda name: tape.at.get("state." + name, -1) if on else -1)  # noqa: E731
-    ids = {name: (tape.input(step, name, x, dtype) if on else -1) for name, x, dtype in step_inputs(f, labels, gamma,
-                                                                                                    beta)}
+    r = StepRecorder(tape, s.step + 1)
+    on, at = r.on, r.state
+    ids = {name: r.input(name, x, dtype) for name, x, dtype in step_inputs(f, labels, gamma, beta)}
     fw: dict[str, Any] = {}  # the forward (``forward``'s), each op recorded before the next reads it
     x, ix = f.res, ids["batch.res"]
     if s.rank:
@@ -346,12 +343,9 @@ def lora_step(state: LoraState, f: Features, labels: np.ndarray, gamma: np.ndarr
         s.params[i], s.m[i], s.s[i] = X.update(s.params[i], s.m[i], s.s[i], g, len(labels), lora_cfg if i < 2 else cfg,
                                                         backend)
         if on and (i >= 2 or s.rank):
-            name, up = LoraState.NAMES[i], ups[i < 2]
-            view = halves if i == 0 else (lambda t: t)
-            m_at = r(P.MOMENT, f"state.m.{name}", view(s.m[i]), (at(f"m.{name}"), gat[i]), params=up["moment"])
-            s_at = r(P.SECOND, f"state.s.{name}", view(s.s[i]), (at(f"s.{name}"), gat[i]), params=up["second"])
-            w_at = r(P.WEIGHT, f"state.{name}", view(s.params[i]), (at(name), m_at, s_at), params=up["weight"])
-            tape.at.update({f"state.m.{name}": m_at, f"state.s.{name}": s_at, f"state.{name}": w_at})
+            name, view = LoraState.NAMES[i], halves if i == 0 else (lambda t: t)
+            r.update((f"m.{name}", f"s.{name}", name), (view(s.m[i]), view(s.s[i]), view(s.params[i])), gat[i],
+                     ups[i < 2])
     s.step += 1
     return s
 

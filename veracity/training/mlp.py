@@ -52,7 +52,7 @@ from veracity.exact.integer import (
 )
 from veracity.exact.trace import tensor_digest
 from veracity.training.checkpoint import pack_tensors, unpack_tensors
-from veracity.training.tape import NULL_TAPE, Tape
+from veracity.training.tape import NULL_TAPE, StepRecorder, Tape
 
 PIX_FRAC = 4  # pixels 0..16 are value * 16
 
@@ -203,14 +203,7 @@ def mlp_step(state: MLPState, pixels: np.ndarray, labels: np.ndarray, cfg: SGDCo
         for (wn, mn, sn), (ws, v, sq), g, ig in ((("w", "m", "s"), (s.weights, s.vw, s.sw), gw, igw),
                                                 (("b", "mb", "sb"), (s.biases, s.vb, s.sb), gb, igb)):
             ws[i], v[i], sq[i] = update(ws[i], v[i], sq[i], g, len(labels), cfg, backend)
-            if on:
-                m_at = t.rec(P.MOMENT, step, f"state.{mn}{i}", v[i], (t.at[f"state.{mn}{i}"], ig),
-                             params=ups["moment"])
-                s_at = t.rec(P.SECOND, step, f"state.{sn}{i}", sq[i], (t.at[f"state.{sn}{i}"], ig),
-                             params=ups["second"])
-                w_at = t.rec(P.WEIGHT, step, f"state.{wn}{i}", ws[i], (t.at[f"state.{wn}{i}"], m_at, s_at),
-                             params=ups["weight"])
-                t.at.update({f"state.{mn}{i}": m_at, f"state.{sn}{i}": s_at, f"state.{wn}{i}": w_at})
+            StepRecorder(t, step).update((f"{mn}{i}", f"{sn}{i}", f"{wn}{i}"), (v[i], sq[i], ws[i]), ig, ups)
     s.step += 1
     return s
 

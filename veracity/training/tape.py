@@ -60,3 +60,41 @@ class Tape:
 
 NULL_TAPE = Tape(False)
 
+
+class StepRecorder:
+    """One optimizer step's recorder on a tape: ``r(kind, op, x, inputs, ...)`` is ``tape.rec`` at
+    this step, ``x`` a tensor or a function making one (built only when recording); on the null
+    tape it is -1 and builds nothing. ``r.state(name)`` is the record holding state tensor
+    ``state.<name>`` now (-1 untraced)."""
+
+    def __init__(self, tape: Tape, step: int) -> None:
+        self.tape, self.step, self.on = tape, step, tape.on
+
+    def __call__(self, kind: int, op: str, x: Any, inputs: tuple[int, ...] = (), consts: tuple[bytes, ...] = (),
+                 params: tuple[int, ...] = (), dtype: Any = np.int64) -> int:
+        if not self.on:
+            return -1
+        return self.tape.rec(kind, self.step, op, x() if callable(x) else x, inputs, consts, params, dtype)
+
+    def state(self, name: str) -> int:
+        return self.tape.at.get("state." + name, -1) if self.on else -1
+
+    def input(self, op: str, x: np.ndarray, dtype: Any = np.int64) -> int:
+        return self.tape.input(self.step, op, x, dtype) if self.on else -1
+
+    def update(self, names: tuple[str, str, str], tensors: tuple[np.ndarray, np.ndarray, np.ndarray], grad: int,
+               params: dict[str, tuple[int, int]]) -> None:
+        """A state tensor's optimizer update as three records: its moment and second moment, each
+        from its value before and the gradient's record ``grad``, then the tensor from its value
+        before and both; ``names`` (moment, second, tensor) are state names, ``params`` the
+        descriptors' (``mlp.update_params``). The tape then holds each name at its new record."""
+        if not self.on:
+            return
+        from veracity.exact.program import MOMENT, SECOND, WEIGHT
+
+        (mn, sn, wn), (m, s, w) = names, tensors
+        m_at = self(MOMENT, "state." + mn, m, (self.state(mn), grad), params=params["moment"])
+        s_at = self(SECOND, "state." + sn, s, (self.state(sn), grad), params=params["second"])
+        w_at = self(WEIGHT, "state." + wn, w, (self.state(wn), m_at, s_at), params=params["weight"])
+        self.tape.at.update({"state." + mn: m_at, "state." + sn: s_at, "state." + wn: w_at})
+

@@ -93,7 +93,7 @@ def qmm_w_row(dims: tuple[int, ...], element: int, w_dims: tuple[int, ...]) -> i
     return element % n
 
 
-def gpt_rows(desc: prog.OpDesc, element: int, shape: Callable[[int], tuple[int, ...]],
+def step_rows(desc: prog.OpDesc, element: int, shape: Callable[[int], tuple[int, ...]],
              value: Callable[[int, int], int]) -> tuple[list[int], list[int], int]:
     """For a tiny-GPT or fine-tuning step's record: (which inputs, the row of each, the table
     entry) its element reads (-1: no table). ``shape(i)`` is input ``i``'s dims, ``value(i, flat)``
@@ -283,7 +283,7 @@ def judge_args(desc: prog.OpDesc, record: int, element: int, view: TraceView, si
     if kind in LLAMA_KINDS:
         return llama_judge_args(desc, element, side, const, rec)
     if kind in STEP_KINDS:  # the TrainNormReferee's, TrainAttentionReferee's or FinetuneReferee's judge
-        which, rows, entry = gpt_rows(desc, element, lambda i: tuple(side(ins[i]).tensor.shape),
+        which, rows, entry = step_rows(desc, element, lambda i: tuple(side(ins[i]).tensor.shape),
                                       lambda i, f: int(side(ins[i]).tensor.flat[f]))
         pairs = [rec(ins[i], rr) for i, rr in zip(which, rows)]
         table = const(0).row(entry // 256) if entry >= 0 else EMPTY_ROW
@@ -331,7 +331,7 @@ def recompute(desc: prog.OpDesc, element: int, record: Callable[[int], np.ndarra
     if kind in LLAMA_KINDS:
         return recompute_llama(desc, element, record, consts, row, at)
     if kind in STEP_KINDS:
-        return recompute_gpt(desc, element, record, consts, row)
+        return recompute_step(desc, element, record, consts, row)
     if kind == prog.LINEAR:
         req = consts[1][c]
         smooth = [int(v) for v in consts[2][0]] if len(consts) == 3 else None
@@ -477,9 +477,9 @@ def recompute_llama(desc: prog.OpDesc, element: int, record: Callable[[int], np.
     raise ValueError(f"record {desc.op!r} of kind {desc.kind} is not a Llama-family record")
 
 
-def recompute_gpt(desc: prog.OpDesc, element: int, record: Callable[[int], np.ndarray],
+def recompute_step(desc: prog.OpDesc, element: int, record: Callable[[int], np.ndarray],
                   consts: tuple[np.ndarray, ...], row: Callable[[int, int], list[int]]) -> int:
-    """``recompute`` for a tiny-GPT or fine-tuning step's record, from the rows ``gpt_rows`` names
+    """``recompute`` for a tiny-GPT or fine-tuning step's record, from the rows ``step_rows`` names
     (what the TrainNormReferee, TrainAttentionReferee and FinetuneReferee read), by
     ``verify.onestep_train``."""
     from veracity.verify import onestep_train as og
@@ -487,7 +487,7 @@ def recompute_gpt(desc: prog.OpDesc, element: int, record: Callable[[int], np.nd
     dims, kind, ins, e = desc.dims, desc.kind, desc.inputs, element
     n = dims[-1]
     c = e % n
-    which, rows, entry = gpt_rows(desc, e, lambda i: tuple(record(ins[i]).shape),
+    which, rows, entry = step_rows(desc, e, lambda i: tuple(record(ins[i]).shape),
                                   lambda i, f: int(record(ins[i]).flat[f]))
     got = [row(ins[i], rr) for i, rr in zip(which, rows)]
     p = desc.params

@@ -8,8 +8,8 @@ head, from a seeded initialisation or a checkpoint blob (a work unit). The outpu
 checkpoint blob, its hash the output hash.
 
 The program names every op of every step (``training.lora.lora_step``), its batch's features as
-inputs whose digests the client computes (so building the program runs the encoder); it is traced
-from a run of the steps, since a step's shapes follow from its sentences. A provider commits the
+inputs whose digests the client computes (so building the program runs the encoder); each step's
+descriptors follow from its batch's tokens and sentences (``StepShapes``). A provider commits the
 coarse trace (``exact.levels``: the start state, then each step's trained tensors and moments); a
 dispute opens one step, and the training referees judge the element the game reaches.
 """
@@ -25,8 +25,7 @@ import numpy as np
 
 from veracity.errors import InputError
 from veracity.exact import integer as X
-from veracity.exact import program as P
-from veracity.exact.trace import TraceRecord, encode_records, records_root, tensor_digest
+from veracity.exact.trace import encode_records, records_root, tensor_digest
 from veracity.training import lora as F
 from veracity.training import tape as TP
 from veracity.workloads import states as TR
@@ -150,16 +149,14 @@ def _run(data: bytes, params: FinetuneParams, start: bytes | None, backend: str,
     model, feats, labels = prepare(data, params, model, backend)
     state = start_state(params, start, model)
     norm = model.layers[-1].ln2
-    records = [TraceRecord(state.step, "start." + name.removeprefix("state."), tensor_digest(t))
-               for name, t in named(state)]
+    records = TR.start_records(state.step, named(state))
     tape = TP.Tape(keep=keep, tamper=tamper, digests=digests) if keep is not None or tamper is not None else TP.NULL_TAPE
     tape.start(state.step, named(state))
     try:
         for _ in range(params.steps):
             state = F.finetune(state, feats, labels, norm.gamma, norm.beta, 1, cfg, backend,
                                lora_lr_shift=LORA_LR_SHIFT, tape=tape)
-            records += [TraceRecord(state.step, name, tensor_digest(t))
-                        for name, t in zip(F.coarse_names(state), F.coarse_tensors(state))]
+            records += TR.state_records(state.step, list(zip(F.coarse_names(state), F.coarse_tensors(state))))
             if progress:
                 progress(state.step)
     except ValueError as exc:  # a diverged run is refused (a clear error), never committed
@@ -238,38 +235,21 @@ def finetune_program(params: FinetuneParams, start: bytes | None, data: bytes, m
     """Every record of every step (``training.lora.lora_step``): the start state's tensors as
     inputs, then each step's batch (the frozen encoder's features of its sentences, their starts,
     the labels, the LayerNorm's gain and bias: inputs whose digests the client computes by running
-    the encoder) and its ops (``StepShapes``: no arithmetic but the digests)."""
-    from dataclasses import replace
-
+    the encoder) and its ops (``StepShapes``: no arithmetic but the digests; ``states.steps_program``)."""
     cfg = params.config()
     model, feats, labels = prepare(data, params, model)
     state = start_state(params, start, model)
     shapes = step_shapes(params, model)
-    names = [name for name, _ in named(state)]
-    first = {name: i for i, name in enumerate(names)}
-    n0, per = len(shapes.start), len(shapes.step)
     norm = model.layers[-1].ln2
 
-    def where(k: int) -> dict[str, int]:  # each state tensor's record before the job's step k (0-based)
-        base = n0 + (k - 1) * per
-        return {name: base + shapes.writes[name] if k and name in shapes.writes else first[name] for name in names}
-
-    prog: list[Any] = [replace(d, step=state.step, dims=tuple(t.shape), consts=(tensor_digest(t),))
-                       for d, (_, t) in zip(shapes.start, named(state))]
-    for k in range(params.steps):
-        old = {i: where(k)[name] for i, name in enumerate(names)}
-        base, step = n0 + k * per, state.step + k + 1
-        idx = X.batch_indices(len(labels), step - 1, cfg)
+    def step(k: int) -> tuple[list[Any], list[bytes]]:
+        idx = X.batch_indices(len(labels), state.step + k, cfg)
         f = feats.sentences(idx)
-        batch = iter(tensor_digest(np.asarray(x, dtype=dtype)) for _, x, dtype in
-                     F.step_inputs(f, labels[idx], norm.gamma, norm.beta))
-        for d in shapes.at(int(f.starts[-1]), len(idx)):
-            ins = tuple(old[i] if i < n0 else base + i - n0 for i in d.inputs)
-            prog.append(replace(d, step=step, inputs=ins, consts=(next(batch),) if d.kind == P.INPUT else d.consts))
-    final = where(params.steps)
-    prog = P.mark_outputs(prog, [final[name] for name in names])  # the final state, in named order
-    P.check_disputable(prog)
-    return prog
+        return shapes.at(int(f.starts[-1]), len(idx)), [
+            tensor_digest(np.asarray(x, dtype=dtype)) for _, x, dtype in F.step_inputs(f, labels[idx], norm.gamma,
+                                                                                       norm.beta)]
+
+    return TR.steps_program(shapes.start, named(state), state.step, params.steps, shapes.writes, step)
 
 
 def record_tensors(data: bytes, params: FinetuneParams, start: bytes | None, indices: set[int],

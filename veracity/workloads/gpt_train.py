@@ -27,7 +27,7 @@ from veracity.errors import InputError
 from veracity.exact import integer as X
 from veracity.exact import program as P
 from veracity.exact import spec
-from veracity.exact.trace import TraceRecord, encode_records, records_root, tensor_digest
+from veracity.exact.trace import encode_records, records_root, tensor_digest
 from veracity.training import gpt as GT
 from veracity.training import tape as TP
 from veracity.workloads import states as TR
@@ -115,41 +115,20 @@ def step_template(cfg: X.SGDConfig) -> StepTemplate:
     return _template(shape(), cfg.batch, astuple(replace(cfg, seed=0)))
 
 
-def _state_at(tpl: StepTemplate, names: list[str], k: int) -> dict[str, int]:
-    """Where each state tensor's value is before the job's step ``k`` (0-based): the start's input
-    records, then the records the step before left them in."""
-    if k == 0:
-        return {name: i for i, name in enumerate(names)}
-    base = len(tpl.start) + (k - 1) * tpl.per_step
-    return {name: base + tpl.writes[name] for name in names}
-
-
 def gpt_train_program(params: Any, start: bytes | None, data: bytes) -> list[Any]:
     """Every record of every step (``training.gpt.gpt_step``): the start state's tensors as inputs
     (their digests the client computes), then each step's batch (ids, targets, positions) and its
-    ops, from one traced template step, every input renumbered into the job's records."""
+    ops, from one traced template step (``states.steps_program``)."""
     cfg = params.config()
     ids = corpus_ids(data)
     state = start_state(params, start)
     tpl = step_template(cfg)
-    names = [name for name, _ in named(state)]
-    prog: list[Any] = [replace(d, step=state.step, consts=(tensor_digest(t),))
-                       for d, (_, t) in zip(tpl.start, named(state))]
-    n0, per = len(tpl.start), tpl.per_step
-    for k in range(params.steps):
-        at = _state_at(tpl, names, k)
-        old = {i: at[name] for i, name in enumerate(names)}
-        base, step = n0 + k * per, state.step + k + 1
-        x, y = GT.windows(ids, step - 1, cfg.batch, CTX, cfg.seed)
-        batch = iter(tensor_digest(t) for _, t in GT.step_inputs(x, y))
-        for d in tpl.step:
-            ins = tuple(old[i] if i < n0 else base + i - n0 for i in d.inputs)
-            consts = (next(batch),) if d.kind == P.INPUT else d.consts
-            prog.append(replace(d, step=step, inputs=ins, consts=consts))
-    final = _state_at(tpl, names, params.steps)
-    prog = P.mark_outputs(prog, [final[name] for name in names])  # the final state, in named order
-    P.check_disputable(prog)
-    return prog
+
+    def step(k: int) -> tuple[tuple[Any, ...], list[bytes]]:
+        x, y = GT.windows(ids, state.step + k, cfg.batch, CTX, cfg.seed)
+        return tpl.step, [tensor_digest(t) for _, t in GT.step_inputs(x, y)]
+
+    return TR.steps_program(tpl.start, named(state), state.step, params.steps, tpl.writes, step)
 
 
 def run_gpt_train_job(data: bytes, params: Any, start: bytes | None = None, backend: str = "torch",
@@ -164,8 +143,7 @@ def run_gpt_train_job(data: bytes, params: Any, start: bytes | None = None, back
     ids = corpus_ids(data)
     state = start_state(params, start)
     names = [name for name, _ in named(state)]
-    records = [TraceRecord(state.step, "start." + name.removeprefix("state."), tensor_digest(t))
-               for name, t in named(state)]
+    records = TR.start_records(state.step, named(state))
     kept: dict[int, np.ndarray] = {i: named(state)[i][1].copy() for i in (keep or set()) if i < len(names)}
     tpl = step_template(cfg) if keep or tamper is not None else None
     try:
@@ -175,11 +153,10 @@ def run_gpt_train_job(data: bytes, params: Any, start: bytes | None = None, back
                 base = len(tpl.start) + k * tpl.per_step
                 if tamper is not None or any(base <= i < base + tpl.per_step for i in keep or ()):
                     tape = TP.Tape(keep=keep, tamper=tamper, base=base)
-                    tape.at.update(_state_at(tpl, names, k))
+                    tape.at.update(TR.state_places(names, len(tpl.start), tpl.per_step, tpl.writes, k))
             state = GT.train(state, ids, 1, cfg, HEADS, CTX, backend, tape=tape)
             kept.update(tape.kept)
-            records += [TraceRecord(state.step, name, tensor_digest(t))
-                        for name, t in zip(GT.coarse_names(state), GT.coarse_tensors(state))]
+            records += TR.state_records(state.step, list(zip(GT.coarse_names(state), GT.coarse_tensors(state))))
             if progress:
                 progress(state.step)
     except ValueError as exc:
