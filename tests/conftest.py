@@ -1,5 +1,17 @@
 import os
 import secrets
+import sys
+
+# One compute thread per process (set OMP_NUM_THREADS to choose otherwise): the suite runs two
+# pytest workers on two cores, each starting daemons and their worker processes, so threads beyond
+# the cores only make every OpenMP barrier (torch's, the native kernels') spin on a thread that is
+# not running: a tiny-GPT run took 47 s instead of 5 next to another one. Idle OpenMP threads sleep
+# rather than spin, for the tests that run on two threads on purpose. Exact results never depend
+# on either; daemons, their workers and CLI runs inherit both (``runtime.threads_each``).
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+if "torch" in sys.modules:  # imported before this file: its thread pool may be sized already
+    sys.modules["torch"].set_num_threads(int(os.environ["OMP_NUM_THREADS"]))
 
 import numpy as np
 import pytest

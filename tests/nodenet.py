@@ -41,6 +41,14 @@ class Net:
             self._registered(i, 1)
         return self.accts[i]
 
+    def providers(self, indices, models, **cfg):
+        """Start provider daemons as accounts ``indices`` side by side (each loads its models and
+        warms its workers meanwhile); returns their accounts once every one is registered."""
+        accts = [self.provider(i, models, wait=False, **cfg) for i in indices]
+        for i in indices:
+            self._registered(i, 1)
+        return accts
+
     def _registered(self, i, role, within=300):
         """Wait until account ``i`` is registered as ``role`` (a loaded machine starts daemons slowly)."""
         _, _, reg, _ = self.dep.clients(self.accts[i].key)

@@ -27,3 +27,13 @@ def set_threads(n: int | None) -> None:
 
         torch.set_num_threads(n)
         os.environ["OMP_NUM_THREADS"] = str(n)
+
+
+def threads_each(processes: int) -> int:
+    """Intra-op threads for each of ``processes`` that compute at once: ``$OMP_NUM_THREADS`` when
+    set (the usual cap where other processes share the cores: more threads than cores make every
+    OpenMP barrier wait on a thread that is not running), else the cores split among them."""
+    env = os.environ.get("OMP_NUM_THREADS", "").strip()
+    if env.isdigit() and int(env) > 0:
+        return int(env)
+    return max(1, (os.cpu_count() or 1) // processes)

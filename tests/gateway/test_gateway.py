@@ -19,6 +19,7 @@ from veracity.chain.events import EventStream
 from veracity.cid import cid_of, digest_of
 from veracity.errors import ChainError
 from veracity.gateway.leases import LeasePool, WindowTerms
+from veracity.gateway.receipts import verify
 from veracity.market import receipts as R
 from veracity.market.bids import sign_window, window_signer
 from veracity.models.registry import loaded
@@ -59,7 +60,8 @@ def gateway(net, tmp_path, request):
     # a test may ask for other models or a longer window (``indirect`` parametrization)
     param = {"models": MODELS, "window_s": 6, **getattr(request, "param", {})}
     models = param["models"]
-    providers = {net.provider(i, models).address: net.procs[-1] for i in (1, 2)}
+    accts = net.providers((1, 2), models)
+    providers = {a.address: proc for a, proc in zip(accts, net.procs[-2:])}
     validator, checks = net.validator(3)
     port = free_port()
     log = open(tmp_path / "gateway.log", "ab")
@@ -132,13 +134,16 @@ def test_the_openai_package_gets_exact_answers_with_receipts_that_verify(gateway
     header = json.loads(raw.headers["x-veracity-receipt"])
     assert header == {k: v for k, v in picked.model_extra["veracity"]["receipt"].items() if v is not None}
 
-    # every receipt verifies against the chain once its window is committed
+    # every receipt verifies against the chain once its window is committed (what `veracity receipt
+    # verify` checks; the command itself is run on the first, and the chat command below on another)
     receipts = [emb.model_extra["veracity"]["receipt"], *emb.model_extra["veracity"]["receipts"],
                 done.model_extra["veracity"]["receipt"], last["receipt"], header, chat_receipt]
     for r in receipts:
         committed(url, r)
-        out = receipt_verify(net, r, tmp_path)
-        assert out.returncode == 0 and "verified" in out.stdout, out.stdout + out.stderr
+        check = verify(net.dep, net.accts[0].key, R.Receipt.model_validate(r))
+        assert check.ok and check.verdict == "verified", (r, check)
+    out = receipt_verify(net, receipts[0], tmp_path)
+    assert out.returncode == 0 and "verified" in out.stdout, out.stdout + out.stderr
     # and validators re-executed the windows like any order
     leases = {r["lease"] for r in receipts}
     end = time.monotonic() + 120

@@ -1,5 +1,6 @@
 """A job end to end with real processes: anvil, a provider daemon over HTTP, the client here."""
 
+import threading
 import time
 from pathlib import Path
 
@@ -59,6 +60,18 @@ def test_when_nobody_bids_the_client_is_told_why_and_refunded(network):
     assert token.balance_of(client.address) == before
 
 
+def past_the_deadline_once_accepted(dep, stop):
+    """Once the order is accepted, move the chain's clock past its deadline (the late provider
+    would never deliver: no need to wait the deadline out)."""
+    chain, _, _, market = dep.clients(dep.deployer.key)
+    while not stop.is_set():
+        if market.fn.order_count().call() and market.order(1).state_name == "accepted":
+            chain.w3.provider.make_request("evm_increaseTime", [market.order(1).deadline - chain.now() + 1])
+            chain.w3.provider.make_request("evm_mine", [])
+            return
+        time.sleep(0.1)
+
+
 def test_a_late_provider_is_slashed_and_the_client_refunded(network):
     dep, accts, provider = network
     p = provider(3, ["digits-mlp"], behaviour="late")
@@ -66,8 +79,15 @@ def test_a_late_provider_is_slashed_and_the_client_refunded(network):
     _, token, registry, _ = dep.clients(client.key)
     before_c, stake = token.balance_of(client.address), registry.node(p.address).stake
     spec = load_spec(JOBS / "digits-mlp.yaml").model_copy(update={"deadline": 35})
-    with pytest.raises(MissedDeadlineError, match="missed the deadline"):
-        submit(spec, dep, client.key, bid_wait=120, result_timeout=400)
+    stop = threading.Event()
+    clock = threading.Thread(target=past_the_deadline_once_accepted, args=(dep, stop))
+    clock.start()
+    try:
+        with pytest.raises(MissedDeadlineError, match="missed the deadline"):
+            submit(spec, dep, client.key, bid_wait=120, result_timeout=400)
+    finally:
+        stop.set()
+        clock.join()
     collateral = int(5 * TOKEN * 0.9) * 5000 // 10_000
     assert token.balance_of(client.address) == before_c + collateral  # escrow back, plus the collateral
     node = registry.node(p.address)
@@ -76,7 +96,6 @@ def test_a_late_provider_is_slashed_and_the_client_refunded(network):
 
 def test_a_provider_killed_mid_job_resumes_and_is_paid_once(network, tmp_path):
     import sqlite3
-    import threading
 
     dep, accts, provider = network
     p = provider(3, ["tiny-gpt"])

@@ -8,22 +8,22 @@ from pathlib import Path
 from nodenet import Net
 
 from veracity.client.jobs import submit
-from veracity.models.registry import names
 from veracity.workloads.infer import run_infer_job
 from veracity.workloads.spec import Verification, load_spec
 
 JOBS = Path(__file__).resolve().parent.parent.parent / "examples" / "jobs"
 CLIENTS, PROVIDERS = 20, 3
+MODELS = ["digits-mlp", "minilm", "tiny-gpt"]  # the jobs' models, which the providers serve
 
 
 def test_twenty_jobs_in_flight_across_three_providers_all_settle(tmp_path):
     net = Net(tmp_path, accounts=1 + CLIENTS + PROVIDERS)
     try:
-        provs = [net.provider(1 + CLIENTS + k, names(), policy={"max_jobs": 10}) for k in range(PROVIDERS)]
+        provs = net.providers([1 + CLIENTS + k for k in range(PROVIDERS)], MODELS, policy={"max_jobs": 10})
         dep = net.dep
         _, token, registry, market = dep.clients(dep.deployer.key)
         clients = net.accts[1:1 + CLIENTS]
-        models = [names()[i % 3] for i in range(CLIENTS)]
+        models = [MODELS[i % len(MODELS)] for i in range(CLIENTS)]
         specs = [load_spec(JOBS / f"{m}.yaml").model_copy(update={
             "deadline": 400, "verification": Verification(challenge_window=2)}) for m in models]
         before = {a.address: token.balance_of(a.address) for a in [*clients, *provs]}
@@ -46,7 +46,7 @@ def test_twenty_jobs_in_flight_across_three_providers_all_settle(tmp_path):
         assert not errors, (errors, net.logs()[-5000:])
         assert len(outcomes) == CLIENTS
 
-        local = {m: run_infer_job(m, Path(load_spec(JOBS / f"{m}.yaml").inputs.path).read_bytes()) for m in names()}
+        local = {m: run_infer_job(m, Path(load_spec(JOBS / f"{m}.yaml").inputs.path).read_bytes()) for m in MODELS}
         for i, out in outcomes.items():
             assert out.outputs == local[models[i]].outputs and out.trace_root == local[models[i]].trace_root
             assert market.order(out.order_id).state_name == "finalized"

@@ -73,6 +73,7 @@ class Anvil:
         self.proc = subprocess.Popen(
             [str(find_anvil()), "--host", "127.0.0.1", "--port", str(self.port), "--accounts", str(accounts),
              "--mnemonic", MNEMONIC, "--balance", "10000",
+             "--max-persisted-states", "0",  # old states are dropped, never written under ~/.foundry
              *(["--block-time", str(block_time), "--mixed-mining"] if block_time else [])],
             stdout=out, stderr=subprocess.STDOUT, start_new_session=detach)
         self._wait_ready()

@@ -12,6 +12,7 @@ import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from eth_abi import encode
 from eth_account import Account
 from web3 import Web3
 from web3.exceptions import ContractLogicError, Web3Exception
@@ -47,7 +48,10 @@ class Chain:
 
     def __init__(self, rpc_url: str, private_key: str | None = None, timeout: float = 30) -> None:
         self.rpc_url = rpc_url
-        self.w3 = Web3(Web3.HTTPProvider(rpc_url, request_kwargs={"timeout": timeout}))
+        # web3 asks for the chain id twice per contract call and it never changes: asked once, a
+        # read is one round trip instead of three
+        self.w3 = Web3(Web3.HTTPProvider(rpc_url, request_kwargs={"timeout": timeout},
+                                         cache_allowed_requests=True, cacheable_requests={"eth_chainId"}))
         self.account = Account.from_key(private_key) if private_key else None
         self._chain_id: int | None = None
         self._nonce: int | None = None
@@ -412,6 +416,11 @@ class DisputesClient(_Bound):
         faults = self.chain.contract("OutputFaults", self.fn.output_faults().call())
         return self._send(faults.functions.prove_output_fault(*fault.args(order_id)))
 
+    def outputs(self) -> "OutputFaultsClient":
+        """The OutputFaults contract this Disputes contract settles for (output faults and the
+        output data's availability)."""
+        return OutputFaultsClient(self.chain, self.fn.output_faults().call(), self.token)
+
     def open_step(self, order_id: int, *args: Any) -> Any:
         """Open the located coarse record's step (``verify.levels``): its op-level trace's root, tied
         to the record and to the agreed chain value before the step."""
@@ -458,3 +467,55 @@ class DisputesClient(_Bound):
 
     def game(self, order_id: int) -> GameInfo:
         return GameInfo(*self.fn.games(order_id).call())
+
+
+@dataclass(frozen=True)
+class ChunkAsk:
+    """An output chunk asked for (``OutputFaults.ChunkRequested``)."""
+
+    order_id: int
+    asker: str
+    output: int
+    chunk: int
+    deadline: int
+
+
+class OutputFaultsClient(_Bound):
+    """Output data availability: ask for a chunk of a committed output (with a bond), serve one
+    with its proofs (``verify.available.serve_args``), or settle one nobody served in time."""
+
+    name = "OutputFaults"
+
+    def __init__(self, chain: Chain, address: str, token: TokenClient) -> None:
+        super().__init__(chain, address)
+        self.token = token
+
+    def request_chunk(self, order_id: int, output: int, chunk: int) -> Any:
+        self.token.approve(self.address, int(self.fn.request_bond().call()))
+        return self._send(self.fn.request_chunk(order_id, output, chunk))
+
+    def serve_chunk(self, order_id: int, output: int, chunk: int, served: Any) -> Any:
+        return self._send(self.fn.serve_chunk(*served.args(order_id, output, chunk)))
+
+    def claim_unserved(self, order_id: int, output: int, chunk: int) -> Any:
+        return self._send(self.fn.claim_unserved(order_id, output, chunk))
+
+    def open_request(self, order_id: int, output: int, chunk: int) -> ChunkAsk | None:
+        """The open request for that chunk, or None (never asked, served or settled)."""
+        key = Web3.keccak(encode(["uint256", "uint256", "uint256"], [order_id, output, chunk]))
+        asker, deadline, _ = self.fn.requests(key).call()
+        if int(asker, 16) == 0:
+            return None
+        return ChunkAsk(order_id, asker, output, chunk, int(deadline))
+
+    def asked(self, from_block: int = 0, to_block: Any = "latest") -> list[ChunkAsk]:
+        """Chunks asked for in blocks ``from_block`` to ``to_block``."""
+        logs = self.contract.events.ChunkRequested().get_logs(from_block=from_block, to_block=to_block)
+        return [ChunkAsk(int(e["args"]["order_id"]), e["args"]["asker"], int(e["args"]["output"]),
+                         int(e["args"]["chunk"]), int(e["args"]["deadline"])) for e in logs]
+
+    def served(self, order_id: int) -> dict[tuple[int, int], bytes]:
+        """The chunks served for an order: (output, chunk) -> its bytes (empty: the request named
+        no chunk)."""
+        logs = self.contract.events.ChunkServed().get_logs(from_block=0, argument_filters={"order_id": order_id})
+        return {(int(e["args"]["output"]), int(e["args"]["chunk"])): bytes(e["args"]["data"]) for e in logs}

@@ -51,7 +51,7 @@ def quantize_blocks(x: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
 
 def check_range(q: np.ndarray, d: np.ndarray, m: np.ndarray | None) -> None:
     """Refuse a matrix whose accumulator could leave int64 for some activation (none of SmolLM2's)."""
-    qmax = int(np.abs(q.astype(np.int64)).max(initial=0))
+    qmax = max(-int(q.min(initial=0)), int(q.max(initial=0)))  # the largest |q| (no int64 copy of q)
     per_block = np.abs(d).astype(np.float64) * qmax * BLOCK * QX
     if m is not None:
         per_block = per_block + np.abs(m).astype(np.float64) * BLOCK * QX

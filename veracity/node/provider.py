@@ -69,7 +69,7 @@ class ProviderConfig(KeyedConfig):
     stake: int = 1000 * TOKEN
     # for tests and the demo: late never delivers; the others cheat (see node.adversary)
     behaviour: Literal["honest", "late", "wrong-output", "corrupt-op", "lazy", "forged-output", "withhold",
-                       "disconnected", "lie-inside"] = "honest"
+                       "hide-output", "disconnected", "lie-inside"] = "honest"
     backend: str = "torch"
     workers: int = Field(2, ge=1)  # jobs run at once (each in its own process); more leases wait their turn
     job_timeout: float = 600
@@ -122,7 +122,8 @@ class ProviderNode:
                                   self.dep.market, self._lease_terms, self._answer, self.chain.now, self._window_program,
                                   outputs=self._window_outputs)
         self.settler = Settler(self.market, self.state, self.chain.now, lambda m: log("provider", m),
-                               grace_s=cfg.finalize_after_s)
+                               grace_s=cfg.finalize_after_s,
+                               only_mine=lambda oid: self.leases.log.signed(oid) is not None)  # lease windows
 
     def _lease_terms(self, oid: int) -> LeaseTerms:
         """A lease's terms: from this node's own state while it serves the lease (no chain call on
@@ -350,8 +351,9 @@ class ProviderNode:
 
     # work -----------------------------------------------------------------------------------
     def work(self) -> None:
-        now = self.chain.now()
-        for job in self.state.jobs("accepted", "done"):
+        jobs = self.state.jobs("accepted", "done")
+        now = self.chain.now() if jobs else 0  # an idle tick asks the chain nothing more
+        for job in jobs:
             try:
                 if job.deadline is not None and now > job.deadline:
                     self.state.advance(job.order_id, "gave_up", error="deadline passed before a commit")

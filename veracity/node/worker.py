@@ -10,10 +10,11 @@ next job never sees its state. Results never depend on which worker ran a job (e
 from __future__ import annotations
 
 import multiprocessing as mp
-import os
 import queue
+import threading
 from typing import Any
 
+from veracity import runtime
 from veracity.errors import VeracityError
 from veracity.workloads.jobs import Job
 from veracity.workloads.workload import JobResult
@@ -52,8 +53,6 @@ def _run(conn: Any, job: Job, backend: str, loaded: Any = None, behaviour: str =
 
 
 def _prepare(threads: int | None) -> None:
-    from veracity import runtime
-
     runtime.tune_allocator()
     runtime.set_threads(threads)
 
@@ -128,7 +127,10 @@ def run_in_worker(job: Job, backend: str = "torch", timeout: float = 600, thread
 
 
 class WorkerPool:
-    """``size`` warm worker processes, each running one job at a time; safe to use from many threads.
+    """Up to ``size`` warm worker processes, each running one job at a time; safe to use from many
+    threads. One starts (and warms up) at once, the others when jobs overlap: each costs seconds
+    of CPU to import torch and the kernels, which a node that never runs two jobs at once would spend
+    for nothing.
 
     A job waits for a free worker. A worker whose job crashed it or overran its deadline is killed
     and a fresh one takes its place.
@@ -137,11 +139,13 @@ class WorkerPool:
     def __init__(self, size: int = 1, backend: str = "torch", threads: int | None = None) -> None:
         self.ctx = mp.get_context("spawn")
         self.backend = backend
-        self.threads = threads or max(1, (os.cpu_count() or 1) // size)  # the workers share the cores
+        self.size = size
+        self.threads = threads or runtime.threads_each(size)  # the workers share the cores
         self.idle: queue.Queue[tuple[Any, Any]] = queue.Queue()
         self.closed = False
-        for _ in range(size):
-            self.idle.put(self._start())
+        self._grow = threading.Lock()
+        self.idle.put(self._start())
+        self.started = 1
 
     def _start(self) -> tuple[Any, Any]:
         parent, child = self.ctx.Pipe(duplex=True)
@@ -151,6 +155,10 @@ class WorkerPool:
         return proc, parent
 
     def run(self, job: Job, backend: str | None = None, timeout: float = 600, behaviour: str = "honest") -> JobResult:
+        with self._grow:  # every worker busy: another one, up to ``size``
+            if self.idle.empty() and self.started < self.size:
+                self.idle.put(self._start())
+                self.started += 1
         proc, conn = self.idle.get()
         healthy = False
         try:
