@@ -2,7 +2,9 @@
 
 A lifecycle is: approve + open_order (escrow), accept_bid (EIP-712 bid checked, collateral
 locked), commit_result, finalize (challenge window 0 here, so it settles at once). Throughput
-is measured with 1 and with 4 concurrent clients, each with its own provider, in one run.
+is measured with 1 and with 4 concurrent clients, each with its own provider, in one run. Also
+the output data-availability calls (a full 8 KB chunk asked for and served; one claimed
+unserved), and the largest call against EIP-7825's per-transaction gas cap.
 
     python bench/market.py --json bench/results/market.json
 """
@@ -26,6 +28,7 @@ from veracity.market.bids import Bid, sign_bid
 
 TOKEN = 10**18
 SPEC = hashlib.sha256(b"bench spec").digest()
+TX_GAS_CAP = 2**24  # EIP-7825: the most gas one transaction may use
 
 
 def lifecycle(d: Deployment, client_key: str, provider_key: str, gas: dict[str, list[int]] | None = None,
@@ -49,6 +52,30 @@ def lifecycle(d: Deployment, client_key: str, provider_key: str, gas: dict[str, 
     note("commit_result", pmkt.commit_result(oid, SPEC, SPEC, 84))
     note("finalize", pmkt.finalize(oid))
     return oid
+
+
+def availability(d: Deployment, client_key: str, provider_key: str, gas: dict[str, list[int]]) -> None:
+    """A chunk of a committed output asked for and served (a full 8 KB chunk of an int32 tensor),
+    and one asked for and claimed unserved (the provider slashed)."""
+    import numpy as np
+
+    from veracity.exact.trace import tensor_digest
+    from veracity.verify.available import serve_args
+
+    out = [np.arange(64 * 512, dtype=np.int32).reshape(64, 512)]  # rows of 2 KB: 4 rows a chunk
+    cchain, _, _, cmkt = d.clients(client_key)
+    pchain, _, _, pmkt = d.clients(provider_key)
+    oid = cmkt.open_order(SPEC, 1, SPEC, 10 * TOKEN, cchain.now() + 3600, 600, 500, SPEC, 84)
+    cmkt.accept_bid(sign_bid(Bid(order_id=oid, provider=pchain.address, price=8 * TOKEN, collateral=20 * TOKEN,
+                                 expiry=cchain.now() + 600, run_time=60), provider_key, d.chain_id, d.market))
+    pmkt.commit_result(oid, [tensor_digest(out[0])], SPEC, 84)
+    asker, server = d.disputes_client(client_key).outputs(), d.disputes_client(provider_key).outputs()
+    gas.setdefault("request_chunk", []).append(asker.request_chunk(oid, 0, 1).gasUsed)
+    gas.setdefault("serve_chunk (8 KB)", []).append(server.serve_chunk(oid, 0, 1, serve_args(out, 0, 1)).gasUsed)
+    asker.request_chunk(oid, 0, 2)
+    cchain.w3.provider.make_request("evm_increaseTime", [d.move_time + 1])
+    cchain.w3.provider.make_request("evm_mine", [])
+    gas.setdefault("claim_unserved (slash)", []).append(asker.claim_unserved(oid, 0, 2).gasUsed)
 
 
 def _order_id(market: object, receipt: object) -> int:
@@ -105,18 +132,22 @@ def main() -> int:
         c[0].w3.provider.make_request("evm_increaseTime", [10])
         c[0].w3.provider.make_request("evm_mine", [])
         gas["reclaim (timeout, slash)"] = [c[3].reclaim(oid).gasUsed]
+        availability(d, clients[2].key, providers[2].key, gas)
         per_call = {k: int(sum(v) / len(v)) for k, v in gas.items()}
         gas_per_job = sum(per_call[k] for k in ("approve", "open_order", "accept_bid", "commit_result", "finalize"))
         one = throughput(d, [(clients[0].key, providers[0].key)], args.jobs)
         four = throughput(d, [(c.key, p.key) for c, p in zip(clients, providers)], args.jobs)
     finally:
         node.stop()
+    largest = max(per_call.values())
     result = {"gas_per_call": per_call, "gas_per_job": gas_per_job, "jobs_per_s": four, "jobs_per_s_1_client": one,
-              "jobs_per_s_4_clients": four, "chain": "anvil 1.7.1 (instant mining) on 127.0.0.1"}
+              "jobs_per_s_4_clients": four, "largest_call_gas": largest, "tx_gas_cap": TX_GAS_CAP,
+              "chain": "anvil 1.7.1 (instant mining) on 127.0.0.1"}
     table = Table("measure", "value", title="market on anvil")
     for k, v in per_call.items():
         table.add_row(f"gas: {k}", f"{v:,}")
     table.add_row("gas per job lifecycle (approve, open, accept, commit, finalize)", f"{gas_per_job:,}")
+    table.add_row("largest call, against EIP-7825's cap per transaction", f"{largest:,} of {TX_GAS_CAP:,}")
     table.add_row("lifecycles/s, 1 client", f"{one:.1f}")
     table.add_row("lifecycles/s, 4 concurrent clients", f"{four:.1f}")
     console.print(table)

@@ -3,17 +3,21 @@ over Token, Registry, Market, Disputes and standing leases.
 
 Providers here are honest (they commit the trace of the program they signed); clients, strangers
 and the providers' sybils open, accept, reclaim, challenge with made-up roots, time games out,
-post windows, unbond, withdraw and pay the fee pool out. After every step: tokens are conserved
-(balances + escrow + stakes + bonds + fee pool + burnt = the initial supply), the contracts hold
-exactly what their books say, and every account's wealth (balance + stake + escrow of its live
-orders) equals what a model that only knows the legitimate effects of each successful call
-predicts, so no account ever gains funds that were not its own and an honest provider never loses
-(it only ever gains prices and half of a bogus challenger's bond). A rule that jumps past every
-bound (deadline, window, move times) then checks that every order reaches a terminal state.
+post windows, ask for output chunks (served by anyone, or claimed unserved), unbond, withdraw and
+pay the fee pool out. After every step: tokens are conserved (balances + escrow + stakes + bonds
++ chunk-request bonds + fee pool + burnt = the initial supply), the contracts hold exactly what
+their books say, and every account's wealth (balance + stake + escrow of its live orders) equals
+what a model that only knows the legitimate effects of each successful call predicts, so no
+account ever gains funds that were not its own and an honest provider never loses to a bogus
+challenge (it only ever gains prices and half of a bogus challenger's bond); a provider loses
+only by leaving an asked-for chunk unserved, and then half of what it loses is burnt. A rule that
+jumps past every bound (deadline, window, move times) then checks that every order reaches a
+terminal state.
 """
 
 import hashlib
 
+import numpy as np
 import pytest
 from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
@@ -27,7 +31,9 @@ from hypothesis.stateful import (
 
 from veracity.chain.client import PROVIDER
 from veracity.errors import ChainError
+from veracity.exact.trace import tensor_digest
 from veracity.market.bids import Bid, sign_bid, sign_window
+from veracity.verify.available import serve_args
 from veracity.verify.sampling import bond_to_provider
 
 TOKEN = 10**18
@@ -35,6 +41,8 @@ NAMES = ["client", "client2", "provider", "provider2", "stranger"]
 PARTY = ["party"] * 4 + NAMES  # "party": the order's own client or provider, so calls often succeed
 SPEC = hashlib.sha256(b"spec").digest()
 TERMINAL = {"finalized", "refunded", "cancelled", "overturned"}
+OUTPUT = [np.arange(8, dtype=np.int32)]  # every committed result's one output tensor (one chunk)
+OUT = tensor_digest(OUTPUT[0])
 
 
 
@@ -57,6 +65,7 @@ def machine_cls(devnet, actors_cls):
             self.paid_out = 0  # fees paid to the treasury (the deployer, outside the modelled accounts)
             self.orders: list[int] = []
             self.registered: set[str] = set()
+            self.asks: dict[tuple[int, int, int], tuple[str, int]] = {}  # open chunk requests -> (asker, bond)
 
         def teardown(self):
             self.a.rpc("evm_revert", [self.snap])
@@ -139,7 +148,7 @@ def machine_cls(devnet, actors_cls):
             o = self.a.client.market.order(oid)
             if o.provider == "0x" + "0" * 40:
                 return
-            self.attempt(lambda: self.actor(who, o.provider).market.commit_result(oid, SPEC, SPEC, 3), "commit")
+            self.attempt(lambda: self.actor(who, o.provider).market.commit_result(oid, OUT, SPEC, 3), "commit")
 
         @precondition(lambda self: self.orders)
         @rule(data=st.data(), who=st.sampled_from(NAMES))
@@ -164,7 +173,7 @@ def machine_cls(devnet, actors_cls):
             elif o.state_name == "accepted":
                 if data.draw(st.booleans()):
                     who = "party" if honest else "stranger"
-                    self.attempt(lambda: self.actor(who, o.provider).market.commit_result(oid, SPEC, SPEC, 3), "commit")
+                    self.attempt(lambda: self.actor(who, o.provider).market.commit_result(oid, OUT, SPEC, 3), "commit")
                 else:
                     a.advance(max(0, o.deadline - a.now()) + 1)
                     self.reclaim_order(o, "party" if honest else "provider")
@@ -223,7 +232,9 @@ def machine_cls(devnet, actors_cls):
         def committed_order(self, data):
             """A committed result to challenge: one of the orders, or a new job driven to its commit."""
             m = self.a.client.market
-            live = [oid for oid in self.orders if m.order(oid).state_name == "committed"]
+            now = self.a.now()
+            live = [oid for oid in self.orders if (o := m.order(oid)).state_name == "committed"
+                    and now < o.committed_at + o.challenge_window]  # still open to challenges and asks
             if live:
                 return data.draw(st.sampled_from(live))
             a, p = self.a, self.by[data.draw(st.sampled_from(["provider", "provider2"]))]
@@ -232,7 +243,7 @@ def machine_cls(devnet, actors_cls):
             bid = sign_bid(Bid(order_id=oid, provider=p.address, price=50 * TOKEN, collateral=10 * TOKEN,
                                expiry=a.now() + 300, run_time=60), p.key, a.d.chain_id, a.d.market)
             if self.attempt(lambda: a.client.market.accept_bid(bid), "accept"):
-                self.attempt(lambda: p.market.commit_result(oid, SPEC, SPEC, 3), "commit")
+                self.attempt(lambda: p.market.commit_result(oid, OUT, SPEC, 3), "commit")
             return oid
 
         @rule(data=st.data(), who=st.sampled_from(["client", "client2", "stranger", "provider", "provider2"]),
@@ -265,6 +276,73 @@ def machine_cls(devnet, actors_cls):
             self.expected[self.name_of(o.provider)] += bond_to_provider(g.bond)
             self.burnt += g.bond - bond_to_provider(g.bond)
 
+        def outputs(self, who):
+            return self.disputes(who).outputs()
+
+        @rule(data=st.data(), who=st.sampled_from(NAMES), output=st.sampled_from([0, 0, 1]),
+              chunk=st.sampled_from([0, 0, 1]), then=st.sampled_from(["claim", "serve", "serve", "none"]))
+        def ask_chunk(self, data, who, output, chunk, then):
+            """Ask for an output chunk (one that exists, or none: a second output or chunk); then,
+            often, the provider serves it, or nobody does and it is claimed past its deadline."""
+            oid = self.committed_order(data)
+            faults = self.outputs(who)
+            bond = int(faults.fn.request_bond().call())
+            if self.attempt(lambda: faults.request_chunk(oid, output, chunk), "ask_chunk"):
+                self.expected[who] -= bond
+                self.asks[(oid, output, chunk)] = (who, bond)
+                if then == "claim":
+                    self.a.advance(self.a.d.move_time + 1)
+                    self.claim((oid, output, chunk), "stranger")
+                elif then == "serve":
+                    self.serve(data, "party", (oid, output, chunk))
+
+        @precondition(lambda self: self.asks)
+        @rule(data=st.data(), who=st.sampled_from(NAMES))
+        def serve_chunk(self, data, who):
+            self.serve(data, who, data.draw(st.sampled_from(sorted(self.asks))))
+
+        def serve(self, data, who, key):
+            """Anyone serves an asked chunk (or shows there is none) from the output it knows
+            ("party": the order's provider)."""
+            oid, output, chunk = key
+            who = self.name_of(self.a.client.market.order(oid).provider) if who == "party" else who
+            if self.attempt(lambda: self.outputs(who).serve_chunk(oid, output, chunk, serve_args(OUTPUT, output, chunk)),
+                            "serve_chunk"):
+                self.expected[who] += self.asks.pop(key)[1]
+
+        @precondition(lambda self: self.asks)
+        @rule(data=st.data(), who=st.sampled_from(NAMES), wait=st.booleans())
+        def claim_chunk(self, data, who, wait):
+            if wait:
+                self.a.advance(self.a.d.move_time + 1)
+            self.claim(data.draw(st.sampled_from(sorted(self.asks))), who)
+
+        def claim(self, key, who):
+            """Settle an unserved request: its provider loses (half of it burnt, half to the
+            asker) if the result was still committed; the asker's bond comes back either way."""
+            oid = key[0]
+            o = self.a.client.market.order(oid)
+            asker, bond = self.asks[key]
+            g = self.disputes("stranger").game(oid)  # a game under way ends, its bond returned
+            refund = g.bond if o.state_name == "committed" and g.stage_name not in ("none", "settled") else 0
+            before = self.all_wealth()
+            if not self.attempt(lambda: self.outputs(who).claim_unserved(*key), "claim_chunk"):
+                return
+            del self.asks[key]
+            after = self.all_wealth()
+            self.expected[asker] += bond
+            if o.state_name == "committed":
+                provider = self.name_of(o.provider)
+                loss = before[provider] - after[provider]
+                if refund:
+                    self.expected[self.name_of(g.challenger)] += refund
+                share = after[asker] - before[asker] - bond - (refund if refund and self.name_of(g.challenger) == asker else 0)
+                assert loss > 0 and abs((loss - share) - loss // 2) <= 2, (loss, share)  # half burnt
+                self.expected[provider] -= loss
+                self.expected[asker] += share
+                self.burnt += loss - share
+                Market.successes["withheld"] = Market.successes.get("withheld", 0) + 1
+
         @rule(who=st.sampled_from(NAMES))
         def pay_fees(self, who):
             """The fee pool goes to the treasury (the deployer, outside the modelled accounts)."""
@@ -286,6 +364,9 @@ def machine_cls(devnet, actors_cls):
                     assert self.attempt(lambda: disputes.timeout(oid), "dispute_timeout")
                     self.settled_game(oid, g)
             a.advance(86400 + 1)  # a won game restarts the challenge window (at most a day)
+            for key in sorted(self.asks):  # chunks asked for and never served: claimed
+                self.claim(key, "stranger")
+            assert not self.asks
             for oid in self.orders:
                 o = a.client.market.order(oid)
                 if o.state_name == "committed":
@@ -332,7 +413,10 @@ def machine_cls(devnet, actors_cls):
             held = sum(tok.balance_of(acct.address) for acct in devnet.accounts)
             market_bal, registry_bal = tok.balance_of(m.address), tok.balance_of(r.address)
             bonds = tok.balance_of(a.d.disputes)
-            assert held + market_bal + registry_bal + bonds == tok.total_supply()
+            faults = self.outputs("stranger")
+            asked = tok.balance_of(faults.address)
+            assert held + market_bal + registry_bal + bonds + asked == tok.total_supply()
+            assert asked == sum(bond for _, bond in self.asks.values())
             assert tok.total_supply() == self.supply0 - self.burnt  # burnt only by the rules
             assert market_bal == m.escrow_total() + m.fee_pool()
             assert registry_bal == r.total_stake()
@@ -358,5 +442,5 @@ def test_random_call_sequences_conserve_tokens(machine_cls):
     # the sequences must reach every settlement path, or the invariants were never tested there
     print("successful calls:", machine_cls.successes)
     for path in ("accept", "commit", "finalize", "timeout", "window", "challenge", "dispute_timeout", "pay_fees",
-                 "ended"):
+                 "ask_chunk", "serve_chunk", "claim_chunk", "withheld", "ended"):
         assert machine_cls.successes.get(path, 0) > 0, f"no sequence reached a successful {path}"

@@ -6,8 +6,10 @@ each take a job; a validator daemon re-executes each result (from the
 blobs the client pushed to it too), challenges it with
 its bond, and plays the dispute game through (bisection, the record opened against the order's
 program, the chunk trees, one element judged on-chain by OneStep, or the cheater unable to show
-its tensors, or its made-up input record judged against the client's). Every client gets its payment back, every cheater loses its collateral and a fifth of
-its free stake to the validator, which also gets its bond back: exact balances."""
+its tensors, or its made-up input record judged against the client's). Every client gets its
+payment back, every cheater loses its collateral and a fifth of its free stake to the validator,
+which also gets its bond back (or, for lazy, whose served outputs cannot be read, to its client
+when the client's claim for the unserved committed outputs comes first): exact balances."""
 
 import json
 import threading
@@ -88,10 +90,15 @@ def test_each_cheater_is_caught_by_the_validator_and_slashed(tmp_path):
             t.join(500)
         assert set(errors) == set(CHEATS), (errors, net.logs())
         for b in CHEATS:
-            assert "a dispute found provider" in errors[b] and "was refunded" in errors[b], errors[b]
+            assert ("a dispute found provider" in errors[b] or "withheld its outputs" in errors[b]) \
+                and "refunded" in errors[b], errors[b]
         ids = {market.order(i).provider: i for i in range(1, market.fn.order_count().call() + 1)}
         orders = {p: market.order(i) for p, i in ids.items()}
         games = dep.disputes_client(dep.accounts[0].key)
+        # a client served unreadable outputs (lazy's) asks for the committed ones on chain; the cheater
+        # cannot serve them, and the client's claim may overturn the result before the validator's game
+        claimed = {int(e["args"]["order_id"]): e["args"]["asker"]
+                   for e in games.outputs().contract.events.ChunkUnserved().get_logs(from_block=0)}
         gained = 0
         for b, acct in cheaters.items():
             order = orders[acct.address]
@@ -100,7 +107,10 @@ def test_each_cheater_is_caught_by_the_validator_and_slashed(tmp_path):
             node = reg.node(acct.address)
             assert node.stake == STAKE - order.collateral - share and node.locked == 0, b
             reward = challenger_reward(order.collateral + share)  # the other half is burnt
-            if games.game(ids[acct.address]).challenger == clients[b].address:  # the client challenged first:
+            if ids[acct.address] in claimed:  # the client's claim for unserved outputs came first
+                assert claimed[ids[acct.address]] == clients[b].address and b == "lazy", b
+                assert token.balance_of(clients[b].address) == before[b] + reward, b
+            elif games.game(ids[acct.address]).challenger == clients[b].address:  # the client challenged first:
                 assert b == "withhold", b  # its re-run contradicted a trace the provider would not serve
                 assert token.balance_of(clients[b].address) == before[b] + reward, b
             else:
@@ -119,7 +129,8 @@ def test_each_cheater_is_caught_by_the_validator_and_slashed(tmp_path):
             assert httpx.get(f"{urls['withhold']}/blobs/{cid}", timeout=5).status_code == 404
         logs = net.logs()
         assert "called the referee on element" in logs  # corrupt-op and wrong-output: judged by OneStep
-        assert "opened step 0 at coarse record 0 (input.pixels)" in logs  # lazy: it cannot show the step
+        assert "opened step 0 at coarse record 0 (input.pixels)" in logs \
+            or ids[cheaters["lazy"].address] in claimed  # lazy: it cannot show the step (or its outputs)
         assert "does not hold your committed record" in logs  # disconnected: its step's trace cannot connect
         assert "the provider's trace could not be read" in logs or \
             games.game(ids[cheaters["withhold"].address]).challenger == clients["withhold"].address  # withhold:
@@ -163,3 +174,62 @@ def test_an_output_that_is_not_the_committed_traces_is_proven_wrong_by_the_clien
         assert token.balance_of(client.address) > before  # refunded, its bond back, and the challenger's share
     finally:
         net.stop()
+
+
+def test_outputs_asked_for_on_chain_are_served_by_an_honest_provider_and_withheld_ones_slashed(tmp_path):
+    """Output data availability end to end (holes 2 and 3 of docs/security.md). A provider that
+    computes and commits honestly but serves its output to nobody (``hide-output``): the client
+    asks for a sample of the output's chunks on chain instead of just refusing the result, the
+    provider does not serve them by the deadline, and the client's claim slashes it and refunds
+    the client. An honest provider's daemon serves a chunk a stranger asks of its result at once,
+    proven against the committed output root, and is paid as usual."""
+    import numpy as np
+
+    from veracity.exact.trace import tensor_chunks
+    from veracity.workloads.infer import run_infer_job, served_tensors
+
+    net = Net(tmp_path, accounts=6, move_time=20)
+    try:
+        hider = net.provider(3, ["digits-mlp"], behaviour="hide-output")
+        honest = net.provider(2, ["digits-mlp"])
+        client = net.accts[1]
+        _, token, reg, market = net.dep.clients(client.key)
+        spec = load_spec(JOBS / "digits-mlp.yaml").model_copy(update={"verification": Verification(challenge_window=30)})
+        before, stake = token.balance_of(client.address), reg.node(hider.address).stake
+        with pytest.raises(VeracityError, match="withheld its outputs"):
+            submit(spec, net.dep, client.key, bid_wait=120, result_timeout=400, only={hider.address})
+        assert reg.node(hider.address).stake < stake  # slashed
+        assert token.balance_of(client.address) > before  # refunded, bonds back, and the challenger's share
+
+        stranger = net.dep.disputes_client(net.accts[5].key).outputs()
+        done, errors = [], []
+        spec = spec.model_copy(update={"verification": Verification(challenge_window=60)})
+        runner = threading.Thread(target=lambda: _submit_into(done, errors, spec, net, client, honest))
+        runner.start()
+        end = time.monotonic() + 300
+        oid = None
+        while oid is None and time.monotonic() < end:  # the honest result, once committed
+            n = market.fn.order_count().call()
+            if n and market.order(n).state_name == "committed" and market.order(n).provider == honest.address:
+                oid = n
+            time.sleep(0.2)
+        assert oid is not None, net.logs()[-3000:]
+        stranger.request_chunk(oid, 0, 0)
+        while stranger.open_request(oid, 0, 0) is not None and time.monotonic() < end:
+            time.sleep(0.2)
+        served = stranger.served(oid)
+        inputs = Path(spec.inputs.path).read_bytes()
+        mine = served_tensors("digits-mlp", inputs, run_infer_job("digits-mlp", inputs).outputs)
+        assert served == {(0, 0): bytes(tensor_chunks(np.asarray(mine[0]))[0])}, net.logs()[-3000:]
+        runner.join(timeout=300)
+        assert not errors and done and done[0].order_id == oid, (errors, net.logs()[-3000:])
+        assert market.order(oid).state_name == "finalized"  # served, then paid as usual
+    finally:
+        net.stop()
+
+
+def _submit_into(done, errors, spec, net, client, provider):
+    try:
+        done.append(submit(spec, net.dep, client.key, bid_wait=120, result_timeout=400, only={provider.address}))
+    except Exception as exc:  # reported by the test
+        errors.append(exc)

@@ -140,6 +140,13 @@ class _Bound:
     def _send(self, fn: Any) -> Any:
         return self.chain.send(fn)
 
+    def _read(self, fn: Any) -> Any:
+        """A view call; a revert raises ChainError with its reason (an agent that does not exist)."""
+        try:
+            return fn.call()
+        except ContractLogicError as exc:
+            raise ChainError(revert_reason(exc)) from None
+
 
 class TokenClient(_Bound):
     name = "Token"

@@ -23,7 +23,7 @@ from veracity.chain.devnet import Deployment
 from veracity.chain.events import EventStream
 from veracity.cid import cid_of, digest_of
 from veracity.client.disputer import CHALLENGER, Disputer
-from veracity.client.outputs import judge_output, served_output
+from veracity.client.outputs import OutputAsks, judge_output, served_output
 from veracity.errors import ChainError, InputError, VeracityError
 from veracity.exact.program import program_root
 from veracity.exact.trace import decode_records
@@ -182,6 +182,7 @@ def submit(spec: JobSpec, dep: Deployment, key: str, bid_wait: float = 15, resul
     except VeracityError as exc:
         wrong = str(exc)
     disputer = None  # this client's own game, when its re-run contradicts a trace the provider withholds
+    digests: list[bytes] = []  # the committed output digests
     if job is not None:  # the committed output, and the committed trace's: else proven wrong (or challenged)
         try:
             digests = market.committed_outputs(oid)
@@ -191,15 +192,34 @@ def submit(spec: JobSpec, dep: Deployment, key: str, bid_wait: float = 15, resul
             wrong, disputer = _served_wrong(dep, key, reachable[best.provider], oid, job, program,
                                             outputs if wrong is None else None, digests,
                                             bytes.fromhex(committed.args["trace_root"][2:]), wrong)
+    asks = None  # chunks of the committed outputs asked for on chain, when none readable were served
+    if wrong and disputer is None and job is not None and program and market.order(oid).state_name == "committed":
+        try:
+            asks = OutputAsks(dep.disputes_client(key).outputs(), oid, program)
+            log("client", f"order {oid}: {wrong}; asked for {len(asks.pending)} of its output chunks on chain")
+        except VeracityError as exc:
+            log("client", f"order {oid}: could not ask for its output chunks on chain: {exc}")
     phase("commit")
     while True:  # wait out the challenge window, and any dispute (which restarts the window if it fails)
         order = market.order(oid)
+        if order.state_name == "overturned" and asks is not None and asks.withheld:
+            raise VeracityError(f"order {oid}: provider {best.provider} withheld its outputs (asked for on "
+                                f"chain, it did not serve them); it was slashed and your payment "
+                                f"({best.price / TOKEN:g} VRC) refunded")
         if order.state_name == "overturned":
             raise VeracityError(f"order {oid}: a dispute found provider {best.provider}'s result wrong; your "
                                 f"payment ({best.price / TOKEN:g} VRC) was refunded and the output discarded")
         if order.state_name == "refunded":
             raise VeracityError(f"order {oid}: a dispute over the result ended undecided; your payment "
                                 f"({best.price / TOKEN:g} VRC) was refunded")
+        if asks is not None and asks.open():  # served, or claimed once its deadline passed
+            asks.tick(chain.now())
+            if asks.open() or asks.withheld:
+                if time.monotonic() > give_up:
+                    raise VeracityError(f"order {oid}: its output chunks are still asked for; "
+                                        f"`veracity job status {oid}` follows it")
+                time.sleep(0.5)
+                continue
         if market.fn.challenged(oid).call():
             if disputer is not None:
                 disputer.tick(chain.now())
@@ -212,6 +232,10 @@ def submit(spec: JobSpec, dep: Deployment, key: str, bid_wait: float = 15, resul
         if wait <= 0:
             break
         time.sleep(min(wait + 1, 5.0))
+    if wrong and asks is not None and job is not None:  # the chunks asked for were served: the data is
+        mine = job.run("numpy")                       # available, and this exact re-run gives it
+        if digests and mine.output_digests == digests:
+            out_cid, outputs, wrong = cid_of(mine.outputs), mine.outputs, None
     if wrong:  # the trace stood, but what was served is not what it says: this client does not finalize
         raise VeracityError(f"order {oid}: provider {best.provider} served outputs that are not its committed "
                             f"result ({wrong}); they were discarded. Its committed trace stood through the "

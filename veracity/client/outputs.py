@@ -6,7 +6,10 @@ the provider, or recomputed: the same bits), look for a committed output that is
 record (``verify.outputs.find_fault``) and prove it in one call (``Disputes.prove_output_fault``):
 the provider is slashed and the prover takes the challenger's share. A client also reads the
 outputs the provider serves (``GET /traces/{order}`` names their blob) and checks they are the
-committed ones; outputs withheld or unreadable are reported (the client's own re-run has them).
+committed ones. Outputs withheld or unreadable become an action on chain: the client asks for a
+sample of their chunks (``OutputFaults.request_chunk``, ``OutputAsks``); the result is not paid
+until they are served, and a provider that does not serve them by the deadline is slashed (the
+client's own re-run, exact, then gives the outputs the served chunks proved available).
 """
 
 from __future__ import annotations
@@ -20,6 +23,7 @@ from veracity.blobs.store import BlobError
 from veracity.blobs.transfer import fetch
 from veracity.errors import InputError, VeracityError
 from veracity.exact.trace import TraceRecord
+from veracity.verify.available import SAMPLE, asked_chunks, chunk_counts
 from veracity.verify.outputs import find_fault
 from veracity.workloads.jobs import Job
 
@@ -71,3 +75,34 @@ def judge_output(job: Job, program: list[Any], records: list[TraceRecord], commi
     if digests != committed:
         return OutputVerdict(False, "the served outputs are not the committed output")
     return OutputVerdict(True)
+
+
+class OutputAsks:
+    """The output chunks a client asked for on chain, followed until each is served or claimed.
+
+    ``tick`` claims every request whose deadline passed unserved (the provider loses: the order
+    is overturned, the client refunded and paid the challenger's share); ``open`` says whether any
+    is still waiting; ``withheld`` whether the provider failed one."""
+
+    def __init__(self, outputs: Any, order_id: int, program: list[Any], k: int = SAMPLE) -> None:
+        self.outputs, self.order_id = outputs, order_id
+        self.pending = asked_chunks(chunk_counts(program), k)
+        self.withheld = False
+        for output, chunk in self.pending:
+            outputs.request_chunk(order_id, output, chunk)
+
+    def open(self) -> bool:
+        return bool(self.pending)
+
+    def tick(self, now: int) -> None:
+        for output, chunk in list(self.pending):
+            ask = self.outputs.open_request(self.order_id, output, chunk)
+            if ask is None:  # served (its bytes are in the ChunkServed log), or settled
+                self.pending.remove((output, chunk))
+            elif now > ask.deadline:
+                try:
+                    self.outputs.claim_unserved(self.order_id, output, chunk)
+                except VeracityError:  # somebody claimed it first (the next tick sees it closed)
+                    continue
+                self.pending.remove((output, chunk))
+                self.withheld = True

@@ -7,7 +7,8 @@
         Registry, the difference to the max price refunded); the provider commits its result
         before the deadline; after the challenge window anyone finalizes. A missed deadline lets
         the client reclaim the escrow and the provider's collateral. A result the Disputes contract
-        marks as challenged cannot finalize until the dispute is decided.
+        marks as challenged cannot finalize until the dispute is decided, nor one whose output
+        data somebody asked for (OutputFaults) until it is served.
 
         The rules that keep cheating from paying live here, not in the honest daemons: every
         order with a spec names a program (so any record can be judged); deadlines and challenge
@@ -25,6 +26,9 @@ from snekmate.utils import eip712_domain_separator as eip712
 
 from interfaces import IMarket
 from interfaces import IRegistry
+
+interface HasOutputFaults:
+    def output_faults() -> address: view
 
 implements: IMarket
 
@@ -154,6 +158,8 @@ order_count: public(uint256)
 escrow_total: public(uint256)
 fee_pool: public(uint256)
 disputes: public(address)
+output_faults: public(address)  # the Disputes contract's OutputFaults: holds a result while its data is asked for
+data_requested: public(HashMap[uint256, bool])  # an output chunk asked of the provider is unanswered
 challenged: public(HashMap[uint256, bool])
 run_times: public(HashMap[uint256, uint256])  # a standing lease's accepted bid's run time
 held: public(HashMap[uint256, uint256])  # the provider's stake share held while the order is disputed
@@ -181,6 +187,7 @@ def set_disputes(disputes_: address):
     ow._check_owner()
     assert self.disputes == empty(address), "market: the disputes contract is already set"
     self.disputes = disputes_
+    self.output_faults = staticcall HasOutputFaults(disputes_).output_faults()
     log DisputesSet(disputes=disputes_)
 
 
@@ -447,6 +454,8 @@ def finalize(order_id: uint256):
     o: IMarket.Order = self.orders[order_id]
     assert o.state == COMMITTED, "market: the order has no committed result to finalize"
     assert not self.challenged[order_id], "market: the result is challenged; the dispute decides"
+    assert not self.data_requested[order_id], \
+        "market: an output chunk asked of the provider is not served yet: it is paid once served"
     assert block.timestamp >= o.committed_at + o.challenge_window, "market: the challenge window is still open"
     assert not self.gated[o.client] or msg.sender == o.client, \
         "market: this order's client pays on delivery: finalize it through the client (the Oracle's fulfil)"
@@ -512,6 +521,19 @@ def void_undelivered(order_id: uint256):
     extcall registry.adjust_reputation(o.provider, -1)
     assert extcall token.transfer(o.client, o.price), "market: refund transfer failed"
     log Undelivered(order_id=order_id, provider=o.provider, refund=o.price, slashed=o.collateral)
+
+
+@external
+def set_data_requested(order_id: uint256, requested: bool):
+    """
+    @notice The data-availability hook: while an output chunk asked of the provider is
+            unanswered, the result cannot finalize (OutputFaults only).
+    @param order_id The order's id.
+    @param requested Whether a chunk is asked for and unanswered.
+    """
+    assert msg.sender == self.output_faults, "market: only OutputFaults holds a result for its data"
+    assert self.orders[order_id].state == COMMITTED, "market: only a committed result's data can be asked for"
+    self.data_requested[order_id] = requested
 
 
 @external

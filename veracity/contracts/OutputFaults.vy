@@ -5,20 +5,42 @@
 @notice A committed output bound to its committed trace: anyone proves, in one call, that an
         order's output root is not its trace's output records (`prove_output_fault`), and
         `Disputes` settles it as a lost game. Its own contract for the size limit.
+
+        And the output's data is available: while a result can be challenged, anyone but its
+        provider may ask, with a bond, for one chunk of one committed output
+        (`request_chunk`). The result cannot finalize until somebody posts that chunk, proven
+        against the committed output root (`serve_chunk`: it is logged for the asker, and the
+        server takes the bond for its gas), or shows the request names no chunk. Unserved by
+        the deadline (one dispute move), anyone may `claim_unserved`: the provider loses as in
+        a lost game, the asker gets its bond back and the challenger's share. So a provider
+        that withholds what it committed is slashed rather than paid.
 """
 
+from ethereum.ercs import IERC20
 from interfaces import IMarket
 import tensors
 
 interface Settles:
     def fault_proven(order_id: uint256, prover: address): nonpayable
+    def move_time() -> uint256: view
+    def bond() -> uint256: view
+    def token() -> IERC20: view
+
+struct ChunkRequest:
+    asker: address
+    deadline: uint256
+    bond: uint256
 
 ORDER_COMMITTED: constant(uint8) = 3  # the Market's order state
 MAX_DEPTH: constant(uint256) = 64
+REQUEST_BOND_DIV: constant(uint256) = 10  # a chunk request's bond: the base dispute bond / 10
 
 market: public(immutable(IMarket))
 deployer: immutable(address)
 disputes: public(Settles)
+requests: public(HashMap[bytes32, ChunkRequest])  # keccak(order, output, chunk) -> the open request
+served: public(HashMap[bytes32, bool])  # chunks already posted (or shown to be none): asked once
+pending: public(HashMap[uint256, uint256])  # an order's open requests
 
 
 @deploy
@@ -113,3 +135,165 @@ def prove_output_fault(order_id: uint256, desc: tensors.OpDesc, index: uint256,
         reason = "an output is not the committed trace's record"
     extcall self.disputes.fault_proven(order_id, msg.sender)
     log OutputFault(order_id=order_id, prover=msg.sender, record=index, reason=reason)
+
+
+# the output's data: asked for with a bond, served on chain or the provider loses ----------------
+
+event ChunkRequested:
+    order_id: indexed(uint256)
+    asker: indexed(address)
+    output: uint256
+    chunk: uint256
+    deadline: uint256
+
+event ChunkServed:
+    order_id: indexed(uint256)
+    server: indexed(address)
+    output: uint256
+    chunk: uint256
+    dtype: uint8
+    dims: DynArray[uint256, 4]
+    data: Bytes[tensors.CHUNK_MAX]  # empty when the request named no chunk of a committed output
+
+event ChunkUnserved:
+    order_id: indexed(uint256)
+    asker: indexed(address)
+    output: uint256
+    chunk: uint256
+
+
+@internal
+@pure
+def _key(order_id: uint256, output: uint256, chunk: uint256) -> bytes32:
+    return keccak256(abi_encode(order_id, output, chunk))
+
+
+@internal
+def _close(order_id: uint256, key: bytes32, committed: bool):
+    """Close an open request: the order's hold is released with its last one."""
+    self.requests[key] = empty(ChunkRequest)
+    self.pending[order_id] -= 1
+    if committed and self.pending[order_id] == 0:
+        extcall market.set_data_requested(order_id, False)
+
+
+@external
+def request_chunk(order_id: uint256, output: uint256, chunk: uint256):
+    """
+    @notice Ask for chunk `chunk` of committed output `output` (from 0, in the program's output
+            order) while the result can be challenged: the bond (`request_bond`) is taken, and
+            the result cannot finalize until the chunk is served or the request is settled.
+    @param order_id The order's id.
+    @param output The output's place among the order's outputs.
+    @param chunk The chunk's index in that output's tensor.
+    """
+    o: IMarket.Order = staticcall market.orders(order_id)
+    assert o.state == ORDER_COMMITTED, "outputs: only a committed result's data can be asked for"
+    assert block.timestamp < o.committed_at + o.challenge_window, "outputs: the challenge window has closed"
+    assert msg.sender != o.provider, "outputs: a provider cannot ask for its own output"
+    assert output < 1024, "outputs: an order has at most 1,024 outputs"
+    key: bytes32 = self._key(order_id, output, chunk)
+    assert self.requests[key].asker == empty(address), "outputs: that chunk is asked for already"
+    assert not self.served[key], "outputs: that chunk was served already: read its ChunkServed event"
+    bond: uint256 = self._request_bond()
+    token: IERC20 = staticcall self.disputes.token()
+    assert staticcall token.balanceOf(msg.sender) >= bond and staticcall token.allowance(msg.sender, self) >= bond, \
+        "outputs: hold and approve the request's bond (request_bond) first"
+    assert extcall token.transferFrom(msg.sender, self, bond), "outputs: the request's bond was not paid"
+    deadline: uint256 = block.timestamp + staticcall self.disputes.move_time()
+    self.requests[key] = ChunkRequest(asker=msg.sender, deadline=deadline, bond=bond)
+    self.pending[order_id] += 1
+    if self.pending[order_id] == 1:
+        extcall market.set_data_requested(order_id, True)
+    log ChunkRequested(order_id=order_id, asker=msg.sender, output=output, chunk=chunk, deadline=deadline)
+
+
+@internal
+@view
+def _request_bond() -> uint256:
+    return staticcall self.disputes.bond() // REQUEST_BOND_DIV
+
+
+@external
+@view
+def request_bond() -> uint256:
+    """
+    @notice What asking for one chunk bonds, in tokens.
+    @return The bond.
+    """
+    return self._request_bond()
+
+
+@external
+def serve_chunk(order_id: uint256, output: uint256, chunk: uint256, count: uint256, tree: bytes32,
+                leaf_proof: DynArray[bytes32, MAX_DEPTH], dtype: uint8, dims: DynArray[uint256, 4],
+                chunk_root: bytes32, data: Bytes[tensors.CHUNK_MAX], chunk_proof: DynArray[bytes32, MAX_DEPTH]):
+    """
+    @notice Serve an asked-for chunk, proven against the committed output root: the output's
+            digest (`dtype`, `dims`, `chunk_root`) is leaf `output` of `tree`, and `data` is
+            chunk `chunk` of that tensor. Or show the request names no chunk: `output` is not
+            below `count`, or `chunk` not below the tensor's chunks (leave `data` empty). Anyone
+            may serve (the data proves itself); the server takes the bond.
+    @param order_id The order's id.
+    @param output The output's place among the order's outputs.
+    @param chunk The chunk's index.
+    @param count The number of outputs the output root holds.
+    @param tree The Merkle root over the output digests.
+    @param leaf_proof The output digest's Merkle proof against `tree` (empty when `output` >= `count`).
+    @param dtype The output tensor's dtype code.
+    @param dims Its dimensions.
+    @param chunk_root Its chunk root.
+    @param data The chunk's bytes.
+    @param chunk_proof The chunk's Merkle proof against `chunk_root`.
+    """
+    key: bytes32 = self._key(order_id, output, chunk)
+    r: ChunkRequest = self.requests[key]
+    assert r.asker != empty(address), "outputs: that chunk is not asked for"
+    assert block.timestamp <= r.deadline, "outputs: the request's deadline has passed"
+    o: IMarket.Order = staticcall market.orders(order_id)
+    assert o.state == ORDER_COMMITTED, "outputs: the result is settled: nothing to serve"
+    assert sha256(concat(b"VXO1", slice(convert(count, bytes32), 28, 4), tree)) == o.output_cid and count < 2**32, \
+        "outputs: that is not the committed output root"
+    if output < count:
+        assert tensors._proves(tree, tensors._digest(dtype, dims, chunk_root), output, count, leaf_proof), \
+            "outputs: that tensor is not the committed output"
+        row: uint256 = 0
+        rows: uint256 = 0
+        per: uint256 = 0
+        chunks: uint256 = 0
+        row, rows, per, chunks = tensors._layout(dtype, dims)
+        if chunk < chunks:
+            assert len(data) == min(per, rows - chunk * per) * row, "outputs: the chunk has the wrong length"
+            assert tensors._proves(chunk_root, sha256(concat(b"\x03", data)), chunk, chunks, chunk_proof), \
+                "outputs: that chunk is not in the output's tensor"
+        else:
+            assert len(data) == 0, "outputs: the output has no such chunk: serve no data"
+    else:
+        assert len(data) == 0, "outputs: the result has no such output: serve no data"
+    self.served[key] = True
+    self._close(order_id, key, True)
+    assert extcall (staticcall self.disputes.token()).transfer(msg.sender, r.bond), "outputs: bond transfer failed"
+    log ChunkServed(order_id=order_id, server=msg.sender, output=output, chunk=chunk, dtype=dtype, dims=dims, data=data)
+
+
+@external
+def claim_unserved(order_id: uint256, output: uint256, chunk: uint256):
+    """
+    @notice Settle a request nobody served by its deadline: the provider loses as in a lost game
+            (the asker takes the challenger's share) and the asker's bond comes back. Anyone
+            may call. A request on a result settled otherwise meanwhile just returns the bond.
+    @param order_id The order's id.
+    @param output The output's place among the order's outputs.
+    @param chunk The chunk's index.
+    """
+    key: bytes32 = self._key(order_id, output, chunk)
+    r: ChunkRequest = self.requests[key]
+    assert r.asker != empty(address), "outputs: that chunk is not asked for"
+    o: IMarket.Order = staticcall market.orders(order_id)
+    committed: bool = o.state == ORDER_COMMITTED
+    assert not committed or block.timestamp > r.deadline, "outputs: the request's deadline has not passed"
+    self._close(order_id, key, committed)
+    assert extcall (staticcall self.disputes.token()).transfer(r.asker, r.bond), "outputs: bond refund failed"
+    if committed:
+        log ChunkUnserved(order_id=order_id, asker=r.asker, output=output, chunk=chunk)
+        extcall self.disputes.fault_proven(order_id, r.asker)

@@ -5,7 +5,8 @@ The provider's main loop does job work that can take seconds: checking a spec bu
 dispute move waits on none of it: ``Defender.run`` ticks every ``interval`` seconds on its own
 thread, learns of challenges from the Disputes contract's ``Challenged`` events itself (the main
 loop may be busy when one comes), reads jobs through a SQLite connection of its own and plays each
-game with a ``client.disputer.Disputer``. Both threads sign with the node's one account through one
+game with a ``client.disputer.Disputer``. It also serves the output chunks somebody asks of its
+results on chain (``OutputFaults.ChunkRequested``: unserved by the deadline, the result is lost). Both threads sign with the node's one account through one
 ``Chain``, whose sends take turns so that the account's nonce stays in step: a move waits at
 most for the one transaction the main loop has in flight.
 """
@@ -17,7 +18,7 @@ from pathlib import Path
 from typing import Callable
 
 from veracity.blobs.store import BlobStore
-from veracity.chain.client import DisputesClient, MarketClient
+from veracity.chain.client import ChunkAsk, DisputesClient, MarketClient
 from veracity.chain.events import EventStream
 from veracity.client.disputer import Disputer
 from veracity.errors import VeracityError
@@ -25,6 +26,7 @@ from veracity.exact.trace import decode_records
 from veracity.node.daemon import run_loop
 from veracity.node.state import NodeState
 from veracity.sim import adversary
+from veracity.verify.available import serve_args
 from veracity.verify.game import PROVIDER
 from veracity.workloads.jobs import Job
 
@@ -41,6 +43,8 @@ class Defender:
         self.games: set[int] = set()  # orders challenged and not yet settled
         self.state: NodeState | None = None  # opened on the defence's thread (a connection is per thread)
         self.stream: EventStream | None = None
+        self.asked: dict[tuple[int, int, int], ChunkAsk] = {}  # output chunks asked of this node's results
+        self.failed: set[tuple[int, int, int]] = set()  # those it could not serve (logged once)
 
     def start(self) -> threading.Thread:
         thread = threading.Thread(target=self.run, name="disputes", daemon=True)
@@ -55,7 +59,9 @@ class Defender:
         start = self.state.cursor("disputes", self.state.cursor("chain", -1))  # first run: from the main loop's
         if start < 0:
             start = self.disputes.chain.w3.eth.block_number + 1
-        self.stream = EventStream(self.disputes.chain, {"Disputes": self.disputes.address}, start)
+        self.outputs = self.disputes.outputs()
+        self.stream = EventStream(self.disputes.chain, {"Disputes": self.disputes.address,
+                                                        "OutputFaults": self.outputs.address}, start)
         self.games = {job.order_id for job in self.state.jobs("challenged")}  # games under way at a restart
 
     def tick(self) -> None:
@@ -65,6 +71,10 @@ class Defender:
         for ev in self.stream.poll():
             if ev.name == "Challenged":  # (a result that won a game can be challenged again)
                 self.games.add(int(ev.args["order_id"]))
+            elif ev.name == "ChunkRequested":
+                ask = ChunkAsk(int(ev.args["order_id"]), ev.args["asker"], int(ev.args["output"]),
+                               int(ev.args["chunk"]), int(ev.args["deadline"]))
+                self.asked[(ask.order_id, ask.output, ask.chunk)] = ask
         self.state.set_cursor("disputes", self.stream.next_block)
         for oid in sorted(self.games - set(self.disputer.players)):
             try:
@@ -75,6 +85,29 @@ class Defender:
             except VeracityError as exc:  # tried again next tick
                 self.log(f"order {oid}: dispute: {exc}")
         self.games -= set(self.disputer.tick(self.disputes.chain.now()))
+        for ask in list(self.asked.values()):
+            try:
+                self.serve(ask)
+            except VeracityError as exc:  # tried again next tick, while the request is open
+                key = (ask.order_id, ask.output, ask.chunk)
+                if key not in self.failed:
+                    self.failed.add(key)
+                    self.log(f"order {ask.order_id}: could not serve output {ask.output}'s chunk {ask.chunk}: {exc}")
+                if self.outputs.open_request(*key) is None:
+                    del self.asked[key]
+
+    def serve(self, ask: ChunkAsk) -> None:
+        """Post an asked-for chunk of this node's committed output (another node's order: ignored)."""
+        assert self.state is not None
+        key = (ask.order_id, ask.output, ask.chunk)
+        row = self.state.job(ask.order_id)
+        if row is None or row.output_cid is None or self.behaviour in adversary.WITHHOLDS:  # a cheater
+            del self.asked[key]
+            return
+        tensors = self.load_job(row.spec_cid or "").served_tensors(self.blobs.get(row.output_cid))
+        self.outputs.serve_chunk(ask.order_id, ask.output, ask.chunk, serve_args(tensors, ask.output, ask.chunk))
+        del self.asked[key]
+        self.log(f"order {ask.order_id}: served output {ask.output}'s chunk {ask.chunk} on chain, as asked")
 
     def join(self, oid: int) -> None:
         """Start defending ``oid`` with the trace this node committed (another node's order: ignored)."""

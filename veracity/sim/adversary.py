@@ -19,6 +19,9 @@ verification layer is tested against what a dishonest node would actually do:
   answers 404 for that order's spec, inputs, start checkpoint and trace, to blind validators
   that would re-execute it (``withheld``; validators read them from the other nodes the client
   pushed them to).
+* ``hide-output``: computes and commits honestly, then serves its result's output blob to
+  nobody, nor the chunks of it a client asks for on chain (``OutputFaults.request_chunk``): it
+  is slashed when the request's deadline passes, and its client refunded.
 
 On a ``train`` job, ``corrupt-op`` alters one element of one op of a step half-way through the
 job (``train_tamper``) and trains on from it: the checkpoint and the trace it commits agree with
@@ -227,11 +230,16 @@ def train_cheat_at(job: Any) -> int:
 COMMITTED = ("committed", "challenged", "settled", "overturned", "undecided")
 
 
+WITHHOLDS = ("withhold", "hide-output")  # serve no chunk of their outputs asked for on chain
+
+
 def withheld(behaviour: str, committed: Callable[[], list[Any]], store: Any) -> Callable[[str], bool] | None:
-    """``withhold``'s blob filter (None for the other behaviours): True for the spec, inputs, start
+    """``withhold``'s blob filter (None for the honest behaviours): True for the spec, inputs, start
     checkpoint and trace of every order this provider has committed (``committed()``: its jobs with
     their ``trace_cid`` and ``spec_cid``, read from its state on each call, so it holds from the
-    commit on) and blob store."""
+    commit on) and blob store; ``hide-output``'s: True for their output blobs."""
+    if behaviour == "hide-output":
+        return lambda cid: any(cid == job.output_cid for job in committed())
     if behaviour != "withhold":
         return None
     from veracity.workloads.jobs import job_from_blobs

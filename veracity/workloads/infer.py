@@ -337,8 +337,8 @@ class InferWorkload:
 
         return model_constants(model if model is not None else job.model())
 
-    def served_digests(self, job: Any, outputs: bytes, model: Any = None) -> list[bytes]:
-        return served_digests(job.spec.model, job.inputs, outputs, model, job.batch)
+    def served_tensors(self, job: Any, outputs: bytes, model: Any = None) -> list[np.ndarray]:
+        return served_tensors(job.spec.model, job.inputs, outputs, model, job.batch)
 
     def evaluate(self, job: Any, checkpoint: bytes, data: bytes) -> str:
         raise InputError("only a training job's checkpoint is evaluated")

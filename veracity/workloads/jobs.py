@@ -127,11 +127,17 @@ class Job:
         examples (the digits MLP, a fine-tune) or the mean next-character loss (the tiny GPT)."""
         return self.workload.evaluate(self, checkpoint, data)
 
+    def served_tensors(self, outputs: bytes, model: Any = None) -> list[np.ndarray]:
+        """The output records' tensors that outputs a provider served give, in output order;
+        InputError when they cannot be read as this job's outputs (a checkpoint must also end at
+        the job's final step)."""
+        return self.workload.served_tensors(self, outputs, model)
+
     def served_digests(self, outputs: bytes, model: Any = None) -> list[bytes]:
-        """The output record digests that outputs a provider served give (what its output root
-        must be over); InputError when they cannot be read as this job's outputs (a checkpoint
-        must also end at the job's final step)."""
-        return self.workload.served_digests(self, outputs, model)
+        """Their digests: what the committed output root must be over."""
+        from veracity.exact.trace import tensor_digest
+
+        return [tensor_digest(t) for t in self.served_tensors(outputs, model)]
 
     def check_served(self, outputs: bytes, output_root: bytes, model: Any = None) -> str | None:
         """What is wrong with outputs a provider served, against the output root it committed

@@ -84,8 +84,9 @@ class Workload(Protocol):
     def constants(self, job: "Job", model: Any = None) -> dict[bytes, np.ndarray]:
         """Every constant tensor the job's records may name, by digest (weights and tables)."""
 
-    def served_digests(self, job: "Job", outputs: bytes, model: Any = None) -> list[bytes]:
-        """The output record digests served outputs give; InputError when they cannot be read."""
+    def served_tensors(self, job: "Job", outputs: bytes, model: Any = None) -> list[np.ndarray]:
+        """The output records' tensors served outputs give, in output order; InputError when
+        they cannot be read."""
 
     def evaluate(self, job: "Job", checkpoint: bytes, data: bytes) -> str:
         """A trained checkpoint's quality on held-out data, for people."""
@@ -134,18 +135,16 @@ class Trainer:
         """The step the job's checkpoint ends at: its start checkpoint's, plus its steps."""
         return (int(self.load_checkpoint(job.start).step) if job.start else 0) + job.params.steps
 
-    def served_digests(self, job: "Job", outputs: bytes, model: Any = None) -> list[bytes]:
-        """A served checkpoint's state digests; its step counter, which no output record holds,
+    def served_tensors(self, job: "Job", outputs: bytes, model: Any = None) -> list[np.ndarray]:
+        """A served checkpoint's state tensors (the outputs its program names, in state order); its step counter, which no output record holds,
         must be the job's final step (the next work unit's batches follow from it)."""
-        from veracity.workloads.states import state_digests
-
         try:
             state = self.load_checkpoint(outputs)
         except ValueError as exc:
             raise InputError(f"the checkpoint cannot be read ({exc})") from None
         if (step := int(state.step)) != (final := self.final_step(job)):
             raise InputError(f"the checkpoint says step {step}; the job ends at step {final}")
-        return state_digests(self.named(state))
+        return [t for _, t in self.named(state)]
 
 
 _REGISTRY: dict[tuple[str, str | None], Workload] = {}
