@@ -45,13 +45,15 @@ def lora():
     return two_steps("reviews-finetune.yaml", 4, lines=24)
 
 
-def alter(k):
+def alter(k, element=None):
     """Every seventh element of record ``k`` moved by 4099 (a pattern, so no softmax's shift
     invariance and no rounding hides it from the step's state; not a multiple of 256, so an int8
-    record changes too)."""
+    record changes too), or only its element ``element``."""
     def tamper(i, op, x):
-        if i == k:
+        if i == k and element is None:
             x.flat[::7] += 4099
+        elif i == k:
+            x.flat[element] += 4099
     return tamper
 
 
@@ -59,9 +61,9 @@ class Side:
     """A party: its committed coarse trace and the tensors of the steps a game opens, honest or
     with record ``at`` (a full-program index) altered and everything after it computed from it."""
 
-    def __init__(self, gpt, at=None):
+    def __init__(self, gpt, at=None, element=None):
         self.job, self.levels, _, _ = gpt
-        self.cheat = (lambda: alter(at)) if at is not None else (lambda: None)
+        self.cheat = (lambda: alter(at, element)) if at is not None else (lambda: None)
         result = self.job.run("torch", tamper=self.cheat())
         self.records, self.root = decode_records(result.trace), result.trace_root
         self._tensors = None
@@ -161,6 +163,27 @@ def test_an_honest_trainer_wins_against_a_challenger_that_lies_about_an_op(actor
     assert any(f"of record {located(levels, k)} (" in m for m in moves if "referee" in m)
     assert a.client.market.order(oid).state_name == "committed"
     assert a.provider.token.balance_of(a.provider.address) > prov0
+
+
+@pytest.mark.parametrize("where", ["first", "middle", "last"])
+def test_an_honest_fine_tuner_wins_against_a_challenger_that_lies_about_the_adapters_gemm(actors, lora, honest_lora,
+                                                                                          where):
+    """The FinetuneReferee's two-halves GEMM (``lora.v``: a token's row of 1,536 GELU activations
+    against the adapter's row, held in two halves) recomputes the honest element exactly: a
+    challenger that moved one element of it loses, wherever the element is (the first token and
+    rank, one in the middle, the last of both)."""
+    a = actors
+    job, levels, coarse, _ = lora
+    k = last_of(levels, prog.QMM_W2)
+    size = int(np.prod(levels.program[k].dims))
+    liar = Side(lora, k, element={"first": 0, "middle": size // 2 + 3, "last": size - 1}[where])
+    oid, _ = committed_order(a, coarse, honest_lora.root, len(coarse))
+    chal = a.d.disputes_client(a.validator.key)
+    chal.challenge(oid, liar.root)
+    moves = play(chal, oid, [player(a, oid, lora, PROVIDER, a.provider.key, honest_lora),
+                             player(a, oid, lora, CHALLENGER, a.validator.key, liar)])
+    assert any(f"of record {located(levels, k)} (" in m for m in moves if "referee" in m), moves[-4:]
+    assert a.client.market.order(oid).state_name == "committed"
 
 
 @pytest.mark.parametrize("which", ["gpt", "lora"])

@@ -31,6 +31,7 @@ QMAX: constant(int256) = 127
 ROW_BITS: constant(uint256) = 12
 RECIP_SHIFT: constant(uint256) = 17
 WIDE: constant(uint256) = 1536  # the longest row read here (the GELU activations'), streamed, never stored
+LANES: constant(uint256) = tensors.CHUNK_MAX // 4  # the two-halves GEMM's lanes of 4 values (a chunk of int8 rows)
 
 train: public(immutable(ITrainReferee))
 
@@ -83,6 +84,81 @@ def _scale(amax: int256) -> (int256, uint256, int256):
 @pure
 def _q(v: int256, e: uint256, inv: int256) -> int256:
     return ((v + convert((1 << e) >> 1, int256)) >> e) * inv + (1 << (RECIP_SHIFT - 1)) >> RECIP_SHIFT
+
+
+@internal
+@pure
+def _w2_dot(x: Bytes[tensors.ROW_BYTES], w1: Bytes[tensors.ROW_BYTES], w2: Bytes[tensors.ROW_BYTES], half: uint256,
+            xw: uint256, ww: uint256, sh: int256) -> int256:
+    """`train.qmatmul`'s element from row t of x (2 * `half` values of `xw` bytes) and the two
+    halves of w's row c (`half` values of `ww` bytes each): both rows quantized to int8 per row,
+    then round_shift(dot(q(x), q(w)) ax aw, 127**2, ex + ew + sh), as `_scale` and `_q`.
+
+    The rows are read in place a word at a time, in lanes of 4 values (x's first and second half,
+    w's two halves: 4 words a lane), each value a shift of its word (read one by one, with checked
+    arithmetic, they cost about 750 gas each: the judgement took 3.4M gas). A lane past a half
+    reads the values after it (in x, its second half: the maximum is over x anyway; in w, the
+    row's 32 bytes of padding: zeros, which quantize to 0 and add nothing). The unchecked
+    arithmetic is bounded: |v| <= 2**63, |(v + h) >> e| <= 2**63, times the reciprocal
+    (< 2**24) under 2**87, and |q| <= 128."""
+    xs: uint256 = xw << 3  # a value's bits in x, in w
+    ws: uint256 = ww << 3
+    xb: uint256 = 256 - xs
+    wb: uint256 = 256 - ws
+    xl: uint256 = xw << 2  # a lane's bytes in x, in w
+    wl: uint256 = ww << 2
+    xh: uint256 = half * xw  # where x's second half starts
+    lanes: uint256 = (half + 3) >> 2
+    # pass 1: the largest f(v) = 2 v for v >= 0, 2 |v| - 1 for v < 0 (one comparison a value): max |v| = (max f + 1) >> 1
+    fx: int256 = 0
+    fw: int256 = 0
+    for l: uint256 in range(lanes, bound=LANES):
+        a: int256 = extract32(x, unsafe_mul(l, xl), output_type=int256)
+        b: int256 = extract32(x, unsafe_add(xh, unsafe_mul(l, xl)), output_type=int256)
+        p: int256 = extract32(w1, unsafe_mul(l, wl), output_type=int256)
+        q: int256 = extract32(w2, unsafe_mul(l, wl), output_type=int256)
+        for t: uint256 in range(4):
+            v: int256 = a >> xb
+            fx = max(fx, (v << 1) ^ (v >> 255))
+            v = b >> xb
+            fx = max(fx, (v << 1) ^ (v >> 255))
+            v = p >> wb
+            fw = max(fw, (v << 1) ^ (v >> 255))
+            v = q >> wb
+            fw = max(fw, (v << 1) ^ (v >> 255))
+            a = a << xs
+            b = b << xs
+            p = p << ws
+            q = q << ws
+    ax: int256 = 0
+    ex: uint256 = 0
+    ix: int256 = 0
+    aw: int256 = 0
+    ew: uint256 = 0
+    iw: int256 = 0
+    ax, ex, ix = self._scale(unsafe_add(fx, 1) >> 1)
+    aw, ew, iw = self._scale(unsafe_add(fw, 1) >> 1)
+    # pass 2: each value's int8 quantization inline (``_q``; a call a value costs more than it), the products summed
+    hx: int256 = convert((1 << ex) >> 1, int256)
+    hw: int256 = convert((1 << ew) >> 1, int256)
+    rnd: int256 = 1 << (RECIP_SHIFT - 1)
+    acc: int256 = 0
+    for l: uint256 in range(lanes, bound=LANES):
+        a: int256 = extract32(x, unsafe_mul(l, xl), output_type=int256)
+        b: int256 = extract32(x, unsafe_add(xh, unsafe_mul(l, xl)), output_type=int256)
+        p: int256 = extract32(w1, unsafe_mul(l, wl), output_type=int256)
+        q: int256 = extract32(w2, unsafe_mul(l, wl), output_type=int256)
+        for t: uint256 in range(4):
+            qa: int256 = unsafe_add(unsafe_mul(unsafe_add(a >> xb, hx) >> ex, ix), rnd) >> RECIP_SHIFT
+            qb: int256 = unsafe_add(unsafe_mul(unsafe_add(b >> xb, hx) >> ex, ix), rnd) >> RECIP_SHIFT
+            qp: int256 = unsafe_add(unsafe_mul(unsafe_add(p >> wb, hw) >> ew, iw), rnd) >> RECIP_SHIFT
+            qq: int256 = unsafe_add(unsafe_mul(unsafe_add(q >> wb, hw) >> ew, iw), rnd) >> RECIP_SHIFT
+            acc = unsafe_add(acc, unsafe_add(unsafe_mul(qa, qp), unsafe_mul(qb, qq)))
+            a = a << xs
+            b = b << xs
+            p = p << ws
+            q = q << ws
+    return trainmath._round_shift(acc * ax * aw, QMAX * QMAX, convert(ex + ew, int256) + sh)
 
 
 @internal
@@ -177,38 +253,9 @@ def judge(order_id: uint256, desc: tensors.OpDesc, refs: DynArray[tensors.Record
         w1: Bytes[tensors.ROW_BYTES] = tensors._input_row(j, desc, 1, refs[1], rows[1], 2 * c)
         w2: Bytes[tensors.ROW_BYTES] = tensors._input_row(j, desc, 1, refs[2], rows[2], 2 * c + 1)
         half: uint256 = tensors._last(rows[1].dims)
-        kk: uint256 = tensors._last(rows[0].dims)
-        assert kk == 2 * half, "referee: rows of different lengths"
-        xw: uint256 = tensors._itemsize(rows[0].dtype)
-        ww: uint256 = tensors._itemsize(rows[1].dtype)
-        xb: uint256 = 256 - 8 * xw
-        wb: uint256 = 256 - 8 * ww
-        mx: int256 = 0
-        mw: int256 = 0
-        for i: uint256 in range(half, bound=WIDE):  # the rows' largest |values|, read in place
-            mx = max(mx, max(abs(convert(extract32(x, i * xw), int256) >> xb),
-                             abs(convert(extract32(x, (half + i) * xw), int256) >> xb)))
-            mw = max(mw, max(abs(convert(extract32(w1, i * ww), int256) >> wb),
-                             abs(convert(extract32(w2, i * ww), int256) >> wb)))
-        ax: int256 = 0
-        ex: uint256 = 0
-        ix: int256 = 0
-        aw: int256 = 0
-        ew: uint256 = 0
-        iw: int256 = 0
-        ax, ex, ix = self._scale(mx)
-        aw, ew, iw = self._scale(mw)
-        acc: int256 = 0
-        hx: int256 = convert((1 << ex) >> 1, int256)
-        hw: int256 = convert((1 << ew) >> 1, int256)
-        rnd: int256 = 1 << (RECIP_SHIFT - 1)
-        for i: uint256 in range(half, bound=WIDE):  # the quantizer inline (a call per value costs more than it)
-            qa: int256 = (((convert(extract32(x, i * xw), int256) >> xb) + hx >> ex) * ix + rnd) >> RECIP_SHIFT
-            qb: int256 = (((convert(extract32(w1, i * ww), int256) >> wb) + hw >> ew) * iw + rnd) >> RECIP_SHIFT
-            qc: int256 = (((convert(extract32(x, (half + i) * xw), int256) >> xb) + hx >> ex) * ix + rnd) >> RECIP_SHIFT
-            qd: int256 = (((convert(extract32(w2, i * ww), int256) >> wb) + hw >> ew) * iw + rnd) >> RECIP_SHIFT
-            acc += qa * qb + qc * qd
-        y = trainmath._round_shift(acc * ax * aw, QMAX * QMAX, convert(ex + ew, int256) + desc.params[0])
+        assert tensors._last(rows[0].dims) == 2 * half, "referee: rows of different lengths"
+        y = self._w2_dot(x, w1, w2, half, tensors._itemsize(rows[0].dtype), tensors._itemsize(rows[1].dtype),
+                         desc.params[0])
     else:
         raise "referee: not a fine-tuning step's record"
     extcall train.relay(order_id, y)
