@@ -9,15 +9,9 @@ from pathlib import Path
 from eth_account import Account
 from pydantic import BaseModel
 
+from veracity.chain.agents import AgentRegistryClient, ReputationClient, ValidationClient
 from veracity.chain.anvil import MNEMONIC
-from veracity.chain.client import (
-    Chain,
-    DisputesClient,
-    MarketClient,
-    OracleClient,
-    RegistryClient,
-    TokenClient,
-)
+from veracity.chain.client import Chain, DisputesClient, MarketClient, OracleClient, RegistryClient, TokenClient
 from veracity.errors import ChainError
 
 TOKEN = 10**18
@@ -66,6 +60,9 @@ class Deployment(BaseModel):
     dispute_bond: int = 0
     move_time: int = 0
     oracle: str | None = None  # contract-callable inference (deployments from before it have none)
+    agent_registry: str | None = None  # agents after ERC-8004 (deployments from before them have none)
+    reputation: str | None = None
+    validation: str | None = None
 
     def write(self, path: Path) -> None:
         """Written readable by its owner only: a devnet's holds its accounts' keys."""
@@ -96,6 +93,15 @@ class Deployment(BaseModel):
         chain = Chain(self.rpc_url, key)
         return OracleClient(chain, self.oracle)
 
+    def agent_clients(self, key: str) -> tuple[AgentRegistryClient, ReputationClient, ValidationClient]:
+        """Clients of the agent registries (identity, reputation, validation) acting as ``key``."""
+        if self.agent_registry is None or self.reputation is None or self.validation is None:
+            raise ChainError("this deployment has no agent registries (AgentRegistry, Reputation, Validation): "
+                             "redeploy it")
+        chain = Chain(self.rpc_url, key)
+        return (AgentRegistryClient(chain, self.agent_registry), ReputationClient(chain, self.reputation),
+                ValidationClient(chain, self.validation))
+
     def disputes_client(self, key: str) -> DisputesClient:
         if self.disputes is None:
             raise ChainError("this deployment has no Disputes contract: redeploy it")
@@ -116,7 +122,8 @@ def dev_accounts(n: int) -> list[AccountInfo]:
 def deploy(rpc_url: str, deployer: AccountInfo, accounts: list[AccountInfo], devnet: bool = True,
            **params: int) -> Deployment:
     """Deploy the contracts (Token, Registry, Market, OneStep and LlamaOneStep, the eight referees,
-    OutputFaults, Disputes, the Oracle), wire them to each other, and fund ``accounts`` with tokens."""
+    OutputFaults, Disputes, the Oracle, the agent registries), wire them to each other, and fund
+    ``accounts`` with tokens."""
     p = {**DEFAULTS, **params}
     chain = Chain(rpc_url, deployer.key)
     token = chain.deploy("Token", p["supply"], devnet)
@@ -147,6 +154,9 @@ def deploy(rpc_url: str, deployer: AccountInfo, accounts: list[AccountInfo], dev
     oracle = chain.deploy("Oracle", token, market, p["oracle_deadline"], p["oracle_window"], p["oracle_spot_bps"],
                           p["oracle_collateral_bps"])
     chain.send(MarketClient(chain, market, TokenClient(chain, token)).fn.set_gated(oracle))  # paid on delivery
+    agent_registry = chain.deploy("AgentRegistry")
+    reputation = chain.deploy("Reputation", agent_registry)
+    validation = chain.deploy("Validation", agent_registry)
     tok = TokenClient(chain, token)
     for a in accounts:
         if a.address != deployer.address:
@@ -157,7 +167,8 @@ def deploy(rpc_url: str, deployer: AccountInfo, accounts: list[AccountInfo], dev
                       attention_referee=attention_referee, train_referee=train_referee, llama_referee=llama_referee,
                       llama_attention_referee=llama_attention_referee, train_norm_referee=train_norm_referee,
                       train_attention_referee=train_attention_referee, finetune_referee=finetune_referee,
-                      dispute_bond=p["dispute_bond"], move_time=p["move_time"], oracle=oracle)
+                      dispute_bond=p["dispute_bond"], move_time=p["move_time"], oracle=oracle,
+                      agent_registry=agent_registry, reputation=reputation, validation=validation)
 
 
 # the embedded devnet: anvil as a background process, its state in a folder -----------------
