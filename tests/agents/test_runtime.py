@@ -6,7 +6,7 @@ import json
 import pytest
 
 from veracity.agents.record import RunRecord, read_record
-from veracity.agents.runtime import ANSWER, parse_free, pick_tool, system_prompt
+from veracity.agents.runtime import ANSWER, choose, parse_free, pick_tool, slot, system_prompt
 from veracity.agents.spec import load_agent, parse_agent
 from veracity.agents.trace import check_run
 from veracity.errors import InputError
@@ -21,6 +21,15 @@ def test_the_grammar_always_names_a_real_tool():
     assert pick_tool("The order was slashed", NAMES) == ANSWER  # not a tool: an answer
     assert pick_tool("", NAMES) == ANSWER
     assert pick_tool("The order", ["chain", "calculator"]) == "chain"  # answering not allowed yet: a tool
+
+
+def test_a_tools_input_forms_are_a_choice_with_a_value_after_them():
+    forms = ("slashes", "disputes", "orders", "order ", "balance ")
+    assert choose("slash", forms, forms[0]) == "slashes"
+    assert choose("order 3", forms, forms[0]) == "order "  # a form that takes a value
+    assert choose("2 + 2", forms, forms[0]) == "slashes"  # nothing shared: the first form
+    assert slot("3: provider 0x9965") == "3"
+    assert slot(" 0x9965507D1a55bcC2695C58ba16FB37d819B0A4dc was") == "0x9965507D1a55bcC2695C58ba16FB37d819B0A4dc"
 
 
 def test_a_free_call_is_valid_only_as_a_json_object_naming_a_tool():

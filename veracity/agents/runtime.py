@@ -94,22 +94,34 @@ def chat_template(model: str) -> Callable[[list[dict[str, str]]], str]:
     return lambda messages: template.render(messages, add_generation_prompt=True)
 
 
-def pick_tool(text: str, names: list[str]) -> str:
-    """The grammar's choice among ``names`` for what the model wrote: the name it spells out, else
-    the one sharing the longest prefix with it (ties: the first listed), else ``answer`` when it
-    is allowed (the first name when not)."""
+def choose(text: str, options: list[str] | tuple[str, ...], fallback: str) -> str:
+    """The grammar's choice among ``options`` for what the model wrote: the option it spells out,
+    else the one sharing the longest prefix with it (ties: the first listed), else ``fallback``."""
     t = text.strip().lower()
-    if t in names:
-        return t
+    for option in options:
+        if t == option.strip():
+            return option
 
-    def shared(name: str) -> int:
+    def shared(option: str) -> int:
         n = 0
-        while n < min(len(t), len(name)) and t[n] == name[n]:
+        while n < min(len(t), len(option)) and t[n] == option[n]:
             n += 1
         return n
 
-    best = max(names, key=shared)
-    return best if shared(best) > 0 or ANSWER not in names else ANSWER
+    best = max(options, key=shared)
+    return best if shared(best) > 0 else fallback
+
+
+def slot(text: str) -> str:
+    """A query form's value: the first address, number or word the model wrote."""
+    m = re.search(r"0x[0-9a-fA-F]{40}|\d+|[^\s\"]+", text)
+    return m.group(0) if m else ""
+
+
+def pick_tool(text: str, names: list[str]) -> str:
+    """The tool the grammar picks for what the model wrote: ``answer`` when it shares nothing
+    with any name and answering is allowed, else the first name."""
+    return choose(text, names, ANSWER if ANSWER in names else names[0])
 
 
 def parse_free(text: str, names: list[str]) -> tuple[str, str] | None:
@@ -187,7 +199,13 @@ def run_agent(spec: AgentSpec, task: str, complete: Complete, render: Callable[[
             head = prompt + '{"tool": "'
             name = pick_tool(call(head, TOOL_TOKENS, "tool", steps), names if steps or not tools else [*tools])
             head += name + '", "input": "'
-            text = call(head, ANSWER_TOKENS if name == ANSWER else INPUT_TOKENS, "input", steps).strip()
+            forms = getattr(tools.get(name), "forms", ())
+            if forms:  # the tool's inputs are a choice too (a query form, then its value if it takes one)
+                form = choose(call(head, TOOL_TOKENS, "form", steps), forms, forms[0])
+                value = slot(call(head + form, INPUT_TOKENS, "input", steps)) if form.endswith(" ") else ""
+                text = (form + value).strip()
+            else:
+                text = call(head, ANSWER_TOKENS if name == ANSWER else INPUT_TOKENS, "input", steps).strip()
         else:
             picked = parse_free(call(prompt, FREE_TOKENS, "tool", steps), names)
             if picked is None:  # not a valid call: what it wrote is taken as the answer
@@ -195,9 +213,14 @@ def run_agent(spec: AgentSpec, task: str, complete: Complete, render: Callable[[
             name, text = picked
         if name == ANSWER:
             return finish(text, "answered")
+        if turns and turns[-2]["content"] == json.dumps({"tool": name, "input": text}):
+            head = prompt + '{"tool": "answer", "input": "'  # the same call again: it has what it asked for
+            return finish(call(head, ANSWER_TOKENS, "answer", steps).strip(), "answered")
         steps += 1
         turns.append({"role": "assistant", "content": json.dumps({"tool": name, "input": text})})
-        turns.append({"role": "user", "content": f"Result of {name}: {run_tool(tools[name], name, text, steps, record)}"})
+        result = run_tool(tools[name], name, text, steps, record)
+        turns.append({"role": "user", "content": f"Result of {name}: {result}\nAnswer the question from this result "
+                                                 f"if it is enough."})
 
 
 def run_tool(tool: Any, name: str, text: str, step: int, record: RunRecord) -> str:

@@ -72,6 +72,7 @@ class Tool:
     name: str  # what the model calls it
     description: str  # one line the model sees, with the input it takes
     run: Callable[[str], ToolResult]  # input text -> result; raises ToolError on bad input
+    forms: tuple[str, ...] = ()  # the inputs the grammar chooses among (one ending in a space takes a value after it)
 
 
 def build_tools(specs: list[ToolSpec], ctx: ToolContext) -> dict[str, Tool]:
@@ -269,6 +270,7 @@ ADDRESS = re.compile(r"0x[0-9a-fA-F]{40}(?![0-9a-zA-Z])")
 HEXISH = re.compile(r"0x[0-9a-zA-Z]*")
 CHAIN_QUERIES = ("orders (the latest; `orders before 12`, `orders of 0x...`), order 3 (one order: its commit, "
                  "dispute and settlement), balance 0x... (tokens and stake), slashes, disputes, providers")
+CHAIN_FORMS = ("slashes", "disputes", "providers", "orders", "order ", "balance ")  # the grammar's choices
 ZERO_ADDRESS = "0x" + "0" * 40
 ROLES = {0: "not registered", 1: "provider", 2: "validator"}
 OUTCOMES = {1: "provider won", 2: "provider lost", 3: "undecided"}
@@ -630,7 +632,7 @@ def chain_tool(spec: ToolSpec, ctx: ToolContext) -> Tool:
             raise ToolError(f"chain: cannot read the chain at {ctx.deployment.rpc_url} ({type(exc).__name__}: "
                             f"{clip(str(exc), 160)}): is the devnet running (`veracity devnet up`)?") from None
 
-    return Tool("chain", f"reads this network's chain; input: one of {CHAIN_QUERIES}", run)
+    return Tool("chain", f"reads this network's chain; input: one of {CHAIN_QUERIES}", run, CHAIN_FORMS)
 
 
 # retrieval -----------------------------------------------------------------------------------
