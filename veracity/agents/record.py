@@ -66,21 +66,30 @@ class RunRecord:
         return out
 
 
-def read_record(path: Path) -> RunRecord:
-    """A run's record from its JSONL file; InputError when it is not one."""
-    if not path.is_file():
-        raise InputError(f"run record {path} not found")
+def parse_record(data: bytes, source: str = "the record") -> RunRecord:
+    """A run record from its JSONL bytes; InputError when it is not one."""
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError:
+        raise InputError(f"{source} is not UTF-8 text: not a run record") from None
     record = RunRecord()
-    for n, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
+    for n, line in enumerate(text.splitlines(), 1):
         if not line.strip():
             continue
         try:
             row = json.loads(line)
         except ValueError as exc:
-            raise InputError(f"{path}:{n}: not JSON ({exc})") from None
+            raise InputError(f"{source}, line {n}: not JSON ({exc})") from None
         if not isinstance(row, dict) or "event" not in row:
-            raise InputError(f"{path}:{n}: not a run record event (an object with an `event`)")
+            raise InputError(f"{source}, line {n}: not a run record event (an object with an `event`)")
         record.events.append(row)
     if not record.of("run"):
-        raise InputError(f"{path}: no `run` event: not an agent run's record")
+        raise InputError(f"{source}: no `run` event: not an agent run's record")
     return record
+
+
+def read_record(path: Path) -> RunRecord:
+    """A run's record from its JSONL file; InputError when it is not one."""
+    if not path.is_file():
+        raise InputError(f"run record {path} not found")
+    return parse_record(path.read_bytes(), str(path))

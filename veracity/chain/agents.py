@@ -88,6 +88,16 @@ class AgentRegistryClient(_Bound):
     def owner_of(self, agent_id: int) -> str:
         return self._read(self.fn.ownerOf(agent_id))
 
+    def agent_ids(self) -> list[int]:
+        """Every registered agent's id, in registration order (ERC-721 enumeration)."""
+        return [int(self._read(self.fn.tokenByIndex(i))) for i in range(int(self._read(self.fn.totalSupply())))]
+
+    def agents_of(self, owner: str) -> list[int]:
+        """The ids of the agents ``owner`` holds."""
+        who = Web3.to_checksum_address(owner)
+        n = int(self._read(self.fn.balanceOf(who)))
+        return [int(self._read(self.fn.tokenOfOwnerByIndex(who, i))) for i in range(n)]
+
     def metadata(self, agent_id: int, key: str) -> bytes:
         return bytes(self._read(self.fn.getMetadata(agent_id, key)))
 
@@ -192,6 +202,20 @@ class ValidationClient(_Bound):
         """(answered requests, their latest scores' average) (only ``validators``' when given)."""
         count, avg = self._read(self.fn.getSummary(agent_id, _addresses(validators), tag))
         return int(count), int(avg)
+
+    def validator_requests(self, validator: str) -> list[bytes]:
+        """The hashes of every request addressed to ``validator``, oldest first."""
+        who = Web3.to_checksum_address(validator)
+        n = self._read(self.fn.validatorRequestCount(who))
+        fn = self.contract.get_function_by_signature("getValidatorRequests(address,uint256)")
+        return [bytes(h) for start in range(0, n, 100) for h in self._read(fn(who, start))]
+
+    def request_uris(self, validator: str, from_block: int = 0) -> dict[bytes, str]:
+        """Request hash -> request URI of the requests addressed to ``validator`` (the URI is in the
+        ``ValidationRequest`` event only), from block ``from_block`` on."""
+        logs = self.contract.events.ValidationRequest().get_logs(
+            from_block=from_block, argument_filters={"validatorAddress": Web3.to_checksum_address(validator)})
+        return {bytes(lg["args"]["requestHash"]): str(lg["args"]["requestURI"]) for lg in logs}
 
     def agent_requests(self, agent_id: int) -> list[bytes]:
         n = self._read(self.fn.agentValidationCount(agent_id))
