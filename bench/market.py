@@ -73,7 +73,8 @@ def availability(d: Deployment, client_key: str, provider_key: str, gas: dict[st
     gas.setdefault("request_chunk", []).append(asker.request_chunk(oid, 0, 1).gasUsed)
     gas.setdefault("serve_chunk (8 KB)", []).append(server.serve_chunk(oid, 0, 1, serve_args(out, 0, 1)).gasUsed)
     asker.request_chunk(oid, 0, 2)
-    cchain.w3.provider.make_request("evm_increaseTime", [d.move_time + 1])
+    due = asker.open_request(oid, 0, 2).deadline  # (requests queue: due a move after the one before)
+    cchain.w3.provider.make_request("evm_increaseTime", [due - cchain.now() + 1])
     cchain.w3.provider.make_request("evm_mine", [])
     gas.setdefault("claim_unserved (slash)", []).append(asker.claim_unserved(oid, 0, 2).gasUsed)
 

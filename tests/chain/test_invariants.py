@@ -286,7 +286,7 @@ def machine_cls(devnet, actors_cls):
             often, the provider serves it, or nobody does and it is claimed past its deadline."""
             oid = self.committed_order(data)
             faults = self.outputs(who)
-            bond = int(faults.fn.request_bond().call())
+            bond = faults.request_bond(oid)
             if self.attempt(lambda: faults.request_chunk(oid, output, chunk), "ask_chunk"):
                 self.expected[who] -= bond
                 self.asks[(oid, output, chunk)] = (who, bond)
@@ -305,10 +305,11 @@ def machine_cls(devnet, actors_cls):
             """Anyone serves an asked chunk (or shows there is none) from the output it knows
             ("party": the order's provider)."""
             oid, output, chunk = key
-            who = self.name_of(self.a.client.market.order(oid).provider) if who == "party" else who
+            provider = self.name_of(self.a.client.market.order(oid).provider)
+            who = provider if who == "party" else who
             if self.attempt(lambda: self.outputs(who).serve_chunk(oid, output, chunk, serve_args(OUTPUT, output, chunk)),
                             "serve_chunk"):
-                self.expected[who] += self.asks.pop(key)[1]
+                self.expected[provider] += self.asks.pop(key)[1]  # the provider's, whoever serves
 
         @precondition(lambda self: self.asks)
         @rule(data=st.data(), who=st.sampled_from(NAMES), wait=st.booleans())

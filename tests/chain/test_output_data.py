@@ -42,8 +42,8 @@ def test_a_served_chunk_is_logged_for_its_asker_and_the_result_then_paid(actors)
     a = actors
     oid = committed(a, window=30)
     client, provider = faults(a, a.client), faults(a, a.provider)
-    bond = int(client.fn.request_bond().call())
-    assert bond == a.d.dispute_bond // 10
+    bond = client.request_bond(oid)
+    assert bond == a.d.disputes_client(a.stranger.key).bond_for(oid) // 10  # a tenth of a challenge's
     paid0 = a.provider.token.balance_of(a.provider.address)
     client.request_chunk(oid, 0, 3)
     a.advance(31)  # the window is over, but the chunk is not served: no payment yet
@@ -60,7 +60,7 @@ def test_a_served_chunk_is_logged_for_its_asker_and_the_result_then_paid(actors)
         faults(a, a.stranger).claim_unserved(oid, 0, 3)
     provider.serve_chunk(oid, 0, 3, serve_args(OUTPUTS, 0, 3))
     assert client.served(oid) == {(0, 3): bytes(tensor_chunks(OUTPUTS[0])[3])}  # the asker reads the bytes
-    assert a.provider.token.balance_of(a.provider.address) == paid0 + bond  # the server takes the bond
+    assert a.provider.token.balance_of(a.provider.address) == paid0 + bond  # the provider takes the bond
     a.stranger.market.finalize(oid)
     assert a.client.market.order(oid).state_name == "finalized"
 
@@ -90,10 +90,12 @@ def test_asking_for_what_does_not_exist_cannot_make_an_honest_provider_lose(acto
         client.request_chunk(oid, output, chunk)
     with pytest.raises(ChainError, match="serve no data"):
         helper.serve_chunk(oid, 0, 10, serve_args(OUTPUTS, 0, 9))  # chunk 9's bytes as a chunk 10
-    paid0 = a.validator.token.balance_of(a.validator.address)
+    paid0 = [t.token.balance_of(t.address) for t in (a.validator, a.provider)]
     for output, chunk in [(2, 0), (0, 10), (1, 1)]:  # anyone holding the outputs shows there is none
         helper.serve_chunk(oid, output, chunk, serve_args(OUTPUTS, output, chunk))
-    assert a.validator.token.balance_of(a.validator.address) == paid0 + 3 * int(client.fn.request_bond().call())
+    # the bonds go to the provider whoever serves (copying its serve earns nothing)
+    assert a.validator.token.balance_of(a.validator.address) == paid0[0]
+    assert a.provider.token.balance_of(a.provider.address) == paid0[1] + 3 * client.request_bond(oid)
     assert client.served(oid) == {(2, 0): b"", (0, 10): b"", (1, 1): b""}
     with pytest.raises(ChainError, match="served already"):  # asked once: the answer is in the log
         client.request_chunk(oid, 2, 0)
@@ -117,6 +119,22 @@ def test_who_may_ask_and_when(actors):
     a.advance(31)
     with pytest.raises(ChainError, match="window has closed"):
         faults(a, a.validator).request_chunk(oid, 0, 1)
+
+
+def test_requests_queue_and_wait_for_a_running_game(actors):
+    """A flood of requests cannot outrun a provider that serves one at a time: each is due a
+    dispute move after the one before it. While a game runs nobody may ask (a sybil's request
+    could otherwise be claimed in the middle of an honest challenger's game, for its reward)."""
+    a = actors
+    oid, oid2 = committed(a), committed(a)
+    client = faults(a, a.client)  # (its own nonce: the actors' client account sends nothing more)
+    client.request_chunk(oid, 0, 0)
+    client.request_chunk(oid, 0, 1)
+    first, second = client.open_request(oid, 0, 0), client.open_request(oid, 0, 1)
+    assert second.deadline == first.deadline + a.d.move_time
+    a.d.disputes_client(a.validator.key).challenge(oid2, b"\7" * 32)
+    with pytest.raises(ChainError, match="game over the result is running"):
+        client.request_chunk(oid2, 0, 0)
 
 
 def test_a_providers_sybil_gains_nothing_by_asking_and_claiming(actors):

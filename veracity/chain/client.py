@@ -497,9 +497,16 @@ class OutputFaultsClient(_Bound):
         super().__init__(chain, address)
         self.token = token
 
+    def request_bond(self, order_id: int) -> int:
+        return int(self.fn.request_bond(order_id).call())
+
     def request_chunk(self, order_id: int, output: int, chunk: int) -> Any:
-        self.token.approve(self.address, int(self.fn.request_bond().call()))
+        self.token.approve(self.address, self.request_bond(order_id))
         return self._send(self.fn.request_chunk(order_id, output, chunk))
+
+    def was_served(self, order_id: int, output: int, chunk: int) -> bool:
+        key = Web3.keccak(encode(["uint256", "uint256", "uint256"], [order_id, output, chunk]))
+        return bool(self.fn.served(key).call())
 
     def serve_chunk(self, order_id: int, output: int, chunk: int, served: Any) -> Any:
         return self._send(self.fn.serve_chunk(*served.args(order_id, output, chunk)))

@@ -86,10 +86,20 @@ class OutputAsks:
 
     def __init__(self, outputs: Any, order_id: int, program: list[Any], k: int = SAMPLE) -> None:
         self.outputs, self.order_id = outputs, order_id
-        self.pending = asked_chunks(chunk_counts(program), k)
+        self.pending: list[tuple[int, int]] = []
         self.withheld = False
-        for output, chunk in self.pending:
-            outputs.request_chunk(order_id, output, chunk)
+        refused = []
+        for output, chunk in asked_chunks(chunk_counts(program), k):
+            if outputs.open_request(order_id, output, chunk) is not None:  # asked already (perhaps by the
+                self.pending.append((output, chunk))                       # provider's sybil): followed all the same
+            elif not outputs.was_served(order_id, output, chunk):
+                try:
+                    outputs.request_chunk(order_id, output, chunk)
+                    self.pending.append((output, chunk))
+                except VeracityError as exc:
+                    refused.append(str(exc))
+        if not self.pending and refused:
+            raise VeracityError(f"no output chunk could be asked for: {refused[0]}")
 
     def open(self) -> bool:
         return bool(self.pending)

@@ -512,7 +512,8 @@ def void_undelivered(order_id: uint256):
     """
     o: IMarket.Order = self.orders[order_id]
     assert self.gated[o.client] and msg.sender == o.client, "market: only a gated order's client voids it"
-    assert o.state == COMMITTED and not self.challenged[order_id], "market: no undisputed committed result to void"
+    assert o.state == COMMITTED and not self.challenged[order_id] and not self.data_requested[order_id], \
+        "market: no undisputed committed result to void (a game or an asked-for output chunk is open)"
     assert block.timestamp > o.committed_at + o.challenge_window + DELIVERY_TIME, \
         "market: the result can still be delivered"
     self.orders[order_id].state = REFUNDED

@@ -6,14 +6,18 @@
         order's output root is not its trace's output records (`prove_output_fault`), and
         `Disputes` settles it as a lost game. Its own contract for the size limit.
 
-        And the output's data is available: while a result can be challenged, anyone but its
-        provider may ask, with a bond, for one chunk of one committed output
-        (`request_chunk`). The result cannot finalize until somebody posts that chunk, proven
-        against the committed output root (`serve_chunk`: it is logged for the asker, and the
-        server takes the bond for its gas), or shows the request names no chunk. Unserved by
-        the deadline (one dispute move), anyone may `claim_unserved`: the provider loses as in
-        a lost game, the asker gets its bond back and the challenger's share. So a provider
-        that withholds what it committed is slashed rather than paid.
+        And the output's data is available: while a result can be challenged and no game runs
+        over it, anyone but its provider may ask, with a bond, for one chunk of one committed
+        output (`request_chunk`). The result cannot finalize until somebody posts that chunk,
+        proven against the committed output root (`serve_chunk`: it is logged for the asker,
+        and the provider takes the bond for its gas, whoever serves), or shows the request
+        names no chunk. Unserved by the deadline, anyone may `claim_unserved`: the provider
+        loses as in a lost game, the asker gets its bond back and the challenger's share. So a
+        provider that withholds what it committed is slashed rather than paid. An order's
+        requests queue: each is due one dispute move after the one before it (or after it is
+        made), so a flood of requests cannot outrun an honest provider serving one at a time;
+        each bonds a tenth of what a challenge of the order would (it grows with the price and
+        the collateral).
 """
 
 from ethereum.ercs import IERC20
@@ -23,7 +27,7 @@ import tensors
 interface Settles:
     def fault_proven(order_id: uint256, prover: address): nonpayable
     def move_time() -> uint256: view
-    def bond() -> uint256: view
+    def bond_for(order_id: uint256) -> uint256: view
     def token() -> IERC20: view
 
 struct ChunkRequest:
@@ -33,7 +37,7 @@ struct ChunkRequest:
 
 ORDER_COMMITTED: constant(uint8) = 3  # the Market's order state
 MAX_DEPTH: constant(uint256) = 64
-REQUEST_BOND_DIV: constant(uint256) = 10  # a chunk request's bond: the base dispute bond / 10
+REQUEST_BOND_DIV: constant(uint256) = 10  # a chunk request's bond: a tenth of a challenge's
 
 market: public(immutable(IMarket))
 deployer: immutable(address)
@@ -41,6 +45,7 @@ disputes: public(Settles)
 requests: public(HashMap[bytes32, ChunkRequest])  # keccak(order, output, chunk) -> the open request
 served: public(HashMap[bytes32, bool])  # chunks already posted (or shown to be none): asked once
 pending: public(HashMap[uint256, uint256])  # an order's open requests
+last_due: public(HashMap[uint256, uint256])  # an order's latest request deadline (they queue)
 
 
 @deploy
@@ -191,16 +196,19 @@ def request_chunk(order_id: uint256, output: uint256, chunk: uint256):
     assert o.state == ORDER_COMMITTED, "outputs: only a committed result's data can be asked for"
     assert block.timestamp < o.committed_at + o.challenge_window, "outputs: the challenge window has closed"
     assert msg.sender != o.provider, "outputs: a provider cannot ask for its own output"
+    assert not staticcall market.challenged(order_id), \
+        "outputs: a dispute game over the result is running: ask once it ends (its window restarts)"
     assert output < 1024, "outputs: an order has at most 1,024 outputs"
     key: bytes32 = self._key(order_id, output, chunk)
     assert self.requests[key].asker == empty(address), "outputs: that chunk is asked for already"
     assert not self.served[key], "outputs: that chunk was served already: read its ChunkServed event"
-    bond: uint256 = self._request_bond()
+    bond: uint256 = self._request_bond(order_id)
     token: IERC20 = staticcall self.disputes.token()
     assert staticcall token.balanceOf(msg.sender) >= bond and staticcall token.allowance(msg.sender, self) >= bond, \
         "outputs: hold and approve the request's bond (request_bond) first"
     assert extcall token.transferFrom(msg.sender, self, bond), "outputs: the request's bond was not paid"
-    deadline: uint256 = block.timestamp + staticcall self.disputes.move_time()
+    deadline: uint256 = max(block.timestamp, self.last_due[order_id]) + staticcall self.disputes.move_time()
+    self.last_due[order_id] = deadline
     self.requests[key] = ChunkRequest(asker=msg.sender, deadline=deadline, bond=bond)
     self.pending[order_id] += 1
     if self.pending[order_id] == 1:
@@ -210,18 +218,19 @@ def request_chunk(order_id: uint256, output: uint256, chunk: uint256):
 
 @internal
 @view
-def _request_bond() -> uint256:
-    return staticcall self.disputes.bond() // REQUEST_BOND_DIV
+def _request_bond(order_id: uint256) -> uint256:
+    return staticcall self.disputes.bond_for(order_id) // REQUEST_BOND_DIV
 
 
 @external
 @view
-def request_bond() -> uint256:
+def request_bond(order_id: uint256) -> uint256:
     """
-    @notice What asking for one chunk bonds, in tokens.
+    @notice What asking for one chunk of this order's output bonds now, in tokens.
+    @param order_id The order's id.
     @return The bond.
     """
-    return self._request_bond()
+    return self._request_bond(order_id)
 
 
 @external
@@ -233,7 +242,8 @@ def serve_chunk(order_id: uint256, output: uint256, chunk: uint256, count: uint2
             digest (`dtype`, `dims`, `chunk_root`) is leaf `output` of `tree`, and `data` is
             chunk `chunk` of that tensor. Or show the request names no chunk: `output` is not
             below `count`, or `chunk` not below the tensor's chunks (leave `data` empty). Anyone
-            may serve (the data proves itself); the server takes the bond.
+            may serve (the data proves itself); the bond goes to the provider, whose gas it
+            pays (so copying its transaction earns nothing).
     @param order_id The order's id.
     @param output The output's place among the order's outputs.
     @param chunk The chunk's index.
@@ -272,7 +282,7 @@ def serve_chunk(order_id: uint256, output: uint256, chunk: uint256, count: uint2
         assert len(data) == 0, "outputs: the result has no such output: serve no data"
     self.served[key] = True
     self._close(order_id, key, True)
-    assert extcall (staticcall self.disputes.token()).transfer(msg.sender, r.bond), "outputs: bond transfer failed"
+    assert extcall (staticcall self.disputes.token()).transfer(o.provider, r.bond), "outputs: bond transfer failed"
     log ChunkServed(order_id=order_id, server=msg.sender, output=output, chunk=chunk, dtype=dtype, dims=dims, data=data)
 
 

@@ -15,13 +15,13 @@ from __future__ import annotations
 
 import threading
 from pathlib import Path
-from typing import Callable
+from typing import Any, Callable
 
 from veracity.blobs.store import BlobStore
 from veracity.chain.client import ChunkAsk, DisputesClient, MarketClient
 from veracity.chain.events import EventStream
 from veracity.client.disputer import Disputer
-from veracity.errors import VeracityError
+from veracity.errors import InputError, VeracityError
 from veracity.exact.trace import decode_records
 from veracity.node.daemon import run_loop
 from veracity.node.state import NodeState
@@ -29,6 +29,8 @@ from veracity.sim import adversary
 from veracity.verify.available import serve_args
 from veracity.verify.game import PROVIDER
 from veracity.workloads.jobs import Job
+
+SERVE_PER_TICK = 2  # asked-for chunks served per tick (each waits for its block)
 
 
 class Defender:
@@ -43,8 +45,9 @@ class Defender:
         self.games: set[int] = set()  # orders challenged and not yet settled
         self.state: NodeState | None = None  # opened on the defence's thread (a connection is per thread)
         self.stream: EventStream | None = None
-        self.asked: dict[tuple[int, int, int], ChunkAsk] = {}  # output chunks asked of this node's results
+        self.asked: dict[tuple[int, int, int], tuple[ChunkAsk, int]] = {}  # chunks asked of its results -> (ask, block)
         self.failed: set[tuple[int, int, int]] = set()  # those it could not serve (logged once)
+        self.tensors: dict[int, list[Any]] = {}  # an order's output tensors, read once for all its asks
 
     def start(self) -> threading.Thread:
         thread = threading.Thread(target=self.run, name="disputes", daemon=True)
@@ -74,8 +77,9 @@ class Defender:
             elif ev.name == "ChunkRequested":
                 ask = ChunkAsk(int(ev.args["order_id"]), ev.args["asker"], int(ev.args["output"]),
                                int(ev.args["chunk"]), int(ev.args["deadline"]))
-                self.asked[(ask.order_id, ask.output, ask.chunk)] = ask
-        self.state.set_cursor("disputes", self.stream.next_block)
+                self.asked[(ask.order_id, ask.output, ask.chunk)] = (ask, ev.block)
+        # the cursor stays at the oldest ask not served yet: after a restart its event is read again
+        self.state.set_cursor("disputes", min([b for _, b in self.asked.values()] + [self.stream.next_block]))
         for oid in sorted(self.games - set(self.disputer.players)):
             try:
                 if self.disputes.game(oid).stage_name == "settled":  # ended while this node was down
@@ -85,11 +89,15 @@ class Defender:
             except VeracityError as exc:  # tried again next tick
                 self.log(f"order {oid}: dispute: {exc}")
         self.games -= set(self.disputer.tick(self.disputes.chain.now()))
-        for ask in list(self.asked.values()):
+        # the asks due first, a few a tick, so the next tick's dispute moves never wait long behind them
+        for ask, _ in sorted(self.asked.values(), key=lambda a: a[0].deadline)[:SERVE_PER_TICK]:
+            key = (ask.order_id, ask.output, ask.chunk)
             try:
                 self.serve(ask)
+            except InputError as exc:  # its outputs cannot be read as the job's: retrying will not help
+                self.log(f"order {ask.order_id}: cannot serve output {ask.output}'s chunk {ask.chunk}: {exc}")
+                del self.asked[key]
             except VeracityError as exc:  # tried again next tick, while the request is open
-                key = (ask.order_id, ask.output, ask.chunk)
                 if key not in self.failed:
                     self.failed.add(key)
                     self.log(f"order {ask.order_id}: could not serve output {ask.output}'s chunk {ask.chunk}: {exc}")
@@ -104,7 +112,12 @@ class Defender:
         if row is None or row.output_cid is None or self.behaviour in adversary.WITHHOLDS:  # a cheater
             del self.asked[key]
             return
-        tensors = self.load_job(row.spec_cid or "").served_tensors(self.blobs.get(row.output_cid))
+        if self.outputs.open_request(*key) is None:  # served by somebody else, or settled
+            del self.asked[key]
+            return
+        if ask.order_id not in self.tensors:
+            self.tensors = {ask.order_id: self.load_job(row.spec_cid or "").served_tensors(self.blobs.get(row.output_cid))}
+        tensors = self.tensors[ask.order_id]
         self.outputs.serve_chunk(ask.order_id, ask.output, ask.chunk, serve_args(tensors, ask.output, ask.chunk))
         del self.asked[key]
         self.log(f"order {ask.order_id}: served output {ask.output}'s chunk {ask.chunk} on chain, as asked")
