@@ -9,7 +9,9 @@ from __future__ import annotations
 import weakref
 from contextlib import contextmanager
 from functools import partial
-from typing import Any, Callable, Iterator
+from itertools import repeat
+from operator import itemgetter
+from typing import Any, Callable, Iterator, NamedTuple
 
 import numpy as np
 
@@ -18,9 +20,34 @@ from veracity.exact import spec
 from veracity.exact.spec import I16_MAX, QLinear, QNorm
 from veracity.exact.trace import Trace, fast_digest, grown_digests, tensor_digest
 
-I32, I16, U8 = np.dtype(np.int32), np.dtype(np.int16), np.dtype(np.uint8)
+I32, I16, U8, I64 = np.dtype(np.int32), np.dtype(np.int16), np.dtype(np.uint8), np.dtype(np.int64)
 NOT_GROWN = -2  # a record that does not grow another by appended rows (``Exec._hash_due``)
+HASH_BATCH = 512  # a coarse run's exported records hashed together (``Exec._hash_due``): ~8 decoded tokens'
+_first, _second = itemgetter(0), itemgetter(1)
 
+
+def _flush(ex: "Exec") -> Callable[[], None]:
+    """What hashes ``ex``'s exported records before its trace is read (``Trace.before_read``),
+    while ``ex`` lives (it does it itself when it dies): the trace does not keep it alive."""
+    ref = weakref.ref(ex)
+
+    def flush() -> None:
+        live = ref()
+        if live is not None and live._due:
+            live._hash_due()
+    return flush
+
+
+class StepIO(NamedTuple):
+    """What a step shares with the others, where the model knows it (``Exec.step``): the ops (their
+    names inside the step's scopes: ``"k_cache"``) whose records a later step may read, and those
+    that may read a record of an earlier step."""
+
+    exports: frozenset[str]
+    reads: frozenset[str]
+
+
+NO_IO = StepIO(frozenset(), frozenset())
 
 BACKENDS = ("torch", "torch-eager", "numpy")
 
@@ -50,9 +77,12 @@ class Exec:
     """Runs exact ops on ``backend``, recording each output in ``trace`` (when given) and, when
     ``program`` is a list, each op's descriptor (``exact.program``) in it.
 
-    ``coarse``: the trace holds only the coarse records (``exact.levels``): a record is hashed when
-    an op of a later step first reads it (at that step's end), or when it is a job output; the rest
-    cost nothing."""
+    ``coarse``: the trace holds only the coarse records (``exact.levels``): a record is exported when
+    an op of a later step first reads it, or when it is a job output, and hashed with the others
+    exported by then at the end of a step once there are ``HASH_BATCH``, or before the trace is
+    read; the rest cost nothing. Each record is noted as it is made (so a later read finds it),
+    and each op's inputs looked up among the noted records of earlier steps, unless its step
+    names the ops that share records with other steps (``step``'s ``io``): then only those."""
 
     def __init__(self, backend: Any, trace: Trace | None = None,
                  tamper: Callable[[int, str, Any], Any] | None = None,
@@ -62,9 +92,13 @@ class Exec:
         self.coarse = coarse
         # coarse: id(tensor) -> (record index, step, name, dtype, weak reference, the record it grows), while it lives
         self._live: dict[int, tuple[int, int, str, np.dtype, Any, int]] = {}
-        self._hashed: set[int] = set()
-        self._due: list[tuple[int, int, str, Any, np.dtype, int]] = []  # exported, hashed at the step's end
-        self._in_step = False
+        self._due: list[tuple[tuple[int, int, str, np.dtype, Any, int], Any]] = []  # (entry, tensor): exported
+        # (its entry gone from ``_live``), not hashed yet
+        self._io = NO_IO  # the current step's ``io``, in a coarse run
+        self._io_ops: frozenset[str] = frozenset()  # its exports and reads
+        # its ops among them so far: (op, record, inputs, the record it grows, dtype, prefix, index), seen to
+        # at the step's end (``_settle_io``)
+        self._io_log: list[tuple[str, Any, tuple[Any, ...], Any, np.dtype, str, int]] = []
         self._grown: dict[int, Any] = {}  # a hashed KV cache's growth (``trace.Growth``, or its backend's)
         # adversaries and dispute replays set this: (op index, op name, output) -> output
         self.tamper = tamper
@@ -75,6 +109,12 @@ class Exec:
         self._last: tuple[Any, int] | None = None  # the latest record's tensor and index
         self.step_index = -1
         self._prefix = ""
+        if trace is not None and coarse:
+            trace.before_read(_flush(self))
+
+    def __del__(self) -> None:
+        if getattr(self, "_due", None):  # exported records not hashed yet: into the trace, which lives on
+            self._hash_due()
 
     @contextmanager
     def scope(self, name: str) -> Iterator[None]:
@@ -88,19 +128,31 @@ class Exec:
             self._prefix = before
 
     @contextmanager
-    def step(self, name: str) -> Iterator[None]:
-        """One trace step (a layer call); op names inside are prefixed with ``name``."""
+    def step(self, name: str, io: StepIO | None = None) -> Iterator[None]:
+        """One trace step (a layer call); op names inside are prefixed with ``name``. ``io``: the ops
+        whose records a later step may read and those that may read an earlier step's, where the
+        model knows them (a decoded token's pass: ``models.llama.PASS_IO``); a coarse run then
+        notes only the first and looks up only the second's inputs (``_rec``), and the step's
+        other ops cost it nothing. A record a later step read that its step did not export would
+        be missing from the coarse trace: the model tests compare it with the program's coarse
+        records (``exact.levels``)."""
         self.step_index += 1
         self._prefix = name + "."
-        self._in_step = True
+        if io is not None and self.coarse and self.trace is not None:
+            self._io, self._io_ops = io, io.exports | io.reads
+            if self.tamper is None and self.program is None:
+                self._rec = self._rec_io  # type: ignore[method-assign]  # this step's ops: ``_rec``'s lean twin
         if len(self._live) > 4096:  # forget the records that died
             self._live = {k: v for k, v in self._live.items() if v[4]() is not None}
         try:
             yield
         finally:
             self._prefix = ""
-            self._in_step = False
-            if self._due:
+            self.__dict__.pop("_rec", None)
+            if self._io_log:
+                self._settle_io()
+            self._io, self._io_ops = NO_IO, frozenset()
+            if len(self._due) >= HASH_BATCH:
                 self._hash_due()
 
     def _rec(self, op: str, x: Any, dtype: np.dtype, kind: int = 0, inputs: tuple[Any, ...] = (),
@@ -113,11 +165,38 @@ class Exec:
         self._last = (x, self.ops)
         self.ops += 1
         if self.trace is not None:
-            if self.coarse:
-                self._note(x, self._prefix + op, dtype, inputs, grows)
-            else:
+            if self._io is not NO_IO:  # a coarse step naming its io: its other ops cost nothing
+                if op in self._io_ops:
+                    self._io_log.append((op, x, inputs, grows, dtype, self._prefix, self.ops - 1))
+            elif not self.coarse:
                 self._record(self.ops - 1, self._prefix + op, x, dtype)
+            else:
+                g = NOT_GROWN if grows is None else self._index_of(grows)  # (before its entry goes)
+                self._read(inputs)
+                self._note(x, self.ops - 1, self._prefix + op, dtype, g)
         return x
+
+    def _rec_io(self, op: str, x: Any, dtype: np.dtype, kind: int = 0, inputs: tuple[Any, ...] = (),
+                consts: Callable[[], tuple[bytes, ...]] | None = None, params: tuple[int, ...] = (),
+                grows: Any = None) -> Any:
+        """``_rec`` in a coarse step naming its ``io``, with no ``tamper`` and no ``program`` (``step``
+        makes it the step's ``_rec``): the same, in fewer steps."""
+        self._last = (x, self.ops)
+        self.ops += 1
+        if op in self._io_ops:
+            self._io_log.append((op, x, inputs, grows, dtype, self._prefix, self.ops - 1))
+        return x
+
+    def _read(self, inputs: tuple[Any, ...]) -> None:
+        """Export each of ``inputs`` that is a noted record of an earlier step (``_export``)."""
+        live, step = self._live, self.step_index
+        for t in inputs:
+            hit = live.get(id(t))
+            # an entry of this step is the input's own (a live tensor's id is its own) or a dead
+            # record's, when the input is no record: neither is exported by this step
+            if hit is not None and hit[1] < step and hit[4]() is t:
+                del live[id(t)]
+                self._due.append((hit, t))
 
     def _record(self, index: int, name: str, x: Any, dtype: np.dtype) -> None:
         """Hash record ``index`` (a trace of every op: its large records on the trace's thread)."""
@@ -131,64 +210,105 @@ class Exec:
         hit = self._live.get(id(t))
         return hit[0] if hit is not None and hit[4]() is t else -1
 
-    def _note(self, x: Any, name: str, dtype: np.dtype, inputs: tuple[Any, ...], grows: Any) -> None:
-        """A coarse run's bookkeeping of record ``x``, the latest: each of its inputs that is a record
-        of an earlier step is hashed (once), then ``x`` is noted (weakly: a dead tensor's entry is
-        never matched, and is dropped at a step's start once there are many)."""
-        live, step = self._live, self.step_index
-        for t in inputs:
-            hit = live.get(id(t))
-            # an entry of this step is the input's own (a live tensor's id is its own) or a dead
-            # record's, when the input is no record: neither is exported by this step
-            if hit is not None and hit[1] < step:
-                self._export(t)
+    def _note(self, x: Any, index: int, name: str, dtype: np.dtype, grows: int) -> None:
+        """A coarse run's bookkeeping of record ``x`` (``_rec``: unless its step's ``io`` does not
+        export its op, ``_settle_io``; ``grows``: the index of the record it grows): noted weakly,
+        so a dead tensor's entry is never matched (and is dropped at a step's start once there are
+        many)."""
         try:
             ref: Any = weakref.ref(x)
         except TypeError:  # not weakly referable: kept alive instead
             ref = (lambda x=x: x)
-        live[id(x)] = (self.ops - 1, step, name, dtype, ref, NOT_GROWN if grows is None else self._index_of(grows))
+        self._live[id(x)] = (index, self.step_index, name, dtype, ref, grows)
 
-    def _export(self, t: Any, later: bool = True) -> None:
-        """Hash record ``t`` once, if it is a live record (with ``later``: of an earlier step, hashed at
-        the end of the step that reads it; a coarse record is one a later step reads, or an output,
-        hashed at once)."""
-        hit = self._live.get(id(t))
-        if hit is None or hit[4]() is not t or (later and hit[1] >= self.step_index) or hit[0] in self._hashed:
+    def _settle_io(self) -> None:
+        """What ``_rec`` and ``_note`` do for each op of the step's ``io`` so far, in order, together
+        (away from the ops, as ``_hash_due`` is): the earlier steps' records read are exported, the
+        records exported noted. ``_io_log`` holds what they read, so the records live till then."""
+        log, self._io_log = self._io_log, []
+        exports, reads = self._io
+        live, step, due, made = self._live, self.step_index, self._due, []
+        for op, x, inputs, grows, dtype, prefix, index in log:
+            g = NOT_GROWN  # the index of the record x grows (before its entry goes)
+            if grows is not None:
+                hit = live.get(id(grows))
+                g = hit[0] if hit is not None and hit[4]() is grows else -1
+            if op in reads:  # ``_read``
+                for t in inputs:
+                    hit = live.get(id(t))
+                    if hit is not None and hit[1] < step and hit[4]() is t:
+                        del live[id(t)]
+                        due.append((hit, t))
+            if op in exports:
+                made.append((x, index, prefix + op, dtype, g))
+        if made:
+            self._note_all(made)
+
+    def _note_all(self, made: list[tuple[Any, int, str, np.dtype, int]]) -> None:
+        """``_note`` of each (record, index, name, dtype, the record it grows), of this step."""
+        xs, indices, names, dtypes, grows = zip(*made)
+        try:
+            refs = list(map(weakref.ref, xs))
+        except TypeError:  # one not weakly referable
+            for entry in made:
+                self._note(*entry)
             return
-        self._hashed.add(hit[0])
-        self._due.append((hit[0], hit[1], hit[2], t, hit[3], hit[5]))
-        if not later or not self._in_step:  # no step's end will come to hash it
-            self._hash_due()
+        self._live.update(zip(map(id, xs), zip(indices, repeat(self.step_index), names, dtypes, refs, grows)))
+
+    def _export(self, t: Any) -> None:
+        """Hash record ``t`` once, if it is a live record (a coarse record is one a later step reads,
+        which ``_read`` exports as this does, or an output): its entry goes into ``_due``, hashed
+        later (``_hash_due``)."""
+        hit = self._live.get(id(t))
+        if hit is not None and hit[4]() is t:
+            del self._live[id(t)]
+            self._due.append((hit, t))
 
     def _hash_due(self) -> None:
         """Hash the records exported since the last call, inline: a coarse trace's few records are
         cheaper to hash than a hashing thread is to run beside the compute threads
-        (``bench/exact_vs_native.py``); a step's at its end, one after another away from its ops, in
-        half the time they take between them (``bench/llm.py``). Records that grow an earlier one
-        by appended rows (KV caches: ``grows``, that record's index, -1 for the first) are hashed
-        together (``_hash_grown``)."""
+        (``bench/exact_vs_native.py``); several steps' together, away from the ops: between them
+        the same Python took twice as long, and at each step's end, its code and data gone from
+        the caches by then, 0.3 to 0.4 ms a decoded token more than in batches (``bench/llm.py``).
+        They are hashed by
+        ``fast_digest``, or those of one shape held as int64 NumPy arrays together by the backend's
+        ``grown_digests`` where it has one (the native backend's: decoded tokens); records that
+        grow an earlier one by appended rows (KV caches: ``grows``, that record's index, -1 for the
+        first) by ``grown_digests`` (``trace``'s without the backend's), a step's at a time, each
+        going on from the one it grew from (``_hash_grown``)."""
         assert self.trace is not None
         due, self._due = self._due, []
-        for index, step, name, x, dtype, grows in due:
-            if grows == NOT_GROWN:
-                self.trace.add(step, name, fast_digest(self._array(x, dtype), dtype), index)
-        grown = [d for d in due if d[5] != NOT_GROWN]
-        if grown:
-            self._hash_grown(grown)
+        grown: dict[int, list[tuple[Any, Any]]] = {}  # by step
+        shaped: dict[tuple[tuple[int, ...], np.dtype], list[tuple[Any, Any]]] = {}
+        together = hasattr(self.b, "grown_digests")
+        for hit, x in due:
+            if hit[5] != NOT_GROWN:
+                grown.setdefault(hit[1], []).append((hit, x))
+            elif together and type(x) is np.ndarray and x.dtype == I64 and x.flags.c_contiguous:
+                shaped.setdefault((x.shape, hit[3]), []).append((hit, x))
+            else:
+                self.trace.add(hit[1], hit[2], fast_digest(self._array(x, hit[3]), hit[3]), hit[0])
+        for alike in shaped.values():
+            self._hash_grown(alike, keep=False)
+        for records in grown.values():
+            self._hash_grown(records)
 
-    def _hash_grown(self, due: list[tuple[int, int, str, Any, np.dtype, int]]) -> None:
-        """Hash records that grow earlier ones by the backend's ``grown_digests`` (``trace``'s without
-        one): each keeps its whole chunks' Merkle peaks and its open chunk's hash, and the one grown
-        from it next hashes only the rows after them."""
+    def _hash_grown(self, due: list[tuple[tuple[int, int, str, np.dtype, Any, int], Any]], keep: bool = True) -> None:
+        """Hash records by the backend's ``grown_digests`` (``trace``'s without one): each going on
+        from the growth of the record it grew from, if one was kept, and keeping its own (its
+        whole chunks' Merkle peaks and its open chunk's hash) with ``keep``, so the one grown from
+        it next hashes only the rows after them."""
         assert self.trace is not None
-        prior = [self._grown.pop(grows, None) for *_, grows in due]
+        hits, xs = zip(*due)
+        indices, steps, names, dtypes, _, grows = zip(*hits)
+        prior = list(map(self._grown.pop, grows, repeat(None)))
         if self.tamper is not None:  # a cheat may have altered the rows a cache kept
             prior = [None] * len(due)
-        digests = getattr(self.b, "grown_digests", grown_digests)
-        got = digests([self._array(x, dtype) for _, _, _, x, dtype, _ in due], [d[4] for d in due], prior)
-        for (index, step, name, *_), (digest, growth) in zip(due, got):
-            self._grown[index] = growth
-            self.trace.add(step, name, digest, index)
+        arrays = list(xs) if all(map(isinstance, xs, repeat(np.ndarray))) else list(map(self._array, xs, dtypes))
+        got = getattr(self.b, "grown_digests", grown_digests)(arrays, list(dtypes), prior)
+        if keep:
+            self._grown.update(zip(indices, map(_second, got)))
+        self.trace.add_all(zip(indices, steps, names, map(_first, got)))
 
     def _array(self, x: Any, dtype: np.dtype) -> np.ndarray:
         """Record ``x`` as a NumPy array to hash as ``dtype`` (a Llama-family record is one already)."""
@@ -237,7 +357,11 @@ class Exec:
             raise AssertionError("a job output must be the record just made")
         self.outputs.append(self._last[1])
         if self.coarse and self.trace is not None:
-            self._export(x, later=False)
+            if self._io_log:
+                self._settle_io()
+            if self._index_of(x) < 0:
+                raise AssertionError("a job output must be noted: its op among its step's io exports")
+            self._export(x)
         return self.to_numpy(x)
 
     def to_numpy(self, x: Any, dtype: np.dtype = I32) -> np.ndarray:

@@ -23,8 +23,10 @@ import tempfile
 import threading
 from dataclasses import dataclass, field
 from functools import lru_cache
+from itertools import repeat
+from operator import attrgetter
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import Any
 
 import numpy as np
 import torch
@@ -83,6 +85,8 @@ def _c(t: Tensor) -> Tensor:
 
 
 I64, F64 = ctypes.c_int64, ctypes.c_double
+_I64 = np.dtype(np.int64)
+_SHAPE, _DTYPE, _C_ORDER = attrgetter("shape"), attrgetter("dtype"), attrgetter("flags.c_contiguous")
 
 
 # packed matrices, per process (a job's backend is new, the model's weights are not): by the ids of
@@ -190,6 +194,11 @@ class NativeBackend(TorchBackend):
         """``trace.grown_digests``: those of one shape and dtype held as int64 in C order (a step's KV
         caches) in one call of ``native.c`` each, the rest (all, without the CPU's SHA extensions)
         by ``trace.grown_digest``."""
+        if arrays and len(set(dtypes)) == 1 and len(set(map(_SHAPE, arrays))) == 1 and all(
+                map(_C_ORDER, arrays)) and all(map(_I64.__eq__, map(_DTYPE, arrays))):  # a step's caches: one call
+            got = grown_digests(arrays, dtypes[0], grown, self._nt())
+            if got is not None:
+                return got
         out: list[tuple[bytes, Any] | None] = [None] * len(arrays)
         groups: dict[tuple[tuple[int, ...], np.dtype], list[int]] = {}
         for i, a in enumerate(arrays):
@@ -492,12 +501,12 @@ def _vh_lib() -> Any:
     return lib
 
 
-class Growth(NamedTuple):
+class Growth(tuple[Any, ...]):
     """A grown tensor's hashing state as ``native.c`` keeps it (``vh_growth``; ``trace.Growth`` in C):
-    the array holding it and its address."""
+    (the array holding it, its address); made by ``tuple``'s own constructor (``grown_digests``
+    makes a step's in one pass)."""
 
-    states: np.ndarray
-    address: int
+    __slots__ = ()
 
 
 def grown_digests(arrays: list[np.ndarray], dtype: np.dtype, grown: list[Any],
@@ -507,18 +516,24 @@ def grown_digests(arrays: list[np.ndarray], dtype: np.dtype, grown: list[Any],
     where the CPU lacks the SHA extensions. A growth that is not a ``Growth`` (hashlib's) counts as
     none: that tensor is hashed whole."""
     lib = _vh_lib()
-    shape = arrays[0].shape or (1,)
-    rows, size = rows_of(shape), lib.vh_growth_bytes()
-    items = np.array([(_addr(a), rows, g.address if isinstance(g, Growth) else 0) for a, g in zip(arrays, grown)],
-                     dtype=np.int64)
-    states = np.empty((len(arrays), size), dtype=np.uint8)
-    digests = np.empty((len(arrays), 32), dtype=np.uint8)
+    n, shape = len(arrays), arrays[0].shape or (1,)
+    size = lib.vh_growth_bytes()
+    items = np.empty((n, 3), dtype=np.int64)
+    try:
+        items[:, 0] = list(map(ctypes.addressof, map(ctypes.c_char.from_buffer, arrays)))  # type: ignore[arg-type]  # _addr of each
+    except (TypeError, ValueError):  # one read-only, or empty
+        items[:, 0] = list(map(_addr, arrays))
+    items[:, 1] = rows_of(shape)
+    items[:, 2] = [g[1] if type(g) is Growth else 0 for g in grown]
+    states = np.empty((n, size), dtype=np.uint8)
+    digests = np.empty((n, 32), dtype=np.uint8)
     head, base = header_of(shape, dtype), _addr(states)
-    if lib.vh_grown_digests(len(arrays), _addr(items), shape[-1], dtype.itemsize, chunking(shape, dtype.itemsize)[1],
+    if lib.vh_grown_digests(n, _addr(items), shape[-1], dtype.itemsize, chunking(shape, dtype.itemsize)[1],
                             head, len(head), base, _addr(digests), nt):
         return None
     raw = digests.tobytes()
-    return [(raw[32 * i:32 * (i + 1)], Growth(states, base + i * size)) for i in range(len(arrays))]
+    return list(zip([raw[i:i + 32] for i in range(0, 32 * n, 32)],
+                    map(Growth, zip(repeat(states), range(base, base + n * size, size)))))
 
 
 def block_linear_native(p: PackedBlocks, x: np.ndarray, frac_in: int, frac_out: int, out_max: int,

@@ -38,7 +38,8 @@ import struct
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from functools import lru_cache
-from typing import Any, Callable
+from operator import itemgetter
+from typing import Any, Callable, Iterable
 
 import numpy as np
 
@@ -49,6 +50,7 @@ BACKGROUND_BYTES = 1 << 20
 DTYPE_CODES: dict[np.dtype[Any], int] = {np.dtype(np.int8): 1, np.dtype(np.uint8): 2, np.dtype(np.int16): 3,
                                           np.dtype(np.int32): 4, np.dtype(np.int64): 5}
 CODE_DTYPES = {code: dt for dt, code in DTYPE_CODES.items()}
+_first = itemgetter(0)
 
 
 CHUNK_BYTES = 8192  # a chunk holds whole rows, as many as fit (at least one)
@@ -243,11 +245,18 @@ def first_difference(mine: list[TraceRecord], theirs: list[TraceRecord]) -> int 
 
 
 class Trace:
-    """Collects op digests in order; hashing may run on a worker thread (hashlib drops the GIL)."""
+    """Collects op digests in order; hashing may run on a worker thread (hashlib drops the GIL), or
+    later, by whoever made the records (``before_read``)."""
 
     def __init__(self, background: bool = True) -> None:
         self._pool = ThreadPoolExecutor(max_workers=1) if background else None
         self._pending: list[tuple[int, int, str, Future[bytes] | bytes]] = []
+        self._before_read: list[Callable[[], None]] = []
+
+    def before_read(self, flush: Callable[[], None]) -> None:
+        """``flush`` adds the records its maker holds back (``exact.execute.Exec`` hashes a coarse
+        trace's in batches); it runs before the records are read."""
+        self._before_read.append(flush)
 
     def record(self, step: int, op: str, produce: Callable[[], np.ndarray], nbytes: int = 0,
                index: int | None = None) -> None:
@@ -268,16 +277,29 @@ class Trace:
         """Record an op output whose digest is already computed (``record``'s ``index``)."""
         self._pending.append((index, step, op, digest))
 
+    def add_all(self, records: Iterable[tuple[int, int, str, bytes]]) -> None:
+        """``add`` of each (index, step, op, digest)."""
+        self._pending.extend(records)
+
     @property
     def indexed(self) -> list[tuple[int, TraceRecord]]:
         """(record index, record) of each record hashed, in record order."""
-        return [(i, TraceRecord(s, o, d if isinstance(d, bytes) else d.result()))
-                for i, s, o, d in sorted(self._pending, key=lambda p: p[0])]
+        pending = self._sorted()
+        return list(zip(map(_first, pending), self._records(pending)))
 
     @property
     def records(self) -> list[TraceRecord]:
         """The records, in record order."""
-        return [r for _, r in self.indexed]
+        return self._records(self._sorted())
+
+    def _sorted(self) -> list[tuple[int, int, str, Future[bytes] | bytes]]:
+        for flush in self._before_read:
+            flush()
+        return sorted(self._pending, key=_first)
+
+    @staticmethod
+    def _records(pending: list[tuple[int, int, str, Future[bytes] | bytes]]) -> list[TraceRecord]:
+        return [TraceRecord(s, o, d if isinstance(d, bytes) else d.result()) for _, s, o, d in pending]
 
     def root(self) -> bytes:
         return records_root(self.records)
@@ -288,4 +310,6 @@ class Trace:
             self._pool = None
 
     def __len__(self) -> int:
+        for flush in self._before_read:
+            flush()
         return len(self._pending)

@@ -32,7 +32,7 @@ import numpy as np
 
 from veracity.errors import InputError, ModelError
 from veracity.exact import blockq, llm, spec
-from veracity.exact.execute import Exec, make_backend
+from veracity.exact.execute import Exec, StepIO, make_backend
 from veracity.exact.llm import BlockWeights
 from veracity.exact.program import MAX_OUTPUTS
 from veracity.exact.spec import ACT_FRAC, GELU_FRAC, I16_MAX
@@ -40,6 +40,11 @@ from veracity.models.gguf import BlockTensor, GGUFFile, read_gguf
 from veracity.models.gguf_text import ChatTemplate, GGUFTokenizer
 
 DEFAULT_MAX_TOKENS = 64
+# what a pass shares with the others (``Exec.step``'s ``io``): a later pass reads its K and V caches and its
+# token (the first pass's caches are its roped K rows and its V rows), and it reads the previous pass's
+# token (the embedding, and the pick's previous token) and caches (grown by a row)
+PASS_IO = StepIO(frozenset({"k_cache", "v_cache", "token"}), frozenset({"tokens", "k_cache", "v_cache", "token"}))
+FIRST_PASS_IO = StepIO(frozenset({"k_rope", "v", "token"}), frozenset({"tokens", "token"}))
 
 
 def _block(t: BlockTensor) -> BlockWeights:
@@ -87,7 +92,7 @@ class Decoder:
         """One pass and its greedy pick, in one trace step: the next token record [1, 1] (``prev``
         and ``stops``: ``Exec.pick``'s). A pass is a coarse step (``exact.levels``): what a later
         pass reads of it is its K and V caches and its token, not its logits or residuals."""
-        with self.ex.step("pass"):
+        with self.ex.step("pass", PASS_IO if self.position else FIRST_PASS_IO):
             logits = self._pass(tokens)
             with self.ex.scope("next"):
                 return self.ex.pick("token", logits, prev, stops)
