@@ -14,6 +14,17 @@ the longest shared prefix), the input is any string (escaped by the runtime). So
 valid JSON naming a real tool, whatever a small model writes, and every piece of it came from
 a verified model call. With ``grammar: false`` the model writes the whole object (what
 ``bench/agents.py`` compares).
+
+**A small model's scaffolding** (``first`` and ``answer: quote``, the chain analyst's). SmolLM2-135M
+reads a question and the data that answers it well enough to point at the answer, but it cannot
+choose among a tool's query forms (``bench/agents.py``: it copies the prompt's example), and its
+own sentences garble names. So an agent may name a tool it asks ``first``, with the task itself
+as the input (the chain tool reads questions), and ``answer: quote`` answers from the tools'
+results (``quote_prompt``) and grounds what the model said in them (``grounded``): a fragment of
+a line of the data is the whole line; a short answer stands when every address and number it
+names is in the data; anything else is replaced by the data's line it points at. The
+record keeps the model's own words (its ``chat`` event) and how the answer was grounded (the
+``end`` event's ``grounded`` and ``cited``).
 """
 
 from __future__ import annotations
@@ -37,6 +48,9 @@ TOOL_TOKENS = 8  # a tool name's generation
 INPUT_TOKENS = 24  # a tool input's
 ANSWER_TOKENS = 96  # the answer's
 FREE_TOKENS = 96  # a whole call written by the model (grammar off)
+QUOTE_TOKENS = 48  # a quoted answer's (``answer: quote``: one line)
+QUOTE_MIN_CHARS = 8  # a fragment this long or longer that a line of the data holds is a quote of that line
+SHORT_WORDS = 8  # an answer this short may stand in its own words (a value), when its names are in the data
 
 
 class AgentError(VeracityError):
@@ -53,20 +67,20 @@ class Completion:
     end: int
 
 
-Complete = Callable[[str, int], Completion]  # (prompt, max_tokens) -> one verified model call
+Complete = Callable[[str, int, str], Completion]  # (prompt, max_tokens, stop) -> one verified model call
 
 
 def gateway_completer(url: str, model: str, timeout: float = 300) -> Complete:
     """Model calls through the gateway's ``completions`` (``url``: its /v1 URL; the prompt already
-    templated)."""
+    templated; the text ends before ``stop``)."""
     client = httpx.Client(base_url=url.rstrip("/"), timeout=timeout)
     gateway = url
 
-    def complete(prompt: str, max_tokens: int) -> Completion:
+    def complete(prompt: str, max_tokens: int, stop: str = '"') -> Completion:
         start = time.time_ns()
         try:
             resp = client.post("/completions", json={"model": model, "prompt": prompt, "max_tokens": max_tokens,
-                                                        "stop": ['"']})
+                                                        "stop": [stop]})
         except httpx.HTTPError as exc:
             raise AgentError(f"the gateway at {gateway} did not answer ({exc}); is it running?") from None
         if resp.status_code != 200:
@@ -79,6 +93,29 @@ def gateway_completer(url: str, model: str, timeout: float = 300) -> Complete:
         usage = body.get("usage") or {}
         return Completion(body["choices"][0]["text"], int(usage.get("prompt_tokens", 0)),
                           int(usage.get("completion_tokens", 0)), body["veracity"]["receipt"], start, time.time_ns())
+
+    return complete
+
+
+def local_completer(model: str = "smollm2", timings: list[float] | None = None) -> Complete:
+    """Model calls in this process, through the providers' exact decoder: the same text the
+    gateway would answer, without its HTTP and without receipts (``veracity agent run --local``:
+    a run to try an agent out, which ``agent trace`` calls failed). ``timings`` gets each call's
+    seconds."""
+    from veracity.models.registry import loaded
+
+    if model != "smollm2":
+        raise AgentError(f"agents run on the chat LLM (model: smollm2), not {model!r}")
+    m = loaded(model)
+
+    def complete(prompt: str, max_tokens: int, stop: str = '"') -> Completion:
+        start, t = time.time_ns(), time.perf_counter()
+        ids = m.tokenizer.encode(prompt)
+        out = m.generate(ids, max_tokens)
+        text = m.tokenizer.decode(m.answer(out)[0]).split(stop)[0]
+        if timings is not None:
+            timings.append(time.perf_counter() - t)
+        return Completion(text, len(ids), len(out), {}, start, time.time_ns())
 
     return complete
 
@@ -156,6 +193,71 @@ def system_prompt(spec: AgentSpec, tools: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def quote_prompt(task: str, results: list[str]) -> str:
+    """``answer: quote``'s prompt: the tools' results, then the question (no chat template: the
+    small model answers from data in this form better than in a chat turn)."""
+    return "Data:\n" + "\n".join(results) + f"\n\nQuestion: {task}\nAnswer:"
+
+
+ANSWER_LEAD = re.compile(r"^\s*(the answer( to (this|the) question)? is:?|answer:)\s*", re.I)
+NAMES = re.compile(r"0x[0-9a-fA-F]{40}|\d+(?:\.\d+)?")
+WORDS = re.compile(r"[a-z0-9]+")
+
+
+def grounded(said: str, task: str, results: list[str]) -> tuple[str, str, list[str]]:
+    """The answer to give for what the model ``said`` over ``results``: (answer, how, the lines
+    cited). ``quote``: what it said begins with a fragment of a line of the data (any case;
+    ``QUOTE_MIN_CHARS`` or longer, and most of what it said: ``quoted``), so the answer is that
+    whole line (the first such); ``checked``: a short answer (``SHORT_WORDS`` words at most: a
+    value, "38 VRC") in its own words, which names an address or a number, each of them in the
+    data; ``replaced``: anything else (a longer sentence, whose claims between the names cannot be
+    checked; a name the data does not hold; no name at all), so the answer is the line holding
+    most of the names it did get right, then sharing most words with the task (the first of
+    those tied)."""
+    lines = [ln.strip() for r in results for ln in r.splitlines() if ln.strip()]
+    text = ANSWER_LEAD.sub("", said.strip()).strip().rstrip(".").strip()
+    line = quoted(re.sub(r"^the\s+", "", text, flags=re.I), lines)
+    if line is not None:
+        return line, "quote", [line]
+    names = NAMES.findall(text)
+    held = [n for n in names if any(holds(ln, n) for ln in lines)]
+    if names and held == names and len(WORDS.findall(text.lower())) <= SHORT_WORDS:
+        return text, "checked", [ln for ln in lines if any(holds(ln, n) for n in names)]
+    if not lines:
+        return text, "checked", []
+    asked = set(WORDS.findall(task.lower()))
+    best = max(lines, key=lambda ln: (sum(holds(ln, n) for n in held), len(asked & set(WORDS.findall(ln.lower())))))
+    return best, "replaced", [best]
+
+
+def holds(line: str, name: str) -> bool:
+    """``line`` names ``name`` (an address or a number) as a whole word, in any case: 4 is not in 40."""
+    return re.search(rf"(?<![0-9a-z.]){re.escape(name.lower())}(?![0-9a-z]|\.\d)", line.lower()) is not None
+
+
+def quoted(text: str, lines: list[str]) -> str | None:
+    """The first line holding the longest beginning of ``text`` any line holds (any case), if that
+    beginning is ``QUOTE_MIN_CHARS`` long or longer and at least 60% of ``text``."""
+    low = text.lower()
+    best, size = None, 0
+    for line in lines:
+        ln = line.lower()
+        lo, hi = size, len(low)  # the longest prefix of low that ln holds, past the best so far
+        if low[:lo + 1] not in ln:
+            continue
+        while lo < hi:
+            mid = (lo + hi + 1) // 2
+            if low[:mid] in ln:
+                lo = mid
+            else:
+                hi = mid - 1
+        if lo > size:
+            best, size = line, lo
+    if best is None or size < max(QUOTE_MIN_CHARS, 0.6 * len(low)):
+        return None
+    return best
+
+
 @dataclass
 class Run:
     answer: str
@@ -172,11 +274,12 @@ def run_agent(spec: AgentSpec, task: str, complete: Complete, render: Callable[[
                start=time.time_ns(), spec_sha256=spec_sha256)
     system = {"role": "system", "content": system_prompt(spec, tools)}
     turns: list[dict[str, str]] = []  # the tool calls and results kept (memory)
+    results: list[str] = []  # the tools' results, in order (``answer: quote`` answers from the last ``memory``)
     used = {"in": 0, "out": 0}
     steps = 0
 
-    def call(prompt: str, max_tokens: int, purpose: str, step: int) -> str:
-        c = complete(prompt, max_tokens)
+    def call(prompt: str, max_tokens: int, purpose: str, step: int, stop: str = '"') -> str:
+        c = complete(prompt, max_tokens, stop)
         used["in"] += c.input_tokens
         used["out"] += c.output_tokens
         record.add("chat", step=step, purpose=purpose, model=spec.model, start=c.start, end=c.end,
@@ -184,20 +287,33 @@ def run_agent(spec: AgentSpec, task: str, complete: Complete, render: Callable[[
                    input_tokens=c.input_tokens, output_tokens=c.output_tokens, receipt=c.receipt)
         return c.text
 
-    def finish(answer: str, reason: str) -> Run:
+    def finish(answer: str, reason: str, how: str = "", cited: list[str] | None = None) -> Run:
         record.add("end", answer=answer, reason=reason, end=time.time_ns(), steps=steps, input_tokens=used["in"],
-                   output_tokens=used["out"])
+                   output_tokens=used["out"], grounded=how, cited=cited or [])
         return Run(answer, reason, record)
+
+    def answer(prompt: str, reason: str) -> Run:
+        """The model answers now: from the results, grounded in them (``answer: quote``), or in its own
+        words as the answer tool's input."""
+        if spec.answer == "quote" and results:
+            kept = results[-spec.memory:]
+            said = call(quote_prompt(task, kept), QUOTE_TOKENS, "answer", steps, stop="\n")
+            text, how, cited = grounded(said, task, kept)
+            return finish(text, reason, how, cited)
+        return finish(call(prompt + '{"tool": "answer", "input": "', ANSWER_TOKENS, "answer", steps).strip(), reason)
 
     while True:
         prompt = render([system, {"role": "user", "content": task}, *turns[-2 * spec.memory:]])
         out_of = "steps" if steps >= spec.budget.steps else "tokens" if used["out"] >= spec.budget.tokens else None
         if out_of:  # a budget is spent: the model must answer now
-            head = prompt + '{"tool": "answer", "input": "'
-            return finish(call(head, ANSWER_TOKENS, "answer", steps).strip(), out_of)
-        if spec.grammar:  # the first call must be a tool's when there are tools: read before answering
+            return answer(prompt, out_of)
+        if spec.first and not steps:  # the tool asked first, with the task as its input
+            name, text = spec.first, task
+        elif spec.grammar:  # the first call must be a tool's when there are tools: read before answering
             head = prompt + '{"tool": "'
             name = pick_tool(call(head, TOOL_TOKENS, "tool", steps), names if steps or not tools else [*tools])
+            if name == ANSWER:
+                return answer(prompt, "answered")
             head += name + '", "input": "'
             forms = getattr(tools.get(name), "forms", ())
             if forms:  # the tool's inputs are a choice too (a query form, then its value if it takes one)
@@ -205,7 +321,7 @@ def run_agent(spec: AgentSpec, task: str, complete: Complete, render: Callable[[
                 value = slot(call(head + form, INPUT_TOKENS, "input", steps)) if form.endswith(" ") else ""
                 text = (form + value).strip()
             else:
-                text = call(head, ANSWER_TOKENS if name == ANSWER else INPUT_TOKENS, "input", steps).strip()
+                text = call(head, INPUT_TOKENS, "input", steps).strip()
         else:
             picked = parse_free(call(prompt, FREE_TOKENS, "tool", steps), names)
             if picked is None:  # not a valid call: what it wrote is taken as the answer
@@ -214,11 +330,11 @@ def run_agent(spec: AgentSpec, task: str, complete: Complete, render: Callable[[
         if name == ANSWER:
             return finish(text, "answered")
         if turns and turns[-2]["content"] == json.dumps({"tool": name, "input": text}):
-            head = prompt + '{"tool": "answer", "input": "'  # the same call again: it has what it asked for
-            return finish(call(head, ANSWER_TOKENS, "answer", steps).strip(), "answered")
+            return answer(prompt, "answered")  # the same call again: it has what it asked for
         steps += 1
         turns.append({"role": "assistant", "content": json.dumps({"tool": name, "input": text})})
         result = run_tool(tools[name], name, text, steps, record)
+        results.append(result)
         turns.append({"role": "user", "content": f"Result of {name}: {result}\nAnswer the question from this result "
                                                  f"if it is enough."})
 

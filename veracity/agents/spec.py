@@ -13,6 +13,8 @@ says which.
         docs: ../../docs        # a folder of .md/.txt files, relative to this file
     memory: 6                   # the last tool results kept in the context
     budget: {steps: 6, tokens: 768}
+    first: chain                # optional: the tool asked first, with the task as its input
+    answer: quote               # optional: answered from the tools' results, grounded in them (free: its own words)
 """
 
 from __future__ import annotations
@@ -53,6 +55,8 @@ class AgentSpec(BaseModel):
     memory: int = Field(6, ge=1, le=100)  # tool results kept in the context (older ones dropped)
     budget: Budget = Field(default_factory=lambda: Budget.model_validate({}))
     grammar: bool = True  # tool calls decoded under the JSON grammar (False: the model writes the JSON)
+    first: str | None = None  # a tool asked first, with the task as its input (``agents.runtime``)
+    answer: Literal["free", "quote"] = "free"  # quote: answered from the tools' results, grounded in them
 
 
 def parse_agent(text: str, source: str = "agent") -> AgentSpec:
@@ -66,6 +70,8 @@ def parse_agent(text: str, source: str = "agent") -> AgentSpec:
     names = [t.agent or t.name for t in spec.tools]
     if len(set(names)) != len(names):
         raise InputError(f"{source}: two tools have the same name ({', '.join(names)}); give call_agent tools `agent:` names")
+    if spec.first is not None and spec.first not in names:
+        raise InputError(f"{source}: first: {spec.first!r} is not one of its tools ({', '.join(names) or 'none'})")
     return spec
 
 

@@ -130,10 +130,10 @@ def compact_json(value: Any) -> str:
 
 
 def chat_spec(event: dict[str, Any], n: int) -> SpanSpec:
-    """A model call's span: ``chat {model}``, its tokens and its receipt."""
+    """A model call's span: ``chat {model}``, its tokens and its receipt (none for a call run in
+    the agent's own process, ``agent run --local``: ``veracity.receipt.none``)."""
     model = _field(event, "model", n)
     raw = _field(event, "receipt", n)
-    receipt = _receipt(raw, f"run record event {n} (chat, step {event.get('step')})")
     attributes: Attributes = {
         "gen_ai.operation.name": "chat",
         "gen_ai.provider.name": PROVIDER,
@@ -142,10 +142,13 @@ def chat_spec(event: dict[str, Any], n: int) -> SpanSpec:
         "gen_ai.usage.output_tokens": int(_field(event, "output_tokens", n)),
         "veracity.purpose": str(_field(event, "purpose", n)),
         "veracity.output_sha256": _field(event, "output_sha256", n),
-        "veracity.receipt": compact_json(raw),
-        "veracity.receipt.lease": receipt.lease,
-        "veracity.receipt.index": receipt.index,
     }
+    if raw == {}:
+        attributes["veracity.receipt.none"] = "local"
+    else:
+        receipt = _receipt(raw, f"run record event {n} (chat, step {event.get('step')})")
+        attributes.update({"veracity.receipt": compact_json(raw), "veracity.receipt.lease": receipt.lease,
+                           "veracity.receipt.index": receipt.index})
     if "step" in event:
         attributes["veracity.step"] = int(event["step"])
     if "prompt_sha256" in event:

@@ -1,7 +1,8 @@
-"""``veracity agent run``, ``trace``, ``serve``, ``list`` and ``validate``: an agent's task run
-through the gateway (every model call with its receipt), a run's record checked against the
-chain, an agent served over HTTP (and registered on chain), the registered agents with their
-reputation and validations, and a validator answering the requests addressed to it."""
+"""``veracity agent run``, ``trace``, ``serve``, ``list``, ``request-validation``, ``validate`` and
+``feedback``: an agent's task run through the gateway (every model call with its receipt), a
+run's record checked against the chain, an agent served over HTTP (and registered on chain), the
+registered agents with their reputation and validations, an owner asking a validator to check a
+run, a validator answering the requests addressed to it, and a client rating an agent."""
 
 from __future__ import annotations
 
@@ -33,16 +34,26 @@ def run(agent: Path = typer.Argument(..., help="the agent's YAML file"),
         otlp_endpoint: Optional[str] = typer.Option(None, help="also export the spans to this OTLP/HTTP endpoint "
                                                                "(default: $OTEL_EXPORTER_OTLP_ENDPOINT)"),
         wait: float = typer.Option(0, min=0, help="then wait up to this many seconds for the windows to be "
-                                                  "committed, and verify every receipt")) -> None:
+                                                  "committed, and verify every receipt"),
+        local: bool = typer.Option(False, "--local", help="run the model in this process, not through the gateway: "
+                                                          "to try an agent out (no receipts, so never verified)")) -> None:
     """Run a task: the model picks tools or answers; prints the answer and where its record is."""
     import hashlib
 
     from veracity.agents.record import RunRecord
-    from veracity.agents.runtime import chat_template, default_record_path, gateway_completer, run_agent
+    from veracity.agents.runtime import (
+        chat_template,
+        default_record_path,
+        gateway_completer,
+        local_completer,
+        run_agent,
+    )
     from veracity.agents.spec import load_agent
     from veracity.agents.tools import ToolContext, build_tools
 
     spec = load_agent(agent)
+    if local and wait:
+        raise UsageError("--local runs have no receipts to wait for: drop --wait")
     dep = None
     try:
         dep = find_deployment(deployment)
@@ -53,7 +64,8 @@ def run(agent: Path = typer.Argument(..., help="the agent's YAML file"),
                                                 dep.accounts[0].key if dep is not None else None))
     path = default_record_path(out, spec.name)
     record = RunRecord(path)
-    done = run_agent(spec, task, gateway_completer(url, spec.model), chat_template(spec.model), tools, record,
+    complete = local_completer(spec.model) if local else gateway_completer(url, spec.model)
+    done = run_agent(spec, task, complete, chat_template(spec.model), tools, record,
                      hashlib.sha256(agent.read_bytes()).hexdigest())
     Console().print(done.answer)
     err.print(f"[dim]{spec.name}: {done.reason} after {record.of('end')[0]['steps']} tool calls; "
@@ -126,7 +138,9 @@ def serve(agent: Path = typer.Argument(..., help="the agent's YAML file"),
           register: bool = typer.Option(False, "--register/--no-register",
                                         help="register the agent on the AgentRegistry (its URI: the card's URL), "
                                              "unless this account already has an agent with that URI"),
-          out: Path = typer.Option(Path("runs"), help="the folder the runs' records (JSONL) go to"),
+          out: Path = typer.Option(Path("runs"), help="the folder the runs' records (JSONL) and spans go to"),
+          otlp_endpoint: Optional[str] = typer.Option(None, help="also export each run's spans to this OTLP/HTTP "
+                                                                 "endpoint (default: $OTEL_EXPORTER_OTLP_ENDPOINT)"),
           price: str = typer.Option("free", help="the price the card states")) -> None:
     """Serve the agent over HTTP: POST /tasks {"task"} runs it (one task at a time; a task that
     comes while one runs gets a 429), GET /card is its registration file, GET /runs/NAME.jsonl
@@ -165,7 +179,12 @@ def serve(agent: Path = typer.Argument(..., help="the agent's YAML file"),
 
     def run_task(task: str) -> tuple[Run, Path]:
         path = default_record_path(out, spec.name)
-        return run_agent(spec, task, complete, render, tools, RunRecord(path), spec_sha256), path
+        done = run_agent(spec, task, complete, render, tools, RunRecord(path), spec_sha256)
+        try:
+            _export(done.record, path, otlp_endpoint)
+        except VeracityError as exc:  # the collector refused or is down: the run and its record stand
+            err.print(f"[yellow]the run's spans were not exported: {exc}[/]")
+        return done, path
 
     card = agent_card(spec, base, list(tools), price, registration)
     app_ = create_app(lambda: card, run_task, base, out, f"{spec.name}-")
@@ -187,6 +206,64 @@ def list_agents(deployment: Optional[Path] = typer.Option(None, help="deployment
         print(json.dumps([e.to_json() for e in entries], indent=2))
     else:
         Console().print(entries_table(entries))
+
+
+def _validator(dep: "Deployment", validator: str) -> str:
+    """``--validator``: an address, or a deployment account's index."""
+    from web3 import Web3
+
+    if validator.isdigit() and int(validator) < len(dep.accounts):
+        return str(dep.accounts[int(validator)].address)
+    if Web3.is_address(validator):
+        return str(Web3.to_checksum_address(validator))
+    raise UsageError(f"--validator {validator!r} is neither an address (0x and 40 hex digits) nor an account index "
+                     f"(0 to {len(dep.accounts) - 1})")
+
+
+@agent_app.command("request-validation")
+def request_validation_cmd(
+        run: str = typer.Argument(..., help="the run's record: its URI (http(s):// or file://, what the validator "
+                                            "fetches) or a local file"),
+        agent_id: int = typer.Option(..., "--agent-id", min=1, help="the agent that made the run"),
+        validator: str = typer.Option(..., help="the validator asked: an address or a deployment account index"),
+        deployment: Optional[Path] = typer.Option(None, help="deployment file (default: the devnet's)"),
+        account: int = typer.Option(0, help="which deployment account asks (the agent's owner or an operator)")) -> None:
+    """Ask a validator to check a run: the request names the record's URI and its keccak-256, so
+    the validator checks exactly these bytes. Prints the request hash (``validate`` answers it)."""
+    from veracity.agents.validate import FetchError, fetch_uri, request_validation
+
+    dep = find_deployment(deployment)
+    key = _account(dep, account)
+    uri = run if "://" in run else Path(run).resolve().as_uri()
+    try:
+        data = fetch_uri(uri)
+    except FetchError as exc:
+        raise UsageError(f"cannot read the run's record: {exc}") from None
+    h = request_validation(dep.agent_clients(key)[2], _validator(dep, validator), agent_id, uri, data)
+    print(f"0x{h.hex()}")
+
+
+@agent_app.command("feedback")
+def feedback(agent_id: int = typer.Argument(..., min=1, help="the agent rated"),
+             score: float = typer.Option(..., help="the rating, e.g. 90 or 4.5 (up to 4 decimals)"),
+             tag: str = typer.Option("", help="a tag to filter summaries by (e.g. starred, accurate)"),
+             uri: str = typer.Option("", help="where the feedback's details are (e.g. the run's record)"),
+             deployment: Optional[Path] = typer.Option(None, help="deployment file (default: the devnet's)"),
+             account: int = typer.Option(0, help="which deployment account rates (not the agent's owner)")) -> None:
+    """Leave feedback for an agent on the Reputation contract (its owner and operators cannot)."""
+    from decimal import Decimal
+
+    dep = find_deployment(deployment)
+    key = _account(dep, account)
+    exact = Decimal(str(score)).normalize()
+    decimals = max(0, -int(exact.as_tuple().exponent))
+    if decimals > 4:
+        raise UsageError(f"--score {score} has {decimals} decimals; at most 4")
+    rep = dep.agent_clients(key)[1]
+    rep.give(agent_id, int(exact.scaleb(decimals)), decimals, tag, "", "", uri)
+    summary = rep.summary(agent_id)
+    err.print(f"feedback {exact} for agent {agent_id} from {dep.accounts[account].address}; the agent now has "
+              f"{summary.count} feedback, average {summary.average}")
 
 
 @agent_app.command("validate")
