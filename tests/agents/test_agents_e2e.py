@@ -20,6 +20,7 @@ import pytest
 from nodenet import Net
 
 from veracity.agents.tools import SLASH_CAUSES
+from veracity.chain.agents import split_hash
 from veracity.chain.anvil import free_port
 
 ROOT = Path(__file__).resolve().parent.parent.parent
@@ -97,7 +98,9 @@ def validate(net, request):
 
 @pytest.fixture
 def devnet(tmp_path):
-    net = Net(tmp_path, accounts=8)  # the default move time (60 s): a step re-run on a busy machine takes a while
+    # a dispute move: 180 s. An honest party opening a SmolLM2 step replays the window to it (docs/security.md:
+    # "replay from start"), which took 30 to 100 s on a busy two-core machine: 60 s lost an honest validator its game
+    net = Net(tmp_path, accounts=8, move_time=180)
     try:
         yield net
     except AssertionError:
@@ -173,6 +176,20 @@ def test_agents_on_the_devnet_a_cheat_fails_validation_and_honest_work_passes(de
         outcome = validate(net, honest)
         assert (outcome["status"], outcome["score"]) == ("answered", 100) and outcome["tag"].startswith("verified"), \
             outcome
+        # its pass attests the run's work by agent: the analyst's own model calls; a client pays for the
+        # run on the Collective contract and anyone releases it, to the agent's owner (it has no wallet)
+        assert f"split {analyst.agent_id}={len(chats)}" in outcome["note"]
+        assert validation.status(honest).response_hash == split_hash([analyst.agent_id], [len(chats)])
+        paid = cli("agent", "pay", str(analyst.agent_id), "--request", done["request_hash"], "--validator",
+                   str(CHECKER), "--amount", "3", "--deployment", str(net.dep_file), "--account", str(CLIENT))
+        assert paid.returncode == 0 and paid.stdout.startswith("payment "), paid.stderr
+        token = dep.clients(net.accts[0].key)[1]
+        before = token.balance_of(net.accts[OWNER].address)
+        released = cli("agent", "release", paid.stdout.split()[1], "--deployment", str(net.dep_file), "--account",
+                       str(NODE_VALIDATOR))
+        assert released.returncode == 0, released.stderr
+        assert released.stdout.strip() == f"agent {analyst.agent_id}: 3 VRC to {net.accts[OWNER].address}"
+        assert token.balance_of(net.accts[OWNER].address) == before + 3 * 10**18
         rated = cli("agent", "feedback", str(analyst.agent_id), "--score", "90", "--tag", "accurate",
                     "--deployment", str(net.dep_file), "--account", str(CLIENT))
         assert rated.returncode == 0, rated.stderr

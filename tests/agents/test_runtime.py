@@ -63,6 +63,12 @@ def test_the_example_agent_loads_and_its_prompt_lists_its_tools():
     tools = {t.name: type("T", (), {"description": f"the {t.name} tool"})() for t in spec.tools}
     prompt = system_prompt(spec, tools)
     assert "- chain: the chain tool" in prompt and f"- {ANSWER}:" in prompt and '{"tool":' in prompt
+    # the collective's: its members are call_agent tools, the researcher asked first
+    collective = load_agent("examples/agents/collective.yaml")
+    assert [(t.name, t.agent) for t in collective.tools] == [("call_agent", "researcher"), ("call_agent", "writer")]
+    assert collective.first == "researcher" and collective.answer == "quote"
+    assert load_agent("examples/agents/researcher.yaml").tools[0].docs.endswith("/docs")
+    assert load_agent("examples/agents/writer.yaml").tools == []
 
 
 def test_a_record_is_written_as_it_goes_and_read_back(tmp_path):

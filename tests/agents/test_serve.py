@@ -37,9 +37,11 @@ from veracity.agents.validate import (
     answer_for,
     changed,
     due,
+    read_split,
     request_hash,
     request_validation,
     response_uri,
+    work_split,
 )
 from veracity.chain.agents import ValidationInfo
 from veracity.chain.anvil import Anvil, free_port
@@ -366,6 +368,26 @@ def test_a_run_passes_only_when_every_receipt_is_verified():
     failed = answer_for(record, checked("pending/accepted", "failed/overturned", "verified/finalized"))
     assert (failed.score, failed.tag) == (0, FAILED_RECEIPT)  # a failure is final: no need to wait for the rest
     assert failed.reason == "receipt 2 of 3 (lease 7 #1) failed: why 1"
+
+
+def test_a_pass_attests_the_collectives_work_by_agent():
+    """A collective (agent 5) that made one model call, retrieved with one embeddings call, and asked
+    two members: agent 9 (two calls) and one whose card named no agent (its calls earn no one)."""
+    record = RunRecord()
+    record.add("run", run_id="r", agent="docs-collective", model="smollm2", task="t", start=1, spec_sha256="")
+    record.add("tool", step=1, name="researcher", receipts=[{"lease": 1, "index": 0}, {"lease": 1, "index": 1}],
+               member=9)
+    record.add("tool", step=2, name="retrieve", receipts=[{"lease": 2, "index": 0}])
+    record.add("tool", step=3, name="writer", receipts=[{"lease": 3, "index": 0}], member=None)
+    record.add("chat", step=3, receipt={"lease": 4, "index": 0})
+    record.add("tool", step=4, name="calculator", receipts=[])
+    assert work_split(record, 5) == ([5, 9], [2, 2])
+    checks = RunCheck("verified", [ReceiptCheck("verified", "ok", {"state": "finalized"})] * 5)
+    passed = answer_for(record, checks, 5)
+    assert passed.split == ([5, 9], [2, 2]) and passed.reason.endswith("; split 5=2,9=2")
+    uri, _ = response_uri(passed.reason)
+    assert read_split(uri) == ([5, 9], [2, 2])  # what `agent release` reads back from the answer on chain
+    assert read_split(response_uri("all 3 receipts verified")[0]) is None
 
 
 def test_a_passed_run_is_watched_until_its_windows_are_final():

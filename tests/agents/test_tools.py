@@ -20,6 +20,8 @@ import uvicorn
 from chainstory import TOKEN, played
 from fastapi import FastAPI, Request
 
+from veracity.agents.record import RunRecord
+from veracity.agents.runtime import run_tool
 from veracity.agents.spec import ToolSpec
 from veracity.agents.tools import (
     EMBED_BATCH,
@@ -390,6 +392,14 @@ def other_agent() -> FastAPI:
                         {"event": "tool", "name": "calculator", "receipts": []},
                         {"event": "chat", "step": 1, "receipt": R2}, {"event": "end", "answer": "..."}]}
 
+    @app.post("/member/tasks")
+    async def member(req: Request):
+        return {"answer": "done", "run": [{"event": "chat", "step": 0, "receipt": R3}]}
+
+    @app.get("/member/card")
+    async def member_card():
+        return {"name": "member", "registrations": [{"agentId": 7, "agentRegistry": "eip155:31337:0x00"}]}
+
     @app.post("/broken")
     async def broken():
         from fastapi.responses import JSONResponse
@@ -433,6 +443,17 @@ def test_another_agents_answer_comes_back_with_its_runs_receipts(agent_url):
     assert result.output == "order 3 was overturned (asked: what happened to order 3?)"
     assert result.receipts == [R1, R2, R3, R2]  # its model calls' and its tools', in its record's order
     assert tool("call_agent", url=f"{agent_url}/run").name == "call_agent"
+    assert result.delegated and result.member is None  # its card is not beside its endpoint: no agent id
+
+
+def test_a_members_work_is_marked_with_its_agent_id_from_its_card(agent_url):
+    member = tool("call_agent", url=f"{agent_url}/member/tasks", agent="member")
+    record = RunRecord()
+    assert run_tool(member, "member", "do it", 1, record) == "done"
+    (event,) = record.of("tool")
+    assert (event["member"], event["receipts"]) == (7, [R3])  # what a validator's split pays agent 7 for
+    run_tool(tool("calculator"), "calculator", "1 + 1", 2, record)
+    assert "member" not in record.of("tool")[1]  # the agent's own tools' work is its own
 
 
 def test_another_agent_that_fails_is_reported_clearly(agent_url):

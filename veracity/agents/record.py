@@ -10,9 +10,11 @@ Events, in order (times are Unix nanoseconds):
   ``receipt`` (the gateway's, as ``veracity receipt verify`` takes it);
 * ``tool``: one tool call: ``step``, ``name``, ``start``, ``end``, ``input``, ``input_sha256``,
   ``output``, ``output_sha256``, ``error`` (None, or what went wrong), ``receipts`` (model calls
-  the tool made itself, e.g. retrieval's embeddings);
+  the tool made itself, e.g. retrieval's embeddings, or another agent's run's: then ``member``,
+  that agent's id on the AgentRegistry, or None when its card names none);
 * ``end``: ``answer``, ``reason`` (``answered``, ``steps`` or ``tokens``: the budget that
-  stopped it), ``end``, ``steps``, ``input_tokens``, ``output_tokens``.
+  stopped it), ``end``, ``steps``, ``input_tokens``, ``output_tokens``, ``grounded`` and
+  ``cited`` (``answer: quote``: how the answer was grounded in the tools' results, and the lines).
 
 The hashes are SHA-256 of the UTF-8 text, hex: a run's record can be published without its
 texts and still be checked against them.

@@ -340,17 +340,21 @@ def run_agent(spec: AgentSpec, task: str, complete: Complete, render: Callable[[
 
 
 def run_tool(tool: Any, name: str, text: str, step: int, record: RunRecord) -> str:
-    """Run one tool call into the record; a tool's refusal goes back to the model as its result."""
+    """Run one tool call into the record; a tool's refusal goes back to the model as its result.
+    Another agent's work (``call_agent``) is marked with ``member``: that agent's id (None when
+    its card names none), whose share of a payment its receipts earn (``agents.validate.work_split``)."""
     start = time.time_ns()
-    error, receipts, output = None, [], ""
+    error, receipts, output, member = None, [], "", {}
     try:
         result = tool.run(text)
         output, receipts = result.output, list(result.receipts)
+        if result.delegated:
+            member = {"member": result.member}
     except VeracityError as exc:
         error = output = str(exc)
     record.add("tool", step=step, name=name, start=start, end=time.time_ns(), input=text,
                input_sha256=sha256_text(text), output=output, output_sha256=sha256_text(output), error=error,
-               receipts=receipts)
+               receipts=receipts, **member)
     return output
 
 

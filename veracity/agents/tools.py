@@ -27,7 +27,7 @@ import json
 import math
 import re
 import threading
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timezone
 from decimal import Decimal, InvalidOperation, localcontext
 from fractions import Fraction
@@ -65,6 +65,8 @@ class ToolContext:
 class ToolResult:
     output: str  # what goes back into the model's context (OUTPUT_CHARS at most, about)
     receipts: list[dict[str, Any]] = field(default_factory=list)  # receipts of model calls the tool made
+    delegated: bool = False  # the receipts are another agent's work (``call_agent``), not this one's
+    member: int | None = None  # that agent's id on the AgentRegistry, when its card names one
 
 
 @dataclass(frozen=True)
@@ -880,6 +882,19 @@ def run_receipts(events: list[Any]) -> list[dict[str, Any]]:
     return out
 
 
+def card_agent_id(url: str, timeout: float = 5.0) -> int | None:
+    """The agent id another agent's card (``GET .../card`` beside its ``/tasks``) registers, or
+    None (no card, not registered): whose work its receipts are, for the collective's split."""
+    base = url.rstrip("/").removesuffix("/tasks")
+    try:
+        card = httpx.get(f"{base}/card", timeout=timeout).json()
+        regs = card.get("registrations") or []
+        agent_id = regs[0].get("agentId") if isinstance(regs[0], dict) else None
+    except (httpx.HTTPError, ValueError, AttributeError, IndexError):
+        return None
+    return agent_id if isinstance(agent_id, int) and not isinstance(agent_id, bool) and agent_id > 0 else None
+
+
 def ask_agent(url: str, task: str, timeout: float = AGENT_TIMEOUT_S) -> ToolResult:
     """``POST {"task": task}`` to another agent's endpoint: its answer, and its run's receipts."""
     if not task.strip():
@@ -902,7 +917,7 @@ def ask_agent(url: str, task: str, timeout: float = AGENT_TIMEOUT_S) -> ToolResu
             not isinstance(body.get("run", []), list):
         raise ToolError(f"call_agent: {url} answered something that is not an agent's answer (a JSON object with "
                         "`answer`, a string, and `run`, its record's events): is it `veracity agent serve`?")
-    return ToolResult(clip(body["answer"].strip(), OUTPUT_CHARS), run_receipts(body.get("run", [])))
+    return ToolResult(clip(body["answer"].strip(), OUTPUT_CHARS), run_receipts(body.get("run", [])), delegated=True)
 
 
 def call_agent_tool(spec: ToolSpec, timeout: float = AGENT_TIMEOUT_S) -> Tool:
@@ -912,5 +927,12 @@ def call_agent_tool(spec: ToolSpec, timeout: float = AGENT_TIMEOUT_S) -> Tool:
                         "(`veracity agent serve` prints it)")
     url = spec.url
     who = f"the {spec.agent} agent" if spec.agent else "another agent"
-    return Tool(name, f"asks {who} to do a task and gives its answer; input: the task, in plain words",
-                lambda text: ask_agent(url, text, timeout))
+    member: list[int | None] = []  # its agent id, read from its card at the first call
+
+    def run(text: str) -> ToolResult:
+        result = ask_agent(url, text, timeout)
+        if not member:
+            member.append(card_agent_id(url))
+        return replace(result, member=member[0])
+
+    return Tool(name, f"asks {who} to do a task and gives its answer; input: the task, in plain words", run)

@@ -16,7 +16,10 @@ window does not hold, a window a dispute overturned or that was never committed:
 URI are not the ones requested (``failed:hash``) or not a run record (``failed:record``). No
 answer while some window is not committed yet (retried later). The response URI is a ``data:``
 URI holding the reason in words, and the response hash its keccak-256, so the evidence is on
-chain in the answer's event.
+chain in the answer's event; except that **a pass's response hash attests the run's work by
+agent** (``work_split``: each agent's verified model calls, the collective's own and each
+member's it called; ``chain.agents.split_hash``), which the ``Collective`` contract pays a run's
+price by, and its URI ends with the split in words (``split 3=2,7=1``: ``read_split``).
 
 **A soft pass is watched**: ``due`` says a request needs a look while it is unanswered or its
 answer is ``verified:soft``; the validator answers again when the verdict changes (0 if a
@@ -29,6 +32,7 @@ the chain, fetches and answers.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Callable
@@ -37,6 +41,7 @@ from urllib.parse import quote, unquote, urlparse
 from eth_utils import keccak
 
 from veracity.agents.record import RunRecord, parse_record
+from veracity.chain.agents import split_hash
 from veracity.errors import InputError, VeracityError
 
 if TYPE_CHECKING:
@@ -77,11 +82,45 @@ class Answer:
     score: int  # 0 (failed) to 100 (verified)
     tag: str  # VERIFIED_FINAL, VERIFIED_SOFT or one of the FAILED_ tags
     reason: str  # in words (the response URI holds it)
+    split: tuple[list[int], list[int]] | None = None  # a pass: (agent ids, their verified model calls)
 
 
-def answer_for(record: RunRecord, check: RunCheck) -> Answer | None:
-    """The answer to a request for a run whose receipts were checked: None while some window is
-    not committed yet (answer later)."""
+def work_split(record: RunRecord, agent_id: int) -> tuple[list[int], list[int]]:
+    """The run's verified work by agent, as a validator that passed it attests it (its answer's
+    response hash: ``chain.agents.split_hash``) and the Collective pays by: (agent ids ascending,
+    each one's model calls). The run's own calls (its ``chat`` events and its tools' receipts) are
+    agent ``agent_id``'s; those of another agent it called (a ``tool`` event with a ``member``)
+    are that member's, or no one's when its card named no agent id. The record is the
+    collective's word for who made which call: receipts do not name the agent that asked."""
+    work: dict[int, int] = {}
+    for e in record.events:
+        if e["event"] == "chat":
+            work[agent_id] = work.get(agent_id, 0) + 1
+        elif e["event"] == "tool" and e.get("receipts"):
+            who = e["member"] if "member" in e else agent_id
+            if isinstance(who, int) and not isinstance(who, bool) and who > 0:
+                work[who] = work.get(who, 0) + len(e["receipts"])
+    ids = sorted(work)
+    return ids, [work[i] for i in ids]
+
+
+def split_text(split: tuple[list[int], list[int]]) -> str:
+    """A split as a pass's response URI says it (``read_split`` reads it back): ``split 3=2,7=1``."""
+    return "split " + ",".join(f"{i}={w}" for i, w in zip(*split))
+
+
+def read_split(text: str) -> tuple[list[int], list[int]] | None:
+    m = re.search(r"split (\d+=\d+(?:,\d+=\d+)*)", unquote(text))
+    if m is None:
+        return None
+    pairs = [tuple(int(x) for x in kv.split("=")) for kv in m.group(1).split(",")]
+    return [p[0] for p in pairs], [p[1] for p in pairs]
+
+
+def answer_for(record: RunRecord, check: RunCheck, agent_id: int = 0) -> Answer | None:
+    """The answer to a request for a run whose receipts were checked (the run of agent
+    ``agent_id``): None while some window is not committed yet (answer later). A pass carries the
+    run's work by agent (``work_split``)."""
     n = len(check.checks)
     if not n:
         return Answer(0, FAILED_NO_RECEIPTS, "the run has no receipts: none of its model calls can be checked")
@@ -92,13 +131,16 @@ def answer_for(record: RunRecord, check: RunCheck) -> Answer | None:
         return Answer(0, FAILED_RECEIPT, f"receipt {bad + 1} of {n} ({where}) failed: {check.checks[bad].reason}")
     if any(c.verdict != "verified" for c in check.checks):  # pending: its window is not committed yet
         return None
+    split = work_split(record, agent_id)
     if all(c.facts.get("state") == "finalized" for c in check.checks):
-        return Answer(100, VERIFIED_FINAL, f"all {n} receipts verified; every window is finalized")
-    return Answer(100, VERIFIED_SOFT, f"all {n} receipts verified; some windows are still in their challenge window")
+        return Answer(100, VERIFIED_FINAL, f"all {n} receipts verified; every window is finalized; {split_text(split)}",
+                      split)
+    return Answer(100, VERIFIED_SOFT, f"all {n} receipts verified; some windows are still in their challenge window; "
+                                      f"{split_text(split)}", split)
 
 
-def judge(data: bytes, expected: bytes, check: Callable[[RunRecord], RunCheck], source: str = "the record"
-          ) -> Answer | None:
+def judge(data: bytes, expected: bytes, check: Callable[[RunRecord], RunCheck], source: str = "the record",
+          agent_id: int = 0) -> Answer | None:
     """The answer to the request ``expected`` (its hash) for the bytes fetched from its URI:
     ``check`` verifies a record's receipts (``check_run`` against a deployment)."""
     got = request_hash(data)
@@ -109,7 +151,7 @@ def judge(data: bytes, expected: bytes, check: Callable[[RunRecord], RunCheck], 
         record = parse_record(data, source)
     except InputError as exc:
         return Answer(0, FAILED_RECORD, str(exc))
-    return answer_for(record, check(record))
+    return answer_for(record, check(record), agent_id)
 
 
 def response_uri(reason: str) -> tuple[str, bytes]:
@@ -214,7 +256,7 @@ def validate_pass(dep: Deployment, key: str, uris: dict[bytes, str] | None = Non
         except FetchError as exc:
             out.append(Outcome(h, info.agent_id, uri, "unreachable", shown, info.tag, f"{exc}; will try again"))
             continue
-        answer = judge(data, h, lambda record: check_run(record, dep, key), uri)
+        answer = judge(data, h, lambda record: check_run(record, dep, key), uri, info.agent_id)
         if answer is None:
             out.append(Outcome(h, info.agent_id, uri, "pending", shown, info.tag,
                                "some window is not committed yet; will look again"))
@@ -222,6 +264,8 @@ def validate_pass(dep: Deployment, key: str, uris: dict[bytes, str] | None = Non
             out.append(Outcome(h, info.agent_id, uri, "unchanged", answer.score, answer.tag, answer.reason))
         else:
             evidence, evidence_hash = response_uri(answer.reason)
+            if answer.split is not None:  # a pass attests the run's work by agent: what the Collective pays by
+                evidence_hash = split_hash(*answer.split)
             val.respond(h, answer.score, evidence, evidence_hash, answer.tag)
             out.append(Outcome(h, info.agent_id, uri, "answered", answer.score, answer.tag, answer.reason))
     return out

@@ -221,3 +221,61 @@ class ValidationClient(_Bound):
         n = self._read(self.fn.agentValidationCount(agent_id))
         fn = self.contract.get_function_by_signature("getAgentValidations(uint256,uint256)")
         return [bytes(h) for start in range(0, n, 100) for h in self._read(fn(agent_id, start))]
+
+
+@dataclass(frozen=True)
+class CollectivePayment:
+    """A payment for an agent's run (``contracts/Collective.vy``)."""
+
+    payer: str
+    agent_id: int
+    request_hash: bytes
+    validator: str
+    amount: int
+    deadline: int
+    tag: str
+    state: int  # 1 open, 2 released, 3 refunded
+
+    @property
+    def state_name(self) -> str:
+        return {1: "open", 2: "released", 3: "refunded"}.get(self.state, "none")
+
+
+def split_hash(agent_ids: list[int], work: list[int]) -> bytes:
+    """What a validator attests for a run it passed (its answer's response hash) and the
+    Collective pays by: keccak-256 of ``abi.encode(uint256[] agentIds, uint256[] work)``."""
+    from eth_abi import encode
+
+    return bytes(Web3.keccak(encode(["uint256[]", "uint256[]"], [agent_ids, work])))
+
+
+class CollectiveClient(_Bound):
+    """Payments for agents' runs, split by the verified work a validator attested
+    (``contracts/Collective.vy``)."""
+
+    name = "Collective"
+
+    def __init__(self, chain: Any, address: str, token: Any) -> None:
+        super().__init__(chain, address)
+        self.token = token
+
+    def pay(self, agent_id: int, request_hash: bytes, validator: str, amount: int, deadline: int, tag: str = "") -> int:
+        """Escrow ``amount`` (approving it first); the payment's id."""
+        self.token.approve(self.address, amount)
+        receipt = self._send(self.fn.pay(agent_id, request_hash, Web3.to_checksum_address(validator), amount,
+                                         deadline, tag))
+        (event,) = self.contract.events.PaymentOpened().process_receipt(receipt, errors=DISCARD)
+        return int(event["args"]["paymentId"])
+
+    def release(self, payment_id: int, agent_ids: list[int], work: list[int]) -> list[tuple[int, str, int]]:
+        """Pay the shares by the attested split: (agent id, payee, amount) of each."""
+        receipt = self._send(self.fn.release(payment_id, agent_ids, work))
+        return [(int(e["args"]["agentId"]), e["args"]["payee"], int(e["args"]["amount"]))
+                for e in self.contract.events.SharePaid().process_receipt(receipt, errors=DISCARD)]
+
+    def refund(self, payment_id: int) -> Any:
+        return self._send(self.fn.refund(payment_id))
+
+    def payment(self, payment_id: int) -> CollectivePayment:
+        p = self._read(self.fn.payment(payment_id))
+        return CollectivePayment(p[0], int(p[1]), bytes(p[2]), p[3], int(p[4]), int(p[5]), p[6], int(p[7]))

@@ -9,7 +9,7 @@ from pathlib import Path
 from eth_account import Account
 from pydantic import BaseModel
 
-from veracity.chain.agents import AgentRegistryClient, ReputationClient, ValidationClient
+from veracity.chain.agents import AgentRegistryClient, CollectiveClient, ReputationClient, ValidationClient
 from veracity.chain.anvil import MNEMONIC
 from veracity.chain.client import Chain, DisputesClient, MarketClient, OracleClient, RegistryClient, TokenClient
 from veracity.errors import ChainError
@@ -63,6 +63,7 @@ class Deployment(BaseModel):
     agent_registry: str | None = None  # agents after ERC-8004 (deployments from before them have none)
     reputation: str | None = None
     validation: str | None = None
+    collective: str | None = None  # payments split among agents by their verified work (``Collective``)
 
     def write(self, path: Path) -> None:
         """Written readable by its owner only: a devnet's holds its accounts' keys."""
@@ -101,6 +102,13 @@ class Deployment(BaseModel):
         chain = Chain(self.rpc_url, key)
         return (AgentRegistryClient(chain, self.agent_registry), ReputationClient(chain, self.reputation),
                 ValidationClient(chain, self.validation))
+
+    def collective_client(self, key: str) -> CollectiveClient:
+        """The Collective contract's client acting as ``key`` (payments split among agents)."""
+        if self.collective is None:
+            raise ChainError("this deployment has no Collective contract: redeploy it")
+        chain = Chain(self.rpc_url, key)
+        return CollectiveClient(chain, self.collective, TokenClient(chain, self.token))
 
     def disputes_client(self, key: str) -> DisputesClient:
         if self.disputes is None:
@@ -157,6 +165,7 @@ def deploy(rpc_url: str, deployer: AccountInfo, accounts: list[AccountInfo], dev
     agent_registry = chain.deploy("AgentRegistry")
     reputation = chain.deploy("Reputation", agent_registry)
     validation = chain.deploy("Validation", agent_registry)
+    collective = chain.deploy("Collective", token, agent_registry, validation)
     tok = TokenClient(chain, token)
     for a in accounts:
         if a.address != deployer.address:
@@ -168,7 +177,8 @@ def deploy(rpc_url: str, deployer: AccountInfo, accounts: list[AccountInfo], dev
                       llama_attention_referee=llama_attention_referee, train_norm_referee=train_norm_referee,
                       train_attention_referee=train_attention_referee, finetune_referee=finetune_referee,
                       dispute_bond=p["dispute_bond"], move_time=p["move_time"], oracle=oracle,
-                      agent_registry=agent_registry, reputation=reputation, validation=validation)
+                      agent_registry=agent_registry, reputation=reputation, validation=validation,
+                      collective=collective)
 
 
 # the embedded devnet: anvil as a background process, its state in a folder -----------------

@@ -266,6 +266,66 @@ def feedback(agent_id: int = typer.Argument(..., min=1, help="the agent rated"),
               f"{summary.count} feedback, average {summary.average}")
 
 
+@agent_app.command("pay")
+def pay(agent_id: int = typer.Argument(..., min=1, help="the agent whose run is paid for"),
+        request: str = typer.Option(..., help="the run's validation request hash (0x and 64 hex digits: what "
+                                              "`agent serve` answers as request_hash)"),
+        validator: str = typer.Option(..., help="the validator whose pass releases it: an address or an account index"),
+        amount: float = typer.Option(..., min=0.0001, help="VRC escrowed"),
+        within: int = typer.Option(3600, min=60, help="seconds until the payment, not released, can be refunded"),
+        final: bool = typer.Option(False, "--final", help="release only on a verified:final answer (every window "
+                                                          "finalized), not a soft pass"),
+        deployment: Optional[Path] = typer.Option(None, help="deployment file (default: the devnet's)"),
+        account: int = typer.Option(0, help="which deployment account pays")) -> None:
+    """Escrow a payment for an agent's run on the Collective contract, split among the agents that
+    did its work by the verified work the validator attests (``agent release`` pays it)."""
+    from decimal import Decimal
+
+    from veracity.agents.validate import VERIFIED_FINAL
+
+    dep = find_deployment(deployment)
+    try:
+        h = bytes.fromhex(request.removeprefix("0x"))
+    except ValueError:
+        h = b""
+    if len(h) != 32:
+        raise UsageError(f"--request {request!r} is not a request hash: 0x and 64 hex digits")
+    col = dep.collective_client(_account(dep, account))
+    pid = col.pay(agent_id, h, _validator(dep, validator), int(Decimal(str(amount)) * 10**18), col.chain.now() + within,
+                  VERIFIED_FINAL if final else "")
+    print(f"payment {pid}")
+
+
+@agent_app.command("release")
+def release(payment_id: int = typer.Argument(..., min=1),
+            deployment: Optional[Path] = typer.Option(None, help="deployment file (default: the devnet's)"),
+            account: int = typer.Option(0, help="which deployment account sends it (anyone may)")) -> None:
+    """Pay a payment's shares by the split its validator attested (read from its answer on chain);
+    after its deadline, give it back to its payer instead."""
+    from veracity.agents.tools import vrc
+    from veracity.agents.validate import read_split
+
+    dep = find_deployment(deployment)
+    key = _account(dep, account)
+    col = dep.collective_client(key)
+    p = col.payment(payment_id)
+    if p.state_name != "open":
+        raise UsageError(f"payment {payment_id} is {p.state_name}: nothing to release")
+    if col.chain.now() > p.deadline:
+        col.refund(payment_id)
+        print(f"payment {payment_id}: its deadline passed; {vrc(p.amount)} went back to {p.payer}")
+        return
+    val = dep.agent_clients(key)[2]
+    answers = val.contract.events.ValidationResponse().get_logs(
+        from_block=0, argument_filters={"requestHash": p.request_hash})
+    split = read_split(str(answers[-1]["args"]["responseURI"])) if answers else None
+    if split is None:
+        raise UsageError(f"payment {payment_id}: its validator has not passed the run (no split attested yet): "
+                         "try again once `agent validate` answered")
+    for agent, payee, amount in col.release(payment_id, *split):
+        print(f"agent {agent}: {vrc(amount)} to {payee}")
+
+
 @agent_app.command("validate")
 def validate(deployment: Optional[Path] = typer.Option(None, help="deployment file (default: the devnet's)"),
              account: int = typer.Option(0, help="which deployment account is the validator"),
