@@ -28,7 +28,7 @@ lint: $(STAMP)
 	$(PY) -m mypy
 
 test: $(STAMP)
-	$(PY) -m pytest -n 2 tests
+	$(PY) -m pytest -n 2 --dist worksteal tests
 
 install-check: $(STAMP)
 	.ci/install-check

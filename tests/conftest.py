@@ -18,6 +18,19 @@ import pytest
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
+# The test files that take minutes (real daemons, chains, disputes, a model through a gateway),
+# slowest first: collected first, so the two workers start on them and the quick tests fill in
+# around them, instead of one of them running alone at the end while the other idles.
+SLOW_FIRST = ("tests/agents/test_agents_e2e.py", "tests/cli/test_demo.py", "tests/chain/test_invariants.py",
+              "tests/node/test_soak.py", "tests/node/test_slashing.py", "tests/gateway/test_gateway.py",
+              "tests/node/test_validator.py", "tests/cli/test_job_cli.py", "tests/cli/test_infer_cli.py",
+              "tests/node/test_many_jobs.py", "tests/node/test_dispute_e2e.py", "tests/node/test_train_e2e.py")
+
+
+def pytest_collection_modifyitems(config, items):
+    rank = {path: i for i, path in enumerate(SLOW_FIRST)}
+    items.sort(key=lambda item: rank.get(item.nodeid.split("::")[0], len(SLOW_FIRST)))  # stable: the rest keep their order
+
 
 @pytest.fixture(scope="session")
 def fresh_rng():

@@ -26,10 +26,9 @@ from veracity.chain.anvil import free_port
 ROOT = Path(__file__).resolve().parent.parent.parent
 CHEATER, NODE_VALIDATOR, HONEST, GATEWAY, OWNER, CHECKER, CLIENT = 1, 2, 3, 4, 5, 6, 7
 HELPER = """name: helper
-description: Adds numbers.
+description: Answers in a few words.
 model: smollm2
-tools: [{name: calculator}]
-budget: {steps: 1, tokens: 64}
+system: Answer in a few words.
 """
 
 

@@ -309,9 +309,11 @@ def run_agent(spec: AgentSpec, task: str, complete: Complete, render: Callable[[
             return answer(prompt, out_of)
         if spec.first and not steps:  # the tool asked first, with the task as its input
             name, text = spec.first, task
+        elif not tools:  # nothing to choose: it answers (one model call)
+            return answer(prompt, "answered")
         elif spec.grammar:  # the first call must be a tool's when there are tools: read before answering
             head = prompt + '{"tool": "'
-            name = pick_tool(call(head, TOOL_TOKENS, "tool", steps), names if steps or not tools else [*tools])
+            name = pick_tool(call(head, TOOL_TOKENS, "tool", steps), names if steps else [*tools])
             if name == ANSWER:
                 return answer(prompt, "answered")
             head += name + '", "input": "'

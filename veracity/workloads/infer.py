@@ -217,17 +217,25 @@ def job_program(model_name: str, inputs_jsonl: bytes, model: Any = None, batch_s
     return build(m, parse_items(m, input_records(inputs_jsonl), "inputs"), batch_size, limit)
 
 
-def keeping(indices: set[int], tamper: Callable[[int, str, Any], Any] | None = None
+class Kept(Exception):
+    """Every record a replay was asked for is kept: it stops there (``keeping``'s ``stop``)."""
+
+
+def keeping(indices: set[int], tamper: Callable[[int, str, Any], Any] | None = None, stop: bool = False
             ) -> tuple[Callable[[int, str, Any], Any], dict[int, np.ndarray]]:
     """An Exec hook that keeps a copy of records ``indices`` (after ``tamper``, when given), and the
-    dict it keeps them in."""
+    dict it keeps them in; with ``stop``, it raises ``Kept`` once it kept the last of them (records
+    come in index order), so a replay runs only as far as the records it needs."""
     captured: dict[int, np.ndarray] = {}
+    last = max(indices, default=-1)
 
     def hook(i: int, op: str, x: Any) -> Any:
         if tamper is not None:
             x = tamper(i, op, x)
         if i in indices:
             captured[i] = np.array(x, dtype=np.int64, copy=True)
+            if stop and i == last:
+                raise Kept
         return x
 
     return hook, captured
@@ -237,11 +245,15 @@ def record_tensors(model_name: str, inputs_jsonl: bytes, indices: set[int], mode
                    tamper: Callable[[int, str, Any], Any] | None = None, batch_size: int = INFER_BATCH) -> dict[int, np.ndarray]:
     """Re-run a job (exact, so the same bits) and keep the tensors of records ``indices``: what a
     party shows in a dispute, recomputed when needed rather than stored. ``tamper`` replays an
-    adversary's run."""
-    hook, captured = keeping(indices, tamper)
+    adversary's run. The run stops at the last record asked for: opening a step in a dispute
+    replays the job up to that step, not to its end."""
+    hook, captured = keeping(indices, tamper, stop=True)
     m = model if model is not None else load_model(model_name)
-    infer(m, parse_items(m, input_records(inputs_jsonl), "inputs"), backend="numpy", batch_size=batch_size,
-          trace=False, tamper=hook)
+    try:
+        infer(m, parse_items(m, input_records(inputs_jsonl), "inputs"), backend="numpy", batch_size=batch_size,
+              trace=False, tamper=hook)
+    except Kept:
+        pass
     return captured
 
 
