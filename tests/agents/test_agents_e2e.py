@@ -176,11 +176,12 @@ def test_agents_on_the_devnet_a_cheat_fails_validation_and_honest_work_passes(de
         assert (outcome["status"], outcome["score"]) == ("answered", 100) and outcome["tag"].startswith("verified"), \
             outcome
         # its pass attests the run's work by agent: the analyst's own model calls; a client pays for the
-        # run on the Collective contract and anyone releases it, to the agent's owner (it has no wallet)
+        # run on the Collective contract (on a soft pass: its window is still challengeable) and anyone
+        # releases it, to the agent's owner (it has no wallet)
         assert f"split {analyst.agent_id}={len(chats)}" in outcome["note"]
         assert validation.status(honest).response_hash == split_hash([analyst.agent_id], [len(chats)])
         paid = cli("agent", "pay", str(analyst.agent_id), "--request", done["request_hash"], "--validator",
-                   str(CHECKER), "--amount", "3", "--deployment", str(net.dep_file), "--account", str(CLIENT))
+                   str(CHECKER), "--amount", "3", "--soft", "--deployment", str(net.dep_file), "--account", str(CLIENT))
         assert paid.returncode == 0 and paid.stdout.startswith("payment "), paid.stderr
         token = dep.clients(net.accts[0].key)[1]
         before = token.balance_of(net.accts[OWNER].address)

@@ -37,6 +37,7 @@ from veracity.agents.validate import (
     answer_for,
     changed,
     due,
+    known_split,
     read_split,
     request_hash,
     request_validation,
@@ -388,6 +389,23 @@ def test_a_pass_attests_the_collectives_work_by_agent():
     uri, _ = response_uri(passed.reason)
     assert read_split(uri) == ([5, 9], [2, 2])  # what `agent release` reads back from the answer on chain
     assert read_split(response_uri("all 3 receipts verified")[0]) is None
+    # a member's card naming an agent the registry does not hold (or no number an id can be) earns
+    # no one: paying it would block the payment for everyone
+    assert known_split(([5, 9, 10**9], [2, 2, 7]), lambda agent: agent in (5, 9)) == ([5, 9], [2, 2])
+    record.add("tool", step=5, name="liar", receipts=[{"lease": 5, "index": 0}], member=2**256)
+    assert work_split(record, 5) == ([5, 9], [2, 2])
+
+
+def test_a_receipt_counted_twice_fails_the_run():
+    """A member's server that returns one valid receipt many times would multiply its share."""
+    record = RunRecord()
+    record.add("run", run_id="r", agent="docs-collective", model="smollm2", task="t", start=1, spec_sha256="")
+    record.add("chat", step=0, receipt={"lease": 4, "index": 0})
+    record.add("tool", step=1, name="member", receipts=[{"lease": 1, "index": 0}] * 3, member=9)
+    checks = RunCheck("verified", [ReceiptCheck("verified", "ok", {"state": "finalized"})] * 4)
+    failed = answer_for(record, checks, 5)
+    assert (failed.score, failed.tag, failed.split) == (0, FAILED_RECEIPT, None)
+    assert failed.reason == "receipt 3 of 4 (lease 1 #0) is receipt 2 again: each model call counts once"
 
 
 def test_a_passed_run_is_watched_until_its_windows_are_final():

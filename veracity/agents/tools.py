@@ -892,7 +892,7 @@ def card_agent_id(url: str, timeout: float = 5.0) -> int | None:
         agent_id = regs[0].get("agentId") if isinstance(regs[0], dict) else None
     except (httpx.HTTPError, ValueError, AttributeError, IndexError):
         return None
-    return agent_id if isinstance(agent_id, int) and not isinstance(agent_id, bool) and agent_id > 0 else None
+    return agent_id if isinstance(agent_id, int) and not isinstance(agent_id, bool) and 0 < agent_id < 2**256 else None
 
 
 def ask_agent(url: str, task: str, timeout: float = AGENT_TIMEOUT_S) -> ToolResult:

@@ -46,7 +46,7 @@ from veracity.errors import InputError, VeracityError
 
 if TYPE_CHECKING:
     from veracity.agents.trace import RunCheck
-    from veracity.chain.agents import ValidationClient, ValidationInfo
+    from veracity.chain.agents import AgentRegistryClient, ValidationClient, ValidationInfo
     from veracity.chain.devnet import Deployment
 
 MAX_RECORD_BYTES = 16 * 2**20  # a run record fetched, at most
@@ -98,10 +98,19 @@ def work_split(record: RunRecord, agent_id: int) -> tuple[list[int], list[int]]:
             work[agent_id] = work.get(agent_id, 0) + 1
         elif e["event"] == "tool" and e.get("receipts"):
             who = e["member"] if "member" in e else agent_id
-            if isinstance(who, int) and not isinstance(who, bool) and who > 0:
+            if isinstance(who, int) and not isinstance(who, bool) and 0 < who < 2**256:
                 work[who] = work.get(who, 0) + len(e["receipts"])
     ids = sorted(work)
     return ids, [work[i] for i in ids]
+
+
+def known_split(split: tuple[list[int], list[int]], exists: Callable[[int], bool]
+                ) -> tuple[list[int], list[int]]:
+    """``split`` without the agents the AgentRegistry does not hold (``exists``: a member's card can
+    name any id; paying one that does not exist would block the payment for everyone): their work
+    earns no one, as a card naming no agent."""
+    kept = [(i, w) for i, w in zip(*split) if exists(i)]
+    return [i for i, _ in kept], [w for _, w in kept]
 
 
 def split_text(split: tuple[list[int], list[int]]) -> str:
@@ -124,6 +133,13 @@ def answer_for(record: RunRecord, check: RunCheck, agent_id: int = 0) -> Answer 
     n = len(check.checks)
     if not n:
         return Answer(0, FAILED_NO_RECEIPTS, "the run has no receipts: none of its model calls can be checked")
+    seen: dict[tuple[object, object], int] = {}
+    for i, r in enumerate(record.receipts):  # a call counted twice would earn twice in the split
+        key = (r.get("lease"), r.get("index")) if isinstance(r, dict) else (None, i)
+        if key in seen:
+            return Answer(0, FAILED_RECEIPT, f"receipt {i + 1} of {n} (lease {key[0]} #{key[1]}) is receipt "
+                                             f"{seen[key] + 1} again: each model call counts once")
+        seen[key] = i
     bad = next((i for i, c in enumerate(check.checks) if c.verdict == "failed"), None)
     if bad is not None:
         r = record.receipts[bad]
@@ -232,12 +248,20 @@ class Outcome:
                 "status": self.status, "score": self.score, "tag": self.tag, "note": self.note}
 
 
+def _exists(reg: "AgentRegistryClient", agent_id: int) -> bool:
+    try:
+        reg.owner_of(agent_id)
+    except VeracityError:  # the registry's "no such agent"
+        return False
+    return True
+
+
 def validate_pass(dep: Deployment, key: str, uris: dict[bytes, str] | None = None) -> list[Outcome]:
     """One look at every request addressed to the account of ``key``: each one due is fetched,
     judged and answered when the answer changes. ``uris`` caches the request URIs between passes."""
     from veracity.agents.trace import check_run
 
-    val = dep.agent_clients(key)[2]
+    reg, _, val = dep.agent_clients(key)
     me = val.chain.address
     uris = {} if uris is None else uris
     out = []
@@ -265,7 +289,11 @@ def validate_pass(dep: Deployment, key: str, uris: dict[bytes, str] | None = Non
         else:
             evidence, evidence_hash = response_uri(answer.reason)
             if answer.split is not None:  # a pass attests the run's work by agent: what the Collective pays by
-                evidence_hash = split_hash(*answer.split)
+                split = known_split(answer.split, lambda agent: _exists(reg, agent))
+                answer = Answer(answer.score, answer.tag, answer.reason.replace(split_text(answer.split),
+                                                                                 split_text(split)), split)
+                evidence, _ = response_uri(answer.reason)
+                evidence_hash = split_hash(*split)
             val.respond(h, answer.score, evidence, evidence_hash, answer.tag)
             out.append(Outcome(h, info.agent_id, uri, "answered", answer.score, answer.tag, answer.reason))
     return out

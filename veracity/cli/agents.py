@@ -273,8 +273,10 @@ def pay(agent_id: int = typer.Argument(..., min=1, help="the agent whose run is 
         validator: str = typer.Option(..., help="the validator whose pass releases it: an address or an account index"),
         amount: float = typer.Option(..., min=0.0001, help="VRC escrowed"),
         within: int = typer.Option(3600, min=60, help="seconds until the payment, not released, can be refunded"),
-        final: bool = typer.Option(False, "--final", help="release only on a verified:final answer (every window "
-                                                          "finalized), not a soft pass"),
+        final: bool = typer.Option(True, "--final/--soft", help="release only on a verified:final answer (every "
+                                                                "window finalized; the default), or on a soft pass "
+                                                                "too (a window still challengeable: paid money "
+                                                                "does not come back if it is overturned)"),
         deployment: Optional[Path] = typer.Option(None, help="deployment file (default: the devnet's)"),
         account: int = typer.Option(0, help="which deployment account pays")) -> None:
     """Escrow a payment for an agent's run on the Collective contract, split among the agents that
