@@ -392,6 +392,8 @@ def test_a_pass_attests_the_collectives_work_by_agent():
     # a member's card naming an agent the registry does not hold (or no number an id can be) earns
     # no one: paying it would block the payment for everyone
     assert known_split(([5, 9, 10**9], [2, 2, 7]), lambda agent: agent in (5, 9)) == ([5, 9], [2, 2])
+    unregistered = answer_for(record, checks, 5, lambda agent: agent != 9)
+    assert unregistered.split == ([5], [2]) and unregistered.reason.endswith("; split 5=2")
     record.add("tool", step=5, name="liar", receipts=[{"lease": 5, "index": 0}], member=2**256)
     assert work_split(record, 5) == ([5, 9], [2, 2])
 

@@ -126,10 +126,12 @@ def read_split(text: str) -> tuple[list[int], list[int]] | None:
     return [p[0] for p in pairs], [p[1] for p in pairs]
 
 
-def answer_for(record: RunRecord, check: RunCheck, agent_id: int = 0) -> Answer | None:
+def answer_for(record: RunRecord, check: RunCheck, agent_id: int = 0,
+               exists: Callable[[int], bool] = lambda agent: True) -> Answer | None:
     """The answer to a request for a run whose receipts were checked (the run of agent
     ``agent_id``): None while some window is not committed yet (answer later). A pass carries the
-    run's work by agent (``work_split``)."""
+    run's work by agent (``work_split``), of the agents the registry holds (``exists``:
+    ``known_split``)."""
     n = len(check.checks)
     if not n:
         return Answer(0, FAILED_NO_RECEIPTS, "the run has no receipts: none of its model calls can be checked")
@@ -147,7 +149,7 @@ def answer_for(record: RunRecord, check: RunCheck, agent_id: int = 0) -> Answer 
         return Answer(0, FAILED_RECEIPT, f"receipt {bad + 1} of {n} ({where}) failed: {check.checks[bad].reason}")
     if any(c.verdict != "verified" for c in check.checks):  # pending: its window is not committed yet
         return None
-    split = work_split(record, agent_id)
+    split = known_split(work_split(record, agent_id), exists)
     if all(c.facts.get("state") == "finalized" for c in check.checks):
         return Answer(100, VERIFIED_FINAL, f"all {n} receipts verified; every window is finalized; {split_text(split)}",
                       split)
@@ -156,7 +158,7 @@ def answer_for(record: RunRecord, check: RunCheck, agent_id: int = 0) -> Answer 
 
 
 def judge(data: bytes, expected: bytes, check: Callable[[RunRecord], RunCheck], source: str = "the record",
-          agent_id: int = 0) -> Answer | None:
+          agent_id: int = 0, exists: Callable[[int], bool] = lambda agent: True) -> Answer | None:
     """The answer to the request ``expected`` (its hash) for the bytes fetched from its URI:
     ``check`` verifies a record's receipts (``check_run`` against a deployment)."""
     got = request_hash(data)
@@ -167,7 +169,7 @@ def judge(data: bytes, expected: bytes, check: Callable[[RunRecord], RunCheck], 
         record = parse_record(data, source)
     except InputError as exc:
         return Answer(0, FAILED_RECORD, str(exc))
-    return answer_for(record, check(record), agent_id)
+    return answer_for(record, check(record), agent_id, exists)
 
 
 def response_uri(reason: str) -> tuple[str, bytes]:
@@ -280,7 +282,8 @@ def validate_pass(dep: Deployment, key: str, uris: dict[bytes, str] | None = Non
         except FetchError as exc:
             out.append(Outcome(h, info.agent_id, uri, "unreachable", shown, info.tag, f"{exc}; will try again"))
             continue
-        answer = judge(data, h, lambda record: check_run(record, dep, key), uri, info.agent_id)
+        answer = judge(data, h, lambda record: check_run(record, dep, key), uri, info.agent_id,
+                       lambda agent: _exists(reg, agent))
         if answer is None:
             out.append(Outcome(h, info.agent_id, uri, "pending", shown, info.tag,
                                "some window is not committed yet; will look again"))
@@ -289,11 +292,7 @@ def validate_pass(dep: Deployment, key: str, uris: dict[bytes, str] | None = Non
         else:
             evidence, evidence_hash = response_uri(answer.reason)
             if answer.split is not None:  # a pass attests the run's work by agent: what the Collective pays by
-                split = known_split(answer.split, lambda agent: _exists(reg, agent))
-                answer = Answer(answer.score, answer.tag, answer.reason.replace(split_text(answer.split),
-                                                                                 split_text(split)), split)
-                evidence, _ = response_uri(answer.reason)
-                evidence_hash = split_hash(*split)
+                evidence_hash = split_hash(*answer.split)
             val.respond(h, answer.score, evidence, evidence_hash, answer.tag)
             out.append(Outcome(h, info.agent_id, uri, "answered", answer.score, answer.tag, answer.reason))
     return out

@@ -227,18 +227,11 @@ class Exec:
         records exported noted. ``_io_log`` holds what they read, so the records live till then."""
         log, self._io_log = self._io_log, []
         exports, reads = self._io
-        live, step, due, made = self._live, self.step_index, self._due, []
+        made = []
         for op, x, inputs, grows, dtype, prefix, index in log:
-            g = NOT_GROWN  # the index of the record x grows (before its entry goes)
-            if grows is not None:
-                hit = live.get(id(grows))
-                g = hit[0] if hit is not None and hit[4]() is grows else -1
-            if op in reads:  # ``_read``
-                for t in inputs:
-                    hit = live.get(id(t))
-                    if hit is not None and hit[1] < step and hit[4]() is t:
-                        del live[id(t)]
-                        due.append((hit, t))
+            g = NOT_GROWN if grows is None else self._index_of(grows)  # (before its entry goes)
+            if op in reads:
+                self._read(inputs)
             if op in exports:
                 made.append((x, index, prefix + op, dtype, g))
         if made:
