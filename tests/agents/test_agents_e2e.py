@@ -97,9 +97,10 @@ def validate(net, request):
 
 @pytest.fixture
 def devnet(tmp_path):
-    # a dispute move: 180 s. An honest party opening a SmolLM2 step replays the window to it (docs/security.md:
-    # "replay from start"), which took 30 to 100 s on a busy two-core machine: 60 s lost an honest validator its game
-    net = Net(tmp_path, accounts=8, move_time=180)
+    # the devnet's 60 s dispute moves: an honest party opening a SmolLM2 step replays only the request that holds
+    # it (docs/security.md, "Replay"); it replayed the window from its start, and on a busy two-core machine
+    # took 30 to 100 s, which lost an honest validator its game
+    net = Net(tmp_path, accounts=8, move_time=60)
     try:
         yield net
     except AssertionError:

@@ -68,6 +68,20 @@ def decide_bid(order: OrderView, policy: PricePolicy, now: int, running_jobs: in
 REPLAY_SHARE = 0.5  # of a dispute move's time, the most that re-running a job to open a record may take
 
 
+def check_replay(estimate: Any, policy: PricePolicy, move_time: int | None) -> str | None:
+    """Why a job (or a lease request: its replay is its own run, ``infer.record_tensors``) of
+    ``estimate`` is refused because re-running it to open a record in a dispute would not fit in
+    REPLAY_SHARE of a dispute move on this provider's devices, or None when it fits."""
+    from veracity.workloads.planner import duration
+
+    seconds = estimate.seconds(policy.devices, policy.mfu)
+    if move_time is None or seconds <= REPLAY_SHARE * move_time:
+        return None
+    return (f"re-running it to open a record in a dispute would take about {duration(seconds)} on its "
+            f"{policy.devices}, more than {REPLAY_SHARE:.0%} of a dispute move ({move_time} s): "
+            "an honest provider could miss its move")
+
+
 def check_capacity(terms: BidTerms, estimate: Any, policy: PricePolicy, order: OrderView, now: int,
                    free_stake: int, move_time: int | None = None) -> BidTerms | str:
     """The planner's say on terms ``decide_bid`` offered, for a job ``estimate``
@@ -80,10 +94,9 @@ def check_capacity(terms: BidTerms, estimate: Any, policy: PricePolicy, order: O
     if not estimate.fits(policy.devices):
         return (f"cannot hold the job ({human(estimate.memory_bytes, 'B')} at once) on its {policy.devices}")
     seconds = estimate.seconds(policy.devices, policy.mfu)
-    if move_time is not None and seconds > REPLAY_SHARE * move_time:
-        return (f"re-running it to open a record in a dispute would take about {duration(seconds)} on its "
-                f"{policy.devices}, more than {REPLAY_SHARE:.0%} of a dispute move ({move_time} s): "
-                "an honest provider could miss its move")
+    slow = check_replay(estimate, policy, move_time)
+    if slow is not None:
+        return slow
     if seconds > order.deadline - now:
         return (f"needs about {duration(seconds)} for {human(estimate.flops, 'FLOP')} on its {policy.devices}; "
                 f"the deadline leaves {max(0, order.deadline - now)} s")

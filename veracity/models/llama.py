@@ -225,6 +225,20 @@ class ExactLlama:
         """Output records a parsed item makes: one per generated token."""
         return item[1]
 
+    def flops_of(self, item: tuple[list[int], int]) -> float:
+        """2 x the multiply-adds of a parsed item's run (each pass's linears, its LM head row and its
+        attention), as ``planner.program_flops`` counts its program, without building it: what a
+        provider weighs a lease request's replay by before it serves it."""
+        ids, n = item
+        linears = sum(w.q.size for layer in self.layers
+                      for w in (layer.q, layer.k, layer.v, layer.o, layer.gate, layer.up, layer.down))
+        attention = 4.0 * self.layers_n * self.heads * self.head_dim  # scores and context, per (query, key)
+        flops, start = 0.0, 0
+        for t in [len(ids)] + [1] * (n - 1):
+            flops += 2.0 * t * linears + 2.0 * self.head.q.size + attention * t * (start + t)
+            start += t
+        return flops
+
     def answer(self, tokens: list[int]) -> tuple[list[int], str]:
         """The tokens up to the first stop token, and why generation ended there."""
         for i, tok in enumerate(tokens):

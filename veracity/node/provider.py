@@ -41,7 +41,7 @@ from veracity.node.daemon import serve_and_loop
 from veracity.node.defender import Defender
 from veracity.node.keys import KeyedConfig
 from veracity.node.oracle_desk import OracleDesk
-from veracity.node.sessions import LeaseError, LeaseLog, LeaseServer, LeaseTerms, Window
+from veracity.node.sessions import LeaseError, LeaseLog, LeaseServer, LeaseTerms, Window, window_admission
 from veracity.node.settler import Settler
 from veracity.node.state import NodeState, StateError
 from veracity.node.worker import WorkerPool
@@ -120,7 +120,7 @@ class ProviderNode:
         self._serving_lock = threading.Lock()
         self.leases = LeaseServer(LeaseLog(home / "state.db"), cfg.key, self.chain.address, self.dep.chain_id,
                                   self.dep.market, self._lease_terms, self._answer, self.chain.now, self._window_program,
-                                  outputs=self._window_outputs)
+                                  outputs=window_admission(cfg.policy, self.move_time))
         self.settler = Settler(self.market, self.state, self.chain.now, lambda m: log("provider", m),
                                grace_s=cfg.finalize_after_s,
                                only_mine=lambda oid: self.leases.log.signed(oid) is not None)  # lease windows
@@ -143,12 +143,6 @@ class ProviderNode:
         if terms.open:
             self._leases[oid] = terms
         return terms
-
-    def _window_outputs(self, model: str, served: int, outputs: int, item: dict[str, Any]) -> int:
-        """The output records a lease window commits once ``item`` joins it (``infer.window_outputs``)."""
-        from veracity.workloads.infer import window_outputs
-
-        return window_outputs(loaded(model), served, outputs, item)
 
     def _answer(self, model: str, item: dict[str, Any]) -> tuple[Any, Future[Any]]:
         """One request of a lease, exactly: what the window's output line shows for it, as soon as

@@ -47,6 +47,28 @@ MAX_ORDER_ID = 2**63  # order ids the chain can have (and SQLite can store)
 MAX_REQUEST_BYTES = 64 << 10  # a request's input line (the gateway's largest model limit), refused unread past it
 
 
+def window_admission(policy: Any, move_time: int | None) -> Callable[[str, int, int, dict[str, Any]], int]:
+    """A provider's ``LeaseServer`` ``outputs``: the output records a lease window makes once ``item``
+    joins it (``infer.window_outputs``), refusing (InputError) an item whose own replay, what
+    opening one of its records in a dispute re-runs (``infer.record_tensors``: a window's
+    requests are batches of their own, so the window's length never adds to it), would not fit in
+    part of a dispute move of ``move_time`` on ``policy``'s devices (``policy.check_replay``)."""
+    from veracity.market.policy import check_replay
+    from veracity.models.registry import loaded
+    from veracity.workloads.infer import item_estimate, window_outputs
+
+    def outputs(model: str, served: int, outputs: int, item: dict[str, Any]) -> int:
+        m = loaded(model)
+        n = window_outputs(m, served, outputs, item)
+        slow = check_replay(item_estimate(m, item), policy, move_time)
+        if slow is not None:
+            raise InputError(f"this request is too long to serve: {slow}; send a shorter prompt or a smaller "
+                             "max_tokens")
+        return n
+
+    return outputs
+
+
 class LeaseError(VeracityError):
     """A request a lease cannot take; ``status`` is the HTTP status that says so."""
 

@@ -233,7 +233,8 @@ def keeping(indices: set[int], tamper: Callable[[int, str, Any], Any] | None = N
         if tamper is not None:
             x = tamper(i, op, x)
         if i in indices:
-            captured[i] = np.array(x, dtype=np.int64, copy=True)
+            a = x if isinstance(x, np.ndarray) else x.detach().cpu().numpy()  # a torch backend's tensor
+            captured[i] = np.array(a, dtype=np.int64, copy=True)
             if stop and i == last:
                 raise Kept
         return x
@@ -245,16 +246,37 @@ def record_tensors(model_name: str, inputs_jsonl: bytes, indices: set[int], mode
                    tamper: Callable[[int, str, Any], Any] | None = None, batch_size: int = INFER_BATCH) -> dict[int, np.ndarray]:
     """Re-run a job (exact, so the same bits) and keep the tensors of records ``indices``: what a
     party shows in a dispute, recomputed when needed rather than stored. ``tamper`` replays an
-    adversary's run. The run stops at the last record asked for: opening a step in a dispute
-    replays the job up to that step, not to its end."""
+    adversary's run. The replay runs only the batches that hold those records (batches share no
+    record: a lease window's requests are one each), from the first of them, and stops at the last
+    record asked for: opening a step costs its own request's run up to it, however long the job or
+    window is. An honest replay runs on the fast backend (bit for bit the reference's); a tampered
+    one on the reference, whose arrays the adversaries' hooks alter."""
     hook, captured = keeping(indices, tamper, stop=True)
     m = model if model is not None else load_model(model_name)
+    items = parse_items(m, input_records(inputs_jsonl), "inputs")
+    lo, ops, steps = batch_holding(m, items, min(indices, default=0), batch_size)
+    ex = Exec(make_backend("numpy" if tamper is not None else "torch"), tamper=hook)
+    ex.ops, ex.step_index = ops, steps - 1  # the records and steps of the batches before it
     try:
-        infer(m, parse_items(m, input_records(inputs_jsonl), "inputs"), backend="numpy", batch_size=batch_size,
-              trace=False, tamper=hook)
+        for at in range(lo, len(items), batch_size):
+            m.run(ex, items[at:at + batch_size])
     except Kept:
         pass
     return captured
+
+
+def batch_holding(model: Any, items: list[Any], record: int, batch_size: int = INFER_BATCH) -> tuple[int, int, int]:
+    """The first item of the batch that makes record ``record`` of an infer job over parsed ``items``,
+    with the records and the steps the batches before it make (a shape-only dry run of those)."""
+    from veracity.exact.dryrun import ShapeBackend
+
+    ex = Exec(ShapeBackend(), program=[])
+    for lo in range(0, len(items), batch_size):
+        before = (ex.ops, ex.step_index + 1)
+        model.run(ex, items[lo:lo + batch_size])
+        if ex.ops > record:
+            return (lo, *before)
+    return len(items), ex.ops, ex.step_index + 1
 
 
 def served_tensors(model_name: str, inputs_jsonl: bytes, outputs_jsonl: bytes, model: Any = None,
@@ -317,6 +339,19 @@ def window_outputs(model: Any, served: int, outputs: int, item: dict[str, Any], 
     if per_item is None:
         return -(-(served + 1) // batch_size)
     return outputs + per_item(model.parse(item))
+
+
+def item_estimate(model: Any, item: dict[str, Any]) -> Any:
+    """The planner's estimate (``JobEstimate``) of one input line's run: what replaying a lease
+    request takes in a dispute (a window's requests are batches of their own). A generating model
+    counts it without building the program (``flops_of``); InputError for an item it cannot take."""
+    from veracity.exact.dryrun import build
+    from veracity.workloads.planner import JobEstimate, model_params, program_flops
+
+    parsed = model.parse(item)
+    flops_of = getattr(model, "flops_of", None)
+    flops = flops_of(parsed) if flops_of is not None else program_flops(build(model, [parsed], 1))[0]
+    return JobEstimate(flops, float(model_params(model)), "one request")
 
 
 def load_model(name: str) -> Any:

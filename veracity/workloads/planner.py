@@ -216,6 +216,12 @@ def program_flops(program: list[Any]) -> tuple[float, int]:
             flops += 2.0 * size * program[d.inputs[0]].dims[-1] / 3 / d.dims[1]
         elif d.kind == prog.CONTEXT:  # [B, T, hidden]: each a sum over the T keys
             flops += 2.0 * size * d.dims[1]
+        elif d.kind == prog.BLINEAR:  # a Llama family's linear: [1, T, N] from [1, T, K]
+            flops += 2.0 * size * program[d.inputs[0]].dims[-1]
+        elif d.kind == prog.GQA_SCORES:  # [H, T, S] from q [1, T, H * D]: each a dot of D
+            flops += 2.0 * size * program[d.inputs[0]].dims[-1] / d.dims[0]
+        elif d.kind == prog.GQA_CONTEXT:  # [1, T, H * D] from probabilities [H, T, S]: each a sum over S
+            flops += 2.0 * size * program[d.inputs[0]].dims[-1]
     return flops, largest
 
 
