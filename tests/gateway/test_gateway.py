@@ -11,7 +11,9 @@ import time
 import httpx
 import openai
 import pytest
+from browser import check_receipt, chromium, console_errors, explorer
 from nodenet import fuzz
+from selenium.webdriver.common.by import By
 
 from veracity.blobs.transfer import push
 from veracity.chain.anvil import free_port
@@ -191,6 +193,26 @@ def test_the_openai_package_gets_exact_answers_with_receipts_that_verify(gateway
     forged = dict(receipts[0], output_hash="0x" + "00" * 32)
     out = receipt_verify(net, forged, tmp_path)
     assert out.returncode == 1 and "not by its provider" in out.stdout, out.stdout
+
+    # the explorer's receipt checker, in a real browser, gives the same verdicts; the leases page lists the windows
+    with explorer(net.dep_file, tmp_path) as site:
+        driver = chromium()
+        try:
+            verdict, reason = check_receipt(driver, site, chat_receipt)
+            assert verdict == "verified" and "line" in reason, (verdict, reason)
+            verdict, reason = check_receipt(driver, site, forged)
+            assert verdict == "failed" and "not by its provider" in reason, (verdict, reason)
+            assert check_receipt(driver, site, {"lease": "x"})[0].startswith("not a Veracity receipt")
+            driver.get(site + "leases")
+            end = time.monotonic() + 30
+            while not all(f"order {lease}" in driver.find_element(By.ID, "main").text for lease in leases):
+                assert time.monotonic() < end, driver.find_element(By.ID, "main").text
+                time.sleep(0.5)
+                driver.refresh()
+            assert "finalized" in driver.find_element(By.ID, "main").text
+            assert console_errors(driver) == []
+        finally:
+            driver.quit()
 
 
 @pytest.mark.parametrize("gateway", [{"window_s": 120}], indirect=True, ids=["long-window"])

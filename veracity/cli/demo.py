@@ -95,7 +95,7 @@ def throwaway_home() -> Iterator[Path]:
                 os.environ["VERACITY_HOME"] = old
 
 
-def run_demo(console: Console) -> bool:
+def run_demo(console: Console, keep: bool = False) -> bool:
     from veracity.chain import devnet
     from veracity.node import launcher
 
@@ -108,13 +108,25 @@ def run_demo(console: Console) -> bool:
                 dep, _ = devnet.up(accounts=launcher.accounts_needed(len(BEHAVIOURS), 1))
             with console.status(f"starting {len(BEHAVIOURS)} provider daemons and 1 validator (separate processes)"):
                 daemons = launcher.launch(dep, len(BEHAVIOURS), 1, behaviours=BEHAVIOURS, rate=1.0, markups=MARKUPS)
-            return _story(console, dep, daemons)
+            with console.status("starting the explorer"):
+                explorer = launcher.launch_explorer()
+            console.print(f"explorer: {explorer['url']} (the story as it happens, in a browser)", highlight=False)
+            ok = _story(console, dep, daemons, explorer["url"])
+            if keep:
+                console.print(f"kept: the devnet and its explorer at {explorer['url']} stay up; Ctrl-C stops them",
+                              highlight=False)
+                try:
+                    while True:
+                        time.sleep(1)
+                except KeyboardInterrupt:
+                    pass
+            return ok
         finally:
             launcher.stop_all()
             devnet.down()
 
 
-def _story(console: Console, dep: Any, daemons: list[dict[str, Any]]) -> bool:
+def _story(console: Console, dep: Any, daemons: list[dict[str, Any]], explorer: str = "") -> bool:
     from veracity.client.jobs import MissedDeadlineError, submit
     from veracity.workloads.spec import Verification, load_spec
 
@@ -203,6 +215,8 @@ def _story(console: Console, dep: Any, daemons: list[dict[str, Any]]) -> bool:
 
     cheat = _cheater(console, dep, market, clients["client-1"], provs[3]["address"], names)
     stories.append(cheat)
+    if explorer and cheat.order_id:
+        console.print(f"the cheater's dispute, round by round: {explorer}order/{cheat.order_id}", highlight=False)
 
     _fill_checks(console, validator["url"], done)
     _fill_checks(console, validator["url"], [cheat], want_verdict="overturned")

@@ -33,7 +33,8 @@ def _deployment_table(dep: Any, title: str) -> Table:
 def devnet_up(accounts: int = typer.Option(10, min=2, max=100, help="funded accounts"),
               port: Optional[int] = typer.Option(None, help="RPC port (default: a free one)"),
               providers: int = typer.Option(0, min=0, max=20, help="provider daemons to start"),
-              validators: int = typer.Option(0, min=0, max=20, help="validator daemons to start")) -> None:
+              validators: int = typer.Option(0, min=0, max=20, help="validator daemons to start"),
+              explorer: bool = typer.Option(True, help="start the network explorer (a web page) on it")) -> None:
     """Start anvil on 127.0.0.1, deploy the contracts, fund accounts, start provider/validator daemons."""
     from veracity.chain import devnet
     from veracity.node import launcher
@@ -44,13 +45,20 @@ def devnet_up(accounts: int = typer.Option(10, min=2, max=100, help="funded acco
     if started and (providers or validators):
         with err.status(f"starting {providers} providers and {validators} validators"):
             launcher.launch(dep, providers, validators)
+    if started and explorer:
+        with err.status("starting the explorer"):
+            launcher.launch_explorer()
     Console().print(_deployment_table(dep, "devnet up" if started else "devnet already running"))
     table = Table("daemon", "address", "serves at", "pid")
     for d in launcher.daemons():
-        table.add_row(d["kind"], d["address"], d["url"], str(d["pid"]))
-    if launcher.daemons():
+        if d["kind"] != "explorer":
+            table.add_row(d["kind"], d["address"], d["url"], str(d["pid"]))
+    if any(d["kind"] != "explorer" for d in launcher.daemons()):
         Console().print(table)
     Console().print(f"deployment file: {devnet.home() / 'deployment.json'}")
+    for d in launcher.daemons():
+        if d["kind"] == "explorer":
+            Console().print(f"explorer: {d['url']}", highlight=False)
 
 
 @devnet_app.command("down")

@@ -148,23 +148,15 @@ def receipt_verify(receipt: Path = typer.Argument(..., help="a receipt (JSON: th
                    account: int = typer.Option(0, help="which deployment account reads the chain")) -> None:
     """Check a receipt against the chain: the lease's provider signed it, and its answer is the
     committed window's line. Exit 0 verified, 1 failed, 3 pending (not committed yet)."""
-    from veracity.gateway.receipts import verify
-    from veracity.market.receipts import Receipt
+    from veracity.gateway.receipts import read_receipt, verify
 
     text = sys.stdin.read() if str(receipt) == "-" else receipt.read_text() if receipt.is_file() else None
     if text is None:
         raise UsageError(f"no receipt file at {receipt}")
     try:
-        doc = json.loads(text)
-        if isinstance(doc, dict) and "veracity" in doc:  # a whole response
-            doc = doc["veracity"]["receipt"]
-        elif isinstance(doc, dict) and "receipt" in doc:
-            doc = doc["receipt"]
-        if isinstance(doc, list):
-            doc = doc[0]
-        rec = Receipt.model_validate(doc)
-    except (ValueError, KeyError, TypeError) as exc:
-        raise UsageError(f"{receipt} is not a Veracity receipt ({str(exc).splitlines()[0]})") from None
+        rec = read_receipt(text)
+    except ValueError as exc:
+        raise UsageError(f"{receipt} is {exc}") from None
     dep = find_deployment(deployment)
     check = verify(dep, dep.accounts[account].key, rec)
     table = Table(title=f"receipt: {check.verdict}", show_header=False)

@@ -137,7 +137,9 @@ def models() -> None:
 
 @app.command()
 def demo(exact: bool = typer.Option(False, "--exact", help="only the exact-inference showcase, no network"),
-         threads: int = typer.Option(2, min=1, help="threads for the showcase's fast run")) -> None:
+         threads: int = typer.Option(2, min=1, help="threads for the showcase's fast run"),
+         keep: bool = typer.Option(False, "--keep", help="leave the devnet and its explorer running after the "
+                                                         "story, until Ctrl-C")) -> None:
     """The network end to end on a throwaway devnet: jobs of each kind, a spot check, a late provider
     slashed, and every balance before and after. Exits 0 only when every step happened as expected."""
     if exact:
@@ -147,7 +149,7 @@ def demo(exact: bool = typer.Option(False, "--exact", help="only the exact-infer
     else:
         from veracity.cli.demo import run_demo
 
-        ok = run_demo(Console())
+        ok = run_demo(Console(), keep)
     if not ok:
         raise typer.Exit(1)
 

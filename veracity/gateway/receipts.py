@@ -72,6 +72,22 @@ def window_of(order: Any) -> dict[str, Any] | None:
             "state": order.state_name}
 
 
+def read_receipt(text: str) -> Receipt:
+    """A receipt from JSON text: the ``x-veracity-receipt`` header, a response's ``veracity.receipt``,
+    or a whole response (its first receipt). ValueError says what is wrong with it."""
+    try:
+        doc = json.loads(text)
+        if isinstance(doc, dict) and "veracity" in doc:  # a whole response
+            doc = doc["veracity"]["receipt"]
+        elif isinstance(doc, dict) and "receipt" in doc:
+            doc = doc["receipt"]
+        if isinstance(doc, list):
+            doc = doc[0]
+        return Receipt.model_validate(doc)
+    except (ValueError, KeyError, TypeError, IndexError) as exc:
+        raise ValueError(f"not a Veracity receipt ({str(exc).splitlines()[0]})") from None
+
+
 def verify(dep: Deployment, key: str, receipt: Receipt) -> ReceiptCheck:
     if receipt.chain_id != dep.chain_id or receipt.market.lower() != dep.market.lower():
         return ReceiptCheck("failed", f"the receipt is for chain {receipt.chain_id}, market {receipt.market}; "

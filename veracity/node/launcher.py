@@ -79,6 +79,34 @@ def launch(dep: Deployment, providers: int, validators: int, behaviours: list[st
     return daemons
 
 
+def launch_explorer(port: int | None = None, timeout: float = 60) -> dict[str, Any]:
+    """Start the explorer (``veracity explorer``) on the devnet as a daemon like the others (stopped
+    by ``stop_all``), and wait until it answers; returns its entry (its ``url``)."""
+    import httpx
+
+    state = home()
+    folder = state / "explorer"
+    folder.mkdir(parents=True, exist_ok=True)
+    port = port or free_port()
+    log = open(folder / "daemon.log", "ab")
+    proc = subprocess.Popen([sys.executable, "-m", "veracity.cli", "explorer", "--deployment",
+                             str(state / "deployment.json"), "--port", str(port), "--index", str(folder / "index.db")],
+                            stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    entry: dict[str, Any] = {"kind": "explorer", "pid": proc.pid, "url": f"http://127.0.0.1:{port}/", "address": "-",
+             "home": str(folder)}
+    (state / "daemons.json").write_text(json.dumps([*daemons(), entry], indent=2))
+    end = time.monotonic() + timeout
+    while True:
+        try:
+            if httpx.get(entry["url"] + "health", timeout=2).status_code == 200:
+                return entry
+        except httpx.HTTPError:
+            pass
+        if proc.poll() is not None or time.monotonic() > end:
+            raise VeracityError(f"the explorer did not start; see {folder}/daemon.log")
+        time.sleep(0.2)
+
+
 def daemons() -> list[dict[str, Any]]:
     path = home() / "daemons.json"
     return json.loads(path.read_text()) if path.is_file() else []
