@@ -66,17 +66,27 @@ def test_devnet_starts_and_stops_its_daemons(tmp_path):
     up = veracity("devnet", "up", "--providers", "2", "--validators", "1", env=env)
     try:
         assert up.returncode == 0, up.stderr
-        daemons = json.loads((tmp_path / "devnet" / "daemons.json").read_text())
-        assert [d["kind"] for d in daemons] == ["provider", "provider", "validator"]
+        every = json.loads((tmp_path / "devnet" / "daemons.json").read_text())
+        assert [d["kind"] for d in every] == ["provider", "provider", "validator", "explorer"]
+        daemons, explorer = every[:3], every[3]
         dep = Deployment.read(tmp_path / "devnet" / "deployment.json")
         _, _, reg, _ = dep.clients(dep.accounts[0].key)
         assert [reg.node(d["address"]).role for d in daemons] == [1, 1, 2]
         assert all(str(d["pid"]) in up.stdout for d in daemons)
         for d in daemons:  # a daemon's config holds its key: its owner's alone
             assert (Path(d["home"]) / "config.json").stat().st_mode & 0o777 == 0o600
+        assert f"explorer: {explorer['url']}" in up.stdout  # and the explorer's page lists the nodes
+        import httpx
+
+        end = time.monotonic() + 30  # once its index has read the registrations
+        while not all(d["address"].lower() in (board := httpx.get(explorer["url"] + "providers", timeout=30).text)
+                      for d in daemons[:2]):
+            assert time.monotonic() < end, board
+            time.sleep(0.3)
     finally:
         down = veracity("devnet", "down", env=env)
-    assert "3 daemons stopped" in down.stdout
+    assert "4 daemons stopped" in down.stdout
+    daemons = every
     time.sleep(1)
     for d in daemons:
         assert not Path(f"/proc/{d['pid']}").exists() or "zombie" in Path(f"/proc/{d['pid']}/status").read_text().lower()
