@@ -79,6 +79,14 @@ class ProviderConfig(KeyedConfig):
     # a lease window's result joins the runs that served its requests; true runs the window's job
     # again instead (as a plain order is run: twice the work, for comparison: bench/gateway.py)
     rerun_windows: bool = False
+    # where jobs run: this machine's warm worker pool, or a Ray cluster (``node.ray_executor``): its
+    # address, the cluster's token (or RAY_AUTH_TOKEN), its model hosts, and a host's share of memory
+    # (a job the planner estimates above it is cut into more parts)
+    executor: Literal["local", "ray"] = "local"
+    ray_address: str | None = None
+    ray_token: str | None = None
+    ray_hosts: int = Field(2, ge=1)
+    ray_host_memory: int | None = Field(None, ge=1)
 
 
 class ProviderNode:
@@ -108,7 +116,7 @@ class ProviderNode:
             self.bids[job.order_id] = json.loads(job.bid) if job.bid else {"reason": self._who(job.error or "")}
         for job in self.state.jobs("running"):  # caught mid-run by a crash: run it again
             self.state.advance(job.order_id, "accepted")
-        self.workers: WorkerPool | None = None
+        self.workers: Any = None  # a WorkerPool, or a RayExecutor (``executor``)
         self.pool = ThreadPoolExecutor(max_workers=cfg.workers, thread_name_prefix="job")
         self.running: dict[int, Future[JobResult]] = {}
         self._reader = self.dep.clients(cfg.key)[3]  # the HTTP threads' own chain client (reads only)
@@ -378,7 +386,7 @@ class ProviderNode:
             self.finish(oid, joined)
             return
         if self.workers is None:
-            self.workers = WorkerPool(self.cfg.workers, backend=self.cfg.backend)
+            self.workers = self._executor()
         self.state.advance(oid, "running")
         self.running[oid] = self.pool.submit(self.workers.run, job, self.cfg.backend, self.cfg.job_timeout,
                                              self.cfg.behaviour)
@@ -460,9 +468,35 @@ class ProviderNode:
         if self.desk is not None:
             self.desk.committed(oid)
 
+    def _executor(self) -> Any:
+        """Where jobs run (``executor``): the local warm pool, or the Ray cluster's model hosts."""
+        if self.cfg.executor == "ray":
+            from veracity.node.ray_executor import RayExecutor
+
+            if not self.cfg.ray_address:
+                raise VeracityError("executor: ray needs ray_address (the cluster's head, HOST:PORT)")
+            return RayExecutor(self.cfg.ray_address, self.cfg.ray_hosts, self.cfg.backend, self.cfg.ray_token,
+                               self.cfg.ray_host_memory)
+        return WorkerPool(self.cfg.workers, backend=self.cfg.backend)
+
+    def status(self) -> dict[str, Any]:
+        """What ``GET /status`` shows: the executor (for Ray: its nodes, model hosts and jobs in flight)
+        and this node's jobs running."""
+        running = sum(1 for f in self.running.values() if not f.done())
+        workers = self.workers
+        if workers is not None and hasattr(workers, "status"):
+            executor = workers.status()
+        else:
+            executor = {"executor": "local", "workers": self.cfg.workers}
+        return {"address": self.chain.address, "executor": executor, "jobs_running": running}
+
     # http -----------------------------------------------------------------------------------
     def app(self) -> Any:
         app = create_app(self.blobs, adversary.withheld(self.cfg.behaviour, self._committed_jobs, self.blobs))
+
+        @app.get("/status")
+        def status() -> dict[str, Any]:
+            return self.status()
 
         @app.get("/bids/{order_id}")
         def get_bid(order_id: int) -> dict[str, Any]:
@@ -518,7 +552,7 @@ class ProviderNode:
             state.close()
 
     def serve_forever(self) -> None:
-        self.workers = WorkerPool(self.cfg.workers, backend=self.cfg.backend)  # warming up meanwhile
+        self.workers = self._executor()  # warming up meanwhile
         from veracity.models.registry import names
 
         for name in set(self.cfg.policy.models) & set(names()):  # to check inputs before bidding

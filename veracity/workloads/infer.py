@@ -102,15 +102,48 @@ def joined_result(model: Any, inputs_jsonl: bytes, runs: list[ServedRun]) -> Job
     """The result of the infer job with batch 1 over ``inputs_jsonl``, from each item's run alone:
     the same bits as running the job, since a batch's records depend on its item only (each leaf
     is its step, op name and digest), and its steps follow the earlier items' (``ServedRun``)."""
+    return joined_parts(model, inputs_jsonl, [PartRun([r.output], r.records, r.steps, r.output_digests)
+                                              for r in runs])
+
+
+@dataclass(frozen=True)
+class PartRun:
+    """A run of some whole batches of an infer job (``part_run``), steps counted from 0."""
+
+    outputs: list[np.ndarray]
+    records: list[TraceRecord]
+    steps: int
+    output_digests: list[bytes]
+
+
+def parts_of(n_items: int, batch_size: int, parts: int) -> list[tuple[int, int]]:
+    """Items [lo, hi) of up to ``parts`` runs that split an infer job of ``n_items`` at batch
+    boundaries (batches share no record: each part is run alone, and ``joined_parts`` joins them)."""
+    batches = -(-n_items // batch_size)
+    parts = max(1, min(parts, batches))
+    cuts = [round(i * batches / parts) * batch_size for i in range(parts + 1)]
+    return [(lo, min(hi, n_items)) for lo, hi in zip(cuts, cuts[1:]) if lo < hi and lo < n_items]
+
+
+def part_run(model: Any, items: list[Any], backend: str = "torch", batch_size: int = INFER_BATCH) -> PartRun:
+    """Run parsed ``items`` (whole batches of a job) with the coarse trace a provider commits."""
+    r = infer(model, items, backend, batch_size=batch_size)
+    return PartRun(r.outputs, r.records, r.steps, r.output_digests)
+
+
+def joined_parts(model: Any, inputs_jsonl: bytes, parts: list[PartRun]) -> JobResult:
+    """The result of the infer job over ``inputs_jsonl``, from its parts' runs in order
+    (``parts_of``): the same bits as running it whole, since a batch's records depend on its items
+    only (each leaf is its step, op name and digest), and a part's steps follow the earlier parts'."""
     records: list[TraceRecord] = []
     steps = 0
-    for run in runs:
-        records += [TraceRecord(r.step + steps, r.op, r.digest) for r in run.records]
-        steps += run.steps
-    outputs = [run.output for run in runs]
+    for part in parts:
+        records += [TraceRecord(r.step + steps, r.op, r.digest) for r in part.records]
+        steps += part.steps
+    outputs = [o for part in parts for o in part.outputs]
     result = InferResult(outputs, items_hash(outputs),
                          records_root(records), steps, len(records), records,
-                         [d for run in runs for d in run.output_digests])
+                         [d for part in parts for d in part.output_digests])
     return JobResult(output_lines(model, input_records(inputs_jsonl), result).encode(), result.output_hash,
                      result.trace_root, steps, len(records), encode_records(records),
                      output_digests=result.output_digests, coarse=True)
