@@ -81,6 +81,8 @@ def check_receipt(driver, url, receipt):
     box = driver.find_element(By.ID, "receipt")
     driver.execute_script("arguments[0].value = arguments[1];", box, json.dumps(receipt))
     driver.find_element(By.ID, "check").click()
-    verdict = driver.find_element(By.ID, "verdict").text
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    verdict = WebDriverWait(driver, 120).until(lambda d: d.find_elements(By.ID, "verdict"))[0].text  # the answer's page
     reason = driver.find_elements(By.ID, "reason")
     return verdict, reason[0].text if reason else ""

@@ -24,7 +24,8 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 SLOW_FIRST = ("tests/agents/test_agents_e2e.py", "tests/cli/test_demo.py", "tests/chain/test_invariants.py",
               "tests/node/test_soak.py", "tests/node/test_slashing.py", "tests/gateway/test_gateway.py",
               "tests/node/test_validator.py", "tests/cli/test_job_cli.py", "tests/cli/test_infer_cli.py",
-              "tests/node/test_many_jobs.py", "tests/node/test_dispute_e2e.py", "tests/node/test_train_e2e.py")
+              "tests/node/test_many_jobs.py", "tests/node/test_dispute_e2e.py", "tests/node/test_train_e2e.py",
+              "tests/node/test_ray_executor.py", "tests/explorer/test_explorer.py")
 
 
 def pytest_collection_modifyitems(config, items):
