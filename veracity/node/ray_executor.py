@@ -91,7 +91,8 @@ class RayExecutor:
         self.backend = backend
         self.host_memory = host_memory  # a host's share of memory: a job estimated above it is cut finer
         remote = ray.remote(ModelHost).options(num_cpus=1, max_restarts=-1, max_task_retries=RETRIES,
-                                               scheduling_strategy="SPREAD")
+                                               scheduling_strategy="SPREAD",
+                                               **({"memory": host_memory} if host_memory else {}))  # Ray reserves it
         self.hosts = [remote.remote(backend) for _ in range(max(1, hosts))]
         self._next = 0
         self._lock = threading.Lock()
