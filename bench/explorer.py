@@ -14,7 +14,6 @@ from __future__ import annotations
 import argparse
 import random
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -25,9 +24,10 @@ from _common import write_json  # bench/_common.py (the script folder is on sys.
 from rich.console import Console
 from rich.table import Table
 
-from veracity.chain.anvil import Anvil, free_port
+from veracity.chain.anvil import Anvil
 from veracity.chain.devnet import deploy, dev_accounts
 from veracity.explorer.index import Index
+from veracity.node.launcher import spawn_explorer
 from veracity.sim.traffic import anvil_advance, settled_orders
 
 
@@ -54,18 +54,8 @@ def main() -> int:
         t = time.perf_counter()
         events = index.sync()
         index_s = time.perf_counter() - t
-        port = free_port()
-        proc = subprocess.Popen([sys.executable, "-m", "veracity.cli", "explorer", "--deployment", str(dep_file),
-                                 "--port", str(port), "--index", str(folder / "explorer.db")],
-                                stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)
-        url = f"http://127.0.0.1:{port}/"
+        proc, url = spawn_explorer(dep_file, folder / "explorer.db", folder / "explorer.log")
         try:
-            for _ in range(300):
-                try:
-                    if httpx.get(url + "health", timeout=2).status_code == 200:
-                        break
-                except httpx.HTTPError:
-                    time.sleep(0.2)
             rng = random.Random(7)
             pages = {"overview": lambda: "", "providers": lambda: "providers",
                      "order": lambda: f"order/{rng.choice(ids)}", "account": lambda: f"address/{accounts[2].address}",

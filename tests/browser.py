@@ -12,18 +12,14 @@ it does not run Selenium Manager at all (``DriverFinder`` skips it), so no ``SE_
 
 import json
 import shutil
-import subprocess
-import sys
-import time
 from contextlib import contextmanager
 from pathlib import Path
 
-import httpx
 import pytest
 from selenium import webdriver
 from selenium.webdriver.chrome.service import Service
 
-from veracity.chain.anvil import free_port
+from veracity.node.launcher import spawn_explorer
 
 MISSING = ("Chromium or chromedriver missing: run `make install` as root, or "
            "`apt-get install chromium chromium-driver`")
@@ -51,22 +47,8 @@ def console_errors(driver: webdriver.Chrome) -> list[str]:
 @contextmanager
 def explorer(dep_file, folder):
     """``veracity explorer`` on a deployment, as its own process on a free port; yields its URL."""
-    port = free_port()
-    log = open(Path(folder) / "explorer.log", "ab")
-    proc = subprocess.Popen([sys.executable, "-m", "veracity.cli", "explorer", "--deployment", str(dep_file),
-                             "--port", str(port), "--index", str(Path(folder) / "explorer.db")],
-                            stdout=log, stderr=subprocess.STDOUT)
-    url = f"http://127.0.0.1:{port}/"
+    proc, url = spawn_explorer(dep_file, Path(folder) / "explorer.db", Path(folder) / "explorer.log")
     try:
-        end = time.monotonic() + 60
-        while True:
-            try:
-                if httpx.get(url + "health", timeout=2).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            assert proc.poll() is None and time.monotonic() < end, (Path(folder) / "explorer.log").read_text()
-            time.sleep(0.2)
         yield url
     finally:
         proc.terminate()

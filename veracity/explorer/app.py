@@ -76,9 +76,8 @@ class Explorer:
         cached = self._nodes
         if cached is not None and cached[0] == head:
             return cached[1]
-        nodes = V.leaderboard(self.index.events("Registered", "AttributesUpdated", "StakeAdded", "Withdrawn",
-                                                "Slashed", "ReputationChanged", "Finalized", "BidAccepted",
-                                                "Challenged", "Settled", "Overturned"))
+        nodes = V.leaderboard(self.index.events("Registered", "AttributesUpdated", "Slashed", "ReputationChanged",
+                                                "Finalized", "BidAccepted", "Challenged", "Settled", "Overturned"))
         self._nodes = (head, nodes)
         return nodes
 

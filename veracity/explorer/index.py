@@ -14,7 +14,7 @@ import re
 import sqlite3
 import threading
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 from veracity.chain.client import Chain
 from veracity.chain.devnet import Deployment
@@ -152,6 +152,7 @@ class Index:
 
     def store(self, events: list[ChainEvent], next_block: int) -> None:
         """``events`` and the cursor past them, in one transaction."""
+        self._times = {}  # block times of this batch only (a block's events come in one batch)
         db = self.db()
         db.execute("BEGIN")
         try:
@@ -217,5 +218,3 @@ class Index:
         (kept by ``sync``: reading it costs nothing)."""
         return dict(self._head)
 
-    def all_rows(self) -> Iterator[dict[str, Any]]:
-        yield from self.rows("SELECT * FROM events ORDER BY id")

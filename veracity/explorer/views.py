@@ -304,7 +304,6 @@ class NodeRow:
     address: str
     role: str
     endpoint: str = ""
-    staked: int = 0  # from events: registered, added, withdrawn, slashed
     jobs: int = 0  # results finalized
     earned: int = 0
     slashes: int = 0
@@ -322,23 +321,14 @@ def leaderboard(events: list[dict[str, Any]]) -> dict[str, NodeRow]:
     for e in events:
         a, n = e["args"], e["name"]
         if n == "Registered" and e["contract"] == "Registry":
-            nodes[a["node"].lower()] = NodeRow(a["node"].lower(), ROLES.get(a["role"], "node"), a["endpoint"],
-                                               int(a["stake"]))
+            nodes[a["node"].lower()] = NodeRow(a["node"].lower(), ROLES.get(a["role"], "node"), a["endpoint"])
             continue
         node = nodes.get(str(a.get("node", a.get("provider", ""))).lower())
         if n == "AttributesUpdated" and node:
             node.endpoint = a["endpoint"] or node.endpoint
-        elif n == "StakeAdded" and node:
-            node.staked += int(a["amount"])
-        elif n == "Withdrawn" and node:
-            node.staked -= int(a["amount"])
         elif n == "Slashed" and node:
-            node.staked -= int(a["amount"])
             node.slashes += 1
             node.slashed += int(a["amount"])
-            to = nodes.get(str(a.get("to", "")).lower())
-            if to:
-                to.staked += 0  # what it receives goes to its wallet, not its stake
         elif n == "ReputationChanged" and node:
             node.reputation = int(a["reputation"])
         elif n == "Finalized" and node:

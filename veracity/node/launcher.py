@@ -79,32 +79,47 @@ def launch(dep: Deployment, providers: int, validators: int, behaviours: list[st
     return daemons
 
 
+def spawn_explorer(dep_file: Path, index: Path, log: Path, port: int | None = None, timeout: float = 60,
+                   own_session: bool = False) -> tuple[subprocess.Popen[bytes], str]:
+    """``veracity explorer`` on deployment ``dep_file`` as its own process on 127.0.0.1 (its index
+    at ``index``, its output appended to ``log``), once it answers; returns the process and its URL.
+    VeracityError (the process stopped) when it does not answer within ``timeout``."""
+    import httpx
+
+    port = port or free_port()
+    with open(log, "ab") as out:
+        proc = subprocess.Popen([sys.executable, "-m", "veracity.cli", "explorer", "--deployment", str(dep_file),
+                                 "--port", str(port), "--index", str(index)],
+                                stdout=out, stderr=subprocess.STDOUT, start_new_session=own_session)
+    url = f"http://127.0.0.1:{port}/"
+    end = time.monotonic() + timeout
+    try:
+        while True:
+            try:
+                if httpx.get(url + "health", timeout=2).status_code == 200:
+                    return proc, url
+            except httpx.HTTPError:
+                pass
+            if proc.poll() is not None or time.monotonic() > end:
+                raise VeracityError(f"the explorer did not start; see {log}")
+            time.sleep(0.2)
+    except BaseException:
+        proc.kill()
+        proc.wait(10)
+        raise
+
+
 def launch_explorer(port: int | None = None, timeout: float = 60) -> dict[str, Any]:
     """Start the explorer (``veracity explorer``) on the devnet as a daemon like the others (stopped
     by ``stop_all``), and wait until it answers; returns its entry (its ``url``)."""
-    import httpx
-
     state = home()
     folder = state / "explorer"
     folder.mkdir(parents=True, exist_ok=True)
-    port = port or free_port()
-    log = open(folder / "daemon.log", "ab")
-    proc = subprocess.Popen([sys.executable, "-m", "veracity.cli", "explorer", "--deployment",
-                             str(state / "deployment.json"), "--port", str(port), "--index", str(folder / "index.db")],
-                            stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
-    entry: dict[str, Any] = {"kind": "explorer", "pid": proc.pid, "url": f"http://127.0.0.1:{port}/", "address": "-",
-             "home": str(folder)}
+    proc, url = spawn_explorer(state / "deployment.json", folder / "index.db", folder / "daemon.log", port, timeout,
+                               own_session=True)
+    entry: dict[str, Any] = {"kind": "explorer", "pid": proc.pid, "url": url, "address": "-", "home": str(folder)}
     (state / "daemons.json").write_text(json.dumps([*daemons(), entry], indent=2))
-    end = time.monotonic() + timeout
-    while True:
-        try:
-            if httpx.get(entry["url"] + "health", timeout=2).status_code == 200:
-                return entry
-        except httpx.HTTPError:
-            pass
-        if proc.poll() is not None or time.monotonic() > end:
-            raise VeracityError(f"the explorer did not start; see {folder}/daemon.log")
-        time.sleep(0.2)
+    return entry
 
 
 def daemons() -> list[dict[str, Any]]:

@@ -121,7 +121,8 @@ class RayExecutor:
         key = f"{job.model_name}:{id(job)}"
         self.in_flight[key] = time.time()
         try:
-            if job.trains or behaviour != "honest" or job.workload.kind != "infer":
+            whole = job.trains or behaviour != "honest" or job.workload.kind != "infer"
+            if whole:
                 refs = [self._hosts(1)[0].job.remote(job, behaviour)]
             else:
                 from veracity.workloads.infer import input_records, parts_of
@@ -142,7 +143,7 @@ class RayExecutor:
                 raise WorkerError(said) from None
             except ray.exceptions.RayError as exc:
                 raise WorkerError(f"the job failed on the Ray cluster: {str(exc).splitlines()[0][:300]}") from None
-            if len(refs) == 1 and isinstance(done[0], JobResult):
+            if whole:
                 return done[0]
             from veracity.workloads.infer import joined_parts
 
