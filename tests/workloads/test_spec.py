@@ -38,7 +38,7 @@ def test_an_infer_jobs_batch_changes_its_program_not_its_outputs():
     ("kind: [infer", "not valid YAML"),
     ("- a list", "must be a YAML mapping"),
     (GOOD.replace("minilm", "gpt-17"), "model: unknown model 'gpt-17'"),
-    (GOOD.replace("infer", "mine-bitcoin"), "kind: unknown job kind 'mine-bitcoin': use finetune, infer, train"),
+    (GOOD.replace("infer", "mine-bitcoin"), "kind: unknown job kind 'mine-bitcoin': use finetune, infer, .*synthesize, train"),
     (GOOD + "colour: blue\n", "colour: unknown field"),
     (GOOD + "max_price: 9000\n", "the key 'max_price' appears twice"),  # YAML would keep the last silently
     (GOOD + "verification: {spot_check_rate: 0.1, spot_check_rate: 1}\n", "the key 'spot_check_rate' appears twice"),

@@ -1,6 +1,6 @@
 """Job specs: YAML files validated by pydantic, with errors that name the field and the fix.
 
-    kind: infer                    # job kind: infer, or train (exact training; see below)
+    kind: infer                    # job kind: infer, train or finetune (exact training; see below), synthesize
     model: minilm                  # a registry name: digits-mlp, minilm, tiny-gpt
     inputs: {path: inputs.jsonl}   # a local JSONL file, or {cid: bafkrei...} already in a blob store
     max_price: 5                   # VRC the client escrows at most
@@ -27,6 +27,9 @@ also ``rank`` and ``classes``) adds:
 
 Its output is the checkpoint blob; a long job is split into work units, each starting from the
 previous unit's committed checkpoint (``client.jobs.submit_units``).
+
+A ``synthesize`` job (smollm2 or tiny-gpt) generates synthetic data: its inputs are one JSON object
+``{"template": "... {seed} ...", "seeds": [...], "max_tokens": n}`` (``workloads.synthesize``).
 """
 
 from __future__ import annotations
@@ -137,8 +140,11 @@ class JobSpec(BaseModel):
                 raise ValueError("training.rank and training.classes belong to finetune jobs")
         elif self.training is not None:
             raise ValueError(f"a {self.kind} job takes no 'training' section (use kind: train or finetune)")
+        elif known[self.kind] and self.model not in known[self.kind]:
+            raise ValueError(f"model {self.model!r} cannot run a {self.kind} job: use {', '.join(sorted(known[self.kind]))}")
         if self.batch is not None and self.kind != "infer":
-            raise ValueError(f"batch is an infer job's field: a {self.kind} job's batch is training.batch")
+            raise ValueError(f"batch is an infer job's field: a {self.kind} job's batch is training.batch"
+                             if trains(self.kind) else f"batch is an infer job's field: drop it from a {self.kind} job")
         return self
 
     @field_validator("kind")
