@@ -12,12 +12,14 @@ from pydantic import BaseModel
 from veracity.chain.agents import AgentRegistryClient, CollectiveClient, ReputationClient, ValidationClient
 from veracity.chain.anvil import MNEMONIC
 from veracity.chain.client import Chain, DisputesClient, MarketClient, OracleClient, RegistryClient, TokenClient
+from veracity.chain.pools import DataPoolClient
 from veracity.errors import ChainError
 
 TOKEN = 10**18
 DEFAULTS = {"supply": 10**9 * TOKEN, "min_stake": 100 * TOKEN, "unbonding_delay": 3600, "fee_bps": 500,
             "fund": 100_000 * TOKEN, "dispute_bond": 10 * TOKEN, "move_time": 60,
-            "oracle_deadline": 600, "oracle_window": 30, "oracle_spot_bps": 10_000, "oracle_collateral_bps": 2_000}
+            "oracle_deadline": 600, "oracle_window": 30, "oracle_spot_bps": 10_000, "oracle_collateral_bps": 2_000,
+            "pool_deadline": 600, "pool_window": 30, "pool_spot_bps": 10_000}
 
 
 class AccountInfo(BaseModel):
@@ -64,6 +66,7 @@ class Deployment(BaseModel):
     reputation: str | None = None
     validation: str | None = None
     collective: str | None = None  # payments split among agents by their verified work (``Collective``)
+    data_pool: str | None = None  # data pools with scored contributions (``DataPool``)
 
     def write(self, path: Path) -> None:
         """Written readable by its owner only: a devnet's holds its accounts' keys."""
@@ -109,6 +112,13 @@ class Deployment(BaseModel):
             raise ChainError("this deployment has no Collective contract: redeploy it")
         chain = Chain(self.rpc_url, key)
         return CollectiveClient(chain, self.collective, TokenClient(chain, self.token))
+
+    def data_pool_client(self, key: str) -> DataPoolClient:
+        """The DataPool contract's client acting as ``key``."""
+        if self.data_pool is None:
+            raise ChainError("this deployment has no DataPool contract: redeploy it")
+        chain = Chain(self.rpc_url, key)
+        return DataPoolClient(chain, self.data_pool, TokenClient(chain, self.token))
 
     def disputes_client(self, key: str) -> DisputesClient:
         if self.disputes is None:
@@ -166,6 +176,8 @@ def deploy(rpc_url: str, deployer: AccountInfo, accounts: list[AccountInfo], dev
     reputation = chain.deploy("Reputation", agent_registry)
     validation = chain.deploy("Validation", agent_registry)
     collective = chain.deploy("Collective", token, agent_registry, validation)
+    data_pool = chain.deploy("DataPool", token, market, p["pool_deadline"], p["pool_window"], p["pool_spot_bps"])
+    chain.send(MarketClient(chain, market, TokenClient(chain, token)).fn.set_gated(data_pool))  # scores settle through it
     tok = TokenClient(chain, token)
     for a in accounts:
         if a.address != deployer.address:
@@ -178,7 +190,7 @@ def deploy(rpc_url: str, deployer: AccountInfo, accounts: list[AccountInfo], dev
                       train_attention_referee=train_attention_referee, finetune_referee=finetune_referee,
                       dispute_bond=p["dispute_bond"], move_time=p["move_time"], oracle=oracle,
                       agent_registry=agent_registry, reputation=reputation, validation=validation,
-                      collective=collective)
+                      collective=collective, data_pool=data_pool)
 
 
 # the embedded devnet: anvil as a background process, its state in a folder -----------------

@@ -16,7 +16,7 @@ from veracity.workloads.spec import model_id
 TOKEN = 10**18
 ROLES = {1: "provider", 2: "validator"}
 OUTCOMES = {1: "the provider won", 2: "the provider lost", 3: "undecided"}
-KINDS = {1: "infer", 2: "train", 3: "finetune"}
+KINDS = {1: "infer", 2: "train", 3: "finetune", 4: "score", 5: "synthesize"}
 
 
 def model_names(names: list[str]) -> dict[str, str]:

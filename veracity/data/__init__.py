@@ -1,0 +1,1 @@
+"""The data layer: data pools and proof of contribution, labelling with consensus, synthetic data."""
