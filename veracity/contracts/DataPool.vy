@@ -344,20 +344,20 @@ def contribute(pool: uint256, contributor: address, cid: bytes32, signature: Byt
 @pure
 def _base32_cid(digest: bytes32) -> Bytes[59]:
     """The CIDv1 (raw, sha2-256) of a digest in base32, as `veracity/cid.py` writes it: "b", then
-    base32 (lower case, unpadded) of 0x01551220 || digest."""
+    base32 (lower case, unpadded) of 0x01551220 || digest: 58 characters of 5 bits each."""
     lo: uint256 = convert(digest, uint256)
     prefix: uint256 = 22352416  # 0x01551220: CIDv1, raw, sha2-256, 32 bytes
     words: uint256[2] = [0, 0]  # the 58 characters, 32 then 26, one byte each
     for i: uint256 in range(58):
         v: uint256 = 0
-        for b: uint256 in range(5):
-            at: uint256 = 5 * i + b  # the bit's place in 0x01551220 || digest || 00
-            bit: uint256 = 0
-            if at < 32:
-                bit = (prefix >> (31 - at)) & 1
-            elif at < 288:
-                bit = (lo >> (287 - at)) & 1
-            v = (v << 1) | bit
+        if i < 6:  # bits 5i .. 5i+4 of the prefix
+            v = (prefix >> (27 - 5 * i)) & 31
+        elif i == 6:  # the prefix's last 2 bits, the digest's first 3
+            v = ((prefix & 3) << 3) | (lo >> 253)
+        elif i < 57:  # bits 5i-32 .. 5i-28 of the digest
+            v = (lo >> (283 - 5 * i)) & 31
+        else:  # the digest's last 3 bits, then 2 zero bits
+            v = (lo & 7) << 2
         c: uint256 = convert(convert(slice(BASE32, v, 1), bytes1), uint256)
         if i < 32:
             words[0] = words[0] | (c << (8 * (31 - i)))
@@ -462,20 +462,19 @@ def accept(order_id: uint256, provider: address, price: uint256, collateral: uin
 @internal
 @pure
 def _dot(a: Bytes[EMB], b: Bytes[EMB]) -> int256:
-    """The dot product of two embeddings (384 int32, big endian), 8 lanes per word."""
+    """The dot product of two embeddings (384 int32, big endian), 8 lanes per word. Unchecked
+    arithmetic is safe: each product is under 2**62 and the sum of 384 under 2**71."""
     acc: int256 = 0
     for w: uint256 in range(48):
         x: uint256 = extract32(a, 32 * w, output_type=uint256)
         y: uint256 = extract32(b, 32 * w, output_type=uint256)
         for lane: uint256 in range(8):
-            at: uint256 = 32 * (7 - lane)
-            u: int256 = convert((x >> at) & (2**32 - 1), int256)
-            v: int256 = convert((y >> at) & (2**32 - 1), int256)
-            if u >= 2**31:
-                u -= 2**32
-            if v >= 2**31:
-                v -= 2**32
-            acc += u * v
+            at: uint256 = unsafe_mul(32, unsafe_sub(7, lane))
+            u: uint256 = (x >> at) & (2**32 - 1)
+            v: uint256 = (y >> at) & (2**32 - 1)
+            su: int256 = unsafe_sub(convert(u, int256), convert((u >> 31) << 32, int256))  # two's complement
+            sv: int256 = unsafe_sub(convert(v, int256), convert((v >> 31) << 32, int256))
+            acc = unsafe_add(acc, unsafe_mul(su, sv))
     return acc
 
 
