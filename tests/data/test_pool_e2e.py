@@ -26,7 +26,7 @@ TEXTS = {  # contributor -> (text, label)
 
 
 def test_a_pool_scores_rewards_and_sells_its_data_and_a_cheating_scorer_loses(tmp_path):
-    net = Net(tmp_path, accounts=9, move_time=20)
+    net = Net(tmp_path, accounts=9, move_time=20, pool_window=20)
     try:
         honest = net.provider(1, ["minilm"], wait=False)
         cheater = net.provider(2, ["minilm"], behaviour="wrong-output", wait=False)

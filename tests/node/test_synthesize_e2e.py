@@ -1,19 +1,24 @@
 """Synthetic data on the devnet: a client orders a ``synthesize`` job (a template, two seeds) from an
 honest SmolLM2 provider; a validator that checks every order regenerates the samples and finds the
 committed output root and trace root bit for bit ("match"); the order finalizes, and the client
-pairs each seed with its text and the set's provenance."""
+pairs each seed with its text and the set's provenance, and contributes the set to a data pool
+with that provenance."""
 
 import json
 import time
 
 import httpx
 
+from veracity.blobs.transfer import fetch_any
 from veracity.cid import cid_of, digest_of
 from veracity.client.jobs import submit
+from veracity.data.curator import contribute_samples
+from veracity.data.pools import embed
 from veracity.workloads.jobs import Job
 from veracity.workloads.spec import Inputs, JobSpec, Verification
 from veracity.workloads.synthesize import provenance, samples
 
+TOKEN = 10**18
 TOPICS = {"template": "Name one fact about {seed}.", "seeds": ["rivers", "bread"], "max_tokens": 4}
 
 
@@ -46,6 +51,14 @@ def test_a_validator_regenerates_a_synthesize_jobs_samples_bit_for_bit(net, tmp_
         made = provenance(cid_of(doc.encode()), "smollm2", out.order_id, order.output_cid, order.trace_root,
                           order.provider)
         assert digest_of(made["job"]) == order.spec_cid and made["output_root"] == "0x" + mine.output_root.hex()
+        # the set goes into a data pool, each item with its provenance
+        owner = net.dep.data_pool_client(net.accts[4].key)
+        pool = owner.create_pool(bytes(32), embed("a fact about the world"), 9000, False, 600, 1, TOKEN, TOKEN)
+        sent = contribute_samples(net.dep, client.key, pool, got, made)
+        assert [i for i, _ in sent] == [0, 1]
+        for i, cid in sent:
+            blob = fetch_any(cid, [net.url])  # pushed to the nodes, where the curator reads it
+            assert json.loads(blob)["provenance"] == made and owner.item(pool, i).contributor == client.address
     except AssertionError:
         print(net.logs())
         raise

@@ -20,7 +20,8 @@ def job(kind, data):
 @pytest.mark.parametrize("data,why", [
     (b"not json\n", "not valid JSON|JSON"),
     (P.contribution_line("a") + P.contribution_line("b"), "one JSON line"),
-    (b'{"text": "a", "url": "x"}\n', "only the fields text and label"),
+    (b'{"text": "a", "url": "x"}\n', "only the fields text, label and provenance"),
+    (b'{"text": "a", "provenance": "made up"}\n', "provenance"),
     (b'{"text": "a", "label": -1}\n', "label"),
     (b'{"text": "a", "label": true}\n', "label"),
 ])
@@ -29,6 +30,12 @@ def test_a_contribution_outside_the_schema_is_refused_with_its_reason(data, why)
         check_contribution(data)
     with pytest.raises(InputError, match=why):
         job("score", data).program()
+
+
+def test_a_generated_item_carries_its_provenance():
+    line = P.contribution_line("Rivers carry silt to the sea.", provenance={"kind": "synthesize", "job": "bafk",
+                                                                          "model": "smollm2", "order": 3})
+    assert check_contribution(line)["provenance"]["order"] == 3
 
 
 def test_the_score_job_is_the_infer_job_of_its_item_and_scores_a_near_copy_zero():

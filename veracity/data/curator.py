@@ -50,6 +50,16 @@ def contribute(dep: Deployment, key: str, pool: int, blob: bytes, device_key: st
     return client.contribute(pool, who, digest_of(cid), sig, dev), cid
 
 
+def contribute_samples(dep: Deployment, key: str, pool: int, samples: list[dict[str, Any]],
+                       provenance: dict[str, Any]) -> list[tuple[int, str]]:
+    """Contribute a generated set (``workloads.synthesize.samples``), each item with the provenance
+    of the job that made it (``workloads.synthesize.provenance``): anyone regenerates it from that
+    job and checks it against the committed output root."""
+    from veracity.data.pools import contribution_line
+
+    return [contribute(dep, key, pool, contribution_line(s["text"], provenance=provenance)) for s in samples]
+
+
 def score_job(cid: str, blob: bytes) -> Job:
     """The score job of a contribution: its spec as the pool builds it on chain, and its blob."""
     return Job(parse_spec(score_spec(cid).decode(), "the score spec"), blob)

@@ -80,11 +80,13 @@ def shares(amount: int, scores: dict[str, int]) -> dict[str, int]:
     return {who: amount * s // total for who, s in scores.items()} if total else {}
 
 
-def contribution_line(text: str, label: int | None = None) -> bytes:
-    """One contribution blob: a JSON line with its text (and label)."""
+def contribution_line(text: str, label: int | None = None, provenance: dict[str, Any] | None = None) -> bytes:
+    """One contribution blob: a JSON line with its text (and label, and the provenance of a generated item)."""
     rec: dict[str, Any] = {"text": text}
     if label is not None:
         rec["label"] = label
+    if provenance is not None:
+        rec["provenance"] = provenance
     return (json.dumps(rec) + "\n").encode()
 
 
