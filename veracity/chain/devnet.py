@@ -12,6 +12,7 @@ from pydantic import BaseModel
 from veracity.chain.agents import AgentRegistryClient, CollectiveClient, ReputationClient, ValidationClient
 from veracity.chain.anvil import MNEMONIC
 from veracity.chain.client import Chain, DisputesClient, MarketClient, OracleClient, RegistryClient, TokenClient
+from veracity.chain.labels import LabelTasksClient
 from veracity.chain.pools import DataPoolClient
 from veracity.errors import ChainError
 
@@ -67,6 +68,7 @@ class Deployment(BaseModel):
     validation: str | None = None
     collective: str | None = None  # payments split among agents by their verified work (``Collective``)
     data_pool: str | None = None  # data pools with scored contributions (``DataPool``)
+    label_tasks: str | None = None  # labelling tasks aggregated by Dawid-Skene on chain (``LabelTasks``)
 
     def write(self, path: Path) -> None:
         """Written readable by its owner only: a devnet's holds its accounts' keys."""
@@ -120,6 +122,13 @@ class Deployment(BaseModel):
         chain = Chain(self.rpc_url, key)
         return DataPoolClient(chain, self.data_pool, TokenClient(chain, self.token))
 
+    def label_tasks_client(self, key: str) -> LabelTasksClient:
+        """The LabelTasks contract's client acting as ``key``."""
+        if self.label_tasks is None:
+            raise ChainError("this deployment has no LabelTasks contract: redeploy it")
+        chain = Chain(self.rpc_url, key)
+        return LabelTasksClient(chain, self.label_tasks, TokenClient(chain, self.token))
+
     def disputes_client(self, key: str) -> DisputesClient:
         if self.disputes is None:
             raise ChainError("this deployment has no Disputes contract: redeploy it")
@@ -140,8 +149,8 @@ def dev_accounts(n: int) -> list[AccountInfo]:
 def deploy(rpc_url: str, deployer: AccountInfo, accounts: list[AccountInfo], devnet: bool = True,
            **params: int) -> Deployment:
     """Deploy the contracts (Token, Registry, Market, OneStep and LlamaOneStep, the eight referees,
-    OutputFaults, Disputes, the Oracle, the agent registries), wire them to each other, and fund
-    ``accounts`` with tokens."""
+    OutputFaults, Disputes, the Oracle, the agent registries, DataPool and LabelTasks), wire them to each
+    other, and fund ``accounts`` with tokens."""
     p = {**DEFAULTS, **params}
     chain = Chain(rpc_url, deployer.key)
     token = chain.deploy("Token", p["supply"], devnet)
@@ -178,6 +187,8 @@ def deploy(rpc_url: str, deployer: AccountInfo, accounts: list[AccountInfo], dev
     collective = chain.deploy("Collective", token, agent_registry, validation)
     data_pool = chain.deploy("DataPool", token, market, p["pool_deadline"], p["pool_window"], p["pool_spot_bps"])
     chain.send(MarketClient(chain, market, TokenClient(chain, token)).fn.set_gated(data_pool))  # scores settle through it
+    treasury = MarketClient(chain, market, TokenClient(chain, token)).treasury()
+    label_tasks = chain.deploy("LabelTasks", token, treasury)  # slashed labellers' stakes go to the treasury
     tok = TokenClient(chain, token)
     for a in accounts:
         if a.address != deployer.address:
@@ -190,7 +201,7 @@ def deploy(rpc_url: str, deployer: AccountInfo, accounts: list[AccountInfo], dev
                       train_attention_referee=train_attention_referee, finetune_referee=finetune_referee,
                       dispute_bond=p["dispute_bond"], move_time=p["move_time"], oracle=oracle,
                       agent_registry=agent_registry, reputation=reputation, validation=validation,
-                      collective=collective, data_pool=data_pool)
+                      collective=collective, data_pool=data_pool, label_tasks=label_tasks)
 
 
 # the embedded devnet: anvil as a background process, its state in a folder -----------------

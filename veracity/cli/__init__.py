@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import sys
 
-from veracity.cli import agents, data, devnet, explorer, gateway, jobs, local, nodes  # noqa: F401  (each adds its commands to ``app``)
+from veracity.cli import agents, data, devnet, explorer, gateway, jobs, labels, local, nodes  # noqa: F401  (each adds its commands to ``app``)
 from veracity.cli.app import app, err
 from veracity.errors import VeracityError
 from veracity.logs import setup
