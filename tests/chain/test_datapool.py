@@ -184,6 +184,7 @@ def test_scores_near_copies_epoch_rewards_and_a_sale_to_the_wei(actors):
     sale = P.shares(1000 * TOKEN + 7, scores)
     for p in people:
         assert a.client.token.balance_of(p.address) - b0[p.address] == sale.get(p.address, 0)
+    assert [e.args["items"] for e in relay.events(w.pool) if e.name == "Bought"] == [2]  # the events still read
     a.advance(EPOCH)
     relay.pay_epoch(w.pool, 1)  # nothing contributed: the whole reward back to the owner
     w.owner.withdraw_budget(w.pool)

@@ -63,6 +63,6 @@ class EventStream:
             events.append(ChainEvent(contract=name, name=decoded["event"], block=log["blockNumber"],
                                      log_index=log["logIndex"], tx_hash="0x" + bytes(log["transactionHash"]).hex(),
                                      args={k: (("0x" + v.hex()) if isinstance(v, bytes) else v)
-                                           for k, v in decoded["args"].items()}))
+                                           for k, v in dict(decoded["args"]).items()}))  # a field may be named items
         self.next_block = to_block + 1
         return events

@@ -25,6 +25,8 @@ from jinja2 import Environment, FileSystemLoader, select_autoescape
 
 from veracity.chain.client import ORDER_STATES, MarketClient, RegistryClient, TokenClient
 from veracity.chain.devnet import Deployment
+from veracity.explorer import dataviews as D
+from veracity.explorer import links as L
 from veracity.explorer import views as V
 from veracity.explorer.index import Index
 from veracity.models.registry import names as model_registry
@@ -85,7 +87,13 @@ class Explorer:
         nodes = self.nodes() if nodes is None else nodes
         labels = V.labels(nodes, self.index.addresses)
         where = self.dispute_places()
-        return {"labels": labels, "say": lambda e: V.describe(e, labels, self.models, where)}
+        thresholds = self.thresholds()
+        return {"labels": labels, "say": lambda e: V.describe(e, labels, self.models, where, thresholds)}
+
+    def thresholds(self) -> dict[int, int]:
+        """Data pool -> its near-copy threshold in basis points (what an item's score is told against)."""
+        created = self.index.events("PoolCreated", contract="DataPool")
+        return {p.pool: p.threshold_bps for p in D.pools(created).values()}
 
     def dispute_places(self) -> dict[int, str]:
         """Order -> where its dispute ended ("at record 57, element 12")."""
@@ -183,6 +191,8 @@ def create_app(dep: Deployment, index_path: Path, follow: bool = True) -> FastAP
     env.filters["short"] = V.short
     env.filters["utc"] = lambda t: time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(int(t)))
     env.globals.update(account=V.account, order=V.order, cid=V.cid, code=V.code, agent=V.agent)
+    env.filters["bps"] = L.bps
+    env.filters["duration"] = L.duration
     app = FastAPI(title="Veracity explorer", docs_url=None, redoc_url=None)
     app.state.explorer = ex
     app.mount("/static", StaticFiles(directory=HERE / "static"), name="static")
@@ -253,7 +263,7 @@ def create_app(dep: Deployment, index_path: Path, follow: bool = True) -> FastAP
                  "stake": token.balance_of(registry.address)}  # the Registry holds the nodes' stakes
         return page("overview.html", "Overview", ctx=ctx, latest=latest, chain=chain, nodes=nodes,
                      orders=ex.index.count("OrderOpened"), per_minute=V.per_minute(times, now),
-                     slashes=ex.index.count("Slashed"),
+                     slashes=ex.index.count("Slashed", contract="Registry"),
                      recent=[e for e in ex.index.events(newest=True, limit=40) if e["name"] != "Approval"][:25])
 
     def leaderboard(role: str) -> HTMLResponse:
@@ -341,6 +351,17 @@ def create_app(dep: Deployment, index_path: Path, follow: bool = True) -> FastAP
                                "PaymentOpened", "SharePaid", "PaymentRefunded", newest=True, limit=300)
         rows = [e for e in rows if e["contract"] != "Registry"]
         return page("agents.html", "Agents", events=rows, ctx=ex.context())
+
+    @app.get("/data", response_class=HTMLResponse)
+    def data() -> HTMLResponse:
+        events = ex.index.events(contract=D.CONTRACTS)
+        try:
+            now = int(ex.index.chain.w3.eth.get_block("latest")["timestamp"])  # the chain's clock (a devnet's moves)
+        except Exception:
+            now = int(time.time())
+        return page("data.html", "Data", pools=list(D.pools(events).values()), tasks=list(D.tasks(events).values()),
+                    now=now, pooling=bool(getattr(dep, "data_pool", None)),
+                    labelling=bool(getattr(dep, "label_tasks", None)), events=events[::-1][:50], ctx=ex.context())
 
     @app.get("/cid/{text}", response_class=HTMLResponse)
     def cid_page(text: str) -> HTMLResponse:

@@ -16,6 +16,8 @@ import threading
 from pathlib import Path
 from typing import Any
 
+from eth_utils import keccak
+
 from veracity.chain.client import Chain
 from veracity.chain.devnet import Deployment
 from veracity.chain.events import ChainEvent, EventStream
@@ -36,8 +38,13 @@ CREATE INDEX IF NOT EXISTS actors_address ON actors (address, event_id);
 # the deployment's contracts whose events are indexed: (its field, the contract's name)
 CONTRACTS = (("token", "Token"), ("registry", "Registry"), ("market", "Market"), ("disputes", "Disputes"),
              ("oracle", "Oracle"), ("agent_registry", "AgentRegistry"), ("reputation", "Reputation"),
-             ("validation", "Validation"), ("collective", "Collective"))
+             ("validation", "Validation"), ("collective", "Collective"), ("data_pool", "DataPool"),
+             ("label_tasks", "LabelTasks"))
 ORDER_KEYS = ("order_id", "lease", "request_id")  # an event's order: the Market's and the Disputes' ids
+ORDER_CONTRACTS = ("Market", "Disputes", "Oracle", "DataPool")  # an Oracle request's id, a score order: Market orders
+# embeddings (1536 bytes each) that no page shows: stored as their keccak256, which the DataPool
+# keeps too (a pool's topic_hash, its accepted_hash)
+BULKY = {("DataPool", "PoolCreated"): "topic", ("DataPool", "Accepted"): "embedding"}
 LOCAL_MAX = 2**63 - 1
 
 
@@ -70,14 +77,30 @@ def addresses(args: dict[str, Any]) -> set[str]:
 
 
 def order_of(e: ChainEvent) -> int | None:
-    """The order an event concerns (Market, Disputes, Oracle requests are orders too), else None."""
-    if e.contract not in ("Market", "Disputes", "Oracle"):  # an Oracle request's id is its Market order's
+    """The order an event concerns (Oracle requests and a pool's score orders are Market orders too),
+    else None."""
+    if e.contract not in ORDER_CONTRACTS:
         return None
     for k in ORDER_KEYS:
         v = e.args.get(k)
         if isinstance(v, int) and 0 <= v <= LOCAL_MAX:
             return v
     return None
+
+
+def slim(contract: str, name: str, args: dict[str, Any]) -> dict[str, Any]:
+    """``args`` as stored: a bulky field (``BULKY``) replaced by its keccak256 (``<field>_keccak``)."""
+    field = BULKY.get((contract, name))
+    if field is None or field not in args:
+        return args
+    out = {k: v for k, v in args.items() if k != field}
+    raw = args[field]
+    try:
+        data = bytes.fromhex(raw.removeprefix("0x")) if isinstance(raw, str) else bytes(raw)
+    except (ValueError, TypeError):
+        return out
+    out[f"{field}_keccak"] = "0x" + keccak(data).hex()
+    return out
 
 
 class Index:
@@ -159,7 +182,7 @@ class Index:
             for e in events:
                 if e.name == "Approval":  # an allowance moves nothing: not told
                     continue
-                args = plain(e.args)
+                args = plain(slim(e.contract, e.name, e.args))
                 cur = db.execute(
                     "INSERT OR IGNORE INTO events (block, log_index, time, tx, contract, name, order_id, args) "
                     "VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
@@ -187,13 +210,18 @@ class Index:
         return out
 
     def events(self, *names: str, order: int | None = None, limit: int | None = None,
-               newest: bool = False) -> list[dict[str, Any]]:
-        """Events named ``names`` (all when none), of ``order`` when given, oldest first (or newest)."""
+               newest: bool = False, contract: str | tuple[str, ...] | None = None) -> list[dict[str, Any]]:
+        """Events named ``names`` (all when none), of ``order`` and ``contract`` (a name or several)
+        when given, oldest first (or newest)."""
         where: list[str] = []
         params: list[Any] = []
         if names:
             where.append(f"name IN ({', '.join('?' * len(names))})")
             params += list(names)
+        if contract is not None:
+            wanted = (contract,) if isinstance(contract, str) else tuple(contract)
+            where.append(f"contract IN ({', '.join('?' * len(wanted))})")
+            params += list(wanted)
         if order is not None:
             where.append("order_id = ?")
             params.append(order)
@@ -205,9 +233,10 @@ class Index:
         return self.rows("SELECT e.* FROM actors a JOIN events e ON e.id = a.event_id WHERE a.address = ? "
                          "ORDER BY e.id DESC LIMIT ?", (address.lower(), limit))
 
-    def count(self, *names: str) -> int:
-        q = "SELECT COUNT(*) FROM events" + (f" WHERE name IN ({', '.join('?' * len(names))})" if names else "")
-        return int(self.db().execute(q, names).fetchone()[0])
+    def count(self, *names: str, contract: str | None = None) -> int:
+        where = ([f"name IN ({', '.join('?' * len(names))})"] if names else []) + (["contract = ?"] if contract else [])
+        q = "SELECT COUNT(*) FROM events" + (" WHERE " + " AND ".join(where) if where else "")
+        return int(self.db().execute(q, names + ((contract,) if contract else ())).fetchone()[0])
 
     def _count(self) -> dict[str, int]:
         row = self.db().execute("SELECT MAX(id), MAX(block) FROM events").fetchone()  # ids: 1, 2, 3... (no deletes)

@@ -10,10 +10,10 @@ from typing import Any
 
 from markupsafe import Markup
 
-from veracity.cid import cid_from_digest
+from veracity.explorer import dataviews as D
+from veracity.explorer.links import TOKEN, account, agent, cid, code, order, short, vrc  # noqa: F401 (the pages')
 from veracity.workloads.spec import model_id
 
-TOKEN = 10**18
 ROLES = {1: "provider", 2: "validator"}
 OUTCOMES = {1: "the provider won", 2: "the provider lost", 3: "undecided"}
 KINDS = {1: "infer", 2: "train", 3: "finetune", 4: "score", 5: "synthesize"}
@@ -24,48 +24,15 @@ def model_names(names: list[str]) -> dict[str, str]:
     return {"0x" + model_id(n).hex(): n for n in names}
 
 
-def vrc(amount: Any) -> str:
-    """Token base units as VRC, to at most 4 decimals, no trailing zeros."""
-    v = int(amount) / TOKEN
-    text = f"{v:,.4f}".rstrip("0").rstrip(".")
-    return f"{text} VRC"
-
-
-def short(hexstr: str, keep: int = 6) -> str:
-    return hexstr if len(hexstr) <= 2 + 2 * keep else f"{hexstr[:2 + keep]}…{hexstr[-4:]}"
-
-
-def account(addr: str, labels: dict[str, str] | None = None) -> Markup:
-    a = str(addr).lower()
-    label = (labels or {}).get(a)
-    text = f"{label} {short(a)}" if label else short(a)
-    return Markup('<a class="addr" href="/address/{}">{}</a>').format(a, text)
-
-
-def order(oid: Any) -> Markup:
-    return Markup('<a class="order" href="/order/{}">order {}</a>').format(int(oid), int(oid))
-
-
-def cid(digest: str) -> Markup:
-    """A 32-byte digest as the CID it is (``cid.cid_from_digest``), linked to its blob page."""
-    try:
-        text = cid_from_digest(bytes.fromhex(digest[2:]))
-    except ValueError:
-        return Markup("{}").format(digest)
-    return Markup('<a class="cid" href="/cid/{}">{}</a>').format(text, short(text, 8))
-
-
-def code(hexstr: str) -> Markup:
-    return Markup('<code title="{}">{}</code>').format(hexstr, short(hexstr, 8))
-
-
 def describe(e: dict[str, Any], labels: dict[str, str] | None = None, models: dict[str, str] | None = None,
-             where: dict[int, str] | None = None) -> Markup:
+             where: dict[int, str] | None = None, thresholds: dict[int, int] | None = None) -> Markup:
     """Event row ``e`` in words. ``labels``: account -> role; ``models``: model id -> name;
-    ``where``: order -> where its dispute ended ("at record 57, element 12"). An event whose
-    arguments are not what its kind's words need is told by its fields: one odd event never
-    takes a page down."""
+    ``where``: order -> where its dispute ended ("at record 57, element 12"); ``thresholds``: a
+    data pool -> its near-copy threshold (bps). An event whose arguments are not what its kind's
+    words need is told by its fields: one odd event never takes a page down."""
     try:
+        if e["contract"] in D.CONTRACTS:  # their names (Paid, Revealed, Slashed, Finalized) are others' too
+            return D.words(e, labels, thresholds) or fields(e)
         return _words(e, labels, models, where)
     except (KeyError, TypeError, ValueError, AttributeError):
         return fields(e)
@@ -198,10 +165,6 @@ def _words(e: dict[str, Any], labels: dict[str, str] | None, models: dict[str, s
     return fields(e)
 
 
-def agent(agent_id: Any) -> Markup:
-    return Markup('<a class="agent" href="/agents#agent-{}">{}</a>').format(agent_id, agent_id)
-
-
 # an order's story -------------------------------------------------------------------------------
 @dataclass
 class Round:
@@ -320,6 +283,8 @@ def leaderboard(events: list[dict[str, Any]]) -> dict[str, NodeRow]:
     providers: dict[int, str] = {}
     for e in events:
         a, n = e["args"], e["name"]
+        if e["contract"] in D.CONTRACTS:  # a labeller's slash or a pool's payment is not a node's
+            continue
         if n == "Registered" and e["contract"] == "Registry":
             nodes[a["node"].lower()] = NodeRow(a["node"].lower(), ROLES.get(a["role"], "node"), a["endpoint"])
             continue
