@@ -18,6 +18,7 @@ from veracity.sim.traffic import anvil_advance
 from veracity.workloads.spec import Inputs, JobSpec, Training, Verification
 
 EPOCH = 900
+DEPOSIT = TOKEN
 TEXTS = {  # contributor -> (text, label)
     5: ("A quiet film about grief that earns every tear it asks for.", 1),
     6: ("The plot drags badly, but the lead actor carries every scene.", 0),
@@ -37,7 +38,7 @@ def test_a_pool_scores_rewards_and_sells_its_data_and_a_cheating_scorer_loses(tm
         owner = net.accts[4]
         pool_client = dep.data_pool_client(owner.key)
         topic = P.embed("a short review of a film")
-        pool = pool_client.create_pool(bytes(32), topic, 9000, True, EPOCH, 1, 90 * TOKEN + 3, 30 * TOKEN)
+        pool = pool_client.create_pool(bytes(32), topic, 9000, True, EPOCH, 1, 90 * TOKEN + 3, 30 * TOKEN, DEPOSIT)
         devices = {i: Account.create() for i in TEXTS}
         for i, dev in devices.items():
             pool_client.register_device(pool, dev.address, net.accts[i].address)
@@ -45,6 +46,9 @@ def test_a_pool_scores_rewards_and_sells_its_data_and_a_cheating_scorer_loses(tm
         def key_of(acct):
             return "0x" + bytes(acct.key).hex()
 
+        _, token, reg, market = dep.clients(owner.key)
+        treasury = market.treasury()
+        start = {net.accts[i].address: token.balance_of(net.accts[i].address) for i in TEXTS}
         for i, (text, label) in TEXTS.items():
             C.contribute(dep, net.accts[i].key, pool, P.contribution_line(text, label), key_of(devices[i]))
         forged = Account.create()  # a device key the pool never registered
@@ -62,7 +66,6 @@ def test_a_pool_scores_rewards_and_sells_its_data_and_a_cheating_scorer_loses(tm
         curator = C.Curator(dep, owner.key, pool, max_price=5 * TOKEN, bid_wait=30, only=only, log=print)
         curator.run(timeout=600, interval=1.0)
 
-        _, token, reg, market = dep.clients(owner.key)
         items = [pool_client.item(pool, i) for i in range(3)]
         assert [it.state_name for it in items] == ["scored"] * 3
         embs = [C.embedding_of(C.score_job(cid, P.contribution_line(*TEXTS[5 + i])),
@@ -79,16 +82,18 @@ def test_a_pool_scores_rewards_and_sells_its_data_and_a_cheating_scorer_loses(tm
         assert reg.node(cheater.address).stake < 1000 * TOKEN  # slashed
         assert market.order(orders[1]).provider == honest.address and market.order(orders[1]).state_name == "finalized"
 
-        # the epoch's reward, to the wei, by score
+        # the deposits: back to the accepted contributors, the near-copy's to the treasury
         people = {net.accts[i].address: items[i - 5].score for i in TEXTS}
+        assert {a: token.balance_of(a) - start[a] for a in people} == {a: 0 if s else -DEPOSIT for a, s in people.items()}
+        # the epoch's reward, to the wei, by score
         before = {a: token.balance_of(a) for a in people}
-        owner0 = token.balance_of(owner.address)
+        treasury0 = token.balance_of(treasury)
         anvil_advance(dep)(EPOCH)
         dep.data_pool_client(net.accts[8].key).pay_epoch(pool, 0)  # anyone
         paid = P.shares(90 * TOKEN + 3, people)
         assert {a: token.balance_of(a) - before[a] for a in people} == {a: paid.get(a, 0) for a in people}
         assert paid[net.accts[7].address] == 0
-        assert token.balance_of(owner.address) - owner0 == 90 * TOKEN + 3 - sum(paid.values())
+        assert token.balance_of(treasury) - treasury0 == 90 * TOKEN + 3 - sum(paid.values())  # not the owner's
 
         # a consumer buys the data and fine-tunes on it: the contributors are paid by score
         consumer = net.accts[8]

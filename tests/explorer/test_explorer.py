@@ -60,7 +60,7 @@ def pool_story(dep, advance):
     import numpy as np
 
     from veracity.chain.client import PROVIDER
-    from veracity.chain.pools import sign_contribution
+    from veracity.chain.pools import commitment, sign_contribution
     from veracity.data import pools as P
     from veracity.exact.trace import tensor_digest
     from veracity.market.bids import Bid, sign_bid
@@ -78,22 +78,26 @@ def pool_story(dep, advance):
     pool = owner.create_pool(hashlib.sha256(b"schema").digest(), topic, 9000, False, 600, 2, 90 * TOKEN, 30 * TOKEN)
     _, _, registry, market = dep.clients(scorer.key)
     registry.register(PROVIDER, 1000 * TOKEN, "cpu", 24, [hashlib.sha256(b"minilm").digest()], TOKEN, "")
+    program = (hashlib.sha256(b"program").digest(), 11)
     for who in (dep.accounts[2], scorer, dep.accounts[0]):
         cid = hashlib.sha256(P.contribution_line(f"from {who.address}", 0)).digest()
-        owner.contribute(pool, who.address, cid, sign_contribution(who.key, dep.chain_id, dep.data_pool, pool, cid,
-                                                                   who.address))
+        owner.commit(pool, commitment(cid, who.address, bytes(32)))
+        owner.contribute(pool, who.address, cid, bytes(32), program,
+                         sign_contribution(who.key, dep.chain_id, dep.data_pool, pool, cid, who.address, program))
     vec_a = unit(near=topic_vec, noise=0.04)
     blobs, orders = [], []
     for index, vec in enumerate((vec_a, unit(near=vec_a, noise=0.002))):
-        oid = owner.order_score(pool, index, 10 * TOKEN, hashlib.sha256(b"program").digest(), 11)
+        oid = owner.order_score(pool, index, 10 * TOKEN)
         owner.accept(sign_bid(Bid(order_id=oid, provider=scorer.address, price=5 * TOKEN, collateral=2 * TOKEN,
                                   expiry=market.chain.now() + 300, run_time=60), scorer.key, dep.chain_id, dep.market))
         market.commit_result(oid, [tensor_digest(vec.reshape(1, P.DIM))], hashlib.sha256(b"trace").digest(), 11)
         blobs.append(P.output_blob(vec))
         orders.append(oid)
     advance(31)  # past the score orders' challenge window
+    for oid, blob in zip(orders, blobs):
+        owner.deliver(oid, blob)
     for index, blob in enumerate(blobs):
-        owner.settle(pool, index, blob, topic, owner.accepted(pool))
+        owner.settle(pool, index, P.embedding(blob), topic, owner.accepted(pool))
     owner.reject(pool, 2, "<b>not a JSON line</b>")
     advance(600)
     owner.pay_epoch(pool, 0)

@@ -108,7 +108,7 @@ def pool_events():
             ev("DataPool", "Rejected", pool=0, index=2, reason="<b>not JSON</b>"),
             ev("DataPool", "Paid", pool=0, contributor=P, amount=245 * 10**17, why=1, epoch=0),
             ev("DataPool", "EpochPaid", pool=0, epoch=0, total_score=4612, reward=90 * 10**18,
-               remainder=655 * 10**17),
+               remainder=655 * 10**17, remainder_to=W),
             ev("DataPool", "Paid", pool=0, contributor=P, amount=40 * 10**18, why=2, epoch=0),
             ev("DataPool", "Bought", pool=0, buyer=W, sale=0, amount=40 * 10**18, dataset_cid=D32, items=1,
                remainder=0)]
@@ -135,8 +135,8 @@ def test_a_pools_events_are_told_with_their_links():
     assert str(describe(paid)).endswith(f'paid contributor <a class="addr" href="/address/{P}">{P[:8]}…{P[-4:]}</a> '
                                         "24.5 VRC for epoch 0")
     assert str(describe(sale_paid)).endswith("40 VRC from sale 0")
-    assert "paid epoch 0: 24.5 VRC of its 90 VRC to the contributors by score (total score 0.4612), 65.5 VRC back " \
-        "to the owner" in describe(epoch)
+    assert "paid epoch 0: 24.5 VRC of its 90 VRC to the contributors by score (total score 0.4612), 65.5 VRC to " \
+        f'<a class="addr" href="/address/{W}">' in describe(epoch)
     assert "pool 0</a>'s data bought by <a class=\"addr\" href=\"/address/" + W in describe(bought) \
         and "for 40 VRC (1 item, dataset" in describe(bought)
 

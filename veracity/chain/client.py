@@ -89,17 +89,19 @@ class Chain:
     def contract(self, name: str, address: str) -> Any:
         return self.w3.eth.contract(address=Web3.to_checksum_address(address), abi=compile_contract(name).abi)
 
-    def send(self, fn: Any) -> Any:
-        """Sign, send and wait for a contract call; a revert raises ChainError with its reason."""
+    def send(self, fn: Any, estimate_at: str = "latest") -> Any:
+        """Sign, send and wait for a contract call; a revert raises ChainError with its reason.
+        ``estimate_at="pending"``: estimate its gas in the next block's context (a call that must
+        come a block after another, as a reveal after its commitment)."""
         with self._sending:
-            return self._send(fn)
+            return self._send(fn, estimate_at)
 
-    def _send(self, fn: Any) -> Any:
+    def _send(self, fn: Any, estimate_at: str = "latest") -> Any:
         sender = self.address
         if self._nonce is None:
             self._nonce = self._rpc(lambda: self.w3.eth.get_transaction_count(sender, "pending"))
         try:
-            gas = fn.estimate_gas({"from": sender})
+            gas = fn.estimate_gas({"from": sender}, block_identifier=estimate_at)
             # headroom: storage another sender touches in between can cost more than estimated
             tx = fn.build_transaction({"from": sender, "nonce": self._nonce, "chainId": self.chain_id,
                                        "gas": gas * 5 // 4 + 25_000, **self._fees()})

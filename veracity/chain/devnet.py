@@ -185,9 +185,10 @@ def deploy(rpc_url: str, deployer: AccountInfo, accounts: list[AccountInfo], dev
     reputation = chain.deploy("Reputation", agent_registry)
     validation = chain.deploy("Validation", agent_registry)
     collective = chain.deploy("Collective", token, agent_registry, validation)
-    data_pool = chain.deploy("DataPool", token, market, p["pool_deadline"], p["pool_window"], p["pool_spot_bps"])
+    treasury = MarketClient(chain, market, TokenClient(chain, token)).treasury()  # forfeits and slashes go here
+    data_pool = chain.deploy("DataPool", token, market, treasury, p["pool_deadline"], p["pool_window"],
+                             p["pool_spot_bps"])
     chain.send(MarketClient(chain, market, TokenClient(chain, token)).fn.set_gated(data_pool))  # scores settle through it
-    treasury = MarketClient(chain, market, TokenClient(chain, token)).treasury()
     label_tasks = chain.deploy("LabelTasks", token, treasury)  # slashed labellers' stakes go to the treasury
     tok = TokenClient(chain, token)
     for a in accounts:

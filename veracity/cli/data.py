@@ -1,6 +1,6 @@
 """``veracity data ...``: data pools with proof of contribution (``contracts/DataPool.vy``).
 
-    veracity data create --topic "a short review of a film" --reward 90 --budget 30 --epochs 2
+    veracity data create --topic "a short review of a film" --reward 90 --budget 30 --epochs 2 --deposit 1
     veracity data contribute 0 review.jsonl --account 2 [--device-key 0x..]
     veracity data curate 0                # score every contribution, settle the scores
     veracity data show 0
@@ -44,6 +44,8 @@ def create(topic: str = typer.Option(..., help="what the pool wants: an item's q
            epochs: int = typer.Option(1, min=1, max=1000), epoch_length: int = typer.Option(3600, min=1, help="seconds"),
            threshold: float = typer.Option(0.9, min=0.0001, max=1, help="a cosine with an accepted item at or above "
                                                                         "this makes a near-copy (score 0)"),
+           deposit: float = typer.Option(0, min=0, help="VRC each contribution puts down: back when it is accepted, "
+                                                        "else to the treasury (what spam costs)"),
            devices: bool = typer.Option(False, "--devices", help="contributions need a registered device's signature"),
            schema: Optional[Path] = typer.Option(None, help="a document describing the items wanted (its CID is kept)"),
            account: int = typer.Option(0, help="the deployment account that owns, funds and curates the pool"),
@@ -59,7 +61,8 @@ def create(topic: str = typer.Option(..., help="what the pool wants: an item's q
         raise InputError(f"schema {schema} not found")
     schema_cid = hashlib.sha256(schema.read_bytes()).digest() if schema else bytes(32)
     pool = dep.data_pool_client(key).create_pool(schema_cid, embed(topic), round(threshold * 10_000), devices,
-                                                 epoch_length, epochs, int(reward * TOKEN), int(budget * TOKEN))
+                                                 epoch_length, epochs, int(reward * TOKEN), int(budget * TOKEN),
+                                                 int(deposit * TOKEN))
     print(f"pool {pool}: {epochs} epoch(s) of {epoch_length} s, {reward:g} VRC each; curate it with "
           f"`veracity data curate {pool}`")
 
@@ -87,7 +90,7 @@ def contribute(pool: int, file: Path = typer.Argument(..., help="one JSON line: 
                account: int = typer.Option(1, help="the contributing deployment account"),
                device_key: Optional[str] = typer.Option(None, help="the device's private key (a device pool)"),
                deployment: Optional[Path] = typer.Option(None)) -> None:
-    """Push a contribution to the nodes and submit its signed CID."""
+    """Commit to a contribution, reveal its signed CID and score program, then push it to the nodes."""
     from veracity.data.curator import contribute as send
 
     dep = find_deployment(deployment)
@@ -126,6 +129,7 @@ def show(pool: int, account: int = typer.Option(0), deployment: Optional[Path] =
     p = client.pool(pool)
     print(f"pool {pool}: owner {p.owner}, curator {p.curator}; {p.epochs} epoch(s) of {p.epoch_length} s, "
           f"{p.epoch_reward / TOKEN:g} VRC each; near-copy at {p.threshold_bps / 100:g}% similarity; "
+          f"deposit {p.deposit / TOKEN:g} VRC; "
           f"{p.accepted} accepted of {p.contributions}; scoring budget {p.score_budget / TOKEN:g} VRC")
     for i in range(p.contributions):
         it = client.item(pool, i)

@@ -1,12 +1,14 @@
 """The people around a data pool, as I/O shells over ``chain.pools`` and the market's client parts:
 
-- a contributor pushes its blob to every registered node and submits its signed CID
-  (``contribute``);
-- the pool's curator walks the contributions in order (``Curator.tick``): a blob outside the
-  schema, or one no node serves, is rejected with its reason; the rest get a ``score`` order that
-  providers bid on (the curator accepts the best bid through the pool, as any client would) and
-  validators check; a final result is settled on chain with the job's output, which the curator
-  recomputes itself (exact: the committed bits) or, when they differ, reads from its provider;
+- a contributor commits to its contribution, reveals it with its signature over the CID and the
+  score job's program (which it computes from its own blob), and only then pushes the blob to
+  every registered node (``contribute``);
+- the pool's curator walks the contributions (``Curator.tick``): a blob outside the schema, one no
+  node serves, or one whose signed program is not its score job's, is rejected with its reason;
+  the rest get a ``score`` order that providers bid on (the curator accepts the best bid through
+  the pool, as any client would) and validators check. The curator re-runs each committed result
+  at once (exact: the committed bits) and challenges one that differs; a final one is delivered
+  (by its provider, or the curator) and settled on chain in contribution order;
 - a consumer assembles the pool's accepted items into a fine-tuning set, pays the pool, and
   orders the fine-tune (``dataset``, ``buy_and_finetune``).
 
@@ -19,9 +21,11 @@ import time
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
+from eth_utils import keccak
+
 from veracity.blobs.transfer import fetch_any, push_all
 from veracity.chain.devnet import Deployment
-from veracity.chain.pools import DataPoolClient, sign_contribution
+from veracity.chain.pools import DataPoolClient, commitment, sign_contribution
 from veracity.cid import cid_from_digest, cid_of, digest_of
 from veracity.client.jobs import TOKEN, collect_bids, holders, registered
 from veracity.client.outputs import served_output
@@ -36,18 +40,29 @@ from veracity.workloads.spec import parse_spec
 
 
 def contribute(dep: Deployment, key: str, pool: int, blob: bytes, device_key: str | None = None) -> tuple[int, str]:
-    """Push ``blob`` to every registered node and submit it to ``pool`` signed by ``key`` (and its
-    device's key, for a pool of device data). Returns (its index in the pool, its CID)."""
+    """Contribute ``blob`` to ``pool`` as ``key`` (and its device's key, for a pool of device data):
+    commit, reveal with the signed CID and score program (a later block), then push the blob to
+    every registered node. Returns (its index in the pool, its CID)."""
+    import secrets
+
     check_contribution(blob)
     client = dep.data_pool_client(key)
     who = client.chain.address
     cid = cid_of(blob)
-    refused = push_all(holders(dep, key), [blob])
-    if len(refused) == len(holders(dep, key)):
-        raise VeracityError(f"no node took the contribution's blob: {'; '.join(refused.values()) or 'no node'}")
-    sig = sign_contribution(key, dep.chain_id, client.address, pool, digest_of(cid), who)
-    dev = sign_contribution(device_key, dep.chain_id, client.address, pool, digest_of(cid), who) if device_key else b""
-    return client.contribute(pool, who, digest_of(cid), sig, dev), cid
+    posted = score_job(cid, blob).posted_program()
+    program = (program_root(posted), len(posted))
+    salt = secrets.token_bytes(32)
+    client.commit(pool, commitment(digest_of(cid), who, salt))  # mined before the reveal below is sent
+    sig = sign_contribution(key, dep.chain_id, client.address, pool, digest_of(cid), who, program)
+    dev = sign_contribution(device_key, dep.chain_id, client.address, pool, digest_of(cid), who, program) \
+        if device_key else b""
+    index = client.contribute(pool, who, digest_of(cid), salt, program, sig, dev)
+    nodes = holders(dep, key)
+    refused = push_all(nodes, [blob])  # only now: nobody could claim it from a node's store first
+    if nodes and len(refused) == len(nodes):
+        raise VeracityError(f"item {index} is on chain but no node took its blob ({'; '.join(refused.values())}): "
+                            "push it again, or the curator rejects it")
+    return index, cid
 
 
 def contribute_samples(dep: Deployment, key: str, pool: int, samples: list[dict[str, Any]],
@@ -77,10 +92,16 @@ class Curator:
     log: Callable[[str], None] = print
     blobs: dict[int, bytes] = field(default_factory=dict)  # contributions' blobs, by index
     only: Callable[[int], set[str] | None] | None = None  # the providers whose bids an item may take (tests)
+    max_orders: int = 3  # score orders without a taker before an item is rejected
+    orders: dict[int, int] = field(default_factory=dict)  # score orders opened, by item
+    checked: dict[int, bytes | None] = field(default_factory=dict)  # a committed order -> the output blob it gave here
+    games: dict[int, Any] = field(default_factory=dict)  # this curator's challenges, by order
 
     def __post_init__(self) -> None:
-        self.client: DataPoolClient = self.dep.data_pool_client(self.key)
-        self.chain, _, self.registry, self.market = self.dep.clients(self.key)
+        self.chain, token, self.registry, self.market = self.dep.clients(self.key)
+        if self.dep.data_pool is None:
+            raise ChainError("this deployment has no DataPool contract: redeploy it")
+        self.client = DataPoolClient(self.chain, self.dep.data_pool, token)  # one signer, one nonce
 
     def _nodes(self) -> dict[str, str]:
         return holders(self.dep, self.key)
@@ -95,15 +116,21 @@ class Curator:
 
     def tick(self) -> bool:
         """One pass over the unsettled contributions; True when every one is settled."""
+        for oid, game in list(self.games.items()):
+            game.tick(self.chain.now())
+            if not self.market.fn.challenged(oid).call():
+                del self.games[oid]
         info = self.client.pool(self.pool)
         for index in range(info.next_settled, info.contributions):
             item = self.client.item(self.pool, index)
             nxt = index == self.client.pool(self.pool).next_settled
             try:
                 if item.state_name == "submitted":
-                    self._order(index, cid_from_digest(item.cid), nxt)
+                    self._order(index, item, nxt)
                 elif item.state_name == "scoring":
                     self._follow(index, item, nxt)
+                elif item.state_name == "delivered" and nxt:
+                    self._settle(index, item)
             except VeracityError as exc:
                 self.log(f"pool {self.pool} item {index}: {exc}")
         info = self.client.pool(self.pool)
@@ -118,24 +145,35 @@ class Curator:
                                     "`veracity data show` lists them")
             time.sleep(interval)
 
-    def _order(self, index: int, cid: str, nxt: bool) -> None:
+    def _why_not(self, index: int, item: Any) -> str | None:
+        """Why a contribution cannot be scored (None: it can): no node serves its blob, the blob
+        breaks the schema, or the program its contributor signed is not its score job's."""
+        cid = cid_from_digest(item.cid)
         blob = self._blob(index, cid)
-        why = "no node serves its blob" if blob is None else None
-        if blob is not None:
-            try:
-                job = score_job(cid, blob)
-                program = job.posted_program()
-            except InputError as exc:
-                why = str(exc)
+        if blob is None:
+            return "no node serves its blob"
+        try:
+            program = score_job(cid, blob).posted_program()
+        except InputError as exc:
+            return str(exc)
+        if (program_root(program), len(program)) != (item.program_root, item.program_length):
+            return "the program it signed is not its score job's"
+        return None
+
+    def _order(self, index: int, item: Any, nxt: bool) -> None:
+        why = self._why_not(index, item)
+        if why is None and self.orders.get(index, 0) >= self.max_orders:
+            why = f"no provider took its score order ({self.max_orders} tries)"
         if why is not None:
             if nxt:
                 self.client.reject(self.pool, index, why)
                 self.log(f"pool {self.pool} item {index}: rejected ({why})")
             return
-        spec = score_spec(cid)
+        cid = cid_from_digest(item.cid)
         nodes = registered(self.dep, self.key)
-        push_all({a: u for a, (_, u) in nodes.items() if u}, [spec, blob])
-        oid = self.client.order_score(self.pool, index, self.max_price, program_root(program), len(program))
+        push_all({a: u for a, (_, u) in nodes.items() if u}, [score_spec(cid), self.blobs[index]])
+        oid = self.client.order_score(self.pool, index, self.max_price)
+        self.orders[index] = self.orders.get(index, 0) + 1
         self.log(f"pool {self.pool} item {index}: score order {oid} opened")
         self._accept(oid, index)
 
@@ -159,34 +197,55 @@ class Curator:
                  "it is ordered again after its deadline")
 
     def _follow(self, index: int, item: Any, nxt: bool) -> None:
-        order = self.market.order(item.order_id)
+        oid = item.order_id
+        order = self.market.order(oid)
         state = order.state_name
         if state in ("overturned", "refunded") or (state in ("open", "accepted") and self.chain.now() > order.deadline):
-            self.log(f"pool {self.pool} item {index}: score order {item.order_id} {state}: ordering it again")
-            self._order(index, cid_from_digest(item.cid), nxt)
+            self.log(f"pool {self.pool} item {index}: score order {oid} {state}: ordering it again")
+            self._order(index, item, nxt)
             return
-        if not nxt or state != "committed" or self.market.fn.challenged(item.order_id).call():
+        if state != "committed":
             return
-        if self.chain.now() < order.committed_at + order.challenge_window:
+        if oid not in self.checked:  # re-run it at once, while it can still be challenged
+            self.checked[oid] = self._check(index, item, order)
+        if self.market.fn.challenged(oid).call() or self.chain.now() < order.committed_at + order.challenge_window:
             return
+        if (blob := self.checked[oid]) is not None:
+            self.client.deliver(oid, blob)
+            self.log(f"pool {self.pool} item {index}: score order {oid} delivered")
+
+    def _check(self, index: int, item: Any, order: Any) -> bytes | None:
+        """This curator's exact run of a committed score job: its output blob when it gives the
+        committed output root; else it challenges the result (and plays the game) and gives None."""
+        from veracity.client.jobs import _challenge
+
+        cid = cid_from_digest(item.cid)
+        blob = self._blob(index, cid)
+        if blob is None:
+            return None  # nothing to check it with: its provider delivers it
+        job = score_job(cid, blob)
+        mine = job.run("torch")
+        if mine.output_root == order.output_cid:
+            return encode_outputs(job.served_tensors(mine.outputs))
+        why, game = _challenge(self.dep, self.key, item.order_id, job, mine,
+                               "its committed output is not this curator's exact run")
+        if game is not None:
+            self.games[item.order_id] = game
+        self.log(f"pool {self.pool} item {index}: score order {item.order_id}: {why}")
+        return None
+
+    def _settle(self, index: int, item: Any) -> None:
         cid = cid_from_digest(item.cid)
         blob = self._blob(index, cid)
         if blob is None:
             return
-        output = self._output(score_job(cid, blob), item.order_id, order)
-        self.client.settle(self.pool, index, output, self.client.topic(self.pool), self.client.accepted(self.pool))
-        done = self.client.item(self.pool, index)
-        self.log(f"pool {self.pool} item {index}: settled, score {done.score}")
-
-    def _output(self, job: Job, oid: int, order: Any) -> bytes:
-        """The committed output's canonical blob: this curator's own exact run when it gives the
-        committed output root, else what the provider serves."""
-        mine = job.run("torch")
-        if mine.output_root == order.output_cid:
-            return encode_outputs(job.served_tensors(mine.outputs))
-        url = dict(registered(self.dep, self.key)).get(order.provider, (0, ""))[1]
-        _, served = served_output(url, oid)
-        return encode_outputs(job.served_tensors(served))
+        job = score_job(cid, blob)
+        emb = embedding(encode_outputs(job.served_tensors(job.run("torch").outputs)))
+        if keccak(emb) != bytes(self.client.fn.delivered(self.pool, index).call()):  # what was delivered: its provider's
+            url = dict(registered(self.dep, self.key)).get(self.market.order(item.order_id).provider, (0, ""))[1]
+            emb = embedding(encode_outputs(job.served_tensors(served_output(url, item.order_id)[1])))
+        self.client.settle(self.pool, index, emb, self.client.topic(self.pool), self.client.accepted(self.pool))
+        self.log(f"pool {self.pool} item {index}: settled, score {self.client.item(self.pool, index).score}")
 
 
 def accepted_items(dep: Deployment, key: str, pool: int) -> list[tuple[int, str, bytes]]:

@@ -72,6 +72,9 @@ def words(e: dict[str, Any], labels: dict[str, str] | None = None,
                               (thresholds or {}).get(int(a["pool"])))
             return f("{} of {} scored {} ({}) from {} (program {})").format(
                 item(a["pool"], a["index"]), p, bps(score), note, order(a["order_id"]), code(a["program_root"]))
+        if n == "Delivered":
+            return f("{} of {}: its score {} delivered (its provider paid)").format(
+                item(a["pool"], a["index"]), p, order(a["order_id"]))
         if n == "Accepted":
             return f("{} of {} accepted: reference item {} of the pool").format(item(a["pool"], a["index"]), p,
                                                                                 int(a["position"]))
@@ -85,7 +88,9 @@ def words(e: dict[str, Any], labels: dict[str, str] | None = None,
             return f("{} paid contributor {} {} {}").format(p, who("contributor"), vrc(a["amount"]), what)
         if n == "EpochPaid":
             reward, rest = int(a["reward"]), int(a["remainder"])
-            back = f(", {} back to the owner").format(vrc(rest)) if rest else ""
+            to = a.get("remainder_to")
+            back = f(", {} to {}").format(vrc(rest), account(to, labels)) if rest and isinstance(to, str) else \
+                f(", {} left").format(vrc(rest)) if rest else ""
             return f("{} paid epoch {}: {} of its {} to the contributors by score (total score {}){}").format(
                 p, int(a["epoch"]), vrc(reward - rest), vrc(reward), bps(a["total_score"]), back)
         if n == "Bought":
@@ -207,11 +212,13 @@ def _pool_event(out: dict[int, PoolRow], n: str, a: dict[str, Any]) -> None:
     elif n == "Bought":
         p.sold += int(a["amount"])
         p.sales += 1
-    it = p.items.get(int(a["index"])) if n in ("ScoreOrdered", "Scored", "Rejected") else None
+    it = p.items.get(int(a["index"])) if n in ("ScoreOrdered", "Delivered", "Scored", "Rejected") else None
     if it is None:
         return
     if n == "ScoreOrdered":
         it.state, it.order_id = "scoring", int(a["order_id"])
+    elif n == "Delivered":
+        it.state = "delivered"
     elif n == "Scored":  # all read before any is set: an odd event changes nothing
         score, oid = int(a["score"]), int(a["order_id"])
         note = score_note(int(a["quality_bps"]), int(a["similarity_bps"]), score, p.threshold_bps)

@@ -27,9 +27,10 @@ from pydantic import Field
 
 from veracity.blobs.server import create_app
 from veracity.blobs.store import BlobStore
-from veracity.chain.client import PROVIDER, DisputesClient, OracleClient
+from veracity.chain.client import PROVIDER, DisputesClient, OracleClient, TokenClient
 from veracity.chain.devnet import Deployment
 from veracity.chain.events import EventStream
+from veracity.chain.pools import DataPoolClient
 from veracity.cid import cid_from_digest
 from veracity.errors import InputError, VeracityError
 from veracity.exact.program import ProgramTooLarge, program_root
@@ -41,6 +42,7 @@ from veracity.node.daemon import serve_and_loop
 from veracity.node.defender import Defender
 from veracity.node.keys import KeyedConfig
 from veracity.node.oracle_desk import OracleDesk
+from veracity.node.pool_desk import PoolDesk
 from veracity.node.sessions import LeaseError, LeaseLog, LeaseServer, LeaseTerms, Window, window_admission
 from veracity.node.settler import Settler
 from veracity.node.state import NodeState, StateError
@@ -124,6 +126,9 @@ class ProviderNode:
         self._tls = threading.local()
         self.desk = (OracleDesk(OracleClient(self.chain, dep.oracle), self.market, self.blobs, self.state, self.chain.now,
                                 lambda m: log("provider", m)) if dep.oracle else None)
+        self.pool_desk = (PoolDesk(DataPoolClient(self.chain, dep.data_pool, TokenClient(self.chain, dep.token)),
+                                   self.market, self.blobs, self.state, self.load_job, self.chain.now,
+                                   lambda m: log("provider", m)) if dep.data_pool else None)
         self._serving: dict[str, ThreadPoolExecutor] = {}  # per model: its lease requests' runs, in turn
         self._serving_lock = threading.Lock()
         self.leases = LeaseServer(LeaseLog(home / "state.db"), cfg.key, self.chain.address, self.dep.chain_id,
@@ -227,6 +232,8 @@ class ProviderNode:
         self.work()
         if self.desk is not None:
             self.desk.deliver()
+        if self.pool_desk is not None:
+            self.pool_desk.deliver()
         self.settler.tick()
 
     def on_event(self, name: str, args: dict[str, Any]) -> None:
@@ -467,6 +474,8 @@ class ProviderNode:
         self.settler.watch(oid)
         if self.desk is not None:
             self.desk.committed(oid)
+        if self.pool_desk is not None:
+            self.pool_desk.committed(oid)
 
     def _executor(self) -> Any:
         """Where jobs run (``executor``): the local warm pool, or the Ray cluster's model hosts."""
