@@ -1,6 +1,11 @@
 """Labelling with consensus on a real anvil node (``contracts/LabelTasks.vy``): a round with five
 simulated labellers, one of them answering at random, settled by the on-chain Dawid-Skene to the
-bit of ``veracity.data.consensus``; and what a cheating labeller or requester tries, refused."""
+bit of ``veracity.data.consensus``; a slow round settled over several ``finalize`` calls, each
+under EIP-7825's gas cap even in the worst case; and what a cheating labeller or requester tries,
+refused."""
+
+import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -9,15 +14,20 @@ from veracity.chain.anvil import Anvil
 from veracity.chain.client import Chain, TokenClient
 from veracity.chain.devnet import dev_accounts
 from veracity.chain.labels import LabelTasksClient, label_commitment, new_salt
-from veracity.data.consensus import dawid_skene, majority_vote, payouts
+from veracity.data.consensus import MAX_ITERATIONS, dawid_skene, majority_vote, payouts
 from veracity.errors import ChainError
 
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent.parent / "bench"))
+from data_consensus import worst_case_source  # noqa: E402
+
 TOKEN = 10**18
+GAS_CAP = 2**24  # EIP-7825's per-transaction gas limit
+ITERATIONS_PER_CALL = 36  # LabelTasks' EM iterations per finalize
 CID = bytes.fromhex("ab" * 32)
 REWARD = 1000 * TOKEN + 7  # not a multiple of anything: the division leaves dust
 STAKE = 50 * TOKEN
 THRESHOLD_BPS, SLASH_BPS = 6000, 5000
-ROLES = ["deployer", "requester", "l1", "l2", "l3", "l4", "spammer", "l6", "treasury"]
+ROLES = ["deployer", "requester", "l1", "l2", "l3", "l4", "spammer", "l6", "l7", "l8", "treasury"]
 LABELLERS = ["l1", "l2", "l3", "l4", "spammer"]
 ACCURACIES = [0.9, 0.85, 0.8, 0.75, None]  # None: uniformly at random
 
@@ -127,10 +137,12 @@ def test_a_labelling_round_pays_by_accuracy_and_slashes_the_spammer(world):
         w.lt[role].reveal(task_id, by_role[role], salts[role])
     w.to_finalize()
     settled = w.lt["l6"].finalize(task_id)  # anyone may
-    print(f"\nfinalize, 5 labellers x 40 items, K=3: {settled.gas_used:,} gas")
+    print(f"\nfinalize, 5 labellers x 40 items, K=3: {settled.gas_used:,} gas, {settled.iterations} EM iterations")
 
     expected = dawid_skene([list(item) for item in zip(*sets)], 3)
     assert w.lt["l6"].consensus(task_id) == settled.consensus == bytes(expected.labels)
+    assert settled.iterations == expected.iterations == w.lt["l6"].iterations(task_id)
+    assert len(settled.gas_per_call) == 1 and settled.gas_used < GAS_CAP // 4  # one call, well under the cap
     accuracy = [w.lt["l6"].accuracy(task_id, w.who[r]) for r in LABELLERS]
     assert accuracy == list(expected.accuracy_bps)
     assert list(expected.labels) == truth  # all 40 (a majority vote gets 38)
@@ -304,13 +316,81 @@ def test_malformed_tasks_are_refused(world, kw, message):
 
 def test_aggregate_is_consensus_py_to_the_bit(world):
     """The contract's aggregation on random labels of every shape it takes (1 to 64 items, 3 to 8
-    labellers, 2 to 4 classes, unanimous and random labels) equals consensus.py's."""
+    labellers, 2 to 4 classes, unanimous and random labels) equals consensus.py's, iterations
+    included (from 2 to the cap of 100)."""
     rng = np.random.default_rng(3)
-    shapes = [(1, 3, 2), (64, 8, 4), (64, 3, 2), (7, 5, 3), (33, 6, 4), (20, 4, 2), (50, 7, 3), (64, 5, 4)]
+    shapes = [(1, 3, 2), (64, 8, 4), (64, 3, 2), (7, 5, 3), (33, 6, 4), (20, 4, 2), (50, 7, 3), (64, 5, 4),
+              (21, 3, 4), (52, 5, 3), (40, 7, 2)]
+    seen = set()
     for n, m, k in shapes:
         truth, sets = simulate(int(rng.integers(1 << 30)), n, k, [*rng.uniform(0.4, 1.0, m - 1), None])
-        consensus, accuracy = world.lt["l1"].aggregate(sets, k)
+        consensus, accuracy, iterations = world.lt["l1"].aggregate(sets, k)
         expected = dawid_skene([list(item) for item in zip(*sets)], k)
-        assert (consensus, accuracy) == (bytes(expected.labels), list(expected.accuracy_bps)), (n, m, k)
+        assert (consensus, accuracy, iterations) == (bytes(expected.labels), list(expected.accuracy_bps),
+                                                     expected.iterations), (n, m, k)
+        seen.add(iterations)
+    assert min(seen) <= 5 and MAX_ITERATIONS in seen
     unanimous = [[2] * 10] * 4
     assert world.lt["l1"].aggregate(unanimous, 3)[0] == bytes([2] * 10)
+
+
+def run_round(w, lt, task_id, by_role):
+    """Commit, reveal and reach the end of the reveal phase for these labellers' labels."""
+    salts = {}
+    for role, labels in by_role.items():
+        salts[role] = new_salt()
+        lt[role].commit_labels(task_id, labels, salts[role])
+    w.to_reveals()
+    for role, labels in by_role.items():
+        lt[role].reveal(task_id, labels, salts[role])
+    w.to_finalize()
+
+
+def test_a_slow_round_settles_over_several_calls_to_the_bit(world):
+    """Weak labellers whose EM runs 92 iterations: each finalize runs 36 of them and logs how far
+    it got, the third settles; the result is consensus.py's uninterrupted run to the bit, and
+    tokens are conserved. A finalize in between pays nobody."""
+    w = world
+    truth, sets = simulate(1, 40, 3, [0.7, 0.6, 0.55, 0.5, None])
+    expected = dawid_skene([list(item) for item in zip(*sets)], 3)
+    assert expected.iterations == 92
+    before = w.balances()
+    task_id = w.post()
+    run_round(w, w.lt, task_id, dict(zip(LABELLERS, sets)))
+    first = w.lt["l6"].chain.send(w.lt["l6"].fn.finalize(task_id))
+    (paused,) = w.lt["l6"].contract.events.Aggregating().process_receipt(first)
+    assert paused["args"]["iterations"] == ITERATIONS_PER_CALL == w.lt["l6"].iterations(task_id)
+    assert w.lt["l6"].task(task_id).state_name == "open" and w.token.balance_of(w.address) == REWARD + 5 * STAKE
+    settled = w.lt["requester"].finalize(task_id)  # the client goes on until it settles
+    print(f"\nfinalize, slow round of 5 x 40, K=3: {expected.iterations} iterations, "
+          f"gas per call {[first['gasUsed'], *settled.gas_per_call]}")
+    assert len(settled.gas_per_call) == 2 and settled.iterations == 92 == w.lt["l6"].iterations(task_id)
+    assert settled.consensus == bytes(expected.labels)
+    assert [w.lt["l6"].accuracy(task_id, w.who[r]) for r in LABELLERS] == list(expected.accuracy_bps)
+    assert max(first["gasUsed"], *settled.gas_per_call) < GAS_CAP
+    after = w.balances()
+    assert after["contract"] == 0 and sum(after.values()) == sum(before.values())
+    with pytest.raises(ChainError, match="labels: no such open task"):
+        w.lt["l1"].finalize(task_id)
+
+
+def test_every_finalize_fits_the_gas_cap_in_the_worst_case(world, tmp_path):
+    """The most the contract takes, 8 labellers x 64 items x 4 classes, with the EM never
+    stopping early (100 iterations) and every data-dependent branch on its costlier side (the
+    contract of ``worst_case_source``, an upper bound for any labels): each of the three finalize
+    calls stays under 2**24 gas, even with the client's 25% headroom on its estimate."""
+    w = world
+    source = tmp_path / "LabelTasks.vy"
+    source.write_text(worst_case_source((Path(__file__).resolve().parents[2] / "veracity" / "contracts"
+                                         / "LabelTasks.vy").read_text()))
+    address = w.chain.deploy(str(source), w.token_address, w.who["treasury"])
+    lt = {r: LabelTasksClient(c.chain, address, c.token) for r, c in w.lt.items()}
+    rng = np.random.default_rng(0)
+    roles = ["l1", "l2", "l3", "l4", "spammer", "l6", "l7", "l8"]
+    now = w.chain.now()
+    task_id = lt["requester"].post_task(CID, 64, 4, 8, REWARD, STAKE, now + 100, now + 200, THRESHOLD_BPS, SLASH_BPS)
+    run_round(w, lt, task_id, {r: rng.integers(0, 4, 64).tolist() for r in roles})
+    settled = lt["requester"].finalize(task_id)
+    print(f"\nfinalize, worst case 8 x 64, K=4: gas per call {list(settled.gas_per_call)}")
+    assert settled.iterations == MAX_ITERATIONS and len(settled.gas_per_call) == 3
+    assert max(settled.gas_per_call) * 5 // 4 + 25_000 < GAS_CAP

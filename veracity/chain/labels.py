@@ -2,8 +2,10 @@
 
 A requester posts a task and escrows its reward; labellers stake and commit, then reveal, their
 labels; ``finalize`` aggregates them by the fixed-point Dawid-Skene of
-``veracity.data.consensus`` and pays or slashes. The commitment is computed here, so a labeller
-can keep its labels and salt locally between commit and reveal.
+``veracity.data.consensus`` and pays or slashes (a slow round takes a few ``finalize``
+transactions, each under EIP-7825's 2**24 gas: the client sends them until the task settles).
+The commitment is computed here, so a labeller can keep its labels and salt locally between
+commit and reveal.
 """
 
 from __future__ import annotations
@@ -18,9 +20,10 @@ from web3 import Web3
 from web3.logs import DISCARD
 
 from veracity.chain.client import Chain, TokenClient, _Bound
-from veracity.errors import UsageError
+from veracity.errors import ChainError, UsageError
 
 TASK_STATES = {0: "none", 1: "open", 2: "finalized", 3: "cancelled"}
+MAX_FINALIZE_CALLS = 4  # ceil(MAX_ITERATIONS / ITERATIONS_PER_CALL) of LabelTasks, and one to spare
 
 
 def label_commitment(task_id: int, labeller: str, labels: Sequence[int] | bytes, salt: bytes) -> bytes:
@@ -66,14 +69,20 @@ class LabelTask:
 class Settlement:
     """What ``finalize`` did: the consensus labels (empty when too few revealed), what each
     revealer got (reward share, stake returned, accuracy in bps), what each labeller lost to the
-    treasury, what went back to the requester, and the gas it took."""
+    treasury, what went back to the requester, the EM iterations the aggregation ran, and the gas
+    of each ``finalize`` transaction it took."""
 
     consensus: bytes
     revealed: int
     paid: dict[str, tuple[int, int, int]]
     slashed: dict[str, int]
     refunded: int
-    gas_used: int
+    iterations: int
+    gas_per_call: tuple[int, ...]
+
+    @property
+    def gas_used(self) -> int:
+        return sum(self.gas_per_call)
 
 
 class LabelTasksClient(_Bound):
@@ -108,10 +117,19 @@ class LabelTasksClient(_Bound):
         return self._send(self.fn.reveal(task_id, bytes(labels), salt))
 
     def finalize(self, task_id: int) -> Settlement:
-        """Aggregate and settle (after the reveal deadline); what happened, from the events."""
-        receipt = self._send(self.fn.finalize(task_id))
+        """Aggregate and settle (after the reveal deadline), calling ``finalize`` again while the
+        contract reports the aggregation still running; what happened, from the events."""
         ev = self.contract.events
-        (done,) = ev.Finalized().process_receipt(receipt, errors=DISCARD)
+        gas: list[int] = []
+        for _ in range(MAX_FINALIZE_CALLS):
+            receipt = self._send(self.fn.finalize(task_id))
+            gas.append(int(receipt["gasUsed"]))
+            done = ev.Finalized().process_receipt(receipt, errors=DISCARD)
+            if done:
+                break
+        else:
+            raise ChainError(f"task {task_id} is still aggregating after {len(gas)} finalize calls: call finalize again")
+        (done,) = done
         paid = {e["args"]["labeller"]: (int(e["args"]["amount"]), int(e["args"]["stake_returned"]),
                                         int(e["args"]["accuracy_bps"]))
                 for e in ev.Paid().process_receipt(receipt, errors=DISCARD)}
@@ -119,7 +137,7 @@ class LabelTasksClient(_Bound):
                    for e in ev.Slashed().process_receipt(receipt, errors=DISCARD)}
         refunded = sum(int(e["args"]["amount"]) for e in ev.Refunded().process_receipt(receipt, errors=DISCARD))
         return Settlement(bytes(done["args"]["consensus"]), int(done["args"]["revealed"]), paid, slashed, refunded,
-                          int(receipt["gasUsed"]))
+                          int(done["args"]["iterations"]), tuple(gas))
 
     def task(self, task_id: int) -> LabelTask:
         return LabelTask(task_id, *self._read(self.fn.task(task_id)))
@@ -136,11 +154,15 @@ class LabelTasksClient(_Bound):
     def accuracy(self, task_id: int, labeller: str) -> int:
         return int(self._read(self.fn.accuracy(task_id, Web3.to_checksum_address(labeller))))
 
-    def aggregate(self, labels: Sequence[Sequence[int] | bytes], classes: int) -> tuple[bytes, list[int]]:
-        """The contract's aggregation of any labels (one label set per labeller), without a task:
-        consensus labels and accuracies in bps."""
-        consensus, accuracy = self._read(self.fn.aggregate([bytes(x) for x in labels], classes))
-        return bytes(consensus), [int(a) for a in accuracy]
+    def iterations(self, task_id: int) -> int:
+        """The EM iterations of a task's aggregation (so far, while ``finalize`` is still at it)."""
+        return int(self._read(self.fn.iterations(task_id)))
+
+    def aggregate(self, labels: Sequence[Sequence[int] | bytes], classes: int) -> tuple[bytes, list[int], int]:
+        """The contract's aggregation of any labels (one label set per labeller), without a task,
+        in one call: consensus labels, accuracies in bps and the EM iterations run."""
+        consensus, accuracy, iterations = self._read(self.fn.aggregate([bytes(x) for x in labels], classes))
+        return bytes(consensus), [int(a) for a in accuracy], int(iterations)
 
     def treasury(self) -> str:
         return self.fn.treasury().call()

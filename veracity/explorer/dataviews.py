@@ -117,7 +117,12 @@ def words(e: dict[str, Any], labels: dict[str, str] | None = None,
             if not got:
                 return f("{} cancelled: {} labellers revealed, too few for a consensus (the reward back to the "
                          "requester)").format(t, int(a["revealed"]))
-            return f("{} finalized: consensus of {} labellers: {}").format(t, int(a["revealed"]), got)
+            its = a.get("iterations")
+            after = f(" after {} EM iterations").format(int(its)) if isinstance(its, int) else ""
+            return f("{} finalized: consensus of {} labellers{}: {}").format(t, int(a["revealed"]), after, got)
+        if n == "Aggregating":
+            return f("{}: the consensus is still being computed ({} EM iterations so far; finalize again)").format(
+                t, int(a["iterations"]))
         if n == "Paid":
             if int(a["amount"]):
                 return f("labeller {} was paid {} on {} (accuracy {}; {} stake back)").format(
