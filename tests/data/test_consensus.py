@@ -12,8 +12,8 @@ import pytest
 from veracity.data.consensus import BPS, MAX_ITERATIONS, ONE, dawid_skene, majority_vote, payouts
 from veracity.errors import InputError
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent.parent / "bench"))
-from data_consensus import agreement_with_crowdkit, simulated_rounds  # noqa: E402
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent.parent))  # the repo root: bench.* (never bench/ itself, whose ray.py would shadow ray)
+from bench.data_consensus import agreement_with_crowdkit, simulated_rounds  # noqa: E402
 
 ITEMS = 64  # a task's most items on chain
 

@@ -17,8 +17,8 @@ from veracity.chain.labels import LabelTasksClient, label_commitment, new_salt
 from veracity.data.consensus import MAX_ITERATIONS, dawid_skene, majority_vote, payouts
 from veracity.errors import ChainError
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent.parent / "bench"))
-from data_consensus import worst_case_source  # noqa: E402
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent.parent))  # the repo root: bench.* (never bench/ itself, whose ray.py would shadow ray)
+from bench.data_consensus import worst_case_source  # noqa: E402
 
 TOKEN = 10**18
 GAS_CAP = 2**24  # EIP-7825's per-transaction gas limit
