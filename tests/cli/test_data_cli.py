@@ -48,11 +48,11 @@ def test_a_labelling_round_through_the_cli(chain, tmp_path):
     items = tmp_path / "items.jsonl"
     truth = [0, 1, 2, 1, 0, 2, 2, 0, 1, 1, 2, 0]
     items.write_text("".join(json.dumps({"text": f"item {i}"}) + "\n" for i in range(len(truth))))
-    slip = {2: 5, 3: 4}  # one mistake each; labeller 4 answers every item wrong
-    sets = {w: [(c + (1 if w == 4 or slip.get(w) == i else 0)) % 3 for i, c in enumerate(truth)] for w in (1, 2, 3, 4)}
-    post = veracity("label", "post", items, "--classes", "3", "--labellers", "4", "--reward", "40", "--stake", "10",
+    slip = {2: 5}  # one mistake; labeller 4 answers every item wrong
+    sets = {w: [(c + (1 if w == 4 or slip.get(w) == i else 0)) % 3 for i, c in enumerate(truth)] for w in (1, 2, 4)}
+    post = veracity("label", "post", items, "--classes", "3", "--labellers", "3", "--reward", "40", "--stake", "10",
                     "--commit-for", "300", "--reveal-for", "300", *d, home=tmp_path)
-    assert post.returncode == 0 and ": 12 items, 3 classes, 4 labellers" in post.stdout, post.stderr
+    assert post.returncode == 0 and ": 12 items, 3 classes, 3 labellers" in post.stdout, post.stderr
     t = post.stdout.split(":")[0].removeprefix("task ")
     for who, labels in sets.items():
         (tmp_path / f"l{who}.json").write_text(json.dumps(labels))

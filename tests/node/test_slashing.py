@@ -203,7 +203,7 @@ def test_outputs_asked_for_on_chain_are_served_by_an_honest_provider_and_withhel
 
         stranger = net.dep.disputes_client(net.accts[5].key).outputs()
         done, errors = [], []
-        spec = spec.model_copy(update={"verification": Verification(challenge_window=60)})
+        spec = spec.model_copy(update={"verification": Verification(challenge_window=35)})  # time to ask inside it
         runner = threading.Thread(target=lambda: _submit_into(done, errors, spec, net, client, honest))
         runner.start()
         end = time.monotonic() + 300

@@ -39,7 +39,7 @@ def test_validator_checks_a_committed_result(tmp_path, behaviour, verdict, detai
     procs = []
     try:
         accts = dev_accounts(6)
-        dep = deploy(node.rpc_url, accts[0], accts)
+        dep = deploy(node.rpc_url, accts[0], accts, move_time=20)  # the lazy case's asks for outputs expire a move after
         dep_file = tmp_path / "deployment.json"
         dep.write(dep_file)
         vport = free_port()
