@@ -26,7 +26,8 @@ SLOW_FIRST = ("tests/agents/test_agents_e2e.py", "tests/cli/test_demo.py", "test
               "tests/node/test_validator.py", "tests/cli/test_job_cli.py", "tests/cli/test_infer_cli.py",
               "tests/node/test_many_jobs.py", "tests/node/test_dispute_e2e.py", "tests/node/test_train_e2e.py",
               "tests/node/test_ray_executor.py", "tests/explorer/test_explorer.py",
-              "tests/data/test_pool_e2e.py", "tests/node/test_synthesize_e2e.py")
+              "tests/data/test_pool_e2e.py", "tests/node/test_synthesize_e2e.py", "tests/node/test_llm_e2e.py",
+              "tests/cli/test_data_cli.py", "tests/node/test_job_e2e.py", "tests/node/test_oracle.py")
 
 
 def pytest_collection_modifyitems(config, items):

@@ -27,7 +27,7 @@ TEXTS = {  # contributor -> (text, label)
 
 
 def test_a_pool_scores_rewards_and_sells_its_data_and_a_cheating_scorer_loses(tmp_path):
-    net = Net(tmp_path, accounts=9, move_time=20, pool_window=20)
+    net = Net(tmp_path, accounts=9, move_time=20, pool_window=15)
     try:
         honest = net.provider(1, ["minilm"], wait=False)
         cheater = net.provider(2, ["minilm"], behaviour="wrong-output", wait=False)
@@ -105,7 +105,7 @@ def test_a_pool_scores_rewards_and_sells_its_data_and_a_cheating_scorer_loses(tm
         (tmp_path / "pool.jsonl").write_bytes(data)
         spec = JobSpec(kind="finetune", model="minilm", inputs=Inputs(path=str(tmp_path / "pool.jsonl")), max_price=5,
                        deadline=900, training=Training(steps=2, batch=2, classes=2, rank=0),
-                       verification=Verification(challenge_window=10))
+                       verification=Verification(challenge_window=5))
         out = submit(spec, dep, consumer.key, bid_wait=60, only={honest.address})
         assert market.order(out.order_id).state_name == "finalized" and out.outputs
     finally:
