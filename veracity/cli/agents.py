@@ -14,7 +14,7 @@ import typer
 from rich.console import Console
 
 from veracity.chain.devnet import find_deployment
-from veracity.cli.app import app, err
+from veracity.cli.app import account_key, app, err
 from veracity.errors import UsageError, VeracityError
 
 if TYPE_CHECKING:
@@ -112,11 +112,6 @@ def trace(run: Path = typer.Argument(..., help="a run's record (the JSONL `verac
     raise typer.Exit(_check(read_record(run), find_deployment(deployment), wait))
 
 
-def _account(dep: "Deployment", account: int) -> str:
-    if not 0 <= account < len(dep.accounts):
-        raise UsageError(f"--account must be between 0 and {len(dep.accounts) - 1}")
-    return dep.accounts[account].key
-
 
 def _port_free(port: int) -> None:
     import socket
@@ -163,7 +158,7 @@ def serve(agent: Path = typer.Argument(..., help="the agent's YAML file"),
     except UsageError:  # chain tools say they need a deployment; everything else runs without one
         if deployment is not None or register:
             raise
-    key = _account(dep, account) if dep is not None else None
+    key = account_key(dep, account) if dep is not None else None
     tools = build_tools(spec.tools, ToolContext(dep, url.removesuffix("/").removesuffix("/v1"), key))
     _port_free(port)
     base = f"http://127.0.0.1:{port}"
@@ -233,7 +228,7 @@ def request_validation_cmd(
     from veracity.agents.validate import FetchError, fetch_uri, request_validation
 
     dep = find_deployment(deployment)
-    key = _account(dep, account)
+    key = account_key(dep, account)
     uri = run if "://" in run else Path(run).resolve().as_uri()
     try:
         data = fetch_uri(uri)
@@ -254,7 +249,7 @@ def feedback(agent_id: int = typer.Argument(..., min=1, help="the agent rated"),
     from decimal import Decimal
 
     dep = find_deployment(deployment)
-    key = _account(dep, account)
+    key = account_key(dep, account)
     exact = Decimal(str(score)).normalize()
     decimals = max(0, -int(exact.as_tuple().exponent))
     if decimals > 4:
@@ -292,7 +287,7 @@ def pay(agent_id: int = typer.Argument(..., min=1, help="the agent whose run is 
         h = b""
     if len(h) != 32:
         raise UsageError(f"--request {request!r} is not a request hash: 0x and 64 hex digits")
-    col = dep.collective_client(_account(dep, account))
+    col = dep.collective_client(account_key(dep, account))
     pid = col.pay(agent_id, h, _validator(dep, validator), int(Decimal(str(amount)) * 10**18), col.chain.now() + within,
                   VERIFIED_FINAL if final else "")
     print(f"payment {pid}")
@@ -308,7 +303,7 @@ def release(payment_id: int = typer.Argument(..., min=1),
     from veracity.agents.validate import read_split
 
     dep = find_deployment(deployment)
-    key = _account(dep, account)
+    key = account_key(dep, account)
     col = dep.collective_client(key)
     p = col.payment(payment_id)
     if p.state_name != "open":
@@ -347,7 +342,7 @@ def validate(deployment: Optional[Path] = typer.Option(None, help="deployment fi
     from veracity.agents.validate import Outcome, validate_pass
 
     dep = find_deployment(deployment)
-    key = _account(dep, account)
+    key = account_key(dep, account)
     uris: dict[bytes, str] = {}
 
     def line(o: Outcome) -> str:

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Optional
 import typer
 
 from veracity.chain.devnet import find_deployment
-from veracity.cli.app import app, err
+from veracity.cli.app import account_key, app, err
 from veracity.errors import InputError, UsageError
 
 if TYPE_CHECKING:
@@ -25,11 +25,6 @@ if TYPE_CHECKING:
 TOKEN = 10**18
 data_app = typer.Typer(help="Data pools: signed contributions, exact scores, rewards by score.", no_args_is_help=True)
 
-
-def _key(dep: "Deployment", account: int) -> str:
-    if not 0 <= account < len(dep.accounts):
-        raise UsageError(f"--account must be between 0 and {len(dep.accounts) - 1}")
-    return dep.accounts[account].key
 
 
 def _pool(dep: "Deployment", key: str, pool: int) -> None:
@@ -56,7 +51,7 @@ def create(topic: str = typer.Option(..., help="what the pool wants: an item's q
     from veracity.data.pools import embed
 
     dep = find_deployment(deployment)
-    key = _key(dep, account)
+    key = account_key(dep, account)
     if schema is not None and not schema.is_file():
         raise InputError(f"schema {schema} not found")
     schema_cid = hashlib.sha256(schema.read_bytes()).digest() if schema else bytes(32)
@@ -76,7 +71,7 @@ def device(pool: int, device: str = typer.Argument(..., help="the device key's a
     from web3 import Web3
 
     dep = find_deployment(deployment)
-    key = _key(dep, account)
+    key = account_key(dep, account)
     _pool(dep, key, pool)
     for what, addr in (("device", device), ("contributor", contributor)):
         if not Web3.is_address(addr):
@@ -94,7 +89,7 @@ def contribute(pool: int, file: Path = typer.Argument(..., help="one JSON line: 
     from veracity.data.curator import contribute as send
 
     dep = find_deployment(deployment)
-    key = _key(dep, account)
+    key = account_key(dep, account)
     _pool(dep, key, pool)
     if not file.is_file():
         raise InputError(f"{file} not found")
@@ -111,7 +106,7 @@ def curate(pool: int, account: int = typer.Option(0, help="the pool's curator"),
     from veracity.data.curator import Curator
 
     dep = find_deployment(deployment)
-    key = _key(dep, account)
+    key = account_key(dep, account)
     _pool(dep, key, pool)
     Curator(dep, key, pool, max_price=int(max_price * TOKEN), log=lambda m: err.print(m)).run(timeout)
     show(pool, account, deployment)
@@ -123,7 +118,7 @@ def show(pool: int, account: int = typer.Option(0), deployment: Optional[Path] =
     from veracity.cid import cid_from_digest
 
     dep = find_deployment(deployment)
-    key = _key(dep, account)
+    key = account_key(dep, account)
     _pool(dep, key, pool)
     client = dep.data_pool_client(key)
     p = client.pool(pool)
@@ -143,7 +138,7 @@ def pay(pool: int, epoch: int = typer.Option(..., min=0), account: int = typer.O
         deployment: Optional[Path] = typer.Option(None)) -> None:
     """Pay an ended epoch's reward to its contributors by score (anyone may)."""
     dep = find_deployment(deployment)
-    key = _key(dep, account)
+    key = account_key(dep, account)
     _pool(dep, key, pool)
     client = dep.data_pool_client(key)
     client.pay_epoch(pool, epoch)
@@ -161,7 +156,7 @@ def buy(pool: int, amount: float = typer.Option(..., min=0.000001, help="VRC, sp
     from veracity.data.curator import buy as pay_for
 
     dep = find_deployment(deployment)
-    key = _key(dep, account)
+    key = account_key(dep, account)
     _pool(dep, key, pool)
     data = pay_for(dep, key, pool, int(amount * TOKEN))
     out.write_bytes(data)

@@ -12,7 +12,7 @@ from rich.console import Console
 from rich.table import Table
 
 from veracity.chain.devnet import find_deployment
-from veracity.cli.app import app, err
+from veracity.cli.app import account_key, app, err
 from veracity.errors import InputError, UsageError
 
 gateway_app = typer.Typer(help="The OpenAI-compatible gateway over standing leases.", no_args_is_help=True)
@@ -39,11 +39,10 @@ def gateway_run(port: int = typer.Option(8400, help="port on 127.0.0.1"),
     from veracity.logs import log
 
     dep = find_deployment(deployment)
-    if not 0 <= account < len(dep.accounts):
-        raise UsageError(f"--account must be between 0 and {len(dep.accounts) - 1}")
+    key = account_key(dep, account)
     terms = WindowTerms(window_requests=window_requests, window_s=window_s, price=price,
                         challenge_window=challenge_window)
-    pool = LeasePool(dep, dep.accounts[account].key, terms, lambda m: log("gateway", m))
+    pool = LeasePool(dep, key, terms, lambda m: log("gateway", m))
     err.print(f"gateway on http://127.0.0.1:{port}/v1 (leases paid by {pool.chain.address})")
     uvicorn.run(create_app(pool), host="127.0.0.1", port=port, log_level="warning")
 

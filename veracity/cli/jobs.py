@@ -10,7 +10,7 @@ from rich.console import Console
 from rich.table import Table
 
 from veracity.chain.devnet import find_deployment
-from veracity.cli.app import app, err
+from veracity.cli.app import account_key, app, err
 from veracity.errors import UsageError
 
 job_app = typer.Typer(help="Submit jobs and follow them.", no_args_is_help=True)
@@ -42,8 +42,7 @@ def job_submit(spec: Path = typer.Argument(..., help="job spec (YAML)"),
     job = load_spec(spec)
     check_orderable(job, accept_unjudged)
     dep = find_deployment(deployment)
-    if not 0 <= account < len(dep.accounts):
-        raise UsageError(f"--account must be between 0 and {len(dep.accounts) - 1}")
+    key = account_key(dep, account)
     if units > 1:
         unit_specs(job, units)  # a spec that cannot split says why before anything is posted
     with err.status("uploading inputs and opening the order") as status:
@@ -51,13 +50,13 @@ def job_submit(spec: Path = typer.Argument(..., help="job spec (YAML)"),
                   "commit": "waiting out the challenge window", "settle": "settled"}
         only = set(provider) if provider else None
         if units > 1:
-            outs = submit_units(job, dep, dep.accounts[account].key, units, bid_wait=bid_wait, only=only,
+            outs = submit_units(job, dep, key, units, bid_wait=bid_wait, only=only,
                                 accept_unjudged=accept_unjudged,
                                 on_unit=lambda i, o: err.print(f"work unit {i + 1}/{units}: order {o.order_id} "
                                                                f"settled with {o.provider}, checkpoint {o.output_cid}"),
                                 on_phase=lambda name: status.update(labels[name]))
         else:
-            outs = [submit(job, dep, dep.accounts[account].key, bid_wait=bid_wait,
+            outs = [submit(job, dep, key, bid_wait=bid_wait,
                            on_phase=lambda name: status.update(labels[name]), only=only,
                            accept_unjudged=accept_unjudged)]
     out = outs[-1]

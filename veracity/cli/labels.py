@@ -17,8 +17,8 @@ from typing import TYPE_CHECKING, Optional
 import typer
 
 from veracity.chain.devnet import find_deployment, home
-from veracity.cli.app import app
-from veracity.errors import InputError, UsageError
+from veracity.cli.app import account_key, app
+from veracity.errors import InputError
 
 if TYPE_CHECKING:
     from veracity.chain.devnet import Deployment
@@ -27,11 +27,6 @@ TOKEN = 10**18
 label_app = typer.Typer(help="Labelling tasks: staked labellers, commit-reveal, Dawid-Skene consensus.",
                         no_args_is_help=True)
 
-
-def _key(dep: "Deployment", account: int) -> str:
-    if not 0 <= account < len(dep.accounts):
-        raise UsageError(f"--account must be between 0 and {len(dep.accounts) - 1}")
-    return dep.accounts[account].key
 
 
 def _labels(path: Path, classes: int | None = None) -> list[int]:
@@ -69,7 +64,7 @@ def post(items: Path = typer.Argument(..., help="the items to label (any file: i
     import hashlib
 
     dep = find_deployment(deployment)
-    key = _key(dep, account)
+    key = account_key(dep, account)
     if not items.is_file():
         raise InputError(f"{items} not found")
     data = items.read_bytes()
@@ -90,7 +85,7 @@ def commit(task: int, labels: Path = typer.Argument(..., help="a JSON list of cl
     from veracity.chain.labels import new_salt
 
     dep = find_deployment(deployment)
-    key = _key(dep, account)
+    key = account_key(dep, account)
     client = dep.label_tasks_client(key)
     info = client.task(task)
     mine = _labels(labels, info.classes)
@@ -107,7 +102,7 @@ def commit(task: int, labels: Path = typer.Argument(..., help="a JSON list of cl
 def reveal(task: int, account: int = typer.Option(1), deployment: Optional[Path] = typer.Option(None)) -> None:
     """Reveal the labels committed from this machine."""
     dep = find_deployment(deployment)
-    key = _key(dep, account)
+    key = account_key(dep, account)
     client = dep.label_tasks_client(key)
     secret = _secret(dep, task, client.chain.address)
     if not secret.is_file():
@@ -136,7 +131,7 @@ def aggregate(files: list[Path] = typer.Argument(..., help="each labeller's labe
 def finalize(task: int, account: int = typer.Option(0), deployment: Optional[Path] = typer.Option(None)) -> None:
     """Aggregate on chain and settle (anyone, after the reveal deadline)."""
     dep = find_deployment(deployment)
-    done = dep.label_tasks_client(_key(dep, account)).finalize(task)
+    done = dep.label_tasks_client(account_key(dep, account)).finalize(task)
     print(f"task {task}: {done.revealed} label sets; consensus {list(done.consensus)}")
     for who, (amount, stake, acc) in done.paid.items():
         print(f"  {who}: accuracy {acc / 100:.2f}%, paid {amount / TOKEN:.6f} VRC, stake back {stake / TOKEN:g} VRC")
@@ -148,7 +143,7 @@ def finalize(task: int, account: int = typer.Option(0), deployment: Optional[Pat
 def show(task: int, account: int = typer.Option(0), deployment: Optional[Path] = typer.Option(None)) -> None:
     """A task's terms, its labellers and (once final) its consensus."""
     dep = find_deployment(deployment)
-    client = dep.label_tasks_client(_key(dep, account))
+    client = dep.label_tasks_client(account_key(dep, account))
     t = client.task(task)
     print(f"task {task}: {t.state_name}; {t.n_items} items, {t.classes} classes, reward {t.reward / TOKEN:g} VRC, "
           f"stake {t.min_stake / TOKEN:g} VRC; requester {t.requester}")
